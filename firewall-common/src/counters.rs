@@ -1,0 +1,74 @@
+//! Counters: per-CPU arrays, summed in userspace.
+
+/// Value of `RULE_STATS[rule]`: traffic a rule let through.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounters {
+    /// Flows opened through the rule.
+    pub flows: u64,
+    /// Packets and bytes of those flows, both directions.
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Value of `IFACE_STATS[reason]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReasonCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Why the datapath passed or dropped a packet: the one table of verdict
+/// reasons, used by the kernel, the counters and every report.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// A rule allowed the first packet of a new flow.
+    PassNewFlow = 0,
+    /// The packet belongs to a tracked flow.
+    PassTracked = 1,
+    /// An ICMP error about a tracked flow.
+    PassRelated = 2,
+    /// Never filtered: non-IP frames, IPv6 neighbour discovery.
+    PassUnfiltered = 3,
+    /// No rule of any attached group allows it (default deny).
+    DropNoRule = 4,
+    /// Truncated or inconsistent headers, unknown IPv6 extension headers.
+    DropMalformed = 5,
+    /// Would open a new flow but the conntrack table is full.
+    DropConntrackFull = 6,
+    /// A non-first IP fragment (not tracked yet; dropped, never passed unjudged).
+    DropFragment = 7,
+}
+
+impl Reason {
+    pub const COUNT: u32 = 8;
+    pub const ALL: [Reason; Self::COUNT as usize] = [
+        Self::PassNewFlow,
+        Self::PassTracked,
+        Self::PassRelated,
+        Self::PassUnfiltered,
+        Self::DropNoRule,
+        Self::DropMalformed,
+        Self::DropConntrackFull,
+        Self::DropFragment,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PassNewFlow => "pass_new_flow",
+            Self::PassTracked => "pass_tracked",
+            Self::PassRelated => "pass_related",
+            Self::PassUnfiltered => "pass_unfiltered",
+            Self::DropNoRule => "dropped_no_rule",
+            Self::DropMalformed => "dropped_malformed",
+            Self::DropConntrackFull => "dropped_conntrack_full",
+            Self::DropFragment => "dropped_fragment",
+        }
+    }
+
+    pub fn is_drop(self) -> bool {
+        (self as u32) >= Self::DropNoRule as u32
+    }
+}

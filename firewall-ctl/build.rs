@@ -1,0 +1,17 @@
+//! Builds the kernel programs (`firewall-ebpf`) for bpfel-unknown-none with
+//! the nightly toolchain and bpf-linker (`cargo xtask bootstrap` installs
+//! both), leaving the object in OUT_DIR for `include_bytes_aligned!`.
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya_build::{Package, Toolchain};
+
+fn main() -> anyhow::Result<()> {
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
+    let root_dir = Path::new(&manifest_dir).join("../firewall-ebpf");
+    let root_dir = root_dir.to_str().context("non-UTF-8 workspace path")?;
+    aya_build::build_ebpf(
+        [Package { name: "firewall-ebpf", root_dir, ..Default::default() }],
+        Toolchain::default(),
+    )
+}
