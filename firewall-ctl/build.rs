@@ -1,6 +1,9 @@
 //! Builds the kernel programs (`firewall-ebpf`) for bpfel-unknown-none with
 //! the nightly toolchain and bpf-linker (`cargo xtask bootstrap` installs
 //! both), leaving the object in OUT_DIR for `include_bytes_aligned!`.
+//!
+//! With `AYA_BUILD_SKIP=1` (for work on the pure-userspace modules only) an
+//! empty placeholder object is written instead; loading it fails at run time.
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -8,6 +11,11 @@ use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
+    let out_dir = std::env::var("OUT_DIR").context("OUT_DIR")?;
+    let object = Path::new(&out_dir).join("firewall");
+    if !object.exists() {
+        std::fs::write(&object, b"").context("writing placeholder object")?;
+    }
     let root_dir = Path::new(&manifest_dir).join("../firewall-ebpf");
     let root_dir = root_dir.to_str().context("non-UTF-8 workspace path")?;
     aya_build::build_ebpf(

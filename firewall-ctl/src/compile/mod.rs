@@ -1,0 +1,1 @@
+//! Placeholder: the compiler from policy to map entries goes here.

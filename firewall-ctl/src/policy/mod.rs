@@ -1,0 +1,1 @@
+//! Placeholder: the policy model and YAML parser go here.
