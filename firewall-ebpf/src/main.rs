@@ -1,10 +1,58 @@
+//! sgctl's kernel programs: entry points only.
+//!
+//! One policy logic ([`filter::judge`]) is compiled into three programs that
+//! share one set of maps per interface:
+//! - `sg_ingress_xdp`: inbound, as native XDP (physical NICs);
+//! - `sg_ingress_tc`: inbound, as tcx ingress (veth and virtual devices, where
+//!   XDP would cost most of the TCP throughput, see platform-notes.md);
+//! - `sg_egress_tc`: outbound, as tcx egress.
 #![no_std]
 #![no_main]
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+mod conntrack;
+mod filter;
+mod frame;
+mod maps;
+mod parse;
+mod policy;
+mod stats;
+
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use firewall_common::Direction;
 
 #[xdp]
-pub fn sg_ingress_xdp(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
+pub fn sg_ingress_xdp(ctx: XdpContext) -> u32 {
+    if filter::judge(&ctx, Direction::Inbound).is_drop() {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+#[classifier]
+pub fn sg_ingress_tc(ctx: TcContext) -> i32 {
+    tc_action(&ctx, Direction::Inbound)
+}
+
+#[classifier]
+pub fn sg_egress_tc(ctx: TcContext) -> i32 {
+    tc_action(&ctx, Direction::Outbound)
+}
+
+/// Passing returns TCX_NEXT (`TC_ACT_UNSPEC`) so programs attached after ours
+/// still run; with none, the packet goes on.
+#[inline(always)]
+fn tc_action(ctx: &TcContext, direction: Direction) -> i32 {
+    frame::linearize_headers(ctx);
+    if filter::judge(ctx, direction).is_drop() {
+        TC_ACT_SHOT as i32
+    } else {
+        TC_ACT_UNSPEC
+    }
 }
 
 #[cfg(not(test))]

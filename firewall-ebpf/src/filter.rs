@@ -1,0 +1,58 @@
+//! The verdict for one packet, shared by the XDP and tc programs.
+use firewall_common::{counters::Reason, Direction};
+
+use crate::{
+    conntrack::{self, FlowRef, Lookup},
+    frame::Frame,
+    maps::{Scratch, SCRATCH},
+    parse::{self, Packet, Parsed},
+    policy, stats,
+};
+
+/// Judges a packet and counts the verdict; the caller passes or drops it.
+#[inline(always)]
+pub fn judge(frame: &impl Frame, direction: Direction) -> Reason {
+    let bytes = frame.wire_len();
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Reason::DropMalformed;
+    };
+    // SAFETY: per-CPU scratch slot, ours for this program run.
+    let Scratch { packet, flow } = unsafe { &mut *scratch };
+    *packet = Packet::EMPTY;
+    let reason = match parse::parse(frame, packet) {
+        Parsed::NotIp | Parsed::NeighbourDiscovery => Reason::PassUnfiltered,
+        Parsed::Malformed => Reason::DropMalformed,
+        Parsed::LaterFragment => Reason::DropFragment,
+        Parsed::Ip => judge_ip(packet, flow, direction, bytes),
+    };
+    stats::count_reason(direction, reason, bytes);
+    reason
+}
+
+#[inline(always)]
+fn judge_ip(packet: &Packet, flow: &mut FlowRef, direction: Direction, bytes: u64) -> Reason {
+    let now = conntrack::now_ns();
+    if packet.has_related {
+        if let Some(rule) = conntrack::related_rule(&packet.related, flow, now) {
+            stats::count_rule(rule, bytes, false);
+            return Reason::PassRelated;
+        }
+        // Not about a tracked flow: an ICMP rule may still allow it.
+    }
+    flow.set(&packet.tuple);
+    let stale = match conntrack::track(flow, packet.tcp_flags, now) {
+        Lookup::Tracked { rule } => {
+            stats::count_rule(rule, bytes, false);
+            return Reason::PassTracked;
+        }
+        Lookup::New { stale } => stale,
+    };
+    let Some(rule) = policy::allowed_rule(direction, packet) else {
+        return Reason::DropNoRule;
+    };
+    if conntrack::open(flow, stale, rule, direction, now).is_err() {
+        return Reason::DropConntrackFull;
+    }
+    stats::count_rule(rule, bytes, true);
+    Reason::PassNewFlow
+}

@@ -1,0 +1,74 @@
+//! Bounds-checked access to the packet, the same for XDP and tc.
+use aya_ebpf::programs::{TcContext, XdpContext};
+
+/// A packet the programs can read: its bytes and its length on the wire.
+pub trait Frame {
+    fn start(&self) -> usize;
+    fn end(&self) -> usize;
+    /// Bytes counted in `bytes` counters: the whole frame (for tc, the whole
+    /// skb, GSO aggregate included).
+    fn wire_len(&self) -> u64;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> u64 {
+        (self.data_end() - self.data()) as u64
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn wire_len(&self) -> u64 {
+        u64::from(self.len())
+    }
+}
+
+/// Most headers we read fit in this many bytes (Ethernet, 2 VLAN tags, IPv6
+/// with a few extension headers, TCP, or an ICMP error's embedded header).
+const HEADROOM: u32 = 192;
+
+/// tc may hand us an skb whose headers are not all in the linear part; pull
+/// them in only then, as `bpf_skb_pull_data` may copy a cloned skb.
+#[inline(always)]
+pub fn linearize_headers(ctx: &TcContext) {
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    let want = if ctx.len() < HEADROOM { ctx.len() } else { HEADROOM };
+    if linear < want {
+        let _ = ctx.pull_data(want);
+    }
+}
+
+/// Pointer to a `T` at `offset` bytes into the packet, or `None` when the
+/// packet is shorter. `T` must be made of byte arrays (alignment 1).
+#[inline(always)]
+pub fn ptr_at<T>(frame: &impl Frame, offset: usize) -> Option<*const T> {
+    let start = frame.start();
+    if start + offset + core::mem::size_of::<T>() > frame.end() {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+/// Copy of the `T` at `offset`, see [`ptr_at`].
+#[inline(always)]
+pub fn read_at<T: Copy>(frame: &impl Frame, offset: usize) -> Option<T> {
+    // SAFETY: ptr_at checked that the whole T lies inside the packet.
+    ptr_at::<T>(frame, offset).map(|p| unsafe { p.read_unaligned() })
+}

@@ -1,0 +1,267 @@
+//! Packet parsing: Ethernet (up to two VLAN tags) → IPv4 / IPv6 (extension
+//! headers walked) → TCP / UDP / ICMP / ICMPv6, including the header an ICMP
+//! error carries. Nothing here looks at a map.
+use firewall_common::proto;
+
+use crate::frame::{read_at, Frame};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+/// IPv6 extension headers walked before giving up (semantics.md item 15).
+const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+const TCP_DOFF_MIN: u8 = 5;
+
+/// The 5-tuple a flow is known by. IPv4 addresses fill the first 4 bytes.
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Host order. ICMP echo: the identifier in both; other ICMP and other
+    /// protocols: 0.
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+    pub family: u8,
+}
+
+impl Tuple {
+    pub const EMPTY: Self = Self { src: [0; 16], dst: [0; 16], sport: 0, dport: 0, protocol: 0, family: 0 };
+}
+
+/// An IP packet the policy can judge. Filled in place (the BPF stack is
+/// 512 bytes; returning it by value would copy it).
+pub struct Packet {
+    pub tuple: Tuple,
+    /// What rules match besides the protocol: the destination port
+    /// (network order), or `[type, code]` for ICMP/ICMPv6.
+    pub rule_port: [u8; 2],
+    pub tcp_flags: u8,
+    /// For an ICMP error: `related` holds the flow of the packet it reports on.
+    pub has_related: bool,
+    pub related: Tuple,
+}
+
+impl Packet {
+    pub const EMPTY: Self =
+        Self { tuple: Tuple::EMPTY, rule_port: [0; 2], tcp_flags: 0, has_related: false, related: Tuple::EMPTY };
+}
+
+pub enum Parsed {
+    /// Not IP (ARP, LLDP, …): never filtered.
+    NotIp,
+    /// IPv6 neighbour discovery: never filtered.
+    NeighbourDiscovery,
+    Malformed,
+    /// A non-first fragment: it has no L4 header to judge.
+    LaterFragment,
+    /// The packet was written to the caller's [`Packet`].
+    Ip,
+}
+
+macro_rules! or_malformed {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return Parsed::Malformed,
+        }
+    };
+}
+
+#[inline(always)]
+fn be16(frame: &impl Frame, offset: usize) -> Option<u16> {
+    read_at::<[u8; 2]>(frame, offset).map(u16::from_be_bytes)
+}
+
+#[inline(always)]
+pub fn parse(frame: &impl Frame, out: &mut Packet) -> Parsed {
+    let mut ether_type = or_malformed!(be16(frame, 12));
+    let mut offset = ETH_HLEN;
+    // Two tags cover 802.1Q and QinQ; a tagged IP packet is still judged.
+    for _ in 0..2 {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        ether_type = or_malformed!(be16(frame, offset + 2));
+        offset += 4;
+    }
+    let l4 = match ether_type {
+        ETH_P_IP => or_malformed!(ipv4_header(frame, offset, &mut out.tuple)),
+        ETH_P_IPV6 => or_malformed!(ipv6_header(frame, offset, &mut out.tuple)),
+        _ => return Parsed::NotIp,
+    };
+    match l4 {
+        L4::At(l4) => parse_l4(frame, l4, out),
+        L4::LaterFragment => Parsed::LaterFragment,
+    }
+}
+
+enum L4 {
+    At(usize),
+    LaterFragment,
+}
+
+/// Checks an IPv4 header at `offset` and fills the addresses and protocol
+/// of `tuple`; returns where the L4 header starts. `None`: malformed.
+#[inline(always)]
+fn ipv4_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple) -> Option<L4> {
+    let h = read_at::<[u8; 10]>(frame, offset)?;
+    let ihl = (h[0] & 0x0f) as usize;
+    if h[0] >> 4 != 4 || ihl < 5 {
+        return None;
+    }
+    // The L4 offset comes from IHL, never a constant: options are legal.
+    let header_len = ihl * 4;
+    if (u16::from_be_bytes([h[2], h[3]]) as usize) < header_len {
+        return None;
+    }
+    read_at::<[u8; 1]>(frame, offset + header_len - 1)?;
+    tuple.protocol = h[9];
+    tuple.family = 4;
+    let src = read_at::<[u8; 4]>(frame, offset + 12)?;
+    let dst = read_at::<[u8; 4]>(frame, offset + 16)?;
+    tuple.src = [src[0], src[1], src[2], src[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    tuple.dst = [dst[0], dst[1], dst[2], dst[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
+        return Some(L4::LaterFragment);
+    }
+    Some(L4::At(offset + header_len))
+}
+
+/// Same as [`ipv4_header`] for IPv6, walking extension headers (semantics.md
+/// item 15).
+#[inline(always)]
+fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple) -> Option<L4> {
+    let h = read_at::<[u8; 8]>(frame, offset)?;
+    if h[0] >> 4 != 6 {
+        return None;
+    }
+    tuple.protocol = h[6];
+    tuple.family = 6;
+    tuple.src = read_at::<[u8; 16]>(frame, offset + 8)?;
+    tuple.dst = read_at::<[u8; 16]>(frame, offset + 24)?;
+
+    let mut l4 = offset + 40;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match tuple.protocol {
+            // Hop-by-hop, routing, destination options: length in 8-byte units.
+            0 | 43 | 60 => {
+                let ext = read_at::<[u8; 2]>(frame, l4)?;
+                tuple.protocol = ext[0];
+                l4 += (ext[1] as usize + 1) * 8;
+            }
+            // Fragment header: fixed 8 bytes.
+            44 => {
+                let ext = read_at::<[u8; 4]>(frame, l4)?;
+                tuple.protocol = ext[0];
+                if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                    return Some(L4::LaterFragment);
+                }
+                l4 += 8;
+            }
+            _ => return Some(L4::At(l4)),
+        }
+    }
+    // Too many extension headers to walk: never pass what we cannot read.
+    None
+}
+
+#[inline(always)]
+fn parse_l4(frame: &impl Frame, l4: usize, out: &mut Packet) -> Parsed {
+    let tuple = &mut out.tuple;
+    match (tuple.protocol, tuple.family) {
+        (proto::TCP, _) => {
+            let h = or_malformed!(read_at::<[u8; 14]>(frame, l4));
+            if h[12] >> 4 < TCP_DOFF_MIN {
+                return Parsed::Malformed;
+            }
+            or_malformed!(read_at::<[u8; 1]>(frame, l4 + 19));
+            tuple.sport = u16::from_be_bytes([h[0], h[1]]);
+            tuple.dport = u16::from_be_bytes([h[2], h[3]]);
+            out.rule_port = [h[2], h[3]];
+            out.tcp_flags = h[13];
+        }
+        (proto::UDP, _) => {
+            let h = or_malformed!(read_at::<[u8; 8]>(frame, l4));
+            tuple.sport = u16::from_be_bytes([h[0], h[1]]);
+            tuple.dport = u16::from_be_bytes([h[2], h[3]]);
+            out.rule_port = [h[2], h[3]];
+        }
+        (proto::ICMP, 4) | (proto::ICMPV6, 6) => {
+            let h = or_malformed!(read_at::<[u8; 8]>(frame, l4));
+            out.rule_port = [h[0], h[1]];
+            match icmp_kind(tuple.family, h[0]) {
+                IcmpKind::NeighbourDiscovery => return Parsed::NeighbourDiscovery,
+                IcmpKind::Echo => {
+                    tuple.sport = u16::from_be_bytes([h[4], h[5]]);
+                    tuple.dport = tuple.sport;
+                }
+                IcmpKind::Error => {
+                    out.has_related = quoted_tuple(frame, l4 + 8, tuple.family, &mut out.related).is_some();
+                }
+                IcmpKind::Other => {}
+            }
+        }
+        _ => {}
+    }
+    Parsed::Ip
+}
+
+enum IcmpKind {
+    Echo,
+    Error,
+    NeighbourDiscovery,
+    Other,
+}
+
+#[inline(always)]
+fn icmp_kind(family: u8, icmp_type: u8) -> IcmpKind {
+    match (family, icmp_type) {
+        // Echo request / reply.
+        (4, 0 | 8) | (6, 128 | 129) => IcmpKind::Echo,
+        // Destination unreachable (incl. fragmentation needed), time
+        // exceeded, parameter problem; ICMPv6 packet too big.
+        (4, 3 | 11 | 12) | (6, 1..=4) => IcmpKind::Error,
+        // Router/neighbour solicitation and advertisement, redirect.
+        (6, 133..=137) => IcmpKind::NeighbourDiscovery,
+        _ => IcmpKind::Other,
+    }
+}
+
+/// Fills `tuple` with the flow of the packet an ICMP error quotes (its IP
+/// header and the first 8 bytes of its L4 header). `None` if cut short.
+#[inline(always)]
+fn quoted_tuple(frame: &impl Frame, offset: usize, family: u8, tuple: &mut Tuple) -> Option<()> {
+    let l4 = if family == 4 {
+        ipv4_header(frame, offset, tuple)?
+    } else {
+        // The quoted header's own extension headers are not walked.
+        let h = read_at::<[u8; 8]>(frame, offset)?;
+        tuple.protocol = h[6];
+        tuple.family = 6;
+        tuple.src = read_at::<[u8; 16]>(frame, offset + 8)?;
+        tuple.dst = read_at::<[u8; 16]>(frame, offset + 24)?;
+        L4::At(offset + 40)
+    };
+    let L4::At(l4) = l4 else { return None };
+    match tuple.protocol {
+        proto::TCP | proto::UDP => {
+            let ports = read_at::<[u8; 4]>(frame, l4)?;
+            tuple.sport = u16::from_be_bytes([ports[0], ports[1]]);
+            tuple.dport = u16::from_be_bytes([ports[2], ports[3]]);
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            let h = read_at::<[u8; 8]>(frame, l4)?;
+            if let IcmpKind::Echo = icmp_kind(family, h[0]) {
+                tuple.sport = u16::from_be_bytes([h[4], h[5]]);
+                tuple.dport = tuple.sport;
+            }
+        }
+        _ => {}
+    }
+    Some(())
+}

@@ -1,0 +1,29 @@
+//! Per-CPU counters; `sgctl stats` sums the CPUs.
+use firewall_common::{counters::Reason, Direction};
+
+use crate::maps::{IFACE_STATS, RULE_STATS};
+
+#[inline(always)]
+pub fn count_reason(direction: Direction, reason: Reason, bytes: u64) {
+    let index = direction as u32 * Reason::COUNT + reason as u32;
+    if let Some(c) = IFACE_STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; nothing else writes it while we run.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+/// A packet of a flow that `rule` let through; `new_flow` for its first.
+#[inline(always)]
+pub fn count_rule(rule: u32, bytes: u64, new_flow: bool) {
+    if let Some(c) = RULE_STATS.get_ptr_mut(rule) {
+        // SAFETY: per-CPU slot; nothing else writes it while we run.
+        unsafe {
+            (*c).flows += u64::from(new_flow);
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
