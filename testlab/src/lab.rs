@@ -1,0 +1,243 @@
+//! Labs and their hosts: namespaces, the bridge, veth pairs, addresses.
+use std::{
+    collections::hash_map::RandomState,
+    hash::{BuildHasher as _, Hash as _, Hasher as _},
+    net::{IpAddr, SocketAddr},
+    process::Output,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Mutex,
+    },
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::{
+    netns::{self, ip},
+    sockets::{self, Listener, Outcome},
+};
+
+/// Every namespace a lab creates is named `tl-<pid>-<lab>-<random>-…`.
+const TAG: &str = "tl-";
+/// The bridge inside the switch namespace.
+const BRIDGE: &str = "br0";
+/// The host side of each host's veth.
+const HOST_IFACE: &str = "eth0";
+
+/// Labs made by this process so far (part of the unique prefix).
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+/// One L2 segment of throwaway hosts. Dropping it deletes every namespace it
+/// created (and with them the veths and the bridge).
+pub struct Lab {
+    prefix: String,
+    switch: String,
+    /// Namespaces to delete on drop, hosts first, the switch last.
+    created: Mutex<Vec<String>>,
+    /// Numbers the switch-side veth ends.
+    ports: AtomicU32,
+}
+
+/// A host of a [`Lab`]: a namespace with `lo` and `eth0` up. A cheap handle
+/// (it owns names only); it stops working once its lab is dropped.
+#[derive(Clone, Debug)]
+pub struct Host {
+    name: String,
+    netns: String,
+}
+
+fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if name.is_empty() || name.len() > 16 || !ok_chars {
+        bail!("{what} name {name:?}: use 1-16 characters of a-z, 0-9 and '-'");
+    }
+    Ok(())
+}
+
+/// Fails clearly when namespaces cannot be made here.
+fn preflight() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "testlab needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network namespaces; \
+             run the tests as root, e.g. `cargo xtask test`"
+        );
+    }
+    let out = netns::output("ip", &["netns", "list"])?;
+    if !out.status.success() {
+        bail!("`ip netns list` failed, so `ip netns` is unusable here: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// A short random tag: the per-process random hasher keys, mixed with the time.
+fn random_tag() -> String {
+    let mut h = RandomState::new().build_hasher();
+    SystemTime::now().hash(&mut h);
+    format!("{:04x}", h.finish() & 0xffff)
+}
+
+/// Deletes namespaces that labs of processes no longer running left behind
+/// (a run killed before its `Drop` ran). Best effort.
+fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(TAG).and_then(|r| r.split('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", &name]);
+        }
+    }
+}
+
+impl Lab {
+    /// Creates the lab's switch: a namespace with a bridge. `name` (1-16
+    /// characters of a-z, 0-9, '-') only helps a human reading `ip netns`.
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        check_name("lab", name)?;
+        preflight()?;
+        remove_stale();
+        let n = LABS.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("{TAG}{}-{n}-{}-{name}", std::process::id(), random_tag());
+        let switch = format!("{prefix}-sw");
+        ip(&["netns", "add", &switch]).context("creating the lab's switch namespace")?;
+        let lab = Self { prefix, switch: switch.clone(), created: Mutex::new(vec![switch]), ports: AtomicU32::new(0) };
+        // From here on, an error drops `lab`, which deletes what exists.
+        let sw = lab.switch.as_str();
+        ip(&["-n", sw, "link", "set", "lo", "up"])?;
+        ip(&["-n", sw, "link", "add", BRIDGE, "type", "bridge", "mcast_snooping", "0"])?;
+        ip(&["-n", sw, "link", "set", BRIDGE, "up"])?;
+        Ok(lab)
+    }
+
+    /// The prefix every namespace of this lab starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The switch namespace (holding the bridge `br0` and the hosts' peers).
+    pub fn switch_netns(&self) -> &str {
+        &self.switch
+    }
+
+    /// Adds a host: a new namespace with `lo` up and `eth0`, a veth plugged
+    /// into the bridge, up and carrying `addrs` (CIDRs such as `10.0.0.2/24`,
+    /// `fd00::2/64`). IPv6 duplicate address detection is off, so every
+    /// address is usable at once.
+    pub fn host(&self, name: &str, addrs: &[&str]) -> anyhow::Result<Host> {
+        check_name("host", name)?;
+        let netns = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &netns]).with_context(|| format!("creating host {name}"))?;
+        self.created.lock().unwrap_or_else(|p| p.into_inner()).insert(0, netns.clone());
+        let host = Host { name: name.to_owned(), netns };
+        let ns = host.netns.as_str();
+
+        let mut port = format!("v{}-{name}", self.ports.fetch_add(1, Ordering::Relaxed));
+        port.truncate(15); // IFNAMSIZ - 1; unique through the number
+        ip(&["-n", &self.switch, "link", "add", &port, "type", "veth", "peer", "name", HOST_IFACE, "netns", ns])?;
+        ip(&["-n", &self.switch, "link", "set", &port, "master", BRIDGE, "up"])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        let dad_off = format!("/proc/sys/net/ipv6/conf/{HOST_IFACE}/accept_dad");
+        host.in_netns(|| std::fs::write(&dad_off, "0")).with_context(|| format!("writing {dad_off} in {ns}"))?;
+        for addr in addrs {
+            host.add_addr(addr)?;
+        }
+        ip(&["-n", ns, "link", "set", HOST_IFACE, "up"])?;
+        Ok(host)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let created = std::mem::take(self.created.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for netns in created {
+            if let Err(e) = ip(&["netns", "del", &netns]) {
+                eprintln!("testlab: cleaning up: {e:#}");
+            }
+        }
+    }
+}
+
+impl Host {
+    /// The name given to [`Lab::host`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace's real name, for `ip netns exec` or `sgctl -n`.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// Adds an address (CIDR) to `eth0`; IPv6 ones without DAD.
+    pub fn add_addr(&self, cidr: &str) -> anyhow::Result<()> {
+        let addr = cidr.split_once('/').map_or(cidr, |(a, _)| a);
+        let addr: IpAddr = addr.parse().with_context(|| format!("invalid address {cidr:?}"))?;
+        let mut args = vec!["-n", &self.netns, "addr", "add", cidr, "dev", HOST_IFACE];
+        if addr.is_ipv6() {
+            args.push("nodad");
+        }
+        ip(&args)
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`), returning its
+    /// output whatever its exit status; an error only if it cannot start.
+    pub fn run(&self, cmd: &[&str]) -> anyhow::Result<Output> {
+        let mut args = vec!["netns", "exec", &self.netns];
+        args.extend_from_slice(cmd);
+        netns::output("ip", &args)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace, and returns what
+    /// it returns. Sockets `f` creates belong to the namespace for good.
+    ///
+    /// # Panics
+    /// If the namespace cannot be entered (its lab was dropped), or if `f` panics.
+    pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            let thread = s.spawn(|| {
+                if let Err(e) = netns::enter(&self.netns) {
+                    panic!("testlab: cannot enter network namespace {}: {e}", self.netns);
+                }
+                f()
+            });
+            thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// A TCP server on `addr` that echoes what it reads, until dropped.
+    pub fn tcp_listen(&self, addr: SocketAddr) -> anyhow::Result<Listener> {
+        Listener::tcp(&self.netns, addr)
+    }
+
+    /// A UDP server on `addr` that sends every datagram back, until dropped.
+    pub fn udp_echo(&self, addr: SocketAddr) -> anyhow::Result<Listener> {
+        Listener::udp(&self.netns, addr)
+    }
+
+    /// Opens a TCP connection to an echo server ([`Host::tcp_listen`]) and
+    /// round-trips a few bytes: `Connected` only if they came back.
+    pub fn tcp_connect(&self, to: SocketAddr, timeout: Duration) -> Outcome {
+        self.in_netns(|| sockets::tcp_exchange(None, to, timeout))
+    }
+
+    /// As [`Host::tcp_connect`], from the chosen source address (port 0: any).
+    pub fn tcp_connect_from(&self, local: SocketAddr, to: SocketAddr, timeout: Duration) -> Outcome {
+        self.in_netns(|| sockets::tcp_exchange(Some(local), to, timeout))
+    }
+
+    /// Sends one datagram to a UDP echo server ([`Host::udp_echo`]):
+    /// `Connected` if it came back, `Refused` on ICMP port unreachable,
+    /// `TimedOut` if nothing came back.
+    pub fn udp_exchange(&self, to: SocketAddr, timeout: Duration) -> Outcome {
+        self.in_netns(|| sockets::udp_exchange(to, timeout))
+    }
+
+    /// One echo request (`ping -c1`, IPv4 or IPv6); true if answered in time.
+    pub fn ping(&self, to: IpAddr, timeout: Duration) -> bool {
+        let secs = timeout.as_secs_f64().ceil().max(1.0).to_string();
+        let to = to.to_string();
+        self.run(&["ping", "-n", "-q", "-c1", "-W", &secs, &to]).is_ok_and(|out| out.status.success())
+    }
+}
