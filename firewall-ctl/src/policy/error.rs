@@ -1,0 +1,151 @@
+//! The one error type of the policy stage: every message is a single line
+//! `FILE:LINE:COL: <what is wrong, quoting the value>: <expected form>`, so
+//! editors and CI logs can jump to it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A place in a policy file. `line` and `col` count from 1; `file_index` is
+/// the file's position on the command line, so locations sort in file order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Location {
+    pub file_index: u32,
+    pub line: u32,
+    pub col: u32,
+    pub file: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// Invalid policy input, located where the offending value starts.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{col}: {kind}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: u32,
+    pub col: u32,
+    pub kind: ErrorKind,
+}
+
+impl PolicyError {
+    pub fn new(at: &Location, kind: ErrorKind) -> Self {
+        Self {
+            file: at.file.clone(),
+            line: at.line,
+            col: at.col,
+            kind,
+        }
+    }
+}
+
+/// What is wrong. Each message quotes the offending value, then says what
+/// was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("cannot read file: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("invalid YAML: {0}")]
+    Syntax(String),
+    #[error("{0} are not supported: write the value out in plain YAML")]
+    UnsupportedYaml(&'static str),
+    #[error("more than one YAML document in a file: put each policy in its own file")]
+    MultipleDocuments,
+    #[error("{found} where {what} was expected: {expected}")]
+    WrongType {
+        what: &'static str,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("unknown key \"{key}\" {context}: expected one of {allowed}")]
+    UnknownKey {
+        key: String,
+        context: String,
+        allowed: String,
+    },
+    #[error("key \"{key}\" appears twice in the same map (first at {first}): keep one")]
+    DuplicateKey { key: String, first: Location },
+    #[error("{what} \"{name}\" is defined twice (first at {first}): each name may be defined once across all files")]
+    Duplicate {
+        what: &'static str,
+        name: String,
+        first: Location,
+    },
+    #[error("missing key \"{key}\" {context}: {expected}")]
+    MissingKey {
+        key: &'static str,
+        context: String,
+        expected: &'static str,
+    },
+    #[error("invalid {what} name \"{name}\": names are 1-63 characters of a-z 0-9 . _ -, starting with a letter or digit")]
+    InvalidName { what: &'static str, name: String },
+    #[error("invalid interface name \"{0}\": 1-15 characters, no '/', ':' or whitespace")]
+    InvalidInterfaceName(String),
+    #[error("unknown group \"{name}\" {context}: define it under groups:")]
+    UnknownGroup { name: String, context: &'static str },
+    #[error("unknown prefix list \"pl:{0}\": define it under prefix_lists:")]
+    UnknownPrefixList(String),
+    #[error(
+        "group \"{group}\" is listed twice for interface \"{interface}\": list each group once"
+    )]
+    RepeatedAttachment { interface: String, group: String },
+    #[error("interface \"{0}\" does not exist on this host: check `ip link`")]
+    NoSuchInterface(String),
+    #[error("invalid protocol \"{0}\": expected tcp, udp, icmp, icmpv6, all, -1 or a protocol number 0-255")]
+    InvalidProtocol(String),
+    #[error("invalid port \"{0}\": expected a number 1-65535, \"FROM-TO\", all, or one of ssh ftp sftp http https rdp dns mysql postgres")]
+    InvalidPort(String),
+    #[error("port \"{0}\" is out of range: ports are 1-65535")]
+    PortOutOfRange(String),
+    #[error("port range \"{0}\" is reversed: write it low-high")]
+    ReversedRange(String),
+    #[error("ports are not allowed with protocol \"{0}\": ports apply to tcp and udp only (use icmp_type/icmp_code for ICMP)")]
+    PortsNotAllowed(String),
+    #[error(
+        "protocol \"{0}\" needs ports: add ports: a number, \"FROM-TO\", a service name or all"
+    )]
+    MissingPorts(String),
+    #[error(
+        "{key} is not allowed with protocol \"{protocol}\": it applies to icmp and icmpv6 only"
+    )]
+    IcmpNotAllowed { key: &'static str, protocol: String },
+    #[error("icmp_code \"{0}\" without icmp_type: give icmp_type too, or neither to match any ICMP message")]
+    IcmpCodeWithoutType(String),
+    #[error("invalid {key} \"{value}\": expected a number 0-255")]
+    InvalidIcmp { key: &'static str, value: String },
+    #[error("invalid CIDR \"{value}\": {reason}")]
+    InvalidCidr { value: String, reason: &'static str },
+    #[error("CIDR \"{value}\" has host bits set: did you mean {network}?")]
+    HostBitsSet { value: String, network: String },
+    #[error("invalid {key} \"{value}\": expected a CIDR (10.0.0.0/8, ::/0), an address, sg:GROUP or pl:LIST")]
+    InvalidPeer { key: &'static str, value: String },
+    #[error(
+        "invalid member \"{0}\": expected an address or CIDR (sg: and pl: are not allowed here)"
+    )]
+    InvalidMember(String),
+    #[error("invalid prefix list entry \"{0}\": expected an address or CIDR")]
+    InvalidPrefixListEntry(String),
+    #[error(
+        "\"{key}\" is not allowed in an {direction} rule: {direction} rules match the {expected}"
+    )]
+    WrongPeerKey {
+        key: &'static str,
+        direction: &'static str,
+        expected: &'static str,
+    },
+    #[error("empty list for \"{0}\": a rule needs at least one value here")]
+    EmptyList(&'static str),
+    #[error("description \"{start}...\" is {len} characters long: at most 255 are allowed")]
+    DescriptionTooLong { start: String, len: usize },
+    #[error("invalid {key} \"{value}\": expected a whole number {min}-{max}")]
+    OutOfRange {
+        key: &'static str,
+        value: String,
+        min: u64,
+        max: u64,
+    },
+}
