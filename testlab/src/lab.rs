@@ -1,7 +1,7 @@
 //! Labs and their hosts: namespaces, the bridge, veth pairs, addresses.
 use std::{
     collections::hash_map::RandomState,
-    hash::{BuildHasher as _, Hash as _, Hasher as _},
+    hash::BuildHasher as _,
     net::{IpAddr, SocketAddr},
     process::Output,
     sync::{
@@ -48,7 +48,9 @@ pub struct Host {
 }
 
 fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if name.is_empty() || name.len() > 16 || !ok_chars {
         bail!("{what} name {name:?}: use 1-16 characters of a-z, 0-9 and '-'");
     }
@@ -66,25 +68,33 @@ fn preflight() -> anyhow::Result<()> {
     }
     let out = netns::output("ip", &["netns", "list"])?;
     if !out.status.success() {
-        bail!("`ip netns list` failed, so `ip netns` is unusable here: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`ip netns list` failed, so `ip netns` is unusable here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
 
 /// A short random tag: the per-process random hasher keys, mixed with the time.
 fn random_tag() -> String {
-    let mut h = RandomState::new().build_hasher();
-    SystemTime::now().hash(&mut h);
-    format!("{:04x}", h.finish() & 0xffff)
+    format!(
+        "{:04x}",
+        RandomState::new().hash_one(SystemTime::now()) & 0xffff
+    )
 }
 
 /// Deletes namespaces that labs of processes no longer running left behind
 /// (a run killed before its `Drop` ran). Best effort.
 fn remove_stale() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(TAG).and_then(|r| r.split('-').next()) else { continue };
+        let Some(pid) = name.strip_prefix(TAG).and_then(|r| r.split('-').next()) else {
+            continue;
+        };
         if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = ip(&["netns", "del", &name]);
         }
@@ -102,11 +112,26 @@ impl Lab {
         let prefix = format!("{TAG}{}-{n}-{}-{name}", std::process::id(), random_tag());
         let switch = format!("{prefix}-sw");
         ip(&["netns", "add", &switch]).context("creating the lab's switch namespace")?;
-        let lab = Self { prefix, switch: switch.clone(), created: Mutex::new(vec![switch]), ports: AtomicU32::new(0) };
+        let lab = Self {
+            prefix,
+            switch: switch.clone(),
+            created: Mutex::new(vec![switch]),
+            ports: AtomicU32::new(0),
+        };
         // From here on, an error drops `lab`, which deletes what exists.
         let sw = lab.switch.as_str();
         ip(&["-n", sw, "link", "set", "lo", "up"])?;
-        ip(&["-n", sw, "link", "add", BRIDGE, "type", "bridge", "mcast_snooping", "0"])?;
+        ip(&[
+            "-n",
+            sw,
+            "link",
+            "add",
+            BRIDGE,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
         ip(&["-n", sw, "link", "set", BRIDGE, "up"])?;
         Ok(lab)
     }
@@ -129,17 +154,46 @@ impl Lab {
         check_name("host", name)?;
         let netns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &netns]).with_context(|| format!("creating host {name}"))?;
-        self.created.lock().unwrap_or_else(|p| p.into_inner()).insert(0, netns.clone());
-        let host = Host { name: name.to_owned(), netns };
+        self.created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(0, netns.clone());
+        let host = Host {
+            name: name.to_owned(),
+            netns,
+        };
         let ns = host.netns.as_str();
 
         let mut port = format!("v{}-{name}", self.ports.fetch_add(1, Ordering::Relaxed));
         port.truncate(15); // IFNAMSIZ - 1; unique through the number
-        ip(&["-n", &self.switch, "link", "add", &port, "type", "veth", "peer", "name", HOST_IFACE, "netns", ns])?;
-        ip(&["-n", &self.switch, "link", "set", &port, "master", BRIDGE, "up"])?;
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            HOST_IFACE,
+            "netns",
+            ns,
+        ])?;
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &port,
+            "master",
+            BRIDGE,
+            "up",
+        ])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         let dad_off = format!("/proc/sys/net/ipv6/conf/{HOST_IFACE}/accept_dad");
-        host.in_netns(|| std::fs::write(&dad_off, "0")).with_context(|| format!("writing {dad_off} in {ns}"))?;
+        host.in_netns(|| std::fs::write(&dad_off, "0"))
+            .with_context(|| format!("writing {dad_off} in {ns}"))?;
         for addr in addrs {
             host.add_addr(addr)?;
         }
@@ -173,7 +227,9 @@ impl Host {
     /// Adds an address (CIDR) to `eth0`; IPv6 ones without DAD.
     pub fn add_addr(&self, cidr: &str) -> anyhow::Result<()> {
         let addr = cidr.split_once('/').map_or(cidr, |(a, _)| a);
-        let addr: IpAddr = addr.parse().with_context(|| format!("invalid address {cidr:?}"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .with_context(|| format!("invalid address {cidr:?}"))?;
         let mut args = vec!["-n", &self.netns, "addr", "add", cidr, "dev", HOST_IFACE];
         if addr.is_ipv6() {
             args.push("nodad");
@@ -198,11 +254,16 @@ impl Host {
         std::thread::scope(|s| {
             let thread = s.spawn(|| {
                 if let Err(e) = netns::enter(&self.netns) {
-                    panic!("testlab: cannot enter network namespace {}: {e}", self.netns);
+                    panic!(
+                        "testlab: cannot enter network namespace {}: {e}",
+                        self.netns
+                    );
                 }
                 f()
             });
-            thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            thread
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
 
@@ -223,7 +284,12 @@ impl Host {
     }
 
     /// As [`Host::tcp_connect`], from the chosen source address (port 0: any).
-    pub fn tcp_connect_from(&self, local: SocketAddr, to: SocketAddr, timeout: Duration) -> Outcome {
+    pub fn tcp_connect_from(
+        &self,
+        local: SocketAddr,
+        to: SocketAddr,
+        timeout: Duration,
+    ) -> Outcome {
         self.in_netns(|| sockets::tcp_exchange(Some(local), to, timeout))
     }
 
@@ -238,6 +304,7 @@ impl Host {
     pub fn ping(&self, to: IpAddr, timeout: Duration) -> bool {
         let secs = timeout.as_secs_f64().ceil().max(1.0).to_string();
         let to = to.to_string();
-        self.run(&["ping", "-n", "-q", "-c1", "-W", &secs, &to]).is_ok_and(|out| out.status.success())
+        self.run(&["ping", "-n", "-q", "-c1", "-W", &secs, &to])
+            .is_ok_and(|out| out.status.success())
     }
 }

@@ -1,0 +1,220 @@
+//! `cargo xtask bootstrap`: everything a fresh Debian 12 machine (as root)
+//! needs to build and test sgctl. Each step checks first, so running it again
+//! changes nothing and prints "already present".
+use std::{
+    ffi::OsString,
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::sh;
+
+/// Debian packages the tests, the demo and the benchmarks run.
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "nftables"];
+
+/// The bpf-linker release the eBPF build is known to work with.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> anyhow::Result<()> {
+    sh::require_root("bootstrap")?;
+    debian_packages()?;
+    rust_src()?;
+    let llvm = llvm_prefix()?;
+    bpf_linker(&llvm)?;
+    Ok(())
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for &package in DEBIAN_PACKAGES {
+        let status = sh::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))?;
+        if String::from_utf8_lossy(&status.stdout).trim() == "install ok installed" {
+            sh::step(&format!("debian package {package}"), "already present");
+        } else {
+            missing.push(package);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    sh::run(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    sh::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    for package in missing {
+        sh::step(&format!("debian package {package}"), "installed");
+    }
+    Ok(())
+}
+
+/// `rustc` of the nightly toolchain, through rustup (whatever toolchain runs us).
+fn nightly_rustc() -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "rustc"]);
+    cmd
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let installed = sh::stdout(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .context(
+        "the nightly toolchain is needed for the eBPF build (rustup toolchain install nightly)",
+    )?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        sh::step("rust-src (nightly)", "already present");
+        return Ok(());
+    }
+    sh::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    sh::step("rust-src (nightly)", "installed");
+    Ok(())
+}
+
+/// The LLVM that bpf-linker links against: the nightly toolchain's own
+/// libLLVM, so the bitcode rustc emits and the linker's LLVM always agree.
+struct Llvm {
+    major: String,
+    /// A stable directory (bpf-linker keeps an rpath to its `lib/`).
+    prefix: PathBuf,
+}
+
+fn llvm_prefix() -> anyhow::Result<Llvm> {
+    let version = sh::stdout(nightly_rustc().arg("-vV"))?;
+    let major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("`rustc +nightly -vV` names no LLVM version")?
+        .to_owned();
+    let sysroot = PathBuf::from(sh::stdout(nightly_rustc().args(["--print", "sysroot"]))?.trim());
+    let toolchain_lib = sysroot.join("lib");
+    let wanted = format!("libLLVM.so.{major}.");
+    let library = fs::read_dir(&toolchain_lib)
+        .with_context(|| format!("reading {}", toolchain_lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with(&wanted) && name.contains("-rust-"))
+        .with_context(|| format!("no {wanted}*-rust-* in {}", toolchain_lib.display()))?;
+    let target = toolchain_lib.join(&library);
+
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let prefix = Path::new(&home).join(format!(".local/share/sgctl/llvm-{major}"));
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    // `libLLVM.so` for the build (-lLLVM), the versioned name for the loader
+    // (it is the soname bpf-linker records, found through its rpath).
+    let mut changed = false;
+    for name in ["libLLVM.so", library.as_str()] {
+        let link = lib.join(name);
+        if fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+            continue;
+        }
+        if link.symlink_metadata().is_ok() {
+            fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+        }
+        symlink(&target, &link).with_context(|| format!("linking {}", link.display()))?;
+        changed = true;
+    }
+    let what = format!(
+        "LLVM {major} prefix {} -> {}",
+        prefix.display(),
+        target.display()
+    );
+    sh::step(
+        &what,
+        if changed {
+            "installed"
+        } else {
+            "already present"
+        },
+    );
+    Ok(Llvm { major, prefix })
+}
+
+fn cargo_bin() -> anyhow::Result<PathBuf> {
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return Ok(PathBuf::from(home).join("bin"));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(Path::new(&home).join(".cargo/bin"))
+}
+
+/// rustc finds the linker through PATH; make sure cargo's bin directory is on
+/// it for everything this process starts.
+fn ensure_on_path(dir: &Path) -> anyhow::Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == dir) {
+        return Ok(());
+    }
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let joined: OsString = std::env::join_paths(dirs).context("joining PATH")?;
+    // Single-threaded here: nothing else reads the environment concurrently.
+    std::env::set_var("PATH", joined);
+    Ok(())
+}
+
+fn bpf_linker_version(bin: &Path) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn bpf_linker(llvm: &Llvm) -> anyhow::Result<()> {
+    let bin_dir = cargo_bin()?;
+    ensure_on_path(&bin_dir)?;
+    let bin = bin_dir.join("bpf-linker");
+    let minor = BPF_LINKER_VERSION
+        .rsplit_once('.')
+        .map_or(BPF_LINKER_VERSION, |(mm, _)| mm);
+    if let Some(version) = bpf_linker_version(&bin) {
+        if version.split_whitespace().any(|w| w.starts_with(minor)) {
+            sh::step(&format!("bpf-linker ({version})"), "already present");
+            return Ok(());
+        }
+    }
+    sh::run(
+        sh::cargo()
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
+            ])
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{}", llvm.major))
+            .env("LLVM_PREFIX", &llvm.prefix),
+    )?;
+    match bpf_linker_version(&bin) {
+        Some(version) => sh::step(&format!("bpf-linker ({version})"), "installed"),
+        None => bail!(
+            "bpf-linker was installed but `{} --version` fails",
+            bin.display()
+        ),
+    }
+    Ok(())
+}
