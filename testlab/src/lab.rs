@@ -3,17 +3,19 @@ use std::{
     collections::hash_map::RandomState,
     hash::BuildHasher as _,
     net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
     process::Output,
     sync::{
         atomic::{AtomicU32, Ordering},
         Mutex,
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{bail, Context as _};
 
 use crate::{
+    bpffs,
     netns::{self, ip},
     sockets::{self, Listener, Outcome},
 };
@@ -37,6 +39,8 @@ pub struct Lab {
     created: Mutex<Vec<String>>,
     /// Numbers the switch-side veth ends.
     ports: AtomicU32,
+    /// The lab's sgctl state directory, once asked for; removed on drop.
+    state_dir: Mutex<Option<PathBuf>>,
 }
 
 /// A host of a [`Lab`]: a namespace with `lo` and `eth0` up. A cheap handle
@@ -84,20 +88,26 @@ fn random_tag() -> String {
     )
 }
 
-/// Deletes namespaces that labs of processes no longer running left behind
-/// (a run killed before its `Drop` ran). Best effort.
-fn remove_stale() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
-        return;
+/// True for names of labs whose process is gone (killed before its `Drop`).
+fn owner_is_gone(name: &str) -> bool {
+    let Some(pid) = name.strip_prefix(TAG).and_then(|r| r.split('-').next()) else {
+        return false;
     };
-    for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(TAG).and_then(|r| r.split('-').next()) else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = ip(&["netns", "del", &name]);
+    pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Deletes what labs of dead processes left behind. Best effort.
+fn remove_stale() {
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if owner_is_gone(&name) {
+                let _ = ip(&["netns", "del", &name]);
+            }
         }
+    }
+    for dir in bpffs::stale(owner_is_gone) {
+        bpffs::remove(&dir);
     }
 }
 
@@ -117,6 +127,7 @@ impl Lab {
             switch: switch.clone(),
             created: Mutex::new(vec![switch]),
             ports: AtomicU32::new(0),
+            state_dir: Mutex::new(None),
         };
         // From here on, an error drops `lab`, which deletes what exists.
         let sw = lab.switch.as_str();
@@ -139,6 +150,19 @@ impl Lab {
     /// The prefix every namespace of this lab starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// A directory for `sgctl --state-dir` that only this lab uses, on bpffs
+    /// (`/sys/fs/bpf/testlab/PREFIX`, mounting bpffs on /sys/fs/bpf if needed).
+    /// Created on first use; dropping the lab removes it and every pin in it.
+    pub fn state_dir(&self) -> anyhow::Result<PathBuf> {
+        let mut dir = self.state_dir.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = &*dir {
+            return Ok(dir.clone());
+        }
+        let created = bpffs::create(&self.prefix)?;
+        *dir = Some(created.clone());
+        Ok(created)
     }
 
     /// The switch namespace (holding the bridge `br0` and the hosts' peers).
@@ -198,12 +222,50 @@ impl Lab {
             host.add_addr(addr)?;
         }
         ip(&["-n", ns, "link", "set", HOST_IFACE, "up"])?;
+        self.wait_ready(ns, &port)?;
         Ok(host)
+    }
+
+    /// Waits until the host's `eth0` is up and its bridge port forwards.
+    /// Carrier changes take effect asynchronously (in the kernel's linkwatch
+    /// work), and a frame sent before would be lost, costing a 1 s retry.
+    fn wait_ready(&self, netns: &str, port: &str) -> anyhow::Result<()> {
+        let shows = |args: &[&str], what: &str| {
+            netns::output("ip", args)
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(what))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let forwarding = shows(
+                &["-n", &self.switch, "-d", "-o", "link", "show", "dev", port],
+                "state forwarding",
+            );
+            if forwarding
+                && shows(
+                    &["-n", netns, "-o", "link", "show", "dev", HOST_IFACE],
+                    "state UP",
+                )
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{netns}: {HOST_IFACE} or its bridge port {port} not up after 5 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(dir) = self
+            .state_dir
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            bpffs::remove(&dir);
+        }
         let created = std::mem::take(self.created.get_mut().unwrap_or_else(|p| p.into_inner()));
         for netns in created {
             if let Err(e) = ip(&["netns", "del", &netns]) {

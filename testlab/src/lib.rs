@@ -25,6 +25,7 @@
 //!
 //! Everything here needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2;
 //! without them [`Lab::new`] fails with a message saying so.
+mod bpffs;
 mod lab;
 mod netns;
 mod sockets;

@@ -10,7 +10,11 @@ use std::{
 
 use testlab::{Host, Lab, Outcome};
 
-const T: Duration = Duration::from_millis(700);
+/// For exchanges that should be answered: long enough to ride out a lost
+/// first packet (TCP and ARP retry after 1 s), free when all goes well.
+const T: Duration = Duration::from_secs(3);
+/// For exchanges that should time out: each one costs this much.
+const DROP: Duration = Duration::from_millis(700);
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
@@ -84,8 +88,14 @@ fn tcp_outcomes_ipv4_and_ipv6() {
     nft_drop(&srv, "tcp dport 8082");
     let _v4 = srv.tcp_listen(sa("10.0.0.2:8082")).expect("listen");
     let _v6 = srv.tcp_listen(sa("[fd00::2]:8082")).expect("listen");
-    assert_eq!(cli.tcp_connect(sa("10.0.0.2:8082"), T), Outcome::TimedOut);
-    assert_eq!(cli.tcp_connect(sa("[fd00::2]:8082"), T), Outcome::TimedOut);
+    assert_eq!(
+        cli.tcp_connect(sa("10.0.0.2:8082"), DROP),
+        Outcome::TimedOut
+    );
+    assert_eq!(
+        cli.tcp_connect(sa("[fd00::2]:8082"), DROP),
+        Outcome::TimedOut
+    );
     // The rule drops only that port.
     assert_eq!(cli.tcp_connect(sa("10.0.0.2:8081"), T), Outcome::Refused);
 }
@@ -111,8 +121,14 @@ fn udp_outcomes_ipv4_and_ipv6() {
         );
     }
     nft_drop(&srv, "udp dport 5302");
-    assert_eq!(cli.udp_exchange(sa("10.0.0.2:5302"), T), Outcome::TimedOut);
-    assert_eq!(cli.udp_exchange(sa("[fd00::2]:5302"), T), Outcome::TimedOut);
+    assert_eq!(
+        cli.udp_exchange(sa("10.0.0.2:5302"), DROP),
+        Outcome::TimedOut
+    );
+    assert_eq!(
+        cli.udp_exchange(sa("[fd00::2]:5302"), DROP),
+        Outcome::TimedOut
+    );
     assert_eq!(cli.udp_exchange(sa("10.0.0.2:5300"), T), Outcome::Connected);
 }
 
@@ -124,8 +140,8 @@ fn ping_ipv4_and_ipv6() {
     assert!(cli.ping(ip("fd00::2"), T));
     nft_drop(&srv, "icmp type echo-request");
     nft_drop(&srv, "icmpv6 type echo-request");
-    assert!(!cli.ping(ip("10.0.0.2"), T));
-    assert!(!cli.ping(ip("fd00::2"), T));
+    assert!(!cli.ping(ip("10.0.0.2"), DROP));
+    assert!(!cli.ping(ip("fd00::2"), DROP));
     // Neighbour discovery still works, so TCP over IPv6 still does.
     let _l = srv.tcp_listen(sa("[fd00::2]:80")).expect("listen");
     assert_eq!(cli.tcp_connect(sa("[fd00::2]:80"), T), Outcome::Connected);
@@ -160,7 +176,7 @@ fn chosen_source_address_and_added_addresses() {
     // The server can filter by source: drop only 10.0.0.4.
     nft_drop(&srv, "ip saddr 10.0.0.4");
     assert_eq!(
-        cli.tcp_connect_from(sa("10.0.0.4:0"), sa("10.0.0.2:9000"), T),
+        cli.tcp_connect_from(sa("10.0.0.4:0"), sa("10.0.0.2:9000"), DROP),
         Outcome::TimedOut
     );
     assert_eq!(
@@ -279,6 +295,33 @@ fn namespaces_of_dead_runs_are_removed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stale_state = std::path::Path::new("/sys/fs/bpf/testlab").join(stale);
+    let _ = std::fs::create_dir_all(&stale_state); // bpffs may not be mounted yet
     let _lab = new_lab();
     assert!(!netns_list().contains(stale), "{stale} still there");
+    assert!(
+        !stale_state.exists(),
+        "{} still there",
+        stale_state.display()
+    );
+}
+
+#[test]
+fn state_dir_is_private_to_the_lab_and_removed_on_drop() {
+    let (a, b) = (new_lab(), new_lab());
+    let dir = a.state_dir().expect("state dir");
+    assert_eq!(a.state_dir().expect("state dir"), dir, "one per lab");
+    assert_ne!(b.state_dir().expect("state dir"), dir);
+    assert!(dir.starts_with("/sys/fs/bpf") && dir.to_string_lossy().contains(a.prefix()));
+    let fs_type = nix::sys::statfs::statfs(&dir)
+        .expect("statfs")
+        .filesystem_type();
+    assert_eq!(
+        fs_type,
+        nix::sys::statfs::FsType(0xcafe_4a11),
+        "not on bpffs"
+    );
+    std::fs::create_dir(dir.join("pins")).expect("mkdir on bpffs");
+    drop(a);
+    assert!(!dir.exists(), "{} still there", dir.display());
 }
