@@ -1,1 +1,303 @@
-//! Placeholder: the compiler from policy to map entries goes here.
+//! [`Policy`] → the map entries of one interface (firewall_common::policy).
+//!
+//! An interface's table is the union of its attached groups' rules, both
+//! directions. Each source-file rule gets one id (one bit of a `RuleSet`);
+//! its ports and peers all carry that bit, so
+//! `L4[dir, proto, port] & (CIDR[peer] | SG[peer])` holds exactly the rules
+//! that allow a packet. Modules: `l4` (protocol/ports → prefixes), `lpm`
+//! (entries with ancestor sets folded in), `order` (which id each rule
+//! gets), `simulate` (the kernel's lookup, in userspace) and `reference` (a
+//! naive matcher over the policy, to test the rest against).
+
+mod l4;
+mod lpm;
+mod order;
+mod reference;
+mod simulate;
+
+#[cfg(test)]
+mod tests;
+
+use std::{collections::BTreeMap, fmt};
+
+use firewall_common::{
+    conntrack::Timeouts,
+    policy::{capacity, Addr4, Addr6, L4Key, RuleSet, MAX_RULES},
+};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use self::{
+    reference::reference_match,
+    simulate::{allowed, lookup},
+};
+pub use crate::policy::RuleDirection;
+use crate::policy::{Group, PeerTarget, Policy, Rule};
+
+/// Everything the kernel needs for one interface.
+#[derive(Clone, Debug)]
+pub struct CompiledInterface {
+    /// Index = rule id = bit in [`RuleSet`].
+    pub rules: Vec<RuleInfo>,
+    pub l4: Vec<LpmEntry<L4Key>>,
+    pub cidr4: Vec<LpmEntry<Addr4>>,
+    pub cidr6: Vec<LpmEntry<Addr6>>,
+    pub sg4: Vec<LpmEntry<Addr4>>,
+    pub sg6: Vec<LpmEntry<Addr6>>,
+    pub timeouts: Timeouts,
+    pub conntrack_capacity: u32,
+}
+
+impl CompiledInterface {
+    /// Entries over all five tries.
+    pub fn map_entries(&self) -> usize {
+        self.l4.len() + self.cidr4.len() + self.cidr6.len() + self.sg4.len() + self.sg6.len()
+    }
+
+    /// The id of `GROUP/DIRECTION/INDEX`, if attached here.
+    pub fn rule_id(&self, group: &str, direction: RuleDirection, index: u32) -> Option<u32> {
+        let pos = self
+            .rules
+            .iter()
+            .position(|r| r.group == group && r.direction == direction && r.index == index)?;
+        u32::try_from(pos).ok()
+    }
+}
+
+/// One LPM trie entry; `rules` already includes the rules of every entry
+/// whose prefix contains this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LpmEntry<K> {
+    pub prefix_len: u32,
+    pub key: K,
+    pub rules: RuleSet,
+}
+
+/// Who a rule id is, for counters and `explain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleInfo {
+    pub group: String,
+    pub direction: RuleDirection,
+    /// Position in the group's `inbound`/`outbound` list, from 0.
+    pub index: u32,
+    pub description: Option<String>,
+}
+
+impl fmt::Display for RuleInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.group, self.direction, self.index)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("unknown group \"{0}\": it is not defined in the policy")]
+    UnknownGroup(String),
+    #[error("groups {groups} have {count} rules together: at most {max} fit on one interface")]
+    TooManyRules {
+        groups: String,
+        count: usize,
+        max: usize,
+    },
+    #[error("the {map} map needs {entries} entries: at most {capacity} fit")]
+    MapFull {
+        map: &'static str,
+        entries: usize,
+        capacity: u32,
+    },
+    #[error("interface {interface}: {source}")]
+    OnInterface {
+        interface: String,
+        source: Box<CompileError>,
+    },
+}
+
+impl CompileError {
+    /// Names the interface whose compilation failed.
+    #[must_use]
+    pub fn on_interface(self, interface: &str) -> Self {
+        Self::OnInterface {
+            interface: interface.to_owned(),
+            source: Box::new(self),
+        }
+    }
+}
+
+/// What `sgctl check` prints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub groups: usize,
+    /// Source-file rules of all groups, implicit outbound rules included.
+    pub rules: usize,
+    /// Entries over the interfaces named under `interfaces:` (without the
+    /// addresses of local interfaces, which only `apply` knows).
+    pub map_entries: usize,
+}
+
+/// Compiles every `interfaces:` attachment, to validate and count.
+pub fn summarize(policy: &Policy) -> Result<Summary, CompileError> {
+    let mut map_entries = 0;
+    for a in &policy.interfaces {
+        let compiled = compile_interface(policy, &a.groups, &BTreeMap::new())
+            .map_err(|e| e.on_interface(&a.interface))?;
+        map_entries += compiled.map_entries();
+    }
+    let rules = policy
+        .groups
+        .iter()
+        .map(|g| g.inbound.len() + g.outbound.len())
+        .sum();
+    Ok(Summary {
+        groups: policy.groups.len(),
+        rules,
+        map_entries,
+    })
+}
+
+/// The attached groups, each once, in the order given.
+fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>, CompileError> {
+    let mut out: Vec<&Group> = Vec::new();
+    for name in groups {
+        let group = policy
+            .group(name)
+            .ok_or_else(|| CompileError::UnknownGroup(name.clone()))?;
+        if !out.iter().any(|g| g.name == group.name) {
+            out.push(group);
+        }
+    }
+    Ok(out)
+}
+
+/// Addresses carrying `group`: its `members:` plus local interface addresses.
+fn members(
+    policy: &Policy,
+    local_members: &BTreeMap<String, Vec<IpNet>>,
+    group: &str,
+) -> Vec<IpNet> {
+    let local = local_members.get(group).into_iter().flatten().copied();
+    policy.members_of(group).chain(local).collect()
+}
+
+/// Compiles one interface carrying `groups` (their union). `local_members`
+/// maps a group to the addresses of the local interfaces it is attached
+/// to; they join the group's `members:` for `sg:` references.
+pub fn compile_interface(
+    policy: &Policy,
+    groups: &[String],
+    local_members: &BTreeMap<String, Vec<IpNet>>,
+) -> Result<CompiledInterface, CompileError> {
+    let attached = attached(policy, groups)?;
+    let mut rules: Vec<(RuleInfo, &Rule)> = Vec::new();
+    for group in &attached {
+        for direction in RuleDirection::BOTH {
+            for (index, rule) in group.rules(direction).iter().enumerate() {
+                let info = RuleInfo {
+                    group: group.name.clone(),
+                    direction,
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    description: rule.description.clone(),
+                };
+                rules.push((info, rule));
+            }
+        }
+    }
+    if rules.len() > MAX_RULES {
+        let groups = attached
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(CompileError::TooManyRules {
+            groups,
+            count: rules.len(),
+            max: MAX_RULES,
+        });
+    }
+    order::sort(policy, &mut rules);
+
+    let mut raw = Raw::default();
+    let mut group_members: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+    for (id, (info, rule)) in rules.iter().enumerate() {
+        // At most MAX_RULES, checked above.
+        let id = id as u32;
+        raw.l4.extend(
+            l4::keys(rule, info.direction)
+                .into_iter()
+                .map(|(len, key)| (len, key, id)),
+        );
+        for peer in &rule.peers {
+            match &peer.target {
+                PeerTarget::Cidr(net) => raw.add(false, [*net], id),
+                PeerTarget::PrefixList(name) => {
+                    let cidrs = policy.prefix_list(name).map(|p| p.cidrs.as_slice());
+                    raw.add(false, cidrs.unwrap_or_default().iter().copied(), id);
+                }
+                PeerTarget::Group(name) => {
+                    let m = group_members
+                        .entry(name)
+                        .or_insert_with(|| members(policy, local_members, name));
+                    raw.add(true, m.iter().copied(), id);
+                }
+            }
+        }
+    }
+    let compiled = CompiledInterface {
+        rules: rules.into_iter().map(|(info, _)| info).collect(),
+        l4: lpm::build(raw.l4),
+        cidr4: lpm::build(raw.cidr4),
+        cidr6: lpm::build(raw.cidr6),
+        sg4: lpm::build(raw.sg4),
+        sg6: lpm::build(raw.sg6),
+        timeouts: policy.conntrack.timeouts(),
+        conntrack_capacity: policy.conntrack.capacity(),
+    };
+    check_capacity(&compiled)?;
+    Ok(compiled)
+}
+
+/// `(prefix length, key, rule id)` before merging, one list per map.
+#[derive(Default)]
+struct Raw {
+    l4: Vec<(u32, L4Key, u32)>,
+    cidr4: Vec<(u32, Addr4, u32)>,
+    cidr6: Vec<(u32, Addr6, u32)>,
+    sg4: Vec<(u32, Addr4, u32)>,
+    sg6: Vec<(u32, Addr6, u32)>,
+}
+
+impl Raw {
+    /// Address peers: IPv4 networks go only to the IPv4 map, IPv6 only to
+    /// the IPv6 one (an IPv4 CIDR never matches an IPv6 packet).
+    fn add(&mut self, sg: bool, nets: impl IntoIterator<Item = IpNet>, id: u32) {
+        let (v4, v6) = if sg {
+            (&mut self.sg4, &mut self.sg6)
+        } else {
+            (&mut self.cidr4, &mut self.cidr6)
+        };
+        for net in nets {
+            let len = u32::from(net.prefix_len());
+            match net {
+                IpNet::V4(n) => v4.push((len, n.network().octets(), id)),
+                IpNet::V6(n) => v6.push((len, n.network().octets(), id)),
+            }
+        }
+    }
+}
+
+fn check_capacity(c: &CompiledInterface) -> Result<(), CompileError> {
+    let maps = [
+        ("L4_RULES", c.l4.len(), capacity::L4),
+        ("CIDR_RULES4", c.cidr4.len(), capacity::ADDRS),
+        ("CIDR_RULES6", c.cidr6.len(), capacity::ADDRS),
+        ("SG_RULES4", c.sg4.len(), capacity::ADDRS),
+        ("SG_RULES6", c.sg6.len(), capacity::ADDRS),
+    ];
+    match maps.into_iter().find(|&(_, n, cap)| n > cap as usize) {
+        Some((map, entries, capacity)) => Err(CompileError::MapFull {
+            map,
+            entries,
+            capacity,
+        }),
+        None => Ok(()),
+    }
+}

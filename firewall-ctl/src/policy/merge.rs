@@ -50,14 +50,14 @@ pub fn merge(files: Vec<String>, parts: Vec<FileParts>) -> Result<Policy, Policy
         policy.groups.extend(part.groups);
         policy.members.extend(part.members);
         policy.prefix_lists.extend(part.prefix_lists);
-        for (interface, at, groups) in part.interfaces {
-            let names = groups.iter().map(|(g, _)| g.clone()).collect();
+        for a in part.interfaces {
+            let names = a.groups.iter().map(|(g, _)| g.clone()).collect();
             policy.interfaces.push(Attachment {
-                interface,
-                at,
+                interface: a.interface,
+                at: a.at,
                 groups: names,
             });
-            interface_groups.push(groups);
+            interface_groups.push(a.groups);
         }
         for (key, _, value) in part.conntrack {
             let slot = match key {
@@ -89,8 +89,8 @@ fn check_duplicates(parts: &[FileParts]) -> Result<(), PolicyError> {
         for p in &part.prefix_lists {
             lists.define(&p.name, &p.at)?;
         }
-        for (name, at, _) in &part.interfaces {
-            interfaces.define(name, at)?;
+        for a in &part.interfaces {
+            interfaces.define(&a.interface, &a.at)?;
         }
         for (key, at, _) in &part.conntrack {
             conntrack.define(key, at)?;

@@ -17,10 +17,17 @@ pub struct FileParts {
     pub groups: Vec<Group>,
     pub members: Vec<Members>,
     pub prefix_lists: Vec<PrefixList>,
-    /// Interface, where it is named, and each group with where it is named.
-    pub interfaces: Vec<(String, Location, Vec<(String, Location)>)>,
+    pub interfaces: Vec<FileAttachment>,
     /// `conntrack:` key, where it is set, value.
     pub conntrack: Vec<(&'static str, Location, u32)>,
+}
+
+/// An `interfaces:` entry, with each group's location for reference errors.
+#[derive(Debug)]
+pub struct FileAttachment {
+    pub interface: String,
+    pub at: Location,
+    pub groups: Vec<(String, Location)>,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -167,7 +174,11 @@ pub fn file(root: &Node) -> Result<FileParts, PolicyError> {
                 .into_iter()
                 .map(|(n, _)| Ok((values::name(n, "group")?, n.at.clone())))
                 .collect::<Result<_, PolicyError>>()?;
-            parts.interfaces.push((interface, iface.at.clone(), groups));
+            parts.interfaces.push(FileAttachment {
+                interface,
+                at: iface.at.clone(),
+                groups,
+            });
         }
     }
     if let Some(node) = top.value("conntrack") {
