@@ -636,3 +636,50 @@ fn error_unreadable_file() {
         "{e}"
     );
 }
+
+#[test]
+fn spec_examples_parse_verbatim() {
+    // The two YAML blocks of spec/policy-format.md, as written there.
+    let web = ok("groups:
+  web-server:
+    description: Basic web server
+    inbound:
+      - { protocol: tcp, ports: 22,  source: 203.0.113.10/32, description: SSH access }
+      - { protocol: tcp, ports: 80,  source: 0.0.0.0/0,       description: Allow HTTP (web traffic) }
+      - { protocol: tcp, ports: 443, source: [0.0.0.0/0, \"::/0\"], description: Allow HTTPS }
+    outbound:
+      - { protocol: all, destination: 0.0.0.0/0, description: Allow all outbound traffic }
+
+interfaces:
+  eth0: [web-server]
+");
+    assert_eq!(web.groups[0].inbound.len(), 3);
+    let refs = ok("groups:
+  load-balancer:
+    inbound:
+      - { protocol: tcp, ports: https, source: 0.0.0.0/0 }
+  app-server:
+    inbound:
+      - { protocol: tcp, ports: 8080, source: sg:load-balancer, description: Allow only traffic from ALB }
+    outbound:
+      - { protocol: tcp, ports: 3306, destination: sg:database, description: Allow DB access }
+      - { protocol: all, destination: 0.0.0.0/0, description: Allow other outbound (optional) }
+  database:
+    inbound:
+      - { protocol: tcp, ports: 3306, source: sg:app-server, description: Allow DB access from app servers }
+    outbound: []          # explicitly none: databases rarely initiate traffic
+
+members:                  # who carries each group, to resolve sg: references
+  load-balancer: [10.0.0.10]
+  app-server:    [10.0.1.0/24]
+  database:      [10.0.2.5, \"fd00:2::5\"]
+");
+    assert_eq!(refs.groups.len(), 3);
+    assert_eq!(refs.group("load-balancer").expect("lb").outbound.len(), 1);
+}
+
+#[test]
+fn unquoted_ipv6_peers() {
+    let p = ok("groups:\n  a:\n    inbound:\n      - protocol: all\n        source: ::/0\n      - { protocol: all, source: [fd00::1, ::/0] }\n");
+    assert_eq!(p.groups[0].inbound[1].peers.len(), 2);
+}
