@@ -66,7 +66,7 @@ impl RuleSet {
 /// - ICMP/ICMPv6 put `[type, code]` where the port goes: 24 pins the type,
 ///   32 the type and code.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct L4Key {
     pub direction: u8,
     pub protocol: u8,

@@ -2,7 +2,27 @@
 //!
 //! Stages, each a pure function testable without root:
 //! YAML text → [`policy::Policy`] (validated, with source locations) →
-//! [`compile::CompiledInterface`] (map entries) → kernel writes.
+//! [`compile::CompiledInterface`] (map entries) → kernel writes
+//! ([`datapath`], driven by [`control`]).
 
+pub mod cli;
+pub mod cmd;
 pub mod compile;
+pub mod control;
+pub mod datapath;
+pub mod netns;
+pub mod output;
 pub mod policy;
+pub mod privilege;
+pub mod state;
+
+/// Invalid input (a policy, a name, a flag value): exit status 2, and
+/// nothing in the kernel has changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Whether `e` is the user's input at fault (exit 2) rather than the system (exit 1).
+pub fn is_input_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<InputError>() || c.is::<policy::PolicyError>())
+}

@@ -1,0 +1,153 @@
+//! `sgctl conntrack list | flush | gc`.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use firewall_common::conntrack::{FlowEntry, FlowKey, FlowState};
+use serde::Serialize;
+
+use crate::{
+    cli::ConntrackAction,
+    control::Host,
+    datapath::maps::{idle_ns, monotonic_ns},
+    output::{print_json, table},
+};
+
+#[derive(Serialize)]
+struct Flow {
+    interface: String,
+    netns: Option<String>,
+    protocol: u8,
+    /// The endpoint that opened the flow.
+    src: String,
+    dst: String,
+    state: &'static str,
+    /// Rule the flow was allowed by (its counters get the traffic).
+    rule: String,
+    idle_secs: u64,
+    expires_in_secs: u64,
+}
+
+#[derive(Serialize)]
+struct Removed {
+    interface: String,
+    netns: Option<String>,
+    removed: usize,
+}
+
+pub fn run(hosts: &[Host], action: &ConntrackAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        ConntrackAction::List => list(hosts, json),
+        ConntrackAction::Flush => remove(hosts, json, |maps| maps.remove_flows(|_, _| true)),
+        ConntrackAction::Gc => remove(hosts, json, |maps| maps.expire_flows(&maps.timeouts()?)),
+    }
+}
+
+fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
+    let now = monotonic_ns();
+    let mut flows = Vec::new();
+    for host in hosts {
+        for record in host.interfaces()? {
+            let maps = host.maps(&record.ifname);
+            let timeouts = maps.timeouts()?;
+            for (key, entry) in maps.flows()? {
+                let state = FlowState::from_u8(entry.state);
+                let idle = idle_ns(&entry, now);
+                let timeout = timeouts.for_flow(key.protocol, state);
+                if idle > timeout {
+                    continue; // expired: the datapath no longer honours it
+                }
+                let (src, dst) = endpoints(&key, &entry);
+                flows.push(Flow {
+                    interface: record.ifname.clone(),
+                    netns: host.scope.netns().map(str::to_owned),
+                    protocol: key.protocol,
+                    src,
+                    dst,
+                    state: match state {
+                        FlowState::Opening => "opening",
+                        FlowState::Established => "established",
+                        FlowState::Closing => "closing",
+                    },
+                    rule: record.rules.get(entry.rule as usize).map_or_else(|| format!("#{}", entry.rule), ToString::to_string),
+                    idle_secs: idle / 1_000_000_000,
+                    expires_in_secs: (timeout - idle) / 1_000_000_000,
+                });
+            }
+        }
+    }
+    if json {
+        return print_json(&serde_json::json!({ "flows": flows }));
+    }
+    let rows: Vec<Vec<String>> = flows
+        .iter()
+        .map(|f| {
+            vec![
+                f.interface.clone(),
+                protocol_name(f.protocol),
+                f.src.clone(),
+                f.dst.clone(),
+                f.state.to_owned(),
+                f.rule.clone(),
+                f.idle_secs.to_string(),
+                f.expires_in_secs.to_string(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["INTERFACE", "PROTO", "FROM", "TO", "STATE", "RULE", "IDLE S", "EXPIRES S"], &rows));
+    Ok(())
+}
+
+fn remove(
+    hosts: &[Host],
+    json: bool,
+    op: impl Fn(&crate::datapath::maps::IfaceMaps) -> anyhow::Result<usize>,
+) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    for host in hosts {
+        for record in host.interfaces()? {
+            let removed = op(&host.maps(&record.ifname))?;
+            out.push(Removed { interface: record.ifname, netns: host.scope.netns().map(str::to_owned), removed });
+        }
+    }
+    if json {
+        return print_json(&serde_json::json!({ "interfaces": out }));
+    }
+    for r in out {
+        println!("{}: removed {} flows", r.interface, r.removed);
+    }
+    Ok(())
+}
+
+/// `(opener, other)` as `addr:port` (ports omitted where the flow has none).
+fn endpoints(key: &FlowKey, entry: &FlowEntry) -> (String, String) {
+    let lo = endpoint(key.family, &key.addr_lo, key.port_lo, key.protocol);
+    let hi = endpoint(key.family, &key.addr_hi, key.port_hi, key.protocol);
+    if entry.opened_by_lo == 1 {
+        (lo, hi)
+    } else {
+        (hi, lo)
+    }
+}
+
+fn endpoint(family: u8, addr: &[u8; 16], port: u16, protocol: u8) -> String {
+    let ip: IpAddr = if family == 4 {
+        Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).into()
+    } else {
+        Ipv6Addr::from(*addr).into()
+    };
+    match (protocol, ip) {
+        (firewall_common::proto::TCP | firewall_common::proto::UDP, IpAddr::V4(v4)) => format!("{v4}:{port}"),
+        (firewall_common::proto::TCP | firewall_common::proto::UDP, IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        (firewall_common::proto::ICMP | firewall_common::proto::ICMPV6, ip) if port != 0 => format!("{ip} id {port}"),
+        (_, ip) => ip.to_string(),
+    }
+}
+
+fn protocol_name(p: u8) -> String {
+    match p {
+        firewall_common::proto::TCP => "tcp".into(),
+        firewall_common::proto::UDP => "udp".into(),
+        firewall_common::proto::ICMP => "icmp".into(),
+        firewall_common::proto::ICMPV6 => "icmpv6".into(),
+        n => n.to_string(),
+    }
+}

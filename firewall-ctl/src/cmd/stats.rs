@@ -1,0 +1,142 @@
+//! `sgctl stats [--watch SECS]`: traffic per rule, drops per interface.
+use std::collections::BTreeMap;
+
+use firewall_common::counters::{Reason, ReasonCounters};
+use serde::Serialize;
+
+use crate::{
+    compile::RuleInfo,
+    control::Host,
+    output::{print_json, table},
+};
+
+#[derive(Serialize)]
+pub struct Stats {
+    pub rules: Vec<RuleStats>,
+    pub interfaces: Vec<IfaceStats>,
+}
+
+#[derive(Serialize)]
+pub struct RuleStats {
+    pub rule: String,
+    pub group: String,
+    pub direction: String,
+    pub index: u32,
+    pub description: Option<String>,
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Serialize)]
+pub struct IfaceStats {
+    pub interface: String,
+    pub netns: Option<String>,
+    pub dropped_no_rule: u64,
+    pub dropped_malformed: u64,
+    pub dropped_conntrack_full: u64,
+    pub dropped_fragment: u64,
+    /// Packets per verdict reason and direction, for the curious.
+    pub inbound: BTreeMap<&'static str, u64>,
+    pub outbound: BTreeMap<&'static str, u64>,
+}
+
+pub fn run(hosts: &[Host], watch: Option<u64>, json: bool) -> anyhow::Result<()> {
+    loop {
+        let stats = collect(hosts)?;
+        if json {
+            print_json(&stats)?;
+        } else {
+            print_tables(&stats);
+        }
+        let Some(secs) = watch else { return Ok(()) };
+        std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
+        println!();
+    }
+}
+
+/// Sums each rule over every interface it is compiled into.
+pub fn collect(hosts: &[Host]) -> anyhow::Result<Stats> {
+    let mut rules: BTreeMap<(String, String, u32), RuleStats> = BTreeMap::new();
+    let mut interfaces = Vec::new();
+    for host in hosts {
+        for record in host.interfaces()? {
+            let maps = host.maps(&record.ifname);
+            for (info, c) in record.rules.iter().zip(maps.rule_counters(record.rules.len())?) {
+                let entry = rules.entry(sort_key(info)).or_insert_with(|| RuleStats {
+                    rule: info.to_string(),
+                    group: info.group.clone(),
+                    direction: info.direction.to_string(),
+                    index: info.index,
+                    description: info.description.clone(),
+                    flows: 0,
+                    packets: 0,
+                    bytes: 0,
+                });
+                entry.flows += c.flows;
+                entry.packets += c.packets;
+                entry.bytes += c.bytes;
+            }
+            interfaces.push(iface_stats(&record.ifname, host, &maps.reason_counters()?));
+        }
+    }
+    Ok(Stats { rules: rules.into_values().collect(), interfaces })
+}
+
+fn sort_key(info: &RuleInfo) -> (String, String, u32) {
+    (info.group.clone(), info.direction.to_string(), info.index)
+}
+
+fn iface_stats(ifname: &str, host: &Host, counters: &[ReasonCounters]) -> IfaceStats {
+    let per_direction = |d: u32| -> BTreeMap<&'static str, u64> {
+        Reason::ALL.iter().map(|r| (r.name(), counters[(d * Reason::COUNT + *r as u32) as usize].packets)).collect()
+    };
+    let (inbound, outbound) = (per_direction(0), per_direction(1));
+    let both = |r: Reason| inbound[r.name()] + outbound[r.name()];
+    IfaceStats {
+        interface: ifname.to_owned(),
+        netns: host.scope.netns().map(str::to_owned),
+        dropped_no_rule: both(Reason::DropNoRule),
+        dropped_malformed: both(Reason::DropMalformed),
+        dropped_conntrack_full: both(Reason::DropConntrackFull),
+        dropped_fragment: both(Reason::DropFragment),
+        inbound,
+        outbound,
+    }
+}
+
+fn print_tables(stats: &Stats) {
+    let rows: Vec<Vec<String>> = stats
+        .rules
+        .iter()
+        .map(|r| {
+            vec![
+                r.rule.clone(),
+                r.description.clone().unwrap_or_default(),
+                r.flows.to_string(),
+                r.packets.to_string(),
+                r.bytes.to_string(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["RULE", "DESCRIPTION", "FLOWS", "PACKETS", "BYTES"], &rows));
+    println!();
+    let rows: Vec<Vec<String>> = stats
+        .interfaces
+        .iter()
+        .map(|i| {
+            vec![
+                i.interface.clone(),
+                i.netns.clone().unwrap_or_else(|| "-".into()),
+                i.dropped_no_rule.to_string(),
+                i.dropped_malformed.to_string(),
+                i.dropped_conntrack_full.to_string(),
+                i.dropped_fragment.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["INTERFACE", "NETNS", "DROPPED NO RULE", "MALFORMED", "CONNTRACK FULL", "FRAGMENT"], &rows)
+    );
+}

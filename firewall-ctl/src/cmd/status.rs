@@ -1,0 +1,94 @@
+//! `sgctl status`: what is attached where, and how full conntrack is.
+use serde::Serialize;
+
+use crate::{
+    control::Host,
+    datapath::attach,
+    output::{print_json, table},
+    state::records::IngressHook,
+};
+
+#[derive(Serialize)]
+struct Status {
+    scopes: Vec<ScopeStatus>,
+}
+
+#[derive(Serialize)]
+struct ScopeStatus {
+    netns: Option<String>,
+    generation: Option<u64>,
+    sources: Vec<String>,
+    interfaces: Vec<IfaceStatus>,
+}
+
+#[derive(Serialize)]
+struct IfaceStatus {
+    interface: String,
+    ifindex: u32,
+    groups: Vec<String>,
+    ingress: IngressHook,
+    ingress_program_id: Option<u32>,
+    egress_program_id: Option<u32>,
+    generation: u64,
+    conntrack_entries: usize,
+    conntrack_capacity: u32,
+}
+
+pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
+    let mut status = Status { scopes: Vec::new() };
+    for host in hosts {
+        let policy = host.policy()?;
+        let mut interfaces = Vec::new();
+        for record in host.interfaces()? {
+            let ids = attach::program_ids(&host.state.iface_dir(&host.scope, &record.ifname)).ok();
+            let maps = host.maps(&record.ifname);
+            interfaces.push(IfaceStatus {
+                ingress_program_id: ids.map(|i| i.0),
+                egress_program_id: ids.map(|i| i.1),
+                conntrack_entries: maps.flows()?.len(),
+                conntrack_capacity: maps.conntrack_capacity()?,
+                interface: record.ifname,
+                ifindex: record.ifindex,
+                groups: record.groups,
+                ingress: record.ingress,
+                generation: record.generation,
+            });
+        }
+        status.scopes.push(ScopeStatus {
+            netns: host.scope.netns().map(str::to_owned),
+            generation: policy.as_ref().map(|p| p.generation),
+            sources: policy.map(|p| p.sources).unwrap_or_default(),
+            interfaces,
+        });
+    }
+    if json {
+        return print_json(&status);
+    }
+    if status.scopes.is_empty() {
+        println!("nothing applied or attached");
+    }
+    for s in &status.scopes {
+        let scope = s.netns.as_deref().map_or("host".to_owned(), |n| format!("netns {n}"));
+        match s.generation {
+            Some(g) => println!("{scope}: policy generation {g} from {}", s.sources.join(", ")),
+            None => println!("{scope}: no policy applied"),
+        }
+        let rows: Vec<Vec<String>> = s
+            .interfaces
+            .iter()
+            .map(|i| {
+                let id = |v: Option<u32>| v.map_or("-".into(), |v| v.to_string());
+                vec![
+                    i.interface.clone(),
+                    i.groups.join(","),
+                    i.ingress.to_string(),
+                    format!("{}/{}", id(i.ingress_program_id), id(i.egress_program_id)),
+                    i.generation.to_string(),
+                    format!("{}/{}", i.conntrack_entries, i.conntrack_capacity),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK"], &rows));
+    }
+    Ok(())
+}
