@@ -18,8 +18,14 @@ pub fn run() -> anyhow::Result<()> {
     // The eBPF crate only builds for bpfel-unknown-none; firewall-ctl's build
     // script builds it (and its tests would not run on the host anyway).
     let mut cmd = sh::cargo();
-    cmd.args(["test", "--workspace", "--exclude", "firewall-ebpf"])
-        .stdout(Stdio::piped());
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "firewall-ebpf",
+        "--no-fail-fast",
+    ])
+    .stdout(Stdio::piped());
     let what = sh::describe(&cmd);
     let mut child = cmd
         .spawn()
