@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod compile;
 pub mod control;
 pub mod datapath;
+pub mod frames;
 pub mod netns;
 pub mod output;
 pub mod policy;

@@ -12,7 +12,7 @@ use aya::{
     Ebpf,
 };
 
-use super::{maps, PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP};
+use super::{PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP};
 use crate::{
     compile::CompiledInterface,
     netns,
@@ -39,13 +39,8 @@ pub fn attach(
 }
 
 fn attach_into(dir: &Path, ifname: &str, mode: Mode, compiled: &CompiledInterface) -> anyhow::Result<IngressHook> {
-    let mut ebpf = super::load(compiled.conntrack_capacity)?;
-    for name in maps::PINNED {
-        let map = ebpf.map(name).with_context(|| format!("map {name} missing from the object"))?;
-        map.pin(dir.join(name)).with_context(|| format!("pinning map {name}"))?;
-    }
     // The policy is in place before the first packet meets the programs.
-    maps::IfaceMaps::at(dir).write_policy(compiled)?;
+    let mut ebpf = super::load_pinned(dir, compiled)?;
 
     // Egress first: outbound flows opened from now on are tracked, so their
     // replies pass once ingress filtering starts.

@@ -3,8 +3,12 @@
 pub mod attach;
 pub mod maps;
 
+use std::path::Path;
+
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
+
+use crate::compile::CompiledInterface;
 
 /// The kernel programs, built by build.rs from `firewall-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall"));
@@ -25,4 +29,16 @@ pub fn load(conntrack_capacity: u32) -> anyhow::Result<Ebpf> {
         .map_max_entries(maps::CONNTRACK, conntrack_capacity)
         .load(OBJECT)
         .context("loading the eBPF object")
+}
+
+/// Loads a fresh copy for one interface, pins its maps in `dir` (which must
+/// exist) and fills them with `compiled`. The programs are not attached yet.
+pub fn load_pinned(dir: &Path, compiled: &CompiledInterface) -> anyhow::Result<Ebpf> {
+    let ebpf = load(compiled.conntrack_capacity)?;
+    for name in maps::PINNED {
+        let map = ebpf.map(name).with_context(|| format!("map {name} missing from the object"))?;
+        map.pin(dir.join(name)).with_context(|| format!("pinning map {name}"))?;
+    }
+    maps::IfaceMaps::at(dir).write_policy(compiled)?;
+    Ok(ebpf)
 }
