@@ -1,0 +1,194 @@
+//! Seed Examples 2 and 3 (`policies/app-server.yaml` + `database.yaml`,
+//! applied together) end to end, group references (`sg:`) and membership
+//! changes, and two groups on one interface.
+//!
+//! One L2 segment, every host on-link in 10.0.0.0/8 and fd00::/16:
+//! lb 10.0.0.10 / fd00::10 (load-balancer), app 10.0.1.10 / fd00:1::10
+//! (app-server), db 10.0.2.5 / fd00:2::5 (database), outsider 10.0.3.3 /
+//! fd00:3::3 (no group, unfiltered). Each filtered host runs its own `sgctl`
+//! (`-n` its namespace): apply both files, then attach eth0 to its group.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use Outcome::{Connected, Refused, TimedOut};
+
+struct AppLab {
+    lab: Lab,
+    lb: Host,
+    app: Host,
+    db: Host,
+    outsider: Host,
+}
+
+fn app_lab(name: &str) -> AppLab {
+    let lab = lab(name);
+    let lb = host(&lab, "lb", &["10.0.0.10/8", "fd00::10/16"]);
+    let app = host(&lab, "app", &["10.0.1.10/8", "fd00:1::10/16"]);
+    let db = host(&lab, "db", &["10.0.2.5/8", "fd00:2::5/16"]);
+    let outsider = host(&lab, "outsider", &["10.0.3.3/8", "fd00:3::3/16"]);
+    AppLab { lab, lb, app, db, outsider }
+}
+
+fn both_files() -> Vec<PathBuf> {
+    vec![policy("app-server.yaml"), policy("database.yaml")]
+}
+
+/// On `host`: `sgctl apply FILES`, then `sgctl attach eth0 --groups GROUPS`.
+fn apply_and_attach(lab: &Lab, host: &Host, files: &[PathBuf], groups: &str) -> Sgctl {
+    let sg = Sgctl::new(lab, host);
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let report = sg.apply(&files);
+    assert_eq!(
+        report["interfaces"].as_array().map(Vec::len),
+        Some(0),
+        "the files name no interfaces, so apply attaches none: {report:#}"
+    );
+    let changes = sg.attach("eth0", groups);
+    assert_eq!(changes[0]["change"], "attached", "attach eth0 --groups {groups}: {changes:#}");
+    let status = sg.status();
+    let ifaces = &status["interfaces"];
+    assert_eq!(ifaces[0]["interface"], "eth0", "{status:#}");
+    let want: Vec<&str> = groups.split(',').collect();
+    assert_eq!(ifaces[0]["groups"], serde_json::json!(want), "{status:#}");
+    sg
+}
+
+#[test]
+fn examples2_3_app_server_and_database() {
+    let AppLab { lab, lb, app, db, outsider } = app_lab("ex23");
+    let _app_l = listen(&app, &["10.0.1.10:8080", "[fd00:1::10]:8080", "10.0.1.10:22"]);
+    let db_l = listen(&db, &["10.0.2.5:3306", "[fd00:2::5]:3306"]);
+    let _lb_l = listen(&lb, &["10.0.0.10:443", "[fd00::10]:443"]);
+    let _out_l = listen(&outsider, &["10.0.3.3:5000", "[fd00:3::3]:5000"]);
+
+    let files = both_files();
+    apply_and_attach(&lab, &lb, &files, "load-balancer");
+    apply_and_attach(&lab, &app, &files, "app-server");
+    apply_and_attach(&lab, &db, &files, "database");
+
+    expect_all(
+        "examples 2 and 3",
+        vec![
+            // app-server inbound: 8080 from sg:load-balancer only (both families).
+            tcp(&lb, "10.0.1.10:8080", Connected),
+            tcp(&lb, "[fd00:1::10]:8080", Connected),
+            tcp(&outsider, "10.0.1.10:8080", TimedOut),
+            tcp(&outsider, "[fd00:1::10]:8080", TimedOut),
+            tcp(&lb, "10.0.1.10:22", TimedOut),
+            // database inbound: 3306 from sg:app-server only; app-server
+            // outbound 3306 to sg:database covers IPv6 too.
+            tcp(&app, "10.0.2.5:3306", Connected),
+            tcp(&app, "[fd00:2::5]:3306", Connected),
+            tcp(&outsider, "10.0.2.5:3306", TimedOut),
+            tcp(&outsider, "[fd00:2::5]:3306", TimedOut),
+            tcp(&lb, "10.0.2.5:3306", TimedOut),
+            // database outbound: [] — it opens nothing.
+            tcp(&db, "10.0.1.10:8080", TimedOut),
+            tcp(&db, "[fd00:1::10]:8080", TimedOut),
+            tcp(&db, "10.0.3.3:5000", TimedOut),
+            ping(&db, "10.0.3.3", TimedOut),
+            // app-server outbound all to 0.0.0.0/0: IPv4 only.
+            tcp(&app, "10.0.3.3:5000", Connected),
+            ping(&app, "10.0.3.3", Connected),
+            tcp(&app, "[fd00:3::3]:5000", TimedOut),
+            // load-balancer inbound https from 0.0.0.0/0 (IPv4 only);
+            // default outbound lets lb reach anything.
+            tcp(&outsider, "10.0.0.10:443", Connected),
+            tcp(&outsider, "[fd00::10]:443", TimedOut),
+            tcp(&lb, "10.0.3.3:5000", Connected),
+            tcp(&lb, "[fd00:3::3]:5000", Connected),
+        ],
+    );
+
+    // 3306 allowed but nothing listening: the database's own RST reaches app.
+    drop(db_l);
+    expect_all(
+        "3306 allowed, nothing listening on db",
+        vec![
+            tcp(&app, "10.0.2.5:3306", Refused),
+            tcp(&app, "[fd00:2::5]:3306", Refused),
+            tcp(&outsider, "10.0.2.5:3306", TimedOut),
+        ],
+    );
+}
+
+#[test]
+fn membership_change_follows_sg_references() {
+    let AppLab { lab, app, db, outsider, .. } = app_lab("members");
+    let _db_l = listen(&db, &["10.0.2.5:3306"]);
+    let original = both_files();
+    let sg = apply_and_attach(&lab, &db, &original, "database");
+
+    expect_all(
+        "outsider is not an app-server",
+        vec![tcp(&app, "10.0.2.5:3306", Connected), tcp(&outsider, "10.0.2.5:3306", TimedOut)],
+    );
+
+    // The same policy with the outsider listed as an app-server member.
+    let tmp = TempDir::new("members");
+    let widened = tmp.write(
+        "app-server.yaml",
+        &replace_once(
+            &policy_text("app-server.yaml"),
+            r#"app-server:    [10.0.1.0/24, "fd00:1::/64"]"#,
+            r#"app-server:    [10.0.1.0/24, "fd00:1::/64", 10.0.3.3]"#,
+        ),
+    );
+    let report = sg.apply(&[&widened, &policy("database.yaml")]);
+    assert_eq!(report["generation"], 2, "{report:#}");
+    assert!(
+        report["interfaces"].as_array().is_some_and(|c| c.iter().any(|c| c["interface"] == "eth0")),
+        "re-apply keeps eth0 (attached by command) and updates it: {report:#}"
+    );
+    assert_eq!(sg.status()["interfaces"][0]["groups"], serde_json::json!(["database"]));
+    expect_all(
+        "outsider listed as an app-server member",
+        vec![tcp(&outsider, "10.0.2.5:3306", Connected), tcp(&app, "10.0.2.5:3306", Connected)],
+    );
+
+    // A connection opened while the outsider is a member, kept open.
+    let mut kept = open(&outsider, "10.0.2.5:3306");
+
+    // Back to the original members: new connections are dropped again, the
+    // tracked one carries on (AWS), until the table is flushed.
+    let files: Vec<&Path> = original.iter().map(PathBuf::as_path).collect();
+    let report = sg.apply(&files);
+    assert_eq!(report["generation"], 3, "{report:#}");
+    expect_all(
+        "outsider removed from app-server members",
+        vec![tcp(&outsider, "10.0.2.5:3306", TimedOut), tcp(&app, "10.0.2.5:3306", Connected)],
+    );
+    assert_eq!(kept.echo(ALLOWED), Connected, "{}: a tracked flow survives the narrowing", kept.name());
+
+    sg.json(&["conntrack", "flush"]);
+    assert_eq!(
+        kept.echo(BLOCKED),
+        TimedOut,
+        "{}: after `conntrack flush` no rule allows it, so it is cut",
+        kept.name()
+    );
+}
+
+#[test]
+fn two_groups_on_one_interface_is_the_union() {
+    let AppLab { lab, lb, app, outsider, .. } = app_lab("union");
+    let _app_l = listen(&app, &["10.0.1.10:8080", "10.0.1.10:443", "10.0.1.10:22"]);
+    apply_and_attach(&lab, &app, &both_files(), "app-server,load-balancer");
+
+    expect_all(
+        "app-server + load-balancer on app's eth0",
+        vec![
+            // app-server: 8080 from sg:load-balancer.
+            tcp(&lb, "10.0.1.10:8080", Connected),
+            tcp(&outsider, "10.0.1.10:8080", TimedOut),
+            // load-balancer: 443 from anywhere (IPv4).
+            tcp(&outsider, "10.0.1.10:443", Connected),
+            tcp(&lb, "10.0.1.10:443", Connected),
+            // Neither allows 22.
+            tcp(&lb, "10.0.1.10:22", TimedOut),
+            tcp(&outsider, "10.0.1.10:22", TimedOut),
+        ],
+    );
+}
