@@ -16,6 +16,7 @@ pub mod output;
 pub mod policy;
 pub mod privilege;
 pub mod state;
+pub mod testrun;
 
 /// Invalid input (a policy, a name, a flag value): exit status 2, and
 /// nothing in the kernel has changed.

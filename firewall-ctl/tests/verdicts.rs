@@ -1,17 +1,8 @@
 //! Verdict tests: the real kernel programs, run by BPF_PROG_TEST_RUN on
 //! hand-built IPv4 and IPv6 frames, with maps filled by the real compiler.
 //! Each test loads its own copy (own maps) under its own bpffs directory.
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
-use aya::{
-    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
-    Ebpf,
-};
 use firewall_common::{
     counters::{Reason, RuleCounters},
     proto, Direction,
@@ -21,12 +12,8 @@ use firewall_ctl::{
     datapath::{self, maps::IfaceMaps},
     frames::*,
     policy,
+    testrun::{Loaded, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const TC_ACT_UNSPEC: u32 = u32::MAX; // -1: pass on to the next program
-const TC_ACT_SHOT: u32 = 2;
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum Verdict {
@@ -34,14 +21,12 @@ enum Verdict {
     Drop,
 }
 
-/// One interface's programs and maps, loaded but not attached.
+/// One interface's programs and maps, loaded but not attached, with the
+/// rule table to name counters by.
 struct Datapath {
-    dir: PathBuf,
-    ebpf: Ebpf,
+    loaded: Loaded,
     compiled: CompiledInterface,
 }
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl Datapath {
     fn new(yaml: &str, groups: &[&str]) -> Self {
@@ -56,39 +41,17 @@ impl Datapath {
         let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
         let mut compiled = compile::compile_interface(&policy, &groups, &BTreeMap::new()).expect("compiles");
         tweak(&mut compiled);
-        let dir = PathBuf::from(format!(
-            "/sys/fs/bpf/sgctl-verdicts-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("bpffs mounted at /sys/fs/bpf");
-        let mut ebpf = datapath::load_pinned(&dir, &compiled).expect("object loads");
-        for name in [datapath::PROG_INGRESS_TC, datapath::PROG_EGRESS_TC] {
-            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e:?}"));
-        }
-        let p: &mut Xdp = ebpf.program_mut(datapath::PROG_INGRESS_XDP).unwrap().try_into().unwrap();
-        p.load().unwrap_or_else(|e| panic!("verifier rejected XDP: {e:?}"));
-        Self { dir, ebpf, compiled }
+        let loaded = Loaded::new(&compiled).expect("programs load and verify");
+        Self { loaded, compiled }
     }
 
-    fn run(&self, program: &str, frame: &[u8]) -> u32 {
-        let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
-        let result = match self.ebpf.program(program).unwrap() {
-            aya::programs::Program::Xdp(p) => p.test_run(opts),
-            aya::programs::Program::SchedClassifier(p) => p.test_run(opts),
-            _ => unreachable!(),
-        };
-        result.expect("BPF_PROG_TEST_RUN").return_value
+    fn action(&self, program: &str, frame: &[u8]) -> u32 {
+        self.loaded.run(program, frame, 1).expect("BPF_PROG_TEST_RUN").0
     }
 
     /// Inbound through XDP and tc alike: both must agree.
     fn inbound(&self, frame: &[u8]) -> Verdict {
-        let xdp = match self.run(datapath::PROG_INGRESS_XDP, frame) {
-            XDP_PASS => Verdict::Pass,
-            XDP_DROP => Verdict::Drop,
-            other => panic!("unexpected XDP action {other}"),
-        };
+        let xdp = self.inbound_xdp(frame);
         let tc = self.tc(datapath::PROG_INGRESS_TC, frame);
         assert_eq!(xdp, tc, "XDP and tc ingress disagree");
         xdp
@@ -96,7 +59,7 @@ impl Datapath {
 
     /// Inbound through the XDP program only (state changes once).
     fn inbound_xdp(&self, frame: &[u8]) -> Verdict {
-        match self.run(datapath::PROG_INGRESS_XDP, frame) {
+        match self.action(datapath::PROG_INGRESS_XDP, frame) {
             XDP_PASS => Verdict::Pass,
             XDP_DROP => Verdict::Drop,
             other => panic!("unexpected XDP action {other}"),
@@ -108,7 +71,7 @@ impl Datapath {
     }
 
     fn tc(&self, program: &str, frame: &[u8]) -> Verdict {
-        match self.run(program, frame) {
+        match self.action(program, frame) {
             TC_ACT_UNSPEC => Verdict::Pass,
             TC_ACT_SHOT => Verdict::Drop,
             other => panic!("unexpected tc action {other}"),
@@ -116,7 +79,7 @@ impl Datapath {
     }
 
     fn maps(&self) -> IfaceMaps {
-        IfaceMaps::at(&self.dir)
+        self.loaded.maps()
     }
 
     fn rule(&self, identity: &str) -> RuleCounters {
@@ -131,12 +94,6 @@ impl Datapath {
 
     fn reason(&self, direction: Direction, reason: Reason) -> u64 {
         self.maps().reason_counters().unwrap()[(direction as u32 * Reason::COUNT + reason as u32) as usize].packets
-    }
-}
-
-impl Drop for Datapath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -33,6 +33,13 @@ pub fn sg_ingress_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Does nothing: the baseline `cargo xtask bench` measures the others
+/// against, in the same run. Never attached.
+#[xdp]
+pub fn bench_empty_xdp(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[classifier]
 pub fn sg_ingress_tc(ctx: TcContext) -> i32 {
     tc_action(&ctx, Direction::Inbound)

@@ -1,0 +1,85 @@
+//! One interface's programs and maps loaded but not attached, run with
+//! `BPF_PROG_TEST_RUN` on frames from [`crate::frames`]: the verdict tests
+//! and the per-packet benchmark share this.
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::{
+    programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+    Ebpf,
+};
+
+use crate::{
+    compile::CompiledInterface,
+    datapath::{self, maps::IfaceMaps},
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+/// -1: pass on to the next tcx program.
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
+pub const TC_ACT_SHOT: u32 = 2;
+
+/// Baseline program in the object: returns XDP_PASS and does nothing else.
+pub const PROG_EMPTY_XDP: &str = "bench_empty_xdp";
+
+pub struct Loaded {
+    dir: PathBuf,
+    ebpf: Ebpf,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Loaded {
+    /// Loads `compiled` with every program verified, its maps pinned in a
+    /// fresh directory on bpffs (removed on drop).
+    pub fn new(compiled: &CompiledInterface) -> anyhow::Result<Self> {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/sgctl-testrun-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).context("creating a directory on bpffs (/sys/fs/bpf)")?;
+        let mut loaded = Self { ebpf: datapath::load_pinned(&dir, compiled)?, dir };
+        for name in [datapath::PROG_INGRESS_TC, datapath::PROG_EGRESS_TC] {
+            let p: &mut SchedClassifier = loaded.ebpf.program_mut(name).context(name)?.try_into()?;
+            p.load().with_context(|| format!("verifier rejected {name}"))?;
+        }
+        for name in [datapath::PROG_INGRESS_XDP, PROG_EMPTY_XDP] {
+            let p: &mut Xdp = loaded.ebpf.program_mut(name).context(name)?.try_into()?;
+            p.load().with_context(|| format!("verifier rejected {name}"))?;
+        }
+        Ok(loaded)
+    }
+
+    /// Runs `program` on `frame` `repeat` times; the action and the kernel's
+    /// mean time per run.
+    pub fn run(&self, program: &str, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, Duration)> {
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
+        let result = match self.ebpf.program(program).with_context(|| format!("no program {program}"))? {
+            Program::Xdp(p) => p.test_run(opts),
+            Program::SchedClassifier(p) => p.test_run(opts),
+            _ => anyhow::bail!("{program} cannot be test-run"),
+        }
+        .context("BPF_PROG_TEST_RUN")?;
+        Ok((result.return_value, result.duration))
+    }
+
+    pub fn maps(&self) -> IfaceMaps {
+        IfaceMaps::at(&self.dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
