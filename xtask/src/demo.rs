@@ -61,12 +61,18 @@ pub fn run() -> anyhow::Result<()> {
 
     title("Apply seed Example 1, the web-server group, to the server's eth0");
     let netns = server.netns();
+    let state = lab.state_dir()?;
+    println!(
+        "  (sgctl keeps this demo's state in {}, through SGCTL_STATE_DIR)",
+        state.display()
+    );
     // Declared after the lab, so dropped (detached) before the namespaces go.
     let detach = Detach {
-        sgctl: sgctl.clone(),
+        sgctl: Sgctl { bin: sgctl, state },
         netns: netns.to_owned(),
     };
-    sgctl_step(&sgctl, netns, &["apply", &policy.to_string_lossy()])?;
+    let sgctl = &detach.sgctl;
+    sgctl.step(netns, &["apply", &policy.to_string_lossy()])?;
 
     title("What the security group lets through");
     checks.expect(
@@ -113,7 +119,7 @@ pub fn run() -> anyhow::Result<()> {
     );
 
     title("Per-rule counters");
-    sgctl_step(&sgctl, netns, &["stats"])?;
+    sgctl.step(netns, &["stats"])?;
 
     title("Clean up: detach eth0, delete the namespaces");
     drop(detach);
@@ -125,27 +131,34 @@ fn title(text: &str) {
     println!("\n== {text}");
 }
 
-/// Runs `sgctl -n NETNS ARGS…` for all to see.
-fn sgctl_step(sgctl: &Path, netns: &str, args: &[&str]) -> anyhow::Result<()> {
-    println!("$ sgctl -n {netns} {}", args.join(" "));
-    sh::run(
-        Command::new(sgctl)
-            .current_dir(sh::root())
+/// The freshly built `sgctl`, with the lab's own state directory.
+struct Sgctl {
+    bin: PathBuf,
+    state: PathBuf,
+}
+
+impl Sgctl {
+    /// Runs `sgctl -n NETNS ARGS…` for all to see.
+    fn step(&self, netns: &str, args: &[&str]) -> anyhow::Result<()> {
+        println!("$ sgctl -n {netns} {}", args.join(" "));
+        let mut cmd = Command::new(&self.bin);
+        cmd.current_dir(sh::root())
+            .env("SGCTL_STATE_DIR", &self.state)
             .args(["-n", netns])
-            .args(args),
-    )
-    .with_context(|| format!("sgctl {} failed", args.join(" ")))
+            .args(args);
+        sh::run(&mut cmd).with_context(|| format!("sgctl {} failed", args.join(" ")))
+    }
 }
 
 /// Detaches the server's eth0 when the demo ends, also on an early error.
 struct Detach {
-    sgctl: PathBuf,
+    sgctl: Sgctl,
     netns: String,
 }
 
 impl Drop for Detach {
     fn drop(&mut self) {
-        if let Err(e) = sgctl_step(&self.sgctl, &self.netns, &["detach", "eth0"]) {
+        if let Err(e) = self.sgctl.step(&self.netns, &["detach", "eth0"]) {
             eprintln!("demo: {e:#}");
         }
     }
