@@ -147,6 +147,12 @@ impl Sgctl {
         Self { state_dir, netns: host.netns().to_owned() }
     }
 
+    /// `sgctl` for a namespace by name (which need not exist).
+    pub fn for_netns(lab: &Lab, netns: &str) -> Self {
+        let state_dir = lab.state_dir().unwrap_or_else(|e| panic!("lab state dir: {e:#}"));
+        Self { state_dir, netns: netns.to_owned() }
+    }
+
     pub fn netns(&self) -> &str {
         &self.netns
     }
@@ -375,9 +381,11 @@ impl Conn {
 }
 
 /// Asserts `sgctl` refused bad input: exit status 2 and exactly one line on
-/// stderr that starts with `FILE:LINE:COL: ` (after an optional `sgctl: `).
+/// stderr that starts with `FILE:LINE:COL: ` (after an optional `sgctl: `),
+/// LINE being `line`, and quotes `must_mention`.
 #[track_caller]
-pub fn assert_located_error(run: &Run, file: &Path, must_mention: &str) {
+pub fn assert_located_error(run: &Run, file: &Path, line: u32, must_mention: &str) {
+    let want_line = line;
     assert_eq!(run.code, Some(2), "bad input must exit 2: {}", run.describe());
     let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected exactly one line on stderr: {}", run.describe());
@@ -395,5 +403,6 @@ pub fn assert_located_error(run: &Run, file: &Path, must_mention: &str) {
         "stderr is not FILE:LINE:COL: MESSAGE: {}",
         run.describe()
     );
+    assert_eq!(line_no, Some(want_line.to_string().as_str()), "the error should point at line {want_line}: {}", run.describe());
     assert!(line.contains(must_mention), "the error should quote {must_mention:?}: {}", run.describe());
 }
