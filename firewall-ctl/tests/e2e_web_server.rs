@@ -66,6 +66,8 @@ fn example1_web_server_both_families() {
     );
     let https = listen(&srv, &["203.0.113.1:443", "[2001:db8::1]:443"]);
     let _client_listeners = listen(&ssh, &["203.0.113.10:9000", "[2001:db8::10]:9000"]);
+    let _udp = udp_echo(&srv, &["203.0.113.1:80"]);
+    let _client_udp = udp_echo(&ssh, &["203.0.113.10:9000", "[2001:db8::10]:9000"]);
 
     // Unfiltered first, so every time-out below is the filter's doing.
     expect_all(
@@ -74,6 +76,7 @@ fn example1_web_server_both_families() {
             tcp(&other, "203.0.113.1:22", Connected),
             tcp(&other, "203.0.113.1:8080", Connected),
             tcp(&other, "[2001:db8::1]:80", Connected),
+            udp(&other, "203.0.113.1:80", Connected),
             ping(&other, "203.0.113.1", Connected),
             ping(&srv, "2001:db8::10", Connected),
         ],
@@ -108,6 +111,11 @@ fn example1_web_server_both_families() {
             ping(&other, "2001:db8::1", TimedOut),
             ping(&srv, "203.0.113.20", Connected),
             ping(&srv, "2001:db8::20", TimedOut),
+            // The rules are TCP: UDP to port 80 is dropped; srv's own UDP
+            // exchange gets its reply back.
+            udp(&other, "203.0.113.1:80", TimedOut),
+            udp(&srv, "203.0.113.10:9000", Connected),
+            udp(&srv, "[2001:db8::10]:9000", TimedOut),
         ],
     );
 

@@ -332,6 +332,32 @@ pub fn tcp_from<'a>(from: &'a Host, src: &str, to: &str, want: Outcome) -> Probe
     }
 }
 
+/// `from` sends a datagram to a UDP echo server at `to` (`ip:port`).
+pub fn udp<'a>(from: &'a Host, to: &str, want: Outcome) -> Probe<'a> {
+    let addr: SocketAddr = to
+        .parse()
+        .unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
+    Probe {
+        name: format!("{} -> udp {to}", from.name()),
+        want,
+        run: Box::new(move |t| from.udp_exchange(addr, t)),
+    }
+}
+
+/// Starts UDP echo servers on `host`, one per socket address.
+pub fn udp_echo(host: &Host, addrs: &[&str]) -> Vec<Listener> {
+    addrs
+        .iter()
+        .map(|a| {
+            let addr: SocketAddr = a
+                .parse()
+                .unwrap_or_else(|e| panic!("socket address {a:?}: {e}"));
+            host.udp_echo(addr)
+                .unwrap_or_else(|e| panic!("UDP echo on {a} on {}: {e:#}", host.name()))
+        })
+        .collect()
+}
+
 /// `from` pings `to` once: `Connected` if answered, else `TimedOut`.
 pub fn ping<'a>(from: &'a Host, to: &str, want: Outcome) -> Probe<'a> {
     let ip: std::net::IpAddr = to.parse().unwrap_or_else(|e| panic!("address {to:?}: {e}"));
