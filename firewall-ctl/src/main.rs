@@ -10,7 +10,12 @@ fn main() -> ExitCode {
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sgctl: {e:#}");
+            // A policy error already starts with FILE:LINE:COL, as compilers print.
+            if e.chain().any(|c| c.is::<firewall_ctl::policy::PolicyError>()) {
+                eprintln!("{e:#}");
+            } else {
+                eprintln!("sgctl: {e:#}");
+            }
             if is_input_error(&e) {
                 ExitCode::from(2)
             } else {

@@ -484,7 +484,7 @@ impl Conn {
 }
 
 /// Asserts `sgctl` refused bad input: exit status 2 and exactly one line on
-/// stderr that starts with `FILE:LINE:COL: ` (after an optional `sgctl: `),
+/// stderr that starts with `FILE:LINE:COL: ` (as compilers print),
 /// LINE being `line`, and quotes `must_mention`.
 #[track_caller]
 pub fn assert_located_error(run: &Run, file: &Path, line: u32, must_mention: &str) {
@@ -506,7 +506,7 @@ pub fn assert_located_error(run: &Run, file: &Path, line: u32, must_mention: &st
         "expected exactly one line on stderr: {}",
         run.describe()
     );
-    let line = lines[0].strip_prefix("sgctl: ").unwrap_or(lines[0]);
+    let line = lines[0];
     let file = file.display().to_string();
     let rest = line
         .strip_prefix(&file)
