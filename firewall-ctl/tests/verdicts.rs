@@ -362,3 +362,20 @@ fn a_reply_turns_udp_into_a_stream_with_the_longer_timeout() {
     std::thread::sleep(std::time::Duration::from_millis(120));
     assert_eq!(dp.inbound_xdp(&back), Verdict::Pass, "stream timeout (180 s) applies now");
 }
+
+#[test]
+fn a_table_full_of_expired_flows_is_swept_by_the_datapath_itself() {
+    let dp = Datapath::with(WEB, &["web-server"], |c| {
+        c.conntrack_capacity = 4;
+        c.timeouts.udp_single_ns = 50_000_000;
+    });
+    for port in 1..=4 {
+        let out = ip(proto::UDP, a("10.0.0.1"), a("192.0.2.53"), &udp(port, 53, b"q"));
+        assert_eq!(dp.outbound(&out), Verdict::Pass);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    let syn = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(40000, 80, TCP_SYN));
+    assert_eq!(dp.inbound_xdp(&syn), Verdict::Pass, "expired flows make room, no sgctl needed");
+    assert_eq!(dp.reason(Direction::Inbound, Reason::DropConntrackFull), 0);
+    assert_eq!(dp.maps().flows().unwrap().len(), 1, "only the new flow is left");
+}

@@ -1,18 +1,26 @@
 //! Connection tracking (semantics.md items 7-12).
 //!
-//! Expired entries are not swept by the kernel: the datapath treats an
-//! entry idle past its timeout as absent and reuses its slot in place for
-//! the same flow, and `sgctl` deletes expired entries whenever it opens the
-//! table (every `apply`, `stats`, `status`, `conntrack list`, and
-//! `conntrack gc`, which a timer can run).
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+//! Expired entries: the datapath treats an entry idle past its timeout as
+//! absent and reuses its slot in place for the same flow. When a new flow
+//! finds the table full, the datapath sweeps every expired entry out
+//! (`bpf_for_each_map_elem`, at most once per second, so a flood of new flows
+//! against a table of live ones costs one sweep a second, not one a packet)
+//! and tries again. `sgctl` also deletes expired entries whenever it updates
+//! an interface, and on `sgctl conntrack gc`.
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_for_each_map_elem, bpf_map_delete_elem},
+    },
+};
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
     proto, Direction,
 };
 
 use crate::{
-    maps::{CONNTRACK, CT_CONFIG},
+    maps::{CONNTRACK, CT_CONFIG, CT_SWEPT_AT},
     parse::Tuple,
 };
 
@@ -24,6 +32,9 @@ const TCP_ACK: u8 = 0x10;
 /// `last_seen_ns` is rewritten at most this often unless the state changes:
 /// a write per packet would bounce the entry's cache line between CPUs.
 const REFRESH_NS: u64 = 1_000_000_000;
+
+/// The datapath sweeps a full table at most this often.
+const SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
 
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = 17;
@@ -161,13 +172,71 @@ pub fn open(
         unsafe { *slot = entry };
         return Ok(());
     }
-    match CONNTRACK.insert(&flow.key, &entry, BPF_NOEXIST) {
+    match insert(flow, &entry) {
+        // E2BIG when full: make room from expired flows only, never by
+        // evicting a live one.
+        Err(TableFull) if sweep_expired(now) => insert(flow, &entry),
+        result => result,
+    }
+}
+
+#[inline(always)]
+fn insert(flow: &FlowRef, entry: &FlowEntry) -> Result<(), TableFull> {
+    match CONNTRACK.insert(&flow.key, entry, BPF_NOEXIST) {
         Ok(()) => Ok(()),
         // Another CPU opened the same flow first: it is tracked either way.
         Err(e) if e == -EEXIST => Ok(()),
-        // E2BIG when full; never evict a tracked flow to make room.
         Err(_) => Err(TableFull),
     }
+}
+
+/// What the sweep callback needs; lives on the caller's stack. It carries
+/// no count of removed entries: a value that changes on every callback
+/// keeps the verifier from ever seeing the loop converge.
+#[repr(C)]
+struct Sweep {
+    now: u64,
+}
+
+/// Deletes every expired flow, unless the last sweep was less than
+/// [`SWEEP_INTERVAL_NS`] ago; returns whether it swept.
+#[inline(always)]
+fn sweep_expired(now: u64) -> bool {
+    let Some(swept_at) = CT_SWEPT_AT.get_ptr_mut(0) else { return false };
+    // SAFETY: array value pointer; racing CPUs at worst both sweep.
+    unsafe {
+        if now.saturating_sub(*swept_at) < SWEEP_INTERVAL_NS {
+            return false;
+        }
+        *swept_at = now;
+    }
+    let mut sweep = Sweep { now };
+    // SAFETY: the map pointer is CONNTRACK's definition (relocated to its
+    // fd by the loader); the callback has the signature the helper expects.
+    unsafe {
+        bpf_for_each_map_elem(
+            core::ptr::addr_of!(CONNTRACK).cast_mut().cast(),
+            sweep_one as *mut c_void,
+            core::ptr::from_mut(&mut sweep).cast(),
+            0,
+        );
+    }
+    true
+}
+
+/// `bpf_for_each_map_elem` callback: deletes the entry if it expired.
+/// Deleting the current element of a hash map during the walk is allowed.
+#[inline(never)]
+extern "C" fn sweep_one(map: *mut c_void, key: *mut FlowKey, value: *mut FlowEntry, ctx: *mut Sweep) -> i64 {
+    // SAFETY: the helper passes valid key, value and our context.
+    unsafe {
+        let (key_ref, entry, sweep) = (&*key, &*value, &*ctx);
+        let idle = sweep.now.saturating_sub(entry.last_seen_ns);
+        if idle > timeout_ns(key_ref.protocol, FlowState::from_u8(entry.state)) {
+            bpf_map_delete_elem(map, key.cast());
+        }
+    }
+    0
 }
 
 /// The rule of the tracked flow an ICMP error reports on, if it is tracked
