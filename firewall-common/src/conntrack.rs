@@ -4,8 +4,8 @@
 //! order (the lower `(address, port)` first), so a packet of either
 //! direction finds it with one lookup.
 
-/// Key of `CONNTRACK`. IPv4 addresses are stored in the first 4 bytes of the
-/// 16-byte field, the rest zero; `family` keeps the two apart.
+/// Key of `CONNTRACK`. Addresses are [`crate::policy::Addr6`] words; an IPv4
+/// address is the first word, the rest zero; `family` keeps the two apart.
 ///
 /// Flow identity follows semantics.md item 8: TCP and UDP use both ports;
 /// ICMP echo uses the echo identifier as both ports; other protocols use
@@ -13,8 +13,8 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub addr_lo: [u8; 16],
-    pub addr_hi: [u8; 16],
+    pub addr_lo: [u32; 4],
+    pub addr_hi: [u32; 4],
     /// Ports in host order.
     pub port_lo: u16,
     pub port_hi: u16,

@@ -84,8 +84,30 @@ pub mod l4_prefix {
 
 /// Key data of `CIDR_RULES4` / `SG_RULES4`: an IPv4 address, network order.
 pub type Addr4 = [u8; 4];
-/// Key data of `CIDR_RULES6` / `SG_RULES6`: an IPv6 address, network order.
-pub type Addr6 = [u8; 16];
+/// Key data of `CIDR_RULES6` / `SG_RULES6`: an IPv6 address as four words
+/// whose memory holds the 16 network-order bytes. Words, not bytes, so the
+/// datapath moves addresses with four loads and stores instead of the
+/// byte-loop `memcpy` the BPF backend emits for byte arrays.
+pub type Addr6 = [u32; 4];
+
+/// The [`Addr6`] of 16 network-order bytes.
+pub fn addr6_from_octets(o: [u8; 16]) -> Addr6 {
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
+/// The 16 network-order bytes of an [`Addr6`].
+pub fn addr6_octets(a: Addr6) -> [u8; 16] {
+    let mut o = [0u8; 16];
+    for (chunk, word) in o.chunks_exact_mut(4).zip(a) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    o
+}
 
 /// Fixed capacities of the policy maps of one interface.
 pub mod capacity {

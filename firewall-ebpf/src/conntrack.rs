@@ -16,6 +16,7 @@ use aya_ebpf::{
 };
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
+    policy::Addr6,
     proto, Direction,
 };
 
@@ -69,27 +70,17 @@ impl FlowRef {
     }
 }
 
-/// `(a, a_port) <= (b, b_port)`, addresses compared as big-endian numbers.
+/// `(a, a_port) <= (b, b_port)`. Any fixed total order works (it only has
+/// to put both directions of a flow the same way round), so the words are
+/// compared as they are, without byte swapping.
 #[inline(always)]
-fn endpoint_le(a: &[u8; 16], a_port: u16, b: &[u8; 16], b_port: u16) -> bool {
-    let (a_hi, b_hi) = (be64(a, 0), be64(b, 0));
-    if a_hi != b_hi {
-        return a_hi < b_hi;
-    }
-    let (a_lo, b_lo) = (be64(a, 8), be64(b, 8));
-    if a_lo != b_lo {
-        return a_lo < b_lo;
+fn endpoint_le(a: &Addr6, a_port: u16, b: &Addr6, b_port: u16) -> bool {
+    for i in 0..4 {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
     }
     a_port <= b_port
-}
-
-#[inline(always)]
-fn be64(a: &[u8; 16], at: usize) -> u64 {
-    let mut v = 0u64;
-    for i in 0..8 {
-        v = (v << 8) | u64::from(a[at + i]);
-    }
-    v
 }
 
 pub enum Lookup {

@@ -18,7 +18,7 @@ pub fn judge(frame: &impl Frame, direction: Direction) -> Reason {
     };
     // SAFETY: per-CPU scratch slot, ours for this program run.
     let Scratch { packet, flow } = unsafe { &mut *scratch };
-    *packet = Packet::EMPTY;
+    packet.reset();
     let reason = match parse::parse(frame, packet) {
         Parsed::NotIp | Parsed::NeighbourDiscovery => Reason::PassUnfiltered,
         Parsed::Malformed => Reason::DropMalformed,

@@ -1,7 +1,7 @@
 //! Packet parsing: Ethernet (up to two VLAN tags) → IPv4 / IPv6 (extension
 //! headers walked) → TCP / UDP / ICMP / ICMPv6, including the header an ICMP
 //! error carries. Nothing here looks at a map.
-use firewall_common::proto;
+use firewall_common::{policy::Addr6, proto};
 
 use crate::frame::{read_at, Frame};
 
@@ -16,11 +16,12 @@ const MAX_IPV6_EXT_HEADERS: usize = 4;
 
 const TCP_DOFF_MIN: u8 = 5;
 
-/// The 5-tuple a flow is known by. IPv4 addresses fill the first 4 bytes.
+/// The 5-tuple a flow is known by. Addresses are `Addr6` words (network
+/// byte order in memory); an IPv4 address is the first word, the rest zero.
 #[derive(Clone, Copy)]
 pub struct Tuple {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub src: Addr6,
+    pub dst: Addr6,
     /// Host order. ICMP echo: the identifier in both; other ICMP and other
     /// protocols: 0.
     pub sport: u16,
@@ -29,9 +30,6 @@ pub struct Tuple {
     pub family: u8,
 }
 
-impl Tuple {
-    pub const EMPTY: Self = Self { src: [0; 16], dst: [0; 16], sport: 0, dport: 0, protocol: 0, family: 0 };
-}
 
 /// An IP packet the policy can judge. Filled in place (the BPF stack is
 /// 512 bytes; returning it by value would copy it).
@@ -47,8 +45,18 @@ pub struct Packet {
 }
 
 impl Packet {
-    pub const EMPTY: Self =
-        Self { tuple: Tuple::EMPTY, rule_port: [0; 2], tcp_flags: 0, has_related: false, related: Tuple::EMPTY };
+    /// Clears what parsing may leave unset. Field by field: assigning a
+    /// whole empty `Packet` compiles to a byte-by-byte memset loop, paid
+    /// on every packet. Addresses, protocol and family are always written
+    /// before use; `related` only when `has_related` is set.
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        self.tuple.sport = 0;
+        self.tuple.dport = 0;
+        self.rule_port = [0; 2];
+        self.tcp_flags = 0;
+        self.has_related = false;
+    }
 }
 
 pub enum Parsed {
@@ -75,6 +83,17 @@ macro_rules! or_malformed {
 #[inline(always)]
 fn be16(frame: &impl Frame, offset: usize) -> Option<u16> {
     read_at::<[u8; 2]>(frame, offset).map(u16::from_be_bytes)
+}
+
+/// Four packet bytes as a word whose memory keeps their order.
+#[inline(always)]
+fn word(frame: &impl Frame, offset: usize) -> Option<u32> {
+    read_at::<[u8; 4]>(frame, offset).map(u32::from_ne_bytes)
+}
+
+#[inline(always)]
+fn address6(frame: &impl Frame, offset: usize) -> Option<Addr6> {
+    Some([word(frame, offset)?, word(frame, offset + 4)?, word(frame, offset + 8)?, word(frame, offset + 12)?])
 }
 
 #[inline(always)]
@@ -122,10 +141,8 @@ fn ipv4_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple) -> Option<L
     read_at::<[u8; 1]>(frame, offset + header_len - 1)?;
     tuple.protocol = h[9];
     tuple.family = 4;
-    let src = read_at::<[u8; 4]>(frame, offset + 12)?;
-    let dst = read_at::<[u8; 4]>(frame, offset + 16)?;
-    tuple.src = [src[0], src[1], src[2], src[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    tuple.dst = [dst[0], dst[1], dst[2], dst[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    tuple.src = [word(frame, offset + 12)?, 0, 0, 0];
+    tuple.dst = [word(frame, offset + 16)?, 0, 0, 0];
     if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
         return Some(L4::LaterFragment);
     }
@@ -142,8 +159,8 @@ fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple) -> Option<L
     }
     tuple.protocol = h[6];
     tuple.family = 6;
-    tuple.src = read_at::<[u8; 16]>(frame, offset + 8)?;
-    tuple.dst = read_at::<[u8; 16]>(frame, offset + 24)?;
+    tuple.src = address6(frame, offset + 8)?;
+    tuple.dst = address6(frame, offset + 24)?;
 
     let mut l4 = offset + 40;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
@@ -236,6 +253,8 @@ fn icmp_kind(family: u8, icmp_type: u8) -> IcmpKind {
 /// header and the first 8 bytes of its L4 header). `None` if cut short.
 #[inline(always)]
 fn quoted_tuple(frame: &impl Frame, offset: usize, family: u8, tuple: &mut Tuple) -> Option<()> {
+    tuple.sport = 0;
+    tuple.dport = 0;
     let l4 = if family == 4 {
         ipv4_header(frame, offset, tuple)?
     } else {
@@ -243,8 +262,8 @@ fn quoted_tuple(frame: &impl Frame, offset: usize, family: u8, tuple: &mut Tuple
         let h = read_at::<[u8; 8]>(frame, offset)?;
         tuple.protocol = h[6];
         tuple.family = 6;
-        tuple.src = read_at::<[u8; 16]>(frame, offset + 8)?;
-        tuple.dst = read_at::<[u8; 16]>(frame, offset + 24)?;
+        tuple.src = address6(frame, offset + 8)?;
+        tuple.dst = address6(frame, offset + 24)?;
         L4::At(offset + 40)
     };
     let L4::At(l4) = l4 else { return None };

@@ -27,7 +27,7 @@ pub fn allowed_rule(direction: Direction, packet: &Packet) -> Option<u32> {
         Direction::Outbound => &tuple.dst,
     };
     let (cidr, sg) = if tuple.family == 4 {
-        let addr = [peer[0], peer[1], peer[2], peer[3]];
+        let addr = peer[0].to_ne_bytes();
         (CIDR_RULES4.get(Key::new(32, addr)), SG_RULES4.get(Key::new(32, addr)))
     } else {
         (CIDR_RULES6.get(Key::new(128, *peer)), SG_RULES6.get(Key::new(128, *peer)))

@@ -28,7 +28,7 @@ enum Task {
     Test,
     /// Bootstrap and build, then show the web-server policy at work in throwaway namespaces.
     Demo,
-    /// Benchmarks (not implemented yet).
+    /// Per-packet cost and apply time, each beside a peer measured in the same run (needs root).
     Bench,
 }
 

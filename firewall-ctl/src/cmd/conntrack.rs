@@ -1,7 +1,10 @@
 //! `sgctl conntrack list | flush | gc`.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use firewall_common::conntrack::{FlowEntry, FlowKey, FlowState};
+use firewall_common::{
+    conntrack::{FlowEntry, FlowKey, FlowState},
+    policy::{addr6_octets, Addr6},
+};
 use serde::Serialize;
 
 use crate::{
@@ -128,11 +131,11 @@ fn endpoints(key: &FlowKey, entry: &FlowEntry) -> (String, String) {
     }
 }
 
-fn endpoint(family: u8, addr: &[u8; 16], port: u16, protocol: u8) -> String {
+fn endpoint(family: u8, addr: &Addr6, port: u16, protocol: u8) -> String {
     let ip: IpAddr = if family == 4 {
-        Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).into()
+        Ipv4Addr::from(addr[0].to_ne_bytes()).into()
     } else {
-        Ipv6Addr::from(*addr).into()
+        Ipv6Addr::from(addr6_octets(*addr)).into()
     };
     match (protocol, ip) {
         (firewall_common::proto::TCP | firewall_common::proto::UDP, IpAddr::V4(v4)) => format!("{v4}:{port}"),

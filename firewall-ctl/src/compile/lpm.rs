@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use firewall_common::policy::{Addr4, Addr6, L4Key, RuleSet};
+use firewall_common::policy::{addr6_from_octets, addr6_octets, Addr4, Addr6, L4Key, RuleSet};
 
 use super::LpmEntry;
 
@@ -33,10 +33,10 @@ impl LpmKey for Addr4 {
 impl LpmKey for Addr6 {
     const BITS: u32 = 128;
     fn to_bits(self) -> u128 {
-        u128::from_be_bytes(self)
+        u128::from_be_bytes(addr6_octets(self))
     }
     fn from_bits(bits: u128) -> Self {
-        bits.to_be_bytes()
+        addr6_from_octets(bits.to_be_bytes())
     }
 }
 

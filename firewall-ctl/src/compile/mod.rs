@@ -22,7 +22,7 @@ use std::{collections::BTreeMap, fmt};
 
 use firewall_common::{
     conntrack::Timeouts,
-    policy::{capacity, Addr4, Addr6, L4Key, RuleSet, MAX_RULES},
+    policy::{addr6_from_octets, capacity, Addr4, Addr6, L4Key, RuleSet, MAX_RULES},
 };
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -278,7 +278,7 @@ impl Raw {
             let len = u32::from(net.prefix_len());
             match net {
                 IpNet::V4(n) => v4.push((len, n.network().octets(), id)),
-                IpNet::V6(n) => v6.push((len, n.network().octets(), id)),
+                IpNet::V6(n) => v6.push((len, addr6_from_octets(n.network().octets()), id)),
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use firewall_common::policy::{L4Key, RuleSet};
+use firewall_common::policy::{addr6_from_octets, L4Key, RuleSet};
 
 use super::{
     lpm::{longest_match, LpmKey},
@@ -37,11 +37,11 @@ pub fn allowed(
     );
     let mut addr = match peer {
         IpAddr::V4(a) => set(&compiled.cidr4, a.octets()),
-        IpAddr::V6(a) => set(&compiled.cidr6, a.octets()),
+        IpAddr::V6(a) => set(&compiled.cidr6, addr6_from_octets(a.octets())),
     };
     let sg = match peer {
         IpAddr::V4(a) => set(&compiled.sg4, a.octets()),
-        IpAddr::V6(a) => set(&compiled.sg6, a.octets()),
+        IpAddr::V6(a) => set(&compiled.sg6, addr6_from_octets(a.octets())),
     };
     addr.union_with(&sg);
     let mut out = RuleSet::EMPTY;
