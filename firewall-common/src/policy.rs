@@ -82,6 +82,28 @@ pub mod l4_prefix {
     pub const ICMP_TYPE: u32 = 24;
 }
 
+/// Value of the address tries (`CIDR_RULES*`, `SG_RULES*`).
+///
+/// `rules` decides the verdict: the entry's own rules and its ancestors'.
+/// The rest lets the datapath credit the rule with the most specific
+/// address match (cli.md) without a loop over rules: `own` holds the rules
+/// with a peer of exactly this prefix, and `parent_len` finds the next
+/// less specific entry (a lookup of the same address with that prefix
+/// length), so the datapath walks the few prefixes containing the address,
+/// longest first, and stops at the first whose `own` rules allow the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrRules {
+    pub rules: RuleSet,
+    pub own: RuleSet,
+    pub prefix_len: u32,
+    /// Prefix length of the nearest containing entry, or [`NO_PARENT`].
+    pub parent_len: u32,
+}
+
+/// [`AddrRules::parent_len`] of an entry that no other entry contains.
+pub const NO_PARENT: u32 = u32::MAX;
+
 /// Key data of `CIDR_RULES4` / `SG_RULES4`: an IPv4 address, network order.
 pub type Addr4 = [u8; 4];
 /// Key data of `CIDR_RULES6` / `SG_RULES6`: an IPv6 address as four words

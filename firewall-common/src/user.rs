@@ -2,13 +2,14 @@
 use crate::{
     conntrack::{FlowEntry, FlowKey, Timeouts},
     counters::{ReasonCounters, RuleCounters},
-    policy::{L4Key, RuleSet},
+    policy::{AddrRules, L4Key, RuleSet},
 };
 
 // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte
 // arrays, with every padding byte spelled out as a field.
 unsafe impl aya::Pod for RuleSet {}
 unsafe impl aya::Pod for L4Key {}
+unsafe impl aya::Pod for AddrRules {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowEntry {}
 unsafe impl aya::Pod for Timeouts {}

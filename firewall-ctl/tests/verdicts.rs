@@ -379,3 +379,24 @@ fn a_table_full_of_expired_flows_is_swept_by_the_datapath_itself() {
     assert_eq!(dp.reason(Direction::Inbound, Reason::DropConntrackFull), 0);
     assert_eq!(dp.maps().flows().unwrap().len(), 1, "only the new flow is left");
 }
+
+#[test]
+fn the_most_specific_address_match_is_credited_with_the_flow() {
+    let yaml = "groups:\n  a:\n    inbound:\n      - { protocol: tcp, ports: 80, source: [10.0.0.0/8, 192.168.1.5/32] }\n      - { protocol: tcp, ports: 80, source: 10.1.0.0/16 }\n      - { protocol: tcp, ports: 80, source: sg:b }\n      - { protocol: tcp, ports: 80, source: \"fd00::/16\" }\n      - { protocol: tcp, ports: 80, source: \"fd00:1::/64\" }\n  b: {}\nmembers:\n  b: [10.9.9.0/24]\n";
+    let dp = Datapath::new(yaml, &["a"]);
+    let syn = |src: &str, sport| {
+        let dst = if src.contains(':') { "fd00:9::1" } else { "10.0.0.1" };
+        ip(proto::TCP, a(src), a(dst), &tcp(sport, 80, TCP_SYN))
+    };
+    for (src, rule) in [
+        ("10.1.2.3", "a/inbound/1"),    // the /16 beats the /8 of the multi-peer rule
+        ("10.2.0.1", "a/inbound/0"),    // only the /8
+        ("10.9.9.1", "a/inbound/2"),    // a /24 member beats the /8
+        ("fd00:1::7", "a/inbound/4"),   // /64 beats /16
+        ("fd00:2::7", "a/inbound/3"),
+    ] {
+        let before = dp.rule(rule).flows;
+        assert_eq!(dp.inbound_xdp(&syn(src, 1000)), Verdict::Pass, "{src}");
+        assert_eq!(dp.rule(rule).flows, before + 1, "{src} credits {rule}");
+    }
+}

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, Timeouts, DEFAULT_CAPACITY},
     counters::{ReasonCounters, Reason, RuleCounters},
-    policy::{capacity, Addr4, Addr6, L4Key, RuleSet, MAX_RULES},
+    policy::{capacity, Addr4, Addr6, AddrRules, L4Key, RuleSet, MAX_RULES},
 };
 
 use crate::{conntrack::FlowRef, parse::Packet};
@@ -24,18 +24,18 @@ pub static L4_RULES: LpmTrie<L4Key, RuleSet> = LpmTrie::with_max_entries(capacit
 
 /// Peer address → rules with a CIDR (or `pl:` prefix-list) peer containing it.
 #[map]
-pub static CIDR_RULES4: LpmTrie<Addr4, RuleSet> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
+pub static CIDR_RULES4: LpmTrie<Addr4, AddrRules> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
 #[map]
-pub static CIDR_RULES6: LpmTrie<Addr6, RuleSet> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
+pub static CIDR_RULES6: LpmTrie<Addr6, AddrRules> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
 
 /// Peer address → rules with an `sg:NAME` peer where the address carries
 /// NAME (the group's `members` and the addresses of local interfaces it is
 /// attached to). Group membership lives only here: a membership change
 /// rewrites these entries and no rule.
 #[map]
-pub static SG_RULES4: LpmTrie<Addr4, RuleSet> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
+pub static SG_RULES4: LpmTrie<Addr4, AddrRules> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
 #[map]
-pub static SG_RULES6: LpmTrie<Addr6, RuleSet> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
+pub static SG_RULES6: LpmTrie<Addr6, AddrRules> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
 
 // ---- Connection tracking.
 

@@ -1,8 +1,14 @@
 //! The policy decision for a packet that opens a new flow: three LPM lookups
-//! and an AND of fixed-width rule sets. No loop over rules.
-use aya_ebpf::maps::lpm_trie::Key;
+//! and an AND of fixed-width rule sets decide it. No loop over rules.
+//!
+//! When several rules allow the flow, the one credited with it (cli.md) is
+//! the one with the most specific address match, then the first in file
+//! order (rule ids are in file order): a walk down the prefixes that
+//! contain the peer address, longest first, one lookup each, at most
+//! [`MAX_TIERS`] deep.
+use aya_ebpf::maps::{lpm_trie::Key, LpmTrie};
 use firewall_common::{
-    policy::{l4_prefix, L4Key, RuleSet, RULE_WORDS},
+    policy::{l4_prefix, AddrRules, L4Key, RuleSet, NO_PARENT, RULE_WORDS},
     Direction,
 };
 
@@ -11,9 +17,11 @@ use crate::{
     parse::Packet,
 };
 
+/// Nested prefixes walked to find the most specific match. Deeper nesting
+/// than this (rare in security groups) credits the lowest allowed rule id.
+const MAX_TIERS: usize = 8;
+
 /// The rule that allows `packet` in `direction`, or `None` (default deny).
-/// When several do, the lowest rule id wins; `sgctl` numbers rules by
-/// address specificity, then file order.
 #[inline(always)]
 pub fn allowed_rule(direction: Direction, packet: &Packet) -> Option<u32> {
     let tuple = &packet.tuple;
@@ -26,55 +34,122 @@ pub fn allowed_rule(direction: Direction, packet: &Packet) -> Option<u32> {
         Direction::Inbound => &tuple.src,
         Direction::Outbound => &tuple.dst,
     };
-    let (cidr, sg) = if tuple.family == 4 {
-        let addr = peer[0].to_ne_bytes();
-        (CIDR_RULES4.get(Key::new(32, addr)), SG_RULES4.get(Key::new(32, addr)))
+    if tuple.family == 4 {
+        credited(l4, &CIDR_RULES4, &SG_RULES4, peer[0].to_ne_bytes(), 32)
     } else {
-        (CIDR_RULES6.get(Key::new(128, *peer)), SG_RULES6.get(Key::new(128, *peer)))
-    };
-    first_common(l4, cidr, sg)
+        credited(l4, &CIDR_RULES6, &SG_RULES6, *peer, 128)
+    }
 }
 
-/// Lowest rule id in `l4 & (cidr | sg)`.
 #[inline(always)]
-fn first_common(l4: &RuleSet, cidr: Option<&RuleSet>, sg: Option<&RuleSet>) -> Option<u32> {
-    for word in 0..RULE_WORDS {
-        let peers = cidr.map_or(0, |c| c.words[word]) | sg.map_or(0, |s| s.words[word]);
-        let both = l4.words[word] & peers;
-        if both != 0 {
-            return Some(word as u32 * 64 + lowest_bit(both));
+fn credited<K: Copy>(
+    l4: &RuleSet,
+    cidr_map: &LpmTrie<K, AddrRules>,
+    sg_map: &LpmTrie<K, AddrRules>,
+    addr: K,
+    full_len: u32,
+) -> Option<u32> {
+    let mut cidr = cidr_map.get(Key::new(full_len, addr));
+    let mut sg = sg_map.get(Key::new(full_len, addr));
+    // The verdict: does any rule allow it at all? Usually exactly one does.
+    let allowed = match (cidr, sg) {
+        (Some(c), Some(s)) => any_set(|w| l4.words[w] & (c.rules.words[w] | s.rules.words[w])),
+        (Some(c), None) => any_set(|w| l4.words[w] & c.rules.words[w]),
+        (None, Some(s)) => any_set(|w| l4.words[w] & s.rules.words[w]),
+        (None, None) => false,
+    };
+    if !allowed {
+        return None;
+    }
+    // Walk the tiers, most specific first; the first tier usually decides.
+    // Every pointer is tested right where it is used, as the verifier needs.
+    for _ in 0..MAX_TIERS {
+        let c_len = cidr.map_or(-1, |c| i64::from(c.prefix_len));
+        let s_len = sg.map_or(-1, |s| i64::from(s.prefix_len));
+        if c_len > s_len {
+            let Some(c) = cidr else { break };
+            if let Some(rule) = first_common(l4, &c.own) {
+                return Some(rule);
+            }
+            cidr = parent(cidr_map, c, addr);
+        } else if s_len > c_len {
+            let Some(s) = sg else { break };
+            if let Some(rule) = first_common(l4, &s.own) {
+                return Some(rule);
+            }
+            sg = parent(sg_map, s, addr);
+        } else {
+            let (Some(c), Some(s)) = (cidr, sg) else { break };
+            if let Some(rule) = first_common2(l4, &c.own, &s.own) {
+                return Some(rule);
+            }
+            cidr = parent(cidr_map, c, addr);
+            sg = parent(sg_map, s, addr);
+        }
+    }
+    // Nested deeper than MAX_TIERS: the lowest allowed id.
+    let (cidr, sg) = (cidr_map.get(Key::new(full_len, addr)), sg_map.get(Key::new(full_len, addr)));
+    match (cidr, sg) {
+        (Some(c), Some(s)) => first_common2(l4, &c.rules, &s.rules),
+        (Some(c), None) => first_common(l4, &c.rules),
+        (None, Some(s)) => first_common(l4, &s.rules),
+        (None, None) => None,
+    }
+}
+
+/// The next less specific entry containing `addr`: a lookup capped at the
+/// parent's prefix length returns exactly it.
+#[inline(always)]
+fn parent<'a, K: Copy>(map: &'a LpmTrie<K, AddrRules>, entry: &AddrRules, addr: K) -> Option<&'a AddrRules> {
+    if entry.parent_len == NO_PARENT {
+        return None;
+    }
+    map.get(Key::new(entry.parent_len, addr))
+}
+
+/// Lowest rule id in `l4 & set`.
+#[inline(always)]
+fn first_common(l4: &RuleSet, set: &RuleSet) -> Option<u32> {
+    first_set(|w| l4.words[w] & set.words[w])
+}
+
+/// Lowest rule id in `l4 & (a | b)`.
+#[inline(always)]
+fn first_common2(l4: &RuleSet, a: &RuleSet, b: &RuleSet) -> Option<u32> {
+    first_set(|w| l4.words[w] & (a.words[w] | b.words[w]))
+}
+
+/// Lowest set bit over the words `word(0..RULE_WORDS)`.
+#[inline(always)]
+fn first_set(word: impl Fn(usize) -> u64) -> Option<u32> {
+    for w in 0..RULE_WORDS {
+        let bits = word(w);
+        if bits != 0 {
+            return Some(w as u32 * 64 + lowest_bit(bits));
         }
     }
     None
 }
 
-/// Index of the lowest set bit of a non-zero word, by binary search (the BPF
-/// instruction set has no count-trailing-zeros).
+/// Whether any bit is set over the words: one OR per word and a single
+/// test, so the verifier follows one path, not one per word.
 #[inline(always)]
-fn lowest_bit(mut w: u64) -> u32 {
-    let mut n = 0;
-    if w & 0xffff_ffff == 0 {
-        n += 32;
-        w >>= 32;
+fn any_set(word: impl Fn(usize) -> u64) -> bool {
+    let mut acc = 0;
+    for w in 0..RULE_WORDS {
+        acc |= word(w);
     }
-    if w & 0xffff == 0 {
-        n += 16;
-        w >>= 16;
-    }
-    if w & 0xff == 0 {
-        n += 8;
-        w >>= 8;
-    }
-    if w & 0xf == 0 {
-        n += 4;
-        w >>= 4;
-    }
-    if w & 0x3 == 0 {
-        n += 2;
-        w >>= 2;
-    }
-    if w & 0x1 == 0 {
-        n += 1;
-    }
-    n
+    acc != 0
+}
+
+/// Index of the lowest set bit of a non-zero word: the population count of
+/// the bits below it (SWAR). BPF has no count-trailing-zeros, and a
+/// bisection would branch six times, giving the verifier 64 paths per scan.
+#[inline(always)]
+fn lowest_bit(w: u64) -> u32 {
+    let mut x = (w & w.wrapping_neg()).wrapping_sub(1);
+    x -= (x >> 1) & 0x5555_5555_5555_5555;
+    x = (x & 0x3333_3333_3333_3333) + ((x >> 2) & 0x3333_3333_3333_3333);
+    x = (x + (x >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    (x.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32
 }

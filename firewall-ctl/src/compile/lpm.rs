@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use firewall_common::policy::{addr6_from_octets, addr6_octets, Addr4, Addr6, L4Key, RuleSet};
+use firewall_common::policy::{addr6_from_octets, addr6_octets, Addr4, Addr6, L4Key, RuleSet, NO_PARENT};
 
 use super::LpmEntry;
 
@@ -87,21 +87,26 @@ pub fn build<K: LpmKey>(raw: impl IntoIterator<Item = (u32, K, u32)>) -> Vec<Lpm
     }
     let mut stack: Vec<(u128, u32, RuleSet)> = Vec::new();
     let mut out = Vec::with_capacity(merged.len());
-    for ((bits, len), mut rules) in merged {
+    for ((bits, len), own) in merged {
         while let Some(&(b, l, _)) = stack.last() {
             if contains(b, l, bits, len) {
                 break;
             }
             stack.pop();
         }
-        if let Some((_, _, parent)) = stack.last() {
+        let mut rules = own;
+        let mut parent_len = NO_PARENT;
+        if let Some((_, l, parent)) = stack.last() {
             rules.union_with(parent);
+            parent_len = *l;
         }
         stack.push((bits, len, rules));
         out.push(LpmEntry {
             prefix_len: len,
             key: K::from_bits(bits),
             rules,
+            own,
+            parent_len,
         });
     }
     out
@@ -109,10 +114,16 @@ pub fn build<K: LpmKey>(raw: impl IntoIterator<Item = (u32, K, u32)>) -> Vec<Lpm
 
 /// The value the kernel's trie returns for `key`: the longest match.
 pub fn longest_match<K: LpmKey>(entries: &[LpmEntry<K>], key: K) -> Option<&LpmEntry<K>> {
+    longest_match_within(entries, key, K::BITS)
+}
+
+/// What the kernel's trie returns for `key` looked up with prefix length
+/// `max_len`: the longest match no longer than that.
+pub fn longest_match_within<K: LpmKey>(entries: &[LpmEntry<K>], key: K, max_len: u32) -> Option<&LpmEntry<K>> {
     let bits = key.to_bits();
     entries
         .iter()
-        .filter(|e| contains(e.key.to_bits(), e.prefix_len, bits, K::BITS))
+        .filter(|e| e.prefix_len <= max_len && contains(e.key.to_bits(), e.prefix_len, bits, K::BITS))
         .max_by_key(|e| e.prefix_len)
 }
 

@@ -28,7 +28,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    reference::reference_match,
+    reference::{reference_credit, reference_match},
     simulate::{allowed, lookup},
 };
 pub use crate::policy::RuleDirection;
@@ -65,12 +65,29 @@ impl CompiledInterface {
 }
 
 /// One LPM trie entry; `rules` already includes the rules of every entry
-/// whose prefix contains this one.
+/// whose prefix contains this one. `own` (the rules of exactly this prefix)
+/// and `parent_len` (the nearest containing entry's prefix length, or
+/// `NO_PARENT`) let the address tries credit the most specific match; the
+/// L4 trie stores `rules` only (see `firewall_common::policy::AddrRules`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LpmEntry<K> {
     pub prefix_len: u32,
     pub key: K,
     pub rules: RuleSet,
+    pub own: RuleSet,
+    pub parent_len: u32,
+}
+
+impl<K> LpmEntry<K> {
+    /// The value of this entry in an address trie.
+    pub fn addr_rules(&self) -> firewall_common::policy::AddrRules {
+        firewall_common::policy::AddrRules {
+            rules: self.rules,
+            own: self.own,
+            prefix_len: self.prefix_len,
+            parent_len: self.parent_len,
+        }
+    }
 }
 
 /// Who a rule id is, for counters and `explain`.
@@ -213,7 +230,7 @@ pub fn compile_interface(
             max: MAX_RULES,
         });
     }
-    order::sort(policy, &mut rules);
+    order::sort(&mut rules);
 
     let mut raw = Raw::default();
     let mut group_members: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();

@@ -72,13 +72,45 @@ fn peer_matches(
     rule: &Rule,
     peer: IpAddr,
 ) -> bool {
-    rule.peers.iter().any(|p| match &p.target {
-        PeerTarget::Cidr(net) => net.contains(&peer),
-        PeerTarget::PrefixList(name) => policy
-            .prefix_list(name)
-            .is_some_and(|pl| pl.cidrs.iter().any(|n| n.contains(&peer))),
-        PeerTarget::Group(name) => members(policy, local_members, name)
-            .iter()
-            .any(|n| n.contains(&peer)),
+    match_len(policy, local_members, rule, peer).is_some()
+}
+
+/// The longest prefix among the rule's peers (CIDRs, prefix-list entries,
+/// member addresses of `sg:` groups) that contains `peer`.
+fn match_len(
+    policy: &Policy,
+    local_members: &BTreeMap<String, Vec<IpNet>>,
+    rule: &Rule,
+    peer: IpAddr,
+) -> Option<u8> {
+    let nets: Vec<IpNet> = rule
+        .peers
+        .iter()
+        .flat_map(|p| match &p.target {
+            PeerTarget::Cidr(net) => vec![*net],
+            PeerTarget::PrefixList(name) => policy.prefix_list(name).map(|pl| pl.cidrs.clone()).unwrap_or_default(),
+            PeerTarget::Group(name) => members(policy, local_members, name),
+        })
+        .collect();
+    nets.iter().filter(|n| n.contains(&peer)).map(IpNet::prefix_len).max()
+}
+
+/// The rule cli.md says gets the flow when several allow it: the most
+/// specific address match, then the first in file order (an implicit
+/// default outbound rule, in no file, after the written ones).
+pub fn reference_credit(
+    policy: &Policy,
+    groups: &[String],
+    local_members: &BTreeMap<String, Vec<IpNet>>,
+    direction: RuleDirection,
+    protocol: u8,
+    port_or_icmp: [u8; 2],
+    peer: IpAddr,
+) -> Option<(String, RuleDirection, u32)> {
+    let matches = reference_match(policy, groups, local_members, direction, protocol, port_or_icmp, peer);
+    matches.into_iter().min_by_key(|(group, direction, index)| {
+        let rule = &policy.group(group).expect("matched group exists").rules(*direction)[*index as usize];
+        let specificity = match_len(policy, local_members, rule, peer).unwrap_or(0);
+        (std::cmp::Reverse(specificity), rule.implicit, rule.at.file_index, rule.at.line, rule.at.col)
     })
 }

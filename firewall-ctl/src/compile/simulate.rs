@@ -1,14 +1,15 @@
 //! The kernel's verdict, computed in userspace over compiled entries: three
-//! longest-prefix lookups, `l4 & (cidr | sg)`, lowest rule id. It serves
-//! `sgctl explain` and the tests that hold the compiler to the reference
-//! matcher.
+//! longest-prefix lookups, `l4 & (cidr | sg)`, and the credited rule found
+//! by the same walk down the address tries the datapath does
+//! (firewall-ebpf/src/policy.rs). It serves `sgctl explain` and the tests
+//! that hold the compiler to the reference matcher.
 
 use std::net::IpAddr;
 
 use firewall_common::policy::{addr6_from_octets, L4Key, RuleSet};
 
 use super::{
-    lpm::{longest_match, LpmKey},
+    lpm::{longest_match, longest_match_within, LpmKey},
     CompiledInterface, LpmEntry,
 };
 use crate::policy::RuleDirection;
@@ -44,15 +45,14 @@ pub fn allowed(
         IpAddr::V6(a) => set(&compiled.sg6, addr6_from_octets(a.octets())),
     };
     addr.union_with(&sg);
-    let mut out = RuleSet::EMPTY;
-    for ((o, a), b) in out.words.iter_mut().zip(l4.words).zip(addr.words) {
-        *o = a & b;
-    }
-    out
+    intersect(&l4, &addr)
 }
 
-/// The rule the kernel credits (the lowest id that allows the packet), or
-/// `None` when the packet is dropped by default deny.
+/// Nested prefixes the datapath walks (its `MAX_TIERS`).
+const MAX_TIERS: usize = 8;
+
+/// The rule the kernel credits (the most specific address match, then the
+/// lowest id), or `None` when the packet is dropped by default deny.
 pub fn lookup(
     compiled: &CompiledInterface,
     direction: RuleDirection,
@@ -60,7 +60,49 @@ pub fn lookup(
     port_or_icmp: [u8; 2],
     peer: IpAddr,
 ) -> Option<u32> {
-    lowest(&allowed(compiled, direction, protocol, port_or_icmp, peer))
+    let any = lowest(&allowed(compiled, direction, protocol, port_or_icmp, peer))?;
+    let l4 = set(&compiled.l4, L4Key { direction: direction.to_kernel(), protocol, port: port_or_icmp });
+    let credited = match peer {
+        IpAddr::V4(a) => walk(&l4, &compiled.cidr4, &compiled.sg4, a.octets()),
+        IpAddr::V6(a) => walk(&l4, &compiled.cidr6, &compiled.sg6, addr6_from_octets(a.octets())),
+    };
+    Some(credited.unwrap_or(any))
+}
+
+/// The datapath's walk: longest prefixes first, both tries in step.
+fn walk<K: LpmKey>(l4: &RuleSet, cidr: &[LpmEntry<K>], sg: &[LpmEntry<K>], addr: K) -> Option<u32> {
+    let (mut c, mut s) = (longest_match(cidr, addr), longest_match(sg, addr));
+    for _ in 0..MAX_TIERS {
+        let top = c.iter().chain(s.iter()).map(|e| e.prefix_len).max()?;
+        let (c_top, s_top) = (c.filter(|e| e.prefix_len == top), s.filter(|e| e.prefix_len == top));
+        let mut own = RuleSet::EMPTY;
+        for e in c_top.iter().chain(s_top.iter()) {
+            own.union_with(&e.own);
+        }
+        if let Some(rule) = lowest(&intersect(l4, &own)) {
+            return Some(rule);
+        }
+        let parent = |e: &LpmEntry<K>, entries| {
+            (e.parent_len != firewall_common::policy::NO_PARENT)
+                .then(|| longest_match_within(entries, addr, e.parent_len))
+                .flatten()
+        };
+        if let Some(e) = c_top {
+            c = parent(e, cidr);
+        }
+        if let Some(e) = s_top {
+            s = parent(e, sg);
+        }
+    }
+    None
+}
+
+fn intersect(a: &RuleSet, b: &RuleSet) -> RuleSet {
+    let mut out = RuleSet::EMPTY;
+    for ((o, x), y) in out.words.iter_mut().zip(a.words).zip(b.words) {
+        *o = x & y;
+    }
+    out
 }
 
 /// The lowest id in a set, as the kernel finds it (first non-zero word).

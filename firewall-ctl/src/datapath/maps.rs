@@ -13,7 +13,7 @@ use aya::{
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
     counters::{Reason, ReasonCounters, RuleCounters},
-    policy::{Addr4, Addr6, L4Key, RuleSet},
+    policy::{Addr4, Addr6, L4Key},
 };
 
 use crate::compile::{CompiledInterface, LpmEntry};
@@ -59,11 +59,13 @@ impl IfaceMaps {
     /// first, stale ones last, so no entry both versions share goes missing.
     /// (A packet may still see a mix of the two versions while this runs.)
     pub fn write_policy(&self, compiled: &CompiledInterface) -> anyhow::Result<()> {
-        sync_lpm::<L4Key>(&mut self.lpm(L4_RULES)?, &compiled.l4).context(L4_RULES)?;
-        sync_lpm::<Addr4>(&mut self.lpm(CIDR_RULES4)?, &compiled.cidr4).context(CIDR_RULES4)?;
-        sync_lpm::<Addr6>(&mut self.lpm(CIDR_RULES6)?, &compiled.cidr6).context(CIDR_RULES6)?;
-        sync_lpm::<Addr4>(&mut self.lpm(SG_RULES4)?, &compiled.sg4).context(SG_RULES4)?;
-        sync_lpm::<Addr6>(&mut self.lpm(SG_RULES6)?, &compiled.sg6).context(SG_RULES6)?;
+        sync_lpm::<L4Key, _>(&mut self.lpm(L4_RULES)?, &compiled.l4, |e| e.rules).context(L4_RULES)?;
+        sync_lpm::<Addr4, _>(&mut self.lpm(CIDR_RULES4)?, &compiled.cidr4, LpmEntry::addr_rules)
+            .context(CIDR_RULES4)?;
+        sync_lpm::<Addr6, _>(&mut self.lpm(CIDR_RULES6)?, &compiled.cidr6, LpmEntry::addr_rules)
+            .context(CIDR_RULES6)?;
+        sync_lpm::<Addr4, _>(&mut self.lpm(SG_RULES4)?, &compiled.sg4, LpmEntry::addr_rules).context(SG_RULES4)?;
+        sync_lpm::<Addr6, _>(&mut self.lpm(SG_RULES6)?, &compiled.sg6, LpmEntry::addr_rules).context(SG_RULES6)?;
         let mut config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_CONFIG)?))?;
         config.set(0, compiled.timeouts, 0).context(CT_CONFIG)?;
         Ok(())
@@ -154,7 +156,11 @@ pub fn monotonic_ns() -> u64 {
         .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
-fn sync_lpm<K: Pod + Eq + Hash>(map: &mut LpmTrie<MapData, K, RuleSet>, entries: &[LpmEntry<K>]) -> anyhow::Result<()> {
+fn sync_lpm<K: Pod + Eq + Hash, V: Pod>(
+    map: &mut LpmTrie<MapData, K, V>,
+    entries: &[LpmEntry<K>],
+    value: impl Fn(&LpmEntry<K>) -> V,
+) -> anyhow::Result<()> {
     let wanted: HashSet<(u32, K)> = entries.iter().map(|e| (e.prefix_len, e.key)).collect();
     let stale: Vec<Key<K>> = map
         .keys()
@@ -162,7 +168,7 @@ fn sync_lpm<K: Pod + Eq + Hash>(map: &mut LpmTrie<MapData, K, RuleSet>, entries:
         .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
         .collect();
     for e in entries {
-        map.insert(&Key::new(e.prefix_len, e.key), e.rules, 0)?;
+        map.insert(&Key::new(e.prefix_len, e.key), value(e), 0)?;
     }
     for key in &stale {
         map.remove(key)?;
