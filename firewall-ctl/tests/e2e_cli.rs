@@ -300,3 +300,62 @@ fn lifecycle_attach_detach_and_hooks() {
     );
     unfiltered("detached from XDP");
 }
+
+#[test]
+fn explain_names_the_rule_that_allows_a_packet() {
+    let (lab, srv, _cli) = srv_lab("explain");
+    let sg = Sgctl::new(&lab, &srv);
+    sg.apply(&[&policy("web-server.yaml")]);
+    let explain = |args: &[&str]| {
+        let mut all = vec!["explain", "--iface", "eth0"];
+        all.extend_from_slice(args);
+        sg.json(&all)
+    };
+    let http = explain(&["--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "80"]);
+    assert_eq!(http["allowed"], true, "{http}");
+    assert_eq!(http["rule"], "web-server/inbound/1", "{http}");
+    assert_eq!(http["description"], "Allow HTTP (web traffic)", "{http}");
+    let ssh = explain(&["--in", "--proto", "tcp", "--src", "203.0.113.10", "--dst", "203.0.113.1", "--dport", "22"]);
+    assert_eq!(ssh["rule"], "web-server/inbound/0", "{ssh}");
+    for (what, args) in [
+        ("8080", ["--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "8080"]),
+        ("SSH from elsewhere", ["--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "22"]),
+        ("HTTP over IPv6", ["--in", "--proto", "tcp", "--src", "2001:db8::7", "--dst", "2001:db8::1", "--dport", "80"]),
+    ] {
+        let v = explain(&args);
+        assert_eq!(v["allowed"], false, "{what}: {v}");
+        assert_eq!(v["rule"], Value::Null, "{what}: {v}");
+    }
+    let out = explain(&["--out", "--proto", "udp", "--src", "203.0.113.1", "--dst", "192.0.2.53", "--dport", "53"]);
+    assert_eq!(out["rule"], "web-server/outbound/0", "{out}");
+    let text = sg.ok(&["explain", "--iface", "eth0", "--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "8080"]);
+    assert!(text.stdout.contains("dropped"), "{}", text.stdout);
+    sg.run(&["explain", "--iface", "eth0", "--in", "--proto", "bogus", "--src", "1.2.3.4", "--dst", "203.0.113.1"]).code(2);
+}
+
+#[test]
+fn without_capabilities_sgctl_says_which_are_missing() {
+    require_root();
+    // Still uid 0 (so file permissions stay as they are), but with an empty
+    // bounding set: the exec'd sgctl gets no capability at all.
+    let out = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(env!("CARGO_BIN_EXE_sgctl"))
+        .args(["--state-dir", "/sys/fs/bpf", "status"])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("missing: CAP_BPF, CAP_NET_ADMIN"), "{stderr}");
+    // `check` needs no privilege at all.
+    let check = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(env!("CARGO_BIN_EXE_sgctl"))
+        .args(["check", "--json"])
+        .arg(policy("app-server.yaml"))
+        .arg(policy("database.yaml"))
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
+}
