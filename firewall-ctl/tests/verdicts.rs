@@ -264,6 +264,10 @@ fn unfiltered_frames_pass_and_malformed_ones_drop() {
     assert_eq!(dp.inbound(&arp), Verdict::Pass, "ARP");
     let ns = ip(proto::ICMPV6, a("fe80::1"), a("ff02::1:ff00:1"), &icmp(135, 0, 0, &[0u8; 16]));
     assert_eq!(dp.inbound(&ns), Verdict::Pass, "neighbour solicitation");
+    let mld = ip(proto::ICMPV6, a("fe80::1"), a("ff02::16"), &icmp(143, 0, 0, &[0u8; 20]));
+    assert_eq!(dp.outbound(&mld), Verdict::Pass, "MLDv2 report");
+    let echo6 = ip(proto::ICMPV6, a("2001:db8::7"), a("2001:db8::1"), &icmp(128, 0, 5, b""));
+    assert_eq!(dp.inbound(&echo6), Verdict::Drop, "other ICMPv6 is filtered");
 
     let syn = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(40000, 80, TCP_SYN));
     let mut bad_ihl = syn.clone();

@@ -20,7 +20,7 @@ pub fn judge(frame: &impl Frame, direction: Direction) -> Reason {
     let Scratch { packet, flow } = unsafe { &mut *scratch };
     packet.reset();
     let reason = match parse::parse(frame, packet) {
-        Parsed::NotIp | Parsed::NeighbourDiscovery => Reason::PassUnfiltered,
+        Parsed::NotIp | Parsed::Ipv6LinkControl => Reason::PassUnfiltered,
         Parsed::Malformed => Reason::DropMalformed,
         Parsed::LaterFragment => Reason::DropFragment,
         Parsed::Ip => judge_ip(packet, flow, direction, bytes),

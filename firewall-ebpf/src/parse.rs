@@ -62,8 +62,9 @@ impl Packet {
 pub enum Parsed {
     /// Not IP (ARP, LLDP, …): never filtered.
     NotIp,
-    /// IPv6 neighbour discovery: never filtered.
-    NeighbourDiscovery,
+    /// IPv6 neighbour discovery and multicast listener discovery: never
+    /// filtered, or IPv6 breaks.
+    Ipv6LinkControl,
     Malformed,
     /// A non-first fragment: it has no L4 header to judge.
     LaterFragment,
@@ -212,7 +213,7 @@ fn parse_l4(frame: &impl Frame, l4: usize, out: &mut Packet) -> Parsed {
             let h = or_malformed!(read_at::<[u8; 8]>(frame, l4));
             out.rule_port = [h[0], h[1]];
             match icmp_kind(tuple.family, h[0]) {
-                IcmpKind::NeighbourDiscovery => return Parsed::NeighbourDiscovery,
+                IcmpKind::Ipv6LinkControl => return Parsed::Ipv6LinkControl,
                 IcmpKind::Echo => {
                     tuple.sport = u16::from_be_bytes([h[4], h[5]]);
                     tuple.dport = tuple.sport;
@@ -231,7 +232,7 @@ fn parse_l4(frame: &impl Frame, l4: usize, out: &mut Packet) -> Parsed {
 enum IcmpKind {
     Echo,
     Error,
-    NeighbourDiscovery,
+    Ipv6LinkControl,
     Other,
 }
 
@@ -243,8 +244,11 @@ fn icmp_kind(family: u8, icmp_type: u8) -> IcmpKind {
         // Destination unreachable (incl. fragmentation needed), time
         // exceeded, parameter problem; ICMPv6 packet too big.
         (4, 3 | 11 | 12) | (6, 1..=4) => IcmpKind::Error,
-        // Router/neighbour solicitation and advertisement, redirect.
-        (6, 133..=137) => IcmpKind::NeighbourDiscovery,
+        // Router/neighbour solicitation and advertisement, redirect; and
+        // multicast listener queries/reports (MLD, MLDv2): switches that
+        // snoop MLD stop forwarding a host's solicited-node multicast, and
+        // so its neighbour solicitations, when its reports are dropped.
+        (6, 130..=137 | 143) => IcmpKind::Ipv6LinkControl,
         _ => IcmpKind::Other,
     }
 }
