@@ -284,14 +284,23 @@ pub fn count(v: &Value, field: &str) -> u64 {
 /// Starts echo servers on `host`, one per socket address (`ip:port`,
 /// `[ip6]:port`); they stop when the returned listeners are dropped.
 pub fn listen(host: &Host, addrs: &[&str]) -> Vec<Listener> {
+    start_servers(host, addrs, "TCP echo", Host::tcp_listen)
+}
+
+/// Starts one server per socket address with `start`, panicking with `what`.
+fn start_servers(
+    host: &Host,
+    addrs: &[&str],
+    what: &str,
+    start: impl Fn(&Host, SocketAddr) -> anyhow::Result<Listener>,
+) -> Vec<Listener> {
     addrs
         .iter()
         .map(|a| {
             let addr: SocketAddr = a
                 .parse()
                 .unwrap_or_else(|e| panic!("socket address {a:?}: {e}"));
-            host.tcp_listen(addr)
-                .unwrap_or_else(|e| panic!("listening on {a} on {}: {e:#}", host.name()))
+            start(host, addr).unwrap_or_else(|e| panic!("{what} on {a} on {}: {e:#}", host.name()))
         })
         .collect()
 }
@@ -346,16 +355,7 @@ pub fn udp<'a>(from: &'a Host, to: &str, want: Outcome) -> Probe<'a> {
 
 /// Starts UDP echo servers on `host`, one per socket address.
 pub fn udp_echo(host: &Host, addrs: &[&str]) -> Vec<Listener> {
-    addrs
-        .iter()
-        .map(|a| {
-            let addr: SocketAddr = a
-                .parse()
-                .unwrap_or_else(|e| panic!("socket address {a:?}: {e}"));
-            host.udp_echo(addr)
-                .unwrap_or_else(|e| panic!("UDP echo on {a} on {}: {e:#}", host.name()))
-        })
-        .collect()
+    start_servers(host, addrs, "UDP echo", Host::udp_echo)
 }
 
 /// `from` pings `to` once: `Connected` if answered, else `TimedOut`.
