@@ -45,9 +45,9 @@ fn main() -> anyhow::Result<()> {
     let denied6 = ip(proto::TCP, a("2001:db8::7"), a("2001:db8::1"), &tcp(9, 8080, TCP_SYN));
 
     let empty = mean(&small, PROG_EMPTY_XDP, &ack, REPEAT)?;
-    let empty_single = new_flows(&small, PROG_EMPTY_XDP, &syn)?;
-    let new_small = new_flows(&small, PROG_INGRESS_XDP, &syn)?;
-    let new_big = new_flows(&big, PROG_INGRESS_XDP, &syn)?;
+    let empty_single = new_flows(&small, PROG_EMPTY_XDP, syn)?;
+    let new_small = new_flows(&small, PROG_INGRESS_XDP, syn)?;
+    let new_big = new_flows(&big, PROG_INGRESS_XDP, syn)?;
     small.run(PROG_INGRESS_XDP, &syn(9), 1)?; // opens the flow `ack` belongs to
     let rows = [
         ("empty XDP program (baseline)", empty, empty),

@@ -1,6 +1,7 @@
 //! Verdict tests: the real kernel programs, run by BPF_PROG_TEST_RUN on
 //! hand-built IPv4 and IPv6 frames, with maps filled by the real compiler.
 //! Each test loads its own copy (own maps) under its own bpffs directory.
+#![expect(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 use std::{collections::BTreeMap, net::IpAddr};
 
 use firewall_common::{
