@@ -226,6 +226,41 @@ impl Lab {
         Ok(host)
     }
 
+    /// Joins two hosts with a second, direct veth pair: `a_if` in `a` with
+    /// `a_addrs`, `b_if` in `b` with `b_addrs` (no bridge, no DAD), for a
+    /// host with several interfaces.
+    pub fn link(&self, a: &Host, a_if: &str, a_addrs: &[&str], b: &Host, b_if: &str, b_addrs: &[&str]) -> anyhow::Result<()> {
+        for name in [a_if, b_if] {
+            anyhow::ensure!(
+                !name.is_empty() && name.len() < 16 && name != HOST_IFACE,
+                "interface name {name:?}: 1-15 characters, not {HOST_IFACE}"
+            );
+        }
+        ip(&["-n", a.netns(), "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.netns()])
+            .with_context(|| format!("linking {}:{a_if} to {}:{b_if}", a.name(), b.name()))?;
+        for (host, iface, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
+            let dad_off = format!("/proc/sys/net/ipv6/conf/{iface}/accept_dad");
+            host.in_netns(|| std::fs::write(&dad_off, "0"))
+                .with_context(|| format!("writing {dad_off} in {}", host.netns()))?;
+            for cidr in addrs.iter() {
+                host.add_addr_on(iface, cidr)?;
+            }
+            ip(&["-n", host.netns(), "link", "set", iface, "up"])?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (host, iface) in [(a, a_if), (b, b_if)] {
+            while !netns::output("ip", &["-n", host.netns(), "-o", "link", "show", "dev", iface])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("state UP"))
+            {
+                if Instant::now() > deadline {
+                    bail!("{}: {iface} not up after 5 s", host.netns());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until the host's `eth0` is up and its bridge port forwards.
     /// Carrier changes take effect asynchronously (in the kernel's linkwatch
     /// work), and a frame sent before would be lost, costing a 1 s retry.
@@ -288,11 +323,16 @@ impl Host {
 
     /// Adds an address (CIDR) to `eth0`; IPv6 ones without DAD.
     pub fn add_addr(&self, cidr: &str) -> anyhow::Result<()> {
+        self.add_addr_on(HOST_IFACE, cidr)
+    }
+
+    /// Adds an address (CIDR) to interface `iface`; IPv6 ones without DAD.
+    pub fn add_addr_on(&self, iface: &str, cidr: &str) -> anyhow::Result<()> {
         let addr = cidr.split_once('/').map_or(cidr, |(a, _)| a);
         let addr: IpAddr = addr
             .parse()
             .with_context(|| format!("invalid address {cidr:?}"))?;
-        let mut args = vec!["-n", &self.netns, "addr", "add", cidr, "dev", HOST_IFACE];
+        let mut args = vec!["-n", &self.netns, "addr", "add", cidr, "dev", iface];
         if addr.is_ipv6() {
             args.push("nodad");
         }

@@ -1,0 +1,66 @@
+//! A host with two filtered interfaces carrying different groups: each
+//! interface enforces its own groups only, and they share nothing.
+mod common;
+
+use common::*;
+use Outcome::{Connected, TimedOut};
+
+const POLICY: &str = "\
+groups:
+  web-server:
+    inbound:
+      - { protocol: tcp, ports: 80, source: 0.0.0.0/0, description: HTTP }
+  backend-side:
+    inbound:
+      - { protocol: tcp, ports: 5432, source: 10.9.0.0/24, description: Postgres from the backend net }
+interfaces:
+  eth0: [web-server]
+  eth1: [backend-side]
+";
+
+#[test]
+fn two_interfaces_enforce_their_own_groups() {
+    let lab = lab("twoif");
+    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
+    let cli = host(&lab, "cli", &["203.0.113.20/24"]);
+    let backend = host(&lab, "backend", &["203.0.113.30/24"]);
+    lab.link(&srv, "eth1", &["10.9.0.1/24"], &backend, "eth1", &["10.9.0.2/24"])
+        .unwrap_or_else(|e| panic!("second link: {e:#}"));
+    let _listeners = listen(&srv, &["203.0.113.1:80", "203.0.113.1:5432", "10.9.0.1:80", "10.9.0.1:5432"]);
+
+    let files = TempDir::new("twoif");
+    let policy = files.write("two-interfaces.yaml", POLICY);
+    let sg = Sgctl::new(&lab, &srv);
+    let applied = sg.apply(&[&policy]);
+    assert_eq!(applied["interfaces"].as_array().map(Vec::len), Some(2), "{applied}");
+
+    let status = sg.status();
+    let ifaces = &status["interfaces"];
+    let groups_of = |name: &str| {
+        ifaces
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["interface"] == name))
+            .map(|i| i["groups"].clone())
+            .unwrap_or_else(|| panic!("{name} not in {status}"))
+    };
+    assert_eq!(groups_of("eth0"), serde_json::json!(["web-server"]));
+    assert_eq!(groups_of("eth1"), serde_json::json!(["backend-side"]));
+
+    expect_all(
+        "each interface enforces its own groups",
+        vec![
+            tcp(&cli, "203.0.113.1:80", Connected),
+            tcp(&cli, "203.0.113.1:5432", TimedOut),
+            tcp(&backend, "10.9.0.1:5432", Connected),
+            tcp(&backend, "10.9.0.1:80", TimedOut),
+            // The backend reaching srv's eth0 address goes over the bridge:
+            // eth0's groups apply there.
+            tcp(&backend, "203.0.113.1:80", Connected),
+            tcp(&backend, "203.0.113.1:5432", TimedOut),
+        ],
+    );
+
+    let stats = sg.stats();
+    assert_eq!(count(rule_stats(&stats, "web-server/inbound/0"), "flows"), 2, "{stats}");
+    assert_eq!(count(rule_stats(&stats, "backend-side/inbound/0"), "flows"), 1, "{stats}");
+}
