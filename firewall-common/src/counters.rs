@@ -38,12 +38,15 @@ pub enum Reason {
     DropMalformed = 5,
     /// Would open a new flow but the conntrack table is full.
     DropConntrackFull = 6,
-    /// A non-first IP fragment (not tracked yet; dropped, never passed unjudged).
+    /// A non-first IP fragment whose first fragment was not allowed (or not
+    /// seen): it has no ports to judge, so it never passes unjudged.
     DropFragment = 7,
+    /// A non-first IP fragment of a datagram whose first fragment passed.
+    PassFragment = 8,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Self::PassNewFlow,
         Self::PassTracked,
@@ -53,6 +56,7 @@ impl Reason {
         Self::DropMalformed,
         Self::DropConntrackFull,
         Self::DropFragment,
+        Self::PassFragment,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,10 +69,11 @@ impl Reason {
             Self::DropMalformed => "dropped_malformed",
             Self::DropConntrackFull => "dropped_conntrack_full",
             Self::DropFragment => "dropped_fragment",
+            Self::PassFragment => "pass_fragment",
         }
     }
 
     pub fn is_drop(self) -> bool {
-        (self as u32) >= Self::DropNoRule as u32
+        matches!(self, Self::DropNoRule | Self::DropMalformed | Self::DropConntrackFull | Self::DropFragment)
     }
 }

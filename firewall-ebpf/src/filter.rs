@@ -3,6 +3,7 @@ use firewall_common::{counters::Reason, Direction};
 
 use crate::{
     conntrack::{self, FlowRef, Lookup},
+    fragments,
     frame::Frame,
     maps::{Scratch, SCRATCH},
     parse::{self, Packet, Parsed},
@@ -22,20 +23,34 @@ pub fn judge(frame: &impl Frame, direction: Direction) -> Reason {
     let reason = match parse::parse(frame, packet) {
         Parsed::NotIp | Parsed::Ipv6LinkControl => Reason::PassUnfiltered,
         Parsed::Malformed => Reason::DropMalformed,
-        Parsed::LaterFragment => Reason::DropFragment,
-        Parsed::Ip => judge_ip(packet, flow, direction, bytes),
+        Parsed::LaterFragment => match fragments::rule_of(packet) {
+            Some(rule) => {
+                stats::count_rule(rule, bytes, false);
+                Reason::PassFragment
+            }
+            None => Reason::DropFragment,
+        },
+        Parsed::Ip => {
+            let (reason, rule) = judge_ip(packet, flow, direction, bytes);
+            if let (true, Some(rule)) = (packet.first_fragment, rule) {
+                fragments::remember(packet, rule);
+            }
+            reason
+        }
     };
     stats::count_reason(direction, reason, bytes);
     reason
 }
 
+/// The verdict for an IP packet with its L4 header, and the rule whose
+/// counters it went to when it passed.
 #[inline(always)]
-fn judge_ip(packet: &Packet, flow: &mut FlowRef, direction: Direction, bytes: u64) -> Reason {
+fn judge_ip(packet: &Packet, flow: &mut FlowRef, direction: Direction, bytes: u64) -> (Reason, Option<u32>) {
     let now = conntrack::now_ns();
     if packet.has_related {
         if let Some(rule) = conntrack::related_rule(&packet.related, flow, now) {
             stats::count_rule(rule, bytes, false);
-            return Reason::PassRelated;
+            return (Reason::PassRelated, Some(rule));
         }
         // Not about a tracked flow: an ICMP rule may still allow it.
     }
@@ -43,16 +58,16 @@ fn judge_ip(packet: &Packet, flow: &mut FlowRef, direction: Direction, bytes: u6
     let stale = match conntrack::track(flow, packet.tcp_flags, now) {
         Lookup::Tracked { rule } => {
             stats::count_rule(rule, bytes, false);
-            return Reason::PassTracked;
+            return (Reason::PassTracked, Some(rule));
         }
         Lookup::New { stale } => stale,
     };
     let Some(rule) = policy::allowed_rule(direction, packet) else {
-        return Reason::DropNoRule;
+        return (Reason::DropNoRule, None);
     };
     if conntrack::open(flow, stale, rule, direction, now).is_err() {
-        return Reason::DropConntrackFull;
+        return (Reason::DropConntrackFull, None);
     }
     stats::count_rule(rule, bytes, true);
-    Reason::PassNewFlow
+    (Reason::PassNewFlow, Some(rule))
 }

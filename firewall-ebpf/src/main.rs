@@ -11,6 +11,7 @@
 
 mod conntrack;
 mod filter;
+mod fragments;
 mod frame;
 mod maps;
 mod parse;

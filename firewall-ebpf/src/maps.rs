@@ -3,7 +3,7 @@
 //! share these maps and no key needs an interface index.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, Timeouts, DEFAULT_CAPACITY},
@@ -53,6 +53,25 @@ pub static CT_SWEPT_AT: Array<u64> = Array::with_max_entries(1, 0);
 /// `[0]`: idle timeouts. Missing or zero means the AWS defaults.
 #[map]
 pub static CT_CONFIG: Array<Timeouts> = Array::with_max_entries(1, 0);
+
+/// Fragmented datagrams whose first fragment passed (semantics.md item 14):
+/// later fragments carry no ports, so they pass if and only if their
+/// datagram is here, and count on the same rule. LRU: an entry only matters
+/// for the moment a datagram is in flight, and losing one costs that
+/// datagram, never a tracked flow.
+#[map]
+pub static FRAGMENTS: LruHashMap<FragmentKey, u32> = LruHashMap::with_max_entries(8192, 0);
+
+/// A datagram: addresses, IP identification, protocol.
+#[repr(C)]
+pub struct FragmentKey {
+    pub src: Addr6,
+    pub dst: Addr6,
+    pub id: u32,
+    pub protocol: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
 
 // ---- Scratch space.
 

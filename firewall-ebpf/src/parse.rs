@@ -42,6 +42,10 @@ pub struct Packet {
     /// For an ICMP error: `related` holds the flow of the packet it reports on.
     pub has_related: bool,
     pub related: Tuple,
+    /// The first fragment of a fragmented datagram (the rest follow its
+    /// verdict), with `fragment_id`; also set for a later fragment.
+    pub first_fragment: bool,
+    pub fragment_id: u32,
 }
 
 impl Packet {
@@ -56,6 +60,7 @@ impl Packet {
         self.rule_port = [0; 2];
         self.tcp_flags = 0;
         self.has_related = false;
+        self.first_fragment = false;
     }
 }
 
@@ -116,13 +121,25 @@ pub fn parse(frame: &impl Frame, out: &mut Packet) -> Parsed {
     };
     match l4 {
         L4::At(l4) => parse_l4(frame, l4, out),
-        L4::LaterFragment => Parsed::LaterFragment,
+        L4::FirstFragment { l4, id } => {
+            out.first_fragment = true;
+            out.fragment_id = id;
+            parse_l4(frame, l4, out)
+        }
+        L4::LaterFragment { id } => {
+            out.fragment_id = id;
+            Parsed::LaterFragment
+        }
     }
 }
 
 enum L4 {
+    /// The L4 header's offset in an unfragmented packet.
     At(usize),
-    LaterFragment,
+    /// The first fragment of a datagram: it carries the L4 header.
+    FirstFragment { l4: usize, id: u32 },
+    /// A later fragment: no L4 header; `id` names its datagram.
+    LaterFragment { id: u32 },
 }
 
 /// Checks an IPv4 header at `offset` and fills the addresses and protocol
@@ -144,8 +161,13 @@ fn ipv4_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple) -> Option<L
     tuple.family = 4;
     tuple.src = [word(frame, offset + 12)?, 0, 0, 0];
     tuple.dst = [word(frame, offset + 16)?, 0, 0, 0];
+    let id = u32::from(u16::from_be_bytes([h[4], h[5]]));
+    let more_fragments = h[6] & 0x20 != 0;
     if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
-        return Some(L4::LaterFragment);
+        return Some(L4::LaterFragment { id });
+    }
+    if more_fragments {
+        return Some(L4::FirstFragment { l4: offset + header_len, id });
     }
     Some(L4::At(offset + header_len))
 }
@@ -164,6 +186,7 @@ fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple) -> Option<L
     tuple.dst = address6(frame, offset + 24)?;
 
     let mut l4 = offset + 40;
+    let mut first_fragment_id = None;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match tuple.protocol {
             // Hop-by-hop, routing, destination options: length in 8-byte units.
@@ -174,14 +197,23 @@ fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple) -> Option<L
             }
             // Fragment header: fixed 8 bytes.
             44 => {
-                let ext = read_at::<[u8; 4]>(frame, l4)?;
+                let ext = read_at::<[u8; 8]>(frame, l4)?;
                 tuple.protocol = ext[0];
+                let id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
                 if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
-                    return Some(L4::LaterFragment);
+                    return Some(L4::LaterFragment { id });
+                }
+                if ext[3] & 1 != 0 {
+                    first_fragment_id = Some(id);
                 }
                 l4 += 8;
             }
-            _ => return Some(L4::At(l4)),
+            _ => {
+                return Some(match first_fragment_id {
+                    Some(id) => L4::FirstFragment { l4, id },
+                    None => L4::At(l4),
+                })
+            }
         }
     }
     // Too many extension headers to walk: never pass what we cannot read.
@@ -270,7 +302,7 @@ fn quoted_tuple(frame: &impl Frame, offset: usize, family: u8, tuple: &mut Tuple
         tuple.dst = address6(frame, offset + 24)?;
         L4::At(offset + 40)
     };
-    let L4::At(l4) = l4 else { return None };
+    let (L4::At(l4) | L4::FirstFragment { l4, .. }) = l4 else { return None };
     match tuple.protocol {
         proto::TCP | proto::UDP => {
             let ports = read_at::<[u8; 4]>(frame, l4)?;

@@ -222,7 +222,7 @@ impl Listener {
             Ok((
                 local,
                 move |stop: &Arc<AtomicBool>, peers: &Mutex<Vec<SocketAddr>>| {
-                    let mut buf = [0; 2048];
+                    let mut buf = vec![0; 65_536]; // any datagram, fragmented ones included
                     while !stop.load(Ordering::Relaxed) {
                         if let Ok((n, peer)) = socket.recv_from(&mut buf) {
                             peers.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
