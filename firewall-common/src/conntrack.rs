@@ -28,7 +28,7 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEntry {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the last packet.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the last packet.
     pub last_seen_ns: u64,
     /// Rule that allowed the first packet; its counters get the flow's traffic.
     pub rule: u32,

@@ -10,7 +10,7 @@
 use aya_ebpf::{
     cty::c_void,
     helpers::{
-        bpf_ktime_get_ns,
+        bpf_ktime_get_coarse_ns,
         generated::{bpf_for_each_map_elem, bpf_map_delete_elem},
     },
 };
@@ -91,10 +91,12 @@ pub enum Lookup {
     New { stale: Option<*mut FlowEntry> },
 }
 
+/// The coarse clock (a jiffy, a few ms, of resolution) costs a fraction
+/// of the precise one, and timeouts are seconds long.
 #[inline(always)]
 pub fn now_ns() -> u64 {
     // SAFETY: plain helper call.
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// Idle timeout of a flow, from `CT_CONFIG` (AWS defaults until set).

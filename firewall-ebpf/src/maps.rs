@@ -45,7 +45,7 @@ pub static SG_RULES6: LpmTrie<Addr6, AddrRules> = LpmTrie::with_max_entries(capa
 #[map]
 pub static CONNTRACK: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(DEFAULT_CAPACITY, 0);
 
-/// `[0]`: `bpf_ktime_get_ns` of the datapath's last sweep of expired flows
+/// `[0]`: `bpf_ktime_get_coarse_ns` of the datapath's last sweep of expired flows
 /// (see `conntrack::sweep_expired`), which runs at most once per second.
 #[map]
 pub static CT_SWEPT_AT: Array<u64> = Array::with_max_entries(1, 0);

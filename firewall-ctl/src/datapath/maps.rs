@@ -150,9 +150,10 @@ pub fn idle_ns(e: &FlowEntry, now: u64) -> u64 {
     now.saturating_sub(e.last_seen_ns)
 }
 
-/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+/// CLOCK_MONOTONIC_COARSE, the clock of `bpf_ktime_get_coarse_ns` that the
+/// datapath stamps flows with.
 pub fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
         .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
