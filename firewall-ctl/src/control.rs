@@ -91,13 +91,18 @@ impl Host {
     /// kernel is touched), then attaches, updates or detaches to match.
     pub fn reconcile(&self, policy: &PolicyRecord, wanted: &[Wanted]) -> anyhow::Result<Vec<IfaceChange>> {
         let compiled = compile_all(policy, wanted)?;
+        let ifindexes = wanted
+            .iter()
+            .map(|w| {
+                netns::ifindex(&w.ifname)
+                    .ok_or_else(|| InputError(format!("interface {:?} does not exist in {}", w.ifname, self.scope)))
+            })
+            .collect::<Result<Vec<u32>, InputError>>()?;
         let current: BTreeMap<String, IfaceRecord> =
             self.interfaces()?.into_iter().map(|r| (r.ifname.clone(), r)).collect();
         let mut changes = Vec::new();
 
-        for (want, compiled) in wanted.iter().zip(&compiled) {
-            let ifindex = netns::ifindex(&want.ifname)
-                .ok_or_else(|| InputError(format!("interface {:?} does not exist", want.ifname)))?;
+        for ((want, compiled), ifindex) in wanted.iter().zip(&compiled).zip(ifindexes) {
             let dir = self.state.iface_dir(&self.scope, &want.ifname);
             let old = current.get(&want.ifname);
             let reusable = old.is_some_and(|o| {
@@ -144,11 +149,14 @@ impl Host {
         Ok(changes)
     }
 
-    /// The currently filtered interfaces as [`Wanted`] entries.
+    /// The currently filtered interfaces as [`Wanted`] entries, leaving out
+    /// interfaces that no longer exist (deleting an interface detaches its
+    /// programs; the next reconcile removes the state left behind).
     pub fn current_wanted(&self) -> anyhow::Result<Vec<Wanted>> {
         Ok(self
             .interfaces()?
             .into_iter()
+            .filter(|r| netns::ifindex(&r.ifname).is_some())
             .map(|r| Wanted { ifname: r.ifname, groups: r.groups, origin: r.origin, mode: r.mode })
             .collect())
     }

@@ -64,3 +64,30 @@ fn two_interfaces_enforce_their_own_groups() {
     assert_eq!(count(rule_stats(&stats, "web-server/inbound/0"), "flows"), 2, "{stats}");
     assert_eq!(count(rule_stats(&stats, "backend-side/inbound/0"), "flows"), 1, "{stats}");
 }
+
+#[test]
+fn a_deleted_interface_leaves_no_state_that_blocks_the_next_apply() {
+    let lab = lab("gone");
+    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
+    let backend = host(&lab, "backend", &["203.0.113.30/24"]);
+    lab.link(&srv, "eth1", &["10.9.0.1/24"], &backend, "eth1", &["10.9.0.2/24"])
+        .unwrap_or_else(|e| panic!("second link: {e:#}"));
+    let files = TempDir::new("gone");
+    let policy = files.write("two-interfaces.yaml", &POLICY.replace("  eth1: [backend-side]\n", ""));
+    let sg = Sgctl::new(&lab, &srv);
+    sg.apply(&[&policy]);
+    sg.json(&["attach", "eth1", "--groups", "backend-side"]);
+    assert_eq!(sg.status()["interfaces"].as_array().map(Vec::len), Some(2));
+
+    // The interface goes away under sgctl's feet (its programs go with it).
+    let out = srv.run(&["ip", "link", "del", "eth1"]).expect("ip runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let applied = sg.apply(&[&policy]);
+    let changes = applied["interfaces"].to_string();
+    assert!(changes.contains("\"detached\"") && changes.contains("eth1"), "{applied}");
+    let status = sg.status();
+    let names: Vec<&str> =
+        status["interfaces"].as_array().into_iter().flatten().filter_map(|i| i["interface"].as_str()).collect();
+    assert_eq!(names, ["eth0"], "{status}");
+}

@@ -25,10 +25,10 @@ pub fn attach(host: &Host, iface: &str, groups: &[String], mode: Mode, json: boo
 }
 
 pub fn detach(host: &Host, iface: &str, json: bool) -> anyhow::Result<()> {
-    let mut wanted = host.current_wanted()?;
-    if !wanted.iter().any(|w| w.ifname == iface) {
+    if !host.interfaces()?.iter().any(|r| r.ifname == iface) {
         return Err(InputError(format!("interface {iface:?} is not filtered in {}", host.scope)).into());
     }
+    let mut wanted = host.current_wanted()?;
     wanted.retain(|w| w.ifname != iface);
     // Other interfaces' rules may reference groups this one carried.
     let changes = match host.policy()? {
