@@ -100,16 +100,19 @@ pub struct ExplainArgs {
     /// tcp, udp, icmp, icmpv6 or a protocol number.
     #[arg(long, value_name = "P")]
     pub proto: String,
+    /// Source address (what inbound rules match).
     #[arg(long, value_name = "ADDR")]
     pub src: std::net::IpAddr,
+    /// Source port; accepted for completeness, no rule matches it.
     #[arg(long, value_name = "PORT")]
     pub sport: Option<u16>,
+    /// Destination address (what outbound rules match).
     #[arg(long, value_name = "ADDR")]
     pub dst: std::net::IpAddr,
     /// Destination port (tcp/udp).
     #[arg(long, value_name = "PORT")]
     pub dport: Option<u16>,
-    /// ICMP type (icmp/icmpv6).
+    /// ICMP type (icmp/icmpv6; default 8, echo request).
     #[arg(long, value_name = "N")]
     pub icmp_type: Option<u8>,
     /// ICMP code (icmp/icmpv6).
