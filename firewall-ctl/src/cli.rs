@@ -112,7 +112,7 @@ pub struct ExplainArgs {
     /// Destination port (tcp/udp).
     #[arg(long, value_name = "PORT")]
     pub dport: Option<u16>,
-    /// ICMP type (icmp/icmpv6; default 8, echo request).
+    /// ICMP type (icmp/icmpv6; default: echo request).
     #[arg(long, value_name = "N")]
     pub icmp_type: Option<u8>,
     /// ICMP code (icmp/icmpv6).

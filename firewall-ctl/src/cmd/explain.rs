@@ -35,7 +35,9 @@ pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
     let protocol = parse_protocol(&args.proto)?;
     let protocol_number = protocol.number().unwrap_or(0);
     let port_or_icmp = if protocol.is_icmp() {
-        [args.icmp_type.unwrap_or(8), args.icmp_code.unwrap_or(0)]
+        // Default: an echo request.
+        let echo = if protocol == Protocol::Icmpv6 { 128 } else { 8 };
+        [args.icmp_type.unwrap_or(echo), args.icmp_code.unwrap_or(0)]
     } else {
         args.dport.unwrap_or(0).to_be_bytes()
     };
