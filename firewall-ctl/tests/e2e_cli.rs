@@ -359,3 +359,39 @@ fn without_capabilities_sgctl_says_which_are_missing() {
         .expect("setpriv runs");
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
 }
+
+#[test]
+fn dry_run_watch_and_gc() {
+    let (lab, srv, cli) = srv_lab("verbs");
+    let sg = Sgctl::new(&lab, &srv);
+
+    // --dry-run reports the change and makes none.
+    let dry = sg.json(&["apply", "--dry-run", policy("web-server.yaml").to_str().expect("utf-8 path")]);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["groups"][0]["rules_added"], 4, "{dry}");
+    assert_eq!(sg.status()["interfaces"].as_array().map(Vec::len).unwrap_or(0), 0, "dry run attached nothing");
+    let _l = listen(&srv, &["203.0.113.1:8080"]);
+    expect_all("still unfiltered", vec![tcp(&cli, "203.0.113.1:8080", Connected)]);
+
+    sg.apply(&[&policy("web-server.yaml")]);
+    // `stats --watch 1` prints again every second until stopped.
+    let state_dir = lab.state_dir().expect("state dir");
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_sgctl"))
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .args(["-n", srv.netns(), "stats", "--watch", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sgctl runs");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    watch.kill().expect("kill");
+    let out = watch.wait_with_output().expect("output");
+    let tables = String::from_utf8_lossy(&out.stdout).matches("RULE ").count();
+    assert!(tables >= 2, "--watch printed {tables} tables");
+
+    // gc removes only expired flows: a fresh one stays.
+    expect_all("one flow", vec![tcp(&cli, "203.0.113.1:80", Outcome::Refused)]);
+    let gc = sg.json(&["conntrack", "gc"]);
+    assert_eq!(gc["interfaces"][0]["removed"], 0, "{gc}");
+    assert!(!sg.json(&["conntrack", "list"])["flows"].as_array().is_none_or(Vec::is_empty));
+}
