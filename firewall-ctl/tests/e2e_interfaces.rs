@@ -91,3 +91,30 @@ fn a_deleted_interface_leaves_no_state_that_blocks_the_next_apply() {
         status["interfaces"].as_array().into_iter().flatten().filter_map(|i| i["interface"].as_str()).collect();
     assert_eq!(names, ["eth0"], "{status}");
 }
+
+#[test]
+fn state_of_a_deleted_namespace_is_pruned() {
+    let lab = lab("prune");
+    let gone = host(&lab, "gone", &["203.0.113.1/24"]);
+    let stays = host(&lab, "stays", &["203.0.113.2/24"]);
+    for h in [&gone, &stays] {
+        Sgctl::new(&lab, h).apply(&[&policy("web-server.yaml")]);
+    }
+    let state = lab.state_dir().expect("state dir");
+    let out = std::process::Command::new("ip").args(["netns", "del", gone.netns()]).output().expect("ip runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sgctl"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["status", "--json"])
+        .output()
+        .expect("sgctl runs");
+    assert_eq!(status.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(stderr.contains(gone.netns()) && stderr.contains("no longer exists"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let scopes: Vec<&str> = json["scopes"].as_array().into_iter().flatten().filter_map(|s| s["netns"].as_str()).collect();
+    assert_eq!(scopes, [stays.netns()], "{json}");
+    assert!(!state.join(format!("netns-{}", gone.netns())).exists(), "its pinned maps are gone");
+}

@@ -44,10 +44,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The scopes a reporting verb covers: the one `-n` names, else all.
+/// The scopes a reporting verb covers: the one `-n` names, else all (after
+/// dropping the state of namespaces that were deleted).
 fn hosts_in_view(global: &Global, host: &Host) -> anyhow::Result<Vec<Host>> {
     if global.netns.is_some() {
         return Ok(vec![Host { state: host.state.clone(), scope: host.scope.clone() }]);
+    }
+    for scope in host.state.prune_vanished_scopes()? {
+        eprintln!("sgctl: removed the state of {scope}: the namespace no longer exists");
     }
     Ok(host.state.scopes()?.into_iter().map(|scope| Host { state: host.state.clone(), scope }).collect())
 }

@@ -98,6 +98,23 @@ impl StateDir {
         self.scope_dir(scope).join(format!("if-{}", escape(ifname)))
     }
 
+    /// Removes the state of named network namespaces that no longer exist:
+    /// their interfaces went with them, and their pinned maps would
+    /// otherwise hold kernel memory for ever. Returns the scopes removed.
+    pub fn prune_vanished_scopes(&self) -> anyhow::Result<Vec<Scope>> {
+        let mut pruned = Vec::new();
+        for scope in self.scopes()? {
+            if let Scope::Netns(name) = &scope {
+                if !Path::new("/run/netns").join(name).exists() {
+                    std::fs::remove_dir_all(self.scope_dir(&scope))
+                        .with_context(|| format!("removing the state of vanished netns {name}"))?;
+                    pruned.push(scope);
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
     /// Every scope that has state.
     pub fn scopes(&self) -> anyhow::Result<Vec<Scope>> {
         let mut scopes: Vec<Scope> = read_dir_names(&self.root)?.iter().filter_map(|n| Scope::from_dir_name(n)).collect();
