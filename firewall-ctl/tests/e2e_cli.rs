@@ -395,3 +395,34 @@ fn dry_run_watch_and_gc() {
     assert_eq!(gc["interfaces"][0]["removed"], 0, "{gc}");
     assert!(!sg.json(&["conntrack", "list"])["flows"].as_array().is_none_or(Vec::is_empty));
 }
+
+#[test]
+fn a_second_sgctl_waits_for_the_first_to_finish() {
+    use nix::fcntl::{Flock, FlockArg};
+    let (lab, srv, _cli) = srv_lab("lock");
+    let sg = Sgctl::new(&lab, &srv);
+    sg.apply(&[&policy("web-server.yaml")]);
+    let state = lab.state_dir().expect("state dir");
+
+    // Stand in for a first sgctl that is still applying.
+    let dir = std::fs::File::open(&state).expect("open state dir");
+    let held = Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, e)| e).expect("flock");
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sgctl"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["-n", srv.netns(), "apply"])
+        .arg(policy("web-server.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sgctl runs");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(second.try_wait().expect("try_wait").is_none(), "the second apply must wait");
+    // Reports do not wait.
+    sg.ok(&["status"]);
+    drop(held);
+    let out = second.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("waiting for another sgctl"), "{stderr}");
+}

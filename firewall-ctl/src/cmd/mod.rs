@@ -9,7 +9,7 @@ mod stats;
 mod status;
 
 use crate::{
-    cli::{Cli, Command, Global},
+    cli::{Cli, Command, ConntrackAction, Global},
     control::Host,
     netns, privilege,
     state::{Scope, StateDir},
@@ -29,6 +29,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         netns::enter(name)?;
     }
     let state = StateDir::open(&global.state_dir)?;
+    // Verbs that change state take the directory for themselves; reports
+    // read maps and records that are replaced whole, so they need no lock.
+    let _lock = if changes_state(&cli.command) { Some(state.lock()?) } else { None };
     let scope = global.netns.clone().map_or(Scope::Host, Scope::Netns);
     let host = Host { state, scope };
     let json = global.json;
@@ -54,6 +57,15 @@ fn hosts_in_view(global: &Global, host: &Host) -> anyhow::Result<Vec<Host>> {
         eprintln!("sgctl: removed the state of {scope}: the namespace no longer exists");
     }
     Ok(host.state.scopes()?.into_iter().map(|scope| Host { state: host.state.clone(), scope }).collect())
+}
+
+fn changes_state(command: &Command) -> bool {
+    match command {
+        Command::Apply { dry_run, .. } => !dry_run,
+        Command::Conntrack { action } => !matches!(action, ConntrackAction::List),
+        Command::Attach { .. } | Command::Detach { .. } => true,
+        Command::Check { .. } | Command::Status | Command::Stats { .. } | Command::Explain(_) => false,
+    }
 }
 
 fn verb_name(command: &Command) -> &'static str {

@@ -63,6 +63,10 @@ impl std::fmt::Display for Scope {
 pub const DEFAULT_STATE_DIR: &str = "/sys/fs/bpf/sgctl";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
+/// An exclusive hold on a state directory, released on drop (or when the
+/// process dies, so a killed `sgctl` never leaves it locked).
+pub struct StateLock(#[expect(dead_code, reason = "held for its Drop")] nix::fcntl::Flock<std::fs::File>);
+
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
@@ -84,6 +88,23 @@ impl StateDir {
             )));
         }
         Ok(Self { root: root.to_owned() })
+    }
+
+    /// Takes the state directory for a verb that changes it, waiting (and
+    /// saying so) while another `sgctl` holds it: two applies interleaving
+    /// their map writes would leave a mix of both policies.
+    pub fn lock(&self) -> anyhow::Result<StateLock> {
+        use nix::{errno::Errno, fcntl::{Flock, FlockArg}};
+        let dir = std::fs::File::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
+        let held = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => held,
+            Err((dir, Errno::EWOULDBLOCK)) => {
+                eprintln!("sgctl: waiting for another sgctl to finish with {}", self.root.display());
+                Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, e)| e)?
+            }
+            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", self.root.display())),
+        };
+        Ok(StateLock(held))
     }
 
     pub fn scope_dir(&self, scope: &Scope) -> PathBuf {
