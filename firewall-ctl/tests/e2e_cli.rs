@@ -426,3 +426,41 @@ fn a_second_sgctl_waits_for_the_first_to_finish() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("waiting for another sgctl"), "{stderr}");
 }
+
+#[test]
+fn conntrack_settings_reach_the_kernel() {
+    let (lab, srv, cli) = srv_lab("ctset");
+    let files = TempDir::new("ctset");
+    let text = format!(
+        "{}conntrack:\n  udp_timeout: 45\n  udp_stream_timeout: 90\n  tcp_established_timeout: 3600\n  max_entries: 2048\n",
+        policy_text("web-server.yaml").replace("outbound:", "outbound:\n      - { protocol: udp, ports: 9999, destination: 203.0.113.0/24 }")
+    );
+    let sg = Sgctl::new(&lab, &srv);
+    sg.apply(&[&files.write("web-ct.yaml", &text)]);
+    let status = sg.status();
+    assert_eq!(status["interfaces"][0]["conntrack_capacity"], 2048, "{status}");
+
+    // A one-way UDP flow (nobody answers on 9999) and an established TCP one.
+    let _l = listen(&srv, &["203.0.113.1:80"]);
+    let mut conn = open(&cli, "203.0.113.1:80");
+    assert_eq!(conn.echo(std::time::Duration::from_secs(3)), Outcome::Connected);
+    srv.in_netns(|| {
+        let socket = std::net::UdpSocket::bind("203.0.113.1:0").expect("bind");
+        socket.send_to(b"x", "203.0.113.20:9999").expect("send");
+    });
+
+    let flows = sg.json(&["conntrack", "list"]);
+    let expiry = |protocol: u64| {
+        flows["flows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["protocol"] == protocol)
+            .map(|f| count(f, "expires_in_secs"))
+            .unwrap_or_else(|| panic!("no protocol {protocol} flow in {flows}"))
+    };
+    let udp = expiry(17);
+    assert!((40..=45).contains(&udp), "one-way UDP expires by udp_timeout 45 s: {udp} ({flows})");
+    let tcp = expiry(6);
+    assert!((3590..=3600).contains(&tcp), "established TCP expires by 3600 s: {tcp} ({flows})");
+}
