@@ -443,7 +443,7 @@ fn conntrack_settings_reach_the_kernel() {
     // A one-way UDP flow (nobody answers on 9999) and an established TCP one.
     let _l = listen(&srv, &["203.0.113.1:80"]);
     let mut conn = open(&cli, "203.0.113.1:80");
-    assert_eq!(conn.echo(std::time::Duration::from_secs(3)), Outcome::Connected);
+    assert_eq!(conn.echo(std::time::Duration::from_secs(3)), Connected);
     srv.in_netns(|| {
         let socket = std::net::UdpSocket::bind("203.0.113.1:0").expect("bind");
         socket.send_to(b"x", "203.0.113.20:9999").expect("send");
