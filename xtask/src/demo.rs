@@ -121,6 +121,13 @@ pub fn run() -> anyhow::Result<()> {
     title("Per-rule counters");
     sgctl.step(netns, &["stats"])?;
 
+    title("What runs where, and why a packet is dropped");
+    sgctl.step(netns, &["status"])?;
+    sgctl.step(
+        netns,
+        &["explain", "--iface", "eth0", "--in", "--proto", "tcp", "--src", "203.0.113.20", "--dst", "203.0.113.1", "--dport", "22"],
+    )?;
+
     title("Clean up: detach eth0, delete the namespaces");
     drop(detach);
     drop(lab);
