@@ -2,7 +2,7 @@
 //! `BPF_PROG_TEST_RUN` on frames from [`crate::frames`]: the verdict tests
 //! and the per-packet benchmark share this.
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
@@ -71,10 +71,6 @@ impl Loaded {
 
     pub fn maps(&self) -> IfaceMaps {
         IfaceMaps::at(&self.dir)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
