@@ -35,6 +35,17 @@ pub struct Wanted {
     pub mode: Mode,
 }
 
+impl Wanted {
+    /// The interfaces a policy's `interfaces:` section names.
+    pub fn from_policy(policy: &crate::policy::Policy) -> Vec<Self> {
+        policy
+            .interfaces
+            .iter()
+            .map(|a| Self { ifname: a.interface.clone(), groups: a.groups.clone(), origin: Origin::Policy, mode: Mode::Auto })
+            .collect()
+    }
+}
+
 /// What happened to one interface.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "change")]

@@ -8,7 +8,7 @@ use crate::{
     netns,
     output::{print_json, table},
     policy::{self, Policy, Rule, RuleDirection},
-    state::records::{Mode, Origin, PolicyRecord},
+    state::records::{Origin, PolicyRecord},
 };
 
 #[derive(Serialize)]
@@ -79,11 +79,7 @@ fn print_report(r: &Report) {
 /// The interfaces the new policy names, plus those `sgctl attach` added
 /// (which keep their groups); interfaces only the old policy named go.
 fn wanted_after(host: &Host, policy: &Policy) -> anyhow::Result<Vec<Wanted>> {
-    let mut wanted: Vec<Wanted> = policy
-        .interfaces
-        .iter()
-        .map(|a| Wanted { ifname: a.interface.clone(), groups: a.groups.clone(), origin: Origin::Policy, mode: Mode::Auto })
-        .collect();
+    let mut wanted = Wanted::from_policy(policy);
     for current in host.current_wanted()? {
         match wanted.iter_mut().find(|w| w.ifname == current.ifname) {
             // Keep the hook the interface was attached with.

@@ -8,7 +8,7 @@ use crate::{
     control::{self, Wanted},
     netns,
     policy,
-    state::records::{Mode, Origin, PolicyRecord},
+    state::records::PolicyRecord,
 };
 
 #[derive(Serialize)]
@@ -32,11 +32,7 @@ pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
     let policy = policy::load_files(files)?;
     policy::check_interfaces(&policy, |name| netns::ifindex(name).is_some())?;
     let whole = compile::summarize(&policy).map_err(|e| crate::InputError(e.to_string()))?;
-    let wanted: Vec<Wanted> = policy
-        .interfaces
-        .iter()
-        .map(|a| Wanted { ifname: a.interface.clone(), groups: a.groups.clone(), origin: Origin::Policy, mode: Mode::Auto })
-        .collect();
+    let wanted = Wanted::from_policy(&policy);
     let record = PolicyRecord { generation: 0, sources: Vec::new(), policy };
     let compiled = control::compile_all(&record, &wanted)?;
     let summary = Summary {
