@@ -18,8 +18,5 @@ fn main() -> anyhow::Result<()> {
     }
     let root_dir = Path::new(&manifest_dir).join("../firewall-ebpf");
     let root_dir = root_dir.to_str().context("non-UTF-8 workspace path")?;
-    aya_build::build_ebpf(
-        [Package { name: "firewall-ebpf", root_dir, ..Default::default() }],
-        Toolchain::default(),
-    )
+    aya_build::build_ebpf([Package { name: "firewall-ebpf", root_dir, ..Default::default() }], Toolchain::default())
 }

@@ -60,7 +60,16 @@ fn main() -> anyhow::Result<()> {
         ("XDP: dropped, no rule (IPv6)", mean(&small, PROG_INGRESS_XDP, &denied6, REPEAT)?, empty),
         ("tc ingress: tracked flow", mean(&small, PROG_INGRESS_TC, &ack, REPEAT)?, empty),
         ("tc ingress: dropped, no rule", mean(&small, PROG_INGRESS_TC, &denied, REPEAT)?, empty),
-        ("tc egress: reply of tracked flow", mean(&small, PROG_EGRESS_TC, &ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp(80, 9, TCP_ACK)), REPEAT)?, empty),
+        (
+            "tc egress: reply of tracked flow",
+            mean(
+                &small,
+                PROG_EGRESS_TC,
+                &ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp(80, 9, TCP_ACK)),
+                REPEAT,
+            )?,
+            empty,
+        ),
     ];
     println!("{:<38} {:>10} {:>14} {:>16}", "case", "ns/packet", "baseline ns", "ratio to baseline");
     for (name, ns, base) in rows {
@@ -140,7 +149,8 @@ fn apply_bench(root: &Path) -> anyhow::Result<()> {
     let web = root.join("policies/web-server.yaml");
     let app = root.join("policies/app-server.yaml");
     let db = root.join("policies/database.yaml");
-    let (web, app, db) = (web.to_str().unwrap_or_default(), app.to_str().unwrap_or_default(), db.to_str().unwrap_or_default());
+    let (web, app, db) =
+        (web.to_str().unwrap_or_default(), app.to_str().unwrap_or_default(), db.to_str().unwrap_or_default());
 
     let mut first = Vec::new();
     let mut again = Vec::new();

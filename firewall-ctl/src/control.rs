@@ -41,7 +41,12 @@ impl Wanted {
         policy
             .interfaces
             .iter()
-            .map(|a| Self { ifname: a.interface.clone(), groups: a.groups.clone(), origin: Origin::Policy, mode: Mode::Auto })
+            .map(|a| Self {
+                ifname: a.interface.clone(),
+                groups: a.groups.clone(),
+                origin: Origin::Policy,
+                mode: Mode::Auto,
+            })
             .collect()
     }
 }
@@ -59,7 +64,9 @@ pub enum IfaceChange {
 impl std::fmt::Display for IfaceChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Attached { interface, ingress } => write!(f, "attached {interface}: ingress {ingress}, egress tc (tcx)"),
+            Self::Attached { interface, ingress } => {
+                write!(f, "attached {interface}: ingress {ingress}, egress tc (tcx)")
+            }
             Self::Reattached { interface, ingress } => {
                 write!(f, "reattached {interface}: ingress {ingress}, egress tc (tcx)")
             }

@@ -28,13 +28,7 @@ fn app_lab(name: &str) -> AppLab {
     let app = host(&lab, "app", &["10.0.1.10/8", "fd00:1::10/16"]);
     let db = host(&lab, "db", &["10.0.2.5/8", "fd00:2::5/16"]);
     let outsider = host(&lab, "outsider", &["10.0.3.3/8", "fd00:3::3/16"]);
-    AppLab {
-        lab,
-        lb,
-        app,
-        db,
-        outsider,
-    }
+    AppLab { lab, lb, app, db, outsider }
 }
 
 fn both_files() -> Vec<PathBuf> {
@@ -52,10 +46,7 @@ fn apply_and_attach(lab: &Lab, host: &Host, files: &[PathBuf], groups: &str) -> 
         "the files name no interfaces, so apply attaches none: {report:#}"
     );
     let changes = sg.attach("eth0", groups);
-    assert_eq!(
-        changes[0]["change"], "attached",
-        "attach eth0 --groups {groups}: {changes:#}"
-    );
+    assert_eq!(changes[0]["change"], "attached", "attach eth0 --groups {groups}: {changes:#}");
     let status = sg.status();
     let ifaces = &status["interfaces"];
     assert_eq!(ifaces[0]["interface"], "eth0", "{status:#}");
@@ -66,17 +57,8 @@ fn apply_and_attach(lab: &Lab, host: &Host, files: &[PathBuf], groups: &str) -> 
 
 #[test]
 fn examples2_3_app_server_and_database() {
-    let AppLab {
-        lab,
-        lb,
-        app,
-        db,
-        outsider,
-    } = app_lab("ex23");
-    let _app_l = listen(
-        &app,
-        &["10.0.1.10:8080", "[fd00:1::10]:8080", "10.0.1.10:22"],
-    );
+    let AppLab { lab, lb, app, db, outsider } = app_lab("ex23");
+    let _app_l = listen(&app, &["10.0.1.10:8080", "[fd00:1::10]:8080", "10.0.1.10:22"]);
     let db_l = listen(&db, &["10.0.2.5:3306", "[fd00:2::5]:3306"]);
     let _lb_l = listen(&lb, &["10.0.0.10:443", "[fd00::10]:443"]);
     let _out_l = listen(&outsider, &["10.0.3.3:5000", "[fd00:3::3]:5000"]);
@@ -134,23 +116,14 @@ fn examples2_3_app_server_and_database() {
 
 #[test]
 fn membership_change_follows_sg_references() {
-    let AppLab {
-        lab,
-        app,
-        db,
-        outsider,
-        ..
-    } = app_lab("members");
+    let AppLab { lab, app, db, outsider, .. } = app_lab("members");
     let _db_l = listen(&db, &["10.0.2.5:3306"]);
     let original = both_files();
     let sg = apply_and_attach(&lab, &db, &original, "database");
 
     expect_all(
         "outsider is not an app-server",
-        vec![
-            tcp(&app, "10.0.2.5:3306", Connected),
-            tcp(&outsider, "10.0.2.5:3306", TimedOut),
-        ],
+        vec![tcp(&app, "10.0.2.5:3306", Connected), tcp(&outsider, "10.0.2.5:3306", TimedOut)],
     );
 
     // The same policy with the outsider listed as an app-server member.
@@ -166,21 +139,13 @@ fn membership_change_follows_sg_references() {
     let report = sg.apply(&[&widened, &policy("database.yaml")]);
     assert_eq!(report["generation"], 2, "{report:#}");
     assert!(
-        report["interfaces"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["interface"] == "eth0")),
+        report["interfaces"].as_array().is_some_and(|c| c.iter().any(|c| c["interface"] == "eth0")),
         "re-apply keeps eth0 (attached by command) and updates it: {report:#}"
     );
-    assert_eq!(
-        sg.status()["interfaces"][0]["groups"],
-        serde_json::json!(["database"])
-    );
+    assert_eq!(sg.status()["interfaces"][0]["groups"], serde_json::json!(["database"]));
     expect_all(
         "outsider listed as an app-server member",
-        vec![
-            tcp(&outsider, "10.0.2.5:3306", Connected),
-            tcp(&app, "10.0.2.5:3306", Connected),
-        ],
+        vec![tcp(&outsider, "10.0.2.5:3306", Connected), tcp(&app, "10.0.2.5:3306", Connected)],
     );
 
     // A connection opened while the outsider is a member, kept open.
@@ -193,17 +158,9 @@ fn membership_change_follows_sg_references() {
     assert_eq!(report["generation"], 3, "{report:#}");
     expect_all(
         "outsider removed from app-server members",
-        vec![
-            tcp(&outsider, "10.0.2.5:3306", TimedOut),
-            tcp(&app, "10.0.2.5:3306", Connected),
-        ],
+        vec![tcp(&outsider, "10.0.2.5:3306", TimedOut), tcp(&app, "10.0.2.5:3306", Connected)],
     );
-    assert_eq!(
-        kept.echo(ALLOWED),
-        Connected,
-        "{}: a tracked flow survives the narrowing",
-        kept.name()
-    );
+    assert_eq!(kept.echo(ALLOWED), Connected, "{}: a tracked flow survives the narrowing", kept.name());
 
     sg.json(&["conntrack", "flush"]);
     assert_eq!(
@@ -216,13 +173,7 @@ fn membership_change_follows_sg_references() {
 
 #[test]
 fn two_groups_on_one_interface_is_the_union() {
-    let AppLab {
-        lab,
-        lb,
-        app,
-        outsider,
-        ..
-    } = app_lab("union");
+    let AppLab { lab, lb, app, outsider, .. } = app_lab("union");
     let _app_l = listen(&app, &["10.0.1.10:8080", "10.0.1.10:443", "10.0.1.10:22"]);
     apply_and_attach(&lab, &app, &both_files(), "app-server,load-balancer");
 

@@ -44,10 +44,7 @@ fn bad_input_exits_2_with_a_located_error_and_changes_nothing() {
     let good = policy("web-server.yaml");
     let text = policy_text("web-server.yaml");
     let tmp = TempDir::new("badinput");
-    let bad_port = tmp.write(
-        "bad-port.yaml",
-        &replace_once(&text, "ports: 22,", "ports: 70000,"),
-    );
+    let bad_port = tmp.write("bad-port.yaml", &replace_once(&text, "ports: 22,", "ports: 70000,"));
     let bad_ref = tmp.write(
         "bad-ref.yaml",
         &replace_once(
@@ -56,46 +53,21 @@ fn bad_input_exits_2_with_a_located_error_and_changes_nothing() {
             "source: sg:nosuch, description: Allow HTTP",
         ),
     );
-    let bad_iface = tmp.write(
-        "bad-iface.yaml",
-        &replace_once(&text, "eth0: [web-server]", "eth9: [web-server]"),
-    );
+    let bad_iface = tmp.write("bad-iface.yaml", &replace_once(&text, "eth0: [web-server]", "eth9: [web-server]"));
 
     // (file, the line the error must point at, what it must quote)
-    let bad = [
-        (&bad_port, 6, "70000"),
-        (&bad_ref, 7, "nosuch"),
-        (&bad_iface, 13, "eth9"),
-    ];
+    let bad = [(&bad_port, 6, "70000"), (&bad_ref, 7, "nosuch"), (&bad_iface, 13, "eth9")];
 
     // Nothing applied yet: a bad file leaves nothing behind.
     let empty = snapshot(&sg);
     assert_eq!(empty["generation"], Value::Null, "{empty:#}");
     assert_eq!(empty["interfaces"], serde_json::json!([]), "{empty:#}");
     for &(file, line, quoted) in &bad {
-        assert_located_error(
-            &sg.run(&["check".as_ref(), file.as_os_str()]),
-            file,
-            line,
-            quoted,
-        );
-        assert_located_error(
-            &sg.run(&["apply".as_ref(), file.as_os_str()]),
-            file,
-            line,
-            quoted,
-        );
-        assert_eq!(
-            snapshot(&sg),
-            empty,
-            "a refused apply of {} changed the state",
-            file.display()
-        );
+        assert_located_error(&sg.run(&["check".as_ref(), file.as_os_str()]), file, line, quoted);
+        assert_located_error(&sg.run(&["apply".as_ref(), file.as_os_str()]), file, line, quoted);
+        assert_eq!(snapshot(&sg), empty, "a refused apply of {} changed the state", file.display());
     }
-    expect_all(
-        "nothing attached after refused applies",
-        vec![tcp(&cli, "203.0.113.1:8080", Connected)],
-    );
+    expect_all("nothing attached after refused applies", vec![tcp(&cli, "203.0.113.1:8080", Connected)]);
 
     // A good policy in force; bad input must keep it, programs and all.
     sg.apply(&[&good]);
@@ -103,24 +75,9 @@ fn bad_input_exits_2_with_a_located_error_and_changes_nothing() {
     assert_eq!(before["generation"], 1, "{before:#}");
     assert_eq!(before["interfaces"][0]["interface"], "eth0", "{before:#}");
     for &(file, line, quoted) in &bad {
-        assert_located_error(
-            &sg.run(&["apply".as_ref(), file.as_os_str()]),
-            file,
-            line,
-            quoted,
-        );
-        assert_located_error(
-            &sg.run(&["apply".as_ref(), "--dry-run".as_ref(), file.as_os_str()]),
-            file,
-            line,
-            quoted,
-        );
-        assert_eq!(
-            snapshot(&sg),
-            before,
-            "a refused apply of {} changed the state",
-            file.display()
-        );
+        assert_located_error(&sg.run(&["apply".as_ref(), file.as_os_str()]), file, line, quoted);
+        assert_located_error(&sg.run(&["apply".as_ref(), "--dry-run".as_ref(), file.as_os_str()]), file, line, quoted);
+        assert_eq!(snapshot(&sg), before, "a refused apply of {} changed the state", file.display());
     }
     // A bad file among good ones spoils the whole apply.
     let mixed = sg.run(&["apply".as_ref(), good.as_os_str(), bad_ref.as_os_str()]);
@@ -131,61 +88,34 @@ fn bad_input_exits_2_with_a_located_error_and_changes_nothing() {
         vec!["attach", "eth9", "--groups", "web-server"],
         vec!["attach", "eth0", "--groups", "nosuch"],
         vec!["detach", "eth9"],
-        vec![
-            "attach",
-            "eth0",
-            "--groups",
-            "web-server",
-            "--mode",
-            "bogus",
-        ],
+        vec!["attach", "eth0", "--groups", "web-server", "--mode", "bogus"],
     ] {
         let run = sg.run(&args);
         assert_eq!(run.code, Some(2), "sgctl {args:?} must exit 2: {run:?}");
-        assert!(
-            !run.stderr.trim().is_empty(),
-            "sgctl {args:?} must say why on stderr: {run:?}"
-        );
+        assert!(!run.stderr.trim().is_empty(), "sgctl {args:?} must say why on stderr: {run:?}");
     }
     let missing_ns = Sgctl::for_netns(&lab, "tl-no-such-netns").run(&["status"]);
-    assert_eq!(
-        missing_ns.code,
-        Some(2),
-        "a namespace that does not exist is bad input: {missing_ns:?}"
-    );
+    assert_eq!(missing_ns.code, Some(2), "a namespace that does not exist is bad input: {missing_ns:?}");
     assert_eq!(snapshot(&sg), before, "refused commands changed the state");
 
     // And the old policy is still enforced.
     expect_all(
         "generation 1 still enforced",
-        vec![
-            tcp(&cli, "203.0.113.1:80", Connected),
-            tcp(&cli, "203.0.113.1:8080", TimedOut),
-        ],
+        vec![tcp(&cli, "203.0.113.1:80", Connected), tcp(&cli, "203.0.113.1:8080", TimedOut)],
     );
 }
 
 /// `ip -d link show eth0` in `host`'s namespace.
 fn ip_link(host: &Host) -> String {
-    let out = host
-        .run(&["ip", "-d", "link", "show", "dev", "eth0"])
-        .expect("ip link");
+    let out = host.run(&["ip", "-d", "link", "show", "dev", "eth0"]).expect("ip link");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[track_caller]
 fn program_ids(iface: &Value) -> (u64, u64) {
-    let id = |f: &str| {
-        iface[f]
-            .as_u64()
-            .filter(|id| *id > 0)
-            .unwrap_or_else(|| panic!("no {f} in {iface:#}"))
-    };
+    let id = |f: &str| iface[f].as_u64().filter(|id| *id > 0).unwrap_or_else(|| panic!("no {f} in {iface:#}"));
     let ids = (id("ingress_program_id"), id("egress_program_id"));
-    assert_ne!(
-        ids.0, ids.1,
-        "ingress and egress run different programs: {iface:#}"
-    );
+    assert_ne!(ids.0, ids.1, "ingress and egress run different programs: {iface:#}");
     ids
 }
 
@@ -193,15 +123,7 @@ fn program_ids(iface: &Value) -> (u64, u64) {
 fn lifecycle_attach_detach_and_hooks() {
     let (lab, srv, cli) = srv_lab("life");
     let sg = Sgctl::new(&lab, &srv);
-    let _l = listen(
-        &srv,
-        &[
-            "203.0.113.1:80",
-            "203.0.113.1:8080",
-            "[2001:db8::1]:80",
-            "[2001:db8::1]:443",
-        ],
-    );
+    let _l = listen(&srv, &["203.0.113.1:80", "203.0.113.1:8080", "[2001:db8::1]:80", "[2001:db8::1]:443"]);
     let _c = listen(&cli, &["203.0.113.20:9000"]);
     let enforced = |what: &str| {
         expect_all(
@@ -231,28 +153,13 @@ fn lifecycle_attach_detach_and_hooks() {
     sg.apply(&[&policy]);
     let status = sg.status();
     assert_eq!(status["generation"], 1, "{status:#}");
-    assert_eq!(
-        status["sources"],
-        serde_json::json!([policy.display().to_string()]),
-        "{status:#}"
-    );
+    assert_eq!(status["sources"], serde_json::json!([policy.display().to_string()]), "{status:#}");
     let eth0 = &status["interfaces"][0];
     assert_eq!(eth0["interface"], "eth0", "{status:#}");
-    assert_eq!(
-        eth0["groups"],
-        serde_json::json!(["web-server"]),
-        "{status:#}"
-    );
-    assert_eq!(
-        eth0["ingress"], "tc",
-        "auto mode on veth uses tcx ingress: {status:#}"
-    );
+    assert_eq!(eth0["groups"], serde_json::json!(["web-server"]), "{status:#}");
+    assert_eq!(eth0["ingress"], "tc", "auto mode on veth uses tcx ingress: {status:#}");
     program_ids(eth0);
-    assert!(
-        !ip_link(&srv).contains("xdp"),
-        "no XDP program on eth0 in tc mode:\n{}",
-        ip_link(&srv)
-    );
+    assert!(!ip_link(&srv).contains("xdp"), "no XDP program on eth0 in tc mode:\n{}", ip_link(&srv));
     enforced("applied, tcx ingress");
 
     // Detach: unfiltered again, state gone.
@@ -281,23 +188,12 @@ fn lifecycle_attach_detach_and_hooks() {
     assert_eq!(report["interfaces"][0]["change"], "updated", "{report:#}");
     let status = sg.status();
     assert_eq!(status["generation"], 2, "{status:#}");
-    assert_eq!(
-        status["interfaces"][0]["ingress"], "xdp-native",
-        "{status:#}"
-    );
-    assert_eq!(
-        program_ids(&status["interfaces"][0]).0,
-        ingress_id,
-        "an update keeps the programs: {status:#}"
-    );
+    assert_eq!(status["interfaces"][0]["ingress"], "xdp-native", "{status:#}");
+    assert_eq!(program_ids(&status["interfaces"][0]).0, ingress_id, "an update keeps the programs: {status:#}");
     enforced("re-applied over XDP");
 
     sg.json(&["detach", "eth0"]);
-    assert!(
-        !ip_link(&srv).contains("xdp"),
-        "detach removes the XDP program:\n{}",
-        ip_link(&srv)
-    );
+    assert!(!ip_link(&srv).contains("xdp"), "detach removes the XDP program:\n{}", ip_link(&srv));
     unfiltered("detached from XDP");
 }
 
@@ -319,7 +215,10 @@ fn explain_names_the_rule_that_allows_a_packet() {
     assert_eq!(ssh["rule"], "web-server/inbound/0", "{ssh}");
     for (what, args) in [
         ("8080", ["--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "8080"]),
-        ("SSH from elsewhere", ["--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "22"]),
+        (
+            "SSH from elsewhere",
+            ["--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "22"],
+        ),
         ("HTTP over IPv6", ["--in", "--proto", "tcp", "--src", "2001:db8::7", "--dst", "2001:db8::1", "--dport", "80"]),
     ] {
         let v = explain(&args);
@@ -328,9 +227,23 @@ fn explain_names_the_rule_that_allows_a_packet() {
     }
     let out = explain(&["--out", "--proto", "udp", "--src", "203.0.113.1", "--dst", "192.0.2.53", "--dport", "53"]);
     assert_eq!(out["rule"], "web-server/outbound/0", "{out}");
-    let text = sg.ok(&["explain", "--iface", "eth0", "--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "8080"]);
+    let text = sg.ok(&[
+        "explain",
+        "--iface",
+        "eth0",
+        "--in",
+        "--proto",
+        "tcp",
+        "--src",
+        "198.51.100.7",
+        "--dst",
+        "203.0.113.1",
+        "--dport",
+        "8080",
+    ]);
     assert!(text.stdout.contains("dropped"), "{}", text.stdout);
-    sg.run(&["explain", "--iface", "eth0", "--in", "--proto", "bogus", "--src", "1.2.3.4", "--dst", "203.0.113.1"]).code(2);
+    sg.run(&["explain", "--iface", "eth0", "--in", "--proto", "bogus", "--src", "1.2.3.4", "--dst", "203.0.113.1"])
+        .code(2);
 }
 
 #[test]

@@ -114,7 +114,8 @@ fn state_of_a_deleted_namespace_is_pruned() {
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert!(stderr.contains(gone.netns()) && stderr.contains("no longer exists"), "{stderr}");
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
-    let scopes: Vec<&str> = json["scopes"].as_array().into_iter().flatten().filter_map(|s| s["netns"].as_str()).collect();
+    let scopes: Vec<&str> =
+        json["scopes"].as_array().into_iter().flatten().filter_map(|s| s["netns"].as_str()).collect();
     assert_eq!(scopes, [stays.netns()], "{json}");
     assert!(!state.join(format!("netns-{}", gone.netns())).exists(), "its pinned maps are gone");
 }

@@ -277,8 +277,8 @@ fn unfiltered_frames_pass_and_malformed_ones_drop() {
     let truncated_tcp = syn[..14 + 20 + 10].to_vec();
     let mut bad_doff = syn.clone();
     bad_doff[14 + 20 + 12] = 0x40; // data offset 4 < 5
-    // XDP only: the kernel's skb test harness refuses some of these frames
-    // before the tc program could see them.
+                                   // XDP only: the kernel's skb test harness refuses some of these frames
+                                   // before the tc program could see them.
     for (name, frame) in [("IHL", bad_ihl), ("IP", truncated_ip), ("TCP", truncated_tcp), ("doff", bad_doff)] {
         assert_eq!(dp.inbound_xdp(&frame), Verdict::Drop, "malformed {name}");
     }
@@ -306,7 +306,10 @@ fn ip_options_vlan_tags_and_ipv6_extension_headers_are_walked() {
     // Hop-by-hop options then TCP 443 over IPv6.
     let l4 = tcp(40000, 443, TCP_SYN);
     let mut v6 = ethernet(ETH_P_IPV6);
-    let (src, dst) = ([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let (src, dst) = (
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    );
     v6.extend_from_slice(&ipv6_header(0, src, dst, 8 + l4.len()));
     v6.extend_from_slice(&[proto::TCP, 0, 1, 4, 0, 0, 0, 0]);
     v6.extend_from_slice(&l4);
@@ -356,7 +359,10 @@ fn later_fragments_follow_their_first_fragment() {
     assert_eq!(dp.inbound(&fragment_v4(&to(6000), 79, 0, true)), Verdict::Drop, "first fragment, no rule");
     assert_eq!(dp.inbound(&fragment_v4(&to(6000), 79, 3, false)), Verdict::Drop, "its later fragments too");
 
-    let (src, dst) = ([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let (src, dst) = (
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    );
     let udp6 = udp(4000, 5000, &[7u8; 16]);
     assert_eq!(dp.inbound(&fragment_v6(src, dst, &udp6, 9, 0, true)), Verdict::Pass, "IPv6 first fragment");
     assert_eq!(dp.inbound(&fragment_v6(src, dst, &[7u8; 24], 9, 3, false)), Verdict::Pass, "IPv6 later fragment");
@@ -432,10 +438,10 @@ fn the_most_specific_address_match_is_credited_with_the_flow() {
         ip(proto::TCP, a(src), a(dst), &tcp(sport, 80, TCP_SYN))
     };
     for (src, rule) in [
-        ("10.1.2.3", "a/inbound/1"),    // the /16 beats the /8 of the multi-peer rule
-        ("10.2.0.1", "a/inbound/0"),    // only the /8
-        ("10.9.9.1", "a/inbound/2"),    // a /24 member beats the /8
-        ("fd00:1::7", "a/inbound/4"),   // /64 beats /16
+        ("10.1.2.3", "a/inbound/1"),  // the /16 beats the /8 of the multi-peer rule
+        ("10.2.0.1", "a/inbound/0"),  // only the /8
+        ("10.9.9.1", "a/inbound/2"),  // a /24 member beats the /8
+        ("fd00:1::7", "a/inbound/4"), // /64 beats /16
         ("fd00:2::7", "a/inbound/3"),
     ] {
         let before = dp.rule(rule).flows;

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, Timeouts, DEFAULT_CAPACITY},
-    counters::{ReasonCounters, Reason, RuleCounters},
+    counters::{Reason, ReasonCounters, RuleCounters},
     policy::{capacity, Addr4, Addr6, AddrRules, L4Key, RuleSet, MAX_RULES},
 };
 
@@ -93,5 +93,4 @@ pub static RULE_STATS: PerCpuArray<RuleCounters> = PerCpuArray::with_max_entries
 
 /// `[direction * Reason::COUNT + reason]`: packets and bytes per verdict reason.
 #[map]
-pub static IFACE_STATS: PerCpuArray<ReasonCounters> =
-    PerCpuArray::with_max_entries(2 * Reason::COUNT, 0);
+pub static IFACE_STATS: PerCpuArray<ReasonCounters> = PerCpuArray::with_max_entries(2 * Reason::COUNT, 0);

@@ -30,7 +30,6 @@ pub struct Tuple {
     pub family: u8,
 }
 
-
 /// An IP packet the policy can judge. Filled in place (the BPF stack is
 /// 512 bytes; returning it by value would copy it).
 pub struct Packet {

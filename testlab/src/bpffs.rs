@@ -24,14 +24,8 @@ fn ensure_mounted() -> anyhow::Result<()> {
         return Ok(());
     }
     fs::create_dir_all(BPFFS).with_context(|| format!("creating {BPFFS}"))?;
-    mount(
-        Some("bpf"),
-        BPFFS,
-        Some("bpf"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .with_context(|| format!("mounting bpffs on {BPFFS}"))
+    mount(Some("bpf"), BPFFS, Some("bpf"), MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mounting bpffs on {BPFFS}"))
 }
 
 /// Creates `/sys/fs/bpf/testlab/PREFIX`.
@@ -54,9 +48,5 @@ pub(crate) fn stale(is_stale: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(ROOT) else {
         return Vec::new();
     };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| is_stale(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .collect()
+    entries.filter_map(Result::ok).filter(|e| is_stale(&e.file_name().to_string_lossy())).map(|e| e.path()).collect()
 }

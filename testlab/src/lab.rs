@@ -52,9 +52,7 @@ pub struct Host {
 }
 
 fn check_name(what: &str, name: &str) -> anyhow::Result<()> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if name.is_empty() || name.len() > 16 || !ok_chars {
         bail!("{what} name {name:?}: use 1-16 characters of a-z, 0-9 and '-'");
     }
@@ -82,10 +80,7 @@ fn preflight() -> anyhow::Result<()> {
 
 /// A short random tag: the per-process random hasher keys, mixed with the time.
 fn random_tag() -> String {
-    format!(
-        "{:04x}",
-        RandomState::new().hash_one(SystemTime::now()) & 0xffff
-    )
+    format!("{:04x}", RandomState::new().hash_one(SystemTime::now()) & 0xffff)
 }
 
 /// True for names of labs whose process is gone (killed before its `Drop`).
@@ -132,17 +127,7 @@ impl Lab {
         // From here on, an error drops `lab`, which deletes what exists.
         let sw = lab.switch.as_str();
         ip(&["-n", sw, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            sw,
-            "link",
-            "add",
-            BRIDGE,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
+        ip(&["-n", sw, "link", "add", BRIDGE, "type", "bridge", "mcast_snooping", "0"])?;
         ip(&["-n", sw, "link", "set", BRIDGE, "up"])?;
         Ok(lab)
     }
@@ -178,46 +163,17 @@ impl Lab {
         check_name("host", name)?;
         let netns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &netns]).with_context(|| format!("creating host {name}"))?;
-        self.created
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(0, netns.clone());
-        let host = Host {
-            name: name.to_owned(),
-            netns,
-        };
+        self.created.lock().unwrap_or_else(|p| p.into_inner()).insert(0, netns.clone());
+        let host = Host { name: name.to_owned(), netns };
         let ns = host.netns.as_str();
 
         let mut port = format!("v{}-{name}", self.ports.fetch_add(1, Ordering::Relaxed));
         port.truncate(15); // IFNAMSIZ - 1; unique through the number
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            HOST_IFACE,
-            "netns",
-            ns,
-        ])?;
-        ip(&[
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            &port,
-            "master",
-            BRIDGE,
-            "up",
-        ])?;
+        ip(&["-n", &self.switch, "link", "add", &port, "type", "veth", "peer", "name", HOST_IFACE, "netns", ns])?;
+        ip(&["-n", &self.switch, "link", "set", &port, "master", BRIDGE, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         let dad_off = format!("/proc/sys/net/ipv6/conf/{HOST_IFACE}/accept_dad");
-        host.in_netns(|| std::fs::write(&dad_off, "0"))
-            .with_context(|| format!("writing {dad_off} in {ns}"))?;
+        host.in_netns(|| std::fs::write(&dad_off, "0")).with_context(|| format!("writing {dad_off} in {ns}"))?;
         for addr in addrs {
             host.add_addr(addr)?;
         }
@@ -229,7 +185,15 @@ impl Lab {
     /// Joins two hosts with a second, direct veth pair: `a_if` in `a` with
     /// `a_addrs`, `b_if` in `b` with `b_addrs` (no bridge, no DAD), for a
     /// host with several interfaces.
-    pub fn link(&self, a: &Host, a_if: &str, a_addrs: &[&str], b: &Host, b_if: &str, b_addrs: &[&str]) -> anyhow::Result<()> {
+    pub fn link(
+        &self,
+        a: &Host,
+        a_if: &str,
+        a_addrs: &[&str],
+        b: &Host,
+        b_if: &str,
+        b_addrs: &[&str],
+    ) -> anyhow::Result<()> {
         for name in [a_if, b_if] {
             anyhow::ensure!(
                 !name.is_empty() && name.len() < 16 && name != HOST_IFACE,
@@ -266,21 +230,12 @@ impl Lab {
     /// work), and a frame sent before would be lost, costing a 1 s retry.
     fn wait_ready(&self, netns: &str, port: &str) -> anyhow::Result<()> {
         let shows = |args: &[&str], what: &str| {
-            netns::output("ip", args)
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(what))
+            netns::output("ip", args).is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(what))
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let forwarding = shows(
-                &["-n", &self.switch, "-d", "-o", "link", "show", "dev", port],
-                "state forwarding",
-            );
-            if forwarding
-                && shows(
-                    &["-n", netns, "-o", "link", "show", "dev", HOST_IFACE],
-                    "state UP",
-                )
-            {
+            let forwarding = shows(&["-n", &self.switch, "-d", "-o", "link", "show", "dev", port], "state forwarding");
+            if forwarding && shows(&["-n", netns, "-o", "link", "show", "dev", HOST_IFACE], "state UP") {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -293,12 +248,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(dir) = self
-            .state_dir
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(dir) = self.state_dir.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
             bpffs::remove(&dir);
         }
         let created = std::mem::take(self.created.get_mut().unwrap_or_else(|p| p.into_inner()));
@@ -329,9 +279,7 @@ impl Host {
     /// Adds an address (CIDR) to interface `iface`; IPv6 ones without DAD.
     pub fn add_addr_on(&self, iface: &str, cidr: &str) -> anyhow::Result<()> {
         let addr = cidr.split_once('/').map_or(cidr, |(a, _)| a);
-        let addr: IpAddr = addr
-            .parse()
-            .with_context(|| format!("invalid address {cidr:?}"))?;
+        let addr: IpAddr = addr.parse().with_context(|| format!("invalid address {cidr:?}"))?;
         let mut args = vec!["-n", &self.netns, "addr", "add", cidr, "dev", iface];
         if addr.is_ipv6() {
             args.push("nodad");
@@ -356,16 +304,11 @@ impl Host {
         std::thread::scope(|s| {
             let thread = s.spawn(|| {
                 if let Err(e) = netns::enter(&self.netns) {
-                    panic!(
-                        "testlab: cannot enter network namespace {}: {e}",
-                        self.netns
-                    );
+                    panic!("testlab: cannot enter network namespace {}: {e}", self.netns);
                 }
                 f()
             });
-            thread
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
 
@@ -386,12 +329,7 @@ impl Host {
     }
 
     /// As [`Host::tcp_connect`], from the chosen source address (port 0: any).
-    pub fn tcp_connect_from(
-        &self,
-        local: SocketAddr,
-        to: SocketAddr,
-        timeout: Duration,
-    ) -> Outcome {
+    pub fn tcp_connect_from(&self, local: SocketAddr, to: SocketAddr, timeout: Duration) -> Outcome {
         self.in_netns(|| sockets::tcp_exchange(Some(local), to, timeout))
     }
 
@@ -406,7 +344,6 @@ impl Host {
     pub fn ping(&self, to: IpAddr, timeout: Duration) -> bool {
         let secs = timeout.as_secs_f64().ceil().max(1.0).to_string();
         let to = to.to_string();
-        self.run(&["ping", "-n", "-q", "-c1", "-W", &secs, &to])
-            .is_ok_and(|out| out.status.success())
+        self.run(&["ping", "-n", "-q", "-c1", "-W", &secs, &to]).is_ok_and(|out| out.status.success())
     }
 }

@@ -22,20 +22,14 @@ pub(crate) fn output(program: &str, args: &[&str]) -> anyhow::Result<Output> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .with_context(|| {
-            format!("cannot run `{program}` (is it installed? `cargo xtask bootstrap` installs it)")
-        })
+        .with_context(|| format!("cannot run `{program}` (is it installed? `cargo xtask bootstrap` installs it)"))
 }
 
 /// Runs `ip ARGS…`; fails with the command and its stderr unless it exits 0.
 pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = output("ip", args)?;
     if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }

@@ -16,10 +16,7 @@ use std::{
 use anyhow::{anyhow, Context as _};
 use nix::{
     errno::Errno,
-    sys::socket::{
-        bind, connect, getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
-        SockaddrStorage,
-    },
+    sys::socket::{bind, connect, getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage},
 };
 
 use crate::netns;
@@ -73,11 +70,7 @@ fn from_io(what: &str, e: &io::Error) -> Outcome {
 
 /// Waits until `fd` is writable (a non-blocking connect finished) or `timeout`.
 fn wait_writable(fd: &OwnedFd, timeout: Duration) -> Result<bool, Errno> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     // SAFETY: one valid pollfd, for the duration of the call.
     let n = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -86,16 +79,8 @@ fn wait_writable(fd: &OwnedFd, timeout: Duration) -> Result<bool, Errno> {
 
 /// Connects (from `local` if given) and round-trips [`PROBE`]. Runs inside
 /// the client's namespace.
-pub(crate) fn tcp_exchange(
-    local: Option<SocketAddr>,
-    to: SocketAddr,
-    timeout: Duration,
-) -> Outcome {
-    let family = if to.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
+pub(crate) fn tcp_exchange(local: Option<SocketAddr>, to: SocketAddr, timeout: Duration) -> Outcome {
+    let family = if to.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let fd = match socket(family, SockType::Stream, flags, None) {
         Ok(fd) => fd,
@@ -132,10 +117,7 @@ pub(crate) fn tcp_exchange(
     })();
     match echoed {
         Ok(back) if back == PROBE => Outcome::Connected,
-        Ok(back) => Outcome::Other(format!(
-            "connected, but the echo was {:?}",
-            String::from_utf8_lossy(&back)
-        )),
+        Ok(back) => Outcome::Other(format!("connected, but the echo was {:?}", String::from_utf8_lossy(&back))),
         Err(e) => Outcome::Other(format!("connected, but no echo: {e}")),
     }
 }
@@ -143,30 +125,21 @@ pub(crate) fn tcp_exchange(
 /// Sends [`PROBE`] in one datagram and waits for it to come back. Runs inside
 /// the client's namespace.
 pub(crate) fn udp_exchange(to: SocketAddr, timeout: Duration) -> Outcome {
-    let any: SocketAddr = if to.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0_u16; 8], 0).into()
-    };
+    let any: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0_u16; 8], 0).into() };
     let socket = match UdpSocket::bind(any) {
         Ok(s) => s,
         Err(e) => return Outcome::Other(format!("bind: {e}")),
     };
     // Connected, so an ICMP port unreachable comes back as ECONNREFUSED.
-    let sent = socket
-        .connect(to)
-        .and_then(|()| socket.set_read_timeout(Some(timeout)))
-        .and_then(|()| socket.send(PROBE));
+    let sent =
+        socket.connect(to).and_then(|()| socket.set_read_timeout(Some(timeout))).and_then(|()| socket.send(PROBE));
     if let Err(e) = sent {
         return from_io("send", &e);
     }
     let mut back = [0; 64];
     match socket.recv(&mut back) {
         Ok(n) if back[..n] == *PROBE => Outcome::Connected,
-        Ok(n) => Outcome::Other(format!(
-            "the echo was {:?}",
-            String::from_utf8_lossy(&back[..n])
-        )),
+        Ok(n) => Outcome::Other(format!("the echo was {:?}", String::from_utf8_lossy(&back[..n]))),
         Err(e) => from_io("recv", &e),
     }
 }
@@ -196,21 +169,18 @@ impl Listener {
             let listener = TcpListener::bind(addr)?;
             listener.set_nonblocking(true)?;
             let local = listener.local_addr()?;
-            Ok((
-                local,
-                move |stop: &Arc<AtomicBool>, peers: &Mutex<Vec<SocketAddr>>| {
-                    while !stop.load(Ordering::Relaxed) {
-                        match listener.accept() {
-                            Ok((stream, peer)) => {
-                                peers.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
-                                let stop = Arc::clone(stop);
-                                thread::spawn(move || echo_tcp(stream, &stop));
-                            }
-                            Err(_) => thread::sleep(TICK),
+            Ok((local, move |stop: &Arc<AtomicBool>, peers: &Mutex<Vec<SocketAddr>>| {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, peer)) => {
+                            peers.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
+                            let stop = Arc::clone(stop);
+                            thread::spawn(move || echo_tcp(stream, &stop));
                         }
+                        Err(_) => thread::sleep(TICK),
                     }
-                },
-            ))
+                }
+            }))
         })
     }
 
@@ -219,18 +189,15 @@ impl Listener {
             let socket = UdpSocket::bind(addr)?;
             socket.set_read_timeout(Some(TICK))?;
             let local = socket.local_addr()?;
-            Ok((
-                local,
-                move |stop: &Arc<AtomicBool>, peers: &Mutex<Vec<SocketAddr>>| {
-                    let mut buf = vec![0; 65_536]; // any datagram, fragmented ones included
-                    while !stop.load(Ordering::Relaxed) {
-                        if let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                            peers.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
-                            let _ = socket.send_to(&buf[..n], peer);
-                        }
+            Ok((local, move |stop: &Arc<AtomicBool>, peers: &Mutex<Vec<SocketAddr>>| {
+                let mut buf = vec![0; 65_536]; // any datagram, fragmented ones included
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                        peers.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
+                        let _ = socket.send_to(&buf[..n], peer);
                     }
-                },
-            ))
+                }
+            }))
         })
     }
 
@@ -244,8 +211,7 @@ impl Listener {
         let stop = Arc::new(AtomicBool::new(false));
         let peers = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
-        let (netns_owned, stop2, peers2) =
-            (netns.to_owned(), Arc::clone(&stop), Arc::clone(&peers));
+        let (netns_owned, stop2, peers2) = (netns.to_owned(), Arc::clone(&stop), Arc::clone(&peers));
         let thread = thread::spawn(move || {
             let serve = match netns::enter(&netns_owned).and_then(|()| setup(addr)) {
                 Ok((local, serve)) => {
@@ -263,22 +229,13 @@ impl Listener {
             .recv()
             .map_err(|_| anyhow!("the {proto} server thread died"))?
             .with_context(|| format!("{proto} server on {addr} in {netns}"))?;
-        Ok(Self {
-            local,
-            stop,
-            peers,
-            thread: Some(thread),
-        })
+        Ok(Self { local, stop, peers, thread: Some(thread) })
     }
 }
 
 /// Echoes one connection until EOF, an error, or the server stops.
 fn echo_tcp(mut stream: TcpStream, stop: &AtomicBool) {
-    if stream
-        .set_nonblocking(false)
-        .and_then(|()| stream.set_read_timeout(Some(TICK)))
-        .is_err()
-    {
+    if stream.set_nonblocking(false).and_then(|()| stream.set_read_timeout(Some(TICK))).is_err() {
         return;
     }
     let mut buf = [0; 4096];
@@ -290,11 +247,7 @@ fn echo_tcp(mut stream: TcpStream, stop: &AtomicBool) {
                     return;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(_) => return,
         }
     }

@@ -29,12 +29,8 @@ fn new_lab() -> Lab {
 }
 
 fn pair(lab: &Lab) -> (Host, Host) {
-    let srv = lab
-        .host("srv", &["10.0.0.2/24", "fd00::2/64"])
-        .expect("server host");
-    let cli = lab
-        .host("cli", &["10.0.0.3/24", "fd00::3/64"])
-        .expect("client host");
+    let srv = lab.host("srv", &["10.0.0.2/24", "fd00::2/64"]).expect("server host");
+    let cli = lab.host("cli", &["10.0.0.3/24", "fd00::3/64"]).expect("client host");
     (srv, cli)
 }
 
@@ -42,24 +38,16 @@ fn pair(lab: &Lab) -> (Host, Host) {
 fn nft_drop(host: &Host, matches: &str) {
     for cmd in [
         "add table inet testlab".to_owned(),
-        "add chain inet testlab input { type filter hook input priority 0; policy accept; }"
-            .to_owned(),
+        "add chain inet testlab input { type filter hook input priority 0; policy accept; }".to_owned(),
         format!("add rule inet testlab input {matches} drop"),
     ] {
         let out = host.run(&["nft", &cmd]).expect("nft");
-        assert!(
-            out.status.success(),
-            "nft {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "nft {cmd}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
 fn netns_list() -> String {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -67,35 +55,20 @@ fn netns_list() -> String {
 fn tcp_outcomes_ipv4_and_ipv6() {
     let lab = new_lab();
     let (srv, cli) = pair(&lab);
-    for (listen, closed, dropped) in [
-        ("10.0.0.2:8080", "10.0.0.2:8081", "10.0.0.2:8082"),
-        ("[fd00::2]:8080", "[fd00::2]:8081", "[fd00::2]:8082"),
-    ] {
+    for (listen, closed, dropped) in
+        [("10.0.0.2:8080", "10.0.0.2:8081", "10.0.0.2:8082"), ("[fd00::2]:8080", "[fd00::2]:8081", "[fd00::2]:8082")]
+    {
         let _open = srv.tcp_listen(sa(listen)).expect("listen");
         let _behind_filter = srv.tcp_listen(sa(dropped)).expect("listen");
-        assert_eq!(
-            cli.tcp_connect(sa(listen), T),
-            Outcome::Connected,
-            "{listen}"
-        );
+        assert_eq!(cli.tcp_connect(sa(listen), T), Outcome::Connected, "{listen}");
         assert_eq!(cli.tcp_connect(sa(closed), T), Outcome::Refused, "{closed}");
-        assert_eq!(
-            cli.tcp_connect(sa(dropped), T),
-            Outcome::Connected,
-            "{dropped} before the rule"
-        );
+        assert_eq!(cli.tcp_connect(sa(dropped), T), Outcome::Connected, "{dropped} before the rule");
     }
     nft_drop(&srv, "tcp dport 8082");
     let _v4 = srv.tcp_listen(sa("10.0.0.2:8082")).expect("listen");
     let _v6 = srv.tcp_listen(sa("[fd00::2]:8082")).expect("listen");
-    assert_eq!(
-        cli.tcp_connect(sa("10.0.0.2:8082"), DROP),
-        Outcome::TimedOut
-    );
-    assert_eq!(
-        cli.tcp_connect(sa("[fd00::2]:8082"), DROP),
-        Outcome::TimedOut
-    );
+    assert_eq!(cli.tcp_connect(sa("10.0.0.2:8082"), DROP), Outcome::TimedOut);
+    assert_eq!(cli.tcp_connect(sa("[fd00::2]:8082"), DROP), Outcome::TimedOut);
     // The rule drops only that port.
     assert_eq!(cli.tcp_connect(sa("10.0.0.2:8081"), T), Outcome::Refused);
 }
@@ -109,26 +82,12 @@ fn udp_outcomes_ipv4_and_ipv6() {
     let _v4d = srv.udp_echo(sa("10.0.0.2:5302")).expect("udp echo");
     let _v6d = srv.udp_echo(sa("[fd00::2]:5302")).expect("udp echo");
     for host in ["10.0.0.2", "[fd00::2]"] {
-        assert_eq!(
-            cli.udp_exchange(sa(&format!("{host}:5300")), T),
-            Outcome::Connected,
-            "{host}"
-        );
-        assert_eq!(
-            cli.udp_exchange(sa(&format!("{host}:5301")), T),
-            Outcome::Refused,
-            "{host}"
-        );
+        assert_eq!(cli.udp_exchange(sa(&format!("{host}:5300")), T), Outcome::Connected, "{host}");
+        assert_eq!(cli.udp_exchange(sa(&format!("{host}:5301")), T), Outcome::Refused, "{host}");
     }
     nft_drop(&srv, "udp dport 5302");
-    assert_eq!(
-        cli.udp_exchange(sa("10.0.0.2:5302"), DROP),
-        Outcome::TimedOut
-    );
-    assert_eq!(
-        cli.udp_exchange(sa("[fd00::2]:5302"), DROP),
-        Outcome::TimedOut
-    );
+    assert_eq!(cli.udp_exchange(sa("10.0.0.2:5302"), DROP), Outcome::TimedOut);
+    assert_eq!(cli.udp_exchange(sa("[fd00::2]:5302"), DROP), Outcome::TimedOut);
     assert_eq!(cli.udp_exchange(sa("10.0.0.2:5300"), T), Outcome::Connected);
 }
 
@@ -155,39 +114,18 @@ fn chosen_source_address_and_added_addresses() {
     cli.add_addr("fd00::4/64").expect("add v6");
     let l4 = srv.tcp_listen(sa("10.0.0.2:9000")).expect("listen");
     let l6 = srv.tcp_listen(sa("[fd00::2]:9000")).expect("listen");
-    assert_eq!(
-        cli.tcp_connect_from(sa("10.0.0.4:0"), sa("10.0.0.2:9000"), T),
-        Outcome::Connected
-    );
-    assert_eq!(
-        cli.tcp_connect_from(sa("[fd00::4]:0"), sa("[fd00::2]:9000"), T),
-        Outcome::Connected
-    );
-    assert_eq!(
-        cli.tcp_connect_from(sa("10.0.0.3:0"), sa("10.0.0.2:9000"), T),
-        Outcome::Connected
-    );
+    assert_eq!(cli.tcp_connect_from(sa("10.0.0.4:0"), sa("10.0.0.2:9000"), T), Outcome::Connected);
+    assert_eq!(cli.tcp_connect_from(sa("[fd00::4]:0"), sa("[fd00::2]:9000"), T), Outcome::Connected);
+    assert_eq!(cli.tcp_connect_from(sa("10.0.0.3:0"), sa("10.0.0.2:9000"), T), Outcome::Connected);
     let seen: Vec<IpAddr> = l4.peers().iter().map(SocketAddr::ip).collect();
     assert_eq!(seen, [ip("10.0.0.4"), ip("10.0.0.3")]);
-    assert_eq!(
-        l6.peers().iter().map(SocketAddr::ip).collect::<Vec<_>>(),
-        [ip("fd00::4")]
-    );
+    assert_eq!(l6.peers().iter().map(SocketAddr::ip).collect::<Vec<_>>(), [ip("fd00::4")]);
     // The server can filter by source: drop only 10.0.0.4.
     nft_drop(&srv, "ip saddr 10.0.0.4");
-    assert_eq!(
-        cli.tcp_connect_from(sa("10.0.0.4:0"), sa("10.0.0.2:9000"), DROP),
-        Outcome::TimedOut
-    );
-    assert_eq!(
-        cli.tcp_connect_from(sa("10.0.0.3:0"), sa("10.0.0.2:9000"), T),
-        Outcome::Connected
-    );
+    assert_eq!(cli.tcp_connect_from(sa("10.0.0.4:0"), sa("10.0.0.2:9000"), DROP), Outcome::TimedOut);
+    assert_eq!(cli.tcp_connect_from(sa("10.0.0.3:0"), sa("10.0.0.2:9000"), T), Outcome::Connected);
     // Binding an address the host does not have is an error, not a verdict.
-    assert!(matches!(
-        cli.tcp_connect_from(sa("10.0.0.9:0"), sa("10.0.0.2:9000"), T),
-        Outcome::Other(_)
-    ));
+    assert!(matches!(cli.tcp_connect_from(sa("10.0.0.9:0"), sa("10.0.0.2:9000"), T), Outcome::Other(_)));
 }
 
 #[test]
@@ -200,17 +138,11 @@ fn hosts_are_separate_namespaces() {
     let _l = srv.tcp_listen(sa("127.0.0.1:7000")).expect("listen");
     assert_eq!(srv.tcp_connect(sa("127.0.0.1:7000"), T), Outcome::Connected);
     assert_eq!(cli.tcp_connect(sa("127.0.0.1:7000"), T), Outcome::Refused);
-    let out = srv
-        .run(&["ip", "-br", "addr", "show", "eth0"])
-        .expect("ip addr");
+    let out = srv.run(&["ip", "-br", "addr", "show", "eth0"]).expect("ip addr");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("10.0.0.2/24") && text.contains("fd00::2/64"),
-        "{text}"
-    );
+    assert!(text.contains("10.0.0.2/24") && text.contains("fd00::2/64"), "{text}");
     assert!(!text.contains("tentative"), "{text}");
-    let in_thread =
-        srv.in_netns(|| std::fs::read_to_string("/proc/sys/net/ipv6/conf/eth0/accept_dad"));
+    let in_thread = srv.in_netns(|| std::fs::read_to_string("/proc/sys/net/ipv6/conf/eth0/accept_dad"));
     assert_eq!(in_thread.expect("accept_dad").trim(), "0");
 }
 
@@ -222,29 +154,20 @@ fn drop_removes_everything_even_on_panic() {
     assert!(names.iter().all(|n| netns_list().contains(n.as_str())));
     drop(lab);
     let list = netns_list();
-    assert!(
-        names.iter().all(|n| !list.contains(n.as_str())),
-        "left behind: {list}"
-    );
+    assert!(names.iter().all(|n| !list.contains(n.as_str())), "left behind: {list}");
 
     let leaked = std::sync::Mutex::new(Vec::new());
     let result = std::panic::catch_unwind(|| {
         let lab = new_lab();
         let host = lab.host("h", &["10.0.0.2/24"]).expect("host");
-        leaked
-            .lock()
-            .expect("lock")
-            .extend([lab.switch_netns().to_owned(), host.netns().to_owned()]);
+        leaked.lock().expect("lock").extend([lab.switch_netns().to_owned(), host.netns().to_owned()]);
         panic!("a failing test");
     });
     assert!(result.is_err());
     let list = netns_list();
     let leaked = leaked.into_inner().expect("lock");
     assert_eq!(leaked.len(), 2);
-    assert!(
-        leaked.iter().all(|n| !list.contains(n.as_str())),
-        "left behind after a panic: {list}"
-    );
+    assert!(leaked.iter().all(|n| !list.contains(n.as_str())), "left behind after a panic: {list}");
 }
 
 #[test]
@@ -262,9 +185,7 @@ fn parallel_labs_do_not_collide() {
                 })
             })
             .collect();
-        runs.into_iter()
-            .map(|r| r.join().expect("lab thread"))
-            .collect::<Vec<_>>()
+        runs.into_iter().map(|r| r.join().expect("lab thread")).collect::<Vec<_>>()
     });
     assert!(prefixes[0] != prefixes[1] && prefixes[1] != prefixes[2] && prefixes[0] != prefixes[2]);
 }
@@ -276,34 +197,20 @@ fn bad_names_and_addresses_are_errors() {
     let lab = new_lab();
     assert!(lab.host("a", &["10.0.0.300/24"]).is_err());
     lab.host("b", &["10.0.0.2/24"]).expect("host b");
-    assert!(
-        lab.host("b", &["10.0.0.3/24"]).is_err(),
-        "a second host named b"
-    );
+    assert!(lab.host("b", &["10.0.0.3/24"]).is_err(), "a second host named b");
 }
 
 #[test]
 fn namespaces_of_dead_runs_are_removed() {
     // pid_max is at most 2^22, so no process has this pid: a killed run's leftover.
     let stale = "tl-4194305-0-dead-killed-sw";
-    let out = Command::new("ip")
-        .args(["netns", "add", stale])
-        .output()
-        .expect("ip netns add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("ip").args(["netns", "add", stale]).output().expect("ip netns add");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stale_state = std::path::Path::new("/sys/fs/bpf/testlab").join(stale);
     let _ = std::fs::create_dir_all(&stale_state); // bpffs may not be mounted yet
     let _lab = new_lab();
     assert!(!netns_list().contains(stale), "{stale} still there");
-    assert!(
-        !stale_state.exists(),
-        "{} still there",
-        stale_state.display()
-    );
+    assert!(!stale_state.exists(), "{} still there", stale_state.display());
 }
 
 #[test]
@@ -313,14 +220,8 @@ fn state_dir_is_private_to_the_lab_and_removed_on_drop() {
     assert_eq!(a.state_dir().expect("state dir"), dir, "one per lab");
     assert_ne!(b.state_dir().expect("state dir"), dir);
     assert!(dir.starts_with("/sys/fs/bpf") && dir.to_string_lossy().contains(a.prefix()));
-    let fs_type = nix::sys::statfs::statfs(&dir)
-        .expect("statfs")
-        .filesystem_type();
-    assert_eq!(
-        fs_type,
-        nix::sys::statfs::FsType(0xcafe_4a11),
-        "not on bpffs"
-    );
+    let fs_type = nix::sys::statfs::statfs(&dir).expect("statfs").filesystem_type();
+    assert_eq!(fs_type, nix::sys::statfs::FsType(0xcafe_4a11), "not on bpffs");
     std::fs::create_dir(dir.join("pins")).expect("mkdir on bpffs");
     drop(a);
     assert!(!dir.exists(), "{} still there", dir.display());

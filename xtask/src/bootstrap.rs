@@ -41,11 +41,7 @@ fn debian_packages() -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    sh::run(
-        Command::new("apt-get")
-            .args(["update", "-q"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    sh::run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
     sh::run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -66,27 +62,14 @@ fn nightly_rustc() -> Command {
 }
 
 fn rust_src() -> anyhow::Result<()> {
-    let installed = sh::stdout(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))
-    .context(
-        "the nightly toolchain is needed for the eBPF build (rustup toolchain install nightly)",
-    )?;
+    let installed =
+        sh::stdout(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .context("the nightly toolchain is needed for the eBPF build (rustup toolchain install nightly)")?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         sh::step("rust-src (nightly)", "already present");
         return Ok(());
     }
-    sh::run(Command::new("rustup").args([
-        "component",
-        "add",
-        "rust-src",
-        "--toolchain",
-        "nightly",
-    ]))?;
+    sh::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     sh::step("rust-src (nightly)", "installed");
     Ok(())
 }
@@ -136,19 +119,8 @@ fn llvm_prefix() -> anyhow::Result<Llvm> {
         symlink(&target, &link).with_context(|| format!("linking {}", link.display()))?;
         changed = true;
     }
-    let what = format!(
-        "LLVM {major} prefix {} -> {}",
-        prefix.display(),
-        target.display()
-    );
-    sh::step(
-        &what,
-        if changed {
-            "installed"
-        } else {
-            "already present"
-        },
-    );
+    let what = format!("LLVM {major} prefix {} -> {}", prefix.display(), target.display());
+    sh::step(&what, if changed { "installed" } else { "already present" });
     Ok(Llvm { major, prefix })
 }
 
@@ -177,18 +149,14 @@ fn ensure_on_path(dir: &Path) -> anyhow::Result<()> {
 
 fn bpf_linker_version(bin: &Path) -> Option<String> {
     let out = Command::new(bin).arg("--version").output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 fn bpf_linker(llvm: &Llvm) -> anyhow::Result<()> {
     let bin_dir = cargo_bin()?;
     ensure_on_path(&bin_dir)?;
     let bin = bin_dir.join("bpf-linker");
-    let minor = BPF_LINKER_VERSION
-        .rsplit_once('.')
-        .map_or(BPF_LINKER_VERSION, |(mm, _)| mm);
+    let minor = BPF_LINKER_VERSION.rsplit_once('.').map_or(BPF_LINKER_VERSION, |(mm, _)| mm);
     if let Some(version) = bpf_linker_version(&bin) {
         if version.split_whitespace().any(|w| w.starts_with(minor)) {
             sh::step(&format!("bpf-linker ({version})"), "already present");
@@ -197,24 +165,14 @@ fn bpf_linker(llvm: &Llvm) -> anyhow::Result<()> {
     }
     sh::run(
         sh::cargo()
-            .args([
-                "install",
-                "bpf-linker",
-                "--version",
-                BPF_LINKER_VERSION,
-                "--locked",
-                "--force",
-            ])
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
             .args(["--no-default-features", "--features"])
             .arg(format!("llvm-{}", llvm.major))
             .env("LLVM_PREFIX", &llvm.prefix),
     )?;
     match bpf_linker_version(&bin) {
         Some(version) => sh::step(&format!("bpf-linker ({version})"), "installed"),
-        None => bail!(
-            "bpf-linker was installed but `{} --version` fails",
-            bin.display()
-        ),
+        None => bail!("bpf-linker was installed but `{} --version` fails", bin.display()),
     }
     Ok(())
 }

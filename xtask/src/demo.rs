@@ -37,12 +37,7 @@ pub fn run() -> anyhow::Result<()> {
     let client = lab.host("client", &CLIENT)?;
     let outsider = lab.host("outsider", &OUTSIDER)?;
     for (host, addrs) in [(&server, SERVER), (&client, CLIENT), (&outsider, OUTSIDER)] {
-        println!(
-            "  {:<9} eth0 {}   (netns {})",
-            host.name(),
-            addrs.join(", "),
-            host.netns()
-        );
+        println!("  {:<9} eth0 {}   (netns {})", host.name(), addrs.join(", "), host.netns());
     }
     let _servers = LISTENING
         .iter()
@@ -52,35 +47,19 @@ pub fn run() -> anyhow::Result<()> {
 
     let mut checks = Checks::default();
     title("Before any policy: eth0 is not filtered");
-    checks.expect(
-        &outsider,
-        "203.0.113.1:8080",
-        Outcome::Connected,
-        "no group attached, nothing is filtered",
-    );
+    checks.expect(&outsider, "203.0.113.1:8080", Outcome::Connected, "no group attached, nothing is filtered");
 
     title("Apply seed Example 1, the web-server group, to the server's eth0");
     let netns = server.netns();
     let state = lab.state_dir()?;
-    println!(
-        "  (sgctl keeps this demo's state in {}, through SGCTL_STATE_DIR)",
-        state.display()
-    );
+    println!("  (sgctl keeps this demo's state in {}, through SGCTL_STATE_DIR)", state.display());
     // Declared after the lab, so dropped (detached) before the namespaces go.
-    let detach = Detach {
-        sgctl: Sgctl { bin: sgctl, state },
-        netns: netns.to_owned(),
-    };
+    let detach = Detach { sgctl: Sgctl { bin: sgctl, state }, netns: netns.to_owned() };
     let sgctl = &detach.sgctl;
     sgctl.step(netns, &["apply", &policy.to_string_lossy()])?;
 
     title("What the security group lets through");
-    checks.expect(
-        &client,
-        "203.0.113.1:80",
-        Outcome::Connected,
-        "HTTP is open to 0.0.0.0/0",
-    );
+    checks.expect(&client, "203.0.113.1:80", Outcome::Connected, "HTTP is open to 0.0.0.0/0");
     checks.expect(
         &client,
         "203.0.113.1:8080",
@@ -93,30 +72,10 @@ pub fn run() -> anyhow::Result<()> {
         Outcome::Refused,
         "HTTPS is allowed, nothing listens: the host itself refuses",
     );
-    checks.expect(
-        &outsider,
-        "203.0.113.1:22",
-        Outcome::TimedOut,
-        "SSH is only for 203.0.113.10/32",
-    );
-    checks.expect(
-        &client,
-        "203.0.113.1:22",
-        Outcome::Connected,
-        "from 203.0.113.10, SSH connects",
-    );
-    checks.expect(
-        &client,
-        "[2001:db8::1]:443",
-        Outcome::Refused,
-        "HTTPS also allows ::/0",
-    );
-    checks.expect(
-        &client,
-        "[2001:db8::1]:80",
-        Outcome::TimedOut,
-        "the HTTP rule says 0.0.0.0/0: IPv4 only",
-    );
+    checks.expect(&outsider, "203.0.113.1:22", Outcome::TimedOut, "SSH is only for 203.0.113.10/32");
+    checks.expect(&client, "203.0.113.1:22", Outcome::Connected, "from 203.0.113.10, SSH connects");
+    checks.expect(&client, "[2001:db8::1]:443", Outcome::Refused, "HTTPS also allows ::/0");
+    checks.expect(&client, "[2001:db8::1]:80", Outcome::TimedOut, "the HTTP rule says 0.0.0.0/0: IPv4 only");
 
     title("Per-rule counters");
     sgctl.step(netns, &["stats"])?;
@@ -125,7 +84,20 @@ pub fn run() -> anyhow::Result<()> {
     sgctl.step(netns, &["status"])?;
     sgctl.step(
         netns,
-        &["explain", "--iface", "eth0", "--in", "--proto", "tcp", "--src", "203.0.113.20", "--dst", "203.0.113.1", "--dport", "22"],
+        &[
+            "explain",
+            "--iface",
+            "eth0",
+            "--in",
+            "--proto",
+            "tcp",
+            "--src",
+            "203.0.113.20",
+            "--dst",
+            "203.0.113.1",
+            "--dport",
+            "22",
+        ],
     )?;
 
     title("Clean up: detach eth0, delete the namespaces");
@@ -149,10 +121,7 @@ impl Sgctl {
     fn step(&self, netns: &str, args: &[&str]) -> anyhow::Result<()> {
         println!("$ sgctl -n {netns} {}", args.join(" "));
         let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(sh::root())
-            .env("SGCTL_STATE_DIR", &self.state)
-            .args(["-n", netns])
-            .args(args);
+        cmd.current_dir(sh::root()).env("SGCTL_STATE_DIR", &self.state).args(["-n", netns]).args(args);
         sh::run(&mut cmd).with_context(|| format!("sgctl {} failed", args.join(" ")))
     }
 }
@@ -187,10 +156,7 @@ impl Checks {
         if got != want {
             self.wrong += 1;
         }
-        println!(
-            "  [{mark}] {:<8} -> {to:<18} {got:<10} ({why})",
-            from.name()
-        );
+        println!("  [{mark}] {:<8} -> {to:<18} {got:<10} ({why})", from.name());
         if got != want {
             println!("        expected {want}");
         }
@@ -198,16 +164,9 @@ impl Checks {
 
     fn finish(self) -> anyhow::Result<()> {
         if self.wrong > 0 {
-            bail!(
-                "{} of {} connections did not behave as the policy says",
-                self.wrong,
-                self.run
-            );
+            bail!("{} of {} connections did not behave as the policy says", self.wrong, self.run);
         }
-        println!(
-            "\ndemo: all {} connections behaved as the policy says",
-            self.run
-        );
+        println!("\ndemo: all {} connections behaved as the policy says", self.run);
         Ok(())
     }
 }

@@ -32,9 +32,7 @@ pub fn describe(cmd: &Command) -> String {
 /// Runs `cmd` with inherited stdio; fails unless it exits 0.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let what = describe(cmd);
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start `{what}`"))?;
+    let status = cmd.status().with_context(|| format!("cannot start `{what}`"))?;
     if !status.success() {
         bail!("`{what}` failed ({status})");
     }
@@ -44,9 +42,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// Runs `cmd` capturing its output, whatever its exit status.
 pub fn output(cmd: &mut Command) -> anyhow::Result<Output> {
     let what = describe(cmd);
-    cmd.stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start `{what}`"))
+    cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{what}`"))
 }
 
 /// Runs `cmd`; its stdout as text if it exits 0, else an error with its stderr.
@@ -54,11 +50,7 @@ pub fn stdout(cmd: &mut Command) -> anyhow::Result<String> {
     let what = describe(cmd);
     let out = output(cmd)?;
     if !out.status.success() {
-        bail!(
-            "`{what}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{what}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

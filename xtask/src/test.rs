@@ -18,18 +18,9 @@ pub fn run() -> anyhow::Result<()> {
     // The eBPF crate only builds for bpfel-unknown-none; firewall-ctl's build
     // script builds it (and its tests would not run on the host anyway).
     let mut cmd = sh::cargo();
-    cmd.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "firewall-ebpf",
-        "--no-fail-fast",
-    ])
-    .stdout(Stdio::piped());
+    cmd.args(["test", "--workspace", "--exclude", "firewall-ebpf", "--no-fail-fast"]).stdout(Stdio::piped());
     let what = sh::describe(&cmd);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start `{what}`"))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot start `{what}`"))?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let (mut passed, mut failed) = (0_u64, 0_u64);
     for line in BufReader::new(stdout).lines() {
@@ -40,9 +31,7 @@ pub fn run() -> anyhow::Result<()> {
             failed += f;
         }
     }
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for `{what}`"))?;
+    let status = child.wait().with_context(|| format!("waiting for `{what}`"))?;
     println!("xtask test: {passed} passed, {failed} failed");
     if !status.success() || failed > 0 {
         bail!("`{what}` failed ({status})");

@@ -33,7 +33,10 @@ pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow:
     let old = host.policy()?;
     let record = PolicyRecord {
         generation: old.as_ref().map_or(1, |o| o.generation + 1),
-        sources: files.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()).display().to_string()).collect(),
+        sources: files
+            .iter()
+            .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()).display().to_string())
+            .collect(),
         policy,
     };
     let wanted = wanted_after(host, &record.policy)?;
@@ -64,7 +67,11 @@ pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow:
 
 fn print_report(r: &Report) {
     let verb = if r.dry_run { "would apply" } else { "applied" };
-    println!("{verb} policy generation {} ({})", r.generation, r.netns.as_deref().map_or("host".into(), |n| format!("netns {n}")));
+    println!(
+        "{verb} policy generation {} ({})",
+        r.generation,
+        r.netns.as_deref().map_or("host".into(), |n| format!("netns {n}"))
+    );
     let rows: Vec<Vec<String>> = r
         .groups
         .iter()
@@ -96,10 +103,8 @@ fn rule_changes(old: Option<&Policy>, new: &Policy) -> Vec<GroupChange> {
     let signatures = |p: Option<&Policy>| -> BTreeMap<String, Vec<String>> {
         let mut m = BTreeMap::new();
         for g in p.map(|p| p.groups.as_slice()).unwrap_or_default() {
-            let sigs: Vec<String> = RuleDirection::BOTH
-                .iter()
-                .flat_map(|d| g.rules(*d).iter().map(move |r| signature(*d, r)))
-                .collect();
+            let sigs: Vec<String> =
+                RuleDirection::BOTH.iter().flat_map(|d| g.rules(*d).iter().map(move |r| signature(*d, r))).collect();
             m.insert(g.name.clone(), sigs);
         }
         m
@@ -124,7 +129,10 @@ fn rule_changes(old: Option<&Policy>, new: &Policy) -> Vec<GroupChange> {
 
 fn signature(direction: RuleDirection, r: &Rule) -> String {
     let peers: Vec<_> = r.peers.iter().map(|p| format!("{:?}", p.target)).collect();
-    format!("{direction} {:?} {:?} {:?} {:?} {peers:?} {:?}", r.protocol, r.ports, r.icmp_type, r.icmp_code, r.description)
+    format!(
+        "{direction} {:?} {:?} {:?} {:?} {peers:?} {:?}",
+        r.protocol, r.ports, r.icmp_type, r.icmp_code, r.description
+    )
 }
 
 fn multiset_minus(a: &[String], b: &[String]) -> usize {

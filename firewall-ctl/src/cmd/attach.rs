@@ -8,9 +8,9 @@ use crate::{
 };
 
 pub fn attach(host: &Host, iface: &str, groups: &[String], mode: Mode, json: bool) -> anyhow::Result<()> {
-    let policy = host.policy()?.ok_or_else(|| {
-        InputError(format!("no policy applied in {}: run `sgctl apply FILE...` first", host.scope))
-    })?;
+    let policy = host
+        .policy()?
+        .ok_or_else(|| InputError(format!("no policy applied in {}: run `sgctl apply FILE...` first", host.scope)))?;
     if netns::ifindex(iface).is_none() {
         return Err(InputError(format!("interface {iface:?} does not exist in {}", host.scope)).into());
     }

@@ -6,8 +6,7 @@ use serde::Serialize;
 use crate::{
     compile,
     control::{self, Wanted},
-    netns,
-    policy,
+    netns, policy,
     state::records::PolicyRecord,
 };
 

@@ -70,7 +70,10 @@ fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                         FlowState::Established => "established",
                         FlowState::Closing => "closing",
                     },
-                    rule: record.rules.get(entry.rule as usize).map_or_else(|| format!("#{}", entry.rule), ToString::to_string),
+                    rule: record
+                        .rules
+                        .get(entry.rule as usize)
+                        .map_or_else(|| format!("#{}", entry.rule), ToString::to_string),
                     idle_secs: idle / 1_000_000_000,
                     expires_in_secs: (timeout - idle) / 1_000_000_000,
                 });

@@ -135,8 +135,5 @@ fn print_tables(stats: &Stats) {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(&["INTERFACE", "NETNS", "DROPPED NO RULE", "MALFORMED", "CONNTRACK FULL", "FRAGMENT"], &rows)
-    );
+    print!("{}", table(&["INTERFACE", "NETNS", "DROPPED NO RULE", "MALFORMED", "CONNTRACK FULL", "FRAGMENT"], &rows));
 }

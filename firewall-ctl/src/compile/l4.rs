@@ -9,11 +9,7 @@ use crate::policy::{Ports, Rule, RuleDirection};
 /// protocol, ports and ICMP type/code of `rule`.
 pub fn keys(rule: &Rule, direction: RuleDirection) -> Vec<(u32, L4Key)> {
     let direction = direction.to_kernel();
-    let key = |protocol, port| L4Key {
-        direction,
-        protocol,
-        port,
-    };
+    let key = |protocol, port| L4Key { direction, protocol, port };
     let Some(protocol) = rule.protocol.number() else {
         return vec![(l4_prefix::ANY_PROTOCOL, key(0, [0, 0]))];
     };
@@ -41,11 +37,7 @@ pub fn port_blocks(first: u16, last: u16) -> Vec<(u32, u16)> {
     let mut out = Vec::new();
     while lo <= hi {
         // The largest block that starts at `lo` (alignment) and ends by `hi`.
-        let mut size_log = if lo == 0 {
-            16
-        } else {
-            lo.trailing_zeros().min(16)
-        };
+        let mut size_log = if lo == 0 { 16 } else { lo.trailing_zeros().min(16) };
         while lo + (1 << size_log) - 1 > hi {
             size_log -= 1;
         }
@@ -65,11 +57,7 @@ mod tests {
             .iter()
             .flat_map(|&(len, start)| {
                 let start = u32::from(start);
-                assert_eq!(
-                    start % (1 << (16 - len)),
-                    0,
-                    "block {start}/{len} is not aligned"
-                );
+                assert_eq!(start % (1 << (16 - len)), 0, "block {start}/{len} is not aligned");
                 start..start + (1 << (16 - len))
             })
             .collect();
@@ -79,21 +67,10 @@ mod tests {
 
     #[test]
     fn blocks_cover_ranges_exactly() {
-        for (first, last) in [
-            (1, 65535),
-            (0, 65535),
-            (22, 22),
-            (8000, 8100),
-            (1024, 2047),
-            (65535, 65535),
-            (3, 17),
-        ] {
+        for (first, last) in [(1, 65535), (0, 65535), (22, 22), (8000, 8100), (1024, 2047), (65535, 65535), (3, 17)] {
             let blocks = port_blocks(first, last);
             assert!(blocks.len() <= 30, "{first}-{last}: {}", blocks.len());
-            assert_eq!(
-                covered(&blocks),
-                (u32::from(first)..=u32::from(last)).collect::<Vec<_>>()
-            );
+            assert_eq!(covered(&blocks), (u32::from(first)..=u32::from(last)).collect::<Vec<_>>());
         }
         assert_eq!(port_blocks(0, 65535), [(0, 0)]);
         assert_eq!(port_blocks(1024, 2047), [(6, 1024)]);

@@ -48,11 +48,7 @@ impl LpmKey for L4Key {
     }
     fn from_bits(bits: u128) -> Self {
         let [direction, protocol, a, b] = ((bits >> 96) as u32).to_be_bytes();
-        Self {
-            direction,
-            protocol,
-            port: [a, b],
-        }
+        Self { direction, protocol, port: [a, b] }
     }
 }
 
@@ -80,10 +76,7 @@ pub fn build<K: LpmKey>(raw: impl IntoIterator<Item = (u32, K, u32)>) -> Vec<Lpm
     let mut merged: BTreeMap<(u128, u32), RuleSet> = BTreeMap::new();
     for (prefix_len, key, rule) in raw {
         let bits = key.to_bits() & mask(prefix_len);
-        merged
-            .entry((bits, prefix_len))
-            .or_insert(RuleSet::EMPTY)
-            .insert(rule);
+        merged.entry((bits, prefix_len)).or_insert(RuleSet::EMPTY).insert(rule);
     }
     let mut stack: Vec<(u128, u32, RuleSet)> = Vec::new();
     let mut out = Vec::with_capacity(merged.len());
@@ -101,13 +94,7 @@ pub fn build<K: LpmKey>(raw: impl IntoIterator<Item = (u32, K, u32)>) -> Vec<Lpm
             parent_len = *l;
         }
         stack.push((bits, len, rules));
-        out.push(LpmEntry {
-            prefix_len: len,
-            key: K::from_bits(bits),
-            rules,
-            own,
-            parent_len,
-        });
+        out.push(LpmEntry { prefix_len: len, key: K::from_bits(bits), rules, own, parent_len });
     }
     out
 }
@@ -154,12 +141,7 @@ mod tests {
         for e in &built {
             let mut want = RuleSet::EMPTY;
             for (len, key, rule) in &raw {
-                if contains(
-                    key.to_bits() & mask(*len),
-                    *len,
-                    e.key.to_bits(),
-                    e.prefix_len,
-                ) {
+                if contains(key.to_bits() & mask(*len), *len, e.key.to_bits(), e.prefix_len) {
                     want.insert(*rule);
                 }
             }

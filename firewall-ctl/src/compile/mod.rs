@@ -56,10 +56,7 @@ impl CompiledInterface {
 
     /// The id of `GROUP/DIRECTION/INDEX`, if attached here.
     pub fn rule_id(&self, group: &str, direction: RuleDirection, index: u32) -> Option<u32> {
-        let pos = self
-            .rules
-            .iter()
-            .position(|r| r.group == group && r.direction == direction && r.index == index)?;
+        let pos = self.rules.iter().position(|r| r.group == group && r.direction == direction && r.index == index)?;
         u32::try_from(pos).ok()
     }
 }
@@ -111,32 +108,18 @@ pub enum CompileError {
     #[error("unknown group \"{0}\": it is not defined in the policy")]
     UnknownGroup(String),
     #[error("groups {groups} have {count} rules together: at most {max} fit on one interface")]
-    TooManyRules {
-        groups: String,
-        count: usize,
-        max: usize,
-    },
+    TooManyRules { groups: String, count: usize, max: usize },
     #[error("the {map} map needs {entries} entries: at most {capacity} fit")]
-    MapFull {
-        map: &'static str,
-        entries: usize,
-        capacity: u32,
-    },
+    MapFull { map: &'static str, entries: usize, capacity: u32 },
     #[error("interface {interface}: {source}")]
-    OnInterface {
-        interface: String,
-        source: Box<CompileError>,
-    },
+    OnInterface { interface: String, source: Box<CompileError> },
 }
 
 impl CompileError {
     /// Names the interface whose compilation failed.
     #[must_use]
     pub fn on_interface(self, interface: &str) -> Self {
-        Self::OnInterface {
-            interface: interface.to_owned(),
-            source: Box::new(self),
-        }
+        Self::OnInterface { interface: interface.to_owned(), source: Box::new(self) }
     }
 }
 
@@ -155,29 +138,19 @@ pub struct Summary {
 pub fn summarize(policy: &Policy) -> Result<Summary, CompileError> {
     let mut map_entries = 0;
     for a in &policy.interfaces {
-        let compiled = compile_interface(policy, &a.groups, &BTreeMap::new())
-            .map_err(|e| e.on_interface(&a.interface))?;
+        let compiled =
+            compile_interface(policy, &a.groups, &BTreeMap::new()).map_err(|e| e.on_interface(&a.interface))?;
         map_entries += compiled.map_entries();
     }
-    let rules = policy
-        .groups
-        .iter()
-        .map(|g| g.inbound.len() + g.outbound.len())
-        .sum();
-    Ok(Summary {
-        groups: policy.groups.len(),
-        rules,
-        map_entries,
-    })
+    let rules = policy.groups.iter().map(|g| g.inbound.len() + g.outbound.len()).sum();
+    Ok(Summary { groups: policy.groups.len(), rules, map_entries })
 }
 
 /// The attached groups, each once, in the order given.
 fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>, CompileError> {
     let mut out: Vec<&Group> = Vec::new();
     for name in groups {
-        let group = policy
-            .group(name)
-            .ok_or_else(|| CompileError::UnknownGroup(name.clone()))?;
+        let group = policy.group(name).ok_or_else(|| CompileError::UnknownGroup(name.clone()))?;
         if !out.iter().any(|g| g.name == group.name) {
             out.push(group);
         }
@@ -186,11 +159,7 @@ fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>,
 }
 
 /// Addresses carrying `group`: its `members:` plus local interface addresses.
-fn members(
-    policy: &Policy,
-    local_members: &BTreeMap<String, Vec<IpNet>>,
-    group: &str,
-) -> Vec<IpNet> {
+fn members(policy: &Policy, local_members: &BTreeMap<String, Vec<IpNet>>, group: &str) -> Vec<IpNet> {
     let local = local_members.get(group).into_iter().flatten().copied();
     policy.members_of(group).chain(local).collect()
 }
@@ -219,16 +188,8 @@ pub fn compile_interface(
         }
     }
     if rules.len() > MAX_RULES {
-        let groups = attached
-            .iter()
-            .map(|g| g.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(CompileError::TooManyRules {
-            groups,
-            count: rules.len(),
-            max: MAX_RULES,
-        });
+        let groups = attached.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(CompileError::TooManyRules { groups, count: rules.len(), max: MAX_RULES });
     }
     order::sort(&mut rules);
 
@@ -237,11 +198,7 @@ pub fn compile_interface(
     for (id, (info, rule)) in rules.iter().enumerate() {
         // At most MAX_RULES, checked above.
         let id = id as u32;
-        raw.l4.extend(
-            l4::keys(rule, info.direction)
-                .into_iter()
-                .map(|(len, key)| (len, key, id)),
-        );
+        raw.l4.extend(l4::keys(rule, info.direction).into_iter().map(|(len, key)| (len, key, id)));
         for peer in &rule.peers {
             match &peer.target {
                 PeerTarget::Cidr(net) => raw.add(false, [*net], id),
@@ -250,9 +207,7 @@ pub fn compile_interface(
                     raw.add(false, cidrs.unwrap_or_default().iter().copied(), id);
                 }
                 PeerTarget::Group(name) => {
-                    let m = group_members
-                        .entry(name)
-                        .or_insert_with(|| members(policy, local_members, name));
+                    let m = group_members.entry(name).or_insert_with(|| members(policy, local_members, name));
                     raw.add(true, m.iter().copied(), id);
                 }
             }
@@ -286,11 +241,7 @@ impl Raw {
     /// Address peers: IPv4 networks go only to the IPv4 map, IPv6 only to
     /// the IPv6 one (an IPv4 CIDR never matches an IPv6 packet).
     fn add(&mut self, sg: bool, nets: impl IntoIterator<Item = IpNet>, id: u32) {
-        let (v4, v6) = if sg {
-            (&mut self.sg4, &mut self.sg6)
-        } else {
-            (&mut self.cidr4, &mut self.cidr6)
-        };
+        let (v4, v6) = if sg { (&mut self.sg4, &mut self.sg6) } else { (&mut self.cidr4, &mut self.cidr6) };
         for net in nets {
             let len = u32::from(net.prefix_len());
             match net {
@@ -310,11 +261,7 @@ fn check_capacity(c: &CompiledInterface) -> Result<(), CompileError> {
         ("SG_RULES6", c.sg6.len(), capacity::ADDRS),
     ];
     match maps.into_iter().find(|&(_, n, cap)| n > cap as usize) {
-        Some((map, entries, capacity)) => Err(CompileError::MapFull {
-            map,
-            entries,
-            capacity,
-        }),
+        Some((map, entries, capacity)) => Err(CompileError::MapFull { map, entries, capacity }),
         None => Ok(()),
     }
 }

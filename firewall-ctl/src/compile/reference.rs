@@ -21,25 +21,15 @@ pub fn reference_match(
     port_or_icmp: [u8; 2],
     peer: IpAddr,
 ) -> Vec<(String, RuleDirection, u32)> {
-    let known: Vec<String> = groups
-        .iter()
-        .filter(|g| policy.group(g).is_some())
-        .cloned()
-        .collect();
+    let known: Vec<String> = groups.iter().filter(|g| policy.group(g).is_some()).cloned().collect();
     let Ok(groups) = attached(policy, &known) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for group in groups {
         for (index, rule) in group.rules(direction).iter().enumerate() {
-            if l4_matches(rule, protocol, port_or_icmp)
-                && peer_matches(policy, local_members, rule, peer)
-            {
-                out.push((
-                    group.name.clone(),
-                    direction,
-                    u32::try_from(index).unwrap_or(u32::MAX),
-                ));
+            if l4_matches(rule, protocol, port_or_icmp) && peer_matches(policy, local_members, rule, peer) {
+                out.push((group.name.clone(), direction, u32::try_from(index).unwrap_or(u32::MAX)));
             }
         }
     }
@@ -66,23 +56,13 @@ fn l4_matches(rule: &Rule, protocol: u8, [a, b]: [u8; 2]) -> bool {
     true
 }
 
-fn peer_matches(
-    policy: &Policy,
-    local_members: &BTreeMap<String, Vec<IpNet>>,
-    rule: &Rule,
-    peer: IpAddr,
-) -> bool {
+fn peer_matches(policy: &Policy, local_members: &BTreeMap<String, Vec<IpNet>>, rule: &Rule, peer: IpAddr) -> bool {
     match_len(policy, local_members, rule, peer).is_some()
 }
 
 /// The longest prefix among the rule's peers (CIDRs, prefix-list entries,
 /// member addresses of `sg:` groups) that contains `peer`.
-fn match_len(
-    policy: &Policy,
-    local_members: &BTreeMap<String, Vec<IpNet>>,
-    rule: &Rule,
-    peer: IpAddr,
-) -> Option<u8> {
+fn match_len(policy: &Policy, local_members: &BTreeMap<String, Vec<IpNet>>, rule: &Rule, peer: IpAddr) -> Option<u8> {
     let nets: Vec<IpNet> = rule
         .peers
         .iter()

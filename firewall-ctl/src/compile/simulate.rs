@@ -28,14 +28,7 @@ pub fn allowed(
     port_or_icmp: [u8; 2],
     peer: IpAddr,
 ) -> RuleSet {
-    let l4 = set(
-        &compiled.l4,
-        L4Key {
-            direction: direction.to_kernel(),
-            protocol,
-            port: port_or_icmp,
-        },
-    );
+    let l4 = set(&compiled.l4, L4Key { direction: direction.to_kernel(), protocol, port: port_or_icmp });
     let mut addr = match peer {
         IpAddr::V4(a) => set(&compiled.cidr4, a.octets()),
         IpAddr::V6(a) => set(&compiled.cidr6, addr6_from_octets(a.octets())),

@@ -60,17 +60,9 @@ fn web_server_example() {
     // The /32 SSH rule is the most specific; the rest keep file order.
     assert_eq!(
         names,
-        [
-            "web-server/inbound/0",
-            "web-server/inbound/1",
-            "web-server/inbound/2",
-            "web-server/outbound/0"
-        ]
+        ["web-server/inbound/0", "web-server/inbound/1", "web-server/inbound/2", "web-server/outbound/0"]
     );
-    assert_eq!(
-        c.rules[2].description.as_deref(),
-        Some("Allow HTTPS (secure web traffic)")
-    );
+    assert_eq!(c.rules[2].description.as_deref(), Some("Allow HTTPS (secure web traffic)"));
     assert_eq!(who(&c, In, TCP, 22, "203.0.113.10"), "web-server/inbound/0");
     assert_eq!(who(&c, In, TCP, 22, "203.0.113.11"), "drop");
     assert_eq!(who(&c, In, TCP, 80, "198.51.100.1"), "web-server/inbound/1");
@@ -80,11 +72,7 @@ fn web_server_example() {
     assert_eq!(who(&c, Out, UDP, 53, "8.8.8.8"), "web-server/outbound/0");
     assert_eq!(who(&c, Out, TCP, 443, "2001:db8::1"), "drop");
     // 0.0.0.0/0 is prefix 0; the /32 entry carries its ancestor's rules.
-    let zero = c
-        .cidr4
-        .iter()
-        .find(|e| e.prefix_len == 0)
-        .expect("0.0.0.0/0");
+    let zero = c.cidr4.iter().find(|e| e.prefix_len == 0).expect("0.0.0.0/0");
     let ssh = c.cidr4.iter().find(|e| e.prefix_len == 32).expect("/32");
     assert!(!zero.rules.contains(0) && zero.rules.contains(1) && zero.rules.contains(3));
     assert!((0..4).all(|r| ssh.rules.contains(r)));
@@ -99,63 +87,30 @@ fn app_server_and_database_examples() {
 
     let app = compile(&p, &["app-server"]);
     let names: Vec<String> = app.rules.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        names,
-        [
-            "app-server/inbound/0",
-            "app-server/outbound/0",
-            "app-server/outbound/1"
-        ]
-    );
-    assert_eq!(
-        app.rules[0].description.as_deref(),
-        Some("Allow only traffic from ALB")
-    );
-    assert_eq!(
-        who(&app, In, TCP, 8080, "10.0.0.10"),
-        "app-server/inbound/0"
-    );
+    assert_eq!(names, ["app-server/inbound/0", "app-server/outbound/0", "app-server/outbound/1"]);
+    assert_eq!(app.rules[0].description.as_deref(), Some("Allow only traffic from ALB"));
+    assert_eq!(who(&app, In, TCP, 8080, "10.0.0.10"), "app-server/inbound/0");
     assert_eq!(who(&app, In, TCP, 8080, "fd00::10"), "app-server/inbound/0");
     assert_eq!(who(&app, In, TCP, 8080, "10.0.0.11"), "drop");
     assert_eq!(who(&app, In, TCP, 8081, "10.0.0.10"), "drop");
     // Both outbound rules allow MySQL to the database; the sg: one is credited.
-    assert_eq!(
-        who(&app, Out, TCP, 3306, "10.0.2.5"),
-        "app-server/outbound/0"
-    );
-    assert_eq!(
-        who(&app, Out, TCP, 3306, "fd00:2::5"),
-        "app-server/outbound/0"
-    );
-    assert_eq!(
-        who(&app, Out, TCP, 443, "192.0.2.1"),
-        "app-server/outbound/1"
-    );
+    assert_eq!(who(&app, Out, TCP, 3306, "10.0.2.5"), "app-server/outbound/0");
+    assert_eq!(who(&app, Out, TCP, 3306, "fd00:2::5"), "app-server/outbound/0");
+    assert_eq!(who(&app, Out, TCP, 443, "192.0.2.1"), "app-server/outbound/1");
     assert_eq!(who(&app, Out, TCP, 3306, "fd00:2::6"), "drop");
 
     let db = compile(&p, &["database"]);
     assert_eq!(db.rules.len(), 1);
     assert_eq!(who(&db, In, TCP, 3306, "10.0.1.77"), "database/inbound/0");
-    assert_eq!(
-        who(&db, In, TCP, 3306, "fd00:1::abcd"),
-        "database/inbound/0"
-    );
+    assert_eq!(who(&db, In, TCP, 3306, "fd00:1::abcd"), "database/inbound/0");
     assert_eq!(who(&db, In, TCP, 3306, "10.0.2.5"), "drop");
     assert_eq!(who(&db, Out, TCP, 443, "10.0.1.77"), "drop");
 
     let lb = compile(&p, &["load-balancer"]);
+    assert_eq!(who(&lb, In, TCP, 443, "192.0.2.1"), "load-balancer/inbound/0");
+    assert_eq!(who(&lb, Out, UDP, 53, "fd00::53"), "load-balancer/outbound/0");
     assert_eq!(
-        who(&lb, In, TCP, 443, "192.0.2.1"),
-        "load-balancer/inbound/0"
-    );
-    assert_eq!(
-        who(&lb, Out, UDP, 53, "fd00::53"),
-        "load-balancer/outbound/0"
-    );
-    assert_eq!(
-        lb.rules[lb.rule_id("load-balancer", Out, 0).expect("implicit rule") as usize]
-            .description
-            .as_deref(),
+        lb.rules[lb.rule_id("load-balancer", Out, 0).expect("implicit rule") as usize].description.as_deref(),
         Some("Allow all outbound traffic (default)")
     );
 }
@@ -163,10 +118,7 @@ fn app_server_and_database_examples() {
 #[test]
 fn local_interface_addresses_join_group_members() {
     let p = example(&["app-server.yaml", "database.yaml"]);
-    let local = BTreeMap::from([(
-        "app-server".to_owned(),
-        vec!["192.168.7.2/32".parse().expect("net")],
-    )]);
+    let local = BTreeMap::from([("app-server".to_owned(), vec!["192.168.7.2/32".parse().expect("net")])]);
     let db = compile_interface(&p, &["database".to_owned()], &local).expect("compiles");
     let dir = In;
     assert!(lookup(&db, dir, TCP, 3306u16.to_be_bytes(), ip("192.168.7.2")).is_some());
@@ -191,19 +143,7 @@ fn l4_prefixes() {
     );
     let c = compile(&p, &["g"]);
     let mut got: Vec<(u32, [u8; 4])> =
-        c.l4.iter()
-            .map(|e| {
-                (
-                    e.prefix_len,
-                    [
-                        e.key.direction,
-                        e.key.protocol,
-                        e.key.port[0],
-                        e.key.port[1],
-                    ],
-                )
-            })
-            .collect();
+        c.l4.iter().map(|e| (e.prefix_len, [e.key.direction, e.key.protocol, e.key.port[0], e.key.port[1]])).collect();
     got.sort_unstable();
     let mut want = vec![
         (l4_prefix::ANY_PROTOCOL, [0, 0, 0, 0]),
@@ -218,22 +158,10 @@ fn l4_prefixes() {
     assert_eq!(got, want);
     // A ping matches icmp-any and type 8; the lowest id in file order wins
     // among equally specific rules (all, then icmp).
-    assert_eq!(
-        who(&c, In, ICMP, u16::from_be_bytes([8, 0]), "10.1.1.1"),
-        "g/inbound/0"
-    );
-    assert_eq!(
-        allowed(&c, In, ICMP, [8, 0], ip("10.1.1.1")).words[0],
-        0b111
-    );
-    assert_eq!(
-        who(&c, In, ICMPV6, u16::from_be_bytes([1, 4]), "fd00::1"),
-        "g/inbound/3"
-    );
-    assert_eq!(
-        who(&c, In, ICMPV6, u16::from_be_bytes([1, 3]), "fd00::1"),
-        "drop"
-    );
+    assert_eq!(who(&c, In, ICMP, u16::from_be_bytes([8, 0]), "10.1.1.1"), "g/inbound/0");
+    assert_eq!(allowed(&c, In, ICMP, [8, 0], ip("10.1.1.1")).words[0], 0b111);
+    assert_eq!(who(&c, In, ICMPV6, u16::from_be_bytes([1, 4]), "fd00::1"), "g/inbound/3");
+    assert_eq!(who(&c, In, ICMPV6, u16::from_be_bytes([1, 3]), "fd00::1"), "drop");
 }
 
 #[test]
@@ -331,31 +259,19 @@ fn groups_attached_twice_count_once() {
 fn unknown_group_is_an_error() {
     let p = example(&["web-server.yaml"]);
     let e = compile_interface(&p, &["nope".to_owned()], &BTreeMap::new()).expect_err("unknown");
-    assert_eq!(
-        e.to_string(),
-        "unknown group \"nope\": it is not defined in the policy"
-    );
+    assert_eq!(e.to_string(), "unknown group \"nope\": it is not defined in the policy");
 }
 
 #[test]
 fn too_many_rules_names_the_interface() {
     let mut text = String::from("groups:\n  big:\n    inbound:\n");
     for i in 0..MAX_RULES {
-        let _ = writeln!(
-            text,
-            "      - {{ protocol: tcp, ports: {}, source: 10.0.0.0/8 }}",
-            i + 1
-        );
+        let _ = writeln!(text, "      - {{ protocol: tcp, ports: {}, source: 10.0.0.0/8 }}", i + 1);
     }
     let p = policy(&text);
     // MAX_RULES inbound + the implicit outbound rule.
-    let e = compile_interface(&p, &["big".to_owned()], &BTreeMap::new())
-        .expect_err("too many")
-        .on_interface("eth0");
-    assert_eq!(
-        e.to_string(),
-        "interface eth0: groups big have 1025 rules together: at most 1024 fit on one interface"
-    );
+    let e = compile_interface(&p, &["big".to_owned()], &BTreeMap::new()).expect_err("too many").on_interface("eth0");
+    assert_eq!(e.to_string(), "interface eth0: groups big have 1025 rules together: at most 1024 fit on one interface");
     let text = text.replacen("    inbound:\n", "    outbound: []\n    inbound:\n", 1);
     assert_eq!(compile(&policy(&text), &["big"]).rules.len(), MAX_RULES);
 }
@@ -365,14 +281,7 @@ fn summary_counts_groups_rules_and_entries() {
     let p = example(&["web-server.yaml"]);
     let s = summarize(&p).expect("compiles");
     let c = compile(&p, &["web-server"]);
-    assert_eq!(
-        s,
-        Summary {
-            groups: 1,
-            rules: 4,
-            map_entries: c.map_entries()
-        }
-    );
+    assert_eq!(s, Summary { groups: 1, rules: 4, map_entries: c.map_entries() });
     assert_eq!(c.map_entries(), 4 + 2 + 1);
 }
 
@@ -386,17 +295,9 @@ fn conntrack_settings_reach_the_compiled_interface() {
 
 #[test]
 fn rule_info_serialises_with_lowercase_direction() {
-    let info = RuleInfo {
-        group: "g".into(),
-        direction: Out,
-        index: 2,
-        description: None,
-    };
+    let info = RuleInfo { group: "g".into(), direction: Out, index: 2, description: None };
     let json = serde_json::to_string(&info).expect("serialises");
-    assert_eq!(
-        json,
-        r#"{"group":"g","direction":"outbound","index":2,"description":null}"#
-    );
+    assert_eq!(json, r#"{"group":"g","direction":"outbound","index":2,"description":null}"#);
 }
 
 // ---- property test: the compiled maps agree with the reference matcher ----
@@ -428,16 +329,7 @@ fn random_addr(rng: &mut Rng) -> IpAddr {
     if rng.chance(60) {
         IpAddr::V4(Ipv4Addr::new(10, 0, (low % 4) as u8, (low >> 8) as u8))
     } else {
-        IpAddr::V6(Ipv6Addr::new(
-            0xfd00,
-            0,
-            0,
-            0,
-            0,
-            0,
-            (low % 4) as u16,
-            (low >> 16) as u16 & 0x1ff,
-        ))
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, (low % 4) as u16, (low >> 16) as u16 & 0x1ff))
     }
 }
 
@@ -450,9 +342,7 @@ fn random_net(rng: &mut Rng) -> IpNet {
     IpNet::new(addr, len).expect("valid length").trunc()
 }
 
-const PORT_POOL: &[u16] = &[
-    1, 21, 22, 53, 79, 80, 81, 443, 1023, 1024, 3306, 8000, 8080, 65535,
-];
+const PORT_POOL: &[u16] = &[1, 21, 22, 53, 79, 80, 81, 443, 1023, 1024, 3306, 8000, 8080, 65535];
 
 fn random_ports(rng: &mut Rng) -> String {
     let one = |rng: &mut Rng| match rng.below(6) {
@@ -514,14 +404,10 @@ fn random_policy(rng: &mut Rng) -> (String, Vec<String>) {
     }
     text += "members:\n";
     for g in &groups {
-        let nets: Vec<String> = (0..rng.below(3))
-            .map(|_| format!("\"{}\"", random_net(rng)))
-            .collect();
+        let nets: Vec<String> = (0..rng.below(3)).map(|_| format!("\"{}\"", random_net(rng))).collect();
         let _ = writeln!(text, "  {g}: [{}]", nets.join(", "));
     }
-    let nets: Vec<String> = (0..rng.below(3))
-        .map(|_| format!("\"{}\"", random_net(rng)))
-        .collect();
+    let nets: Vec<String> = (0..rng.below(3)).map(|_| format!("\"{}\"", random_net(rng))).collect();
     let _ = writeln!(text, "prefix_lists:\n  list: [{}]", nets.join(", "));
     (text, groups)
 }
@@ -547,8 +433,7 @@ fn lookup_agrees_with_reference_match() {
                 [*rng.pick(&[0u8, 3, 8, 128, 129]), *rng.pick(&[0u8, 1, 4])]
             } else {
                 let p = *rng.pick(PORT_POOL);
-                rng.pick(&[p, p.saturating_add(1), p.saturating_sub(1), 0])
-                    .to_be_bytes()
+                rng.pick(&[p, p.saturating_add(1), p.saturating_sub(1), 0]).to_be_bytes()
             };
             let peer = random_addr(&mut rng);
             let want = reference_match(&p, &attached, &local, dir, proto, port, peer);
@@ -578,8 +463,5 @@ fn lookup_agrees_with_reference_match() {
         }
     }
     // The generator must exercise both verdicts.
-    assert!(
-        allowed_count > 5_000 && allowed_count < 40_000,
-        "{allowed_count}"
-    );
+    assert!(allowed_count > 5_000 && allowed_count < 40_000, "{allowed_count}");
 }

@@ -24,12 +24,7 @@ const LINK_EGRESS: &str = "link_egress";
 
 /// Loads, fills, attaches and pins under `dir` (which must not exist yet).
 /// On any failure nothing stays attached and `dir` is removed.
-pub fn attach(
-    dir: &Path,
-    ifname: &str,
-    mode: Mode,
-    compiled: &CompiledInterface,
-) -> anyhow::Result<IngressHook> {
+pub fn attach(dir: &Path, ifname: &str, mode: Mode, compiled: &CompiledInterface) -> anyhow::Result<IngressHook> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = attach_into(dir, ifname, mode, compiled);
     if result.is_err() {
@@ -81,8 +76,7 @@ fn attach_tc(ebpf: &mut Ebpf, prog: &str, ifname: &str, at: TcAttachType, pin: &
 }
 
 fn attach_xdp(ebpf: &mut Ebpf, ifname: &str, mode: XdpMode, pin: &Path) -> anyhow::Result<()> {
-    let program: &mut Xdp =
-        ebpf.program_mut(PROG_INGRESS_XDP).context("program sg_ingress_xdp missing")?.try_into()?;
+    let program: &mut Xdp = ebpf.program_mut(PROG_INGRESS_XDP).context("program sg_ingress_xdp missing")?.try_into()?;
     if program.fd().is_err() {
         program.load().context("loading sg_ingress_xdp")?;
     }

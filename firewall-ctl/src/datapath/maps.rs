@@ -73,7 +73,8 @@ impl IfaceMaps {
 
     /// Counters of rule ids `0..count`, summed over CPUs.
     pub fn rule_counters(&self, count: usize) -> anyhow::Result<Vec<RuleCounters>> {
-        let stats: PerCpuArray<MapData, RuleCounters> = PerCpuArray::try_from(Map::PerCpuArray(self.data(RULE_STATS)?))?;
+        let stats: PerCpuArray<MapData, RuleCounters> =
+            PerCpuArray::try_from(Map::PerCpuArray(self.data(RULE_STATS)?))?;
         (0..count as u32)
             .map(|rule| {
                 let per_cpu = stats.get(&rule, 0)?;
@@ -163,11 +164,8 @@ fn sync_lpm<K: Pod + Eq + Hash, V: Pod>(
     value: impl Fn(&LpmEntry<K>) -> V,
 ) -> anyhow::Result<()> {
     let wanted: HashSet<(u32, K)> = entries.iter().map(|e| (e.prefix_len, e.key)).collect();
-    let stale: Vec<Key<K>> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !wanted.contains(&(k.prefix_len(), k.data())))
-        .collect();
+    let stale: Vec<Key<K>> =
+        map.keys().filter_map(Result::ok).filter(|k| !wanted.contains(&(k.prefix_len(), k.data()))).collect();
     for e in entries {
         map.insert(&Key::new(e.prefix_len, e.key), value(e), 0)?;
     }

@@ -34,12 +34,7 @@ pub struct PolicyError {
 
 impl PolicyError {
     pub fn new(at: &Location, kind: ErrorKind) -> Self {
-        Self {
-            file: at.file.clone(),
-            line: at.line,
-            col: at.col,
-            kind,
-        }
+        Self { file: at.file.clone(), line: at.line, col: at.col, kind }
     }
 }
 
@@ -56,32 +51,18 @@ pub enum ErrorKind {
     #[error("more than one YAML document in a file: put each policy in its own file")]
     MultipleDocuments,
     #[error("{found} where {what} was expected: {expected}")]
-    WrongType {
-        what: &'static str,
-        found: &'static str,
-        expected: &'static str,
-    },
+    WrongType { what: &'static str, found: &'static str, expected: &'static str },
     #[error("unknown key \"{key}\" {context}: expected one of {allowed}")]
-    UnknownKey {
-        key: String,
-        context: String,
-        allowed: String,
-    },
+    UnknownKey { key: String, context: String, allowed: String },
     #[error("key \"{key}\" appears twice in the same map (first at {first}): keep one")]
     DuplicateKey { key: String, first: Location },
     #[error("{what} \"{name}\" is defined twice (first at {first}): each name may be defined once across all files")]
-    Duplicate {
-        what: &'static str,
-        name: String,
-        first: Location,
-    },
+    Duplicate { what: &'static str, name: String, first: Location },
     #[error("missing key \"{key}\" {context}: {expected}")]
-    MissingKey {
-        key: &'static str,
-        context: String,
-        expected: &'static str,
-    },
-    #[error("invalid {what} name \"{name}\": names are 1-63 characters of a-z 0-9 . _ -, starting with a letter or digit")]
+    MissingKey { key: &'static str, context: String, expected: &'static str },
+    #[error(
+        "invalid {what} name \"{name}\": names are 1-63 characters of a-z 0-9 . _ -, starting with a letter or digit"
+    )]
     InvalidName { what: &'static str, name: String },
     #[error("invalid interface name \"{0}\": 1-15 characters, no '/', ':' or whitespace")]
     InvalidInterfaceName(String),
@@ -89,9 +70,7 @@ pub enum ErrorKind {
     UnknownGroup { name: String, context: &'static str },
     #[error("unknown prefix list \"pl:{0}\": define it under prefix_lists:")]
     UnknownPrefixList(String),
-    #[error(
-        "group \"{group}\" is listed twice for interface \"{interface}\": list each group once"
-    )]
+    #[error("group \"{group}\" is listed twice for interface \"{interface}\": list each group once")]
     RepeatedAttachment { interface: String, group: String },
     #[error("interface \"{0}\" does not exist on this host: check `ip link`")]
     NoSuchInterface(String),
@@ -105,13 +84,9 @@ pub enum ErrorKind {
     ReversedRange(String),
     #[error("ports are not allowed with protocol \"{0}\": ports apply to tcp and udp only (use icmp_type/icmp_code for ICMP)")]
     PortsNotAllowed(String),
-    #[error(
-        "protocol \"{0}\" needs ports: add ports: a number, \"FROM-TO\", a service name or all"
-    )]
+    #[error("protocol \"{0}\" needs ports: add ports: a number, \"FROM-TO\", a service name or all")]
     MissingPorts(String),
-    #[error(
-        "{key} is not allowed with protocol \"{protocol}\": it applies to icmp and icmpv6 only"
-    )]
+    #[error("{key} is not allowed with protocol \"{protocol}\": it applies to icmp and icmpv6 only")]
     IcmpNotAllowed { key: &'static str, protocol: String },
     #[error("icmp_code \"{0}\" without icmp_type: give icmp_type too, or neither to match any ICMP message")]
     IcmpCodeWithoutType(String),
@@ -123,29 +98,16 @@ pub enum ErrorKind {
     HostBitsSet { value: String, network: String },
     #[error("invalid {key} \"{value}\": expected a CIDR (10.0.0.0/8, ::/0), an address, sg:GROUP or pl:LIST")]
     InvalidPeer { key: &'static str, value: String },
-    #[error(
-        "invalid member \"{0}\": expected an address or CIDR (sg: and pl: are not allowed here)"
-    )]
+    #[error("invalid member \"{0}\": expected an address or CIDR (sg: and pl: are not allowed here)")]
     InvalidMember(String),
     #[error("invalid prefix list entry \"{0}\": expected an address or CIDR")]
     InvalidPrefixListEntry(String),
-    #[error(
-        "\"{key}\" is not allowed in an {direction} rule: {direction} rules match the {expected}"
-    )]
-    WrongPeerKey {
-        key: &'static str,
-        direction: &'static str,
-        expected: &'static str,
-    },
+    #[error("\"{key}\" is not allowed in an {direction} rule: {direction} rules match the {expected}")]
+    WrongPeerKey { key: &'static str, direction: &'static str, expected: &'static str },
     #[error("empty list for \"{0}\": a rule needs at least one value here")]
     EmptyList(&'static str),
     #[error("description \"{start}...\" is {len} characters long: at most 255 are allowed")]
     DescriptionTooLong { start: String, len: usize },
     #[error("invalid {key} \"{value}\": expected a whole number {min}-{max}")]
-    OutOfRange {
-        key: &'static str,
-        value: String,
-        min: u64,
-        max: u64,
-    },
+    OutOfRange { key: &'static str, value: String, min: u64, max: u64 },
 }

@@ -18,20 +18,13 @@ struct Seen<'a> {
 
 impl<'a> Seen<'a> {
     fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            first: HashMap::new(),
-        }
+        Self { what, first: HashMap::new() }
     }
 
     fn define(&mut self, name: &'a str, at: &'a Location) -> Result<(), PolicyError> {
         match self.first.insert(name, at) {
             Some(first) => {
-                let kind = ErrorKind::Duplicate {
-                    what: self.what,
-                    name: name.into(),
-                    first: first.clone(),
-                };
+                let kind = ErrorKind::Duplicate { what: self.what, name: name.into(), first: first.clone() };
                 Err(PolicyError::new(at, kind))
             }
             None => Ok(()),
@@ -41,10 +34,7 @@ impl<'a> Seen<'a> {
 
 pub fn merge(files: Vec<String>, parts: Vec<FileParts>) -> Result<Policy, PolicyError> {
     check_duplicates(&parts)?;
-    let mut policy = Policy {
-        files,
-        ..Policy::default()
-    };
+    let mut policy = Policy { files, ..Policy::default() };
     let mut interface_groups = Vec::new();
     for part in parts {
         policy.groups.extend(part.groups);
@@ -52,11 +42,7 @@ pub fn merge(files: Vec<String>, parts: Vec<FileParts>) -> Result<Policy, Policy
         policy.prefix_lists.extend(part.prefix_lists);
         for a in part.interfaces {
             let names = a.groups.iter().map(|(g, _)| g.clone()).collect();
-            policy.interfaces.push(Attachment {
-                interface: a.interface,
-                at: a.at,
-                groups: names,
-            });
+            policy.interfaces.push(Attachment { interface: a.interface, at: a.at, groups: names });
             interface_groups.push(a.groups);
         }
         for (key, _, value) in part.conntrack {
@@ -99,15 +85,9 @@ fn check_duplicates(parts: &[FileParts]) -> Result<(), PolicyError> {
     Ok(())
 }
 
-fn check_references(
-    policy: &Policy,
-    interface_groups: &[Vec<(String, Location)>],
-) -> Result<(), PolicyError> {
+fn check_references(policy: &Policy, interface_groups: &[Vec<(String, Location)>]) -> Result<(), PolicyError> {
     let unknown_group = |name: &str, at: &Location, context| {
-        let kind = ErrorKind::UnknownGroup {
-            name: name.to_owned(),
-            context,
-        };
+        let kind = ErrorKind::UnknownGroup { name: name.to_owned(), context };
         Err(PolicyError::new(at, kind))
     };
     for group in &policy.groups {
@@ -137,10 +117,8 @@ fn check_references(
                 return unknown_group(name, at, "in interfaces");
             }
             if groups[..i].iter().any(|(earlier, _)| earlier == name) {
-                let kind = ErrorKind::RepeatedAttachment {
-                    interface: attachment.interface.clone(),
-                    group: name.clone(),
-                };
+                let kind =
+                    ErrorKind::RepeatedAttachment { interface: attachment.interface.clone(), group: name.clone() };
                 return Err(PolicyError::new(at, kind));
             }
         }

@@ -20,8 +20,8 @@ use std::path::Path;
 
 pub use error::{ErrorKind, Location, PolicyError};
 pub use model::{
-    Attachment, Conntrack, Group, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList,
-    Protocol, Rule, RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
+    Attachment, Conntrack, Group, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol, Rule,
+    RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
 };
 
 /// Reads and parses policy files, merged in the order given.
@@ -33,12 +33,7 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
         match std::fs::read_to_string(path) {
             Ok(text) => sources.push((name, text)),
             Err(e) => {
-                let at = Location {
-                    file_index: 0,
-                    line: 1,
-                    col: 1,
-                    file: name,
-                };
+                let at = Location { file_index: 0, line: 1, col: 1, file: name };
                 return Err(PolicyError::new(&at, ErrorKind::Read(e)));
             }
         }
@@ -65,10 +60,7 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<Policy, PolicyError
 /// the first missing one where the file names it.
 pub fn check_interfaces(policy: &Policy, exists: impl Fn(&str) -> bool) -> Result<(), PolicyError> {
     match policy.interfaces.iter().find(|a| !exists(&a.interface)) {
-        Some(a) => Err(PolicyError::new(
-            &a.at,
-            ErrorKind::NoSuchInterface(a.interface.clone()),
-        )),
+        Some(a) => Err(PolicyError::new(&a.at, ErrorKind::NoSuchInterface(a.interface.clone()))),
         None => Ok(()),
     }
 }

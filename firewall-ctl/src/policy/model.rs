@@ -39,10 +39,7 @@ impl Policy {
 
     /// The `members:` addresses of a group (without local interface addresses).
     pub fn members_of<'a>(&'a self, group: &'a str) -> impl Iterator<Item = IpNet> + 'a {
-        self.members
-            .iter()
-            .filter(move |m| m.group == group)
-            .flat_map(|m| m.addresses.iter().copied())
+        self.members.iter().filter(move |m| m.group == group).flat_map(|m| m.addresses.iter().copied())
     }
 }
 

@@ -30,23 +30,9 @@ pub struct FileAttachment {
     pub groups: Vec<(String, Location)>,
 }
 
-const TOP_KEYS: &[&str] = &[
-    "groups",
-    "members",
-    "prefix_lists",
-    "interfaces",
-    "conntrack",
-];
+const TOP_KEYS: &[&str] = &["groups", "members", "prefix_lists", "interfaces", "conntrack"];
 const GROUP_KEYS: &[&str] = &["description", "inbound", "outbound"];
-const RULE_KEYS: &[&str] = &[
-    "protocol",
-    "ports",
-    "icmp_type",
-    "icmp_code",
-    "source",
-    "destination",
-    "description",
-];
+const RULE_KEYS: &[&str] = &["protocol", "ports", "icmp_type", "icmp_code", "source", "destination", "description"];
 /// `conntrack:` keys with their AWS ranges (semantics.md item 10).
 const CONNTRACK_KEYS: &[(&str, u64, u64)] = &[
     ("tcp_established_timeout", 60, 432_000),
@@ -76,10 +62,7 @@ impl<'a> Fields<'a> {
 
     /// The key node and value node of `key`.
     fn get(&self, key: &str) -> Option<(&'a Node, &'a Node)> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.key_text() == key)
-            .map(|(k, v)| (k, v))
+        self.0.iter().find(|(k, _)| k.key_text() == key).map(|(k, v)| (k, v))
     }
 
     fn value(&self, key: &str) -> Option<&'a Node> {
@@ -88,11 +71,7 @@ impl<'a> Fields<'a> {
 }
 
 /// The entries of a map; a null (an empty section) is an empty map.
-fn map<'a>(
-    node: &'a Node,
-    what: &'static str,
-    expected: &'static str,
-) -> Result<&'a [(Node, Node)], PolicyError> {
+fn map<'a>(node: &'a Node, what: &'static str, expected: &'static str) -> Result<&'a [(Node, Node)], PolicyError> {
     match &node.value {
         Value::Map(entries) => Ok(entries),
         _ if node.is_null() => Ok(&[]),
@@ -107,10 +86,7 @@ fn scalars<'a>(
     expected: &'static str,
 ) -> Result<Vec<(&'a Node, &'a str)>, PolicyError> {
     match &node.value {
-        Value::Seq(items) => items
-            .iter()
-            .map(|n| Ok((n, values::scalar(n, what, expected)?)))
-            .collect(),
+        Value::Seq(items) => items.iter().map(|n| Ok((n, values::scalar(n, what, expected)?))).collect(),
         _ => Ok(vec![(node, values::scalar(node, what, expected)?)]),
     }
 }
@@ -129,20 +105,13 @@ pub fn file(root: &Node) -> Result<FileParts, PolicyError> {
                 .into_iter()
                 .map(|(n, text)| {
                     if text.starts_with("sg:") || text.starts_with("pl:") {
-                        return Err(PolicyError::new(
-                            &n.at,
-                            ErrorKind::InvalidMember(text.into()),
-                        ));
+                        return Err(PolicyError::new(&n.at, ErrorKind::InvalidMember(text.into())));
                     }
                     values::cidr(n, text)
                 })
                 .collect::<Result<_, _>>()?;
             let group = values::name(name, "group")?;
-            parts.members.push(Members {
-                group,
-                at: name.at.clone(),
-                addresses,
-            });
+            parts.members.push(Members { group, at: name.at.clone(), addresses });
         }
     }
     if let Some(node) = top.value("prefix_lists") {
@@ -160,11 +129,7 @@ pub fn file(root: &Node) -> Result<FileParts, PolicyError> {
                 })
                 .collect::<Result<_, _>>()?;
             let name_text = values::name(name, "prefix list")?;
-            parts.prefix_lists.push(PrefixList {
-                name: name_text,
-                at: name.at.clone(),
-                cidrs,
-            });
+            parts.prefix_lists.push(PrefixList { name: name_text, at: name.at.clone(), cidrs });
         }
     }
     if let Some(node) = top.value("interfaces") {
@@ -174,11 +139,7 @@ pub fn file(root: &Node) -> Result<FileParts, PolicyError> {
                 .into_iter()
                 .map(|(n, _)| Ok((values::name(n, "group")?, n.at.clone())))
                 .collect::<Result<_, PolicyError>>()?;
-            parts.interfaces.push(FileAttachment {
-                interface,
-                at: iface.at.clone(),
-                groups,
-            });
+            parts.interfaces.push(FileAttachment { interface, at: iface.at.clone(), groups });
         }
     }
     if let Some(node) = top.value("conntrack") {
@@ -207,13 +168,7 @@ fn group(name_node: &Node, body: &Node) -> Result<Group, PolicyError> {
         Some(list) => rules(list, RuleDirection::Outbound)?,
         None => vec![default_outbound(&name_node.at)],
     };
-    Ok(Group {
-        name,
-        at: name_node.at.clone(),
-        description,
-        inbound,
-        outbound,
-    })
+    Ok(Group { name, at: name_node.at.clone(), description, inbound, outbound })
 }
 
 /// What a new AWS security group has: all protocols out to everywhere.
@@ -221,10 +176,7 @@ fn default_outbound(at: &Location) -> Rule {
     let everywhere = ["0.0.0.0/0", "::/0"]
         .iter()
         .filter_map(|n| n.parse().ok())
-        .map(|net| Peer {
-            at: at.clone(),
-            target: PeerTarget::Cidr(net),
-        })
+        .map(|net| Peer { at: at.clone(), target: PeerTarget::Cidr(net) })
         .collect();
     Rule {
         at: at.clone(),
@@ -243,10 +195,7 @@ fn description(node: &Node) -> Result<String, PolicyError> {
     let len = text.chars().count();
     if len > 255 {
         let start = text.chars().take(20).collect();
-        return Err(PolicyError::new(
-            &node.at,
-            ErrorKind::DescriptionTooLong { start, len },
-        ));
+        return Err(PolicyError::new(&node.at, ErrorKind::DescriptionTooLong { start, len }));
     }
     Ok(text.to_owned())
 }
@@ -254,11 +203,7 @@ fn description(node: &Node) -> Result<String, PolicyError> {
 fn rules(list: &Node, direction: RuleDirection) -> Result<Vec<Rule>, PolicyError> {
     match &list.value {
         Value::Seq(items) => items.iter().map(|item| rule(item, direction)).collect(),
-        _ => Err(values::wrong_type(
-            list,
-            "a list of rules",
-            "a list of rules; write [] for none",
-        )),
+        _ => Err(values::wrong_type(list, "a list of rules", "a list of rules; write [] for none")),
     }
 }
 
@@ -270,56 +215,29 @@ fn rule(node: &Node, direction: RuleDirection) -> Result<Rule, PolicyError> {
         RuleDirection::Outbound => ("destination", "source"),
     };
     if let Some((k, _)) = fields.get(wrong_key) {
-        let kind = ErrorKind::WrongPeerKey {
-            key: wrong_key,
-            direction: dir,
-            expected: peer_key,
-        };
+        let kind = ErrorKind::WrongPeerKey { key: wrong_key, direction: dir, expected: peer_key };
         return Err(PolicyError::new(&k.at, kind));
     }
     let missing = |key, expected| {
         let context = format!("in an {dir} rule");
-        PolicyError::new(
-            &node.at,
-            ErrorKind::MissingKey {
-                key,
-                context,
-                expected,
-            },
-        )
+        PolicyError::new(&node.at, ErrorKind::MissingKey { key, context, expected })
     };
 
     let Some(proto_node) = fields.value("protocol") else {
-        return Err(missing(
-            "protocol",
-            "tcp, udp, icmp, icmpv6, all or a protocol number",
-        ));
+        return Err(missing("protocol", "tcp, udp, icmp, icmpv6, all or a protocol number"));
     };
     let protocol = values::protocol(proto_node)?;
     let ports = match (fields.get("ports"), protocol.has_ports()) {
         (Some((_, v)), true) => values::ports(v)?,
-        (None, true) => {
-            return Err(PolicyError::new(
-                &node.at,
-                ErrorKind::MissingPorts(protocol.to_string()),
-            ))
-        }
-        (Some((k, _)), false) => {
-            return Err(PolicyError::new(
-                &k.at,
-                ErrorKind::PortsNotAllowed(protocol.to_string()),
-            ))
-        }
+        (None, true) => return Err(PolicyError::new(&node.at, ErrorKind::MissingPorts(protocol.to_string()))),
+        (Some((k, _)), false) => return Err(PolicyError::new(&k.at, ErrorKind::PortsNotAllowed(protocol.to_string()))),
         (None, false) => Ports::Any,
     };
     let mut icmp = [None, None];
     for (slot, key) in icmp.iter_mut().zip(["icmp_type", "icmp_code"]) {
         if let Some((k, v)) = fields.get(key) {
             if !protocol.is_icmp() {
-                let kind = ErrorKind::IcmpNotAllowed {
-                    key,
-                    protocol: protocol.to_string(),
-                };
+                let kind = ErrorKind::IcmpNotAllowed { key, protocol: protocol.to_string() };
                 return Err(PolicyError::new(&k.at, kind));
             }
             *slot = Some((values::icmp(v, key)?, v));
@@ -329,27 +247,16 @@ fn rule(node: &Node, direction: RuleDirection) -> Result<Rule, PolicyError> {
     // pins the type before the code), and "code 4 of any type" is never
     // what anyone means, so it is refused.
     if let [None, Some((code, v))] = icmp {
-        return Err(PolicyError::new(
-            &v.at,
-            ErrorKind::IcmpCodeWithoutType(code.to_string()),
-        ));
+        return Err(PolicyError::new(&v.at, ErrorKind::IcmpCodeWithoutType(code.to_string())));
     }
 
     let Some(peer_node) = fields.value(peer_key) else {
-        return Err(missing(
-            peer_key,
-            "a CIDR, an address, sg:GROUP, pl:LIST or a list of these",
-        ));
+        return Err(missing(peer_key, "a CIDR, an address, sg:GROUP, pl:LIST or a list of these"));
     };
     const PEER_EXPECTED: &str = "a CIDR, an address, sg:GROUP or pl:LIST";
     let peers = values::one_or_many(peer_node, peer_key, "an address", PEER_EXPECTED)?
         .into_iter()
-        .map(|(n, text)| {
-            Ok(Peer {
-                at: n.at.clone(),
-                target: values::peer(n, text, peer_key)?,
-            })
-        })
+        .map(|(n, text)| Ok(Peer { at: n.at.clone(), target: values::peer(n, text, peer_key)? }))
         .collect::<Result<_, PolicyError>>()?;
 
     Ok(Rule {

@@ -68,38 +68,16 @@ fn ports_forms() {
         ("8000-8100", Ports::Ranges(vec![r(8000, 8100)])),
         ("all", Ports::Any),
         ("[22, 80, all]", Ports::Any),
-        (
-            "[https, http, 1-1024]",
-            Ports::Ranges(vec![r(443, 443), r(80, 80), r(1, 1024)]),
-        ),
+        ("[https, http, 1-1024]", Ports::Ranges(vec![r(443, 443), r(80, 80), r(1, 1024)])),
         ("65535", Ports::Ranges(vec![r(65535, 65535)])),
     ] {
-        let p = ok(&inbound(&format!(
-            "protocol: tcp, ports: {text}, source: 10.0.0.0/8"
-        )));
+        let p = ok(&inbound(&format!("protocol: tcp, ports: {text}, source: 10.0.0.0/8")));
         assert_eq!(rule0(&p).ports, want, "{text}");
     }
-    let services = [
-        ("ssh", 22),
-        ("ftp", 21),
-        ("sftp", 22),
-        ("http", 80),
-        ("https", 443),
-        ("rdp", 3389),
-    ];
-    for (name, port) in
-        services
-            .into_iter()
-            .chain([("dns", 53), ("mysql", 3306), ("postgres", 5432)])
-    {
-        let p = ok(&inbound(&format!(
-            "protocol: udp, ports: {name}, source: 10.0.0.0/8"
-        )));
-        assert_eq!(
-            rule0(&p).ports,
-            Ports::Ranges(vec![r(port, port)]),
-            "{name}"
-        );
+    let services = [("ssh", 22), ("ftp", 21), ("sftp", 22), ("http", 80), ("https", 443), ("rdp", 3389)];
+    for (name, port) in services.into_iter().chain([("dns", 53), ("mysql", 3306), ("postgres", 5432)]) {
+        let p = ok(&inbound(&format!("protocol: udp, ports: {name}, source: 10.0.0.0/8")));
+        assert_eq!(rule0(&p).ports, Ports::Ranges(vec![r(port, port)]), "{name}");
     }
 }
 
@@ -114,51 +92,19 @@ prefix_lists:
   office: [192.0.2.0/24, \"2001:db8::/32\", 198.51.100.7]
 ";
     let p = ok(text);
-    let targets: Vec<String> = rule0(&p)
-        .peers
-        .iter()
-        .map(|p| p.target.to_string())
-        .collect();
-    assert_eq!(
-        targets,
-        [
-            "10.0.0.5/32",
-            "fd00::5/128",
-            "0.0.0.0/0",
-            "::/0",
-            "sg:a",
-            "pl:office"
-        ]
-    );
-    assert_eq!(
-        (rule0(&p).peers[1].at.line, rule0(&p).peers[1].at.col),
-        (5, 28)
-    );
+    let targets: Vec<String> = rule0(&p).peers.iter().map(|p| p.target.to_string()).collect();
+    assert_eq!(targets, ["10.0.0.5/32", "fd00::5/128", "0.0.0.0/0", "::/0", "sg:a", "pl:office"]);
+    assert_eq!((rule0(&p).peers[1].at.line, rule0(&p).peers[1].at.col), (5, 28));
     let pl = p.prefix_list("office").expect("defined");
-    assert_eq!(
-        pl.cidrs,
-        [
-            net("192.0.2.0/24"),
-            net("2001:db8::/32"),
-            net("198.51.100.7/32")
-        ]
-    );
+    assert_eq!(pl.cidrs, [net("192.0.2.0/24"), net("2001:db8::/32"), net("198.51.100.7/32")]);
 }
 
 #[test]
 fn icmp_fields() {
-    let p = ok(&inbound(
-        "protocol: icmp, icmp_type: 8, icmp_code: 0, source: 0.0.0.0/0",
-    ));
-    assert_eq!(
-        (rule0(&p).icmp_type, rule0(&p).icmp_code),
-        (Some(8), Some(0))
-    );
+    let p = ok(&inbound("protocol: icmp, icmp_type: 8, icmp_code: 0, source: 0.0.0.0/0"));
+    assert_eq!((rule0(&p).icmp_type, rule0(&p).icmp_code), (Some(8), Some(0)));
     let p = ok(&inbound("protocol: icmpv6, icmp_type: 128, source: ::/0"));
-    assert_eq!(
-        (rule0(&p).icmp_type, rule0(&p).icmp_code),
-        (Some(128), None)
-    );
+    assert_eq!((rule0(&p).icmp_type, rule0(&p).icmp_code), (Some(128), None));
 }
 
 #[test]
@@ -170,10 +116,7 @@ fn default_and_empty_outbound() {
     let d = &a.outbound[0];
     assert!(d.implicit);
     assert_eq!(d.protocol, Protocol::All);
-    assert_eq!(
-        d.description.as_deref(),
-        Some("Allow all outbound traffic (default)")
-    );
+    assert_eq!(d.description.as_deref(), Some("Allow all outbound traffic (default)"));
     let peers: Vec<String> = d.peers.iter().map(|p| p.target.to_string()).collect();
     assert_eq!(peers, ["0.0.0.0/0", "::/0"]);
     assert!(p.group("b").expect("b").outbound.is_empty());
@@ -183,14 +126,8 @@ fn default_and_empty_outbound() {
 #[test]
 fn files_merge_in_order_with_cross_references() {
     let p = parse_sources(&[
-        (
-            "one.yaml".into(),
-            "groups:\n  z: { inbound: [{protocol: all, source: sg:a}] }\n".into(),
-        ),
-        (
-            "two.yaml".into(),
-            "groups:\n  a: {}\nmembers:\n  z: [10.0.0.1]\ninterfaces:\n  eth0: [a, z]\n".into(),
-        ),
+        ("one.yaml".into(), "groups:\n  z: { inbound: [{protocol: all, source: sg:a}] }\n".into()),
+        ("two.yaml".into(), "groups:\n  a: {}\nmembers:\n  z: [10.0.0.1]\ninterfaces:\n  eth0: [a, z]\n".into()),
     ])
     .expect("valid");
     let names: Vec<&str> = p.groups.iter().map(|g| g.name.as_str()).collect();
@@ -204,31 +141,20 @@ fn files_merge_in_order_with_cross_references() {
 #[test]
 fn conntrack_section() {
     let p = ok("groups: {}\n");
-    assert_eq!(
-        p.conntrack.timeouts(),
-        firewall_common::conntrack::Timeouts::AWS_DEFAULT
-    );
-    assert_eq!(
-        p.conntrack.capacity(),
-        firewall_common::conntrack::DEFAULT_CAPACITY
-    );
+    assert_eq!(p.conntrack.timeouts(), firewall_common::conntrack::Timeouts::AWS_DEFAULT);
+    assert_eq!(p.conntrack.capacity(), firewall_common::conntrack::DEFAULT_CAPACITY);
     let p = ok("conntrack:\n  tcp_established_timeout: 3600\n  udp_stream_timeout: 60\n  udp_timeout: 45\n  max_entries: 1024\n");
     let t = p.conntrack.timeouts();
     assert_eq!(t.tcp_established_ns, 3600 * 1_000_000_000);
     assert_eq!(t.udp_stream_ns, 60 * 1_000_000_000);
     assert_eq!(t.udp_single_ns, 45 * 1_000_000_000);
-    assert_eq!(
-        t.icmp_ns,
-        firewall_common::conntrack::Timeouts::AWS_DEFAULT.icmp_ns
-    );
+    assert_eq!(t.icmp_ns, firewall_common::conntrack::Timeouts::AWS_DEFAULT.icmp_ns);
     assert_eq!(p.conntrack.capacity(), 1024);
 }
 
 #[test]
 fn policy_round_trips_through_json() {
-    let p = ok(&inbound(
-        "protocol: tcp, ports: [22, 8000-8100], source: [sg:a, 10.0.0.0/8]",
-    ));
+    let p = ok(&inbound("protocol: tcp, ports: [22, 8000-8100], source: [sg:a, 10.0.0.0/8]"));
     let json = serde_json::to_string(&p).expect("serialises");
     let back: Policy = serde_json::from_str(&json).expect("deserialises");
     assert_eq!(serde_json::to_string(&back).expect("serialises"), json);
@@ -245,10 +171,7 @@ fn interfaces_are_checked_where_named() {
     let p = ok("groups:\n  a: {}\ninterfaces:\n  eth0: [a]\n  veth9: []\n");
     assert!(check_interfaces(&p, |_| true).is_ok());
     let e = check_interfaces(&p, |name| name == "eth0").expect_err("veth9 missing");
-    assert_eq!(
-        e.to_string(),
-        "p.yaml:5:3: interface \"veth9\" does not exist on this host: check `ip link`"
-    );
+    assert_eq!(e.to_string(), "p.yaml:5:3: interface \"veth9\" does not exist on this host: check `ip link`");
 }
 
 // ---- one test per error class ---------------------------------------------
@@ -356,9 +279,7 @@ fn error_port_out_of_range() {
         "p.yaml:4:33: port \"0\" is out of range: ports are 1-65535"
     );
     assert_eq!(
-        err(&inbound(
-            "protocol: udp, ports: [53, \"0-100\"], source: 10.0.0.0/8"
-        )),
+        err(&inbound("protocol: udp, ports: [53, \"0-100\"], source: 10.0.0.0/8")),
         "p.yaml:4:38: port \"0-100\" is out of range: ports are 1-65535"
     );
 }
@@ -374,9 +295,7 @@ fn error_invalid_port() {
 #[test]
 fn error_reversed_range() {
     assert_eq!(
-        err(&inbound(
-            "protocol: tcp, ports: 8100-8000, source: 10.0.0.0/8"
-        )),
+        err(&inbound("protocol: tcp, ports: 8100-8000, source: 10.0.0.0/8")),
         "p.yaml:4:33: port range \"8100-8000\" is reversed: write it low-high"
     );
 }
@@ -422,9 +341,7 @@ fn error_icmp_code_without_type() {
 #[test]
 fn error_icmp_value() {
     assert_eq!(
-        err(&inbound(
-            "protocol: icmp, icmp_type: 256, source: 10.0.0.0/8"
-        )),
+        err(&inbound("protocol: icmp, icmp_type: 256, source: 10.0.0.0/8")),
         "p.yaml:4:38: invalid icmp_type \"256\": expected a number 0-255"
     );
 }
@@ -489,9 +406,7 @@ fn error_description_too_long() {
         "p.yaml:4:59: description \"xxxxxxxxxxxxxxxxxxxx...\" is 256 characters long: at most 255 are allowed"
     );
     let max = "y".repeat(255);
-    ok(&inbound(&format!(
-        "protocol: all, source: 10.0.0.0/8, description: {max}"
-    )));
+    ok(&inbound(&format!("protocol: all, source: 10.0.0.0/8, description: {max}")));
 }
 
 #[test]
@@ -583,10 +498,7 @@ fn error_conntrack_out_of_range() {
     ] {
         assert_eq!(
             err(&format!("conntrack:\n  {key}: {bad}\n")),
-            format!(
-                "p.yaml:2:{}: invalid {key} \"{bad}\": expected a whole number {min}-{max}",
-                key.len() + 5
-            )
+            format!("p.yaml:2:{}: invalid {key} \"{bad}\": expected a whole number {min}-{max}", key.len() + 5)
         );
     }
 }
@@ -601,10 +513,7 @@ fn error_wrong_types() {
         err("groups:\n  a:\n    outbound:\n"),
         "p.yaml:3:13: an empty value where a list of rules was expected: a list of rules; write [] for none"
     );
-    assert_eq!(
-        err("groups: [a, b]\n"),
-        "p.yaml:1:9: a list where a map was expected: a map of group names to groups"
-    );
+    assert_eq!(err("groups: [a, b]\n"), "p.yaml:1:9: a list where a map was expected: a map of group names to groups");
     assert_eq!(
         err(&inbound("protocol: [tcp], source: 10.0.0.0/8")),
         "p.yaml:4:21: a list where a protocol was expected: tcp, udp, icmp, icmpv6, all or a number 0-255"
@@ -617,10 +526,7 @@ fn error_yaml_syntax_and_unsupported() {
         err("groups:\n  a: {inbound: [}\n"),
         "p.yaml:2:17: invalid YAML: while parsing a node, did not find expected node content"
     );
-    assert_eq!(
-        err("groups: !!map {}\n"),
-        "p.yaml:1:9: YAML tags are not supported: write the value out in plain YAML"
-    );
+    assert_eq!(err("groups: !!map {}\n"), "p.yaml:1:9: YAML tags are not supported: write the value out in plain YAML");
     assert_eq!(
         err("groups: {}\n---\ngroups: {}\n"),
         "p.yaml:2:1: more than one YAML document in a file: put each policy in its own file"
@@ -630,11 +536,7 @@ fn error_yaml_syntax_and_unsupported() {
 #[test]
 fn error_unreadable_file() {
     let e = load_files(&["/nonexistent/sgctl-policy.yaml"]).expect_err("missing file");
-    assert!(
-        e.to_string()
-            .starts_with("/nonexistent/sgctl-policy.yaml:1:1: cannot read file: "),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("/nonexistent/sgctl-policy.yaml:1:1: cannot read file: "), "{e}");
 }
 
 #[test]

@@ -13,11 +13,7 @@ use super::{
 };
 
 /// The text of a scalar, or a "wrong type" error saying what was expected.
-pub fn scalar<'a>(
-    node: &'a Node,
-    what: &'static str,
-    expected: &'static str,
-) -> Result<&'a str, PolicyError> {
+pub fn scalar<'a>(node: &'a Node, what: &'static str, expected: &'static str) -> Result<&'a str, PolicyError> {
     match &node.value {
         Value::Scalar { text, .. } if !node.is_null() => Ok(text),
         _ => Err(wrong_type(node, what, expected)),
@@ -25,14 +21,7 @@ pub fn scalar<'a>(
 }
 
 pub fn wrong_type(node: &Node, what: &'static str, expected: &'static str) -> PolicyError {
-    PolicyError::new(
-        &node.at,
-        ErrorKind::WrongType {
-            what,
-            found: node.kind_name(),
-            expected,
-        },
-    )
+    PolicyError::new(&node.at, ErrorKind::WrongType { what, found: node.kind_name(), expected })
 }
 
 /// A scalar or a list of scalars (`ports: 22` or `ports: [22, 80]`), each
@@ -44,37 +33,24 @@ pub fn one_or_many<'a>(
     expected: &'static str,
 ) -> Result<Vec<(&'a Node, &'a str)>, PolicyError> {
     let items: Vec<&Node> = match &node.value {
-        Value::Seq(items) if items.is_empty() => {
-            return Err(PolicyError::new(&node.at, ErrorKind::EmptyList(key)))
-        }
+        Value::Seq(items) if items.is_empty() => return Err(PolicyError::new(&node.at, ErrorKind::EmptyList(key))),
         Value::Seq(items) => items.iter().collect(),
         _ => vec![node],
     };
-    items
-        .into_iter()
-        .map(|n| Ok((n, scalar(n, what, expected)?)))
-        .collect()
+    items.into_iter().map(|n| Ok((n, scalar(n, what, expected)?))).collect()
 }
 
 /// `[a-z0-9][a-z0-9._-]{0,62}`, the name of a group or prefix list.
 pub fn is_valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    (1..=63).contains(&b.len())
-        && ok(&b[0])
-        && b.iter().all(|c| ok(c) || matches!(c, b'.' | b'_' | b'-'))
+    (1..=63).contains(&b.len()) && ok(&b[0]) && b.iter().all(|c| ok(c) || matches!(c, b'.' | b'_' | b'-'))
 }
 
 pub fn name(node: &Node, what: &'static str) -> Result<String, PolicyError> {
     let text = scalar(node, "a name", "a name of a-z 0-9 . _ -")?;
     if !is_valid_name(text) {
-        return Err(PolicyError::new(
-            &node.at,
-            ErrorKind::InvalidName {
-                what,
-                name: text.to_owned(),
-            },
-        ));
+        return Err(PolicyError::new(&node.at, ErrorKind::InvalidName { what, name: text.to_owned() }));
     }
     Ok(text.to_owned())
 }
@@ -87,24 +63,15 @@ pub fn interface_name(node: &Node) -> Result<String, PolicyError> {
         || text.len() > 15
         || text == "."
         || text == ".."
-        || text
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+        || text.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
     if bad {
-        return Err(PolicyError::new(
-            &node.at,
-            ErrorKind::InvalidInterfaceName(text.to_owned()),
-        ));
+        return Err(PolicyError::new(&node.at, ErrorKind::InvalidInterfaceName(text.to_owned())));
     }
     Ok(text.to_owned())
 }
 
 pub fn protocol(node: &Node) -> Result<Protocol, PolicyError> {
-    let text = scalar(
-        node,
-        "a protocol",
-        "tcp, udp, icmp, icmpv6, all or a number 0-255",
-    )?;
+    let text = scalar(node, "a protocol", "tcp, udp, icmp, icmpv6, all or a number 0-255")?;
     Ok(match text.to_ascii_lowercase().as_str() {
         "tcp" => Protocol::Tcp,
         "udp" => Protocol::Udp,
@@ -113,12 +80,7 @@ pub fn protocol(node: &Node) -> Result<Protocol, PolicyError> {
         "all" | "-1" => Protocol::All,
         other => match parse_decimal(other).and_then(|n| u8::try_from(n).ok()) {
             Some(n) => Protocol::from_number(n),
-            None => {
-                return Err(PolicyError::new(
-                    &node.at,
-                    ErrorKind::InvalidProtocol(text.to_owned()),
-                ))
-            }
+            None => return Err(PolicyError::new(&node.at, ErrorKind::InvalidProtocol(text.to_owned()))),
         },
     })
 }
@@ -158,10 +120,7 @@ pub fn ports(node: &Node) -> Result<Ports, PolicyError> {
             continue;
         }
         if let Some(port) = service_port(&lower) {
-            ranges.push(PortRange {
-                first: port,
-                last: port,
-            });
+            ranges.push(PortRange { first: port, last: port });
             continue;
         }
         let (first, last) = match lower.split_once('-') {
@@ -181,11 +140,7 @@ pub fn ports(node: &Node) -> Result<Ports, PolicyError> {
         let (first, last) = (first as u16, last as u16);
         ranges.push(PortRange { first, last });
     }
-    Ok(if any {
-        Ports::Any
-    } else {
-        Ports::Ranges(ranges)
-    })
+    Ok(if any { Ports::Any } else { Ports::Ranges(ranges) })
 }
 
 /// A number within `min..=max`, for `icmp_type`, `icmp_code` and `conntrack:`.
@@ -193,15 +148,7 @@ pub fn number(node: &Node, key: &'static str, min: u64, max: u64) -> Result<u64,
     let text = scalar(node, "a number", "a whole number")?;
     match parse_decimal(text) {
         Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(PolicyError::new(
-            &node.at,
-            ErrorKind::OutOfRange {
-                key,
-                value: text.to_owned(),
-                min,
-                max,
-            },
-        )),
+        _ => Err(PolicyError::new(&node.at, ErrorKind::OutOfRange { key, value: text.to_owned(), min, max })),
     }
 }
 
@@ -209,15 +156,7 @@ pub fn icmp(node: &Node, key: &'static str) -> Result<u8, PolicyError> {
     let text = scalar(node, "a number", "a number 0-255")?;
     parse_decimal(text)
         .and_then(|n| u8::try_from(n).ok())
-        .ok_or_else(|| {
-            PolicyError::new(
-                &node.at,
-                ErrorKind::InvalidIcmp {
-                    key,
-                    value: text.to_owned(),
-                },
-            )
-        })
+        .ok_or_else(|| PolicyError::new(&node.at, ErrorKind::InvalidIcmp { key, value: text.to_owned() }))
 }
 
 /// Why a CIDR text is not a valid network, as the "expected" half of the message.
@@ -233,9 +172,8 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
         Some((a, l)) => (a, Some(l)),
         None => (text, None),
     };
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| CidrError::NotCidr("expected an IPv4 or IPv6 address before the '/'"))?;
+    let addr: IpAddr =
+        addr.parse().map_err(|_| CidrError::NotCidr("expected an IPv4 or IPv6 address before the '/'"))?;
     let (max, family_msg) = match addr {
         IpAddr::V4(_) => (32, "prefix length must be 0-32 for IPv4"),
         IpAddr::V6(_) => (128, "prefix length must be 0-128 for IPv6"),
@@ -258,14 +196,10 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
 pub fn cidr(node: &Node, text: &str) -> Result<IpNet, PolicyError> {
     parse_cidr(text).map_err(|e| {
         let kind = match e {
-            CidrError::NotCidr(reason) => ErrorKind::InvalidCidr {
-                value: text.to_owned(),
-                reason,
-            },
-            CidrError::HostBits(network) => ErrorKind::HostBitsSet {
-                value: text.to_owned(),
-                network: network.to_string(),
-            },
+            CidrError::NotCidr(reason) => ErrorKind::InvalidCidr { value: text.to_owned(), reason },
+            CidrError::HostBits(network) => {
+                ErrorKind::HostBitsSet { value: text.to_owned(), network: network.to_string() }
+            }
         };
         PolicyError::new(&node.at, kind)
     })
@@ -277,20 +211,14 @@ pub fn peer(node: &Node, text: &str, key: &'static str) -> Result<PeerTarget, Po
     let at = &node.at;
     if let Some(group) = text.strip_prefix("sg:") {
         if !is_valid_name(group) {
-            let kind = ErrorKind::InvalidName {
-                what: "group",
-                name: group.to_owned(),
-            };
+            let kind = ErrorKind::InvalidName { what: "group", name: group.to_owned() };
             return Err(PolicyError::new(at, kind));
         }
         return Ok(PeerTarget::Group(group.to_owned()));
     }
     if let Some(list) = text.strip_prefix("pl:") {
         if !is_valid_name(list) {
-            let kind = ErrorKind::InvalidName {
-                what: "prefix list",
-                name: list.to_owned(),
-            };
+            let kind = ErrorKind::InvalidName { what: "prefix list", name: list.to_owned() };
             return Err(PolicyError::new(at, kind));
         }
         return Ok(PeerTarget::PrefixList(list.to_owned()));
@@ -299,13 +227,7 @@ pub fn peer(node: &Node, text: &str, key: &'static str) -> Result<PeerTarget, Po
     // `0.0.0.0/0 ` typos aside) gets the "expected one of" message, not a
     // CIDR-specific one.
     if !text.contains('/') && text.parse::<IpAddr>().is_err() {
-        return Err(PolicyError::new(
-            at,
-            ErrorKind::InvalidPeer {
-                key,
-                value: text.to_owned(),
-            },
-        ));
+        return Err(PolicyError::new(at, ErrorKind::InvalidPeer { key, value: text.to_owned() }));
     }
     cidr(node, text).map(PeerTarget::Cidr)
 }
@@ -330,25 +252,10 @@ mod tests {
         assert_eq!(parse_cidr("10.0.0.5").ok(), "10.0.0.5/32".parse().ok());
         assert_eq!(parse_cidr("fd00::5").ok(), "fd00::5/128".parse().ok());
         assert_eq!(parse_cidr("::/0").ok(), "::/0".parse().ok());
-        assert!(matches!(
-            parse_cidr("10.0.0.1/8"),
-            Err(CidrError::HostBits(_))
-        ));
-        assert!(matches!(
-            parse_cidr("10.0.0.0/33"),
-            Err(CidrError::NotCidr(_))
-        ));
-        assert!(matches!(
-            parse_cidr("fd00::/129"),
-            Err(CidrError::NotCidr(_))
-        ));
-        assert!(matches!(
-            parse_cidr("10.0.0.0/+8"),
-            Err(CidrError::NotCidr(_))
-        ));
-        assert!(matches!(
-            parse_cidr("010.0.0.0/8"),
-            Err(CidrError::NotCidr(_))
-        ));
+        assert!(matches!(parse_cidr("10.0.0.1/8"), Err(CidrError::HostBits(_))));
+        assert!(matches!(parse_cidr("10.0.0.0/33"), Err(CidrError::NotCidr(_))));
+        assert!(matches!(parse_cidr("fd00::/129"), Err(CidrError::NotCidr(_))));
+        assert!(matches!(parse_cidr("10.0.0.0/+8"), Err(CidrError::NotCidr(_))));
+        assert!(matches!(parse_cidr("010.0.0.0/8"), Err(CidrError::NotCidr(_))));
     }
 }

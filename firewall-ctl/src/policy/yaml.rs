@@ -64,15 +64,7 @@ impl Node {
 
 /// Parses one file. `None` for a file with no document (empty or only comments).
 pub fn parse(file: &str, file_index: u32, text: &str) -> Result<Option<Node>, PolicyError> {
-    Builder {
-        file,
-        file_index,
-        stack: Vec::new(),
-        anchors: HashMap::new(),
-        root: None,
-        docs: 0,
-    }
-    .run(text)
+    Builder { file, file_index, stack: Vec::new(), anchors: HashMap::new(), root: None, docs: 0 }.run(text)
 }
 
 /// A collection being built: its start, its items, and for a map the key
@@ -135,13 +127,7 @@ impl Builder<'_> {
                         return Err(self.error(&at, ErrorKind::UnsupportedYaml("YAML tags")));
                     }
                     let plain = style == ScalarStyle::Plain;
-                    let node = Node {
-                        at,
-                        value: Value::Scalar {
-                            text: text.into_owned(),
-                            plain,
-                        },
-                    };
+                    let node = Node { at, value: Value::Scalar { text: text.into_owned(), plain } };
                     self.push(node, anchor)?;
                 }
                 Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
@@ -149,19 +135,16 @@ impl Builder<'_> {
                         return Err(self.error(&at, ErrorKind::UnsupportedYaml("YAML tags")));
                     }
                     let is_map = matches!(event, Event::MappingStart(..));
-                    self.stack.push(Open {
-                        at,
-                        anchor,
-                        items: Vec::new(),
-                        is_map,
-                    });
+                    self.stack.push(Open { at, anchor, items: Vec::new(), is_map });
                 }
                 Event::SequenceEnd | Event::MappingEnd => self.close()?,
                 Event::Alias(id) => {
                     // An alias is a copy of its anchored node, positions included.
-                    let node = self.anchors.get(&id).cloned().ok_or_else(|| {
-                        self.error(&at, ErrorKind::Syntax("alias to an unknown anchor".into()))
-                    })?;
+                    let node = self
+                        .anchors
+                        .get(&id)
+                        .cloned()
+                        .ok_or_else(|| self.error(&at, ErrorKind::Syntax("alias to an unknown anchor".into())))?;
                     self.push(node, 0)?;
                 }
                 Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
@@ -179,18 +162,10 @@ impl Builder<'_> {
             let mut items = open.items.into_iter();
             while let (Some(key), Some(value)) = (items.next(), items.next()) {
                 if !matches!(key.value, Value::Scalar { .. }) {
-                    return Err(self.error(
-                        &key.at,
-                        ErrorKind::UnsupportedYaml("keys that are lists or maps"),
-                    ));
+                    return Err(self.error(&key.at, ErrorKind::UnsupportedYaml("keys that are lists or maps")));
                 }
-                if let Some((first, _)) =
-                    entries.iter().find(|(k, _)| k.key_text() == key.key_text())
-                {
-                    let kind = ErrorKind::DuplicateKey {
-                        key: key.key_text().to_owned(),
-                        first: first.at.clone(),
-                    };
+                if let Some((first, _)) = entries.iter().find(|(k, _)| k.key_text() == key.key_text()) {
+                    let kind = ErrorKind::DuplicateKey { key: key.key_text().to_owned(), first: first.at.clone() };
                     return Err(self.error(&key.at, kind));
                 }
                 entries.push((key, value));
@@ -219,37 +194,24 @@ mod tests {
     use super::*;
 
     fn root(text: &str) -> Node {
-        parse("t.yaml", 0, text)
-            .expect("parses")
-            .expect("has a document")
+        parse("t.yaml", 0, text).expect("parses").expect("has a document")
     }
 
     #[test]
     fn positions_are_one_based() {
         let n = root("a:\n  b: [x, 'y']\n");
-        let Value::Map(top) = &n.value else {
-            panic!("map")
-        };
-        let Value::Map(inner) = &top[0].1.value else {
-            panic!("map")
-        };
+        let Value::Map(top) = &n.value else { panic!("map") };
+        let Value::Map(inner) = &top[0].1.value else { panic!("map") };
         assert_eq!((inner[0].0.at.line, inner[0].0.at.col), (2, 3));
-        let Value::Seq(items) = &inner[0].1.value else {
-            panic!("seq")
-        };
+        let Value::Seq(items) = &inner[0].1.value else { panic!("seq") };
         assert_eq!((items[1].at.line, items[1].at.col), (2, 10));
-        assert!(matches!(
-            &items[1].value,
-            Value::Scalar { plain: false, .. }
-        ));
+        assert!(matches!(&items[1].value, Value::Scalar { plain: false, .. }));
     }
 
     #[test]
     fn aliases_copy_the_anchored_node() {
         let n = root("a: &x [1, 2]\nb: *x\n");
-        let Value::Map(top) = &n.value else {
-            panic!("map")
-        };
+        let Value::Map(top) = &n.value else { panic!("map") };
         assert!(matches!(&top[1].1.value, Value::Seq(v) if v.len() == 2));
     }
 

@@ -94,7 +94,10 @@ impl StateDir {
     /// saying so) while another `sgctl` holds it: two applies interleaving
     /// their map writes would leave a mix of both policies.
     pub fn lock(&self) -> anyhow::Result<StateLock> {
-        use nix::{errno::Errno, fcntl::{Flock, FlockArg}};
+        use nix::{
+            errno::Errno,
+            fcntl::{Flock, FlockArg},
+        };
         let dir = std::fs::File::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
         let held = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
             Ok(held) => held,
@@ -138,7 +141,8 @@ impl StateDir {
 
     /// Every scope that has state.
     pub fn scopes(&self) -> anyhow::Result<Vec<Scope>> {
-        let mut scopes: Vec<Scope> = read_dir_names(&self.root)?.iter().filter_map(|n| Scope::from_dir_name(n)).collect();
+        let mut scopes: Vec<Scope> =
+            read_dir_names(&self.root)?.iter().filter_map(|n| Scope::from_dir_name(n)).collect();
         scopes.sort_by_key(Scope::dir_name);
         Ok(scopes)
     }

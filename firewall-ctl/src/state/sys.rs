@@ -63,9 +63,7 @@ pub fn create_array_with(name: &str, value: &[u8]) -> io::Result<OwnedFd> {
     let fd = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
     let key = 0u32;
     let mut attr = Attr::new();
-    attr.u32_at(0, fd.as_raw_fd() as u32)
-        .u64_at(8, std::ptr::from_ref(&key) as u64)
-        .u64_at(16, value.as_ptr() as u64);
+    attr.u32_at(0, fd.as_raw_fd() as u32).u64_at(8, std::ptr::from_ref(&key) as u64).u64_at(16, value.as_ptr() as u64);
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
     Ok(fd)
 }

@@ -46,17 +46,13 @@ pub fn lab(name: &str) -> Lab {
 
 /// A host of `lab` with `eth0` carrying `addrs`.
 pub fn host(lab: &Lab, name: &str, addrs: &[&str]) -> Host {
-    lab.host(name, addrs)
-        .unwrap_or_else(|e| panic!("creating host {name} {addrs:?}: {e:#}"))
+    lab.host(name, addrs).unwrap_or_else(|e| panic!("creating host {name} {addrs:?}: {e:#}"))
 }
 
 /// A policy file of the repository's `policies/` directory.
 pub fn policy(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../policies")
-        .join(name);
-    path.canonicalize()
-        .unwrap_or_else(|e| panic!("policy {}: {e}", path.display()))
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies").join(name);
+    path.canonicalize().unwrap_or_else(|e| panic!("policy {}: {e}", path.display()))
 }
 
 /// Reads a policy of `policies/`.
@@ -69,11 +65,8 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("sgctl-e2e-{}-{tag}-{nanos}", std::process::id()));
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("sgctl-e2e-{}-{tag}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         Self(dir)
     }
@@ -95,11 +88,7 @@ impl Drop for TempDir {
 /// `text` with `from` replaced by `to`, exactly once (fails if `from` is
 /// not in it, so a policy edit cannot silently do nothing).
 pub fn replace_once(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(
-        text.matches(from).count(),
-        1,
-        "expected exactly one {from:?} in:\n{text}"
-    );
+    assert_eq!(text.matches(from).count(), 1, "expected exactly one {from:?} in:\n{text}");
     text.replacen(from, to, 1)
 }
 
@@ -130,21 +119,15 @@ impl Run {
     /// Asserts the exit status.
     #[track_caller]
     pub fn code(self, want: i32) -> Self {
-        assert_eq!(
-            self.code,
-            Some(want),
-            "unexpected exit status: {}",
-            self.describe()
-        );
+        assert_eq!(self.code, Some(want), "unexpected exit status: {}", self.describe());
         self
     }
 
     /// stdout parsed as one JSON document.
     #[track_caller]
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not one JSON document ({e}): {}", self.describe())
-        })
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", self.describe()))
     }
 }
 
@@ -156,24 +139,14 @@ pub struct Sgctl {
 
 impl Sgctl {
     pub fn new(lab: &Lab, host: &Host) -> Self {
-        let state_dir = lab
-            .state_dir()
-            .unwrap_or_else(|e| panic!("lab state dir: {e:#}"));
-        Self {
-            state_dir,
-            netns: host.netns().to_owned(),
-        }
+        let state_dir = lab.state_dir().unwrap_or_else(|e| panic!("lab state dir: {e:#}"));
+        Self { state_dir, netns: host.netns().to_owned() }
     }
 
     /// `sgctl` for a namespace by name (which need not exist).
     pub fn for_netns(lab: &Lab, netns: &str) -> Self {
-        let state_dir = lab
-            .state_dir()
-            .unwrap_or_else(|e| panic!("lab state dir: {e:#}"));
-        Self {
-            state_dir,
-            netns: netns.to_owned(),
-        }
+        let state_dir = lab.state_dir().unwrap_or_else(|e| panic!("lab state dir: {e:#}"));
+        Self { state_dir, netns: netns.to_owned() }
     }
 
     pub fn netns(&self) -> &str {
@@ -189,17 +162,11 @@ impl Sgctl {
             .args(args)
             .env_remove("SGCTL_STATE_DIR")
             .stdin(Stdio::null());
-        let mut cmdline = format!(
-            "sgctl --state-dir {} -n {}",
-            self.state_dir.display(),
-            self.netns
-        );
+        let mut cmdline = format!("sgctl --state-dir {} -n {}", self.state_dir.display(), self.netns);
         for a in args {
             let _ = write!(cmdline, " {}", a.as_ref().to_string_lossy());
         }
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run `{cmdline}`: {e}"));
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run `{cmdline}`: {e}"));
         Run {
             cmdline,
             code: out.status.code(),
@@ -240,20 +207,9 @@ impl Sgctl {
     #[track_caller]
     pub fn status(&self) -> Value {
         let status = self.json(&["status"]);
-        let scopes = status["scopes"]
-            .as_array()
-            .unwrap_or_else(|| panic!("status has no scopes array: {status}"));
-        assert_eq!(
-            scopes.len(),
-            1,
-            "status -n {} should show exactly its scope: {status}",
-            self.netns
-        );
-        assert_eq!(
-            scopes[0]["netns"],
-            self.netns.as_str(),
-            "status scope: {status}"
-        );
+        let scopes = status["scopes"].as_array().unwrap_or_else(|| panic!("status has no scopes array: {status}"));
+        assert_eq!(scopes.len(), 1, "status -n {} should show exactly its scope: {status}", self.netns);
+        assert_eq!(scopes[0]["netns"], self.netns.as_str(), "status scope: {status}");
         scopes[0].clone()
     }
 
@@ -276,9 +232,7 @@ pub fn rule_stats<'a>(stats: &'a Value, rule: &str) -> &'a Value {
 /// A counter of a JSON object as u64.
 #[track_caller]
 pub fn count(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("field {field} is not a count in {v}"))
+    v[field].as_u64().unwrap_or_else(|| panic!("field {field} is not a count in {v}"))
 }
 
 /// Starts echo servers on `host`, one per socket address (`ip:port`,
@@ -297,9 +251,7 @@ fn start_servers(
     addrs
         .iter()
         .map(|a| {
-            let addr: SocketAddr = a
-                .parse()
-                .unwrap_or_else(|e| panic!("socket address {a:?}: {e}"));
+            let addr: SocketAddr = a.parse().unwrap_or_else(|e| panic!("socket address {a:?}: {e}"));
             start(host, addr).unwrap_or_else(|e| panic!("{what} on {a} on {}: {e:#}", host.name()))
         })
         .collect()
@@ -314,26 +266,14 @@ pub struct Probe<'a> {
 
 /// `from` opens a TCP connection to `to` (`ip:port`) and round-trips bytes.
 pub fn tcp<'a>(from: &'a Host, to: &str, want: Outcome) -> Probe<'a> {
-    let addr: SocketAddr = to
-        .parse()
-        .unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
-    Probe {
-        name: format!("{} -> tcp {to}", from.name()),
-        want,
-        run: Box::new(move |t| from.tcp_connect(addr, t)),
-    }
+    let addr: SocketAddr = to.parse().unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
+    Probe { name: format!("{} -> tcp {to}", from.name()), want, run: Box::new(move |t| from.tcp_connect(addr, t)) }
 }
 
 /// As [`tcp`], from a chosen source address.
 pub fn tcp_from<'a>(from: &'a Host, src: &str, to: &str, want: Outcome) -> Probe<'a> {
-    let addr: SocketAddr = to
-        .parse()
-        .unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
-    let local: SocketAddr = SocketAddr::new(
-        src.parse()
-            .unwrap_or_else(|e| panic!("address {src:?}: {e}")),
-        0,
-    );
+    let addr: SocketAddr = to.parse().unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
+    let local: SocketAddr = SocketAddr::new(src.parse().unwrap_or_else(|e| panic!("address {src:?}: {e}")), 0);
     Probe {
         name: format!("{} ({src}) -> tcp {to}", from.name()),
         want,
@@ -343,14 +283,8 @@ pub fn tcp_from<'a>(from: &'a Host, src: &str, to: &str, want: Outcome) -> Probe
 
 /// `from` sends a datagram to a UDP echo server at `to` (`ip:port`).
 pub fn udp<'a>(from: &'a Host, to: &str, want: Outcome) -> Probe<'a> {
-    let addr: SocketAddr = to
-        .parse()
-        .unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
-    Probe {
-        name: format!("{} -> udp {to}", from.name()),
-        want,
-        run: Box::new(move |t| from.udp_exchange(addr, t)),
-    }
+    let addr: SocketAddr = to.parse().unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
+    Probe { name: format!("{} -> udp {to}", from.name()), want, run: Box::new(move |t| from.udp_exchange(addr, t)) }
 }
 
 /// Starts UDP echo servers on `host`, one per socket address.
@@ -364,13 +298,7 @@ pub fn ping<'a>(from: &'a Host, to: &str, want: Outcome) -> Probe<'a> {
     Probe {
         name: format!("{} -> ping {to}", from.name()),
         want,
-        run: Box::new(move |t| {
-            if from.ping(ip, t) {
-                Outcome::Connected
-            } else {
-                Outcome::TimedOut
-            }
-        }),
+        run: Box::new(move |t| if from.ping(ip, t) { Outcome::Connected } else { Outcome::TimedOut }),
     }
 }
 
@@ -385,20 +313,13 @@ pub fn expect_all(what: &str, probes: Vec<Probe<'_>>) {
             .into_iter()
             .map(|p| {
                 s.spawn(move || {
-                    let timeout = if p.want == Outcome::TimedOut {
-                        BLOCKED
-                    } else {
-                        ALLOWED
-                    };
+                    let timeout = if p.want == Outcome::TimedOut { BLOCKED } else { ALLOWED };
                     let got = (p.run)(timeout);
                     (p.name, p.want, got)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     });
     let mut report = String::new();
     let mut failed = 0;
@@ -410,11 +331,7 @@ pub fn expect_all(what: &str, probes: Vec<Probe<'_>>) {
         let _ = writeln!(report, "  {mark} {name:<50} want {want:<10} got {got}");
     }
     eprintln!("{what} ({:.1?}):\n{report}", started.elapsed());
-    assert!(
-        failed == 0,
-        "{what}: {failed} of {} probes had the wrong outcome:\n{report}",
-        results.len()
-    );
+    assert!(failed == 0, "{what}: {failed} of {} probes had the wrong outcome:\n{report}", results.len());
 }
 
 /// A TCP connection kept open across policy changes, to an echo server.
@@ -426,20 +343,12 @@ pub struct Conn {
 /// Opens a connection from `from` to `to` and checks it echoes.
 #[track_caller]
 pub fn open(from: &Host, to: &str) -> Conn {
-    let addr: SocketAddr = to
-        .parse()
-        .unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
+    let addr: SocketAddr = to.parse().unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
     let name = format!("{} -> tcp {to} (kept open)", from.name());
-    let stream = from
-        .in_netns(|| TcpStream::connect_timeout(&addr, ALLOWED))
-        .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+    let stream =
+        from.in_netns(|| TcpStream::connect_timeout(&addr, ALLOWED)).unwrap_or_else(|e| panic!("{name}: connect: {e}"));
     let mut conn = Conn { name, stream };
-    assert_eq!(
-        conn.echo(ALLOWED),
-        Outcome::Connected,
-        "{}: first echo",
-        conn.name
-    );
+    assert_eq!(conn.echo(ALLOWED), Outcome::Connected, "{}: first echo", conn.name);
     conn
 }
 
@@ -458,12 +367,7 @@ impl Conn {
         match res {
             Ok(back) if back == PROBE => Outcome::Connected,
             Ok(back) => Outcome::Other(format!("echo was {:?}", String::from_utf8_lossy(&back))),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 Outcome::TimedOut
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
@@ -477,9 +381,7 @@ impl Conn {
 
     /// The client's end (address and port).
     pub fn local_addr(&self) -> SocketAddr {
-        self.stream
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{}: local_addr: {e}", self.name))
+        self.stream.local_addr().unwrap_or_else(|e| panic!("{}: local_addr: {e}", self.name))
     }
 }
 
@@ -489,23 +391,9 @@ impl Conn {
 #[track_caller]
 pub fn assert_located_error(run: &Run, file: &Path, line: u32, must_mention: &str) {
     let want_line = line;
-    assert_eq!(
-        run.code,
-        Some(2),
-        "bad input must exit 2: {}",
-        run.describe()
-    );
-    let lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected exactly one line on stderr: {}",
-        run.describe()
-    );
+    assert_eq!(run.code, Some(2), "bad input must exit 2: {}", run.describe());
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one line on stderr: {}", run.describe());
     let line = lines[0];
     let file = file.display().to_string();
     let rest = line
@@ -514,8 +402,7 @@ pub fn assert_located_error(run: &Run, file: &Path, line: u32, must_mention: &st
         .unwrap_or_else(|| panic!("stderr does not start with {file}: {}", run.describe()));
     let mut parts = rest.splitn(3, ':');
     let (line_no, col, msg) = (parts.next(), parts.next(), parts.next());
-    let is_num =
-        |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    let is_num = |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
     assert!(
         is_num(line_no) && is_num(col) && msg.is_some_and(|m| m.starts_with(' ')),
         "stderr is not FILE:LINE:COL: MESSAGE: {}",
@@ -527,9 +414,5 @@ pub fn assert_located_error(run: &Run, file: &Path, line: u32, must_mention: &st
         "the error should point at line {want_line}: {}",
         run.describe()
     );
-    assert!(
-        line.contains(must_mention),
-        "the error should quote {must_mention:?}: {}",
-        run.describe()
-    );
+    assert!(line.contains(must_mention), "the error should quote {must_mention:?}: {}", run.describe());
 }
