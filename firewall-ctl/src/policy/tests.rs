@@ -168,7 +168,7 @@ fn empty_and_comment_only_files() {
 
 #[test]
 fn interfaces_are_checked_where_named() {
-    let p = ok("groups:\n  a: {}\ninterfaces:\n  eth0: [a]\n  veth9: []\n");
+    let p = ok("groups:\n  a: {}\ninterfaces:\n  eth0: [a]\n  veth9: [a]\n");
     assert!(check_interfaces(&p, |_| true).is_ok());
     let e = check_interfaces(&p, |name| name == "eth0").expect_err("veth9 missing");
     assert_eq!(e.to_string(), "p.yaml:5:3: interface \"veth9\" does not exist on this host: check `ip link`");
@@ -477,8 +477,8 @@ fn error_duplicate_definitions_across_files() {
         "two.yaml:2:3: prefix list \"x\" is defined twice (first at one.yaml:2:3): each name may be defined once across all files"
     );
     assert_eq!(
-        two("interfaces:\n  eth0: []\n", "interfaces:\n  eth0: []\n"),
-        "two.yaml:2:3: interface \"eth0\" is defined twice (first at one.yaml:2:3): each name may be defined once across all files"
+        two("groups:\n  a: {}\ninterfaces:\n  eth0: [a]\n", "interfaces:\n  eth0: [a]\n"),
+        "two.yaml:2:3: interface \"eth0\" is defined twice (first at one.yaml:4:3): each name may be defined once across all files"
     );
     assert_eq!(
         two("conntrack:\n  udp_timeout: 40\n", "conntrack:\n  udp_timeout: 50\n"),
