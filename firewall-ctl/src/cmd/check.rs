@@ -30,7 +30,11 @@ struct IfaceSummary {
 pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
     let policy = policy::load_files(files)?;
     policy::check_interfaces(&policy, |name| netns::ifindex(name).is_some())?;
-    let whole = compile::summarize(&policy).map_err(|e| crate::InputError(e.to_string()))?;
+    let whole = compile::summarize_located(&policy)?;
+    // A group that does not fit even alone could never be attached: say so now.
+    for group in &policy.groups {
+        compile::compile_group_located(&policy, group)?;
+    }
     let wanted = Wanted::from_policy(&policy);
     let record = PolicyRecord { generation: 0, sources: Vec::new(), policy };
     let compiled = control::compile_all(&record, &wanted)?;

@@ -6,10 +6,12 @@
 //! `L4[dir, proto, port] & (CIDR[peer] | SG[peer])` holds exactly the rules
 //! that allow a packet. Modules: `l4` (protocol/ports → prefixes), `lpm`
 //! (entries with ancestor sets folded in), `order` (which id each rule
-//! gets), `simulate` (the kernel's lookup, in userspace) and `reference` (a
-//! naive matcher over the policy, to test the rest against).
+//! gets), `simulate` (the kernel's lookup, in userspace), `reference` (a
+//! naive matcher over the policy, to test the rest against) and `located`
+//! (compile errors placed in the policy files).
 
 mod l4;
+mod located;
 mod lpm;
 mod order;
 mod reference;
@@ -28,6 +30,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
+    located::{compile_group_located, summarize_located},
     reference::{reference_credit, reference_match},
     simulate::{allowed, lookup},
 };

@@ -31,7 +31,9 @@ fn example(names: &[&str]) -> Policy {
 }
 
 fn policy(text: &str) -> Policy {
-    parse_sources(&[("t.yaml".into(), text.into())]).expect("test policy parses")
+    let files = [("t.yaml".into(), text.into())];
+    crate::fuzzing::record_seed(&files);
+    parse_sources(&files).expect("test policy parses")
 }
 
 fn compile(p: &Policy, groups: &[&str]) -> CompiledInterface {

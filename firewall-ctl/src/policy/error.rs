@@ -65,6 +65,8 @@ pub enum ErrorKind {
     Read(#[source] std::io::Error),
     #[error("the file is not UTF-8 text: policies are UTF-8 YAML")]
     NotUtf8,
+    #[error("character {} is not allowed in YAML: remove it, or write it as an escape in a \"double-quoted\" value", .0.escape_unicode())]
+    Unprintable(char),
     #[error("invalid YAML: {0}")]
     Syntax(String),
     #[error("{0} are not supported: write the value out in plain YAML")]
@@ -96,9 +98,12 @@ pub enum ErrorKind {
          to leave it unfiltered, or list the groups that filter it (eth0: [web-server])"
     )]
     EmptyAttachment(String),
-    /// What the compiler refused, located where the files name it.
+    /// What the compiler refused for an interface, located where the files
+    /// attach it (the message names the interface).
     #[error("{0}")]
     DoesNotFit(crate::compile::CompileError),
+    #[error("group \"{group}\" does not fit on any interface: {error}")]
+    GroupDoesNotFit { group: String, error: crate::compile::CompileError },
     #[error("more than one YAML document in a file: put each policy in its own file")]
     MultipleDocuments,
     #[error("{found} where {what} was expected: {expected}")]

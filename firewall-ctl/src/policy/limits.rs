@@ -342,6 +342,21 @@ mod tests {
     }
 
     #[test]
+    fn characters_yaml_does_not_allow_are_refused_where_they_are() {
+        // Fuzzer finding (fuzz/regressions/nul-byte-shifts-positions): the
+        // parser took a NUL for a line end without counting it.
+        assert_eq!(
+            err("%g@\u{0}\u{0}\nt\u{13}\n"),
+            "p.yaml:1:4: character \\u{0} is not allowed in YAML: remove it, or write it as an escape in a \
+             \"double-quoted\" value"
+        );
+        // Lines end at \n, \r\n or a lone \r, as in the YAML parser.
+        assert!(err("a: 1\r\nb: 2\rc: \u{7f}\n").starts_with("p.yaml:3:4: character \\u{7f} is not allowed"));
+        // Tabs, NEL, BOM and printable Unicode are allowed.
+        assert!(parse("\u{feff}groups:\t{}\n# \u{85} é 中 \u{1f600}\n").is_ok());
+    }
+
+    #[test]
     fn many_keys_and_references_stay_fast() {
         // Duplicate keys, references and repeated attachments are checked
         // with hash sets: 4096 groups, each referencing every 64th group.

@@ -25,6 +25,7 @@ pub use model::{
     Attachment, Conntrack, Group, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol, Rule,
     RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
 };
+pub use yaml::yaml_lines;
 
 /// Reads and parses policy files, merged in the order given. Reading stops
 /// at [`limits::MAX_BYTES`] over all files, so a huge file (or `/dev/zero`)
@@ -46,7 +47,7 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
             Ok(text) => text,
             Err(e) => {
                 let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-                let at = location_at(&at, &String::from_utf8_lossy(valid), valid.len());
+                let at = yaml::location_at(&at, &String::from_utf8_lossy(valid), valid.len());
                 return Err(PolicyError::new(&at, ErrorKind::NotUtf8));
             }
         };
@@ -66,7 +67,7 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<Policy, PolicyError
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         if text.len() > bytes_left {
             let start = Location { file_index: index, line: 1, col: 1, file: file.clone() };
-            let at = location_at(&start, text, bytes_left);
+            let at = yaml::location_at(&start, text, bytes_left);
             return Err(PolicyError::new(&at, ErrorKind::TooLarge { max: limits::MAX_BYTES }));
         }
         bytes_left -= text.len();
@@ -76,24 +77,6 @@ pub fn parse_sources(sources: &[(String, String)]) -> Result<Policy, PolicyError
         }
     }
     merge::merge(sources.iter().map(|(f, _)| f.clone()).collect(), parts)
-}
-
-/// The line and column (counting characters, as the YAML parser does) of
-/// byte `offset` of `text`, which starts at `start`.
-fn location_at(start: &Location, text: &str, offset: usize) -> Location {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
-    let col = before[line_start..].chars().count() + 1;
-    Location {
-        line: u32::try_from(line).unwrap_or(u32::MAX),
-        col: u32::try_from(col).unwrap_or(u32::MAX),
-        ..start.clone()
-    }
 }
 
 /// Checks that every interface under `interfaces:` exists, as told by

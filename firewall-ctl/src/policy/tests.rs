@@ -6,7 +6,9 @@ use ipnet::IpNet;
 use super::*;
 
 fn parse(text: &str) -> Result<Policy, PolicyError> {
-    parse_sources(&[("p.yaml".to_owned(), text.to_owned())])
+    let files = [("p.yaml".to_owned(), text.to_owned())];
+    crate::fuzzing::record_seed(&files);
+    parse_sources(&files)
 }
 
 fn ok(text: &str) -> Policy {
@@ -460,9 +462,9 @@ fn error_duplicate_key_in_one_file() {
 #[test]
 fn error_duplicate_definitions_across_files() {
     let two = |a: &str, b: &str| {
-        parse_sources(&[("one.yaml".into(), a.into()), ("two.yaml".into(), b.into())])
-            .expect_err("duplicate")
-            .to_string()
+        let files = [("one.yaml".into(), a.into()), ("two.yaml".into(), b.into())];
+        crate::fuzzing::record_seed(&files);
+        parse_sources(&files).expect_err("duplicate").to_string()
     };
     assert_eq!(
         two("groups:\n  web: {}\n", "groups:\n  db: {}\n  web: {}\n"),

@@ -85,8 +85,50 @@ impl Default for Budget {
 
 /// Parses one file. `None` for a file with no document (empty or only comments).
 pub fn parse(file: &str, file_index: u32, text: &str, budget: &mut Budget) -> Result<Option<Node>, PolicyError> {
+    // YAML allows only printable characters; the parser takes a NUL for the
+    // end of a line without counting it, so later positions would be wrong.
+    if let Some((offset, c)) = text.char_indices().find(|&(_, c)| !is_yaml_printable(c)) {
+        let start = Location { file_index, line: 1, col: 1, file: file.to_owned() };
+        return Err(PolicyError::new(&location_at(&start, text, offset), ErrorKind::Unprintable(c)));
+    }
     let builder = Builder { file, file_index, budget, stack: Vec::new(), anchors: HashMap::new(), root: None, docs: 0 };
     builder.run(text)
+}
+
+/// YAML 1.2's `c-printable`: tab, line breaks, and printable Unicode.
+fn is_yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+        || c >= '\u{10000}'
+}
+
+/// The line and column (counting characters, as the YAML parser does) of
+/// byte `offset` of `text`, which starts at `start`.
+pub fn location_at(start: &Location, text: &str, offset: usize) -> Location {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let lines = yaml_lines(&text[..offset]);
+    let col = lines.last().map_or(0, |l| l.chars().count()) + 1;
+    Location {
+        line: u32::try_from(lines.len()).unwrap_or(u32::MAX),
+        col: u32::try_from(col).unwrap_or(u32::MAX),
+        ..start.clone()
+    }
+}
+
+/// The lines of `text` as YAML counts them: a line ends at `\n`, `\r\n` or
+/// a lone `\r`. Never empty: an empty text is one empty line.
+pub fn yaml_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(['\n', '\r']) {
+        lines.push(&rest[..i]);
+        let len = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+        rest = &rest[i + len..];
+    }
+    lines.push(rest);
+    lines
 }
 
 /// A collection being built: its start, its items, and for a map the key
