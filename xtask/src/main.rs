@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod build;
 mod demo;
+mod fuzz;
 mod sh;
 mod test;
 
@@ -30,6 +31,12 @@ enum Task {
     Demo,
     /// Per-packet cost and apply time, each beside a peer measured in the same run (needs root).
     Bench,
+    /// Fuzz the policy parser and compiler with cargo-fuzz (libFuzzer, nightly); installs cargo-fuzz if missing.
+    Fuzz {
+        /// How long to fuzz, in seconds.
+        #[arg(default_value_t = 300)]
+        secs: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +46,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
+        Task::Fuzz { secs } => fuzz::run(secs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
