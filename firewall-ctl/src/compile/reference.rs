@@ -1,5 +1,5 @@
 //! A naive matcher over the policy model, written straight from
-//! semantics.md items 3-5 with no tries and no bit sets: the yardstick the
+//! docs/semantics.md items 3-5 with no tries and no bit sets: the yardstick the
 //! compiler and `simulate` are tested against.
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -75,7 +75,7 @@ fn match_len(policy: &Policy, local_members: &BTreeMap<String, Vec<IpNet>>, rule
     nets.iter().filter(|n| n.contains(&peer)).map(IpNet::prefix_len).max()
 }
 
-/// The rule cli.md says gets the flow when several allow it: the most
+/// The rule docs/cli.md says gets the flow when several allow it: the most
 /// specific address match, then the first in file order (an implicit
 /// default outbound rule, in no file, after the written ones).
 pub fn reference_credit(

@@ -34,7 +34,7 @@ pub struct FileAttachment {
 const TOP_KEYS: &[&str] = &["groups", "members", "prefix_lists", "interfaces", "conntrack"];
 const GROUP_KEYS: &[&str] = &["description", "inbound", "outbound"];
 const RULE_KEYS: &[&str] = &["protocol", "ports", "icmp_type", "icmp_code", "source", "destination", "description"];
-/// `conntrack:` keys with their AWS ranges (semantics.md item 10).
+/// `conntrack:` keys with their AWS ranges (docs/semantics.md item 10).
 const CONNTRACK_KEYS: &[(&str, u64, u64)] = &[
     ("tcp_established_timeout", 60, 432_000),
     ("udp_stream_timeout", 60, 180),
@@ -155,7 +155,7 @@ pub fn file(root: &Node) -> Result<FileParts, PolicyError> {
 }
 
 /// The groups listed for one interface. An empty list is refused: it reads
-/// as "filter with nothing" but would mean "not filtered" (policy-format.md),
+/// as "filter with nothing" but would mean "not filtered" (docs/policy-format.md),
 /// and dropping everything instead would lock the host out on a typo.
 fn attachment_groups(interface: &str, iface: &Node, list: &Node) -> Result<Vec<(String, Location)>, PolicyError> {
     let empty = match &list.value {

@@ -541,9 +541,29 @@ fn error_unreadable_file() {
     assert!(e.to_string().starts_with("/nonexistent/sgctl-policy.yaml:1:1: cannot read file: "), "{e}");
 }
 
+/// Every ```yaml block of the user documentation and the README parses as
+/// a policy, as written there (examples of errors use plain ``` blocks).
+#[test]
+fn every_yaml_example_in_the_docs_parses() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut examples = 0;
+    for doc in ["docs/policy-format.md", "docs/semantics.md", "docs/cli.md", "README.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap_or_else(|e| panic!("{doc}: {e}"));
+        for (i, block) in text.split("```yaml\n").skip(1).enumerate() {
+            let yaml = block.split("```").next().unwrap_or_default();
+            let name = format!("{doc}#{}", i + 1);
+            if let Err(e) = parse_sources(&[(name.clone(), yaml.to_owned())]) {
+                panic!("the example {name} does not parse: {e}\n{yaml}");
+            }
+            examples += 1;
+        }
+    }
+    assert!(examples >= 3, "only {examples} YAML examples found");
+}
+
 #[test]
 fn spec_examples_parse_verbatim() {
-    // The two YAML blocks of spec/policy-format.md, as written there.
+    // The two YAML blocks of docs/policy-format.md, as written there.
     let web = ok("groups:
   web-server:
     description: Basic web server
