@@ -86,7 +86,7 @@ pub mod l4_prefix {
 ///
 /// `rules` decides the verdict: the entry's own rules and its ancestors'.
 /// The rest lets the datapath credit the rule with the most specific
-/// address match (cli.md) without a loop over rules: `own` holds the rules
+/// address match (docs/cli.md) without a loop over rules: `own` holds the rules
 /// with a peer of exactly this prefix, and `parent_len` finds the next
 /// less specific entry (a lookup of the same address with that prefix
 /// length), so the datapath walks the few prefixes containing the address,

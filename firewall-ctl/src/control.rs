@@ -1,7 +1,7 @@
 //! Bringing one host (scope) to a wanted set of filtered interfaces under a
 //! policy. `apply`, `attach` and `detach` all end here, because any of them
 //! can change which addresses carry a group, and every rule that references
-//! the group must follow (semantics.md item 5).
+//! the group must follow (docs/semantics.md item 5).
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;

@@ -1,7 +1,7 @@
 //! The policy decision for a packet that opens a new flow: three LPM lookups
 //! and an AND of fixed-width rule sets decide it. No loop over rules.
 //!
-//! When several rules allow the flow, the one credited with it (cli.md) is
+//! When several rules allow the flow, the one credited with it (docs/cli.md) is
 //! the one with the most specific address match, then the first in file
 //! order (rule ids are in file order): a walk down the prefixes that
 //! contain the peer address, longest first, one lookup each, at most
