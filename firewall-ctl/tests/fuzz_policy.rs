@@ -19,7 +19,7 @@ use firewall_ctl::fuzzing::{check_files, files_of, FILE_SEPARATOR};
 use proptest::{prelude::*, sample::select, test_runner::Config};
 
 /// Generated policies per run.
-const DEFAULT_CASES: u32 = 12_000;
+const DEFAULT_CASES: u32 = 16_000;
 
 fn cases() -> u32 {
     std::env::var("SGCTL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_CASES)
