@@ -87,6 +87,15 @@ fn billion_laughs_is_refused_quickly_in_little_memory() {
 }
 
 #[test]
+fn aliases_of_a_long_value_cost_no_copies() {
+    let tmp = TempDir::new("longalias");
+    // 190000 aliases of a 1000-byte value: 190 MB if each were a copy.
+    let refs = vec!["*s"; 190_000].join(", ");
+    let text = format!("groups:\n  a: {{description: &s \"{}\"}}\nprefix_lists:\n  l: [{refs}]\n", "x".repeat(1000));
+    refused(&tmp.write("longalias.yaml", &text), 2, "1000 characters long");
+}
+
+#[test]
 fn an_empty_group_list_under_interfaces_is_refused_at_the_list() {
     let tmp = TempDir::new("emptyiface");
     let file = tmp.write("empty.yaml", "groups:\n  web: {}\ninterfaces:\n  lo: []\n");

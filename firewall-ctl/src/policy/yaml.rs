@@ -30,14 +30,14 @@ pub struct Node {
     pub value: Value,
 }
 
-/// Lists and maps are shared, so an alias costs one pointer here; what it
-/// costs the later stages is charged to the [`Budget`] when it is read.
+/// Texts, lists and maps are shared, so an alias costs one pointer here;
+/// what it costs the later stages is charged to the [`Budget`] when it is read.
 #[derive(Clone, Debug)]
 pub enum Value {
     /// `plain` is false for quoted and block scalars: only a plain empty
     /// scalar, `~` or `null` is a null.
     Scalar {
-        text: String,
+        text: Rc<str>,
         plain: bool,
     },
     Seq(Rc<[Node]>),
@@ -48,7 +48,7 @@ pub enum Value {
 impl Node {
     pub fn is_null(&self) -> bool {
         matches!(&self.value, Value::Scalar { text, plain: true }
-            if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+            if matches!(&**text, "" | "~" | "null" | "Null" | "NULL"))
     }
 
     /// What the node is, for "X where Y was expected" messages.
@@ -140,7 +140,8 @@ struct Open {
     is_map: bool,
     /// Nodes in the collection so far, itself and aliases expanded included.
     size: usize,
-    /// Nesting levels below it so far (0 for a collection of scalars).
+    /// Levels of lists and maps it spans so far, itself included (1 for a
+    /// list of scalars; a scalar spans 0).
     height: usize,
 }
 
@@ -229,7 +230,7 @@ impl Builder<'_> {
                         return Err(self.error(&at, kind));
                     }
                     let plain = style == ScalarStyle::Plain;
-                    let node = Node { at, value: Value::Scalar { text: text.into_owned(), plain } };
+                    let node = Node { at, value: Value::Scalar { text: text.into(), plain } };
                     self.push(node, anchor, 1, 0);
                 }
                 Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
@@ -270,7 +271,7 @@ impl Builder<'_> {
             let mut items = open.items.iter();
             while let (Some(key), Some(_)) = (items.next(), items.next()) {
                 match &key.value {
-                    Value::Scalar { text, plain: true } if text == "<<" => {
+                    Value::Scalar { text, plain: true } if &**text == "<<" => {
                         return Err(self.error(&key.at, ErrorKind::MergeKey));
                     }
                     Value::Scalar { .. } => {}
