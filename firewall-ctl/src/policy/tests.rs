@@ -545,7 +545,7 @@ fn error_unreadable_file() {
 /// a policy, as written there (examples of errors use plain ``` blocks).
 #[test]
 fn every_yaml_example_in_the_docs_parses() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut examples = 0;
     for doc in ["docs/policy-format.md", "docs/semantics.md", "docs/cli.md", "README.md"] {
         let text = std::fs::read_to_string(root.join(doc)).unwrap_or_else(|e| panic!("{doc}: {e}"));
