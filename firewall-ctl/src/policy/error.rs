@@ -67,6 +67,8 @@ pub enum ErrorKind {
     NotUtf8,
     #[error("character {} is not allowed in YAML: remove it, or write it as an escape in a \"double-quoted\" value", .0.escape_unicode())]
     Unprintable(char),
+    #[error("a line that starts with % is a YAML directive, and directives are ASCII (%YAML 1.2): remove the line")]
+    NonAsciiDirective,
     #[error("invalid YAML: {0}")]
     Syntax(String),
     #[error("{0} are not supported: write the value out in plain YAML")]

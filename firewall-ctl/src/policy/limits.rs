@@ -352,6 +352,15 @@ mod tests {
         );
         // Lines end at \n, \r\n or a lone \r, as in the YAML parser.
         assert!(err("a: 1\r\nb: 2\rc: \u{7f}\n").starts_with("p.yaml:3:4: character \\u{7f} is not allowed"));
+        // Fuzzer finding (fuzz/regressions/directive-counts-bytes-as-chars):
+        // the parser counted the bytes of a directive's parameters as
+        // characters, so a later error pointed past the end of its line.
+        assert_eq!(
+            err("groups:\n%r.### é#\u{feff}As:\n"),
+            "p.yaml:2:8: a line that starts with % is a YAML directive, and directives are ASCII (%YAML 1.2): remove \
+             the line"
+        );
+        assert!(parse("%YAML 1.2\n---\ngroups: {}\n").is_ok());
         // Tabs, NEL, BOM and printable Unicode are allowed.
         assert!(parse("\u{feff}groups:\t{}\n# \u{85} é 中 \u{1f600}\n").is_ok());
     }

@@ -91,6 +91,21 @@ pub fn parse(file: &str, file_index: u32, text: &str, budget: &mut Budget) -> Re
         let start = Location { file_index, line: 1, col: 1, file: file.to_owned() };
         return Err(PolicyError::new(&location_at(&start, text, offset), ErrorKind::Unprintable(c)));
     }
+    // saphyr-parser 0.3.4 counts the bytes of a directive's parameters as
+    // characters, which misplaces every later position; directives are
+    // ASCII (`%YAML 1.2`, `%TAG`), so a line that starts like one and is not
+    // is refused here, where it is.
+    for (index, line) in yaml_lines(text).into_iter().enumerate() {
+        if let Some(col) = line.strip_prefix('%').and_then(|rest| rest.chars().position(|c| !c.is_ascii())) {
+            let at = Location {
+                file_index,
+                line: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                col: u32::try_from(col + 2).unwrap_or(u32::MAX),
+                file: file.to_owned(),
+            };
+            return Err(PolicyError::new(&at, ErrorKind::NonAsciiDirective));
+        }
+    }
     let builder = Builder { file, file_index, budget, stack: Vec::new(), anchors: HashMap::new(), root: None, docs: 0 };
     builder.run(text)
 }
