@@ -213,7 +213,10 @@ pub const SLOT_REMOVED: u32 = COUNTER_SLOTS - 1;
 pub struct Active {
     /// 0 or 1: the slot of every generation-indexed map in force.
     pub slot: u32,
-    pub _pad: u32,
+    /// 1 once no program can still be reading the other slot (a grace
+    /// period has passed since the switch); userspace only, the datapath
+    /// ignores it.
+    pub settled: u32,
     /// The policy generation in force (for reports; the datapath ignores it).
     pub generation: u64,
 }

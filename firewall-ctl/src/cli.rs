@@ -3,7 +3,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::state::{records::Mode, DEFAULT_STATE_DIR};
+use crate::{
+    saved::DEFAULT_LIB_DIR,
+    state::{records::Mode, DEFAULT_STATE_DIR},
+};
 
 /// AWS-style security groups enforced in the Linux kernel by eBPF.
 #[derive(Debug, Parser)]
@@ -23,6 +26,9 @@ pub struct Global {
     /// State directory; must be on a bpffs mount.
     #[arg(long, global = true, env = "SGCTL_STATE_DIR", default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// Where the applied policy is saved on disk, for `sgctl restore` after a reboot.
+    #[arg(long, global = true, env = "SGCTL_LIB_DIR", default_value = DEFAULT_LIB_DIR, value_name = "DIR")]
+    pub lib_dir: PathBuf,
     /// Print one JSON document instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -43,8 +49,30 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Show what would change, change nothing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "confirm_within")]
         dry_run: bool,
+        /// Roll back to the policy in force before by itself unless `sgctl confirm` runs within SECS seconds
+        /// (a policy that cuts your own SSH heals itself).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        confirm_within: Option<u64>,
+    },
+    /// Keep the policy of the last `apply --confirm-within`: cancel its rollback.
+    Confirm,
+    /// Put the policy saved on disk back in force (at boot: bpffs does not survive a reboot).
+    Restore {
+        /// Every scope saved: the host and each named network namespace that exists.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Wait for an unconfirmed apply's deadline and roll it back (started by `apply --confirm-within`).
+    #[command(hide = true)]
+    Rollback {
+        /// The generation the unconfirmed apply put in force.
+        #[arg(long)]
+        generation: u64,
+        /// Seconds since the Unix epoch.
+        #[arg(long)]
+        deadline: u64,
     },
     /// Filter an interface with groups of the applied policy.
     Attach {

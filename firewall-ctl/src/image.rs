@@ -87,8 +87,8 @@ pub enum ImageError {
 pub fn build(compiled: &CompiledInterface, rule_slots: &[u32]) -> Result<Image, ImageError> {
     debug_assert_eq!(compiled.rules.len(), rule_slots.len());
     let mut classes = Classes { rule_slots, by_key: BTreeMap::new() };
-    let addr4 = classes.entries(&compiled.addr4, &compiled.any4)?;
-    let addr6 = classes.entries(&compiled.addr6, &compiled.any6)?;
+    let addr4 = classes.entries(4, &compiled.addr4, &compiled.any4)?;
+    let addr6 = classes.entries(6, &compiled.addr6, &compiled.any6)?;
     let classes: Vec<(u64, ClassRules)> = classes.by_key.into_iter().map(|(k, (_, v))| (k, v)).collect();
     let l4: Vec<TrieEntry<L4Key, RuleSet>> = compiled.l4.iter().map(|e| (e.prefix_len, e.key, e.rules)).collect();
     let digests = Digests([
@@ -119,25 +119,34 @@ pub fn build(compiled: &CompiledInterface, rule_slots: &[u32]) -> Result<Image, 
 }
 
 /// Gives each chain of a trie its class: the key is a hash of the counter
-/// slots (stable across generations) of its credit tiers, the value the
-/// rule sets themselves (rule ids of this generation).
+/// slots (stable across generations) of the chain's tiers, the value the
+/// credit tiers themselves (rule ids of this generation, and the rules for
+/// every address, which are the same for every entry of a family: keeping
+/// them out of the key means a rule for `0.0.0.0/0` rewrites `CLASSES`,
+/// never an address entry).
 struct Classes<'a> {
     rule_slots: &'a [u32],
     /// key → (the slot lists it was made from, value), to catch collisions.
-    by_key: BTreeMap<u64, (Vec<Vec<u32>>, ClassRules)>,
+    by_key: BTreeMap<u64, ((u8, Vec<Vec<u32>>), ClassRules)>,
 }
 
 impl Classes<'_> {
-    fn entries<K: Copy>(&mut self, trie: &Trie<K>, any: &RuleSet) -> Result<Vec<TrieEntry<K, AddrEntry>>, ImageError> {
-        let keys: Vec<u64> =
-            (0..trie.chains.len() as u32).map(|c| self.class_of(&trie.tiers(c), any)).collect::<Result<_, _>>()?;
+    fn entries<K: Copy>(
+        &mut self,
+        family: u8,
+        trie: &Trie<K>,
+        any: &RuleSet,
+    ) -> Result<Vec<TrieEntry<K, AddrEntry>>, ImageError> {
+        let keys: Vec<u64> = (0..trie.chains.len() as u32)
+            .map(|c| self.class_of(family, &trie.tiers(c), any))
+            .collect::<Result<_, _>>()?;
         Ok(trie.entries.iter().map(|e| (e.prefix_len, e.key, AddrEntry::new(keys[e.chain as usize]))).collect())
     }
 
-    fn class_of(&mut self, chain: &[RuleSet], any: &RuleSet) -> Result<u64, ImageError> {
+    fn class_of(&mut self, family: u8, chain: &[RuleSet], any: &RuleSet) -> Result<u64, ImageError> {
         let tiers = credit_tiers(chain, any);
-        let slots: Vec<Vec<u32>> = tiers.iter().map(|t| self.slots_of(t)).collect();
-        let mut text = Vec::new();
+        let slots: Vec<Vec<u32>> = chain.iter().map(|t| self.slots_of(t)).collect();
+        let mut text = vec![family];
         for tier in &slots {
             for s in tier {
                 push_u32(&mut text, *s);
@@ -146,14 +155,14 @@ impl Classes<'_> {
         }
         let key = fnv1a(&text);
         match self.by_key.get(&key) {
-            Some((made_of, _)) if *made_of != slots => Err(ImageError::ClassCollision(key)),
+            Some((made_of, _)) if made_of.0 != family || made_of.1 != slots => Err(ImageError::ClassCollision(key)),
             Some(_) => Ok(key),
             None => {
                 let mut rules = RuleSet::EMPTY;
                 for tier in &tiers {
                     rules.union_with(tier);
                 }
-                self.by_key.insert(key, (slots, ClassRules { rules, tiers }));
+                self.by_key.insert(key, ((family, slots), ClassRules { rules, tiers }));
                 Ok(key)
             }
         }

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod output;
 pub mod policy;
 pub mod privilege;
+pub mod saved;
 pub mod state;
 pub mod testrun;
 

@@ -61,7 +61,7 @@ impl Loaded {
         let iface = IfaceMaps::at(&dir);
         generation::write(&iface, 0, &image, None)?;
         iface.set_timeouts(compiled.timeouts)?;
-        maps::write_active(&active, Active { slot: 0, _pad: 0, generation: 1 })?;
+        maps::write_active(&active, Active { slot: 0, settled: 1, generation: 1 })?;
         let mut loaded = Self { ebpf, dir, rule_slots };
         for name in [datapath::PROG_INGRESS_TC, datapath::PROG_EGRESS_TC] {
             let p: &mut SchedClassifier = loaded.ebpf.program_mut(name).context(name)?.try_into()?;

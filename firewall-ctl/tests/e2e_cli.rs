@@ -320,11 +320,8 @@ fn a_second_sgctl_waits_for_the_first_to_finish() {
     // Stand in for a first sgctl that is still applying.
     let dir = std::fs::File::open(&state).expect("open state dir");
     let held = Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, e)| e).expect("flock");
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sgctl"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["-n", srv.netns(), "apply"])
-        .arg(policy("web-server.yaml"))
+    let mut second = sg
+        .command(&[std::ffi::OsStr::new("apply"), policy("web-server.yaml").as_os_str()])
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()

@@ -92,13 +92,16 @@ fn a_deleted_interface_leaves_no_state_that_blocks_the_next_apply() {
     assert_eq!(names, ["eth0"], "{status}");
 }
 
-/// `sgctl` (no `-n`) with the lab's state directory.
-fn sgctl_all(state: &std::path::Path, args: &[&str]) -> std::process::Output {
+/// `sgctl` (no `-n`) with the lab's state directories.
+fn sgctl_all(lab: &Lab, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_sgctl"))
         .arg("--state-dir")
-        .arg(state)
+        .arg(lab.state_dir().expect("state dir"))
+        .arg("--lib-dir")
+        .arg(lab.lib_dir().expect("lib dir"))
         .args(args)
         .env_remove("SGCTL_STATE_DIR")
+        .env_remove("SGCTL_LIB_DIR")
         .output()
         .expect("sgctl runs")
 }
@@ -122,18 +125,18 @@ fn state_of_a_deleted_namespace_is_pruned_by_the_next_change_not_by_a_report() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // A report changes nothing, whatever it finds.
-    let status = sgctl_all(&state, &["status", "--json"]);
+    let status = sgctl_all(&lab, &["status", "--json"]);
     assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stderr));
     assert!(status.stderr.is_empty(), "{}", String::from_utf8_lossy(&status.stderr));
     assert!(gone_state.exists(), "a read-only verb removed state");
 
     // The next change (here in the other namespace) removes it.
-    let gc = sgctl_all(&state, &["conntrack", "gc", "--json"]);
+    let gc = sgctl_all(&lab, &["conntrack", "gc", "--json"]);
     assert_eq!(gc.status.code(), Some(0), "{}", String::from_utf8_lossy(&gc.stderr));
     let stderr = String::from_utf8_lossy(&gc.stderr);
     assert!(stderr.contains(gone.netns()) && stderr.contains("no longer exists"), "{stderr}");
     assert!(!gone_state.exists(), "its pinned maps are gone");
-    assert_eq!(scopes(&sgctl_all(&state, &["status", "--json"])), [stays.netns()]);
+    assert_eq!(scopes(&sgctl_all(&lab, &["status", "--json"])), [stays.netns()]);
 }
 
 #[test]
@@ -152,7 +155,7 @@ fn a_namespace_deleted_by_name_but_still_alive_stays_filtered() {
     for args in
         [&["status", "--json"][..], &["stats", "--json"], &["conntrack", "list", "--json"], &["conntrack", "gc"]]
     {
-        let out = sgctl_all(&state, args);
+        let out = sgctl_all(&lab, args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(srv_state.exists(), "`sgctl {}` removed the state of a live namespace", args.join(" "));
     }

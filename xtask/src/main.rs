@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod build;
 mod demo;
+mod install;
 mod sh;
 mod test;
 
@@ -30,6 +31,15 @@ enum Task {
     Demo,
     /// Per-packet cost and apply time, each beside a peer measured in the same run (needs root).
     Bench,
+    /// Build and install sgctl and its boot-time restore unit (systemd), enabled (needs root).
+    Install {
+        /// Installation prefix: the binary goes to PREFIX/sbin.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
+        /// Install the unit without enabling it.
+        #[arg(long)]
+        no_enable: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +49,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
+        Task::Install { prefix, no_enable } => install::run(&prefix, !no_enable),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,10 @@ struct Report {
     interfaces: Vec<IfaceChange>,
     /// Microseconds the switch took (the `ACTIVE` write and one grace period).
     switch_micros: u128,
+    /// With `--confirm-within`: the deadline (seconds since the Unix epoch)
+    /// for `sgctl confirm`, after which the previous policy comes back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirm_by: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -32,7 +36,14 @@ struct GroupChange {
     rules_removed: usize,
 }
 
-pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow::Result<()> {
+pub fn run(
+    host: &Host,
+    global: &crate::cli::Global,
+    files: &[PathBuf],
+    dry_run: bool,
+    confirm_within: Option<u64>,
+) -> anyhow::Result<()> {
+    let json = global.json;
     // Paths as absolute ones, so that the record names the files wherever
     // the next command runs from.
     let absolute: Vec<PathBuf> = files.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())).collect();
@@ -57,9 +68,28 @@ pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow:
             groups,
             interfaces: Vec::new(),
             switch_micros: 0,
+            confirm_by: None,
         }
     } else {
-        let outcome = commit::commit(host, &record, &parsed, &wanted)?;
+        // The rollback is armed before the switch: a kill right after it
+        // still rolls back.
+        let pending = confirm_within.map(|secs| super::restore::arm_rollback(host, global, secs)).transpose()?;
+        let outcome = match commit::commit(host, &record, &parsed, &wanted) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let Some(p) = &pending {
+                    super::restore::disarm(host, p.generation)?;
+                }
+                return Err(e);
+            }
+        };
+        match &pending {
+            // Nothing changed: nothing to confirm.
+            Some(p) if !outcome.changed => super::restore::disarm(host, p.generation)?,
+            Some(_) => {}
+            // An apply without --confirm-within keeps what it applies.
+            None => host.lib.remove_pending(&host.scope)?,
+        }
         Report {
             netns: host.scope.netns().map(str::to_owned),
             generation: outcome.generation,
@@ -68,6 +98,7 @@ pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow:
             groups,
             interfaces: outcome.interfaces,
             switch_micros: outcome.switch_micros,
+            confirm_by: pending.filter(|_| outcome.changed).map(|p| p.deadline),
         }
     };
     if json {
@@ -93,6 +124,10 @@ fn print_report(r: &Report) {
     print!("{}", table(&["GROUP", "ADDED", "REMOVED"], &rows));
     for change in &r.interfaces {
         println!("{change}");
+    }
+    if let Some(deadline) = r.confirm_by {
+        let left = deadline.saturating_sub(super::restore::unix_now());
+        println!("run `sgctl confirm` within {left} s, or the previous policy comes back by itself");
     }
 }
 

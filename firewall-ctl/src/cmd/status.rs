@@ -19,6 +19,17 @@ struct ScopeStatus {
     generation: Option<u64>,
     sources: Vec<String>,
     interfaces: Vec<IfaceStatus>,
+    /// An `apply --confirm-within` awaiting `sgctl confirm`.
+    pending_confirmation: Option<PendingStatus>,
+}
+
+#[derive(Serialize)]
+struct PendingStatus {
+    /// The generation that rolls back unless confirmed.
+    generation: u64,
+    /// Seconds since the Unix epoch.
+    deadline: u64,
+    seconds_left: u64,
 }
 
 #[derive(Serialize)]
@@ -59,6 +70,11 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
             generation: policy.as_ref().map(|p| p.generation),
             sources: policy.map(|p| p.paths()).unwrap_or_default(),
             interfaces,
+            pending_confirmation: host.lib.pending(&host.scope)?.map(|p| PendingStatus {
+                generation: p.generation,
+                deadline: p.deadline,
+                seconds_left: p.deadline.saturating_sub(super::restore::unix_now()),
+            }),
         });
     }
     if json {
@@ -72,6 +88,12 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
         match s.generation {
             Some(g) => println!("{scope}: policy generation {g} from {}", s.sources.join(", ")),
             None => println!("{scope}: no policy applied"),
+        }
+        if let Some(p) = &s.pending_confirmation {
+            println!(
+                "  generation {} rolls back in {} s unless `sgctl confirm` runs (deadline {} UTC epoch s)",
+                p.generation, p.seconds_left, p.deadline
+            );
         }
         let rows: Vec<Vec<String>> = s
             .interfaces

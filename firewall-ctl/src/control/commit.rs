@@ -140,11 +140,16 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         .collect();
 
     if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, host)? {
+        save_on_disk(host, parsed)?;
         return Ok(Outcome { generation: active.generation, changed: false, interfaces: Vec::new(), switch_micros: 0 });
     }
 
-    // 2. No program may still be reading the slot about to be written.
-    sys::rcu_barrier().context("waiting for a grace period")?;
+    // 2. No program may still be reading the slot about to be written: a
+    // grace period has passed since the last switch, unless the `sgctl`
+    // that made it was killed before its wait.
+    if active.settled == 0 {
+        sys::rcu_barrier().context("waiting for a grace period")?;
+    }
 
     // 3. The new generation, complete, in the slot not in force.
     let mut changes = Vec::new();
@@ -223,9 +228,10 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
 
     // 4. The switch.
     let switch = std::time::Instant::now();
-    maps::write_active(&active_path, Active { slot: next, _pad: 0, generation })?;
+    maps::write_active(&active_path, Active { slot: next, settled: 0, generation })?;
     // 5. Once no program reads the old slot: tidy up.
     sys::rcu_barrier().context("waiting for a grace period")?;
+    maps::write_active(&active_path, Active { slot: next, settled: 1, generation })?;
     let switch_micros = switch.elapsed().as_micros();
     repair::finish_scope(host)?;
     for plan in &planned {
@@ -233,7 +239,31 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         maps.set_timeouts(plan.timeouts)?;
         let _ = maps.expire_flows(&plan.timeouts);
     }
+    save_on_disk(host, parsed)?;
     Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros })
+}
+
+/// Saves what is in force (under `parsed`) on disk, for `sgctl restore`
+/// after a reboot, keeping the interfaces saved before that do not exist
+/// now and are still wanted (they are attached when `restore` runs again).
+pub fn save_on_disk(host: &Host, parsed: &Policy) -> anyhow::Result<()> {
+    let Some(mut now) = host.in_force()? else { return Ok(()) };
+    let before = host.lib.applied(&host.scope)?;
+    if let Some(before) = &before {
+        let still_wanted = |i: &&crate::saved::SavedInterface| {
+            i.origin == crate::state::records::Origin::Command
+                || parsed.interfaces.iter().any(|a| a.interface == i.ifname)
+        };
+        for missing in before.interfaces.iter().filter(|i| netns::ifindex(&i.ifname).is_none()).filter(still_wanted) {
+            if !now.interfaces.iter().any(|i| i.ifname == missing.ifname) {
+                now.interfaces.push(missing.clone());
+            }
+        }
+    }
+    if before.as_ref() != Some(&now) {
+        host.lib.save_applied(&host.scope, &now).context("saving the applied policy on disk")?;
+    }
+    Ok(())
 }
 
 /// A generation slot in which an interface is not filtered.

@@ -17,6 +17,7 @@ use crate::{
     datapath::maps::{self, IfaceMaps},
     netns,
     policy::Policy,
+    saved::{LibDir, Saved, SavedInterface},
     state::{
         blob,
         records::{IfaceRecord, IfaceState, IngressHook, Mode, Origin, PolicyRecord},
@@ -25,10 +26,12 @@ use crate::{
     InputError,
 };
 
-/// The host `sgctl` works on: a state directory and a scope in it. The
-/// process has already entered the scope's network namespace.
+/// The host `sgctl` works on: a state directory and a scope in it, and
+/// where the applied policy is saved on disk. The process has already
+/// entered the scope's network namespace.
 pub struct Host {
     pub state: StateDir,
+    pub lib: LibDir,
     pub scope: Scope,
 }
 
@@ -125,6 +128,13 @@ impl Host {
 
     pub fn maps(&self, ifname: &str) -> IfaceMaps {
         IfaceMaps::at(&self.state.iface_dir(&self.scope, ifname))
+    }
+
+    /// What is in force, as it is saved on disk.
+    pub fn in_force(&self) -> anyhow::Result<Option<Saved>> {
+        let Some(policy) = self.policy()? else { return Ok(None) };
+        let interfaces = self.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
+        Ok(Some(Saved { generation: policy.generation, sources: policy.sources, interfaces }))
     }
 
     /// The currently filtered interfaces as [`Wanted`] entries, leaving out

@@ -13,7 +13,7 @@
 //!   the move is finished;
 //! - a resized conntrack table not yet in place: the resize is finished if
 //!   the programs already use it, undone if not (`attach::finish_resize`);
-//! - the old generation's policy maps still installed: they are freed.
+//! - the old generation's large policy maps still installed: they are freed.
 use anyhow::Context as _;
 
 use super::Host;
@@ -60,7 +60,7 @@ pub fn finish_scope(host: &Host) -> anyhow::Result<()> {
         };
         match record.state {
             IfaceState::Detaching => attach::detach(&dir).with_context(|| format!("detaching {ifname}"))?,
-            IfaceState::Enforce => generation::share(&maps::IfaceMaps::at(&dir), active.slot, 1 - active.slot)
+            IfaceState::Enforce => generation::free_old(&maps::IfaceMaps::at(&dir), active.slot, 1 - active.slot)
                 .with_context(|| format!("freeing the old maps of {ifname}"))?,
         }
     }

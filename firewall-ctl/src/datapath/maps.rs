@@ -70,7 +70,7 @@ pub fn create_active(path: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut map = Array::<MapData, Active>::create(1, 0).context("creating ACTIVE")?;
-    map.set(0, Active::default(), 0)?;
+    map.set(0, Active { slot: 0, settled: 1, generation: 0 }, 0)?;
     // Pin beside and rename, so a crash never leaves a half-made pin.
     let tmp = path.with_file_name("ACTIVE_new");
     let _ = std::fs::remove_file(&tmp);

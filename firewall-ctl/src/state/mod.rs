@@ -33,14 +33,14 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn dir_name(&self) -> String {
+    pub fn dir_name(&self) -> String {
         match self {
             Self::Host => "host".into(),
             Self::Netns(name) => format!("netns-{}", escape(name)),
         }
     }
 
-    fn from_dir_name(name: &str) -> Option<Self> {
+    pub fn from_dir_name(name: &str) -> Option<Self> {
         match name {
             "host" => Some(Self::Host),
             _ => name.strip_prefix("netns-").map(|n| Self::Netns(unescape(n))),
