@@ -74,6 +74,45 @@ pub enum Command {
     },
     /// Say which rule allows a packet, or that nothing does.
     Explain(ExplainArgs),
+    /// Write a policy from another tool's security groups (needs no privilege).
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// From the JSON of `aws ec2 describe-security-groups` and related commands.
+    ///
+    /// Each FILE is the JSON output of `aws ec2 describe-security-groups`,
+    /// `describe-security-group-rules` or `describe-network-interfaces` (which
+    /// fills in the members of referenced groups), or one document holding
+    /// several of their top-level keys. Groups and prefix lists referenced but
+    /// not in the input become empty definitions, listed in warnings on stderr.
+    Aws(ImportAwsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportAwsArgs {
+    /// JSON documents to import; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Entries of a managed prefix list: the output of
+    /// `aws ec2 get-managed-prefix-list-entries --prefix-list-id ID`, which does not name the list.
+    #[arg(long = "prefix-list", value_name = "ID=FILE", value_parser = parse_prefix_list)]
+    pub prefix_lists: Vec<(String, PathBuf)>,
+    /// Write the policy to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `pl-0123=entries.json` → (`pl-0123`, `entries.json`).
+fn parse_prefix_list(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((id, file)) if id.starts_with("pl-") && !file.is_empty() => Ok((id.to_owned(), PathBuf::from(file))),
+        _ => Err(format!("\"{text}\": expected pl-ID=FILE, e.g. pl-0123abcd=entries.json")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

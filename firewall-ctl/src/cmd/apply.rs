@@ -67,7 +67,7 @@ pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow:
 
 fn print_report(r: &Report) {
     let verb = if r.dry_run { "would apply" } else { "applied" };
-    println!(
+    crate::outln!(
         "{verb} policy generation {} ({})",
         r.generation,
         r.netns.as_deref().map_or("host".into(), |n| format!("netns {n}"))
@@ -77,9 +77,9 @@ fn print_report(r: &Report) {
         .iter()
         .map(|g| vec![g.group.clone(), format!("+{}", g.rules_added), format!("-{}", g.rules_removed)])
         .collect();
-    print!("{}", table(&["GROUP", "ADDED", "REMOVED"], &rows));
+    crate::out!("{}", table(&["GROUP", "ADDED", "REMOVED"], &rows));
     for change in &r.interfaces {
-        println!("{change}");
+        crate::outln!("{change}");
     }
 }
 

@@ -5,6 +5,7 @@ mod attach;
 mod check;
 mod conntrack;
 mod explain;
+mod import;
 mod stats;
 mod status;
 
@@ -24,6 +25,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return check::run(files, global.json);
     }
+    if let Command::Import { from } = &cli.command {
+        return import::run(from, global.json);
+    }
     privilege::require(verb_name(&cli.command))?;
     if let Some(name) = &global.netns {
         netns::enter(name)?;
@@ -36,7 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let host = Host { state, scope };
     let json = global.json;
     match cli.command {
-        Command::Check { .. } => unreachable!("handled above"),
+        Command::Check { .. } | Command::Import { .. } => unreachable!("handled above"),
         Command::Apply { files, dry_run } => apply::run(&host, &files, dry_run, json),
         Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&host, &iface, json),
@@ -64,7 +68,11 @@ fn changes_state(command: &Command) -> bool {
         Command::Apply { dry_run, .. } => !dry_run,
         Command::Conntrack { action } => !matches!(action, ConntrackAction::List),
         Command::Attach { .. } | Command::Detach { .. } => true,
-        Command::Check { .. } | Command::Status | Command::Stats { .. } | Command::Explain(_) => false,
+        Command::Check { .. }
+        | Command::Status
+        | Command::Stats { .. }
+        | Command::Explain(_)
+        | Command::Import { .. } => false,
     }
 }
 
@@ -78,5 +86,6 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Stats { .. } => "stats",
         Command::Conntrack { .. } => "conntrack",
         Command::Explain(_) => "explain",
+        Command::Import { .. } => "import",
     }
 }

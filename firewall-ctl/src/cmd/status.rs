@@ -65,13 +65,13 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
         return print_json(&status);
     }
     if status.scopes.is_empty() {
-        println!("nothing applied or attached");
+        crate::outln!("nothing applied or attached");
     }
     for s in &status.scopes {
         let scope = s.netns.as_deref().map_or("host".to_owned(), |n| format!("netns {n}"));
         match s.generation {
-            Some(g) => println!("{scope}: policy generation {g} from {}", s.sources.join(", ")),
-            None => println!("{scope}: no policy applied"),
+            Some(g) => crate::outln!("{scope}: policy generation {g} from {}", s.sources.join(", ")),
+            None => crate::outln!("{scope}: no policy applied"),
         }
         let rows: Vec<Vec<String>> = s
             .interfaces
@@ -88,7 +88,7 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        print!("{}", table(&["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK"], &rows));
+        crate::out!("{}", table(&["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK"], &rows));
     }
     Ok(())
 }
