@@ -2,8 +2,12 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::{ArgValueCompleter, Shell};
 
-use crate::state::{records::Mode, DEFAULT_STATE_DIR};
+use crate::{
+    completers::{group, interface},
+    state::{records::Mode, DEFAULT_STATE_DIR},
+};
 
 /// AWS-style security groups enforced in the Linux kernel by eBPF.
 #[derive(Debug, Parser)]
@@ -45,10 +49,10 @@ pub enum Command {
     },
     /// Filter an interface with groups of the applied policy.
     Attach {
-        #[arg(value_name = "IFACE")]
+        #[arg(value_name = "IFACE", add = ArgValueCompleter::new(interface))]
         iface: String,
         /// Groups to attach, comma-separated.
-        #[arg(long, value_delimiter = ',', required = true, value_name = "A,B")]
+        #[arg(long, value_delimiter = ',', required = true, value_name = "A,B", add = ArgValueCompleter::new(group))]
         groups: Vec<String>,
         /// Ingress hook: XDP (native, real NICs), tcx (veth, virtual devices), or chosen per device.
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
@@ -56,7 +60,7 @@ pub enum Command {
     },
     /// Stop filtering an interface.
     Detach {
-        #[arg(value_name = "IFACE")]
+        #[arg(value_name = "IFACE", add = ArgValueCompleter::new(interface))]
         iface: String,
     },
     /// Filtered interfaces, hooks, program ids, policy generation, conntrack use.
@@ -78,6 +82,25 @@ pub enum Command {
     Import {
         #[command(subcommand)]
         from: ImportFrom,
+    },
+    /// Print a shell completion script.
+    ///
+    /// bash: `sgctl completions bash > /etc/bash_completion.d/sgctl`;
+    /// zsh: `sgctl completions zsh > "${fpath[1]}/_sgctl"`;
+    /// fish: `sgctl completions fish > ~/.config/fish/completions/sgctl.fish`.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+        /// A script that asks sgctl itself while completing, so it also offers
+        /// interface names and the applied policy's group names.
+        #[arg(long)]
+        dynamic: bool,
+    },
+    /// Write man pages (sgctl.1, sgctl-apply.1, …) into DIR (what `cargo xtask man` runs).
+    #[command(hide = true)]
+    ManPages {
+        #[arg(value_name = "DIR")]
+        out_dir: PathBuf,
     },
 }
 
@@ -128,7 +151,7 @@ pub enum ConntrackAction {
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// Filtered interface.
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", add = ArgValueCompleter::new(interface))]
     pub iface: String,
     /// Arriving on the interface.
     #[arg(long = "in", conflicts_with = "outbound", required_unless_present = "outbound")]

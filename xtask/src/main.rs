@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod build;
 mod demo;
+mod man;
 mod sh;
 mod test;
 
@@ -30,6 +31,8 @@ enum Task {
     Demo,
     /// Per-packet cost and apply time, each beside a peer measured in the same run (needs root).
     Bench,
+    /// Bootstrap and build, then write sgctl's man pages into target/man/.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
+        Task::Man => man::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

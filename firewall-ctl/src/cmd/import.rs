@@ -40,7 +40,7 @@ fn aws_import(args: &ImportAwsArgs, json: bool) -> anyhow::Result<()> {
         let text = read(file, &mut stdin_used)?;
         sources.push(Source { name: file.display().to_string(), text, prefix_list_id: Some(id.clone()) });
     }
-    let imported = aws::import(&sources).map_err(|e| InputError(e.to_string()))?;
+    let imported = aws::import(&sources)?;
     // The importer's output must be a policy `check` accepts; if not, that
     // is sgctl's bug, not the user's input (exit 1).
     let name = args.output.as_ref().map_or("(imported policy)".to_owned(), |p| p.display().to_string());

@@ -3,6 +3,7 @@
 mod apply;
 mod attach;
 mod check;
+mod completions;
 mod conntrack;
 mod explain;
 mod import;
@@ -25,8 +26,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return check::run(files, global.json);
     }
-    if let Command::Import { from } = &cli.command {
-        return import::run(from, global.json);
+    // Verbs that work on files and text only: no privilege, no state.
+    match &cli.command {
+        Command::Import { from } => return import::run(from, global.json),
+        Command::Completions { shell, dynamic } => return completions::completions(*shell, *dynamic),
+        Command::ManPages { out_dir } => return completions::man_pages(out_dir),
+        _ => {}
     }
     privilege::require(verb_name(&cli.command))?;
     if let Some(name) = &global.netns {
@@ -40,7 +45,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let host = Host { state, scope };
     let json = global.json;
     match cli.command {
-        Command::Check { .. } | Command::Import { .. } => unreachable!("handled above"),
+        Command::Check { .. } | Command::Import { .. } | Command::Completions { .. } | Command::ManPages { .. } => {
+            unreachable!("handled above")
+        }
         Command::Apply { files, dry_run } => apply::run(&host, &files, dry_run, json),
         Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&host, &iface, json),
@@ -72,7 +79,9 @@ fn changes_state(command: &Command) -> bool {
         | Command::Status
         | Command::Stats { .. }
         | Command::Explain(_)
-        | Command::Import { .. } => false,
+        | Command::Import { .. }
+        | Command::Completions { .. }
+        | Command::ManPages { .. } => false,
     }
 }
 
@@ -87,5 +96,7 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Conntrack { .. } => "conntrack",
         Command::Explain(_) => "explain",
         Command::Import { .. } => "import",
+        Command::Completions { .. } => "completions",
+        Command::ManPages { .. } => "man-pages",
     }
 }

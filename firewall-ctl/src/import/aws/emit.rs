@@ -12,6 +12,8 @@ use super::read::{Group, Inventory, Peer, Rule, L4};
 pub struct Emitted {
     pub yaml: String,
     pub warnings: Vec<String>,
+    /// Groups written, those referenced but not in the input included.
+    pub groups: usize,
     pub rules: usize,
 }
 
@@ -116,7 +118,7 @@ pub fn policy(inv: &Inventory, files: &[String]) -> Emitted {
             }
         }
     }
-    Emitted { yaml: out, warnings, rules }
+    Emitted { yaml: out, warnings, groups: inv.groups.len() + placeholders.len(), rules }
 }
 
 /// Writes one group; returns its number of rules.

@@ -41,6 +41,7 @@ pub struct Imported {
     pub yaml: String,
     /// One line each: references to fill in, values adjusted to fit.
     pub warnings: Vec<String>,
+    /// Groups written, those referenced but not in the input included.
     pub groups: usize,
     pub rules: usize,
 }
@@ -80,5 +81,5 @@ pub fn import(sources: &[Source]) -> Result<Imported, ImportError> {
     let emitted = emit::policy(&inv, &files);
     let mut warnings = inv.warnings;
     warnings.extend(emitted.warnings);
-    Ok(Imported { yaml: emitted.yaml, warnings, groups: inv.groups.len(), rules: emitted.rules })
+    Ok(Imported { yaml: emitted.yaml, warnings, groups: emitted.groups, rules: emitted.rules })
 }
