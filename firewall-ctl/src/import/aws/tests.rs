@@ -441,9 +441,8 @@ fn malformed_references_and_prefix_lists() {
     let (p, _) = import_ok(&[text("n.json", &resolved)]);
     assert_eq!(peers(&p.groups[0].inbound[0]), ["sg:nosuch"]);
     let entries = fixture("prefix-list-entries.json");
-    assert!(
-        import_err(&[entries.clone()]).starts_with("prefix-list-entries.json: Entries: prefix-list entries without")
-    );
+    assert!(import_err(std::slice::from_ref(&entries))
+        .starts_with("prefix-list-entries.json: Entries: prefix-list entries without"));
     let two_peers = r#"{"SecurityGroupRules": [{"GroupId": "sg-01", "IsEgress": false, "IpProtocol": "-1",
         "CidrIpv4": "10.0.0.0/8", "CidrIpv6": "::/0"}]}"#;
     assert!(import_err(&[text("r.json", two_peers)]).starts_with("r.json: SecurityGroupRules[0]: names several peers"));
