@@ -4,7 +4,7 @@
 //! fields over time. The top level is strict: a document of another command
 //! (`describe-instances`, say) is an error, not an empty import.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// One input file: any of the known top-level keys, so the outputs of
 /// several commands may also be merged into one document.
@@ -47,7 +47,9 @@ pub struct SecurityGroup {
 #[serde(rename_all = "PascalCase")]
 pub struct IpPermission {
     pub ip_protocol: String,
+    #[serde(default, deserialize_with = "whole_number")]
     pub from_port: Option<i64>,
+    #[serde(default, deserialize_with = "whole_number")]
     pub to_port: Option<i64>,
     #[serde(default)]
     pub ip_ranges: Vec<IpRange>,
@@ -95,7 +97,9 @@ pub struct SecurityGroupRule {
     pub group_id: String,
     pub is_egress: bool,
     pub ip_protocol: String,
+    #[serde(default, deserialize_with = "whole_number")]
     pub from_port: Option<i64>,
+    #[serde(default, deserialize_with = "whole_number")]
     pub to_port: Option<i64>,
     pub cidr_ipv4: Option<String>,
     pub cidr_ipv6: Option<String>,
@@ -163,4 +167,30 @@ pub struct Ipv6Prefix {
 pub struct PrefixListEntry {
     pub cidr: String,
     pub description: Option<String>,
+}
+
+/// `FromPort`/`ToPort`: a JSON integer (or null). Its own visitor so that a
+/// wrong value reads "expected a whole number", not serde's "expected i64".
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Option<i64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v).map(Some).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Visitor)
 }

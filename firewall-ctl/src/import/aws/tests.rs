@@ -389,8 +389,12 @@ fn malformed_documents_name_the_json_path() {
     let web = fixture("web-server.json").text;
     let cases: Vec<(String, &str)> = vec![
         (
+            web.replacen("\"FromPort\": 22", "\"FromPort\": 22.5", 1),
+            "web-server.json: SecurityGroups[0].IpPermissions[1].FromPort: invalid type: floating point `22.5`, expected a whole number",
+        ),
+        (
             web.replacen("\"FromPort\": 443", "\"FromPort\": \"443\"", 1),
-            "web-server.json: SecurityGroups[0].IpPermissions[2].FromPort: invalid type: string \"443\"",
+            "web-server.json: SecurityGroups[0].IpPermissions[2].FromPort: invalid type: string \"443\", expected a whole number",
         ),
         (
             web.replacen("203.0.113.10/32", "203.0.113.10/33", 1),
