@@ -18,6 +18,8 @@ pub struct Inventory {
     pub groups: Vec<Group>,
     /// `(group id, address)` from network interfaces, in input order.
     pub members: Vec<(String, IpNet)>,
+    /// The same pairs, to drop repeats without a scan (thousands of interfaces).
+    seen_members: std::collections::HashSet<(String, IpNet)>,
     pub prefix_lists: Vec<PrefixList>,
     pub warnings: Vec<String>,
 }
@@ -498,7 +500,7 @@ fn network_interface(eni: &json::NetworkInterface, at: &At, inv: &mut Inventory)
     for (i, g) in eni.groups.iter().enumerate() {
         let id = aws_id(&g.group_id, "sg-", &at.index("Groups", i).child("GroupId"))?;
         for net in &addresses {
-            if !inv.members.contains(&(id.clone(), *net)) {
+            if inv.seen_members.insert((id.clone(), *net)) {
                 inv.members.push((id.clone(), *net));
             }
         }
