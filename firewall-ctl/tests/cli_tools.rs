@@ -71,7 +71,7 @@ fn import_aws_writes_a_policy_that_check_accepts() {
     let r = run(sgctl().args(["import", "aws", "--json"]).arg(fixture("mixed.json"))).ok();
     let doc = r.json();
     assert_eq!(doc["groups"], 3, "{doc}");
-    assert_eq!(doc["warnings"].as_array().map(Vec::len), Some(4), "{doc}");
+    assert_eq!(doc["warnings"].as_array().map(Vec::len), Some(5), "{doc}");
     assert!(doc["policy"].as_str().is_some_and(|p| p.starts_with("# Imported by `sgctl import aws`")), "{doc}");
 }
 

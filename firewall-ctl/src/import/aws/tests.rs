@@ -243,7 +243,7 @@ fn peers(rule: &Rule) -> Vec<String> {
 fn each_range_prefix_list_and_group_is_a_rule_with_its_description() {
     let (p, _) = mixed();
     let g = p.group("bastion-prod").expect("GroupName \"Bastion Prod\" normalised");
-    let ssh: Vec<(Vec<String>, Option<&str>)> = g.inbound[..7]
+    let ssh: Vec<(Vec<String>, Option<&str>)> = g.inbound[..8]
         .iter()
         .inspect(|r| {
             assert_eq!(r.protocol, Protocol::Tcp);
@@ -257,6 +257,7 @@ fn each_range_prefix_list_and_group_is_a_rule_with_its_description() {
         (vec!["2001:db8:100::/48".into()], Some("Office v6")),
         (vec!["2001:db8:200::/48".into()], None),
         (vec!["pl:pl-0c0c0c0c0c0c0c0c0".into()], Some("Corporate ranges")),
+        (vec!["pl:pl-0a0a0a0a0a0a0a0a0".into()], None),
         (vec!["sg:jump".into()], Some("Jump hosts")),
         (vec!["sg:sg-0ffff000000000006".into()], Some("Peered VPC admins")),
     ];
@@ -270,7 +271,7 @@ fn each_range_prefix_list_and_group_is_a_rule_with_its_description() {
 fn protocols_ports_and_icmp() {
     let (p, result) = mixed();
     let g = p.group("bastion-prod").expect("group");
-    let r = &g.inbound[7..];
+    let r = &g.inbound[8..];
     assert_eq!(
         (r[0].protocol, &r[0].ports),
         (Protocol::Udp, &Ports::Ranges(vec![PortRange { first: 8000, last: 8100 }]))
@@ -323,10 +324,11 @@ fn unresolved_references_become_empty_definitions_with_warnings() {
     // The prefix list without its entries.
     assert_eq!(p.prefix_list("pl-0c0c0c0c0c0c0c0c0").map(|l| l.cidrs.len()), Some(0));
     assert!(w.iter().any(|w| w.contains("pl-0c0c0c0c0c0c0c0c0=FILE")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("pl-0a0a0a0a0a0a0a0a0=FILE")), "{w:?}");
     // The groups of the input that are referenced but carried by no interface given.
     assert!(w.iter().any(|w| w.starts_with("sg:jump (sg-0eeee000000000005) is referenced")), "{w:?}");
     assert!(w.iter().any(|w| w.starts_with("sg:bastion-prod (sg-0dddd000000000004)")), "{w:?}");
-    assert_eq!(w.len(), 4, "{w:?}");
+    assert_eq!(w.len(), 5, "{w:?}");
 }
 
 #[test]
