@@ -30,6 +30,9 @@ pub struct Global {
     /// Print one JSON document instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How long a verb that changes state waits for another sgctl to finish, in seconds.
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
+    pub wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,8 +145,15 @@ fn parse_prefix_list(text: &str) -> Result<(String, PathBuf), String> {
 pub enum ConntrackAction {
     /// List tracked flows.
     List,
-    /// Forget every tracked flow (cuts open flows that no rule allows any more).
-    Flush,
+    /// Forget tracked flows (cuts open flows that no rule allows any more): all of them, or those of a group or rule.
+    Flush {
+        /// Only the flows opened through a rule of this group.
+        #[arg(long, value_name = "GROUP", conflicts_with = "rule")]
+        group: Option<String>,
+        /// Only the flows opened through this rule (GROUP/inbound/N or GROUP/outbound/N, as `sgctl stats` names it).
+        #[arg(long, value_name = "ID")]
+        rule: Option<String>,
+    },
     /// Delete flows idle past their timeout (run from a timer to free slots early).
     Gc,
 }

@@ -43,17 +43,14 @@ pub fn group(current: &OsStr) -> Vec<CompletionCandidate> {
 /// Group names of every applied policy in the state directory (all scopes).
 fn applied_groups() -> Vec<String> {
     let root = std::env::var_os("SGCTL_STATE_DIR").unwrap_or_else(|| DEFAULT_STATE_DIR.into());
-    // Only an existing directory: opening a missing one would create it.
-    if !Path::new(&root).is_dir() {
-        return Vec::new();
-    }
-    let Ok(state) = StateDir::open(Path::new(&root)) else { return Vec::new() };
+    // Read-only: completing never creates or mounts anything.
+    let Ok(state) = StateDir::open_read_only(Path::new(&root)) else { return Vec::new() };
     let mut names: Vec<String> = state
         .scopes()
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|scope| Host { state: state.clone(), scope }.policy().ok().flatten())
-        .flat_map(|record| record.policy.groups.into_iter().map(|g| g.name))
+        .filter_map(|scope| Host { state: state.clone(), scope }.parsed_policy().ok().flatten())
+        .flat_map(|(_, policy)| policy.groups.into_iter().map(|g| g.name))
         .collect();
     names.sort();
     names.dedup();

@@ -4,11 +4,11 @@ use std::{collections::BTreeMap, path::PathBuf};
 use serde::Serialize;
 
 use crate::{
-    control::{self, Host, IfaceChange, Wanted},
+    control::{self, commit, Host, IfaceChange, Wanted},
     netns,
     output::{print_json, table},
     policy::{self, Policy, Rule, RuleDirection},
-    state::records::{Origin, PolicyRecord},
+    state::records::{Origin, PolicyRecord, Source},
 };
 
 #[derive(Serialize)]
@@ -16,8 +16,13 @@ struct Report {
     netns: Option<String>,
     generation: u64,
     dry_run: bool,
+    /// False when the files and interfaces are exactly what is in force:
+    /// nothing was written (same generation, counters and flows untouched).
+    changed: bool,
     groups: Vec<GroupChange>,
     interfaces: Vec<IfaceChange>,
+    /// Microseconds the switch took (the `ACTIVE` write and one grace period).
+    switch_micros: u128,
 }
 
 #[derive(Serialize)]
@@ -28,35 +33,42 @@ struct GroupChange {
 }
 
 pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow::Result<()> {
-    let policy = policy::load_files(files)?;
-    policy::check_interfaces(&policy, |name| netns::ifindex(name).is_some())?;
-    let old = host.policy()?;
-    let record = PolicyRecord {
-        generation: old.as_ref().map_or(1, |o| o.generation + 1),
-        sources: files
-            .iter()
-            .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()).display().to_string())
-            .collect(),
-        policy,
-    };
-    let wanted = wanted_after(host, &record.policy)?;
-    let groups = rule_changes(old.as_ref().map(|o| &o.policy), &record.policy);
+    // Paths as absolute ones, so that the record names the files wherever
+    // the next command runs from.
+    let absolute: Vec<PathBuf> = files.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())).collect();
+    let texts = policy::read_files(&absolute)?;
+    let parsed = policy::parse_sources(&texts)?;
+    policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
+    let record =
+        PolicyRecord { generation: 0, sources: texts.into_iter().map(|(path, text)| Source { path, text }).collect() };
+    let old = host.parsed_policy()?;
+    let wanted = wanted_after(host, &parsed)?;
+    let groups = rule_changes(old.as_ref().map(|(_, p)| p), &parsed);
 
-    let interfaces = if dry_run {
+    let report = if dry_run {
         // Everything short of the kernel: input errors surface here too.
-        control::compile_all(&record, &wanted)?;
-        Vec::new()
+        control::compile_all(&parsed, &wanted)?;
+        let generation = old.as_ref().map_or(1, |(r, _)| r.generation + 1);
+        Report {
+            netns: host.scope.netns().map(str::to_owned),
+            generation,
+            dry_run,
+            changed: true,
+            groups,
+            interfaces: Vec::new(),
+            switch_micros: 0,
+        }
     } else {
-        let changes = host.reconcile(&record, &wanted)?;
-        host.save_policy(&record)?;
-        changes
-    };
-    let report = Report {
-        netns: host.scope.netns().map(str::to_owned),
-        generation: record.generation,
-        dry_run,
-        groups,
-        interfaces,
+        let outcome = commit::commit(host, &record, &parsed, &wanted)?;
+        Report {
+            netns: host.scope.netns().map(str::to_owned),
+            generation: outcome.generation,
+            dry_run,
+            changed: outcome.changed,
+            groups,
+            interfaces: outcome.interfaces,
+            switch_micros: outcome.switch_micros,
+        }
     };
     if json {
         return print_json(&report);
@@ -66,12 +78,13 @@ pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow:
 }
 
 fn print_report(r: &Report) {
+    let scope = r.netns.as_deref().map_or("host".into(), |n| format!("netns {n}"));
+    if !r.dry_run && !r.changed {
+        crate::outln!("unchanged: policy generation {} is already in force ({scope})", r.generation);
+        return;
+    }
     let verb = if r.dry_run { "would apply" } else { "applied" };
-    crate::outln!(
-        "{verb} policy generation {} ({})",
-        r.generation,
-        r.netns.as_deref().map_or("host".into(), |n| format!("netns {n}"))
-    );
+    crate::outln!("{verb} policy generation {} ({scope})", r.generation);
     let rows: Vec<Vec<String>> = r
         .groups
         .iter()

@@ -7,7 +7,6 @@ use crate::{
     compile,
     control::{self, Wanted},
     netns, policy,
-    state::records::PolicyRecord,
 };
 
 #[derive(Serialize)]
@@ -32,8 +31,7 @@ pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
     policy::check_interfaces(&policy, |name| netns::ifindex(name).is_some())?;
     let whole = compile::summarize(&policy).map_err(|e| crate::InputError(e.to_string()))?;
     let wanted = Wanted::from_policy(&policy);
-    let record = PolicyRecord { generation: 0, sources: Vec::new(), policy };
-    let compiled = control::compile_all(&record, &wanted)?;
+    let compiled = control::compile_all(&policy, &wanted)?;
     let summary = Summary {
         files: files.iter().map(|f| f.display().to_string()).collect(),
         groups: whole.groups,
@@ -46,7 +44,7 @@ pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
                 interface: w.ifname.clone(),
                 groups: w.groups.clone(),
                 rules: c.rules.len(),
-                map_entries: c.l4.len() + c.cidr4.len() + c.cidr6.len() + c.sg4.len() + c.sg6.len(),
+                map_entries: c.map_entries(),
             })
             .collect(),
     };

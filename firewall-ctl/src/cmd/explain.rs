@@ -23,7 +23,8 @@ struct Explanation {
 }
 
 pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
-    let policy = host.policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", host.scope)))?;
+    let (_, policy) =
+        host.parsed_policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", host.scope)))?;
     let wanted = host.current_wanted()?;
     let index = wanted
         .iter()

@@ -12,7 +12,7 @@ mod status;
 
 use crate::{
     cli::{Cli, Command, ConntrackAction, Global},
-    control::Host,
+    control::{self, Host},
     netns, privilege,
     state::{Scope, StateDir},
 };
@@ -37,10 +37,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(name) = &global.netns {
         netns::enter(name)?;
     }
-    let state = StateDir::open(&global.state_dir)?;
-    // Verbs that change state take the directory for themselves; reports
-    // read maps and records that are replaced whole, so they need no lock.
-    let _lock = if changes_state(&cli.command) { Some(state.lock()?) } else { None };
+    // Verbs that change state take the directory for themselves, and tidy
+    // what a killed `sgctl` or a deleted namespace left; reports read maps
+    // and records that are replaced whole, need no lock, and change nothing.
+    let (state, _lock) = if changes_state(&cli.command) {
+        let state = StateDir::open(&global.state_dir)?;
+        let lock = state.lock(std::time::Duration::from_secs(global.wait))?;
+        for scope in control::repair::prune_vanished_scopes(&state)? {
+            eprintln!("sgctl: removed the state of {scope}: the namespace no longer exists");
+        }
+        (state, Some(lock))
+    } else {
+        (StateDir::open_read_only(&global.state_dir)?, None)
+    };
     let scope = global.netns.clone().map_or(Scope::Host, Scope::Netns);
     let host = Host { state, scope };
     let json = global.json;
@@ -58,14 +67,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The scopes a reporting verb covers: the one `-n` names, else all (after
-/// dropping the state of namespaces that were deleted).
+/// The scopes a verb covers: the one `-n` names, else all.
 fn hosts_in_view(global: &Global, host: &Host) -> anyhow::Result<Vec<Host>> {
     if global.netns.is_some() {
         return Ok(vec![Host { state: host.state.clone(), scope: host.scope.clone() }]);
-    }
-    for scope in host.state.prune_vanished_scopes()? {
-        eprintln!("sgctl: removed the state of {scope}: the namespace no longer exists");
     }
     Ok(host.state.scopes()?.into_iter().map(|scope| Host { state: host.state.clone(), scope }).collect())
 }

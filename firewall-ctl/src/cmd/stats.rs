@@ -62,7 +62,7 @@ pub fn collect(hosts: &[Host]) -> anyhow::Result<Stats> {
     for host in hosts {
         for record in host.interfaces()? {
             let maps = host.maps(&record.ifname);
-            for (info, c) in record.rules.iter().zip(maps.rule_counters(record.rules.len())?) {
+            for (info, c) in record.rules.iter().zip(maps.rule_counters(&record.rule_slots())?) {
                 let entry = rules.entry(sort_key(info)).or_insert_with(|| RuleStats {
                     rule: info.to_string(),
                     group: info.group.clone(),

@@ -57,7 +57,7 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
         status.scopes.push(ScopeStatus {
             netns: host.scope.netns().map(str::to_owned),
             generation: policy.as_ref().map(|p| p.generation),
-            sources: policy.map(|p| p.sources).unwrap_or_default(),
+            sources: policy.map(|p| p.paths()).unwrap_or_default(),
             interfaces,
         });
     }

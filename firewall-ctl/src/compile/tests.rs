@@ -71,12 +71,13 @@ fn web_server_example() {
     assert_eq!(who(&c, In, UDP, 443, "198.51.100.1"), "drop");
     assert_eq!(who(&c, Out, UDP, 53, "8.8.8.8"), "web-server/outbound/0");
     assert_eq!(who(&c, Out, TCP, 443, "2001:db8::1"), "drop");
-    // 0.0.0.0/0 is prefix 0; the /32 entry carries its ancestor's rules.
-    let zero = c.cidr4.iter().find(|e| e.prefix_len == 0).expect("0.0.0.0/0");
-    let ssh = c.cidr4.iter().find(|e| e.prefix_len == 32).expect("/32");
-    assert!(!zero.rules.contains(0) && zero.rules.contains(1) && zero.rules.contains(3));
-    assert!((0..4).all(|r| ssh.rules.contains(r)));
-    assert_eq!(c.cidr6.len(), 1);
+    // 0.0.0.0/0 and ::/0 need no address lookup: they are the every-address
+    // sets, and the tries hold only the /32.
+    assert!(!c.any4.contains(0) && c.any4.contains(1) && c.any4.contains(2) && c.any4.contains(3));
+    assert!(c.any6.contains(2) && !c.any6.contains(1));
+    assert_eq!(c.addr4.entries.len(), 1);
+    assert!(c.addr4.entries[0].rules.contains(0) && c.addr4.entries[0].prefix_len == 32);
+    assert!(c.addr6.entries.is_empty());
     assert_eq!(c.timeouts, Timeouts::AWS_DEFAULT);
 }
 
@@ -241,8 +242,8 @@ prefix_lists:
 ",
     );
     let c = compile(&p, &["a"]);
-    assert_eq!(c.cidr4.len(), 1);
-    assert_eq!(c.cidr6.len(), 1);
+    assert_eq!(c.addr4.entries.len(), 1);
+    assert_eq!(c.addr6.entries.len(), 1);
     assert_eq!(who(&c, In, UDP, 53, "192.0.2.9"), "a/inbound/0");
     assert_eq!(who(&c, In, UDP, 53, "2001:db8:1::9"), "a/inbound/0");
     assert_eq!(who(&c, In, UDP, 53, "192.0.3.9"), "drop");
@@ -282,7 +283,7 @@ fn summary_counts_groups_rules_and_entries() {
     let s = summarize(&p).expect("compiles");
     let c = compile(&p, &["web-server"]);
     assert_eq!(s, Summary { groups: 1, rules: 4, map_entries: c.map_entries() });
-    assert_eq!(c.map_entries(), 4 + 2 + 1);
+    assert_eq!(c.map_entries(), 4 + 1);
 }
 
 #[test]
@@ -295,9 +296,9 @@ fn conntrack_settings_reach_the_compiled_interface() {
 
 #[test]
 fn rule_info_serialises_with_lowercase_direction() {
-    let info = RuleInfo { group: "g".into(), direction: Out, index: 2, description: None };
+    let info = RuleInfo { group: "g".into(), direction: Out, index: 2, description: None, identity: 0 };
     let json = serde_json::to_string(&info).expect("serialises");
-    assert_eq!(json, r#"{"group":"g","direction":"outbound","index":2,"description":null}"#);
+    assert_eq!(json, r#"{"group":"g","direction":"outbound","index":2,"description":null,"identity":0}"#);
 }
 
 // ---- property test: the compiled maps agree with the reference matcher ----

@@ -26,6 +26,11 @@ pub use model::{
 
 /// Reads and parses policy files, merged in the order given.
 pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
+    parse_sources(&read_files(paths)?)
+}
+
+/// Reads policy files: `(file name, text)` pairs for [`parse_sources`].
+pub fn read_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, String)>, PolicyError> {
     let mut sources = Vec::with_capacity(paths.len());
     for path in paths {
         let path = path.as_ref();
@@ -38,7 +43,7 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
             }
         }
     }
-    parse_sources(&sources)
+    Ok(sources)
 }
 
 /// Parses `(file name, text)` pairs, merged in the order given. The file
