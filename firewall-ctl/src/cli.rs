@@ -2,8 +2,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::{ArgValueCompleter, Shell};
 
 use crate::{
+    completers::{group, interface},
     saved::DEFAULT_LIB_DIR,
     state::{records::Mode, DEFAULT_STATE_DIR},
 };
@@ -76,10 +78,10 @@ pub enum Command {
     },
     /// Filter an interface with groups of the applied policy.
     Attach {
-        #[arg(value_name = "IFACE")]
+        #[arg(value_name = "IFACE", add = ArgValueCompleter::new(interface))]
         iface: String,
         /// Groups to attach, comma-separated.
-        #[arg(long, value_delimiter = ',', required = true, value_name = "A,B")]
+        #[arg(long, value_delimiter = ',', required = true, value_name = "A,B", add = ArgValueCompleter::new(group))]
         groups: Vec<String>,
         /// Ingress hook: XDP (native, real NICs), tcx (veth, virtual devices), or chosen per device.
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
@@ -87,7 +89,7 @@ pub enum Command {
     },
     /// Stop filtering an interface.
     Detach {
-        #[arg(value_name = "IFACE")]
+        #[arg(value_name = "IFACE", add = ArgValueCompleter::new(interface))]
         iface: String,
     },
     /// Filtered interfaces, hooks, program ids, policy generation, conntrack use.
@@ -105,6 +107,64 @@ pub enum Command {
     },
     /// Say which rule allows a packet, or that nothing does.
     Explain(ExplainArgs),
+    /// Write a policy from another tool's security groups (needs no privilege).
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+    /// Print a shell completion script.
+    ///
+    /// bash: `sgctl completions bash > /etc/bash_completion.d/sgctl`;
+    /// zsh: `sgctl completions zsh > "${fpath[1]}/_sgctl"`;
+    /// fish: `sgctl completions fish > ~/.config/fish/completions/sgctl.fish`.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+        /// A script that asks sgctl itself while completing, so it also offers
+        /// interface names and the applied policy's group names.
+        #[arg(long)]
+        dynamic: bool,
+    },
+    /// Write man pages (sgctl.1, sgctl-apply.1, …) into DIR (what `cargo xtask man` runs).
+    #[command(hide = true)]
+    ManPages {
+        #[arg(value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// From the JSON of `aws ec2 describe-security-groups` and related commands.
+    ///
+    /// Each FILE is the JSON output of `aws ec2 describe-security-groups`,
+    /// `describe-security-group-rules` or `describe-network-interfaces` (which
+    /// fills in the members of referenced groups), or one document holding
+    /// several of their top-level keys. Groups and prefix lists referenced but
+    /// not in the input become empty definitions, listed in warnings on stderr.
+    Aws(ImportAwsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportAwsArgs {
+    /// JSON documents to import; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Entries of a managed prefix list: the output of
+    /// `aws ec2 get-managed-prefix-list-entries --prefix-list-id ID`, which does not name the list.
+    #[arg(long = "prefix-list", value_name = "ID=FILE", value_parser = parse_prefix_list)]
+    pub prefix_lists: Vec<(String, PathBuf)>,
+    /// Write the policy to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `pl-0123=entries.json` → (`pl-0123`, `entries.json`).
+fn parse_prefix_list(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((id, file)) if id.starts_with("pl-") && !file.is_empty() => Ok((id.to_owned(), PathBuf::from(file))),
+        _ => Err(format!("\"{text}\": expected pl-ID=FILE, e.g. pl-0123abcd=entries.json")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,7 +187,7 @@ pub enum ConntrackAction {
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// Filtered interface.
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", add = ArgValueCompleter::new(interface))]
     pub iface: String,
     /// Arriving on the interface.
     #[arg(long = "in", conflicts_with = "outbound", required_unless_present = "outbound")]

@@ -118,6 +118,10 @@ pub fn build(compiled: &CompiledInterface, rule_slots: &[u32]) -> Result<Image, 
     })
 }
 
+/// What a class key is computed from: the family and the counter slots of
+/// each tier of the chain.
+type ClassOrigin = (u8, Vec<Vec<u32>>);
+
 /// Gives each chain of a trie its class: the key is a hash of the counter
 /// slots (stable across generations) of the chain's tiers, the value the
 /// credit tiers themselves (rule ids of this generation, and the rules for
@@ -126,8 +130,8 @@ pub fn build(compiled: &CompiledInterface, rule_slots: &[u32]) -> Result<Image, 
 /// never an address entry).
 struct Classes<'a> {
     rule_slots: &'a [u32],
-    /// key → (the slot lists it was made from, value), to catch collisions.
-    by_key: BTreeMap<u64, ((u8, Vec<Vec<u32>>), ClassRules)>,
+    /// key → (what it was made from, value), to catch collisions.
+    by_key: BTreeMap<u64, (ClassOrigin, ClassRules)>,
 }
 
 impl Classes<'_> {

@@ -421,8 +421,8 @@ fn in_force(cli: &Host) -> &'static str {
 }
 
 /// Runs `args` and kills it after a random delay of up to `max`; its exit
-/// status if it finished first.
-fn run_and_kill(sg: &Sgctl, args: &[&str], max: Duration, seed: &mut u64) -> Option<i32> {
+/// status and stderr if it finished first.
+fn run_and_kill(sg: &Sgctl, args: &[&str], max: Duration, seed: &mut u64) -> Option<(i32, String)> {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;
     *seed ^= *seed << 17;
@@ -430,12 +430,13 @@ fn run_and_kill(sg: &Sgctl, args: &[&str], max: Duration, seed: &mut u64) -> Opt
     let mut child = sg
         .command(args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("sgctl runs");
     std::thread::sleep(delay);
     let _ = child.kill();
-    child.wait().expect("wait").code()
+    let out = child.wait_with_output().expect("wait");
+    out.status.code().map(|code| (code, String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
 #[test]
@@ -457,8 +458,8 @@ fn a_killed_apply_leaves_the_old_policy_or_the_new_one() {
     for i in 0..50 {
         let target = if i % 2 == 0 { &a } else { &b };
         match run_and_kill(&sg, &["apply", target], took, &mut seed) {
-            Some(0) => seen[2] += 1,
-            Some(code) => panic!("iteration {i}: apply failed with {code}"),
+            Some((0, _)) => seen[2] += 1,
+            Some((code, stderr)) => panic!("iteration {i}: apply failed with {code}: {stderr}"),
             None => {}
         }
         let now = in_force(&cli);
@@ -492,8 +493,8 @@ fn a_killed_mode_or_capacity_change_leaves_the_interface_filtered() {
             2 => vec!["attach", "eth0", "--groups", "web-server", "--mode", "xdp"],
             _ => vec!["apply", &small],
         };
-        if let Some(code) = run_and_kill(&sg, &args, took * 2, &mut seed) {
-            assert_eq!(code, 0, "iteration {i}: {args:?} failed");
+        if let Some((code, stderr)) = run_and_kill(&sg, &args, took * 2, &mut seed) {
+            assert_eq!(code, 0, "iteration {i}: {args:?} failed: {stderr}");
         }
         assert_eq!(in_force(&cli), "A", "iteration {i} ({args:?}): the policy must stay enforced");
     }

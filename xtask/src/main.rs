@@ -4,7 +4,9 @@ mod bench;
 mod bootstrap;
 mod build;
 mod demo;
+mod gates;
 mod install;
+mod man;
 mod sh;
 mod test;
 
@@ -25,7 +27,7 @@ enum Task {
     Bootstrap,
     /// Bootstrap, then build the eBPF object and the `sgctl` binary (release).
     Build,
-    /// Bootstrap, then run every test of the workspace (needs root).
+    /// Bootstrap, check formatting and clippy, then run every test of the workspace (needs root).
     Test,
     /// Bootstrap and build, then show the web-server policy at work in throwaway namespaces.
     Demo,
@@ -40,6 +42,10 @@ enum Task {
         #[arg(long)]
         no_enable: bool,
     },
+    /// Bootstrap and build, then write sgctl's man pages into target/man/.
+    Man,
+    /// The code gates alone: nightly rustfmt --check, clippy -D warnings (workspace and eBPF crate).
+    Lint,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,8 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
         Task::Install { prefix, no_enable } => install::run(&prefix, !no_enable),
+        Task::Man => man::run(),
+        Task::Lint => gates::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -111,23 +111,23 @@ pub fn run(
 fn print_report(r: &Report) {
     let scope = r.netns.as_deref().map_or("host".into(), |n| format!("netns {n}"));
     if !r.dry_run && !r.changed {
-        println!("unchanged: policy generation {} is already in force ({scope})", r.generation);
+        crate::outln!("unchanged: policy generation {} is already in force ({scope})", r.generation);
         return;
     }
     let verb = if r.dry_run { "would apply" } else { "applied" };
-    println!("{verb} policy generation {} ({scope})", r.generation);
+    crate::outln!("{verb} policy generation {} ({scope})", r.generation);
     let rows: Vec<Vec<String>> = r
         .groups
         .iter()
         .map(|g| vec![g.group.clone(), format!("+{}", g.rules_added), format!("-{}", g.rules_removed)])
         .collect();
-    print!("{}", table(&["GROUP", "ADDED", "REMOVED"], &rows));
+    crate::out!("{}", table(&["GROUP", "ADDED", "REMOVED"], &rows));
     for change in &r.interfaces {
-        println!("{change}");
+        crate::outln!("{change}");
     }
     if let Some(deadline) = r.confirm_by {
         let left = deadline.saturating_sub(super::restore::unix_now());
-        println!("run `sgctl confirm` within {left} s, or the previous policy comes back by itself");
+        crate::outln!("run `sgctl confirm` within {left} s, or the previous policy comes back by itself");
     }
 }
 

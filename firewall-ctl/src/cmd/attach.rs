@@ -41,7 +41,7 @@ fn report(changes: Vec<IfaceChange>, json: bool) -> anyhow::Result<()> {
         return print_json(&changes);
     }
     for change in changes {
-        println!("{change}");
+        crate::outln!("{change}");
     }
     Ok(())
 }

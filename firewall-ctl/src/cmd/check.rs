@@ -51,7 +51,7 @@ pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
     if json {
         return crate::output::print_json(&summary);
     }
-    println!(
+    crate::outln!(
         "ok: {} groups, {} rules, {} map entries ({})",
         summary.groups,
         summary.rules,
@@ -59,7 +59,7 @@ pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
         summary.files.join(", ")
     );
     for i in &summary.interfaces {
-        println!("  {}: {} → {} rules, {} map entries", i.interface, i.groups.join(","), i.rules, i.map_entries);
+        crate::outln!("  {}: {} → {} rules, {} map entries", i.interface, i.groups.join(","), i.rules, i.map_entries);
     }
     Ok(())
 }

@@ -131,7 +131,7 @@ fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", table(&["INTERFACE", "PROTO", "FROM", "TO", "STATE", "RULE", "IDLE S", "EXPIRES S"], &rows));
+    crate::out!("{}", table(&["INTERFACE", "PROTO", "FROM", "TO", "STATE", "RULE", "IDLE S", "EXPIRES S"], &rows));
     Ok(())
 }
 
@@ -151,7 +151,7 @@ fn remove(
         return print_json(&serde_json::json!({ "interfaces": out }));
     }
     for r in out {
-        println!("{}: removed {} flows", r.interface, r.removed);
+        crate::outln!("{}: removed {} flows", r.interface, r.removed);
     }
     Ok(())
 }

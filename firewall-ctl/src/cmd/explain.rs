@@ -59,11 +59,13 @@ pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
         return print_json(&out);
     }
     match rule {
-        Some(r) => println!(
+        Some(r) => crate::outln!(
             "allowed by {r}{} (replies of the flow pass too)",
             r.description.as_deref().map(|d| format!(" \"{d}\"")).unwrap_or_default()
         ),
-        None => println!("no rule allows it: dropped silently (default deny), unless it belongs to a tracked flow"),
+        None => {
+            crate::outln!("no rule allows it: dropped silently (default deny), unless it belongs to a tracked flow")
+        }
     }
     Ok(())
 }

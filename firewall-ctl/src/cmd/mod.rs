@@ -3,8 +3,10 @@
 mod apply;
 mod attach;
 mod check;
+mod completions;
 mod conntrack;
 mod explain;
+mod import;
 mod restore;
 mod stats;
 mod status;
@@ -28,6 +30,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return check::run(files, global.json);
     }
+    // Verbs that work on files and text only: no privilege, no state.
+    match &cli.command {
+        Command::Import { from } => return import::run(from, global.json),
+        Command::Completions { shell, dynamic } => return completions::completions(*shell, *dynamic),
+        Command::ManPages { out_dir } => return completions::man_pages(out_dir),
+        _ => {}
+    }
     privilege::require(verb_name(&cli.command))?;
     match &cli.command {
         // Waits for its deadline first, and takes the lock only then.
@@ -46,7 +55,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let (host, _lock) = open_host(global, changes_state(&cli.command))?;
     let json = global.json;
     match cli.command {
-        Command::Check { .. } | Command::Rollback { .. } => unreachable!("handled above"),
+        Command::Check { .. }
+        | Command::Rollback { .. }
+        | Command::Import { .. }
+        | Command::Completions { .. }
+        | Command::ManPages { .. } => unreachable!("handled above"),
         Command::Apply { files, dry_run, confirm_within } => apply::run(&host, global, &files, dry_run, confirm_within),
         Command::Confirm => restore::confirm(&host, json),
         Command::Restore { .. } => restore::restore(&host, json),
@@ -126,7 +139,13 @@ fn changes_state(command: &Command) -> bool {
         | Command::Confirm
         | Command::Restore { .. }
         | Command::Rollback { .. } => true,
-        Command::Check { .. } | Command::Status | Command::Stats { .. } | Command::Explain(_) => false,
+        Command::Check { .. }
+        | Command::Status
+        | Command::Stats { .. }
+        | Command::Explain(_)
+        | Command::Import { .. }
+        | Command::Completions { .. }
+        | Command::ManPages { .. } => false,
     }
 }
 
@@ -143,5 +162,8 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Stats { .. } => "stats",
         Command::Conntrack { .. } => "conntrack",
         Command::Explain(_) => "explain",
+        Command::Import { .. } => "import",
+        Command::Completions { .. } => "completions",
+        Command::ManPages { .. } => "man-pages",
     }
 }

@@ -74,7 +74,7 @@ pub fn restore(host: &Host, json: bool) -> anyhow::Result<()> {
         if json {
             return print_json(&serde_json::json!({ "netns": host.scope.netns(), "restored": false }));
         }
-        println!("{}: nothing saved to restore", host.scope);
+        crate::outln!("{}: nothing saved to restore", host.scope);
         return Ok(());
     }
     let (generation, attached, missing) = put_in_force(host, target)?;
@@ -94,12 +94,12 @@ pub fn restore(host: &Host, json: bool) -> anyhow::Result<()> {
         return print_json(&report);
     }
     let what = if report.rolled_back { "rolled back an unconfirmed apply: restored" } else { "restored" };
-    println!("{}: {what} policy generation {}", host.scope, report.generation);
+    crate::outln!("{}: {what} policy generation {}", host.scope, report.generation);
     for name in &report.attached {
-        println!("  {name}: filtered");
+        crate::outln!("  {name}: filtered");
     }
     for name in &report.missing {
-        println!("  {name}: does not exist (yet); `sgctl restore` again attaches it");
+        crate::outln!("  {name}: does not exist (yet); `sgctl restore` again attaches it");
     }
     Ok(())
 }
@@ -148,7 +148,7 @@ pub fn rollback_at_deadline(global: &Global, generation: u64, deadline: u64) -> 
     let lib = crate::saved::LibDir::new(&global.lib_dir);
     let scope = super::scope_of(global);
     while unix_now() < deadline {
-        if !lib.pending(&scope)?.is_some_and(|p| p.generation == generation) {
+        if lib.pending(&scope)?.is_none_or(|p| p.generation != generation) {
             return Ok(()); // confirmed, or superseded
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -175,8 +175,8 @@ pub fn confirm(host: &Host, json: bool) -> anyhow::Result<()> {
         }));
     }
     match pending {
-        Some(p) => println!("{}: confirmed policy generation {}; no rollback", host.scope, p.generation),
-        None => println!("{}: nothing awaits confirmation", host.scope),
+        Some(p) => crate::outln!("{}: confirmed policy generation {}; no rollback", host.scope, p.generation),
+        None => crate::outln!("{}: nothing awaits confirmation", host.scope),
     }
     Ok(())
 }

@@ -166,16 +166,18 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
                     maps.reset_rule_counters(&plan.fresh)?;
                     generation::write(&maps, next, &plan.image, Some((now, &old.digests)))
                         .with_context(|| format!("interface {}", plan.want.ifname))?;
+                    // What the kernel runs, not what a record says: a killed
+                    // `sgctl` may have moved the hook or resized the table.
                     let capacity = maps.conntrack_capacity()?;
+                    let current = attach::ingress_hook(&dir, old.ingress)?;
+                    plan.record.ingress = current;
                     let needs = Replace {
                         mode: plan.want.mode,
-                        current: old.ingress,
+                        current,
                         conntrack_capacity: (capacity != plan.conntrack_capacity).then_some(plan.conntrack_capacity),
                     };
-                    if needs.conntrack_capacity.is_some()
-                        || old.mode != plan.want.mode
-                        || old.object != plan.record.object
-                    {
+                    let other_hook = attach::wants_xdp(plan.want.mode, &plan.want.ifname) != current.is_xdp();
+                    if needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object {
                         let hook =
                             attach::replace(&dir, host.state.active_path(&host.scope), &plan.want.ifname, &needs)
                                 .with_context(|| {
@@ -290,10 +292,11 @@ fn unchanged(
         let Some(old) = in_force.get(&plan.want.ifname) else { return Ok(false) };
         let same = IfaceRecord { generation: old.generation, ingress: old.ingress, ..plan.record.clone() };
         let dir = host.state.iface_dir(&host.scope, &plan.want.ifname);
-        if same != *old
-            || !attach::links_alive(&dir)
-            || host.maps(&plan.want.ifname).conntrack_capacity()? != plan.conntrack_capacity
-        {
+        let kernel_agrees = attach::links_alive(&dir)
+            && host.maps(&plan.want.ifname).conntrack_capacity()? == plan.conntrack_capacity
+            && attach::ingress_hook(&dir, old.ingress)?.is_xdp()
+                == attach::wants_xdp(plan.want.mode, &plan.want.ifname);
+        if same != *old || !kernel_agrees {
             return Ok(false);
         }
     }

@@ -120,21 +120,7 @@ fn replace_programs(
         let old = maps::open(&dir.join(CONNTRACK))?;
         set_previous_table(dir, Some(&old))?;
     }
-    let wanted = match change.mode {
-        Mode::Auto => {
-            if netns::is_physical(ifname) {
-                IngressHook::XdpNative
-            } else {
-                IngressHook::Tc
-            }
-        }
-        Mode::Xdp => IngressHook::XdpNative,
-        Mode::Tc => IngressHook::Tc,
-    };
-    let same_hook = matches!(
-        (change.current, wanted),
-        (IngressHook::Tc, IngressHook::Tc) | (IngressHook::XdpNative | IngressHook::XdpGeneric, IngressHook::XdpNative)
-    );
+    let same_hook = wants_xdp(change.mode, ifname) == change.current.is_xdp();
     // Ingress first: it is the one that can fail (a driver without XDP).
     let hook = if same_hook {
         let prog = if change.current == IngressHook::Tc { PROG_INGRESS_TC } else { PROG_INGRESS_XDP };
@@ -234,14 +220,19 @@ fn update_link(ebpf: &mut Ebpf, prog: &str, pin: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Attaches the ingress program on the hook `mode` asks for.
-fn attach_ingress(ebpf: &mut Ebpf, ifname: &str, mode: Mode) -> anyhow::Result<(FdLink, IngressHook)> {
-    let use_xdp = match mode {
+/// Whether `mode` puts the ingress program of `ifname` on XDP (native XDP
+/// on real NICs for `auto`; tcx on veth and other virtual devices).
+pub fn wants_xdp(mode: Mode, ifname: &str) -> bool {
+    match mode {
         Mode::Auto => netns::is_physical(ifname),
         Mode::Xdp => true,
         Mode::Tc => false,
-    };
-    if use_xdp {
+    }
+}
+
+/// Attaches the ingress program on the hook `mode` asks for.
+fn attach_ingress(ebpf: &mut Ebpf, ifname: &str, mode: Mode) -> anyhow::Result<(FdLink, IngressHook)> {
+    if wants_xdp(mode, ifname) {
         match attach_xdp(ebpf, ifname, XdpMode::Driver) {
             Ok(link) => return Ok((link, IngressHook::XdpNative)),
             // `auto` on a NIC whose driver lacks native XDP: tcx beats generic XDP.
@@ -322,17 +313,17 @@ fn link_info(pin: &Path) -> anyhow::Result<sys::LinkInfo> {
     Ok(sys::link_info(&fd)?)
 }
 
-/// The ingress hook of the pinned ingress link of `dir`, from the kernel
-/// (`None` without one). Native and generic XDP look alike here.
-pub fn ingress_hook(dir: &Path) -> anyhow::Result<Option<IngressHook>> {
+/// The ingress hook the pinned ingress link of `dir` is on, from the kernel
+/// (it may differ from a record when an `sgctl` was killed while moving
+/// hooks). Native and generic XDP look alike to the kernel's link info, so
+/// `recorded` tells them apart when it says XDP.
+pub fn ingress_hook(dir: &Path, recorded: IngressHook) -> anyhow::Result<IngressHook> {
     let path = dir.join(LINK_INGRESS);
-    if !path.exists() {
-        return Ok(None);
-    }
-    Ok(Some(match link_info(&path)?.link_type {
+    Ok(match link_info(&path)?.link_type {
+        sys::BPF_LINK_TYPE_XDP if recorded.is_xdp() => recorded,
         sys::BPF_LINK_TYPE_XDP => IngressHook::XdpNative,
         _ => IngressHook::Tc,
-    }))
+    })
 }
 
 /// Whether the links of `dir` still hold an interface: false once the

@@ -55,6 +55,12 @@ pub enum IngressHook {
     Tc,
 }
 
+impl IngressHook {
+    pub fn is_xdp(self) -> bool {
+        matches!(self, Self::XdpNative | Self::XdpGeneric)
+    }
+}
+
 impl std::fmt::Display for IngressHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -58,7 +58,7 @@ fn c_path(path: &Path) -> io::Result<CString> {
 /// An array map whose elements are the `chunk`-byte pieces of `value`
 /// (`value.len()` a multiple of `chunk`).
 pub fn create_array_with(name: &str, chunk: usize, value: &[u8]) -> io::Result<OwnedFd> {
-    debug_assert!(chunk > 0 && value.len() % chunk == 0);
+    debug_assert!(chunk > 0 && value.len().is_multiple_of(chunk));
     let elements = (value.len() / chunk).max(1) as u32;
     let mut attr = Attr::new();
     attr.u32_at(0, BPF_MAP_TYPE_ARRAY).u32_at(4, 4).u32_at(8, chunk as u32).u32_at(12, elements);
