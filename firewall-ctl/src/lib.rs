@@ -11,6 +11,7 @@ pub mod compile;
 pub mod control;
 pub mod datapath;
 pub mod frames;
+pub mod model;
 pub mod netns;
 pub mod output;
 pub mod policy;
