@@ -15,6 +15,7 @@ pub mod datapath;
 pub mod frames;
 pub mod image;
 pub mod import;
+pub mod model;
 pub mod netns;
 pub mod output;
 pub mod policy;

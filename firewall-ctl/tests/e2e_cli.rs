@@ -209,6 +209,7 @@ fn explain_names_the_rule_that_allows_a_packet() {
     };
     let http = explain(&["--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "80"]);
     assert_eq!(http["allowed"], true, "{http}");
+    assert_eq!(http["verdict"], "allowed", "{http}");
     assert_eq!(http["rule"], "web-server/inbound/1", "{http}");
     assert_eq!(http["description"], "Allow HTTP (web traffic)", "{http}");
     let ssh = explain(&["--in", "--proto", "tcp", "--src", "203.0.113.10", "--dst", "203.0.113.1", "--dport", "22"]);
@@ -223,8 +224,19 @@ fn explain_names_the_rule_that_allows_a_packet() {
     ] {
         let v = explain(&args);
         assert_eq!(v["allowed"], false, "{what}: {v}");
+        assert_eq!(v["verdict"], "dropped", "{what}: {v}");
         assert_eq!(v["rule"], Value::Null, "{what}: {v}");
     }
+    // Neighbour discovery is never judged; the same type over IPv4 is.
+    let nd =
+        explain(&["--in", "--proto", "icmpv6", "--icmp-type", "135", "--src", "fe80::7", "--dst", "ff02::1:ff00:1"]);
+    assert_eq!(
+        (&nd["verdict"], &nd["allowed"], &nd["rule"]),
+        (&serde_json::json!("unfiltered"), &Value::Bool(true), &Value::Null),
+        "{nd}"
+    );
+    let nd4 = explain(&["--in", "--proto", "58", "--icmp-type", "135", "--src", "192.0.2.7", "--dst", "203.0.113.1"]);
+    assert_eq!(nd4["verdict"], "dropped", "{nd4}");
     let out = explain(&["--out", "--proto", "udp", "--src", "203.0.113.1", "--dst", "192.0.2.53", "--dport", "53"]);
     assert_eq!(out["rule"], "web-server/outbound/0", "{out}");
     let text = sg.ok(&[
@@ -244,6 +256,8 @@ fn explain_names_the_rule_that_allows_a_packet() {
     assert!(text.stdout.contains("dropped"), "{}", text.stdout);
     sg.run(&["explain", "--iface", "eth0", "--in", "--proto", "bogus", "--src", "1.2.3.4", "--dst", "203.0.113.1"])
         .code(2);
+    let mixed = sg.run(&["explain", "--iface", "eth0", "--in", "--proto", "tcp", "--src", "1.2.3.4", "--dst", "::1"]);
+    assert!(mixed.code(2).stderr.contains("not of the same IP version"));
 }
 
 #[test]

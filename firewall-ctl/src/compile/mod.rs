@@ -6,14 +6,13 @@
 //! `L4[dir, proto, port] & (CIDR[peer] | SG[peer])` holds exactly the rules
 //! that allow a packet. Modules: `l4` (protocol/ports → prefixes), `lpm`
 //! (entries with ancestor sets folded in), `order` (which id each rule
-//! gets), `simulate` (the kernel's lookup, in userspace) and `reference` (a
-//! naive matcher over the policy, to test the rest against).
+//! gets) and `simulate` (the kernel's lookup, in userspace). They are
+//! tested against [`crate::model`], the naive matcher over the policy.
 
 pub(crate) mod identity;
 mod l4;
 mod lpm;
 mod order;
-mod reference;
 mod simulate;
 
 #[cfg(test)]
@@ -28,10 +27,7 @@ use firewall_common::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use self::{
-    reference::{reference_credit, reference_match},
-    simulate::{allowed, lookup},
-};
+pub use self::simulate::{allowed, lookup};
 pub use crate::policy::RuleDirection;
 use crate::policy::{Group, PeerTarget, Policy, Rule};
 
@@ -185,7 +181,7 @@ pub fn summarize(policy: &Policy) -> Result<Summary, CompileError> {
 }
 
 /// The attached groups, each once, in the order given.
-fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>, CompileError> {
+pub(crate) fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>, CompileError> {
     let mut out: Vec<&Group> = Vec::new();
     for name in groups {
         let group = policy.group(name).ok_or_else(|| CompileError::UnknownGroup(name.clone()))?;
@@ -197,7 +193,7 @@ fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>,
 }
 
 /// Addresses carrying `group`: its `members:` plus local interface addresses.
-fn members(policy: &Policy, local_members: &BTreeMap<String, Vec<IpNet>>, group: &str) -> Vec<IpNet> {
+pub(crate) fn members(policy: &Policy, local_members: &BTreeMap<String, Vec<IpNet>>, group: &str) -> Vec<IpNet> {
     let local = local_members.get(group).into_iter().flatten().copied();
     policy.members_of(group).chain(local).collect()
 }

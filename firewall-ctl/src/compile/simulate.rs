@@ -1,8 +1,8 @@
 //! The kernel's verdict, computed in userspace over compiled entries: two
 //! longest-prefix lookups, `l4 & (addr | any)`, and the credited rule found
-//! by the same tiers the datapath walks (firewall-ebpf/src/policy.rs). It
-//! serves `sgctl explain` and the tests that hold the compiler to the
-//! reference matcher.
+//! by the same tiers the datapath walks (firewall-ebpf/src/policy.rs). The
+//! tests hold it, and so the compiled maps, to [`crate::model`]
+//! (compile/tests.rs and the differential test).
 
 use std::net::IpAddr;
 

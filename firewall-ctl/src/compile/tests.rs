@@ -1,5 +1,5 @@
 //! Compiler tests: the seed examples, the map layout, rule-id order, limits,
-//! and a property test holding `lookup` to `reference_match`.
+//! and a property test holding `allowed` and `lookup` to the model's rules.
 
 use std::{
     collections::BTreeMap,
@@ -11,7 +11,10 @@ use firewall_common::policy::{l4_prefix, MAX_RULES};
 use ipnet::IpNet;
 
 use super::*;
-use crate::policy::{parse_sources, Policy};
+use crate::{
+    model::{RuleRef, Rules},
+    policy::{parse_sources, Policy},
+};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -301,7 +304,7 @@ fn rule_info_serialises_with_lowercase_direction() {
     assert_eq!(json, r#"{"group":"g","direction":"outbound","index":2,"description":null,"identity":0}"#);
 }
 
-// ---- property test: the compiled maps agree with the reference matcher ----
+// ---- property test: the compiled maps agree with the model ----
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -414,7 +417,7 @@ fn random_policy(rng: &mut Rng) -> (String, Vec<String>) {
 }
 
 #[test]
-fn lookup_agrees_with_reference_match() {
+fn lookup_agrees_with_the_model() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let mut allowed_count = 0;
     for round in 0..150 {
@@ -427,6 +430,7 @@ fn lookup_agrees_with_reference_match() {
             local.insert(rng.pick(&groups).clone(), vec![random_net(&mut rng)]);
         }
         let c = compile_interface(&p, &attached, &local).expect("compiles");
+        let model = Rules::new(&p, &attached, &local).expect("known groups");
         for _ in 0..300 {
             let dir = *rng.pick(&[In, Out]);
             let proto = *rng.pick(&[TCP, UDP, ICMP, ICMPV6, 47, 50]);
@@ -437,26 +441,20 @@ fn lookup_agrees_with_reference_match() {
                 rng.pick(&[p, p.saturating_add(1), p.saturating_sub(1), 0]).to_be_bytes()
             };
             let peer = random_addr(&mut rng);
-            let want = reference_match(&p, &attached, &local, dir, proto, port, peer);
+            let mut want = model.matching(dir, proto, port, peer);
+            want.sort();
             let got = allowed(&c, dir, proto, port, peer);
-            let got_names: Vec<(String, RuleDirection, u32)> = (0..c.rules.len() as u32)
-                .filter(|id| got.contains(*id))
-                .map(|id| {
-                    let r = &c.rules[id as usize];
-                    (r.group.clone(), r.direction, r.index)
-                })
-                .collect();
-            let mut sorted_want = want.clone();
-            sorted_want.sort();
-            let mut sorted_got = got_names.clone();
-            sorted_got.sort();
-            let ctx = || format!("{dir} proto {proto} port {port:?} peer {peer}\n{text}");
-            assert_eq!(sorted_got, sorted_want, "{}", ctx());
-            let credit = reference_credit(&p, &attached, &local, dir, proto, port, peer);
-            let got = lookup(&c, dir, proto, port, peer).map(|id| {
+            let name = |id: u32| {
                 let r = &c.rules[id as usize];
-                (r.group.clone(), r.direction, r.index)
-            });
+                RuleRef { group: r.group.clone(), direction: r.direction, index: r.index }
+            };
+            let mut got_names: Vec<RuleRef> =
+                (0..c.rules.len() as u32).filter(|id| got.contains(*id)).map(name).collect();
+            got_names.sort();
+            let ctx = || format!("{dir} proto {proto} port {port:?} peer {peer}\n{text}");
+            assert_eq!(got_names, want, "{}", ctx());
+            let credit = model.credited(dir, proto, port, peer);
+            let got = lookup(&c, dir, proto, port, peer).map(name);
             assert_eq!(got, credit, "credited rule: {}", ctx());
             if got.is_some() {
                 allowed_count += 1;

@@ -10,9 +10,22 @@ use ipnet::IpNet;
 
 use super::*;
 use crate::{
-    compile::reference_match,
+    model::{RuleRef, Rules},
     policy::{parse_sources, Location, Members, PeerTarget, Policy, PortRange, Ports, Protocol, Rule, RuleDirection},
 };
+
+/// The rules of `groups` that allow a packet, by the model.
+fn reference_match(
+    policy: &Policy,
+    groups: &[String],
+    local: &BTreeMap<String, Vec<IpNet>>,
+    direction: RuleDirection,
+    protocol: u8,
+    port: [u8; 2],
+    peer: IpAddr,
+) -> Vec<RuleRef> {
+    Rules::new(policy, groups, local).map(|r| r.matching(direction, protocol, port, peer)).unwrap_or_default()
+}
 
 fn fixture(name: &str) -> Source {
     let path = format!("{}/tests/fixtures/aws/{name}", env!("CARGO_MANIFEST_DIR"));
