@@ -30,8 +30,10 @@ pub struct FlowKey {
 pub struct FlowEntry {
     /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the last packet.
     pub last_seen_ns: u64,
-    /// Rule that allowed the first packet; its counters get the flow's traffic.
-    pub rule: u32,
+    /// Counter slot of the rule that allowed the first packet (see
+    /// `policy::COUNTER_SLOTS`): its counters get the flow's traffic, and
+    /// it names the rule across policy changes.
+    pub slot: u32,
     /// One of [`FlowState`].
     pub state: u8,
     /// 1 when the `lo` endpoint of the key sent the first packet.

@@ -43,10 +43,13 @@ pub enum Reason {
     DropFragment = 7,
     /// A non-first IP fragment of a datagram whose first fragment passed.
     PassFragment = 8,
+    /// The interface has no complete policy in force (a state `sgctl`
+    /// never leaves behind): fail closed.
+    DropNoPolicy = 9,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Self::PassNewFlow,
         Self::PassTracked,
@@ -57,6 +60,7 @@ impl Reason {
         Self::DropConntrackFull,
         Self::DropFragment,
         Self::PassFragment,
+        Self::DropNoPolicy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,10 +74,14 @@ impl Reason {
             Self::DropConntrackFull => "dropped_conntrack_full",
             Self::DropFragment => "dropped_fragment",
             Self::PassFragment => "pass_fragment",
+            Self::DropNoPolicy => "dropped_no_policy",
         }
     }
 
     pub fn is_drop(self) -> bool {
-        matches!(self, Self::DropNoRule | Self::DropMalformed | Self::DropConntrackFull | Self::DropFragment)
+        matches!(
+            self,
+            Self::DropNoRule | Self::DropMalformed | Self::DropConntrackFull | Self::DropFragment | Self::DropNoPolicy
+        )
     }
 }

@@ -5,20 +5,22 @@
 //! number of rules:
 //!
 //! ```text
-//! allowed = L4_RULES[dir, proto, port]  &  ( CIDR_RULES[peer]  |  SG_RULES[peer] )
+//! allowed = L4_RULES[dir, proto, port]  &  ( CLASSES[ADDR[peer]].rules  |  any )
 //! ```
 //!
-//! Each lookup returns a [`RuleSet`]: one bit per rule of the interface's
+//! Each lookup yields a [`RuleSet`]: one bit per rule of the interface's
 //! compiled table (the union of its attached groups, both directions). A rule
 //! is a cross product of its ports and its peers, so "some port matches and
 //! some peer matches" is exactly "the rule matches", and one bit per
 //! *source-file* rule is enough: lists share the rule's bit and counter.
+//! `ADDR` holds CIDR and prefix-list peers and the member addresses of
+//! `sg:` peers alike; `any` (in [`SlotMeta`]) the rules for every address.
 //!
-//! All three maps are LPM tries. A trie answers only with the longest
-//! matching prefix, so userspace stores in every entry the union of the sets
-//! of all the entries that contain it (its ancestors). Any prefix that
-//! contains the looked-up point is an ancestor of the longest match, so the
-//! longest match alone carries every rule that applies.
+//! The maps are LPM tries. A trie answers only with the longest matching
+//! prefix, so userspace stores in every entry the union of the sets of all
+//! the entries that contain it (its ancestors). Any prefix that contains
+//! the looked-up point is an ancestor of the longest match, so the longest
+//! match alone carries every rule that applies.
 
 /// Rule-set width in 64-bit words. 16 words = 1024 rules per interface,
 /// counting both directions; `sgctl check` refuses more.
@@ -28,9 +30,15 @@ pub const MAX_RULES: usize = RULE_WORDS * 64;
 
 /// A set of rule ids: bit `i` is rule `i` of the interface's rule table.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RuleSet {
     pub words: [u64; RULE_WORDS],
+}
+
+impl Default for RuleSet {
+    fn default() -> Self {
+        Self::EMPTY
+    }
 }
 
 impl RuleSet {
@@ -53,6 +61,21 @@ impl RuleSet {
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|w| *w == 0)
     }
+
+    /// The rule ids in the set, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, w)| {
+            let mut bits = *w;
+            core::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                Some(i as u32 * 64 + bit)
+            })
+        })
+    }
 }
 
 /// Key data of `L4_RULES`, an LPM trie over `(direction, protocol, port)`.
@@ -65,6 +88,10 @@ impl RuleSet {
 ///   for 1-65535), as Cilium does for its port masks;
 /// - ICMP/ICMPv6 put `[type, code]` where the port goes: 24 pins the type,
 ///   32 the type and code.
+///
+/// Four padding bytes follow (never matched: every prefix length is at most
+/// 32), so that the trie's value, stored right after the key data, is
+/// 8-byte aligned for the `u64` words of [`RuleSet`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct L4Key {
@@ -72,6 +99,13 @@ pub struct L4Key {
     pub protocol: u8,
     /// Destination port in network order, or `[icmp type, icmp code]`.
     pub port: [u8; 2],
+    pub _pad: [u8; 4],
+}
+
+impl L4Key {
+    pub const fn new(direction: u8, protocol: u8, port: [u8; 2]) -> Self {
+        Self { direction, protocol, port, _pad: [0; 4] }
+    }
 }
 
 /// Prefix lengths of [`L4Key`], see its documentation.
@@ -82,31 +116,57 @@ pub mod l4_prefix {
     pub const ICMP_TYPE: u32 = 24;
 }
 
-/// Value of the address tries (`CIDR_RULES*`, `SG_RULES*`).
+/// Value of the address tries (`ADDR4`, `ADDR6`): peer address → class.
 ///
-/// `rules` decides the verdict: the entry's own rules and its ancestors'.
-/// The rest lets the datapath credit the rule with the most specific
-/// address match (docs/cli.md) without a loop over rules: `own` holds the rules
-/// with a peer of exactly this prefix, and `parent_len` finds the next
-/// less specific entry (a lookup of the same address with that prefix
-/// length), so the datapath walks the few prefixes containing the address,
-/// longest first, and stops at the first whose `own` rules allow the packet.
+/// The rules themselves live in `CLASSES`, keyed by the class: entries with
+/// the same rules share one class, so a trie of a million prefix-list CIDRs
+/// holds 8 bytes per entry. The class key is computed from the rules'
+/// stable counter slots (see [`COUNTER_SLOTS`]), not from their bit
+/// positions, so inserting a rule before others rewrites `CLASSES` and
+/// `L4_RULES` but no address entry.
+///
+/// Two `u32`s, not a `u64`: in the IPv4 trie the value sits 4 bytes into
+/// the node.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AddrRules {
-    pub rules: RuleSet,
-    pub own: RuleSet,
-    pub prefix_len: u32,
-    /// Prefix length of the nearest containing entry, or [`NO_PARENT`].
-    pub parent_len: u32,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AddrEntry {
+    /// The class key, low and high words.
+    pub class: [u32; 2],
 }
 
-/// [`AddrRules::parent_len`] of an entry that no other entry contains.
-pub const NO_PARENT: u32 = u32::MAX;
+impl AddrEntry {
+    pub fn new(class: u64) -> Self {
+        Self { class: [class as u32, (class >> 32) as u32] }
+    }
 
-/// Key data of `CIDR_RULES4` / `SG_RULES4`: an IPv4 address, network order.
+    #[inline(always)]
+    pub fn class_key(&self) -> u64 {
+        u64::from(self.class[0]) | (u64::from(self.class[1]) << 32)
+    }
+}
+
+/// Nested prefixes told apart when crediting a flow (below).
+pub const MAX_TIERS: usize = 8;
+
+/// Value of `CLASSES`: the rules of the addresses of one class.
+///
+/// `rules` decides the verdict: every rule whose peer contains the
+/// address. `tiers` decides which of the rules that allow a packet is
+/// credited with the flow (cli.md: the most specific address match, then
+/// the first in file order): the rules of the longest containing prefix,
+/// then the next, …, then the rules for every address; the datapath takes
+/// the first tier that allows the packet and the lowest rule id in it.
+/// Prefixes nested deeper than [`MAX_TIERS`] share the last tier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassRules {
+    pub rules: RuleSet,
+    pub tiers: [RuleSet; MAX_TIERS],
+}
+
+/// Key data of `ADDR4`: an IPv4 address, network order.
 pub type Addr4 = [u8; 4];
-/// Key data of `CIDR_RULES6` / `SG_RULES6`: an IPv6 address as four words
+/// Key data of `ADDR6`: an IPv6 address as four words
 /// whose memory holds the 16 network-order bytes. Words, not bytes, so the
 /// datapath moves addresses with four loads and stores instead of the
 /// byte-loop `memcpy` the BPF backend emits for byte arrays.
@@ -131,10 +191,68 @@ pub fn addr6_octets(a: Addr6) -> [u8; 16] {
     o
 }
 
-/// Fixed capacities of the policy maps of one interface.
-pub mod capacity {
-    /// `L4_RULES` entries (port blocks, protocols, ICMP types).
-    pub const L4: u32 = 16384;
-    /// Entries in each address trie (CIDRs, or member addresses for `sg:`).
-    pub const ADDRS: u32 = 16384;
+/// Counter slots per interface: `RULE_STATS` entries. A rule keeps its
+/// slot, and so its counters, for as long as its content is unchanged,
+/// whatever rules are added or removed around it; a removed rule's slot is
+/// reused only once no tracked flow credits it any more. Twice the rules an
+/// interface can hold, so a whole policy can be replaced while the old
+/// one's flows are still tracked.
+pub const COUNTER_SLOTS: u32 = 2 * MAX_RULES as u32;
+
+/// Counter slot of flows whose rule was removed and whose own slot had to
+/// be reused (only when more than [`MAX_RULES`] removed rules still have
+/// tracked flows).
+pub const SLOT_REMOVED: u32 = COUNTER_SLOTS - 1;
+
+/// Which of the two policy generations of a scope is in force: value of the
+/// scope's `ACTIVE` map, shared by the programs of all its interfaces and
+/// read once per packet. `sgctl apply` writes the other generation
+/// completely, then switches with one write of this value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Active {
+    /// 0 or 1: the slot of every generation-indexed map in force.
+    pub slot: u32,
+    /// 1 once no program can still be reading the other slot (a grace
+    /// period has passed since the switch); userspace only, the datapath
+    /// ignores it.
+    pub settled: u32,
+    /// The policy generation in force (for reports; the datapath ignores it).
+    pub generation: u64,
+}
+
+/// What an interface does in one generation: value of `SLOT_META[slot]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotMeta {
+    /// One of [`slot_state`]. Anything else drops every packet.
+    pub state: u32,
+    pub _pad: u32,
+    /// Rules whose peer is every IPv4 address (`0.0.0.0/0`), and every IPv6
+    /// address (`::/0`): they need no address lookup, and keeping them out
+    /// of the tries means adding such a rule rewrites no address entry.
+    pub any4: RuleSet,
+    pub any6: RuleSet,
+}
+
+/// [`SlotMeta::state`] values.
+pub mod slot_state {
+    /// Never written: the datapath drops everything (fail closed).
+    pub const UNSET: u32 = 0;
+    /// The generation's policy maps judge every packet.
+    pub const ENFORCE: u32 = 1;
+    /// The interface is not filtered in this generation (being attached,
+    /// before the switch; or being detached, after it): every packet passes.
+    pub const UNFILTERED: u32 = 2;
+}
+
+/// `max_entries` of the inner-map templates declared in the object (the
+/// kernel checks an installed inner map against its template's type, key,
+/// value and flags, not its size). The maps `sgctl` installs are sized to
+/// the compiled policy; 1 keeps the transient template small.
+pub mod template {
+    pub const L4: u32 = 1;
+    pub const ADDRS: u32 = 1;
+    pub const CLASSES: u32 = 1;
+    pub const CONNTRACK: u32 = 1;
 }

@@ -2,14 +2,17 @@
 use crate::{
     conntrack::{FlowEntry, FlowKey, Timeouts},
     counters::{ReasonCounters, RuleCounters},
-    policy::{AddrRules, L4Key, RuleSet},
+    policy::{Active, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta},
 };
 
 // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers and byte
 // arrays, with every padding byte spelled out as a field.
 unsafe impl aya::Pod for RuleSet {}
 unsafe impl aya::Pod for L4Key {}
-unsafe impl aya::Pod for AddrRules {}
+unsafe impl aya::Pod for AddrEntry {}
+unsafe impl aya::Pod for ClassRules {}
+unsafe impl aya::Pod for Active {}
+unsafe impl aya::Pod for SlotMeta {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowEntry {}
 unsafe impl aya::Pod for Timeouts {}

@@ -2,8 +2,13 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::{ArgValueCompleter, Shell};
 
-use crate::state::{records::Mode, DEFAULT_STATE_DIR};
+use crate::{
+    completers::{group, interface},
+    saved::DEFAULT_LIB_DIR,
+    state::{records::Mode, DEFAULT_STATE_DIR},
+};
 
 /// AWS-style security groups enforced in the Linux kernel by eBPF.
 #[derive(Debug, Parser)]
@@ -23,9 +28,15 @@ pub struct Global {
     /// State directory; must be on a bpffs mount.
     #[arg(long, global = true, env = "SGCTL_STATE_DIR", default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// Where the applied policy is saved on disk, for `sgctl restore` after a reboot.
+    #[arg(long, global = true, env = "SGCTL_LIB_DIR", default_value = DEFAULT_LIB_DIR, value_name = "DIR")]
+    pub lib_dir: PathBuf,
     /// Print one JSON document instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How long a verb that changes state waits for another sgctl to finish, in seconds.
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
+    pub wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,15 +51,37 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Show what would change, change nothing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "confirm_within")]
         dry_run: bool,
+        /// Roll back to the policy in force before by itself unless `sgctl confirm` runs within SECS seconds
+        /// (a policy that cuts your own SSH heals itself).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+        confirm_within: Option<u64>,
+    },
+    /// Keep the policy of the last `apply --confirm-within`: cancel its rollback.
+    Confirm,
+    /// Put the policy saved on disk back in force (at boot: bpffs does not survive a reboot).
+    Restore {
+        /// Every scope saved: the host and each named network namespace that exists.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Wait for an unconfirmed apply's deadline and roll it back (started by `apply --confirm-within`).
+    #[command(hide = true)]
+    Rollback {
+        /// The generation the unconfirmed apply put in force.
+        #[arg(long)]
+        generation: u64,
+        /// Seconds since the Unix epoch.
+        #[arg(long)]
+        deadline: u64,
     },
     /// Filter an interface with groups of the applied policy.
     Attach {
-        #[arg(value_name = "IFACE")]
+        #[arg(value_name = "IFACE", add = ArgValueCompleter::new(interface))]
         iface: String,
         /// Groups to attach, comma-separated.
-        #[arg(long, value_delimiter = ',', required = true, value_name = "A,B")]
+        #[arg(long, value_delimiter = ',', required = true, value_name = "A,B", add = ArgValueCompleter::new(group))]
         groups: Vec<String>,
         /// Ingress hook: XDP (native, real NICs), tcx (veth, virtual devices), or chosen per device.
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
@@ -56,7 +89,7 @@ pub enum Command {
     },
     /// Stop filtering an interface.
     Detach {
-        #[arg(value_name = "IFACE")]
+        #[arg(value_name = "IFACE", add = ArgValueCompleter::new(interface))]
         iface: String,
     },
     /// Filtered interfaces, hooks, program ids, policy generation, conntrack use.
@@ -74,14 +107,79 @@ pub enum Command {
     },
     /// Say which rule allows a packet, or that nothing does.
     Explain(ExplainArgs),
+    /// Write a policy from another tool's security groups (needs no privilege).
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+    /// Print a shell completion script.
+    ///
+    /// bash: `sgctl completions bash > /etc/bash_completion.d/sgctl`;
+    /// zsh: `sgctl completions zsh > "${fpath[1]}/_sgctl"`;
+    /// fish: `sgctl completions fish > ~/.config/fish/completions/sgctl.fish`.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+        /// A script that asks sgctl itself while completing, so it also offers
+        /// interface names and the applied policy's group names.
+        #[arg(long)]
+        dynamic: bool,
+    },
+    /// Write man pages (sgctl.1, sgctl-apply.1, …) into DIR (what `cargo xtask man` runs).
+    #[command(hide = true)]
+    ManPages {
+        #[arg(value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// From the JSON of `aws ec2 describe-security-groups` and related commands.
+    ///
+    /// Each FILE is the JSON output of `aws ec2 describe-security-groups`,
+    /// `describe-security-group-rules` or `describe-network-interfaces` (which
+    /// fills in the members of referenced groups), or one document holding
+    /// several of their top-level keys. Groups and prefix lists referenced but
+    /// not in the input become empty definitions, listed in warnings on stderr.
+    Aws(ImportAwsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportAwsArgs {
+    /// JSON documents to import; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Entries of a managed prefix list: the output of
+    /// `aws ec2 get-managed-prefix-list-entries --prefix-list-id ID`, which does not name the list.
+    #[arg(long = "prefix-list", value_name = "ID=FILE", value_parser = parse_prefix_list)]
+    pub prefix_lists: Vec<(String, PathBuf)>,
+    /// Write the policy to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `pl-0123=entries.json` → (`pl-0123`, `entries.json`).
+fn parse_prefix_list(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((id, file)) if id.starts_with("pl-") && !file.is_empty() => Ok((id.to_owned(), PathBuf::from(file))),
+        _ => Err(format!("\"{text}\": expected pl-ID=FILE, e.g. pl-0123abcd=entries.json")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConntrackAction {
     /// List tracked flows.
     List,
-    /// Forget every tracked flow (cuts open flows that no rule allows any more).
-    Flush,
+    /// Forget tracked flows (cuts open flows that no rule allows any more): all of them, or those of a group or rule.
+    Flush {
+        /// Only the flows opened through a rule of this group.
+        #[arg(long, value_name = "GROUP", conflicts_with = "rule")]
+        group: Option<String>,
+        /// Only the flows opened through this rule (GROUP/inbound/N or GROUP/outbound/N, as `sgctl stats` names it).
+        #[arg(long, value_name = "ID")]
+        rule: Option<String>,
+    },
     /// Delete flows idle past their timeout (run from a timer to free slots early).
     Gc,
 }
@@ -89,7 +187,7 @@ pub enum ConntrackAction {
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// Filtered interface.
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", add = ArgValueCompleter::new(interface))]
     pub iface: String,
     /// Arriving on the interface.
     #[arg(long = "in", conflicts_with = "outbound", required_unless_present = "outbound")]

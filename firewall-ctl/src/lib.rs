@@ -8,14 +8,20 @@
 pub mod cli;
 pub mod cmd;
 pub mod compile;
+pub mod completers;
 pub mod control;
+pub mod counter_slots;
 pub mod datapath;
 pub mod frames;
 pub mod fuzzing;
+pub mod image;
+pub mod import;
+pub mod model;
 pub mod netns;
 pub mod output;
 pub mod policy;
 pub mod privilege;
+pub mod saved;
 pub mod state;
 pub mod testrun;
 
@@ -27,5 +33,11 @@ pub struct InputError(pub String);
 
 /// Whether `e` is the user's input at fault (exit 2) rather than the system (exit 1).
 pub fn is_input_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<InputError>() || c.is::<policy::PolicyError>())
+    e.chain().any(|c| c.is::<InputError>() || is_located(c))
+}
+
+/// Errors whose message starts with where the input is wrong (`FILE:LINE:COL`
+/// or `FILE: JSON-PATH`), printed as compilers print them, without a prefix.
+pub fn is_located(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.is::<policy::PolicyError>() || e.is::<import::aws::ImportError>()
 }

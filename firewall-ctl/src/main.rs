@@ -2,16 +2,18 @@
 //! status (0 done, 1 runtime failure, 2 invalid input or usage).
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use firewall_ctl::{cli::Cli, cmd, is_input_error};
+use clap::{CommandFactory as _, Parser as _};
+use firewall_ctl::{cli::Cli, cmd, completers, is_input_error};
 
 fn main() -> ExitCode {
+    // Answers a shell's completion request (`sgctl completions SHELL --dynamic`) and exits.
+    clap_complete::CompleteEnv::with_factory(Cli::command).var(completers::ENV_VAR).complete();
     let cli = Cli::parse();
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // A policy error already starts with FILE:LINE:COL, as compilers print.
-            if e.chain().any(|c| c.is::<firewall_ctl::policy::PolicyError>()) {
+            // An input error already starts with FILE:LINE:COL, as compilers print.
+            if e.chain().any(firewall_ctl::is_located) {
                 eprintln!("{e:#}");
             } else {
                 eprintln!("sgctl: {e:#}");

@@ -30,6 +30,37 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    crate::outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Writes to standard output, as `print!` does, except on failure: a closed
+/// pipe (`sgctl stats --watch 1 | head -1`) ends the process quietly with
+/// status 0, as ripgrep does, since whoever reads has all it wanted; any
+/// other write error ends it with status 1 and a message. Exiting here
+/// rather than returning the error keeps a `--watch` loop from running on
+/// with nobody reading; the verbs print only after their work is done.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("sgctl: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` for the verbs' results; see [`write_stdout`] for a closed pipe.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` for the verbs' results; see [`write_stdout`] for a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }

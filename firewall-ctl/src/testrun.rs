@@ -12,10 +12,16 @@ use aya::{
     programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp},
     Ebpf,
 };
+use firewall_common::{counters::RuleCounters, policy::Active};
 
 use crate::{
     compile::CompiledInterface,
-    datapath::{self, maps::IfaceMaps},
+    counter_slots::{self, SlotTable},
+    datapath::{
+        self, attach, generation,
+        maps::{self, IfaceMaps},
+    },
+    image,
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -30,13 +36,16 @@ pub const PROG_EMPTY_XDP: &str = "bench_empty_xdp";
 pub struct Loaded {
     dir: PathBuf,
     ebpf: Ebpf,
+    /// Counter slot of each rule id.
+    rule_slots: Vec<u32>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl Loaded {
     /// Loads `compiled` with every program verified, its maps pinned in a
-    /// fresh directory on bpffs (removed on drop).
+    /// fresh directory on bpffs (removed on drop), the policy in force as
+    /// generation 1 in slot 0.
     pub fn new(compiled: &CompiledInterface) -> anyhow::Result<Self> {
         let dir = PathBuf::from(format!(
             "/sys/fs/bpf/sgctl-testrun-{}-{}",
@@ -44,7 +53,16 @@ impl Loaded {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).context("creating a directory on bpffs (/sys/fs/bpf)")?;
-        let mut loaded = Self { ebpf: datapath::load_pinned(&dir, compiled)?, dir };
+        let active = dir.join(maps::ACTIVE);
+        maps::create_active(&active)?;
+        let ebpf = attach::prepare_new(&dir, active.clone(), compiled.conntrack_capacity)?;
+        let rule_slots = counter_slots::assign(&SlotTable::default(), &compiled.rules, 1, Default::default).by_rule;
+        let image = image::build(compiled, &rule_slots)?;
+        let iface = IfaceMaps::at(&dir);
+        generation::write(&iface, 0, &image, None)?;
+        iface.set_timeouts(compiled.timeouts)?;
+        maps::write_active(&active, Active { slot: 0, settled: 1, generation: 1 })?;
+        let mut loaded = Self { ebpf, dir, rule_slots };
         for name in [datapath::PROG_INGRESS_TC, datapath::PROG_EGRESS_TC] {
             let p: &mut SchedClassifier = loaded.ebpf.program_mut(name).context(name)?.try_into()?;
             p.load().with_context(|| format!("verifier rejected {name}"))?;
@@ -71,6 +89,11 @@ impl Loaded {
 
     pub fn maps(&self) -> IfaceMaps {
         IfaceMaps::at(&self.dir)
+    }
+
+    /// The counters of each rule, in rule-id order.
+    pub fn rule_counters(&self) -> anyhow::Result<Vec<RuleCounters>> {
+        self.maps().rule_counters(&self.rule_slots)
     }
 }
 

@@ -189,7 +189,7 @@ fn lifecycle_attach_detach_and_hooks() {
     let report = sg.apply(&[&policy]);
     assert_eq!(report["interfaces"][0]["change"], "updated", "{report:#}");
     let status = sg.status();
-    assert_eq!(status["generation"], 2, "{status:#}");
+    assert_eq!(status["generation"], 4, "apply, detach, attach, apply: {status:#}");
     assert_eq!(status["interfaces"][0]["ingress"], "xdp-native", "{status:#}");
     assert_eq!(program_ids(&status["interfaces"][0]).0, ingress_id, "an update keeps the programs: {status:#}");
     enforced("re-applied over XDP");
@@ -211,6 +211,7 @@ fn explain_names_the_rule_that_allows_a_packet() {
     };
     let http = explain(&["--in", "--proto", "tcp", "--src", "198.51.100.7", "--dst", "203.0.113.1", "--dport", "80"]);
     assert_eq!(http["allowed"], true, "{http}");
+    assert_eq!(http["verdict"], "allowed", "{http}");
     assert_eq!(http["rule"], "web-server/inbound/1", "{http}");
     assert_eq!(http["description"], "Allow HTTP (web traffic)", "{http}");
     let ssh = explain(&["--in", "--proto", "tcp", "--src", "203.0.113.10", "--dst", "203.0.113.1", "--dport", "22"]);
@@ -225,8 +226,19 @@ fn explain_names_the_rule_that_allows_a_packet() {
     ] {
         let v = explain(&args);
         assert_eq!(v["allowed"], false, "{what}: {v}");
+        assert_eq!(v["verdict"], "dropped", "{what}: {v}");
         assert_eq!(v["rule"], Value::Null, "{what}: {v}");
     }
+    // Neighbour discovery is never judged; the same type over IPv4 is.
+    let nd =
+        explain(&["--in", "--proto", "icmpv6", "--icmp-type", "135", "--src", "fe80::7", "--dst", "ff02::1:ff00:1"]);
+    assert_eq!(
+        (&nd["verdict"], &nd["allowed"], &nd["rule"]),
+        (&serde_json::json!("unfiltered"), &Value::Bool(true), &Value::Null),
+        "{nd}"
+    );
+    let nd4 = explain(&["--in", "--proto", "58", "--icmp-type", "135", "--src", "192.0.2.7", "--dst", "203.0.113.1"]);
+    assert_eq!(nd4["verdict"], "dropped", "{nd4}");
     let out = explain(&["--out", "--proto", "udp", "--src", "203.0.113.1", "--dst", "192.0.2.53", "--dport", "53"]);
     assert_eq!(out["rule"], "web-server/outbound/0", "{out}");
     let text = sg.ok(&[
@@ -246,6 +258,8 @@ fn explain_names_the_rule_that_allows_a_packet() {
     assert!(text.stdout.contains("dropped"), "{}", text.stdout);
     sg.run(&["explain", "--iface", "eth0", "--in", "--proto", "bogus", "--src", "1.2.3.4", "--dst", "203.0.113.1"])
         .code(2);
+    let mixed = sg.run(&["explain", "--iface", "eth0", "--in", "--proto", "tcp", "--src", "1.2.3.4", "--dst", "::1"]);
+    assert!(mixed.code(2).stderr.contains("not of the same IP version"));
 }
 
 #[test]
@@ -322,11 +336,8 @@ fn a_second_sgctl_waits_for_the_first_to_finish() {
     // Stand in for a first sgctl that is still applying.
     let dir = std::fs::File::open(&state).expect("open state dir");
     let held = Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, e)| e).expect("flock");
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sgctl"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["-n", srv.netns(), "apply"])
-        .arg(policy("web-server.yaml"))
+    let mut second = sg
+        .command(&[std::ffi::OsStr::new("apply"), policy("web-server.yaml").as_os_str()])
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -339,7 +350,8 @@ fn a_second_sgctl_waits_for_the_first_to_finish() {
     let out = second.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("waiting for another sgctl"), "{stderr}");
+    let holder = format!("waiting for pid {}, which holds", std::process::id());
+    assert!(stderr.contains(&holder), "the message names the lock's holder: {stderr}");
 }
 
 #[test]

@@ -90,7 +90,7 @@ impl Datapath {
             .iter()
             .position(|r| r.to_string() == identity)
             .unwrap_or_else(|| panic!("no rule {identity}"));
-        self.maps().rule_counters(self.compiled.rules.len()).unwrap()[id]
+        self.loaded.rule_counters().unwrap()[id]
     }
 
     fn reason(&self, direction: Direction, reason: Reason) -> u64 {

@@ -21,7 +21,7 @@ use firewall_common::{
 };
 
 use crate::{
-    maps::{CONNTRACK, CT_CONFIG, CT_SWEPT_AT},
+    maps::{CONNTRACK, CONNTRACK_PREV, CT_CONFIG, CT_SWEPT_AT},
     parse::Tuple,
 };
 
@@ -84,8 +84,8 @@ fn endpoint_le(a: &Addr6, a_port: u16, b: &Addr6, b_port: u16) -> bool {
 }
 
 pub enum Lookup {
-    /// A live flow; the packet passes.
-    Tracked { rule: u32 },
+    /// A live flow; the packet passes, counted on the flow's counter slot.
+    Tracked { slot: u32 },
     /// No live flow: judge by the rules. `stale` is an expired (or closed and
     /// now reopened) entry of the same key whose slot can be reused.
     New { stale: Option<*mut FlowEntry> },
@@ -108,10 +108,25 @@ fn timeout_ns(protocol: u8, state: FlowState) -> u64 {
     }
 }
 
+/// The entry of `key`: in `CONNTRACK`, or, while `sgctl` moves the flows
+/// into a table of another size, taken over from the previous table.
+#[inline(always)]
+fn find(key: &FlowKey) -> Option<*mut FlowEntry> {
+    if let Some(entry) = CONNTRACK.get_ptr_mut(key) {
+        return Some(entry);
+    }
+    let previous = CONNTRACK_PREV.get(0)?;
+    // SAFETY: a copy of the value, read at once.
+    let entry = unsafe { *previous.get(key)? };
+    // Full, or another CPU took it over first: either way look again.
+    let _ = CONNTRACK.insert(key, &entry, BPF_NOEXIST);
+    CONNTRACK.get_ptr_mut(key)
+}
+
 /// Finds the packet's flow and, when it is live, records the packet in it.
 #[inline(always)]
 pub fn track(flow: &FlowRef, tcp_flags: u8, now: u64) -> Lookup {
-    let Some(entry) = CONNTRACK.get_ptr_mut(&flow.key) else {
+    let Some(entry) = find(&flow.key) else {
         return Lookup::New { stale: None };
     };
     // SAFETY: map value pointer, valid for this program run. Concurrent
@@ -138,23 +153,23 @@ pub fn track(flow: &FlowRef, tcp_flags: u8, now: u64) -> Lookup {
         e.state = next as u8;
         e.last_seen_ns = now;
     }
-    Lookup::Tracked { rule: e.rule }
+    Lookup::Tracked { slot: e.slot }
 }
 
 pub struct TableFull;
 
-/// Starts tracking a flow that `rule` allowed.
+/// Starts tracking a flow that the rule of counter slot `slot` allowed.
 #[inline(always)]
 pub fn open(
     flow: &FlowRef,
     stale: Option<*mut FlowEntry>,
-    rule: u32,
+    slot: u32,
     direction: Direction,
     now: u64,
 ) -> Result<(), TableFull> {
     let entry = FlowEntry {
         last_seen_ns: now,
-        rule,
+        slot,
         state: FlowState::Opening as u8,
         opened_by_lo: u8::from(flow.sender_is_lo),
         direction: direction as u8,
@@ -232,16 +247,16 @@ extern "C" fn sweep_one(map: *mut c_void, key: *mut FlowKey, value: *mut FlowEnt
     0
 }
 
-/// The rule of the tracked flow an ICMP error reports on, if it is tracked
-/// and live.
+/// The counter slot of the tracked flow an ICMP error reports on, if it is
+/// tracked and live.
 #[inline(always)]
-pub fn related_rule(quoted: &Tuple, flow: &mut FlowRef, now: u64) -> Option<u32> {
+pub fn related_counter(quoted: &Tuple, flow: &mut FlowRef, now: u64) -> Option<u32> {
     flow.set(quoted);
     // SAFETY: read-only copy of a map value; racing writers only move timestamps.
-    let e = unsafe { *CONNTRACK.get_ptr(&flow.key)? };
+    let e = unsafe { *find(&flow.key)? };
     let idle = now.saturating_sub(e.last_seen_ns);
     if idle > timeout_ns(flow.key.protocol, FlowState::from_u8(e.state)) {
         return None;
     }
-    Some(e.rule)
+    Some(e.slot)
 }

@@ -1,14 +1,26 @@
 //! The verdict for one packet, shared by the XDP and tc programs.
-use firewall_common::{counters::Reason, Direction};
+use firewall_common::{
+    counters::Reason,
+    policy::{slot_state, SlotMeta, MAX_RULES},
+    Direction,
+};
 
 use crate::{
     conntrack::{self, FlowRef, Lookup},
     fragments,
     frame::Frame,
-    maps::{Scratch, SCRATCH},
+    maps::{Scratch, ACTIVE, RULE_SLOTS, SCRATCH, SLOT_META},
     parse::{self, Packet, Parsed},
     policy, stats,
 };
+
+/// The generation in force (maps.rs): its slot and what it says about this
+/// interface. `None` when the maps say nothing usable.
+#[inline(always)]
+fn generation() -> Option<(u32, &'static SlotMeta)> {
+    let slot = ACTIVE.get(0)?.slot;
+    Some((slot, SLOT_META.get(slot)?))
+}
 
 /// Judges a packet and counts the verdict; the caller passes or drops it.
 #[inline(always)]
@@ -20,20 +32,30 @@ pub fn judge(frame: &impl Frame, direction: Direction) -> Reason {
     // SAFETY: per-CPU scratch slot, ours for this program run.
     let Scratch { packet, flow } = unsafe { &mut *scratch };
     packet.reset();
+    // Read once: everything below is judged by this one generation.
+    let Some((slot, meta)) = generation() else {
+        stats::count_reason(direction, Reason::DropNoPolicy, bytes);
+        return Reason::DropNoPolicy;
+    };
+    if meta.state != slot_state::ENFORCE {
+        let reason = if meta.state == slot_state::UNFILTERED { Reason::PassUnfiltered } else { Reason::DropNoPolicy };
+        stats::count_reason(direction, reason, bytes);
+        return reason;
+    }
     let reason = match parse::parse(frame, packet) {
         Parsed::NotIp | Parsed::Ipv6LinkControl => Reason::PassUnfiltered,
         Parsed::Malformed => Reason::DropMalformed,
-        Parsed::LaterFragment => match fragments::rule_of(packet) {
-            Some(rule) => {
-                stats::count_rule(rule, bytes, false);
+        Parsed::LaterFragment => match fragments::counter_of(packet) {
+            Some(counter) => {
+                stats::count_rule(counter, bytes, false);
                 Reason::PassFragment
             }
             None => Reason::DropFragment,
         },
         Parsed::Ip => {
-            let (reason, rule) = judge_ip(packet, flow, direction, bytes);
-            if let (true, Some(rule)) = (packet.first_fragment, rule) {
-                fragments::remember(packet, rule);
+            let (reason, counter) = judge_ip(packet, flow, direction, bytes, slot, meta);
+            if let (true, Some(counter)) = (packet.first_fragment, counter) {
+                fragments::remember(packet, counter);
             }
             reason
         }
@@ -42,32 +64,46 @@ pub fn judge(frame: &impl Frame, direction: Direction) -> Reason {
     reason
 }
 
-/// The verdict for an IP packet with its L4 header, and the rule whose
-/// counters it went to when it passed.
+/// The verdict for an IP packet with its L4 header, and the counter slot of
+/// the rule it was credited to when it passed.
 #[inline(always)]
-fn judge_ip(packet: &Packet, flow: &mut FlowRef, direction: Direction, bytes: u64) -> (Reason, Option<u32>) {
+fn judge_ip(
+    packet: &Packet,
+    flow: &mut FlowRef,
+    direction: Direction,
+    bytes: u64,
+    slot: u32,
+    meta: &SlotMeta,
+) -> (Reason, Option<u32>) {
     let now = conntrack::now_ns();
     if packet.has_related {
-        if let Some(rule) = conntrack::related_rule(&packet.related, flow, now) {
-            stats::count_rule(rule, bytes, false);
-            return (Reason::PassRelated, Some(rule));
+        if let Some(counter) = conntrack::related_counter(&packet.related, flow, now) {
+            stats::count_rule(counter, bytes, false);
+            return (Reason::PassRelated, Some(counter));
         }
         // Not about a tracked flow: an ICMP rule may still allow it.
     }
     flow.set(&packet.tuple);
     let stale = match conntrack::track(flow, packet.tcp_flags, now) {
-        Lookup::Tracked { rule } => {
-            stats::count_rule(rule, bytes, false);
-            return (Reason::PassTracked, Some(rule));
+        Lookup::Tracked { slot: counter } => {
+            stats::count_rule(counter, bytes, false);
+            return (Reason::PassTracked, Some(counter));
         }
         Lookup::New { stale } => stale,
     };
-    let Some(rule) = policy::allowed_rule(direction, packet) else {
+    let Some(counter) = policy::allowed_rule(slot, meta, direction, packet).and_then(|id| counter_slot(slot, id))
+    else {
         return (Reason::DropNoRule, None);
     };
-    if conntrack::open(flow, stale, rule, direction, now).is_err() {
+    if conntrack::open(flow, stale, counter, direction, now).is_err() {
         return (Reason::DropConntrackFull, None);
     }
-    stats::count_rule(rule, bytes, true);
-    (Reason::PassNewFlow, Some(rule))
+    stats::count_rule(counter, bytes, true);
+    (Reason::PassNewFlow, Some(counter))
+}
+
+/// The counter slot of rule `id` of generation `slot`.
+#[inline(always)]
+fn counter_slot(slot: u32, id: u32) -> Option<u32> {
+    RULE_SLOTS.get(slot * MAX_RULES as u32 + id).copied()
 }

@@ -13,16 +13,18 @@ fn key(packet: &Packet) -> FragmentKey {
     FragmentKey { src: t.src, dst: t.dst, id: packet.fragment_id, protocol: t.protocol, family: t.family, _pad: [0; 2] }
 }
 
-/// Records that the datagram of this first fragment passed, crediting `rule`.
+/// Records that the datagram of this first fragment passed, crediting
+/// counter slot `counter`.
 #[inline(always)]
-pub fn remember(packet: &Packet, rule: u32) {
+pub fn remember(packet: &Packet, counter: u32) {
     // Failure only loses this datagram's later fragments.
-    let _ = FRAGMENTS.insert(&key(packet), &rule, 0);
+    let _ = FRAGMENTS.insert(&key(packet), &counter, 0);
 }
 
-/// The rule of this later fragment's datagram, if its first fragment passed.
+/// The counter slot of this later fragment's datagram, if its first
+/// fragment passed.
 #[inline(always)]
-pub fn rule_of(packet: &Packet) -> Option<u32> {
+pub fn counter_of(packet: &Packet) -> Option<u32> {
     // SAFETY: a copy of the value, read at once.
     unsafe { FRAGMENTS.get(&key(packet)).copied() }
 }

@@ -8,6 +8,12 @@
 //! - `sg_egress_tc`: outbound, as tcx egress.
 #![no_std]
 #![no_main]
+// aya-ebpf's map calls take `impl Borrow<K>`; clippy would pass keys by
+// value, which is one more copy of each key on the 512-byte BPF stack.
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map keys are passed in place, not copied onto the BPF stack"
+)]
 
 mod conntrack;
 mod filter;
@@ -57,7 +63,7 @@ pub fn sg_egress_tc(ctx: TcContext) -> i32 {
 fn tc_action(ctx: &TcContext, direction: Direction) -> i32 {
     frame::linearize_headers(ctx);
     if filter::judge(ctx, direction).is_drop() {
-        TC_ACT_SHOT as i32
+        TC_ACT_SHOT
     } else {
         TC_ACT_UNSPEC
     }

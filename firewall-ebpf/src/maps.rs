@@ -1,41 +1,82 @@
 //! Every map of one filtered interface. `sgctl` loads one copy of this
 //! object per interface, so the ingress and egress programs of an interface
 //! share these maps and no key needs an interface index.
+//!
+//! ## Two generations, switched with one write (docs/semantics.md item 16)
+//!
+//! The policy maps are map-in-map slots: each of `L4_RULES`, `ADDR4`,
+//! `ADDR6` and `CLASSES` is an array of two inner maps, and
+//! `SLOT_META` and `RULE_SLOTS` have one part per slot. `ACTIVE` (one value,
+//! shared by every interface of a host) says which slot is in force; a
+//! packet reads it once and then looks only at that slot, so it is judged
+//! entirely by one generation. `sgctl apply` fills the other slot
+//! completely — installing freshly built inner maps, or the same maps as
+//! the slot in force where their content did not change — then flips
+//! `ACTIVE` with one array write, and waits one RCU grace period (an update
+//! of a map-in-map returns only after every program that could still see
+//! the old value has finished) before it touches the old slot again.
+//! The switch itself costs one array write; the inner maps are sized to the
+//! compiled policy, so a policy of any size that fits in memory loads.
 use aya_ebpf::{
-    macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{ArrayOfMaps, HashMap as BtfHashMap, LpmTrie as BtfLpmTrie},
+    macros::{btf_map, map},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, Timeouts, DEFAULT_CAPACITY},
     counters::{Reason, ReasonCounters, RuleCounters},
-    policy::{capacity, Addr4, Addr6, AddrRules, L4Key, RuleSet, MAX_RULES},
+    policy::{
+        template, Active, Addr4, Addr6, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta, COUNTER_SLOTS, MAX_RULES,
+    },
 };
 
 use crate::{conntrack::FlowRef, parse::Packet};
 
-// ---- Policy (written by `sgctl apply`, read for the first packet of a flow).
-// Values are rule sets; each entry already holds the rules of every entry
-// that contains it, see firewall_common::policy.
+/// Policy generations: slot 0 and slot 1.
+pub const SLOTS: usize = 2;
+
+// ---- Which generation is in force.
+
+/// `[0]`: the slot in force, for every interface of the host (the map is
+/// pinned once per host and reused by each interface's copy of the object).
+#[map]
+pub static ACTIVE: Array<Active> = Array::with_max_entries(1, 0);
+
+/// `[slot]`: whether the interface enforces, or passes everything, in that
+/// generation, and its rules whose peer is every address. An unset slot
+/// drops everything.
+#[map]
+pub static SLOT_META: Array<SlotMeta> = Array::with_max_entries(SLOTS as u32, 0);
+
+/// `[slot * MAX_RULES + rule id]`: the counter slot of each rule of the
+/// generation (rule ids are bit positions, in file order; counter slots are
+/// stable across generations, see `firewall_common::policy::COUNTER_SLOTS`).
+#[map]
+pub static RULE_SLOTS: Array<u32> = Array::with_max_entries((SLOTS * MAX_RULES) as u32, 0);
+
+// ---- Policy (read for the first packet of a flow). Each entry already
+// holds the rules of every entry that contains it, see
+// firewall_common::policy.
 
 /// `(direction, protocol, port | icmp type/code)` → rules whose protocol and
 /// ports match. Prefix lengths: see `L4Key`.
-#[map]
-pub static L4_RULES: LpmTrie<L4Key, RuleSet> = LpmTrie::with_max_entries(capacity::L4, 0);
+#[btf_map]
+pub static L4_RULES: ArrayOfMaps<BtfLpmTrie<L4Key, RuleSet, { template::L4 as usize }>, SLOTS> = ArrayOfMaps::new();
 
-/// Peer address → rules with a CIDR (or `pl:` prefix-list) peer containing it.
-#[map]
-pub static CIDR_RULES4: LpmTrie<Addr4, AddrRules> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
-#[map]
-pub static CIDR_RULES6: LpmTrie<Addr6, AddrRules> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
+/// Peer address → class of the rules whose peer contains it: CIDR and
+/// `pl:` prefix-list peers, and the addresses carrying the groups of `sg:`
+/// peers (their `members` and the addresses of local interfaces they are
+/// attached to).
+#[btf_map]
+pub static ADDR4: ArrayOfMaps<BtfLpmTrie<Addr4, AddrEntry, { template::ADDRS as usize }>, SLOTS> = ArrayOfMaps::new();
+#[btf_map]
+pub static ADDR6: ArrayOfMaps<BtfLpmTrie<Addr6, AddrEntry, { template::ADDRS as usize }>, SLOTS> = ArrayOfMaps::new();
 
-/// Peer address → rules with an `sg:NAME` peer where the address carries
-/// NAME (the group's `members` and the addresses of local interfaces it is
-/// attached to). Group membership lives only here: a membership change
-/// rewrites these entries and no rule.
-#[map]
-pub static SG_RULES4: LpmTrie<Addr4, AddrRules> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
-#[map]
-pub static SG_RULES6: LpmTrie<Addr6, AddrRules> = LpmTrie::with_max_entries(capacity::ADDRS, 0);
+/// Class key (`AddrEntry::class`) → the rules of the address entries of
+/// that class.
+#[btf_map]
+pub static CLASSES: ArrayOfMaps<BtfHashMap<u64, ClassRules, { template::CLASSES as usize }>, SLOTS> =
+    ArrayOfMaps::new();
 
 // ---- Connection tracking.
 
@@ -44,6 +85,14 @@ pub static SG_RULES6: LpmTrie<Addr6, AddrRules> = LpmTrie::with_max_entries(capa
 /// tracked flow (docs/semantics.md item 12). `sgctl` sets the capacity at load.
 #[map]
 pub static CONNTRACK: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(DEFAULT_CAPACITY, 0);
+
+/// `[0]`, while `sgctl` moves the tracked flows into a table of another
+/// capacity: the previous table. A packet that finds no flow in
+/// `CONNTRACK` looks there and takes its flow over, so no flow is lost
+/// while the old and new programs swap places. Empty otherwise.
+#[btf_map]
+pub static CONNTRACK_PREV: ArrayOfMaps<BtfHashMap<FlowKey, FlowEntry, { template::CONNTRACK as usize }>, 1> =
+    ArrayOfMaps::new();
 
 /// `[0]`: `bpf_ktime_get_coarse_ns` of the datapath's last sweep of expired flows
 /// (see `conntrack::sweep_expired`), which runs at most once per second.
@@ -56,8 +105,8 @@ pub static CT_CONFIG: Array<Timeouts> = Array::with_max_entries(1, 0);
 
 /// Fragmented datagrams whose first fragment passed (docs/semantics.md item 14):
 /// later fragments carry no ports, so they pass if and only if their
-/// datagram is here, and count on the same rule. LRU: an entry only matters
-/// for the moment a datagram is in flight, and losing one costs that
+/// datagram is here, and count on the same counter slot. LRU: an entry only
+/// matters for the moment a datagram is in flight, and losing one costs that
 /// datagram, never a tracked flow.
 #[map]
 pub static FRAGMENTS: LruHashMap<FragmentKey, u32> = LruHashMap::with_max_entries(8192, 0);
@@ -87,9 +136,9 @@ pub struct Scratch {
 
 // ---- Counters (per CPU, summed by `sgctl stats`).
 
-/// `[rule id]`: flows opened through the rule, and their packets and bytes.
+/// `[counter slot]`: flows opened through the rule, and their packets and bytes.
 #[map]
-pub static RULE_STATS: PerCpuArray<RuleCounters> = PerCpuArray::with_max_entries(MAX_RULES as u32, 0);
+pub static RULE_STATS: PerCpuArray<RuleCounters> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 /// `[direction * Reason::COUNT + reason]`: packets and bytes per verdict reason.
 #[map]

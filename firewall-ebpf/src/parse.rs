@@ -255,6 +255,14 @@ fn parse_l4(frame: &impl Frame, l4: usize, out: &mut Packet) -> Parsed {
                 IcmpKind::Other => {}
             }
         }
+        // ICMP over IPv6 or ICMPv6 over IPv4 is no message of that family
+        // (no echo, no error, no neighbour discovery), but `icmp`/`icmpv6`
+        // rules still match its type and code (semantics item 4). Left at
+        // 0/0, a rule for type 0 would allow every such packet.
+        (proto::ICMP | proto::ICMPV6, _) => {
+            let h = or_malformed!(read_at::<[u8; 8]>(frame, l4));
+            out.rule_port = [h[0], h[1]];
+        }
         _ => {}
     }
     Parsed::Ip

@@ -1,129 +1,75 @@
-//! The policy decision for a packet that opens a new flow: three LPM lookups
-//! and an AND of fixed-width rule sets decide it. No loop over rules.
+//! The policy decision for a packet that opens a new flow: three lookups
+//! (`L4_RULES`, the address trie, its class) and an AND of fixed-width
+//! rule sets decide it. No loop over rules.
+//!
+//! Every lookup is in the maps of one generation (`slot`, read once per
+//! packet from `ACTIVE`, see maps.rs), so a packet is judged entirely by
+//! the old policy or entirely by the new one.
 //!
 //! When several rules allow the flow, the one credited with it (docs/cli.md) is
 //! the one with the most specific address match, then the first in file
-//! order (rule ids are in file order): a walk down the prefixes that
-//! contain the peer address, longest first, one lookup each, at most
-//! [`MAX_TIERS`] deep.
-use aya_ebpf::maps::{lpm_trie::Key, LpmTrie};
+//! order (rule ids are in file order): the class holds the rules tier by
+//! tier, longest prefix first, computed in userspace, and the first tier
+//! with an allowed rule gives its lowest id.
+use aya_ebpf::btf_maps::lpm_trie::Key;
 use firewall_common::{
-    policy::{l4_prefix, AddrRules, L4Key, RuleSet, NO_PARENT, RULE_WORDS},
+    policy::{l4_prefix, ClassRules, L4Key, RuleSet, SlotMeta, MAX_TIERS, RULE_WORDS},
     Direction,
 };
 
 use crate::{
-    maps::{CIDR_RULES4, CIDR_RULES6, L4_RULES, SG_RULES4, SG_RULES6},
+    maps::{ADDR4, ADDR6, CLASSES, L4_RULES},
     parse::Packet,
 };
 
-/// Nested prefixes walked to find the most specific match. Deeper nesting
-/// than this (rare in security groups) credits the lowest allowed rule id.
-const MAX_TIERS: usize = 8;
-
-/// The rule that allows `packet` in `direction`, or `None` (default deny).
+/// The rule id that allows `packet` in `direction` under generation `slot`,
+/// or `None` (default deny).
 #[inline(always)]
-pub fn allowed_rule(direction: Direction, packet: &Packet) -> Option<u32> {
+pub fn allowed_rule(slot: u32, meta: &SlotMeta, direction: Direction, packet: &Packet) -> Option<u32> {
     let tuple = &packet.tuple;
-    let l4 = L4_RULES.get(Key::new(
-        l4_prefix::FULL,
-        L4Key { direction: direction as u8, protocol: tuple.protocol, port: packet.rule_port },
-    ))?;
+    let l4_key = Key::new(l4_prefix::FULL, L4Key::new(direction as u8, tuple.protocol, packet.rule_port));
+    let l4 = L4_RULES.get(slot)?.get(&l4_key)?;
     // Inbound rules name the source, outbound rules the destination.
     let peer = match direction {
         Direction::Inbound => &tuple.src,
         Direction::Outbound => &tuple.dst,
     };
-    if tuple.family == 4 {
-        credited(l4, &CIDR_RULES4, &SG_RULES4, peer[0].to_ne_bytes(), 32)
+    let (entry, any) = if tuple.family == 4 {
+        (ADDR4.get(slot)?.get(&Key::new(32, peer[0].to_ne_bytes())), &meta.any4)
     } else {
-        credited(l4, &CIDR_RULES6, &SG_RULES6, *peer, 128)
-    }
+        (ADDR6.get(slot)?.get(&Key::new(128, *peer)), &meta.any6)
+    };
+    let Some(entry) = entry else {
+        // No prefix contains the peer: only the rules for every address.
+        return first_common(l4, any);
+    };
+    // SAFETY: read within this program run; userspace never rewrites the
+    // classes of a generation in force (it installs new maps).
+    let class = unsafe { CLASSES.get(slot)?.get(entry.class_key())? };
+    credited(l4, class)
 }
 
+/// The credited rule among `l4 & class.rules`, if any.
 #[inline(always)]
-fn credited<K: Copy>(
-    l4: &RuleSet,
-    cidr_map: &LpmTrie<K, AddrRules>,
-    sg_map: &LpmTrie<K, AddrRules>,
-    addr: K,
-    full_len: u32,
-) -> Option<u32> {
-    let mut cidr = cidr_map.get(Key::new(full_len, addr));
-    let mut sg = sg_map.get(Key::new(full_len, addr));
-    // The verdict: does any rule allow it at all? Usually exactly one does.
-    let allowed = match (cidr, sg) {
-        (Some(c), Some(s)) => any_set(|w| l4.words[w] & (c.rules.words[w] | s.rules.words[w])),
-        (Some(c), None) => any_set(|w| l4.words[w] & c.rules.words[w]),
-        (None, Some(s)) => any_set(|w| l4.words[w] & s.rules.words[w]),
-        (None, None) => false,
-    };
-    if !allowed {
+fn credited(l4: &RuleSet, class: &ClassRules) -> Option<u32> {
+    // The verdict: does any rule allow it at all?
+    if !any_set(|w| l4.words[w] & class.rules.words[w]) {
         return None;
     }
-    // Walk the tiers, most specific first; the first tier usually decides.
-    // Every pointer is tested right where it is used, as the verifier needs.
-    for _ in 0..MAX_TIERS {
-        let c_len = cidr.map_or(-1, |c| i64::from(c.prefix_len));
-        let s_len = sg.map_or(-1, |s| i64::from(s.prefix_len));
-        if c_len > s_len {
-            let Some(c) = cidr else { break };
-            if let Some(rule) = first_common(l4, &c.own) {
-                return Some(rule);
-            }
-            cidr = parent(cidr_map, c, addr);
-        } else if s_len > c_len {
-            let Some(s) = sg else { break };
-            if let Some(rule) = first_common(l4, &s.own) {
-                return Some(rule);
-            }
-            sg = parent(sg_map, s, addr);
-        } else {
-            let (Some(c), Some(s)) = (cidr, sg) else { break };
-            if let Some(rule) = first_common2(l4, &c.own, &s.own) {
-                return Some(rule);
-            }
-            cidr = parent(cidr_map, c, addr);
-            sg = parent(sg_map, s, addr);
+    // The first tier holding an allowed rule; the first one usually does.
+    for tier in &class.tiers[..MAX_TIERS] {
+        if any_set(|w| l4.words[w] & tier.words[w]) {
+            return first_common(l4, tier);
         }
     }
-    // Nested deeper than MAX_TIERS: the lowest allowed id.
-    let (cidr, sg) = (cidr_map.get(Key::new(full_len, addr)), sg_map.get(Key::new(full_len, addr)));
-    match (cidr, sg) {
-        (Some(c), Some(s)) => first_common2(l4, &c.rules, &s.rules),
-        (Some(c), None) => first_common(l4, &c.rules),
-        (None, Some(s)) => first_common(l4, &s.rules),
-        (None, None) => None,
-    }
-}
-
-/// The next less specific entry containing `addr`: a lookup capped at the
-/// parent's prefix length returns exactly it.
-#[inline(always)]
-fn parent<'a, K: Copy>(map: &'a LpmTrie<K, AddrRules>, entry: &AddrRules, addr: K) -> Option<&'a AddrRules> {
-    if entry.parent_len == NO_PARENT {
-        return None;
-    }
-    map.get(Key::new(entry.parent_len, addr))
+    None
 }
 
 /// Lowest rule id in `l4 & set`.
 #[inline(always)]
 fn first_common(l4: &RuleSet, set: &RuleSet) -> Option<u32> {
-    first_set(|w| l4.words[w] & set.words[w])
-}
-
-/// Lowest rule id in `l4 & (a | b)`.
-#[inline(always)]
-fn first_common2(l4: &RuleSet, a: &RuleSet, b: &RuleSet) -> Option<u32> {
-    first_set(|w| l4.words[w] & (a.words[w] | b.words[w]))
-}
-
-/// Lowest set bit over the words `word(0..RULE_WORDS)`.
-#[inline(always)]
-fn first_set(word: impl Fn(usize) -> u64) -> Option<u32> {
     for w in 0..RULE_WORDS {
-        let bits = word(w);
+        let bits = l4.words[w] & set.words[w];
         if bits != 0 {
             return Some(w as u32 * 64 + lowest_bit(bits));
         }

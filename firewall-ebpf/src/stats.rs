@@ -15,10 +15,11 @@ pub fn count_reason(direction: Direction, reason: Reason, bytes: u64) {
     }
 }
 
-/// A packet of a flow that `rule` let through; `new_flow` for its first.
+/// A packet of a flow that the rule of counter slot `counter` let through;
+/// `new_flow` for its first.
 #[inline(always)]
-pub fn count_rule(rule: u32, bytes: u64, new_flow: bool) {
-    if let Some(c) = RULE_STATS.get_ptr_mut(rule) {
+pub fn count_rule(counter: u32, bytes: u64, new_flow: bool) {
+    if let Some(c) = RULE_STATS.get_ptr_mut(counter) {
         // SAFETY: per-CPU slot; nothing else writes it while we run.
         unsafe {
             (*c).flows += u64::from(new_flow);

@@ -41,7 +41,12 @@ pub struct Lab {
     ports: AtomicU32,
     /// The lab's sgctl state directory, once asked for; removed on drop.
     state_dir: Mutex<Option<PathBuf>>,
+    /// The lab's directory for what sgctl saves on disk; removed on drop.
+    lib_dir: Mutex<Option<PathBuf>>,
 }
+
+/// Where the labs' `sgctl --lib-dir` directories live, one per lab prefix.
+const LIB_ROOT: &str = "/run/testlab-lib";
 
 /// A host of a [`Lab`]: a namespace with `lo` and `eth0` up. A cheap handle
 /// (it owns names only); it stops working once its lab is dropped.
@@ -104,6 +109,13 @@ fn remove_stale() {
     for dir in bpffs::stale(owner_is_gone) {
         bpffs::remove(&dir);
     }
+    if let Ok(entries) = std::fs::read_dir(LIB_ROOT) {
+        for entry in entries.filter_map(Result::ok) {
+            if owner_is_gone(&entry.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 impl Lab {
@@ -123,6 +135,7 @@ impl Lab {
             created: Mutex::new(vec![switch]),
             ports: AtomicU32::new(0),
             state_dir: Mutex::new(None),
+            lib_dir: Mutex::new(None),
         };
         // From here on, an error drops `lab`, which deletes what exists.
         let sw = lab.switch.as_str();
@@ -146,6 +159,20 @@ impl Lab {
             return Ok(dir.clone());
         }
         let created = bpffs::create(&self.prefix)?;
+        *dir = Some(created.clone());
+        Ok(created)
+    }
+
+    /// A directory for `sgctl --lib-dir` (what sgctl saves on disk) that only
+    /// this lab uses (`/run/testlab-lib/PREFIX`). Created on first use;
+    /// dropping the lab removes it.
+    pub fn lib_dir(&self) -> anyhow::Result<PathBuf> {
+        let mut dir = self.lib_dir.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = &*dir {
+            return Ok(dir.clone());
+        }
+        let created = Path::new(LIB_ROOT).join(&self.prefix);
+        std::fs::create_dir_all(&created).with_context(|| format!("creating {}", created.display()))?;
         *dir = Some(created.clone());
         Ok(created)
     }
@@ -250,6 +277,9 @@ impl Drop for Lab {
     fn drop(&mut self) {
         if let Some(dir) = self.state_dir.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
             bpffs::remove(&dir);
+        }
+        if let Some(dir) = self.lib_dir.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = std::fs::remove_dir_all(dir);
         }
         let created = std::mem::take(self.created.get_mut().unwrap_or_else(|p| p.into_inner()));
         for netns in created {

@@ -26,7 +26,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub fn run() -> anyhow::Result<()> {
     sh::require_root("bootstrap")?;
     debian_packages()?;
-    rust_src()?;
+    rust_components()?;
     let llvm = llvm_prefix()?;
     bpf_linker(&llvm)?;
     Ok(())
@@ -65,16 +65,32 @@ fn nightly_rustc() -> Command {
     cmd
 }
 
-fn rust_src() -> anyhow::Result<()> {
-    let installed =
-        sh::stdout(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-            .context("the nightly toolchain is needed for the eBPF build (rustup toolchain install nightly)")?;
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
-        sh::step("rust-src (nightly)", "already present");
-        return Ok(());
+/// Toolchain components the build and the code gates need: `rust-src` for
+/// the eBPF build (`-Z build-std=core`), nightly `rustfmt` (rustfmt.toml uses
+/// nightly options) and `clippy` of both toolchains (`cargo xtask test`
+/// lints the workspace with stable, the eBPF crate with nightly).
+const COMPONENTS: &[(&str, &str)] =
+    &[("nightly", "rust-src"), ("nightly", "rustfmt"), ("nightly", "clippy"), ("stable", "clippy")];
+
+fn rust_components() -> anyhow::Result<()> {
+    for toolchain in ["nightly", "stable"] {
+        let installed =
+            sh::stdout(Command::new("rustup").args(["component", "list", "--toolchain", toolchain, "--installed"]))
+                .with_context(|| {
+                    format!("the {toolchain} toolchain is needed (rustup toolchain install {toolchain})")
+                })?;
+        for &(_, component) in COMPONENTS.iter().filter(|(t, _)| *t == toolchain) {
+            let what = format!("{component} ({toolchain})");
+            // Listed as `rust-src`, or with the host triple (`clippy-x86_64-unknown-linux-gnu`).
+            let present = installed.lines().any(|l| l == component || l.starts_with(&format!("{component}-")));
+            if present {
+                sh::step(&what, "already present");
+                continue;
+            }
+            sh::run(Command::new("rustup").args(["component", "add", component, "--toolchain", toolchain]))?;
+            sh::step(&what, "installed");
+        }
     }
-    sh::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
-    sh::step("rust-src (nightly)", "installed");
     Ok(())
 }
 

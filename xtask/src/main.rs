@@ -5,6 +5,9 @@ mod bootstrap;
 mod build;
 mod demo;
 mod fuzz;
+mod gates;
+mod install;
+mod man;
 mod sh;
 mod test;
 
@@ -25,12 +28,25 @@ enum Task {
     Bootstrap,
     /// Bootstrap, then build the eBPF object and the `sgctl` binary (release).
     Build,
-    /// Bootstrap, then run every test of the workspace (needs root).
+    /// Bootstrap, check formatting and clippy, then run every test of the workspace (needs root).
     Test,
     /// Bootstrap and build, then show the web-server policy at work in throwaway namespaces.
     Demo,
     /// Per-packet cost and apply time, each beside a peer measured in the same run (needs root).
     Bench,
+    /// Build and install sgctl and its boot-time restore unit (systemd), enabled (needs root).
+    Install {
+        /// Installation prefix: the binary goes to PREFIX/sbin.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
+        /// Install the unit without enabling it.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Bootstrap and build, then write sgctl's man pages into target/man/.
+    Man,
+    /// The code gates alone: nightly rustfmt --check, clippy -D warnings (workspace and eBPF crate).
+    Lint,
     /// Fuzz the policy parser and compiler with cargo-fuzz (libFuzzer, nightly); installs cargo-fuzz if missing.
     Fuzz {
         /// How long to fuzz, in seconds.
@@ -46,6 +62,9 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
+        Task::Install { prefix, no_enable } => install::run(&prefix, !no_enable),
+        Task::Man => man::run(),
+        Task::Lint => gates::run(),
         Task::Fuzz { secs } => fuzz::run(secs),
     };
     match result {

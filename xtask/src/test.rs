@@ -1,4 +1,5 @@
-//! `cargo xtask test`: bootstrap, then every test of the workspace, as root.
+//! `cargo xtask test`: bootstrap, the code gates (formatting, clippy), then
+//! every test of the workspace, as root.
 //!
 //! How many tests run at once is decided in one place, `.cargo/config.toml`
 //! (`RUST_TEST_THREADS`), so plain `cargo test` behaves the same.
@@ -9,11 +10,12 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{bootstrap, sh};
+use crate::{bootstrap, gates, sh};
 
 pub fn run() -> anyhow::Result<()> {
     sh::require_root("test")?;
     bootstrap::run()?;
+    gates::run()?;
 
     // The eBPF crate only builds for bpfel-unknown-none; firewall-ctl's build
     // script builds it (and its tests would not run on the host anyway).

@@ -4,11 +4,11 @@ use std::{collections::BTreeMap, path::PathBuf};
 use serde::Serialize;
 
 use crate::{
-    control::{self, Host, IfaceChange, Wanted},
+    control::{self, commit, Host, IfaceChange, Wanted},
     netns,
     output::{print_json, table},
     policy::{self, Policy, Rule, RuleDirection},
-    state::records::{Origin, PolicyRecord},
+    state::records::{Origin, PolicyRecord, Source},
 };
 
 #[derive(Serialize)]
@@ -16,8 +16,17 @@ struct Report {
     netns: Option<String>,
     generation: u64,
     dry_run: bool,
+    /// False when the files and interfaces are exactly what is in force:
+    /// nothing was written (same generation, counters and flows untouched).
+    changed: bool,
     groups: Vec<GroupChange>,
     interfaces: Vec<IfaceChange>,
+    /// Microseconds the switch took (the `ACTIVE` write and one grace period).
+    switch_micros: u128,
+    /// With `--confirm-within`: the deadline (seconds since the Unix epoch)
+    /// for `sgctl confirm`, after which the previous policy comes back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirm_by: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -27,36 +36,70 @@ struct GroupChange {
     rules_removed: usize,
 }
 
-pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow::Result<()> {
-    let policy = policy::load_files(files)?;
-    policy::check_interfaces(&policy, |name| netns::ifindex(name).is_some())?;
-    let old = host.policy()?;
-    let record = PolicyRecord {
-        generation: old.as_ref().map_or(1, |o| o.generation + 1),
-        sources: files
-            .iter()
-            .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()).display().to_string())
-            .collect(),
-        policy,
-    };
-    let wanted = wanted_after(host, &record.policy)?;
-    let groups = rule_changes(old.as_ref().map(|o| &o.policy), &record.policy);
+pub fn run(
+    host: &Host,
+    global: &crate::cli::Global,
+    files: &[PathBuf],
+    dry_run: bool,
+    confirm_within: Option<u64>,
+) -> anyhow::Result<()> {
+    let json = global.json;
+    // Paths as absolute ones, so that the record names the files wherever
+    // the next command runs from.
+    let absolute: Vec<PathBuf> = files.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())).collect();
+    let texts = policy::read_files(&absolute)?;
+    let parsed = policy::parse_sources(&texts)?;
+    policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
+    let record =
+        PolicyRecord { generation: 0, sources: texts.into_iter().map(|(path, text)| Source { path, text }).collect() };
+    let old = host.parsed_policy()?;
+    let wanted = wanted_after(host, &parsed)?;
+    let groups = rule_changes(old.as_ref().map(|(_, p)| p), &parsed);
 
-    let interfaces = if dry_run {
+    let report = if dry_run {
         // Everything short of the kernel: input errors surface here too.
-        control::compile_all(&record, &wanted)?;
-        Vec::new()
+        control::compile_all(&parsed, &wanted)?;
+        let generation = old.as_ref().map_or(1, |(r, _)| r.generation + 1);
+        Report {
+            netns: host.scope.netns().map(str::to_owned),
+            generation,
+            dry_run,
+            changed: true,
+            groups,
+            interfaces: Vec::new(),
+            switch_micros: 0,
+            confirm_by: None,
+        }
     } else {
-        let changes = host.reconcile(&record, &wanted)?;
-        host.save_policy(&record)?;
-        changes
-    };
-    let report = Report {
-        netns: host.scope.netns().map(str::to_owned),
-        generation: record.generation,
-        dry_run,
-        groups,
-        interfaces,
+        // The rollback is armed before the switch: a kill right after it
+        // still rolls back.
+        let pending = confirm_within.map(|secs| super::restore::arm_rollback(host, global, secs)).transpose()?;
+        let outcome = match commit::commit(host, &record, &parsed, &wanted) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let Some(p) = &pending {
+                    super::restore::disarm(host, p.generation)?;
+                }
+                return Err(e);
+            }
+        };
+        match &pending {
+            // Nothing changed: nothing to confirm.
+            Some(p) if !outcome.changed => super::restore::disarm(host, p.generation)?,
+            Some(_) => {}
+            // An apply without --confirm-within keeps what it applies.
+            None => host.lib.remove_pending(&host.scope)?,
+        }
+        Report {
+            netns: host.scope.netns().map(str::to_owned),
+            generation: outcome.generation,
+            dry_run,
+            changed: outcome.changed,
+            groups,
+            interfaces: outcome.interfaces,
+            switch_micros: outcome.switch_micros,
+            confirm_by: pending.filter(|_| outcome.changed).map(|p| p.deadline),
+        }
     };
     if json {
         return print_json(&report);
@@ -66,20 +109,25 @@ pub fn run(host: &Host, files: &[PathBuf], dry_run: bool, json: bool) -> anyhow:
 }
 
 fn print_report(r: &Report) {
+    let scope = r.netns.as_deref().map_or("host".into(), |n| format!("netns {n}"));
+    if !r.dry_run && !r.changed {
+        crate::outln!("unchanged: policy generation {} is already in force ({scope})", r.generation);
+        return;
+    }
     let verb = if r.dry_run { "would apply" } else { "applied" };
-    println!(
-        "{verb} policy generation {} ({})",
-        r.generation,
-        r.netns.as_deref().map_or("host".into(), |n| format!("netns {n}"))
-    );
+    crate::outln!("{verb} policy generation {} ({scope})", r.generation);
     let rows: Vec<Vec<String>> = r
         .groups
         .iter()
         .map(|g| vec![g.group.clone(), format!("+{}", g.rules_added), format!("-{}", g.rules_removed)])
         .collect();
-    print!("{}", table(&["GROUP", "ADDED", "REMOVED"], &rows));
+    crate::out!("{}", table(&["GROUP", "ADDED", "REMOVED"], &rows));
     for change in &r.interfaces {
-        println!("{change}");
+        crate::outln!("{change}");
+    }
+    if let Some(deadline) = r.confirm_by {
+        let left = deadline.saturating_sub(super::restore::unix_now());
+        crate::outln!("run `sgctl confirm` within {left} s, or the previous policy comes back by itself");
     }
 }
 

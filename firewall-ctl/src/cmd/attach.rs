@@ -1,6 +1,6 @@
 //! `sgctl attach IFACE --groups A,B [--mode]` and `sgctl detach IFACE`.
 use crate::{
-    control::{Host, IfaceChange, Wanted},
+    control::{commit, Host, IfaceChange, Wanted},
     netns,
     output::print_json,
     state::records::{Mode, Origin},
@@ -8,37 +8,32 @@ use crate::{
 };
 
 pub fn attach(host: &Host, iface: &str, groups: &[String], mode: Mode, json: bool) -> anyhow::Result<()> {
-    let policy = host
-        .policy()?
+    let (record, policy) = host
+        .parsed_policy()?
         .ok_or_else(|| InputError(format!("no policy applied in {}: run `sgctl apply FILE...` first", host.scope)))?;
     if netns::ifindex(iface).is_none() {
         return Err(InputError(format!("interface {iface:?} does not exist in {}", host.scope)).into());
     }
-    if let Some(unknown) = groups.iter().find(|g| policy.policy.group(g).is_none()) {
-        let known: Vec<&str> = policy.policy.groups.iter().map(|g| g.name.as_str()).collect();
+    if let Some(unknown) = groups.iter().find(|g| policy.group(g).is_none()) {
+        let known: Vec<&str> = policy.groups.iter().map(|g| g.name.as_str()).collect();
         return Err(InputError(format!("unknown group {unknown:?}: expected one of {}", known.join(", "))).into());
     }
     let mut wanted = host.current_wanted()?;
     wanted.retain(|w| w.ifname != iface);
     wanted.push(Wanted { ifname: iface.to_owned(), groups: groups.to_vec(), origin: Origin::Command, mode });
-    report(host.reconcile(&policy, &wanted)?, json)
+    report(commit::commit(host, &record, &policy, &wanted)?.interfaces, json)
 }
 
 pub fn detach(host: &Host, iface: &str, json: bool) -> anyhow::Result<()> {
     if !host.interfaces()?.iter().any(|r| r.ifname == iface) {
         return Err(InputError(format!("interface {iface:?} is not filtered in {}", host.scope)).into());
     }
+    let (record, policy) =
+        host.parsed_policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", host.scope)))?;
     let mut wanted = host.current_wanted()?;
     wanted.retain(|w| w.ifname != iface);
     // Other interfaces' rules may reference groups this one carried.
-    let changes = match host.policy()? {
-        Some(policy) => host.reconcile(&policy, &wanted)?,
-        None => {
-            crate::datapath::attach::detach(&host.state.iface_dir(&host.scope, iface))?;
-            vec![IfaceChange::Detached { interface: iface.to_owned() }]
-        }
-    };
-    report(changes, json)
+    report(commit::commit(host, &record, &policy, &wanted)?.interfaces, json)
 }
 
 fn report(changes: Vec<IfaceChange>, json: bool) -> anyhow::Result<()> {
@@ -46,7 +41,7 @@ fn report(changes: Vec<IfaceChange>, json: bool) -> anyhow::Result<()> {
         return print_json(&changes);
     }
     for change in changes {
-        println!("{change}");
+        crate::outln!("{change}");
     }
     Ok(())
 }

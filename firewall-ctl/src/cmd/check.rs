@@ -7,7 +7,6 @@ use crate::{
     compile,
     control::{self, Wanted},
     netns, policy,
-    state::records::PolicyRecord,
 };
 
 #[derive(Serialize)]
@@ -31,13 +30,8 @@ pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
     let policy = policy::load_files(files)?;
     policy::check_interfaces(&policy, |name| netns::ifindex(name).is_some())?;
     let whole = compile::summarize_located(&policy)?;
-    // A group that does not fit even alone could never be attached: say so now.
-    for group in &policy.groups {
-        compile::compile_group_located(&policy, group)?;
-    }
     let wanted = Wanted::from_policy(&policy);
-    let record = PolicyRecord { generation: 0, sources: Vec::new(), policy };
-    let compiled = control::compile_all(&record, &wanted)?;
+    let compiled = control::compile_all(&policy, &wanted)?;
     let summary = Summary {
         files: files.iter().map(|f| f.display().to_string()).collect(),
         groups: whole.groups,
@@ -50,14 +44,14 @@ pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
                 interface: w.ifname.clone(),
                 groups: w.groups.clone(),
                 rules: c.rules.len(),
-                map_entries: c.l4.len() + c.cidr4.len() + c.cidr6.len() + c.sg4.len() + c.sg6.len(),
+                map_entries: c.map_entries(),
             })
             .collect(),
     };
     if json {
         return crate::output::print_json(&summary);
     }
-    println!(
+    crate::outln!(
         "ok: {} groups, {} rules, {} map entries ({})",
         summary.groups,
         summary.rules,
@@ -65,7 +59,7 @@ pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
         summary.files.join(", ")
     );
     for i in &summary.interfaces {
-        println!("  {}: {} → {} rules, {} map entries", i.interface, i.groups.join(","), i.rules, i.map_entries);
+        crate::outln!("  {}: {} → {} rules, {} map entries", i.interface, i.groups.join(","), i.rules, i.map_entries);
     }
     Ok(())
 }

@@ -12,6 +12,8 @@ use crate::{
     control::Host,
     datapath::maps::{idle_ns, monotonic_ns},
     output::{print_json, table},
+    state::records::IfaceRecord,
+    InputError,
 };
 
 #[derive(Serialize)]
@@ -39,8 +41,38 @@ struct Removed {
 pub fn run(hosts: &[Host], action: &ConntrackAction, json: bool) -> anyhow::Result<()> {
     match action {
         ConntrackAction::List => list(hosts, json),
-        ConntrackAction::Flush => remove(hosts, json, |maps| maps.remove_flows(|_, _| true)),
-        ConntrackAction::Gc => remove(hosts, json, |maps| maps.expire_flows(&maps.timeouts()?)),
+        ConntrackAction::Flush { group: None, rule: None } => {
+            remove(hosts, json, |maps, _| maps.remove_flows(|_, _| true))
+        }
+        ConntrackAction::Flush { group, rule } => {
+            let mut matched = false;
+            remove(hosts, json, |maps, record| {
+                // The counter slots of the rules named, in force or removed.
+                let slots: Vec<u32> = record
+                    .slots
+                    .0
+                    .iter()
+                    .filter(|(_, e)| {
+                        group.as_ref().is_none_or(|g| &e.rule.group == g)
+                            && rule.as_ref().is_none_or(|r| &e.rule.to_string() == r)
+                    })
+                    .map(|(slot, _)| *slot)
+                    .collect();
+                matched |= !slots.is_empty();
+                maps.remove_flows(|_, e| slots.contains(&e.slot))
+            })?;
+            if !matched {
+                let what = rule
+                    .as_ref()
+                    .map_or_else(|| format!("group {:?}", group.as_deref().unwrap_or("")), |r| format!("rule {r:?}"));
+                return Err(InputError(format!(
+                    "no filtered interface has {what} (rules are named GROUP/inbound/N or GROUP/outbound/N, as `sgctl stats` shows them)"
+                ))
+                .into());
+            }
+            Ok(())
+        }
+        ConntrackAction::Gc => remove(hosts, json, |maps, _| maps.expire_flows(&maps.timeouts()?)),
     }
 }
 
@@ -70,10 +102,11 @@ fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                         FlowState::Established => "established",
                         FlowState::Closing => "closing",
                     },
-                    rule: record
-                        .rules
-                        .get(entry.rule as usize)
-                        .map_or_else(|| format!("#{}", entry.rule), ToString::to_string),
+                    rule: match record.rule_of_slot(entry.slot) {
+                        Some((rule, false)) => rule.to_string(),
+                        Some((rule, true)) => format!("{rule} (removed)"),
+                        None => "(removed rule)".to_owned(),
+                    },
                     idle_secs: idle / 1_000_000_000,
                     expires_in_secs: (timeout - idle) / 1_000_000_000,
                 });
@@ -98,19 +131,19 @@ fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", table(&["INTERFACE", "PROTO", "FROM", "TO", "STATE", "RULE", "IDLE S", "EXPIRES S"], &rows));
+    crate::out!("{}", table(&["INTERFACE", "PROTO", "FROM", "TO", "STATE", "RULE", "IDLE S", "EXPIRES S"], &rows));
     Ok(())
 }
 
 fn remove(
     hosts: &[Host],
     json: bool,
-    op: impl Fn(&crate::datapath::maps::IfaceMaps) -> anyhow::Result<usize>,
+    mut op: impl FnMut(&crate::datapath::maps::IfaceMaps, &IfaceRecord) -> anyhow::Result<usize>,
 ) -> anyhow::Result<()> {
     let mut out = Vec::new();
     for host in hosts {
         for record in host.interfaces()? {
-            let removed = op(&host.maps(&record.ifname))?;
+            let removed = op(&host.maps(&record.ifname), &record)?;
             out.push(Removed { interface: record.ifname, netns: host.scope.netns().map(str::to_owned), removed });
         }
     }
@@ -118,7 +151,7 @@ fn remove(
         return print_json(&serde_json::json!({ "interfaces": out }));
     }
     for r in out {
-        println!("{}: removed {} flows", r.interface, r.removed);
+        crate::outln!("{}: removed {} flows", r.interface, r.removed);
     }
     Ok(())
 }

@@ -1,15 +1,16 @@
-//! `sgctl explain`: which rule allows a packet, by the same algorithm the
-//! kernel runs, on the interface's compiled policy.
-use std::net::IpAddr;
-
+//! `sgctl explain`: what happens to a packet on a filtered interface that
+//! belongs to no tracked flow, answered by [`crate::model`] — the yardstick
+//! the kernel is held to on every CI run (the differential test) — over the
+//! applied policy and the groups the interface carries.
+use firewall_common::proto;
 use serde::Serialize;
 
 use crate::{
     cli::ExplainArgs,
-    compile,
     control::{self, Host},
+    model::{IpPacket, Model, Transport, Verdict},
     output::print_json,
-    policy::{Protocol, RuleDirection},
+    policy::RuleDirection,
     InputError,
 };
 
@@ -17,64 +18,88 @@ use crate::{
 struct Explanation {
     interface: String,
     direction: RuleDirection,
+    /// `allowed` (a rule opens a flow), `dropped` (default deny) or
+    /// `unfiltered` (passes unjudged).
+    verdict: &'static str,
+    /// Whether the packet passes.
     allowed: bool,
+    /// The rule credited with the flow.
     rule: Option<String>,
     description: Option<String>,
+    /// Why an unfiltered packet is not judged.
+    unfiltered: Option<&'static str>,
 }
 
 pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
-    let policy = host.policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", host.scope)))?;
+    let (_, policy) =
+        host.parsed_policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", host.scope)))?;
     let wanted = host.current_wanted()?;
-    let index = wanted
+    let attached = wanted
         .iter()
-        .position(|w| w.ifname == args.iface)
+        .find(|w| w.ifname == args.iface)
         .ok_or_else(|| InputError(format!("interface {:?} is not filtered in {}", args.iface, host.scope)))?;
-    let compiled = control::compile_all(&policy, &wanted)?.swap_remove(index);
+    let local = control::local_members(&wanted)?;
+    let model = Model::new(&policy, &attached.groups, &local)
+        .map_err(|e| InputError(format!("interface {}: {e} (in the applied policy)", args.iface)))?;
 
     let direction = if args.outbound { RuleDirection::Outbound } else { RuleDirection::Inbound };
-    let protocol = parse_protocol(&args.proto)?;
-    let protocol_number = protocol.number().unwrap_or(0);
-    let port_or_icmp = if protocol.is_icmp() {
-        // Default: an echo request.
-        let echo = if protocol == Protocol::Icmpv6 { 128 } else { 8 };
-        [args.icmp_type.unwrap_or(echo), args.icmp_code.unwrap_or(0)]
-    } else {
-        args.dport.unwrap_or(0).to_be_bytes()
+    let packet = IpPacket::new(args.src, args.dst, transport(args)?).map_err(|e| InputError(e.to_string()))?;
+    let verdict = model.judge(direction, &packet);
+    let (rule, description) = match &verdict {
+        Verdict::Allowed(r) => (Some(r.to_string()), model.rule(r).and_then(|r| r.description.clone())),
+        _ => (None, None),
     };
-    let peer: IpAddr = match direction {
-        RuleDirection::Inbound => args.src,
-        RuleDirection::Outbound => args.dst,
-    };
-    let rule = compile::lookup(&compiled, direction, protocol_number, port_or_icmp, peer)
-        .and_then(|id| compiled.rules.get(id as usize));
     let out = Explanation {
         interface: args.iface.clone(),
         direction,
-        allowed: rule.is_some(),
-        rule: rule.map(ToString::to_string),
-        description: rule.and_then(|r| r.description.clone()),
+        verdict: match verdict {
+            Verdict::Allowed(_) => "allowed",
+            Verdict::Denied => "dropped",
+            Verdict::Unfiltered(_) => "unfiltered",
+        },
+        allowed: verdict != Verdict::Denied,
+        rule,
+        description,
+        unfiltered: match verdict {
+            Verdict::Unfiltered(why) => Some(why.why()),
+            _ => None,
+        },
     };
     if json {
         return print_json(&out);
     }
-    match rule {
-        Some(r) => println!(
+    match (&out.rule, out.unfiltered) {
+        (Some(r), _) => crate::outln!(
             "allowed by {r}{} (replies of the flow pass too)",
-            r.description.as_deref().map(|d| format!(" \"{d}\"")).unwrap_or_default()
+            out.description.as_deref().map(|d| format!(" \"{d}\"")).unwrap_or_default()
         ),
-        None => println!("no rule allows it: dropped silently (default deny), unless it belongs to a tracked flow"),
+        (None, Some(why)) => crate::outln!("passes unfiltered: {why}"),
+        (None, None) => {
+            crate::outln!("no rule allows it: dropped silently (default deny), unless it belongs to a tracked flow");
+        }
     }
     Ok(())
 }
 
-fn parse_protocol(s: &str) -> anyhow::Result<Protocol> {
-    Ok(match s.to_ascii_lowercase().as_str() {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        "icmp" => Protocol::Icmp,
-        "icmpv6" => Protocol::Icmpv6,
-        n => Protocol::from_number(n.parse().map_err(|_| {
-            InputError(format!("invalid protocol {s:?}: expected tcp, udp, icmp, icmpv6 or a number 0-255"))
-        })?),
+/// The packet's transport from `--proto`, `--dport` and the ICMP flags.
+fn transport(args: &ExplainArgs) -> anyhow::Result<Transport> {
+    let number = match args.proto.to_ascii_lowercase().as_str() {
+        "tcp" => proto::TCP,
+        "udp" => proto::UDP,
+        "icmp" => proto::ICMP,
+        "icmpv6" => proto::ICMPV6,
+        n => n.parse().map_err(|_| {
+            InputError(format!("invalid protocol {:?}: expected tcp, udp, icmp, icmpv6 or a number 0-255", args.proto))
+        })?,
+    };
+    let dport = args.dport.unwrap_or(0);
+    let (icmp_type, code) = (args.icmp_type, args.icmp_code.unwrap_or(0));
+    Ok(match number {
+        proto::TCP => Transport::Tcp { dport },
+        proto::UDP => Transport::Udp { dport },
+        // Default: an echo request.
+        proto::ICMP => Transport::Icmp { icmp_type: icmp_type.unwrap_or(8), code },
+        proto::ICMPV6 => Transport::Icmpv6 { icmp_type: icmp_type.unwrap_or(128), code },
+        n => Transport::Other(n),
     })
 }

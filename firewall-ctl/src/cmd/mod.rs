@@ -3,16 +3,22 @@
 mod apply;
 mod attach;
 mod check;
+mod completions;
 mod conntrack;
 mod explain;
+mod import;
+mod restore;
 mod stats;
 mod status;
 
+use std::time::Duration;
+
 use crate::{
     cli::{Cli, Command, ConntrackAction, Global},
-    control::Host,
+    control::{self, Host},
     netns, privilege,
-    state::{Scope, StateDir},
+    saved::LibDir,
+    state::{Scope, StateDir, StateLock},
 };
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -24,20 +30,39 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return check::run(files, global.json);
     }
+    // Verbs that work on files and text only: no privilege, no state.
+    match &cli.command {
+        Command::Import { from } => return import::run(from, global.json),
+        Command::Completions { shell, dynamic } => return completions::completions(*shell, *dynamic),
+        Command::ManPages { out_dir } => return completions::man_pages(out_dir),
+        _ => {}
+    }
     privilege::require(verb_name(&cli.command))?;
+    match &cli.command {
+        // Waits for its deadline first, and takes the lock only then.
+        Command::Rollback { generation, deadline } => {
+            if let Some(name) = &global.netns {
+                netns::enter(name)?;
+            }
+            return restore::rollback_at_deadline(global, *generation, *deadline);
+        }
+        Command::Restore { all: true } => return restore_all(global),
+        _ => {}
+    }
     if let Some(name) = &global.netns {
         netns::enter(name)?;
     }
-    let state = StateDir::open(&global.state_dir)?;
-    // Verbs that change state take the directory for themselves; reports
-    // read maps and records that are replaced whole, so they need no lock.
-    let _lock = if changes_state(&cli.command) { Some(state.lock()?) } else { None };
-    let scope = global.netns.clone().map_or(Scope::Host, Scope::Netns);
-    let host = Host { state, scope };
+    let (host, _lock) = open_host(global, changes_state(&cli.command))?;
     let json = global.json;
     match cli.command {
-        Command::Check { .. } => unreachable!("handled above"),
-        Command::Apply { files, dry_run } => apply::run(&host, &files, dry_run, json),
+        Command::Check { .. }
+        | Command::Rollback { .. }
+        | Command::Import { .. }
+        | Command::Completions { .. }
+        | Command::ManPages { .. } => unreachable!("handled above"),
+        Command::Apply { files, dry_run, confirm_within } => apply::run(&host, global, &files, dry_run, confirm_within),
+        Command::Confirm => restore::confirm(&host, json),
+        Command::Restore { .. } => restore::restore(&host, json),
         Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&host, &iface, json),
         Command::Status => status::run(&hosts_in_view(global, &host)?, json),
@@ -47,24 +72,80 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The scopes a reporting verb covers: the one `-n` names, else all (after
-/// dropping the state of namespaces that were deleted).
+/// The scope `-n` names (the host without it).
+pub fn scope_of(global: &Global) -> Scope {
+    global.netns.clone().map_or(Scope::Host, Scope::Netns)
+}
+
+/// The host the command works on. Verbs that change state take the
+/// directory for themselves (and tidy what a killed `sgctl` or a deleted
+/// namespace left); reports read maps and records that are replaced whole,
+/// need no lock, and change nothing.
+pub fn open_host(global: &Global, changes: bool) -> anyhow::Result<(Host, Option<StateLock>)> {
+    let (state, lock) = if changes {
+        let state = StateDir::open(&global.state_dir)?;
+        let lock = state.lock(Duration::from_secs(global.wait))?;
+        for scope in control::repair::prune_vanished_scopes(&state)? {
+            eprintln!("sgctl: removed the state of {scope}: the namespace no longer exists");
+        }
+        (state, Some(lock))
+    } else {
+        (StateDir::open_read_only(&global.state_dir)?, None)
+    };
+    Ok((Host { state, lib: LibDir::new(&global.lib_dir), scope: scope_of(global) }, lock))
+}
+
+/// `sgctl restore --all`: the host, then every named namespace with a
+/// saved policy that exists now (the others are reported).
+fn restore_all(global: &Global) -> anyhow::Result<()> {
+    let (host, _lock) = open_host(global, true)?;
+    let home = std::fs::File::open("/proc/self/ns/net")?;
+    let mut failed = Vec::new();
+    for scope in host.lib.scopes()? {
+        if let Scope::Netns(name) = &scope {
+            if netns::enter(name).is_err() {
+                eprintln!(
+                    "sgctl: netns {name} does not exist (yet): its policy is restored when `sgctl restore` runs again"
+                );
+                continue;
+            }
+        }
+        let here = Host { state: host.state.clone(), lib: host.lib.clone(), scope: scope.clone() };
+        if let Err(e) = restore::restore(&here, global.json) {
+            eprintln!("sgctl: restoring {scope}: {e:#}");
+            failed.push(scope.to_string());
+        }
+        nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    }
+    anyhow::ensure!(failed.is_empty(), "could not restore {}", failed.join(", "));
+    Ok(())
+}
+
+/// The scopes a verb covers: the one `-n` names, else all.
 fn hosts_in_view(global: &Global, host: &Host) -> anyhow::Result<Vec<Host>> {
+    let at = |scope| Host { state: host.state.clone(), lib: host.lib.clone(), scope };
     if global.netns.is_some() {
-        return Ok(vec![Host { state: host.state.clone(), scope: host.scope.clone() }]);
+        return Ok(vec![at(host.scope.clone())]);
     }
-    for scope in host.state.prune_vanished_scopes()? {
-        eprintln!("sgctl: removed the state of {scope}: the namespace no longer exists");
-    }
-    Ok(host.state.scopes()?.into_iter().map(|scope| Host { state: host.state.clone(), scope }).collect())
+    Ok(host.state.scopes()?.into_iter().map(at).collect())
 }
 
 fn changes_state(command: &Command) -> bool {
     match command {
         Command::Apply { dry_run, .. } => !dry_run,
         Command::Conntrack { action } => !matches!(action, ConntrackAction::List),
-        Command::Attach { .. } | Command::Detach { .. } => true,
-        Command::Check { .. } | Command::Status | Command::Stats { .. } | Command::Explain(_) => false,
+        Command::Attach { .. }
+        | Command::Detach { .. }
+        | Command::Confirm
+        | Command::Restore { .. }
+        | Command::Rollback { .. } => true,
+        Command::Check { .. }
+        | Command::Status
+        | Command::Stats { .. }
+        | Command::Explain(_)
+        | Command::Import { .. }
+        | Command::Completions { .. }
+        | Command::ManPages { .. } => false,
     }
 }
 
@@ -72,11 +153,17 @@ fn verb_name(command: &Command) -> &'static str {
     match command {
         Command::Check { .. } => "check",
         Command::Apply { .. } => "apply",
+        Command::Confirm => "confirm",
+        Command::Restore { .. } => "restore",
+        Command::Rollback { .. } => "rollback",
         Command::Attach { .. } => "attach",
         Command::Detach { .. } => "detach",
         Command::Status => "status",
         Command::Stats { .. } => "stats",
         Command::Conntrack { .. } => "conntrack",
         Command::Explain(_) => "explain",
+        Command::Import { .. } => "import",
+        Command::Completions { .. } => "completions",
+        Command::ManPages { .. } => "man-pages",
     }
 }

@@ -51,7 +51,7 @@ pub fn run(hosts: &[Host], watch: Option<u64>, json: bool) -> anyhow::Result<()>
         }
         let Some(secs) = watch else { return Ok(()) };
         std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
-        println!();
+        crate::outln!();
     }
 }
 
@@ -62,7 +62,7 @@ pub fn collect(hosts: &[Host]) -> anyhow::Result<Stats> {
     for host in hosts {
         for record in host.interfaces()? {
             let maps = host.maps(&record.ifname);
-            for (info, c) in record.rules.iter().zip(maps.rule_counters(record.rules.len())?) {
+            for (info, c) in record.rules.iter().zip(maps.rule_counters(&record.rule_slots())?) {
                 let entry = rules.entry(sort_key(info)).or_insert_with(|| RuleStats {
                     rule: info.to_string(),
                     group: info.group.clone(),
@@ -119,8 +119,8 @@ fn print_tables(stats: &Stats) {
             ]
         })
         .collect();
-    print!("{}", table(&["RULE", "DESCRIPTION", "FLOWS", "PACKETS", "BYTES"], &rows));
-    println!();
+    crate::out!("{}", table(&["RULE", "DESCRIPTION", "FLOWS", "PACKETS", "BYTES"], &rows));
+    crate::outln!();
     let rows: Vec<Vec<String>> = stats
         .interfaces
         .iter()
@@ -135,5 +135,8 @@ fn print_tables(stats: &Stats) {
             ]
         })
         .collect();
-    print!("{}", table(&["INTERFACE", "NETNS", "DROPPED NO RULE", "MALFORMED", "CONNTRACK FULL", "FRAGMENT"], &rows));
+    crate::out!(
+        "{}",
+        table(&["INTERFACE", "NETNS", "DROPPED NO RULE", "MALFORMED", "CONNTRACK FULL", "FRAGMENT"], &rows)
+    );
 }

@@ -19,6 +19,17 @@ struct ScopeStatus {
     generation: Option<u64>,
     sources: Vec<String>,
     interfaces: Vec<IfaceStatus>,
+    /// An `apply --confirm-within` awaiting `sgctl confirm`.
+    pending_confirmation: Option<PendingStatus>,
+}
+
+#[derive(Serialize)]
+struct PendingStatus {
+    /// The generation that rolls back unless confirmed.
+    generation: u64,
+    /// Seconds since the Unix epoch.
+    deadline: u64,
+    seconds_left: u64,
 }
 
 #[derive(Serialize)]
@@ -40,7 +51,10 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
         let policy = host.policy()?;
         let mut interfaces = Vec::new();
         for record in host.interfaces()? {
-            let ids = attach::program_ids(&host.state.iface_dir(&host.scope, &record.ifname)).ok();
+            let dir = host.state.iface_dir(&host.scope, &record.ifname);
+            let ids = attach::program_ids(&dir).ok();
+            // The kernel's word: it outranks a record a killed sgctl left behind.
+            let ingress = attach::ingress_hook(&dir, record.ingress).unwrap_or(record.ingress);
             let maps = host.maps(&record.ifname);
             interfaces.push(IfaceStatus {
                 ingress_program_id: ids.map(|i| i.0),
@@ -50,28 +64,41 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                 interface: record.ifname,
                 ifindex: record.ifindex,
                 groups: record.groups,
-                ingress: record.ingress,
+                ingress,
                 generation: record.generation,
             });
         }
         status.scopes.push(ScopeStatus {
             netns: host.scope.netns().map(str::to_owned),
             generation: policy.as_ref().map(|p| p.generation),
-            sources: policy.map(|p| p.sources).unwrap_or_default(),
+            sources: policy.map(|p| p.paths()).unwrap_or_default(),
             interfaces,
+            pending_confirmation: host.lib.pending(&host.scope)?.map(|p| PendingStatus {
+                generation: p.generation,
+                deadline: p.deadline,
+                seconds_left: p.deadline.saturating_sub(super::restore::unix_now()),
+            }),
         });
     }
     if json {
         return print_json(&status);
     }
     if status.scopes.is_empty() {
-        println!("nothing applied or attached");
+        crate::outln!("nothing applied or attached");
     }
     for s in &status.scopes {
         let scope = s.netns.as_deref().map_or("host".to_owned(), |n| format!("netns {n}"));
         match s.generation {
-            Some(g) => println!("{scope}: policy generation {g} from {}", s.sources.join(", ")),
-            None => println!("{scope}: no policy applied"),
+            Some(g) => crate::outln!("{scope}: policy generation {g} from {}", s.sources.join(", ")),
+            None => crate::outln!("{scope}: no policy applied"),
+        }
+        if let Some(p) = &s.pending_confirmation {
+            crate::outln!(
+                "  generation {} rolls back in {} s unless `sgctl confirm` runs (deadline {} UTC epoch s)",
+                p.generation,
+                p.seconds_left,
+                p.deadline
+            );
         }
         let rows: Vec<Vec<String>> = s
             .interfaces
@@ -88,7 +115,7 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        print!("{}", table(&["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK"], &rows));
+        crate::out!("{}", table(&["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK"], &rows));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use crate::policy::{Ports, Rule, RuleDirection};
 /// protocol, ports and ICMP type/code of `rule`.
 pub fn keys(rule: &Rule, direction: RuleDirection) -> Vec<(u32, L4Key)> {
     let direction = direction.to_kernel();
-    let key = |protocol, port| L4Key { direction, protocol, port };
+    let key = |protocol, port| L4Key::new(direction, protocol, port);
     let Some(protocol) = rule.protocol.number() else {
         return vec![(l4_prefix::ANY_PROTOCOL, key(0, [0, 0]))];
     };

@@ -1,12 +1,9 @@
 //! Compile errors located in the policy files, for `sgctl check` and the
-//! policy fuzz target: a [`CompileError`] says what does not fit, these
-//! functions add where the files ask for it — the `interfaces:` entry, or
-//! the group that does not fit even alone.
+//! policy fuzz target: a [`CompileError`] says what does not fit, this adds
+//! where the files ask for it, the `interfaces:` entry.
 
-use std::collections::BTreeMap;
-
-use super::{compile_interface, summarize, CompileError, CompiledInterface, Summary};
-use crate::policy::{ErrorKind, Group, Location, Policy, PolicyError};
+use super::{summarize, CompileError, Summary};
+use crate::policy::{ErrorKind, Location, Policy, PolicyError};
 
 /// [`summarize`], with a failure located at the `interfaces:` entry of the
 /// interface that does not compile.
@@ -22,14 +19,6 @@ pub fn summarize_located(policy: &Policy) -> Result<Summary, PolicyError> {
     })
 }
 
-/// Compiles `group` alone, as `sgctl attach IFACE --groups GROUP` would
-/// (without local interface addresses); a group that fails here can never
-/// be attached, which is said at its name.
-pub fn compile_group_located(policy: &Policy, group: &Group) -> Result<CompiledInterface, PolicyError> {
-    compile_interface(policy, std::slice::from_ref(&group.name), &BTreeMap::new())
-        .map_err(|error| PolicyError::new(&group.at, ErrorKind::GroupDoesNotFit { group: group.name.clone(), error }))
-}
-
 /// Where an error about the policy as a whole points: its first file.
 fn whole_policy(policy: &Policy) -> Location {
     let file = policy.files.first().cloned().unwrap_or_default();
@@ -38,12 +27,12 @@ fn whole_policy(policy: &Policy) -> Location {
 
 #[cfg(test)]
 mod tests {
-    use std::fmt::Write as _;
+    use std::{collections::BTreeMap, fmt::Write as _};
 
     use firewall_common::policy::MAX_RULES;
 
     use super::*;
-    use crate::policy::parse_sources;
+    use crate::{compile::compile_interface, policy::parse_sources};
 
     fn policy(text: &str) -> Policy {
         parse_sources(&[("t.yaml".into(), text.into())]).expect("test policy parses")
@@ -73,21 +62,10 @@ mod tests {
     }
 
     #[test]
-    fn a_group_that_fills_a_map_alone_is_refused_at_its_name() {
-        // 16385 distinct /32s fill CIDR_RULES4 by one.
-        let nets: Vec<String> =
-            (0..=16384_u32).map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string()).collect();
-        let text = format!(
-            "groups:\n  ok: {{}}\n  wide:\n    outbound: []\n    inbound:\n      - {{ protocol: all, source: pl:many }}\nprefix_lists:\n  many: [{}]\n",
-            nets.join(", ")
-        );
-        let p = policy(&text);
-        assert!(compile_group_located(&p, &p.groups[0]).is_ok());
-        let e = compile_group_located(&p, &p.groups[1]).expect_err("does not fit");
-        assert_eq!(
-            e.to_string(),
-            "t.yaml:3:3: group \"wide\" does not fit on any interface: the CIDR_RULES4 map needs 16385 entries: at \
-             most 16384 fit"
-        );
+    fn a_group_at_the_rule_limit_compiles_alone() {
+        // The parser's bound on a group's rules is what one interface holds.
+        let p = policy(&big_and_small(MAX_RULES));
+        let compiled = compile_interface(&p, &["big".to_owned()], &BTreeMap::new()).expect("fits");
+        assert_eq!(compiled.rules.len(), MAX_RULES);
     }
 }

@@ -5,11 +5,11 @@
 //! entry alone, so that entry must carry the /8 rule too: every entry's set
 //! is the union of its own rules and those of every entry containing it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use firewall_common::policy::{addr6_from_octets, addr6_octets, Addr4, Addr6, L4Key, RuleSet, NO_PARENT};
+use firewall_common::policy::{addr6_from_octets, addr6_octets, Addr4, Addr6, L4Key, RuleSet};
 
-use super::LpmEntry;
+use super::{Chain, LpmEntry, Trie};
 
 /// A trie key as a bit string, left-aligned in a u128 so prefix masks are
 /// the same for every key width.
@@ -48,7 +48,7 @@ impl LpmKey for L4Key {
     }
     fn from_bits(bits: u128) -> Self {
         let [direction, protocol, a, b] = ((bits >> 96) as u32).to_be_bytes();
-        Self { direction, protocol, port: [a, b] }
+        Self::new(direction, protocol, [a, b])
     }
 }
 
@@ -67,8 +67,10 @@ fn contains(bits: u128, len: u32, other: u128, other_len: u32) -> bool {
 }
 
 /// Merges entries with the same key and prefix (host bits are cleared
-/// first), then adds to each the rules of its ancestors.
-pub fn build<K: LpmKey>(raw: impl IntoIterator<Item = (u32, K, u32)>) -> Vec<LpmEntry<K>> {
+/// first), then adds to each the rules of its ancestors, and gives each its
+/// chain: its own rules, then its parent's chain (interned: entries whose
+/// own rules and ancestry are alike share one).
+pub fn build<K: LpmKey>(raw: impl IntoIterator<Item = (u32, K, u32)>) -> Trie<K> {
     // Ordered by (bits, prefix length): an ancestor always sorts before its
     // descendants, and everything between an entry and its descendant lies
     // inside that entry, so the ancestors of the current entry are exactly
@@ -78,8 +80,11 @@ pub fn build<K: LpmKey>(raw: impl IntoIterator<Item = (u32, K, u32)>) -> Vec<Lpm
         let bits = key.to_bits() & mask(prefix_len);
         merged.entry((bits, prefix_len)).or_insert(RuleSet::EMPTY).insert(rule);
     }
-    let mut stack: Vec<(u128, u32, RuleSet)> = Vec::new();
-    let mut out = Vec::with_capacity(merged.len());
+    let mut chains: Vec<Chain> = Vec::new();
+    let mut interned: HashMap<(RuleSet, Option<u32>), u32> = HashMap::new();
+    // (bits, prefix length, chain) of the current entry's ancestors.
+    let mut stack: Vec<(u128, u32, u32)> = Vec::new();
+    let mut entries = Vec::with_capacity(merged.len());
     for ((bits, len), own) in merged {
         while let Some(&(b, l, _)) = stack.last() {
             if contains(b, l, bits, len) {
@@ -87,16 +92,19 @@ pub fn build<K: LpmKey>(raw: impl IntoIterator<Item = (u32, K, u32)>) -> Vec<Lpm
             }
             stack.pop();
         }
-        let mut rules = own;
-        let mut parent_len = NO_PARENT;
-        if let Some((_, l, parent)) = stack.last() {
-            rules.union_with(parent);
-            parent_len = *l;
-        }
-        stack.push((bits, len, rules));
-        out.push(LpmEntry { prefix_len: len, key: K::from_bits(bits), rules, own, parent_len });
+        let parent = stack.last().map(|(_, _, chain)| *chain);
+        let chain = *interned.entry((own, parent)).or_insert_with(|| {
+            let mut rules = own;
+            if let Some(p) = parent {
+                rules.union_with(&chains[p as usize].rules);
+            }
+            chains.push(Chain { own, parent, rules });
+            (chains.len() - 1) as u32
+        });
+        stack.push((bits, len, chain));
+        entries.push(LpmEntry { prefix_len: len, key: K::from_bits(bits), rules: chains[chain as usize].rules, chain });
     }
-    out
+    Trie { entries, chains }
 }
 
 /// The value the kernel's trie returns for `key`: the longest match.
@@ -106,7 +114,7 @@ pub fn longest_match<K: LpmKey>(entries: &[LpmEntry<K>], key: K) -> Option<&LpmE
 
 /// What the kernel's trie returns for `key` looked up with prefix length
 /// `max_len`: the longest match no longer than that.
-pub fn longest_match_within<K: LpmKey>(entries: &[LpmEntry<K>], key: K, max_len: u32) -> Option<&LpmEntry<K>> {
+fn longest_match_within<K: LpmKey>(entries: &[LpmEntry<K>], key: K, max_len: u32) -> Option<&LpmEntry<K>> {
     let bits = key.to_bits();
     entries
         .iter()
@@ -138,7 +146,7 @@ mod tests {
             })
             .collect();
         let built = build(raw.clone());
-        for e in &built {
+        for e in &built.entries {
             let mut want = RuleSet::EMPTY;
             for (len, key, rule) in &raw {
                 if contains(key.to_bits() & mask(*len), *len, e.key.to_bits(), e.prefix_len) {
@@ -146,6 +154,12 @@ mod tests {
                 }
             }
             assert_eq!(e.rules, want, "{:?}/{}", e.key, e.prefix_len);
+            // The chain holds the same rules, tier by tier, longest prefix first.
+            let mut union = RuleSet::EMPTY;
+            for tier in built.tiers(e.chain) {
+                union.union_with(&tier);
+            }
+            assert_eq!(union, want);
         }
     }
 }

@@ -6,15 +6,15 @@
 //! `L4[dir, proto, port] & (CIDR[peer] | SG[peer])` holds exactly the rules
 //! that allow a packet. Modules: `l4` (protocol/ports → prefixes), `lpm`
 //! (entries with ancestor sets folded in), `order` (which id each rule
-//! gets), `simulate` (the kernel's lookup, in userspace), `reference` (a
-//! naive matcher over the policy, to test the rest against) and `located`
-//! (compile errors placed in the policy files).
+//! gets), `simulate` (the kernel's lookup, in userspace) and `located`
+//! (compile errors placed in the policy files). They are tested against
+//! [`crate::model`], the naive matcher over the policy.
 
+pub(crate) mod identity;
 mod l4;
 mod located;
 mod lpm;
 mod order;
-mod reference;
 mod simulate;
 
 #[cfg(test)]
@@ -24,14 +24,13 @@ use std::{collections::BTreeMap, fmt};
 
 use firewall_common::{
     conntrack::Timeouts,
-    policy::{addr6_from_octets, capacity, Addr4, Addr6, L4Key, RuleSet, MAX_RULES},
+    policy::{addr6_from_octets, Addr4, Addr6, L4Key, RuleSet, MAX_RULES, MAX_TIERS},
 };
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    located::{compile_group_located, summarize_located},
-    reference::{reference_credit, reference_match},
+    located::summarize_located,
     simulate::{allowed, lookup},
 };
 pub use crate::policy::RuleDirection;
@@ -43,18 +42,22 @@ pub struct CompiledInterface {
     /// Index = rule id = bit in [`RuleSet`].
     pub rules: Vec<RuleInfo>,
     pub l4: Vec<LpmEntry<L4Key>>,
-    pub cidr4: Vec<LpmEntry<Addr4>>,
-    pub cidr6: Vec<LpmEntry<Addr6>>,
-    pub sg4: Vec<LpmEntry<Addr4>>,
-    pub sg6: Vec<LpmEntry<Addr6>>,
+    /// Peer address → rules: CIDR and prefix-list peers, and the member
+    /// addresses of `sg:` peers, together.
+    pub addr4: Trie<Addr4>,
+    pub addr6: Trie<Addr6>,
+    /// Rules whose peer is every IPv4 (`0.0.0.0/0`) or IPv6 (`::/0`)
+    /// address: they need no address lookup and stay out of the tries.
+    pub any4: RuleSet,
+    pub any6: RuleSet,
     pub timeouts: Timeouts,
     pub conntrack_capacity: u32,
 }
 
 impl CompiledInterface {
-    /// Entries over all five tries.
+    /// Entries over all three tries.
     pub fn map_entries(&self) -> usize {
-        self.l4.len() + self.cidr4.len() + self.cidr6.len() + self.sg4.len() + self.sg6.len()
+        self.l4.len() + self.addr4.entries.len() + self.addr6.entries.len()
     }
 
     /// The id of `GROUP/DIRECTION/INDEX`, if attached here.
@@ -65,29 +68,58 @@ impl CompiledInterface {
 }
 
 /// One LPM trie entry; `rules` already includes the rules of every entry
-/// whose prefix contains this one. `own` (the rules of exactly this prefix)
-/// and `parent_len` (the nearest containing entry's prefix length, or
-/// `NO_PARENT`) let the address tries credit the most specific match; the
-/// L4 trie stores `rules` only (see `firewall_common::policy::AddrRules`).
+/// whose prefix contains this one. In the address tries, `chain` (an index
+/// into the trie's chains) says how to credit the most specific match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LpmEntry<K> {
     pub prefix_len: u32,
     pub key: K,
     pub rules: RuleSet,
-    pub own: RuleSet,
-    pub parent_len: u32,
+    pub chain: u32,
 }
 
-impl<K> LpmEntry<K> {
-    /// The value of this entry in an address trie.
-    pub fn addr_rules(&self) -> firewall_common::policy::AddrRules {
-        firewall_common::policy::AddrRules {
-            rules: self.rules,
-            own: self.own,
-            prefix_len: self.prefix_len,
-            parent_len: self.parent_len,
+/// An address trie: its entries, and the chains they share.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trie<K> {
+    pub entries: Vec<LpmEntry<K>>,
+    pub chains: Vec<Chain>,
+}
+
+/// The prefixes containing an address, longest first, as rule sets: an
+/// entry's own rules (peers of exactly its prefix), then its parent's chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub own: RuleSet,
+    pub parent: Option<u32>,
+    /// The union of the chain.
+    pub rules: RuleSet,
+}
+
+impl<K> Trie<K> {
+    /// The own rules along chain `chain`, longest prefix first.
+    pub fn tiers(&self, chain: u32) -> Vec<RuleSet> {
+        let mut out = Vec::new();
+        let mut next = Some(chain);
+        while let Some(c) = next {
+            let c = &self.chains[c as usize];
+            out.push(c.own);
+            next = c.parent;
         }
+        out
     }
+}
+
+/// The tiers the datapath walks to credit a flow (docs/cli.md: the most
+/// specific address match, then the first rule in file order): a chain's
+/// own rules, longest prefix first, then the rules for every address; at
+/// most `MAX_TIERS`, the last one holding everything less specific (nesting
+/// deeper than that credits the first rule in file order among the rest).
+pub fn credit_tiers(chain: &[RuleSet], any: &RuleSet) -> [RuleSet; MAX_TIERS] {
+    let mut tiers = [RuleSet::EMPTY; MAX_TIERS];
+    for (i, set) in chain.iter().chain(std::iter::once(any)).enumerate() {
+        tiers[i.min(MAX_TIERS - 1)].union_with(set);
+    }
+    tiers
 }
 
 /// Who a rule id is, for counters and `explain`.
@@ -98,6 +130,10 @@ pub struct RuleInfo {
     /// Position in the group's `inbound`/`outbound` list, from 0.
     pub index: u32,
     pub description: Option<String>,
+    /// What the rule matches (group, direction, protocol, ports, ICMP type
+    /// and code, peers; not its position or description), hashed: a rule
+    /// with the same identity keeps its counters across policy changes.
+    pub identity: u64,
 }
 
 impl fmt::Display for RuleInfo {
@@ -150,7 +186,7 @@ pub fn summarize(policy: &Policy) -> Result<Summary, CompileError> {
 }
 
 /// The attached groups, each once, in the order given.
-fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>, CompileError> {
+pub(crate) fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>, CompileError> {
     let mut out: Vec<&Group> = Vec::new();
     for name in groups {
         let group = policy.group(name).ok_or_else(|| CompileError::UnknownGroup(name.clone()))?;
@@ -162,7 +198,7 @@ fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>,
 }
 
 /// Addresses carrying `group`: its `members:` plus local interface addresses.
-fn members(policy: &Policy, local_members: &BTreeMap<String, Vec<IpNet>>, group: &str) -> Vec<IpNet> {
+pub(crate) fn members(policy: &Policy, local_members: &BTreeMap<String, Vec<IpNet>>, group: &str) -> Vec<IpNet> {
     let local = local_members.get(group).into_iter().flatten().copied();
     policy.members_of(group).chain(local).collect()
 }
@@ -185,6 +221,7 @@ pub fn compile_interface(
                     direction,
                     index: u32::try_from(index).unwrap_or(u32::MAX),
                     description: rule.description.clone(),
+                    identity: identity::of(&group.name, direction, rule),
                 };
                 rules.push((info, rule));
             }
@@ -204,67 +241,56 @@ pub fn compile_interface(
         raw.l4.extend(l4::keys(rule, info.direction).into_iter().map(|(len, key)| (len, key, id)));
         for peer in &rule.peers {
             match &peer.target {
-                PeerTarget::Cidr(net) => raw.add(false, [*net], id),
+                PeerTarget::Cidr(net) => raw.add([*net], id),
                 PeerTarget::PrefixList(name) => {
                     let cidrs = policy.prefix_list(name).map(|p| p.cidrs.as_slice());
-                    raw.add(false, cidrs.unwrap_or_default().iter().copied(), id);
+                    raw.add(cidrs.unwrap_or_default().iter().copied(), id);
                 }
                 PeerTarget::Group(name) => {
                     let m = group_members.entry(name).or_insert_with(|| members(policy, local_members, name));
-                    raw.add(true, m.iter().copied(), id);
+                    raw.add(m.iter().copied(), id);
                 }
             }
         }
     }
-    let compiled = CompiledInterface {
-        rules: rules.into_iter().map(|(info, _)| info).collect(),
-        l4: lpm::build(raw.l4),
-        cidr4: lpm::build(raw.cidr4),
-        cidr6: lpm::build(raw.cidr6),
-        sg4: lpm::build(raw.sg4),
-        sg6: lpm::build(raw.sg6),
+    let mut infos: Vec<RuleInfo> = rules.into_iter().map(|(info, _)| info).collect();
+    identity::disambiguate(&mut infos);
+    Ok(CompiledInterface {
+        rules: infos,
+        l4: lpm::build(raw.l4).entries,
+        addr4: lpm::build(raw.addr4),
+        addr6: lpm::build(raw.addr6),
+        any4: raw.any4,
+        any6: raw.any6,
         timeouts: policy.conntrack.timeouts(),
         conntrack_capacity: policy.conntrack.capacity(),
-    };
-    check_capacity(&compiled)?;
-    Ok(compiled)
+    })
 }
 
 /// `(prefix length, key, rule id)` before merging, one list per map.
 #[derive(Default)]
 struct Raw {
     l4: Vec<(u32, L4Key, u32)>,
-    cidr4: Vec<(u32, Addr4, u32)>,
-    cidr6: Vec<(u32, Addr6, u32)>,
-    sg4: Vec<(u32, Addr4, u32)>,
-    sg6: Vec<(u32, Addr6, u32)>,
+    addr4: Vec<(u32, Addr4, u32)>,
+    addr6: Vec<(u32, Addr6, u32)>,
+    any4: RuleSet,
+    any6: RuleSet,
 }
 
 impl Raw {
     /// Address peers: IPv4 networks go only to the IPv4 map, IPv6 only to
-    /// the IPv6 one (an IPv4 CIDR never matches an IPv6 packet).
-    fn add(&mut self, sg: bool, nets: impl IntoIterator<Item = IpNet>, id: u32) {
-        let (v4, v6) = if sg { (&mut self.sg4, &mut self.sg6) } else { (&mut self.cidr4, &mut self.cidr6) };
+    /// the IPv6 one (an IPv4 CIDR never matches an IPv6 packet); a /0 goes
+    /// to the family's every-address set instead.
+    fn add(&mut self, nets: impl IntoIterator<Item = IpNet>, id: u32) {
+        let (v4, v6) = (&mut self.addr4, &mut self.addr6);
         for net in nets {
             let len = u32::from(net.prefix_len());
             match net {
+                IpNet::V4(_) if len == 0 => self.any4.insert(id),
+                IpNet::V6(_) if len == 0 => self.any6.insert(id),
                 IpNet::V4(n) => v4.push((len, n.network().octets(), id)),
                 IpNet::V6(n) => v6.push((len, addr6_from_octets(n.network().octets()), id)),
             }
         }
-    }
-}
-
-fn check_capacity(c: &CompiledInterface) -> Result<(), CompileError> {
-    let maps = [
-        ("L4_RULES", c.l4.len(), capacity::L4),
-        ("CIDR_RULES4", c.cidr4.len(), capacity::ADDRS),
-        ("CIDR_RULES6", c.cidr6.len(), capacity::ADDRS),
-        ("SG_RULES4", c.sg4.len(), capacity::ADDRS),
-        ("SG_RULES6", c.sg6.len(), capacity::ADDRS),
-    ];
-    match maps.into_iter().find(|&(_, n, cap)| n > cap as usize) {
-        Some((map, entries, capacity)) => Err(CompileError::MapFull { map, entries, capacity }),
-        None => Ok(()),
     }
 }

@@ -1,21 +1,23 @@
-//! The kernel's verdict, computed in userspace over compiled entries: three
-//! longest-prefix lookups, `l4 & (cidr | sg)`, and the credited rule found
-//! by the same walk down the address tries the datapath does
-//! (firewall-ebpf/src/policy.rs). It serves `sgctl explain` and the tests
-//! that hold the compiler to the reference matcher.
+//! The kernel's verdict, computed in userspace over compiled entries: two
+//! longest-prefix lookups, `l4 & (addr | any)`, and the credited rule found
+//! by the same tiers the datapath walks (firewall-ebpf/src/policy.rs). The
+//! tests hold it, and so the compiled maps, to [`crate::model`]
+//! (compile/tests.rs and the differential test).
 
 use std::net::IpAddr;
 
 use firewall_common::policy::{addr6_from_octets, L4Key, RuleSet};
 
 use super::{
-    lpm::{longest_match, longest_match_within, LpmKey},
-    CompiledInterface, LpmEntry,
+    credit_tiers,
+    lpm::{longest_match, LpmKey},
+    CompiledInterface, LpmEntry, Trie,
 };
 use crate::policy::RuleDirection;
 
-fn set<K: LpmKey>(entries: &[LpmEntry<K>], key: K) -> RuleSet {
-    longest_match(entries, key).map_or(RuleSet::EMPTY, |e| e.rules)
+fn l4_set(compiled: &CompiledInterface, direction: RuleDirection, protocol: u8, port_or_icmp: [u8; 2]) -> RuleSet {
+    let key = L4Key::new(direction.to_kernel(), protocol, port_or_icmp);
+    longest_match(&compiled.l4, key).map_or(RuleSet::EMPTY, |e: &LpmEntry<L4Key>| e.rules)
 }
 
 /// Every rule that allows the packet. `port_or_icmp` is the destination
@@ -28,21 +30,18 @@ pub fn allowed(
     port_or_icmp: [u8; 2],
     peer: IpAddr,
 ) -> RuleSet {
-    let l4 = set(&compiled.l4, L4Key { direction: direction.to_kernel(), protocol, port: port_or_icmp });
-    let mut addr = match peer {
-        IpAddr::V4(a) => set(&compiled.cidr4, a.octets()),
-        IpAddr::V6(a) => set(&compiled.cidr6, addr6_from_octets(a.octets())),
+    let l4 = l4_set(compiled, direction, protocol, port_or_icmp);
+    let (mut addr, any) = match peer {
+        IpAddr::V4(a) => (rules_of(&compiled.addr4, a.octets()), &compiled.any4),
+        IpAddr::V6(a) => (rules_of(&compiled.addr6, addr6_from_octets(a.octets())), &compiled.any6),
     };
-    let sg = match peer {
-        IpAddr::V4(a) => set(&compiled.sg4, a.octets()),
-        IpAddr::V6(a) => set(&compiled.sg6, addr6_from_octets(a.octets())),
-    };
-    addr.union_with(&sg);
+    addr.union_with(any);
     intersect(&l4, &addr)
 }
 
-/// Nested prefixes the datapath walks (its `MAX_TIERS`).
-const MAX_TIERS: usize = 8;
+fn rules_of<K: LpmKey>(trie: &Trie<K>, key: K) -> RuleSet {
+    longest_match(&trie.entries, key).map_or(RuleSet::EMPTY, |e| e.rules)
+}
 
 /// The rule the kernel credits (the most specific address match, then the
 /// lowest id), or `None` when the packet is dropped by default deny.
@@ -53,41 +52,20 @@ pub fn lookup(
     port_or_icmp: [u8; 2],
     peer: IpAddr,
 ) -> Option<u32> {
-    let any = lowest(&allowed(compiled, direction, protocol, port_or_icmp, peer))?;
-    let l4 = set(&compiled.l4, L4Key { direction: direction.to_kernel(), protocol, port: port_or_icmp });
-    let credited = match peer {
-        IpAddr::V4(a) => walk(&l4, &compiled.cidr4, &compiled.sg4, a.octets()),
-        IpAddr::V6(a) => walk(&l4, &compiled.cidr6, &compiled.sg6, addr6_from_octets(a.octets())),
-    };
-    Some(credited.unwrap_or(any))
+    let l4 = l4_set(compiled, direction, protocol, port_or_icmp);
+    match peer {
+        IpAddr::V4(a) => credited(&l4, &compiled.addr4, &compiled.any4, a.octets()),
+        IpAddr::V6(a) => credited(&l4, &compiled.addr6, &compiled.any6, addr6_from_octets(a.octets())),
+    }
 }
 
-/// The datapath's walk: longest prefixes first, both tries in step.
-fn walk<K: LpmKey>(l4: &RuleSet, cidr: &[LpmEntry<K>], sg: &[LpmEntry<K>], addr: K) -> Option<u32> {
-    let (mut c, mut s) = (longest_match(cidr, addr), longest_match(sg, addr));
-    for _ in 0..MAX_TIERS {
-        let top = c.iter().chain(s.iter()).map(|e| e.prefix_len).max()?;
-        let (c_top, s_top) = (c.filter(|e| e.prefix_len == top), s.filter(|e| e.prefix_len == top));
-        let mut own = RuleSet::EMPTY;
-        for e in c_top.iter().chain(s_top.iter()) {
-            own.union_with(&e.own);
-        }
-        if let Some(rule) = lowest(&intersect(l4, &own)) {
-            return Some(rule);
-        }
-        let parent = |e: &LpmEntry<K>, entries| {
-            (e.parent_len != firewall_common::policy::NO_PARENT)
-                .then(|| longest_match_within(entries, addr, e.parent_len))
-                .flatten()
-        };
-        if let Some(e) = c_top {
-            c = parent(e, cidr);
-        }
-        if let Some(e) = s_top {
-            s = parent(e, sg);
-        }
-    }
-    None
+/// The datapath's choice: the first credit tier of the longest match that
+/// holds an allowed rule, its lowest id.
+fn credited<K: LpmKey>(l4: &RuleSet, trie: &Trie<K>, any: &RuleSet, addr: K) -> Option<u32> {
+    let Some(entry) = longest_match(&trie.entries, addr) else {
+        return lowest(&intersect(l4, any));
+    };
+    credit_tiers(&trie.tiers(entry.chain), any).iter().find_map(|tier| lowest(&intersect(l4, tier)))
 }
 
 fn intersect(a: &RuleSet, b: &RuleSet) -> RuleSet {
@@ -100,7 +78,5 @@ fn intersect(a: &RuleSet, b: &RuleSet) -> RuleSet {
 
 /// The lowest id in a set, as the kernel finds it (first non-zero word).
 pub fn lowest(set: &RuleSet) -> Option<u32> {
-    let (i, word) = set.words.iter().enumerate().find(|(_, w)| **w != 0)?;
-    // i < RULE_WORDS = 16.
-    Some(i as u32 * 64 + word.trailing_zeros())
+    set.iter().next()
 }

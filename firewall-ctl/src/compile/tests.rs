@@ -1,5 +1,5 @@
 //! Compiler tests: the seed examples, the map layout, rule-id order, limits,
-//! and a property test holding `lookup` to `reference_match`.
+//! and a property test holding `allowed` and `lookup` to the model's rules.
 
 use std::{
     collections::BTreeMap,
@@ -11,7 +11,10 @@ use firewall_common::policy::{l4_prefix, MAX_RULES};
 use ipnet::IpNet;
 
 use super::*;
-use crate::policy::{parse_sources, Policy};
+use crate::{
+    model::{RuleRef, Rules},
+    policy::{parse_sources, Policy},
+};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -73,12 +76,13 @@ fn web_server_example() {
     assert_eq!(who(&c, In, UDP, 443, "198.51.100.1"), "drop");
     assert_eq!(who(&c, Out, UDP, 53, "8.8.8.8"), "web-server/outbound/0");
     assert_eq!(who(&c, Out, TCP, 443, "2001:db8::1"), "drop");
-    // 0.0.0.0/0 is prefix 0; the /32 entry carries its ancestor's rules.
-    let zero = c.cidr4.iter().find(|e| e.prefix_len == 0).expect("0.0.0.0/0");
-    let ssh = c.cidr4.iter().find(|e| e.prefix_len == 32).expect("/32");
-    assert!(!zero.rules.contains(0) && zero.rules.contains(1) && zero.rules.contains(3));
-    assert!((0..4).all(|r| ssh.rules.contains(r)));
-    assert_eq!(c.cidr6.len(), 1);
+    // 0.0.0.0/0 and ::/0 need no address lookup: they are the every-address
+    // sets, and the tries hold only the /32.
+    assert!(!c.any4.contains(0) && c.any4.contains(1) && c.any4.contains(2) && c.any4.contains(3));
+    assert!(c.any6.contains(2) && !c.any6.contains(1));
+    assert_eq!(c.addr4.entries.len(), 1);
+    assert!(c.addr4.entries[0].rules.contains(0) && c.addr4.entries[0].prefix_len == 32);
+    assert!(c.addr6.entries.is_empty());
     assert_eq!(c.timeouts, Timeouts::AWS_DEFAULT);
 }
 
@@ -243,8 +247,8 @@ prefix_lists:
 ",
     );
     let c = compile(&p, &["a"]);
-    assert_eq!(c.cidr4.len(), 1);
-    assert_eq!(c.cidr6.len(), 1);
+    assert_eq!(c.addr4.entries.len(), 1);
+    assert_eq!(c.addr6.entries.len(), 1);
     assert_eq!(who(&c, In, UDP, 53, "192.0.2.9"), "a/inbound/0");
     assert_eq!(who(&c, In, UDP, 53, "2001:db8:1::9"), "a/inbound/0");
     assert_eq!(who(&c, In, UDP, 53, "192.0.3.9"), "drop");
@@ -289,7 +293,7 @@ fn summary_counts_groups_rules_and_entries() {
     let s = summarize(&p).expect("compiles");
     let c = compile(&p, &["web-server"]);
     assert_eq!(s, Summary { groups: 1, rules: 4, map_entries: c.map_entries() });
-    assert_eq!(c.map_entries(), 4 + 2 + 1);
+    assert_eq!(c.map_entries(), 4 + 1);
 }
 
 #[test]
@@ -302,12 +306,12 @@ fn conntrack_settings_reach_the_compiled_interface() {
 
 #[test]
 fn rule_info_serialises_with_lowercase_direction() {
-    let info = RuleInfo { group: "g".into(), direction: Out, index: 2, description: None };
+    let info = RuleInfo { group: "g".into(), direction: Out, index: 2, description: None, identity: 0 };
     let json = serde_json::to_string(&info).expect("serialises");
-    assert_eq!(json, r#"{"group":"g","direction":"outbound","index":2,"description":null}"#);
+    assert_eq!(json, r#"{"group":"g","direction":"outbound","index":2,"description":null,"identity":0}"#);
 }
 
-// ---- property test: the compiled maps agree with the reference matcher ----
+// ---- property test: the compiled maps agree with the model ----
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -420,7 +424,7 @@ fn random_policy(rng: &mut Rng) -> (String, Vec<String>) {
 }
 
 #[test]
-fn lookup_agrees_with_reference_match() {
+fn lookup_agrees_with_the_model() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let mut allowed_count = 0;
     for round in 0..150 {
@@ -433,6 +437,7 @@ fn lookup_agrees_with_reference_match() {
             local.insert(rng.pick(&groups).clone(), vec![random_net(&mut rng)]);
         }
         let c = compile_interface(&p, &attached, &local).expect("compiles");
+        let model = Rules::new(&p, &attached, &local).expect("known groups");
         for _ in 0..300 {
             let dir = *rng.pick(&[In, Out]);
             let proto = *rng.pick(&[TCP, UDP, ICMP, ICMPV6, 47, 50]);
@@ -443,26 +448,20 @@ fn lookup_agrees_with_reference_match() {
                 rng.pick(&[p, p.saturating_add(1), p.saturating_sub(1), 0]).to_be_bytes()
             };
             let peer = random_addr(&mut rng);
-            let want = reference_match(&p, &attached, &local, dir, proto, port, peer);
+            let mut want = model.matching(dir, proto, port, peer);
+            want.sort();
             let got = allowed(&c, dir, proto, port, peer);
-            let got_names: Vec<(String, RuleDirection, u32)> = (0..c.rules.len() as u32)
-                .filter(|id| got.contains(*id))
-                .map(|id| {
-                    let r = &c.rules[id as usize];
-                    (r.group.clone(), r.direction, r.index)
-                })
-                .collect();
-            let mut sorted_want = want.clone();
-            sorted_want.sort();
-            let mut sorted_got = got_names.clone();
-            sorted_got.sort();
-            let ctx = || format!("{dir} proto {proto} port {port:?} peer {peer}\n{text}");
-            assert_eq!(sorted_got, sorted_want, "{}", ctx());
-            let credit = reference_credit(&p, &attached, &local, dir, proto, port, peer);
-            let got = lookup(&c, dir, proto, port, peer).map(|id| {
+            let name = |id: u32| {
                 let r = &c.rules[id as usize];
-                (r.group.clone(), r.direction, r.index)
-            });
+                RuleRef { group: r.group.clone(), direction: r.direction, index: r.index }
+            };
+            let mut got_names: Vec<RuleRef> =
+                (0..c.rules.len() as u32).filter(|id| got.contains(*id)).map(name).collect();
+            got_names.sort();
+            let ctx = || format!("{dir} proto {proto} port {port:?} peer {peer}\n{text}");
+            assert_eq!(got_names, want, "{}", ctx());
+            let credit = model.credited(dir, proto, port, peer);
+            let got = lookup(&c, dir, proto, port, peer).map(name);
             assert_eq!(got, credit, "credited rule: {}", ctx());
             if got.is_some() {
                 allowed_count += 1;

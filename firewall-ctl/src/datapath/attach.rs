@@ -1,67 +1,253 @@
-//! Attaching one interface: load a fresh copy of the programs and maps,
-//! fill the policy, attach, and pin everything so it outlives `sgctl`.
-use std::path::Path;
+//! Attaching an interface's programs, replacing them without a gap, and
+//! detaching them. The links are pinned, so the attachments outlive
+//! `sgctl`; a link that was attached but not yet pinned when `sgctl` dies
+//! goes with the process, detached by the kernel.
+//!
+//! Replacing (another ingress hook, a resized conntrack table, a newer
+//! object) never leaves the interface unfiltered: the new programs share
+//! every map with the old ones (the pins are reused, see `Pins`) and take
+//! their place on the same links (`BPF_LINK_UPDATE`, atomic), or, for
+//! another ingress hook, are attached beside them before the old link is
+//! removed. If anything fails, the old programs stay attached.
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use aya::{
+    maps::{ArrayOfMaps, HashMap, Map, MapData},
     programs::{
-        links::{FdLink, PinnedLink},
-        tc::TcAttachOptions,
-        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::FdLink, loaded_programs, tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     Ebpf,
 };
+use firewall_common::conntrack::{FlowEntry, FlowKey};
 
-use super::{PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP};
+use super::{
+    maps::{self, CONNTRACK, CONNTRACK_PREV},
+    Pins, PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP,
+};
 use crate::{
-    compile::CompiledInterface,
     netns,
-    state::records::{IngressHook, Mode},
+    state::{
+        records::{IngressHook, Mode},
+        sys,
+    },
 };
 
 const LINK_INGRESS: &str = "link_ingress";
 const LINK_EGRESS: &str = "link_egress";
+/// A new ingress link on another hook, pinned until it replaces the old.
+const LINK_INGRESS_NEXT: &str = "link_ingress_next";
+/// A resized conntrack table, pinned until the programs use it.
+const CONNTRACK_NEXT: &str = "CONNTRACK_next";
 
-/// Loads, fills, attaches and pins under `dir` (which must not exist yet).
-/// On any failure nothing stays attached and `dir` is removed.
-pub fn attach(dir: &Path, ifname: &str, mode: Mode, compiled: &CompiledInterface) -> anyhow::Result<IngressHook> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = attach_into(dir, ifname, mode, compiled);
+/// Loads a fresh copy of the object for a new interface, its maps created
+/// and pinned in `dir` (which is created). The programs are not attached:
+/// the caller fills the maps first, then calls [`attach_links`].
+pub fn prepare_new(dir: &Path, active: PathBuf, conntrack_capacity: u32) -> anyhow::Result<Ebpf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    super::load(&Pins::new(dir, active), conntrack_capacity)
+}
+
+/// Attaches a new interface's programs (egress first, so flows opened from
+/// now on are tracked when ingress filtering starts) and pins the links.
+/// On failure nothing stays attached; the caller removes `dir`.
+pub fn attach_links(ebpf: &mut Ebpf, dir: &Path, ifname: &str, mode: Mode) -> anyhow::Result<IngressHook> {
+    let result = (|| {
+        attach_tc(ebpf, PROG_EGRESS_TC, ifname, TcAttachType::Egress)?.pin(dir.join(LINK_EGRESS))?;
+        let (link, hook) = attach_ingress(ebpf, ifname, mode)?;
+        link.pin(dir.join(LINK_INGRESS))?;
+        Ok(hook)
+    })();
     if result.is_err() {
-        let _ = detach(dir);
+        for link in [LINK_INGRESS, LINK_EGRESS] {
+            let _ = std::fs::remove_file(dir.join(link));
+        }
     }
     result
 }
 
-fn attach_into(dir: &Path, ifname: &str, mode: Mode, compiled: &CompiledInterface) -> anyhow::Result<IngressHook> {
-    // The policy is in place before the first packet meets the programs.
-    let mut ebpf = super::load_pinned(dir, compiled)?;
+/// What to change about an attached interface's programs.
+pub struct Replace {
+    pub mode: Mode,
+    /// The ingress hook in use now.
+    pub current: IngressHook,
+    /// A conntrack table of this many entries, the tracked flows moved into it.
+    pub conntrack_capacity: Option<u32>,
+}
 
-    // Egress first: outbound flows opened from now on are tracked, so their
-    // replies pass once ingress filtering starts.
-    attach_tc(&mut ebpf, PROG_EGRESS_TC, ifname, TcAttachType::Egress, &dir.join(LINK_EGRESS))?;
-    let use_xdp = match mode {
+/// Puts a fresh copy of the programs in place of the attached ones without
+/// a moment unfiltered (see the module comment). `dir` holds the pins.
+pub fn replace(dir: &Path, active: PathBuf, ifname: &str, change: &Replace) -> anyhow::Result<IngressHook> {
+    let next_table = dir.join(CONNTRACK_NEXT);
+    let _ = std::fs::remove_file(&next_table);
+    let mut pins = Pins::new(dir, active);
+    let capacity = match change.conntrack_capacity {
+        Some(capacity) => {
+            pins = pins.with(CONNTRACK, next_table.clone());
+            capacity
+        }
+        None => maps::IfaceMaps::at(dir).conntrack_capacity()?,
+    };
+    let result = replace_programs(dir, pins, capacity, ifname, change);
+    if change.conntrack_capacity.is_some() {
+        if result.is_err() {
+            // The old programs and table stay; the new table goes.
+            let _ = std::fs::remove_file(&next_table);
+            let _ = set_previous_table(dir, None);
+        } else {
+            finish_resize(dir)?;
+        }
+    }
+    result
+}
+
+fn replace_programs(
+    dir: &Path,
+    pins: Pins,
+    capacity: u32,
+    ifname: &str,
+    change: &Replace,
+) -> anyhow::Result<IngressHook> {
+    let mut ebpf = super::load(&pins, capacity)?;
+    if change.conntrack_capacity.is_some() {
+        // Until every flow has moved, the new programs look in the old table
+        // for the flows they do not find in theirs.
+        let old = maps::open(&dir.join(CONNTRACK))?;
+        set_previous_table(dir, Some(&old))?;
+    }
+    let same_hook = wants_xdp(change.mode, ifname) == change.current.is_xdp();
+    // Ingress first: it is the one that can fail (a driver without XDP).
+    let hook = if same_hook {
+        let prog = if change.current == IngressHook::Tc { PROG_INGRESS_TC } else { PROG_INGRESS_XDP };
+        update_link(&mut ebpf, prog, &dir.join(LINK_INGRESS))?;
+        change.current
+    } else {
+        let (link, hook) = attach_ingress(&mut ebpf, ifname, change.mode)?;
+        let next = dir.join(LINK_INGRESS_NEXT);
+        let _ = std::fs::remove_file(&next);
+        link.pin(&next)?;
+        // One rename drops the old link's pin (detaching it) and puts the
+        // new one in its place; both filter the same way meanwhile.
+        std::fs::rename(&next, dir.join(LINK_INGRESS)).context("replacing the ingress link")?;
+        hook
+    };
+    update_link(&mut ebpf, PROG_EGRESS_TC, &dir.join(LINK_EGRESS))?;
+    Ok(hook)
+}
+
+/// Completes a resize once the new programs run: the new table takes the
+/// `CONNTRACK` pin, every flow of the old one is copied over (a flow the
+/// programs took over already is kept as it is), and the old table is
+/// forgotten. Also finishes the job of an `sgctl` killed half way.
+pub fn finish_resize(dir: &Path) -> anyhow::Result<()> {
+    let next_table = dir.join(CONNTRACK_NEXT);
+    if next_table.exists() {
+        let next_id = maps::open(&next_table)?.info()?.id();
+        if !programs_use_map(dir, next_id)? {
+            // Killed before the programs were replaced: the old table is in use.
+            std::fs::remove_file(&next_table).context("removing an unused conntrack table")?;
+            return set_previous_table(dir, None);
+        }
+        let old = maps::open(&dir.join(CONNTRACK))?;
+        set_previous_table(dir, Some(&old))?;
+        std::fs::rename(&next_table, dir.join(CONNTRACK)).context("installing the resized conntrack table")?;
+    }
+    let outer: ArrayOfMaps<MapData, MapData> =
+        ArrayOfMaps::try_from(Map::ArrayOfMaps(maps::open(&dir.join(CONNTRACK_PREV))?))?;
+    let Ok(old) = outer.get(&0, 0) else { return Ok(()) };
+    let old: HashMap<MapData, FlowKey, FlowEntry> = HashMap::try_from(Map::HashMap(old))?;
+    let mut new: HashMap<MapData, FlowKey, FlowEntry> =
+        HashMap::try_from(Map::HashMap(maps::open(&dir.join(CONNTRACK))?))?;
+    for item in old.iter() {
+        let Ok((key, entry)) = item else { continue };
+        // BPF_NOEXIST: the programs may have taken the flow over already.
+        // A full new table keeps the flows that fit (the user asked for it).
+        let _ = new.insert(key, entry, 1);
+    }
+    set_previous_table(dir, None)
+}
+
+/// Sets (or clears) `CONNTRACK_PREV[0]`.
+fn set_previous_table(dir: &Path, table: Option<&MapData>) -> anyhow::Result<()> {
+    let path = dir.join(CONNTRACK_PREV);
+    let mut outer: ArrayOfMaps<MapData, MapData> = ArrayOfMaps::try_from(Map::ArrayOfMaps(maps::open(&path)?))?;
+    match table {
+        Some(table) => outer.set(0, table, 0).context("setting CONNTRACK_PREV")?,
+        None if outer.get(&0, 0).is_ok() => {
+            // aya 0.14 cannot delete from a map-in-map: the raw syscall.
+            let fd = sys::obj_get(&path)?;
+            sys::map_delete_u32(&fd, 0).context("forgetting the old conntrack table")?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Whether the programs attached in `dir` use map `map_id`.
+fn programs_use_map(dir: &Path, map_id: u32) -> anyhow::Result<bool> {
+    let (ingress, _) = program_ids(dir)?;
+    for info in loaded_programs() {
+        let info = info?;
+        if info.id() == ingress {
+            return Ok(info.map_ids()?.unwrap_or_default().contains(&map_id));
+        }
+    }
+    Ok(false)
+}
+
+/// Makes the link pinned at `pin` run `prog` of `ebpf` (loaded here).
+fn update_link(ebpf: &mut Ebpf, prog: &str, pin: &Path) -> anyhow::Result<()> {
+    let fd = match ebpf.program_mut(prog).with_context(|| format!("program {prog} missing"))? {
+        aya::programs::Program::SchedClassifier(p) => {
+            p.load().with_context(|| format!("loading {prog}"))?;
+            p.fd()?.try_clone()?
+        }
+        aya::programs::Program::Xdp(p) => {
+            p.load().with_context(|| format!("loading {prog}"))?;
+            p.fd()?.try_clone()?
+        }
+        _ => anyhow::bail!("{prog}: unexpected program type"),
+    };
+    let link = sys::obj_get(pin).with_context(|| format!("opening {}", pin.display()))?;
+    use std::os::fd::AsFd as _;
+    sys::link_update(link.as_fd(), fd.as_fd())
+        .with_context(|| format!("replacing the program of {}", pin.display()))?;
+    Ok(())
+}
+
+/// Whether `mode` puts the ingress program of `ifname` on XDP (native XDP
+/// on real NICs for `auto`; tcx on veth and other virtual devices).
+pub fn wants_xdp(mode: Mode, ifname: &str) -> bool {
+    match mode {
         Mode::Auto => netns::is_physical(ifname),
         Mode::Xdp => true,
         Mode::Tc => false,
-    };
-    if use_xdp {
-        match attach_xdp(&mut ebpf, ifname, XdpMode::Driver, &dir.join(LINK_INGRESS)) {
-            Ok(()) => return Ok(IngressHook::XdpNative),
+    }
+}
+
+/// Attaches the ingress program on the hook `mode` asks for.
+fn attach_ingress(ebpf: &mut Ebpf, ifname: &str, mode: Mode) -> anyhow::Result<(FdLink, IngressHook)> {
+    if wants_xdp(mode, ifname) {
+        match attach_xdp(ebpf, ifname, XdpMode::Driver) {
+            Ok(link) => return Ok((link, IngressHook::XdpNative)),
             // `auto` on a NIC whose driver lacks native XDP: tcx beats generic XDP.
             Err(_) if mode == Mode::Auto => {}
             Err(native) => {
-                attach_xdp(&mut ebpf, ifname, XdpMode::Skb, &dir.join(LINK_INGRESS))
+                let link = attach_xdp(ebpf, ifname, XdpMode::Skb)
                     .with_context(|| format!("native XDP failed too: {native:#}"))?;
-                return Ok(IngressHook::XdpGeneric);
+                return Ok((link, IngressHook::XdpGeneric));
             }
         }
     }
-    attach_tc(&mut ebpf, PROG_INGRESS_TC, ifname, TcAttachType::Ingress, &dir.join(LINK_INGRESS))?;
-    Ok(IngressHook::Tc)
+    Ok((attach_tc(ebpf, PROG_INGRESS_TC, ifname, TcAttachType::Ingress)?, IngressHook::Tc))
 }
 
-fn attach_tc(ebpf: &mut Ebpf, prog: &str, ifname: &str, at: TcAttachType, pin: &Path) -> anyhow::Result<()> {
+fn attach_tc(ebpf: &mut Ebpf, prog: &str, ifname: &str, at: TcAttachType) -> anyhow::Result<FdLink> {
     let program: &mut SchedClassifier =
         ebpf.program_mut(prog).with_context(|| format!("program {prog} missing"))?.try_into()?;
     if program.fd().is_err() {
@@ -70,26 +256,22 @@ fn attach_tc(ebpf: &mut Ebpf, prog: &str, ifname: &str, at: TcAttachType, pin: &
     let id = program
         .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
         .with_context(|| format!("attaching {prog} to {ifname} (tcx)"))?;
-    let link = FdLink::try_from(program.take_link(id)?)?;
-    link.pin(pin).with_context(|| format!("pinning {}", pin.display()))?;
-    Ok(())
+    Ok(FdLink::try_from(program.take_link(id)?)?)
 }
 
-fn attach_xdp(ebpf: &mut Ebpf, ifname: &str, mode: XdpMode, pin: &Path) -> anyhow::Result<()> {
+fn attach_xdp(ebpf: &mut Ebpf, ifname: &str, mode: XdpMode) -> anyhow::Result<FdLink> {
     let program: &mut Xdp = ebpf.program_mut(PROG_INGRESS_XDP).context("program sg_ingress_xdp missing")?.try_into()?;
     if program.fd().is_err() {
         program.load().context("loading sg_ingress_xdp")?;
     }
     let id = program.attach(ifname, mode).with_context(|| format!("attaching XDP ({mode:?}) to {ifname}"))?;
-    let link = FdLink::try_from(program.take_link(id)?)?;
-    link.pin(pin).with_context(|| format!("pinning {}", pin.display()))?;
-    Ok(())
+    Ok(FdLink::try_from(program.take_link(id)?)?)
 }
 
 /// Removes the attachment whose state is in `dir`: unpinning the links
 /// detaches the programs; unpinning the maps frees them.
 pub fn detach(dir: &Path) -> anyhow::Result<()> {
-    for link in [LINK_INGRESS, LINK_EGRESS] {
+    for link in [LINK_INGRESS_NEXT, LINK_INGRESS, LINK_EGRESS] {
         remove_if_present(&dir.join(link))?;
     }
     match std::fs::remove_dir_all(dir) {
@@ -109,12 +291,43 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Whether both links of the attachment in `dir` are pinned, and the ids of
-/// the programs they run (ingress, egress).
+/// A leftover of an `sgctl` killed while moving to another ingress hook:
+/// the new link is attached beside the old. Finishes the move.
+pub fn finish_hook_switch(dir: &Path) -> anyhow::Result<bool> {
+    let next = dir.join(LINK_INGRESS_NEXT);
+    if !next.exists() {
+        return Ok(false);
+    }
+    std::fs::rename(&next, dir.join(LINK_INGRESS)).context("replacing the ingress link")?;
+    Ok(true)
+}
+
+/// The ids of the programs the pinned links of `dir` run (ingress, egress).
 pub fn program_ids(dir: &Path) -> anyhow::Result<(u32, u32)> {
-    let id = |name: &str| -> anyhow::Result<u32> {
-        let link = FdLink::from(PinnedLink::from_pin(dir.join(name))?);
-        Ok(link.info()?.program_id())
-    };
+    let id = |name: &str| -> anyhow::Result<u32> { Ok(link_info(&dir.join(name))?.prog_id) };
     Ok((id(LINK_INGRESS)?, id(LINK_EGRESS)?))
+}
+
+fn link_info(pin: &Path) -> anyhow::Result<sys::LinkInfo> {
+    let fd = sys::obj_get(pin).with_context(|| format!("opening {}", pin.display()))?;
+    Ok(sys::link_info(&fd)?)
+}
+
+/// The ingress hook the pinned ingress link of `dir` is on, from the kernel
+/// (it may differ from a record when an `sgctl` was killed while moving
+/// hooks). Native and generic XDP look alike to the kernel's link info, so
+/// `recorded` tells them apart when it says XDP.
+pub fn ingress_hook(dir: &Path, recorded: IngressHook) -> anyhow::Result<IngressHook> {
+    let path = dir.join(LINK_INGRESS);
+    Ok(match link_info(&path)?.link_type {
+        sys::BPF_LINK_TYPE_XDP if recorded.is_xdp() => recorded,
+        sys::BPF_LINK_TYPE_XDP => IngressHook::XdpNative,
+        _ => IngressHook::Tc,
+    })
+}
+
+/// Whether the links of `dir` still hold an interface: false once the
+/// device (or its whole network namespace) is gone, which detaches them.
+pub fn links_alive(dir: &Path) -> bool {
+    [LINK_INGRESS, LINK_EGRESS].iter().any(|name| link_info(&dir.join(name)).is_ok_and(|info| info.ifindex != 0))
 }

@@ -1,36 +1,83 @@
-//! Typed access to one interface's maps, pinned under its state directory.
+//! Typed access to one interface's maps, pinned under its state directory
+//! (see firewall-ebpf/src/maps.rs for what each holds).
 use std::{
     collections::HashSet,
-    hash::Hash,
     path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
-use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
-    Pod,
-};
+use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
     counters::{Reason, ReasonCounters, RuleCounters},
-    policy::{Addr4, Addr6, L4Key},
+    policy::Active,
 };
 
-use crate::compile::{CompiledInterface, LpmEntry};
-
-pub const L4_RULES: &str = "L4_RULES";
-pub const CIDR_RULES4: &str = "CIDR_RULES4";
-pub const CIDR_RULES6: &str = "CIDR_RULES6";
-pub const SG_RULES4: &str = "SG_RULES4";
-pub const SG_RULES6: &str = "SG_RULES6";
+pub const ACTIVE: &str = "ACTIVE";
+pub const SLOT_META: &str = "SLOT_META";
+pub const RULE_SLOTS: &str = "RULE_SLOTS";
 pub const CONNTRACK: &str = "CONNTRACK";
+pub const CONNTRACK_PREV: &str = "CONNTRACK_PREV";
+pub const CT_SWEPT_AT: &str = "CT_SWEPT_AT";
 pub const CT_CONFIG: &str = "CT_CONFIG";
+pub const FRAGMENTS: &str = "FRAGMENTS";
 pub const RULE_STATS: &str = "RULE_STATS";
 pub const IFACE_STATS: &str = "IFACE_STATS";
 
-/// Every map `sgctl` pins (SCRATCH is the programs' own).
-pub const PINNED: [&str; 9] =
-    [L4_RULES, CIDR_RULES4, CIDR_RULES6, SG_RULES4, SG_RULES6, CONNTRACK, CT_CONFIG, RULE_STATS, IFACE_STATS];
+/// Every map an interface pins in its directory (besides the scope's
+/// `ACTIVE`); `SCRATCH` is each program copy's own.
+pub const PINNED: [&str; 13] = [
+    SLOT_META,
+    RULE_SLOTS,
+    "L4_RULES",
+    "ADDR4",
+    "ADDR6",
+    "CLASSES",
+    CONNTRACK,
+    CONNTRACK_PREV,
+    CT_SWEPT_AT,
+    CT_CONFIG,
+    FRAGMENTS,
+    RULE_STATS,
+    IFACE_STATS,
+];
+
+/// Opens the pinned map at `path`.
+pub fn open(path: &Path) -> anyhow::Result<MapData> {
+    MapData::from_pin(path).with_context(|| format!("opening pinned map {}", path.display()))
+}
+
+/// The scope's `ACTIVE` map at `path`: which generation slot is in force.
+pub fn read_active(path: &Path) -> anyhow::Result<Option<Active>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let map: Array<MapData, Active> = Array::try_from(Map::Array(open(path)?))?;
+    Ok(Some(map.get(&0, 0)?))
+}
+
+/// Writes the scope's `ACTIVE`: the switch from one generation to the other.
+pub fn write_active(path: &Path, active: Active) -> anyhow::Result<()> {
+    let mut map: Array<MapData, Active> = Array::try_from(Map::Array(open(path)?))?;
+    map.set(0, active, 0).context("switching ACTIVE")?;
+    Ok(())
+}
+
+/// Creates and pins the scope's `ACTIVE` map (generation slot 0, nothing
+/// in force yet) unless it exists.
+pub fn create_active(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut map = Array::<MapData, Active>::create(1, 0).context("creating ACTIVE")?;
+    map.set(0, Active { slot: 0, settled: 1, generation: 0 }, 0)?;
+    // Pin beside and rename, so a crash never leaves a half-made pin.
+    let tmp = path.with_file_name("ACTIVE_new");
+    let _ = std::fs::remove_file(&tmp);
+    map.pin(&tmp).with_context(|| format!("pinning {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    Ok(())
+}
 
 /// One interface's pinned maps.
 pub struct IfaceMaps {
@@ -42,42 +89,31 @@ impl IfaceMaps {
         Self { dir: dir.to_owned() }
     }
 
-    fn data(&self, name: &str) -> anyhow::Result<MapData> {
-        let path = self.dir.join(name);
-        MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    fn lpm<K: Pod, V: Pod>(&self, name: &str) -> anyhow::Result<LpmTrie<MapData, K, V>> {
-        Ok(LpmTrie::try_from(Map::LpmTrie(self.data(name)?))?)
+    pub fn data(&self, name: &str) -> anyhow::Result<MapData> {
+        open(&self.dir.join(name))
+    }
+
+    /// The map-in-map `name` (one of `image::Kind`'s maps, or `CONNTRACK_PREV`).
+    pub fn outer(&self, name: &str) -> anyhow::Result<ArrayOfMaps<MapData, MapData>> {
+        Ok(ArrayOfMaps::try_from(Map::ArrayOfMaps(self.data(name)?))?)
     }
 
     fn conntrack(&self) -> anyhow::Result<HashMap<MapData, FlowKey, FlowEntry>> {
         Ok(HashMap::try_from(Map::HashMap(self.data(CONNTRACK)?))?)
     }
 
-    /// Makes the policy maps hold exactly `compiled`: new and changed entries
-    /// first, stale ones last, so no entry both versions share goes missing.
-    /// (A packet may still see a mix of the two versions while this runs.)
-    pub fn write_policy(&self, compiled: &CompiledInterface) -> anyhow::Result<()> {
-        sync_lpm::<L4Key, _>(&mut self.lpm(L4_RULES)?, &compiled.l4, |e| e.rules).context(L4_RULES)?;
-        sync_lpm::<Addr4, _>(&mut self.lpm(CIDR_RULES4)?, &compiled.cidr4, LpmEntry::addr_rules)
-            .context(CIDR_RULES4)?;
-        sync_lpm::<Addr6, _>(&mut self.lpm(CIDR_RULES6)?, &compiled.cidr6, LpmEntry::addr_rules)
-            .context(CIDR_RULES6)?;
-        sync_lpm::<Addr4, _>(&mut self.lpm(SG_RULES4)?, &compiled.sg4, LpmEntry::addr_rules).context(SG_RULES4)?;
-        sync_lpm::<Addr6, _>(&mut self.lpm(SG_RULES6)?, &compiled.sg6, LpmEntry::addr_rules).context(SG_RULES6)?;
-        let mut config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_CONFIG)?))?;
-        config.set(0, compiled.timeouts, 0).context(CT_CONFIG)?;
-        Ok(())
-    }
-
-    /// Counters of rule ids `0..count`, summed over CPUs.
-    pub fn rule_counters(&self, count: usize) -> anyhow::Result<Vec<RuleCounters>> {
+    /// Counters of each counter slot in `slots`, summed over CPUs.
+    pub fn rule_counters(&self, slots: &[u32]) -> anyhow::Result<Vec<RuleCounters>> {
         let stats: PerCpuArray<MapData, RuleCounters> =
             PerCpuArray::try_from(Map::PerCpuArray(self.data(RULE_STATS)?))?;
-        (0..count as u32)
-            .map(|rule| {
-                let per_cpu = stats.get(&rule, 0)?;
+        slots
+            .iter()
+            .map(|slot| {
+                let per_cpu = stats.get(slot, 0)?;
                 Ok(per_cpu.iter().fold(RuleCounters::default(), |mut sum, c| {
                     sum.flows += c.flows;
                     sum.packets += c.packets;
@@ -86,6 +122,21 @@ impl IfaceMaps {
                 }))
             })
             .collect()
+    }
+
+    /// Zeroes the counters of `slots` (slots given to a new rule).
+    pub fn reset_rule_counters(&self, slots: &[u32]) -> anyhow::Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut stats: PerCpuArray<MapData, RuleCounters> =
+            PerCpuArray::try_from(Map::PerCpuArray(self.data(RULE_STATS)?))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for slot in slots {
+            let zeros = PerCpuValues::try_from(vec![RuleCounters::default(); cpus])?;
+            stats.set(*slot, zeros, 0).with_context(|| format!("resetting counter slot {slot}"))?;
+        }
+        Ok(())
     }
 
     /// Packets and bytes per `(direction, reason)`, summed over CPUs;
@@ -112,6 +163,27 @@ impl IfaceMaps {
         Ok(flows)
     }
 
+    /// Counter slots that tracked flows credit.
+    pub fn slots_in_use(&self) -> anyhow::Result<HashSet<u32>> {
+        Ok(self.flows()?.into_iter().map(|(_, e)| e.slot).collect())
+    }
+
+    /// Makes every flow that credits one of `slots` credit `to` instead.
+    pub fn move_flows(&self, slots: &[u32], to: u32) -> anyhow::Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut table = self.conntrack()?;
+        let moving: Vec<(FlowKey, FlowEntry)> =
+            table.iter().filter_map(Result::ok).filter(|(_, e)| slots.contains(&e.slot)).collect();
+        for (key, mut entry) in moving {
+            entry.slot = to;
+            // Only if still there (BPF_EXIST): never resurrect a flow.
+            let _ = table.insert(key, entry, 2);
+        }
+        Ok(())
+    }
+
     /// Deletes the flows `doomed` selects; returns how many.
     pub fn remove_flows(&self, doomed: impl Fn(&FlowKey, &FlowEntry) -> bool) -> anyhow::Result<usize> {
         let mut table = self.conntrack()?;
@@ -135,6 +207,14 @@ impl IfaceMaps {
         self.remove_flows(|k, e| idle_ns(e, now) > timeouts.for_flow(k.protocol, FlowState::from_u8(e.state)))
     }
 
+    pub fn set_timeouts(&self, timeouts: Timeouts) -> anyhow::Result<()> {
+        let mut config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_CONFIG)?))?;
+        if config.get(&0, 0)? != timeouts {
+            config.set(0, timeouts, 0).context(CT_CONFIG)?;
+        }
+        Ok(())
+    }
+
     pub fn timeouts(&self) -> anyhow::Result<Timeouts> {
         let config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_CONFIG)?))?;
         let t = config.get(&0, 0)?;
@@ -156,21 +236,4 @@ pub fn idle_ns(e: &FlowEntry, now: u64) -> u64 {
 pub fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
         .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-}
-
-fn sync_lpm<K: Pod + Eq + Hash, V: Pod>(
-    map: &mut LpmTrie<MapData, K, V>,
-    entries: &[LpmEntry<K>],
-    value: impl Fn(&LpmEntry<K>) -> V,
-) -> anyhow::Result<()> {
-    let wanted: HashSet<(u32, K)> = entries.iter().map(|e| (e.prefix_len, e.key)).collect();
-    let stale: Vec<Key<K>> =
-        map.keys().filter_map(Result::ok).filter(|k| !wanted.contains(&(k.prefix_len(), k.data()))).collect();
-    for e in entries {
-        map.insert(&Key::new(e.prefix_len, e.key), value(e), 0)?;
-    }
-    for key in &stale {
-        map.remove(key)?;
-    }
-    Ok(())
 }

@@ -1,14 +1,13 @@
 //! The kernel side as userspace sees it: loading the programs, attaching
 //! them, and reading and writing their pinned maps.
 pub mod attach;
+pub mod generation;
 pub mod maps;
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::PathBuf, sync::OnceLock};
 
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
-
-use crate::compile::CompiledInterface;
 
 /// The kernel programs, built by build.rs from `firewall-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall"));
@@ -18,27 +17,48 @@ pub const PROG_INGRESS_XDP: &str = "sg_ingress_xdp";
 pub const PROG_INGRESS_TC: &str = "sg_ingress_tc";
 pub const PROG_EGRESS_TC: &str = "sg_egress_tc";
 
-/// Loads a fresh copy of the object: new, empty maps for one interface,
-/// with a conntrack table of `conntrack_capacity` entries.
-pub fn load(conntrack_capacity: u32) -> anyhow::Result<Ebpf> {
+/// A digest of [`OBJECT`]: an interface whose programs came from another
+/// object gets this one's in place (`sgctl` was upgraded).
+pub fn object_digest() -> u64 {
+    static DIGEST: OnceLock<u64> = OnceLock::new();
+    *DIGEST.get_or_init(|| crate::compile::identity::fnv1a(OBJECT))
+}
+
+/// Where each map of a copy of the object lives on bpffs. A map whose pin
+/// exists is reused, so programs loaded again for an interface (another
+/// hook, a newer `sgctl`, a resized conntrack table) share every map with
+/// the programs they replace; a map whose pin does not exist is created and
+/// pinned there.
+pub struct Pins(BTreeMap<&'static str, PathBuf>);
+
+impl Pins {
+    /// Every map of the interface in `dir`, and the scope's `ACTIVE`.
+    pub fn new(dir: &std::path::Path, active: PathBuf) -> Self {
+        let mut pins: BTreeMap<&'static str, PathBuf> =
+            maps::PINNED.iter().map(|name| (*name, dir.join(name))).collect();
+        pins.insert(maps::ACTIVE, active);
+        Self(pins)
+    }
+
+    /// Pins map `name` at `path` instead.
+    pub fn with(mut self, name: &'static str, path: PathBuf) -> Self {
+        self.0.insert(name, path);
+        self
+    }
+}
+
+/// Loads a copy of the object with its maps at `pins` and a conntrack
+/// table of `conntrack_capacity` entries (used only when the table is
+/// created, not reused). The programs are not loaded into the kernel yet.
+pub fn load(pins: &Pins, conntrack_capacity: u32) -> anyhow::Result<Ebpf> {
     anyhow::ensure!(
         !OBJECT.is_empty(),
         "this sgctl was built without its eBPF object (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
     );
-    EbpfLoader::new()
-        .map_max_entries(maps::CONNTRACK, conntrack_capacity)
-        .load(OBJECT)
-        .context("loading the eBPF object")
-}
-
-/// Loads a fresh copy for one interface, pins its maps in `dir` (which must
-/// exist) and fills them with `compiled`. The programs are not attached yet.
-pub fn load_pinned(dir: &Path, compiled: &CompiledInterface) -> anyhow::Result<Ebpf> {
-    let ebpf = load(compiled.conntrack_capacity)?;
-    for name in maps::PINNED {
-        let map = ebpf.map(name).with_context(|| format!("map {name} missing from the object"))?;
-        map.pin(dir.join(name)).with_context(|| format!("pinning map {name}"))?;
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(maps::CONNTRACK, conntrack_capacity);
+    for (name, path) in &pins.0 {
+        loader.map_pin_path(name, path.as_path());
     }
-    maps::IfaceMaps::at(dir).write_policy(compiled)?;
-    Ok(ebpf)
+    loader.load(OBJECT).context("loading the eBPF object")
 }

@@ -104,8 +104,6 @@ pub enum ErrorKind {
     /// attach it (the message names the interface).
     #[error("{0}")]
     DoesNotFit(crate::compile::CompileError),
-    #[error("group \"{group}\" does not fit on any interface: {error}")]
-    GroupDoesNotFit { group: String, error: crate::compile::CompileError },
     #[error("more than one YAML document in a file: put each policy in its own file")]
     MultipleDocuments,
     #[error("{found} where {what} was expected: {expected}")]

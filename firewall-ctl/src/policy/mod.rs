@@ -31,6 +31,11 @@ pub use yaml::yaml_lines;
 /// at [`limits::MAX_BYTES`] over all files, so a huge file (or `/dev/zero`)
 /// is refused without being read whole.
 pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
+    parse_sources(&read_files(paths)?)
+}
+
+/// Reads policy files: `(file name, text)` pairs for [`parse_sources`].
+pub fn read_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, String)>, PolicyError> {
     let mut sources = Vec::with_capacity(paths.len());
     let mut left = limits::MAX_BYTES;
     for path in paths {
@@ -54,7 +59,7 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
         left = left.saturating_sub(text.len());
         sources.push((at.file, text));
     }
-    parse_sources(&sources)
+    Ok(sources)
 }
 
 /// Parses `(file name, text)` pairs, merged in the order given. The file

@@ -2,16 +2,21 @@
 //! every `sgctl` process.
 //!
 //! ```text
-//! <state-dir>/                      default /sys/fs/bpf/sgctl
+//! <state-dir>/                      default /sys/fs/bpf/sgctl, mode 0700
+//!   layout                          record: the layout version of everything below
 //!   <scope>/                        `host`, or `netns-NAME` for `-n NAME`
-//!     policy                        record: the applied policy, its sources, generation
+//!     ACTIVE                        map: the generation slot in force (0 or 1) and its number
+//!     policy-0, policy-1            record per slot: the applied policy (its source files)
 //!     if-<IFACE>/                   one per filtered interface
-//!       record                      record: groups, hook, compiled rule table
+//!       record-0, record-1          record per slot: groups, hook, rules, counter slots
 //!       link_ingress, link_egress   pinned links (the attachments)
 //!       <MAP NAME>                  pinned maps shared by both programs
 //! ```
 //!
-//! Scopes keep two namespaces' same-named interfaces apart.
+//! Scopes keep two namespaces' same-named interfaces apart. What is in
+//! force is what `ACTIVE` names: the records of the other slot belong to a
+//! change not (or no longer) in force, and an interface directory without
+//! a record for the slot in force is an attach that never committed.
 pub mod blob;
 pub mod records;
 pub mod sys;
@@ -28,14 +33,14 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn dir_name(&self) -> String {
+    pub fn dir_name(&self) -> String {
         match self {
             Self::Host => "host".into(),
             Self::Netns(name) => format!("netns-{}", escape(name)),
         }
     }
 
-    fn from_dir_name(name: &str) -> Option<Self> {
+    pub fn from_dir_name(name: &str) -> Option<Self> {
         match name {
             "host" => Some(Self::Host),
             _ => name.strip_prefix("netns-").map(|n| Self::Netns(unescape(n))),
@@ -63,6 +68,16 @@ impl std::fmt::Display for Scope {
 pub const DEFAULT_STATE_DIR: &str = "/sys/fs/bpf/sgctl";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
+/// The layout of everything under the state directory. Bump it when
+/// records or maps change shape, with a migration or a one-line answer in
+/// [`StateDir::open`].
+pub const LAYOUT: u32 = 2;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LayoutRecord {
+    layout: u32,
+}
+
 /// An exclusive hold on a state directory, released on drop (or when the
 /// process dies, so a killed `sgctl` never leaves it locked).
 pub struct StateLock(#[expect(dead_code, reason = "held for its Drop")] nix::fcntl::Flock<std::fs::File>);
@@ -73,70 +88,127 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Opens (creating if needed) the state directory, which must be on
-    /// bpffs; the default location is mounted if `/sys/fs/bpf` is not.
+    /// Opens the state directory of a verb that only reads: nothing is
+    /// created or written (a directory that does not exist reads as empty).
+    pub fn open_read_only(root: &Path) -> anyhow::Result<Self> {
+        let dir = Self { root: root.to_owned() };
+        if root.exists() {
+            check_private(root)?;
+            match blob::read::<LayoutRecord>(&root.join("layout"))? {
+                Some(r) if r.layout != LAYOUT => anyhow::bail!(
+                    "state directory {} has layout {} and this sgctl knows layout {LAYOUT}: use the sgctl that wrote it",
+                    root.display(),
+                    r.layout
+                ),
+                _ => {}
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Opens (creating if needed, mode 0700) the state directory of a verb
+    /// that changes it, which must be on bpffs; the default location is
+    /// mounted if `/sys/fs/bpf` is not.
     pub fn open(root: &Path) -> anyhow::Result<Self> {
         if root == Path::new(DEFAULT_STATE_DIR) && !is_bpffs(Path::new("/sys/fs/bpf")) {
             nix::mount::mount(Some("bpf"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
                 .context("mounting bpffs on /sys/fs/bpf")?;
         }
-        std::fs::create_dir_all(root).with_context(|| format!("creating state directory {}", root.display()))?;
+        if !root.exists() {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .with_context(|| format!("creating state directory {}", root.display()))?;
+        }
         if !is_bpffs(root) {
             anyhow::bail!(crate::InputError(format!(
                 "state directory {} is not on a bpffs mount (mount -t bpf bpf DIR)",
                 root.display()
             )));
         }
-        Ok(Self { root: root.to_owned() })
+        check_private(root)?;
+        let dir = Self { root: root.to_owned() };
+        dir.check_layout()?;
+        Ok(dir)
+    }
+
+    /// Refuses a state directory laid out by another `sgctl` version,
+    /// saying what to do; writes the layout of a new one.
+    fn check_layout(&self) -> anyhow::Result<()> {
+        let path = self.root.join("layout");
+        match blob::read::<LayoutRecord>(&path)? {
+            Some(r) if r.layout == LAYOUT => Ok(()),
+            Some(r) => anyhow::bail!(
+                "state directory {} has layout {} and this sgctl knows layout {LAYOUT}: use the sgctl that wrote it",
+                self.root.display(),
+                r.layout
+            ),
+            None if self.scopes()?.is_empty() => blob::write(&path, &LayoutRecord { layout: LAYOUT }),
+            None => anyhow::bail!(
+                "state directory {} was written by an sgctl before layout {LAYOUT}: run that sgctl's `detach` on each \
+                 interface (or delete the directory, leaving them unfiltered), then apply again",
+                self.root.display()
+            ),
+        }
     }
 
     /// Takes the state directory for a verb that changes it, waiting (and
-    /// saying so) while another `sgctl` holds it: two applies interleaving
-    /// their map writes would leave a mix of both policies.
-    pub fn lock(&self) -> anyhow::Result<StateLock> {
+    /// saying so, with the holder's pid) while another `sgctl` holds it, for
+    /// at most `wait`: two applies interleaving their map writes would leave
+    /// a mix of both policies.
+    pub fn lock(&self, wait: std::time::Duration) -> anyhow::Result<StateLock> {
         use nix::{
             errno::Errno,
             fcntl::{Flock, FlockArg},
         };
-        let dir = std::fs::File::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
-        let held = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
-            Ok(held) => held,
-            Err((dir, Errno::EWOULDBLOCK)) => {
-                eprintln!("sgctl: waiting for another sgctl to finish with {}", self.root.display());
-                Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, e)| e)?
+        let deadline = std::time::Instant::now() + wait;
+        let mut said = false;
+        let mut dir = std::fs::File::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
+        loop {
+            match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+                Ok(held) => return Ok(StateLock(held)),
+                Err((back, Errno::EWOULDBLOCK)) => dir = back,
+                Err((_, e)) => return Err(e).with_context(|| format!("locking {}", self.root.display())),
             }
-            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", self.root.display())),
-        };
-        Ok(StateLock(held))
+            let holder = lock_holder(&self.root).map_or_else(|| "another sgctl".to_owned(), |pid| format!("pid {pid}"));
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{} is locked by {holder}; gave up after {} s (wait for it to finish, or stop it)",
+                    self.root.display(),
+                    wait.as_secs()
+                );
+            }
+            if !said {
+                eprintln!("sgctl: waiting for {holder}, which holds {}", self.root.display());
+                said = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The scope's `ACTIVE` map pin.
+    pub fn active_path(&self, scope: &Scope) -> PathBuf {
+        self.scope_dir(scope).join("ACTIVE")
     }
 
     pub fn scope_dir(&self, scope: &Scope) -> PathBuf {
         self.root.join(scope.dir_name())
     }
 
-    pub fn policy_path(&self, scope: &Scope) -> PathBuf {
-        self.scope_dir(scope).join("policy")
+    /// The policy record of generation slot `slot`.
+    pub fn policy_path(&self, scope: &Scope, slot: u32) -> PathBuf {
+        self.scope_dir(scope).join(format!("policy-{slot}"))
+    }
+
+    /// The record of interface `ifname` for generation slot `slot`.
+    pub fn iface_record_path(&self, scope: &Scope, ifname: &str, slot: u32) -> PathBuf {
+        self.iface_dir(scope, ifname).join(format!("record-{slot}"))
     }
 
     pub fn iface_dir(&self, scope: &Scope, ifname: &str) -> PathBuf {
         self.scope_dir(scope).join(format!("if-{}", escape(ifname)))
-    }
-
-    /// Removes the state of named network namespaces that no longer exist:
-    /// their interfaces went with them, and their pinned maps would
-    /// otherwise hold kernel memory for ever. Returns the scopes removed.
-    pub fn prune_vanished_scopes(&self) -> anyhow::Result<Vec<Scope>> {
-        let mut pruned = Vec::new();
-        for scope in self.scopes()? {
-            if let Scope::Netns(name) = &scope {
-                if !Path::new("/run/netns").join(name).exists() {
-                    std::fs::remove_dir_all(self.scope_dir(&scope))
-                        .with_context(|| format!("removing the state of vanished netns {name}"))?;
-                    pruned.push(scope);
-                }
-            }
-        }
-        Ok(pruned)
     }
 
     /// Every scope that has state.
@@ -147,7 +219,7 @@ impl StateDir {
         Ok(scopes)
     }
 
-    /// Names of the interfaces filtered in `scope`.
+    /// Names of the interfaces with a directory in `scope` (committed or not).
     pub fn interfaces(&self, scope: &Scope) -> anyhow::Result<Vec<String>> {
         let mut names: Vec<String> = read_dir_names(&self.scope_dir(scope))?
             .iter()
@@ -178,4 +250,36 @@ fn read_dir_names(dir: &Path) -> anyhow::Result<Vec<String>> {
 
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+}
+
+/// Refuses a state directory that anyone but its owner, root, could write:
+/// whoever can write it can replace a pinned program or record.
+fn check_private(root: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        anyhow::bail!(crate::InputError(format!(
+            "state directory {} is writable by others (owner uid {}, mode {:o}): it must be root's, mode 0700 \
+             (chmod 700 {0})",
+            root.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// The pid holding the `flock` on `dir`, from /proc/locks.
+fn lock_holder(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(dir).ok()?;
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    std::fs::read_to_string("/proc/locks").ok()?.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str()))
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
 }

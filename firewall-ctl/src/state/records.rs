@@ -1,15 +1,40 @@
-//! The records `sgctl` keeps beside the maps (see [`super::blob`]).
+//! The records `sgctl` keeps beside the maps (see [`super::blob`]). Each
+//! exists once per generation slot, like the policy maps: the scope's
+//! `ACTIVE` value says which slot's records describe what is in force, so
+//! records and kernel switch together and never disagree.
 use serde::{Deserialize, Serialize};
 
-use crate::{compile::RuleInfo, policy::Policy};
+use crate::{compile::RuleInfo, counter_slots::SlotTable, image::Digests};
 
-/// The policy applied to a scope.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The policy applied to a scope: its source files, as they were read, so
+/// it can be recompiled (by `attach`, `detach`, `explain`, `restore`)
+/// whatever happened to the files since.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRecord {
-    /// Counts applies, from 1.
+    /// Counts applies that changed something, from 1.
     pub generation: u64,
-    pub sources: Vec<String>,
-    pub policy: Policy,
+    pub sources: Vec<Source>,
+}
+
+/// One policy file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Absolute path when applied (for reports and error locations).
+    pub path: String,
+    pub text: String,
+}
+
+impl PolicyRecord {
+    /// The files' paths, as `status` shows them.
+    pub fn paths(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.path.clone()).collect()
+    }
+
+    /// The policy, parsed again from the recorded text.
+    pub fn parse(&self) -> Result<crate::policy::Policy, crate::policy::PolicyError> {
+        let sources: Vec<(String, String)> = self.sources.iter().map(|s| (s.path.clone(), s.text.clone())).collect();
+        crate::policy::parse_sources(&sources)
+    }
 }
 
 /// How the interface came to be filtered: `apply` detaches what it attached
@@ -28,6 +53,12 @@ pub enum IngressHook {
     XdpNative,
     XdpGeneric,
     Tc,
+}
+
+impl IngressHook {
+    pub fn is_xdp(self) -> bool {
+        matches!(self, Self::XdpNative | Self::XdpGeneric)
+    }
 }
 
 impl std::fmt::Display for IngressHook {
@@ -51,18 +82,56 @@ pub enum Mode {
     Tc,
 }
 
-/// One filtered interface.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Whether an interface is filtered in a generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IfaceState {
+    /// Its policy maps judge every packet.
+    Enforce,
+    /// Being detached: its programs pass everything until the links go.
+    Detaching,
+}
+
+/// One filtered interface, in one generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IfaceRecord {
     pub ifname: String,
     pub ifindex: u32,
+    pub state: IfaceState,
     pub groups: Vec<String>,
     pub origin: Origin,
     pub mode: Mode,
     pub ingress: IngressHook,
-    /// Policy generation last compiled into the maps.
+    /// Policy generation of this record.
     pub generation: u64,
     pub conntrack_capacity: u32,
-    /// Rule id (bit and counter index) → rule identity.
+    /// Rule id (bit position) → rule.
     pub rules: Vec<RuleInfo>,
+    /// Counter slot → the rule it counts (also rules removed since, while
+    /// tracked flows may still credit them).
+    pub slots: SlotTable,
+    /// The content of each policy map of this generation, to share the maps
+    /// that the next generation leaves unchanged.
+    pub digests: Digests,
+    /// The eBPF object the programs were loaded from (a digest): a newer
+    /// `sgctl` with other programs replaces them in place.
+    pub object: u64,
+}
+
+impl IfaceRecord {
+    /// The rule counter slot `slot` counts, and whether it was removed from
+    /// the policy since.
+    pub fn rule_of_slot(&self, slot: u32) -> Option<(&RuleInfo, bool)> {
+        self.slots.0.get(&slot).map(|e| (&e.rule, e.retired_at.is_some()))
+    }
+
+    /// The counter slot of each rule, in rule-id order.
+    pub fn rule_slots(&self) -> Vec<u32> {
+        let live: std::collections::HashMap<u64, u32> =
+            self.slots.0.iter().filter(|(_, e)| e.retired_at.is_none()).map(|(s, e)| (e.rule.identity, *s)).collect();
+        self.rules
+            .iter()
+            .map(|r| live.get(&r.identity).copied().unwrap_or(firewall_common::policy::SLOT_REMOVED))
+            .collect()
+    }
 }

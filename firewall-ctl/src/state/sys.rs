@@ -1,18 +1,20 @@
-//! The few raw `bpf(2)` calls aya does not expose for objects we create
-//! ourselves: blob maps and link info.
+//! The few raw `bpf(2)` calls aya does not expose: blob maps we create
+//! ourselves, and replacing a link's program.
 use std::{
     ffi::CString,
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
     path::Path,
 };
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
 /// `union bpf_attr`, as bytes: every command reads its fields at fixed offsets.
@@ -53,32 +55,50 @@ fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
-/// A one-element array map holding `value` (value size = its length).
-pub fn create_array_with(name: &str, value: &[u8]) -> io::Result<OwnedFd> {
+/// An array map whose elements are the `chunk`-byte pieces of `value`
+/// (`value.len()` a multiple of `chunk`).
+pub fn create_array_with(name: &str, chunk: usize, value: &[u8]) -> io::Result<OwnedFd> {
+    debug_assert!(chunk > 0 && value.len().is_multiple_of(chunk));
+    let elements = (value.len() / chunk).max(1) as u32;
     let mut attr = Attr::new();
-    attr.u32_at(0, BPF_MAP_TYPE_ARRAY).u32_at(4, 4).u32_at(8, value.len() as u32).u32_at(12, 1);
+    attr.u32_at(0, BPF_MAP_TYPE_ARRAY).u32_at(4, 4).u32_at(8, chunk as u32).u32_at(12, elements);
     let name = name.as_bytes();
     let n = name.len().min(15);
     attr.0[28..28 + n].copy_from_slice(&name[..n]);
     let fd = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
-    let key = 0u32;
-    let mut attr = Attr::new();
-    attr.u32_at(0, fd.as_raw_fd() as u32).u64_at(8, std::ptr::from_ref(&key) as u64).u64_at(16, value.as_ptr() as u64);
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
+    for (i, piece) in value.chunks(chunk).enumerate() {
+        let key = i as u32;
+        let mut attr = Attr::new();
+        attr.u32_at(0, fd.as_raw_fd() as u32)
+            .u64_at(8, std::ptr::from_ref(&key) as u64)
+            .u64_at(16, piece.as_ptr() as u64);
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
+    }
     Ok(fd)
 }
 
-/// The value of element 0 of an array map.
+/// Every element of an array map, concatenated.
 pub fn read_array(fd: &OwnedFd) -> io::Result<Vec<u8>> {
-    let value_size = map_value_size(fd)?;
-    let mut value = vec![0u8; value_size as usize];
-    let key = 0u32;
+    let (value_size, elements) = map_sizes(fd)?;
+    let mut out = vec![0u8; value_size as usize * elements as usize];
+    for (i, piece) in out.chunks_mut(value_size as usize).enumerate() {
+        let key = i as u32;
+        let mut attr = Attr::new();
+        attr.u32_at(0, fd.as_raw_fd() as u32)
+            .u64_at(8, std::ptr::from_ref(&key) as u64)
+            .u64_at(16, piece.as_mut_ptr() as u64);
+        bpf(BPF_MAP_LOOKUP_ELEM, &mut attr)?;
+    }
+    Ok(out)
+}
+
+/// Makes the link run `prog` instead of its program, atomically (tcx and
+/// XDP links): no packet meets neither program.
+pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
     let mut attr = Attr::new();
-    attr.u32_at(0, fd.as_raw_fd() as u32)
-        .u64_at(8, std::ptr::from_ref(&key) as u64)
-        .u64_at(16, value.as_mut_ptr() as u64);
-    bpf(BPF_MAP_LOOKUP_ELEM, &mut attr)?;
-    Ok(value)
+    attr.u32_at(0, link.as_raw_fd() as u32).u32_at(4, prog.as_raw_fd() as u32);
+    bpf(BPF_LINK_UPDATE, &mut attr)?;
+    Ok(())
 }
 
 fn obj_info(fd: &OwnedFd, info: &mut [u8]) -> io::Result<()> {
@@ -88,11 +108,70 @@ fn obj_info(fd: &OwnedFd, info: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn map_value_size(fd: &OwnedFd) -> io::Result<u32> {
-    // struct bpf_map_info: type, id, key_size, value_size, ...
+/// Deletes element `key` of an array-like map keyed by `u32` (for a
+/// map-in-map array: empties the slot).
+pub fn map_delete_u32(fd: &OwnedFd, key: u32) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, fd.as_raw_fd() as u32).u64_at(8, std::ptr::from_ref(&key) as u64);
+    bpf(BPF_MAP_DELETE_ELEM, &mut attr)?;
+    Ok(())
+}
+
+/// What the kernel says of a link.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkInfo {
+    /// `BPF_LINK_TYPE_*`.
+    pub link_type: u32,
+    pub prog_id: u32,
+    /// The device of an XDP or tcx link; 0 once the device is gone.
+    pub ifindex: u32,
+}
+
+pub const BPF_LINK_TYPE_XDP: u32 = 6;
+pub const BPF_LINK_TYPE_TCX: u32 = 11;
+
+pub fn link_info(fd: &OwnedFd) -> io::Result<LinkInfo> {
+    // struct bpf_link_info: type, id, prog_id, then an 8-aligned union whose
+    // xdp and tcx members both start with the ifindex.
+    let mut info = [0u8; 64];
+    obj_info(fd, &mut info)?;
+    let word = |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
+    Ok(LinkInfo { link_type: word(0), prog_id: word(8), ifindex: word(16) })
+}
+
+/// Returns after one RCU grace period: every eBPF program that was running
+/// when this was called has finished. The kernel waits for one after an
+/// update of a map-in-map from userspace (so that no program still sees the
+/// old inner map); a throwaway one is updated here for that wait.
+pub fn rcu_barrier() -> io::Result<()> {
+    const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+    let mut attr = Attr::new();
+    attr.u32_at(0, BPF_MAP_TYPE_ARRAY).u32_at(4, 4).u32_at(8, 4).u32_at(12, 1);
+    let inner = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
+    let mut attr = Attr::new();
+    attr.u32_at(0, BPF_MAP_TYPE_ARRAY_OF_MAPS)
+        .u32_at(4, 4)
+        .u32_at(8, 4)
+        .u32_at(12, 1)
+        .u32_at(20, inner.as_raw_fd() as u32);
+    let outer = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
+    let key = 0u32;
+    let value = inner.as_raw_fd() as u32;
+    let mut attr = Attr::new();
+    attr.u32_at(0, outer.as_raw_fd() as u32)
+        .u64_at(8, std::ptr::from_ref(&key) as u64)
+        .u64_at(16, std::ptr::from_ref(&value) as u64);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
+    Ok(())
+}
+
+/// `(value_size, max_entries)` of a map.
+fn map_sizes(fd: &OwnedFd) -> io::Result<(u32, u32)> {
+    // struct bpf_map_info: type, id, key_size, value_size, max_entries, ...
     let mut info = [0u8; 80];
     obj_info(fd, &mut info)?;
-    Ok(u32::from_ne_bytes([info[12], info[13], info[14], info[15]]))
+    let word = |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
+    Ok((word(12), word(16)))
 }
 
 pub fn obj_pin(fd: &OwnedFd, path: &Path) -> io::Result<()> {

@@ -16,6 +16,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+pub mod flood;
+
 use serde_json::Value;
 pub use testlab::{Host, Lab, Listener, Outcome};
 
@@ -69,6 +71,10 @@ impl TempDir {
         let dir = std::env::temp_dir().join(format!("sgctl-e2e-{}-{tag}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 
     /// Writes `text` to `name` in the directory; returns its path.
@@ -134,19 +140,45 @@ impl Run {
 /// `sgctl --state-dir <lab's> -n <host's netns>`: the host as a machine.
 pub struct Sgctl {
     state_dir: PathBuf,
+    lib_dir: PathBuf,
     netns: String,
 }
 
 impl Sgctl {
     pub fn new(lab: &Lab, host: &Host) -> Self {
-        let state_dir = lab.state_dir().unwrap_or_else(|e| panic!("lab state dir: {e:#}"));
-        Self { state_dir, netns: host.netns().to_owned() }
+        Self::for_netns(lab, host.netns())
     }
 
     /// `sgctl` for a namespace by name (which need not exist).
     pub fn for_netns(lab: &Lab, netns: &str) -> Self {
         let state_dir = lab.state_dir().unwrap_or_else(|e| panic!("lab state dir: {e:#}"));
-        Self { state_dir, netns: netns.to_owned() }
+        let lib_dir = lab.lib_dir().unwrap_or_else(|e| panic!("lab lib dir: {e:#}"));
+        Self { state_dir, lib_dir, netns: netns.to_owned() }
+    }
+
+    /// The lab's state directory (bpffs).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The lab's directory for what sgctl saves on disk.
+    pub fn lib_dir(&self) -> &Path {
+        &self.lib_dir
+    }
+
+    /// The command line `run` uses, to start `sgctl` some other way.
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgctl"));
+        cmd.arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--lib-dir")
+            .arg(&self.lib_dir)
+            .args(["-n", &self.netns])
+            .args(args)
+            .env_remove("SGCTL_STATE_DIR")
+            .env_remove("SGCTL_LIB_DIR")
+            .stdin(Stdio::null());
+        cmd
     }
 
     pub fn netns(&self) -> &str {
@@ -155,13 +187,7 @@ impl Sgctl {
 
     /// Runs `sgctl --state-dir S -n NS ARGS…`, whatever its exit status.
     pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgctl"));
-        cmd.arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(["-n", &self.netns])
-            .args(args)
-            .env_remove("SGCTL_STATE_DIR")
-            .stdin(Stdio::null());
+        let mut cmd = self.command(args);
         let mut cmdline = format!("sgctl --state-dir {} -n {}", self.state_dir.display(), self.netns);
         for a in args {
             let _ = write!(cmdline, " {}", a.as_ref().to_string_lossy());

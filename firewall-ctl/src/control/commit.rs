@@ -1,0 +1,304 @@
+//! One change of a host's policy, in one switch (docs/semantics.md items
+//! 16 and 17).
+//!
+//! Every interface's maps and records exist twice, in generation slots 0
+//! and 1; the scope's `ACTIVE` says which slot is in force. A commit:
+//!
+//! 1. compiles everything (bad input stops here, nothing touched);
+//! 2. waits one RCU grace period, so no program still reads the other slot;
+//! 3. writes the other slot of every interface completely — new policy
+//!    maps built and filled before they are installed, unchanged ones
+//!    shared — and its records; attaches new interfaces with programs that
+//!    pass everything in the slot in force (they were unfiltered before);
+//!    replaces programs that must change (hook, table size, object) on the
+//!    same maps, so they judge by the slot in force until the switch;
+//! 4. switches: one write of `ACTIVE`. From the next packet on, every
+//!    interface judges by the new generation, and every reader of the
+//!    state sees the new records;
+//! 5. waits one grace period, then detaches the interfaces the new
+//!    generation leaves unfiltered and frees the old generation's maps.
+//!
+//! A kill before step 4 leaves the old generation in force everywhere (the
+//! next command removes what step 3 attached: its programs passed
+//! everything, as the interface did before); a kill after it leaves the new
+//! one, and the next command finishes step 5 (see [`super::repair`]).
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use firewall_common::policy::{slot_state, Active, SlotMeta, SLOT_REMOVED};
+
+use super::{compile_all, repair, Host, IfaceChange, Wanted};
+use crate::{
+    counter_slots::{self, SlotTable},
+    datapath::{
+        self,
+        attach::{self, Replace},
+        generation,
+        maps::{self, IfaceMaps},
+    },
+    image::{self, Image},
+    netns,
+    policy::Policy,
+    state::{
+        blob,
+        records::{IfaceRecord, IfaceState, IngressHook, PolicyRecord},
+        sys,
+    },
+    InputError,
+};
+
+/// What a commit did.
+#[derive(Debug, serde::Serialize)]
+pub struct Outcome {
+    /// The generation in force afterwards.
+    pub generation: u64,
+    /// False when the policy and interfaces asked for are exactly those in
+    /// force: nothing was written, the generation stays.
+    pub changed: bool,
+    pub interfaces: Vec<IfaceChange>,
+    /// How long the switch took: the `ACTIVE` write and the grace period
+    /// after it.
+    pub switch_micros: u128,
+}
+
+/// One interface as the new generation will have it.
+struct Planned {
+    want: Wanted,
+    ifindex: u32,
+    image: Image,
+    record: IfaceRecord,
+    /// Counter slots given to a new rule (zeroed before the switch).
+    fresh: Vec<u32>,
+    /// Retired slots reused although flows still credited them.
+    evicted: Vec<u32>,
+    conntrack_capacity: u32,
+    timeouts: firewall_common::conntrack::Timeouts,
+}
+
+/// Puts `policy` in force with the interfaces `wanted`, or changes nothing
+/// if they are what is in force. `policy.generation` is ignored: the next
+/// number is taken.
+pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wanted]) -> anyhow::Result<Outcome> {
+    repair::repair_scope(host)?;
+    let active_path = host.state.active_path(&host.scope);
+    std::fs::create_dir_all(host.state.scope_dir(&host.scope))?;
+    maps::create_active(&active_path)?;
+    let active = maps::read_active(&active_path)?.unwrap_or_default();
+    let (now, next) = (active.slot, 1 - active.slot);
+    let generation = active.generation + 1;
+    let in_force = if active.generation > 0 { host.records(now)? } else { BTreeMap::new() };
+    let old_policy: Option<PolicyRecord> =
+        if active.generation > 0 { blob::read(&host.state.policy_path(&host.scope, now))? } else { None };
+
+    // 1. Everything that can fail on bad input, before anything changes.
+    let compiled = compile_all(parsed, wanted)?;
+    let mut planned = Vec::with_capacity(wanted.len());
+    for (want, compiled) in wanted.iter().zip(compiled) {
+        let ifindex = netns::ifindex(&want.ifname)
+            .ok_or_else(|| InputError(format!("interface {:?} does not exist in {}", want.ifname, host.scope)))?;
+        let old = in_force.get(&want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == ifindex);
+        let previous_slots = old.map_or_else(SlotTable::default, |r| r.slots.clone());
+        let maps = host.maps(&want.ifname);
+        let assignment = counter_slots::assign(&previous_slots, &compiled.rules, generation, || {
+            // Only when a retired slot must be reused: which ones flows still credit.
+            if old.is_some() {
+                maps.slots_in_use().unwrap_or_default()
+            } else {
+                Default::default()
+            }
+        });
+        let image = image::build(&compiled, &assignment.by_rule).map_err(|e| InputError(e.to_string()))?;
+        let record = IfaceRecord {
+            ifname: want.ifname.clone(),
+            ifindex,
+            state: IfaceState::Enforce,
+            groups: want.groups.clone(),
+            origin: want.origin,
+            mode: want.mode,
+            ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
+            generation,
+            conntrack_capacity: compiled.conntrack_capacity,
+            rules: compiled.rules.clone(),
+            slots: assignment.table,
+            digests: image.digests,
+            object: datapath::object_digest(),
+        };
+        planned.push(Planned {
+            want: want.clone(),
+            ifindex,
+            image,
+            record,
+            fresh: assignment.fresh,
+            evicted: assignment.evicted,
+            conntrack_capacity: compiled.conntrack_capacity,
+            timeouts: compiled.timeouts,
+        });
+    }
+    let removed: Vec<&IfaceRecord> = in_force
+        .values()
+        .filter(|r| r.state == IfaceState::Enforce && !wanted.iter().any(|w| w.ifname == r.ifname))
+        .collect();
+
+    if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, host)? {
+        save_on_disk(host, parsed)?;
+        return Ok(Outcome { generation: active.generation, changed: false, interfaces: Vec::new(), switch_micros: 0 });
+    }
+
+    // 2. No program may still be reading the slot about to be written: a
+    // grace period has passed since the last switch, unless the `sgctl`
+    // that made it was killed before its wait.
+    if active.settled == 0 {
+        sys::rcu_barrier().context("waiting for a grace period")?;
+    }
+
+    // 3. The new generation, complete, in the slot not in force.
+    let mut changes = Vec::new();
+    let mut attached_here = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for plan in &mut planned {
+            let old =
+                in_force.get(&plan.want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == plan.ifindex);
+            let dir = host.state.iface_dir(&host.scope, &plan.want.ifname);
+            let maps = IfaceMaps::at(&dir);
+            match old {
+                Some(old) if attach::links_alive(&dir) => {
+                    maps.move_flows(&plan.evicted, SLOT_REMOVED)?;
+                    maps.reset_rule_counters(&plan.fresh)?;
+                    generation::write(&maps, next, &plan.image, Some((now, &old.digests)))
+                        .with_context(|| format!("interface {}", plan.want.ifname))?;
+                    // What the kernel runs, not what a record says: a killed
+                    // `sgctl` may have moved the hook or resized the table.
+                    let capacity = maps.conntrack_capacity()?;
+                    let current = attach::ingress_hook(&dir, old.ingress)?;
+                    plan.record.ingress = current;
+                    let needs = Replace {
+                        mode: plan.want.mode,
+                        current,
+                        conntrack_capacity: (capacity != plan.conntrack_capacity).then_some(plan.conntrack_capacity),
+                    };
+                    let other_hook = attach::wants_xdp(plan.want.mode, &plan.want.ifname) != current.is_xdp();
+                    if needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object {
+                        let hook =
+                            attach::replace(&dir, host.state.active_path(&host.scope), &plan.want.ifname, &needs)
+                                .with_context(|| {
+                                    format!(
+                                        "interface {}: the previous programs stay attached and enforcing",
+                                        plan.want.ifname
+                                    )
+                                })?;
+                        plan.record.ingress = hook;
+                        changes.push(IfaceChange::Reattached { interface: plan.want.ifname.clone(), ingress: hook });
+                    } else {
+                        changes.push(IfaceChange::Updated { interface: plan.want.ifname.clone() });
+                    }
+                }
+                _ => {
+                    // New here (or recreated: the old device and its links are gone).
+                    attach::detach(&dir)?;
+                    let mut ebpf =
+                        attach::prepare_new(&dir, host.state.active_path(&host.scope), plan.conntrack_capacity)?;
+                    attached_here.push(dir.clone());
+                    // Unfiltered until the switch, as it was before.
+                    generation::write_meta(&maps, now, &unfiltered(), &[])?;
+                    generation::write(&maps, next, &plan.image, None)
+                        .with_context(|| format!("interface {}", plan.want.ifname))?;
+                    maps.set_timeouts(plan.timeouts)?;
+                    let hook = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.want.mode)?;
+                    plan.record.ingress = hook;
+                    changes.push(IfaceChange::Attached { interface: plan.want.ifname.clone(), ingress: hook });
+                }
+            }
+            blob::write(&host.state.iface_record_path(&host.scope, &plan.want.ifname, next), &plan.record)?;
+        }
+        for record in &removed {
+            let maps = host.maps(&record.ifname);
+            generation::write_meta(&maps, next, &unfiltered(), &[])?;
+            let detaching = IfaceRecord { state: IfaceState::Detaching, generation, ..(*record).clone() };
+            blob::write(&host.state.iface_record_path(&host.scope, &record.ifname, next), &detaching)?;
+            changes.push(IfaceChange::Detached { interface: record.ifname.clone() });
+        }
+        blob::write(&host.state.policy_path(&host.scope, next), &PolicyRecord { generation, ..policy.clone() })?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // Interfaces attached by this commit were passing everything: as before.
+        for dir in attached_here {
+            let _ = attach::detach(&dir);
+        }
+        return Err(e.context("nothing was switched: the previous policy is still in force"));
+    }
+
+    // 4. The switch.
+    let switch = std::time::Instant::now();
+    maps::write_active(&active_path, Active { slot: next, settled: 0, generation })?;
+    // 5. Once no program reads the old slot: tidy up.
+    sys::rcu_barrier().context("waiting for a grace period")?;
+    maps::write_active(&active_path, Active { slot: next, settled: 1, generation })?;
+    let switch_micros = switch.elapsed().as_micros();
+    repair::finish_scope(host)?;
+    for plan in &planned {
+        let maps = host.maps(&plan.want.ifname);
+        maps.set_timeouts(plan.timeouts)?;
+        let _ = maps.expire_flows(&plan.timeouts);
+    }
+    save_on_disk(host, parsed)?;
+    Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros })
+}
+
+/// Saves what is in force (under `parsed`) on disk, for `sgctl restore`
+/// after a reboot, keeping the interfaces saved before that do not exist
+/// now and are still wanted (they are attached when `restore` runs again).
+pub fn save_on_disk(host: &Host, parsed: &Policy) -> anyhow::Result<()> {
+    let Some(mut now) = host.in_force()? else { return Ok(()) };
+    let before = host.lib.applied(&host.scope)?;
+    if let Some(before) = &before {
+        let still_wanted = |i: &&crate::saved::SavedInterface| {
+            i.origin == crate::state::records::Origin::Command
+                || parsed.interfaces.iter().any(|a| a.interface == i.ifname)
+        };
+        for missing in before.interfaces.iter().filter(|i| netns::ifindex(&i.ifname).is_none()).filter(still_wanted) {
+            if !now.interfaces.iter().any(|i| i.ifname == missing.ifname) {
+                now.interfaces.push(missing.clone());
+            }
+        }
+    }
+    if before.as_ref() != Some(&now) {
+        host.lib.save_applied(&host.scope, &now).context("saving the applied policy on disk")?;
+    }
+    Ok(())
+}
+
+/// A generation slot in which an interface is not filtered.
+fn unfiltered() -> SlotMeta {
+    SlotMeta { state: slot_state::UNFILTERED, _pad: 0, any4: Default::default(), any6: Default::default() }
+}
+
+/// Whether the commit would change nothing: same policy text, same
+/// interfaces with the same records (up to the generation number), the
+/// programs already the ones this `sgctl` carries and their tables sized.
+fn unchanged(
+    old_policy: Option<&PolicyRecord>,
+    policy: &PolicyRecord,
+    planned: &[Planned],
+    in_force: &BTreeMap<String, IfaceRecord>,
+    removed: &[&IfaceRecord],
+    host: &Host,
+) -> anyhow::Result<bool> {
+    let Some(old_policy) = old_policy else { return Ok(false) };
+    if old_policy.sources != policy.sources || !removed.is_empty() {
+        return Ok(false);
+    }
+    for plan in planned {
+        let Some(old) = in_force.get(&plan.want.ifname) else { return Ok(false) };
+        let same = IfaceRecord { generation: old.generation, ingress: old.ingress, ..plan.record.clone() };
+        let dir = host.state.iface_dir(&host.scope, &plan.want.ifname);
+        let kernel_agrees = attach::links_alive(&dir)
+            && host.maps(&plan.want.ifname).conntrack_capacity()? == plan.conntrack_capacity
+            && attach::ingress_hook(&dir, old.ingress)?.is_xdp()
+                == attach::wants_xdp(plan.want.mode, &plan.want.ifname);
+        if same != *old || !kernel_agrees {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

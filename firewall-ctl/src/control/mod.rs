@@ -1,0 +1,181 @@
+//! Bringing one host (scope) to a wanted set of filtered interfaces under a
+//! policy. `apply`, `attach`, `detach` and `restore` all end in
+//! [`commit::commit`], because any of them can change which addresses carry
+//! a group, and every rule that references the group must follow
+//! (docs/semantics.md item 5) — in one switch, for every interface at once.
+pub mod commit;
+pub mod repair;
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use firewall_common::policy::Active;
+use ipnet::IpNet;
+
+use crate::{
+    compile::{self, CompiledInterface},
+    datapath::maps::{self, IfaceMaps},
+    netns,
+    policy::Policy,
+    saved::{LibDir, Saved, SavedInterface},
+    state::{
+        blob,
+        records::{IfaceRecord, IfaceState, IngressHook, Mode, Origin, PolicyRecord},
+        Scope, StateDir,
+    },
+    InputError,
+};
+
+/// The host `sgctl` works on: a state directory and a scope in it, and
+/// where the applied policy is saved on disk. The process has already
+/// entered the scope's network namespace.
+pub struct Host {
+    pub state: StateDir,
+    pub lib: LibDir,
+    pub scope: Scope,
+}
+
+/// An interface that should be filtered, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub ifname: String,
+    pub groups: Vec<String>,
+    pub origin: Origin,
+    pub mode: Mode,
+}
+
+impl Wanted {
+    /// The interfaces a policy's `interfaces:` section names.
+    pub fn from_policy(policy: &Policy) -> Vec<Self> {
+        policy
+            .interfaces
+            .iter()
+            .map(|a| Self {
+                ifname: a.interface.clone(),
+                groups: a.groups.clone(),
+                origin: Origin::Policy,
+                mode: Mode::Auto,
+            })
+            .collect()
+    }
+
+    fn of_record(r: &IfaceRecord) -> Self {
+        Self { ifname: r.ifname.clone(), groups: r.groups.clone(), origin: r.origin, mode: r.mode }
+    }
+}
+
+/// What happened to one interface.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "change")]
+pub enum IfaceChange {
+    Attached { interface: String, ingress: IngressHook },
+    Updated { interface: String },
+    Reattached { interface: String, ingress: IngressHook },
+    Detached { interface: String },
+}
+
+impl std::fmt::Display for IfaceChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Attached { interface, ingress } => {
+                write!(f, "attached {interface}: ingress {ingress}, egress tc (tcx)")
+            }
+            Self::Reattached { interface, ingress } => {
+                write!(f, "reattached {interface} without a gap: ingress {ingress}, egress tc (tcx)")
+            }
+            Self::Updated { interface } => write!(f, "updated {interface}"),
+            Self::Detached { interface } => write!(f, "detached {interface}"),
+        }
+    }
+}
+
+impl Host {
+    /// The generation in force (`None`: nothing was ever committed here).
+    pub fn active(&self) -> anyhow::Result<Option<Active>> {
+        Ok(maps::read_active(&self.state.active_path(&self.scope))?.filter(|a| a.generation > 0))
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> anyhow::Result<Option<PolicyRecord>> {
+        let Some(active) = self.active()? else { return Ok(None) };
+        blob::read(&self.state.policy_path(&self.scope, active.slot))
+    }
+
+    /// The policy in force, parsed.
+    pub fn parsed_policy(&self) -> anyhow::Result<Option<(PolicyRecord, Policy)>> {
+        let Some(record) = self.policy()? else { return Ok(None) };
+        let parsed = record.parse().context("the recorded policy no longer parses")?;
+        Ok(Some((record, parsed)))
+    }
+
+    /// Records of the interfaces filtered in the generation in force.
+    pub fn interfaces(&self) -> anyhow::Result<Vec<IfaceRecord>> {
+        let Some(active) = self.active()? else { return Ok(Vec::new()) };
+        Ok(self.records(active.slot)?.into_values().filter(|r| r.state == IfaceState::Enforce).collect())
+    }
+
+    /// Every interface record of generation slot `slot`, by name.
+    fn records(&self, slot: u32) -> anyhow::Result<BTreeMap<String, IfaceRecord>> {
+        let mut out = BTreeMap::new();
+        for ifname in self.state.interfaces(&self.scope)? {
+            if let Some(record) = blob::read::<IfaceRecord>(&self.state.iface_record_path(&self.scope, &ifname, slot))?
+            {
+                out.insert(ifname, record);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn maps(&self, ifname: &str) -> IfaceMaps {
+        IfaceMaps::at(&self.state.iface_dir(&self.scope, ifname))
+    }
+
+    /// What is in force, as it is saved on disk.
+    pub fn in_force(&self) -> anyhow::Result<Option<Saved>> {
+        let Some(policy) = self.policy()? else { return Ok(None) };
+        let interfaces = self.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
+        Ok(Some(Saved { generation: policy.generation, sources: policy.sources, interfaces }))
+    }
+
+    /// The currently filtered interfaces as [`Wanted`] entries, leaving out
+    /// interfaces that no longer exist (deleting an interface detaches its
+    /// programs; the next commit removes the state left behind).
+    pub fn current_wanted(&self) -> anyhow::Result<Vec<Wanted>> {
+        Ok(self.interfaces()?.iter().filter(|r| netns::ifindex(&r.ifname).is_some()).map(Wanted::of_record).collect())
+    }
+}
+
+/// Compiles each wanted interface against the policy. A group carried by an
+/// interface gets that interface's addresses as members.
+pub fn compile_all(policy: &Policy, wanted: &[Wanted]) -> anyhow::Result<Vec<CompiledInterface>> {
+    let local = local_members(wanted)?;
+    wanted
+        .iter()
+        .map(|w| {
+            for group in &w.groups {
+                if policy.group(group).is_none() {
+                    return Err(InputError(format!(
+                        "interface {}: group {group:?} is not defined by the applied policy",
+                        w.ifname
+                    ))
+                    .into());
+                }
+            }
+            compile::compile_interface(policy, &w.groups, &local)
+                .map_err(|e| InputError(format!("interface {}: {e}", w.ifname)).into())
+        })
+        .collect()
+}
+
+/// Group → addresses of the local interfaces that carry it.
+pub fn local_members(wanted: &[Wanted]) -> anyhow::Result<BTreeMap<String, Vec<IpNet>>> {
+    let addresses = netns::addresses().context("reading interface addresses")?;
+    let mut members: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+    for w in wanted {
+        let Some(addrs) = addresses.get(&w.ifname) else { continue };
+        for group in &w.groups {
+            members.entry(group.clone()).or_default().extend(addrs.iter().copied());
+        }
+    }
+    Ok(members)
+}

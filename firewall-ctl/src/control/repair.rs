@@ -1,0 +1,92 @@
+//! What a killed `sgctl` may leave, and how the next one (holding the state
+//! lock, before it changes anything) puts it right. Whatever the instant of
+//! the kill, every interface was enforcing a complete policy — the one in
+//! force before the command, or the one after — and these steps only
+//! finish or undo the bookkeeping around it:
+//!
+//! - an interface directory with no record for the generation in force was
+//!   being attached by a commit that never switched: its programs pass
+//!   everything (the interface was unfiltered), and it is removed;
+//! - an interface whose record in force says `detaching` was being removed
+//!   after a switch: its programs already pass everything; the links go;
+//! - a new ingress link pinned beside the old (a hook change cut short):
+//!   the move is finished;
+//! - a resized conntrack table not yet in place: the resize is finished if
+//!   the programs already use it, undone if not (`attach::finish_resize`);
+//! - the old generation's large policy maps still installed: they are freed.
+use anyhow::Context as _;
+
+use super::Host;
+use crate::{
+    datapath::{attach, generation, maps},
+    state::{
+        blob,
+        records::{IfaceRecord, IfaceState},
+        Scope, StateDir,
+    },
+};
+
+/// Undoes an uncommitted change and finishes a committed one in `host`'s
+/// scope.
+pub fn repair_scope(host: &Host) -> anyhow::Result<()> {
+    let active = maps::read_active(&host.state.active_path(&host.scope))?.filter(|a| a.generation > 0);
+    for ifname in host.state.interfaces(&host.scope)? {
+        let dir = host.state.iface_dir(&host.scope, &ifname);
+        let committed = match active {
+            Some(a) => blob::read::<IfaceRecord>(&host.state.iface_record_path(&host.scope, &ifname, a.slot))?,
+            None => None,
+        };
+        if committed.is_none() {
+            attach::detach(&dir).with_context(|| format!("removing the uncommitted attach of {ifname}"))?;
+            continue;
+        }
+        attach::finish_hook_switch(&dir)?;
+        attach::finish_resize(&dir).with_context(|| format!("finishing the conntrack resize of {ifname}"))?;
+    }
+    finish_scope(host)
+}
+
+/// The steps after a switch: detach what the generation in force leaves
+/// unfiltered, and free the old generation's maps.
+pub fn finish_scope(host: &Host) -> anyhow::Result<()> {
+    let Some(active) = maps::read_active(&host.state.active_path(&host.scope))?.filter(|a| a.generation > 0) else {
+        return Ok(());
+    };
+    for ifname in host.state.interfaces(&host.scope)? {
+        let dir = host.state.iface_dir(&host.scope, &ifname);
+        let Some(record) = blob::read::<IfaceRecord>(&host.state.iface_record_path(&host.scope, &ifname, active.slot))?
+        else {
+            continue;
+        };
+        match record.state {
+            IfaceState::Detaching => attach::detach(&dir).with_context(|| format!("detaching {ifname}"))?,
+            IfaceState::Enforce => generation::free_old(&maps::IfaceMaps::at(&dir), active.slot, 1 - active.slot)
+                .with_context(|| format!("freeing the old maps of {ifname}"))?,
+        }
+    }
+    Ok(())
+}
+
+/// Removes the state of named network namespaces that are really gone:
+/// no `/run/netns` name, and no link of theirs still holding a device (a
+/// namespace deleted by name while a process keeps it alive still has its
+/// interfaces, filtered). Their pinned maps would otherwise hold kernel
+/// memory for ever. Only under the state lock. Returns the scopes removed.
+pub fn prune_vanished_scopes(state: &StateDir) -> anyhow::Result<Vec<Scope>> {
+    let mut pruned = Vec::new();
+    for scope in state.scopes()? {
+        let Scope::Netns(name) = &scope else { continue };
+        if std::path::Path::new("/run/netns").join(name).exists() {
+            continue;
+        }
+        let alive =
+            state.interfaces(&scope)?.iter().any(|ifname| attach::links_alive(&state.iface_dir(&scope, ifname)));
+        if alive {
+            continue;
+        }
+        std::fs::remove_dir_all(state.scope_dir(&scope))
+            .with_context(|| format!("removing the state of vanished netns {name}"))?;
+        pruned.push(scope);
+    }
+    Ok(pruned)
+}

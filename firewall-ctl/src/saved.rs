@@ -1,0 +1,161 @@
+//! The applied policy kept on disk, so it survives a reboot (bpffs does not):
+//! `sgctl restore` puts it back in force at boot, and an unconfirmed apply
+//! (`--confirm-within`) keeps here what to roll back to.
+//!
+//! ```text
+//! <lib-dir>/                    default /var/lib/sgctl, mode 0700
+//!   <scope>/                    `host`, or `netns-NAME`
+//!     applied.json              the policy in force: its files' text, its interfaces
+//!     pending-confirm.json      an apply awaiting `sgctl confirm`, and what came before it
+//! ```
+//!
+//! Each file is written whole to a temporary name, synced, and renamed over
+//! the old one, so a crash leaves the old file or the new one.
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{
+    control::Wanted,
+    state::{
+        records::{Mode, Origin, Source},
+        Scope,
+    },
+};
+
+pub const DEFAULT_LIB_DIR: &str = "/var/lib/sgctl";
+
+/// What was in force in a scope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    pub generation: u64,
+    pub sources: Vec<Source>,
+    pub interfaces: Vec<SavedInterface>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedInterface {
+    pub ifname: String,
+    pub groups: Vec<String>,
+    pub origin: Origin,
+    pub mode: Mode,
+}
+
+impl From<&Wanted> for SavedInterface {
+    fn from(w: &Wanted) -> Self {
+        Self { ifname: w.ifname.clone(), groups: w.groups.clone(), origin: w.origin, mode: w.mode }
+    }
+}
+
+impl From<&SavedInterface> for Wanted {
+    fn from(s: &SavedInterface) -> Self {
+        Self { ifname: s.ifname.clone(), groups: s.groups.clone(), origin: s.origin, mode: s.mode }
+    }
+}
+
+/// An apply that rolls back by itself unless confirmed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The generation the apply put in force.
+    pub generation: u64,
+    /// Seconds since the Unix epoch.
+    pub deadline: u64,
+    /// What was in force before (`None`: nothing, so rolling back detaches everything).
+    pub previous: Option<Saved>,
+    /// The process waiting to roll back (it checks the generation, so a
+    /// stale one does nothing).
+    pub helper_pid: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LibDir {
+    root: PathBuf,
+}
+
+impl LibDir {
+    pub fn new(root: &Path) -> Self {
+        Self { root: root.to_owned() }
+    }
+
+    fn scope_dir(&self, scope: &Scope) -> PathBuf {
+        self.root.join(scope.dir_name())
+    }
+
+    pub fn applied(&self, scope: &Scope) -> anyhow::Result<Option<Saved>> {
+        read(&self.scope_dir(scope).join("applied.json"))
+    }
+
+    pub fn save_applied(&self, scope: &Scope, saved: &Saved) -> anyhow::Result<()> {
+        write(&self.scope_dir(scope), "applied.json", saved)
+    }
+
+    pub fn pending(&self, scope: &Scope) -> anyhow::Result<Option<Pending>> {
+        read(&self.scope_dir(scope).join("pending-confirm.json"))
+    }
+
+    pub fn save_pending(&self, scope: &Scope, pending: &Pending) -> anyhow::Result<()> {
+        write(&self.scope_dir(scope), "pending-confirm.json", pending)
+    }
+
+    pub fn remove_pending(&self, scope: &Scope) -> anyhow::Result<()> {
+        let path = self.scope_dir(scope).join("pending-confirm.json");
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Every scope with something saved.
+    pub fn scopes(&self) -> anyhow::Result<Vec<Scope>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", self.root.display())),
+        };
+        let mut scopes: Vec<Scope> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|name| Scope::from_dir_name(&name))
+            .collect();
+        scopes.sort_by_key(Scope::dir_name);
+        Ok(scopes)
+    }
+}
+
+fn read<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: unreadable", path.display()))?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(value)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}

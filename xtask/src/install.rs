@@ -1,0 +1,46 @@
+//! `cargo xtask install`: `sgctl` into `/usr/local/sbin` and the boot-time
+//! restore unit into systemd, enabled, so a reboot never leaves the host
+//! without its security groups (bpffs does not survive one).
+use std::{fs, path::Path, process::Command};
+
+use anyhow::Context as _;
+
+use crate::{build, sh};
+
+const UNIT: &str = "sgctl-restore.service";
+
+pub fn run(prefix: &Path, enable: bool) -> anyhow::Result<()> {
+    sh::require_root("install")?;
+    build::run()?;
+    let bin_dir = prefix.join("sbin");
+    fs::create_dir_all(&bin_dir)?;
+    let bin = bin_dir.join("sgctl");
+    // Copy beside, then rename: a running sgctl keeps its old binary.
+    let tmp = bin_dir.join(".sgctl.new");
+    fs::copy(build::sgctl_path(), &tmp).with_context(|| format!("copying sgctl to {}", tmp.display()))?;
+    fs::rename(&tmp, &bin)?;
+    sh::step("install", &format!("{} installed", bin.display()));
+
+    let doc = prefix.join("share/doc/sgctl");
+    fs::create_dir_all(&doc)?;
+    fs::copy(sh::root().join("README.md"), doc.join("README.md"))?;
+
+    let unit = fs::read_to_string(sh::root().join("packaging").join(UNIT))?
+        .replace("/usr/local/sbin/sgctl", &bin.display().to_string())
+        .replace("/usr/local/share/doc", &prefix.join("share/doc").display().to_string());
+    let unit_path = Path::new("/etc/systemd/system").join(UNIT);
+    fs::create_dir_all("/etc/systemd/system")?;
+    fs::write(&unit_path, unit).with_context(|| format!("writing {}", unit_path.display()))?;
+    sh::step("install", &format!("{} installed", unit_path.display()));
+
+    if !Path::new("/run/systemd/system").exists() {
+        sh::step("install", "systemd is not running here: enable the unit on the machine that boots with it");
+        return Ok(());
+    }
+    sh::run(Command::new("systemctl").arg("daemon-reload"))?;
+    if enable {
+        sh::run(Command::new("systemctl").args(["enable", UNIT]))?;
+        sh::step("install", &format!("{UNIT} enabled: the applied policy is restored at every boot"));
+    }
+    Ok(())
+}
