@@ -74,6 +74,39 @@ pub enum Command {
     },
     /// Say which rule allows a packet, or that nothing does.
     Explain(ExplainArgs),
+    /// Write the policy in another firewall's format (changes nothing).
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportFormat {
+    /// An nftables ruleset (`table inet sgctl`) for `nft -f`, printed on stdout.
+    Nftables(ExportNftablesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportNftablesArgs {
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// One rule per (CIDR, port range), without sets (for scaling comparisons).
+    #[arg(long)]
+    pub linear: bool,
+    /// Also filter IFACE with these groups, as `sgctl attach` would (repeatable; replaces the file's groups for IFACE).
+    #[arg(long, value_name = "IFACE=A,B", value_parser = parse_attachment)]
+    pub attach: Vec<(String, Vec<String>)>,
+}
+
+/// `IFACE=A,B` → (IFACE, [A, B]).
+fn parse_attachment(text: &str) -> Result<(String, Vec<String>), String> {
+    let (iface, groups) = text.split_once('=').ok_or_else(|| format!("{text:?}: expected IFACE=GROUP[,GROUP...]"))?;
+    let groups: Vec<String> = groups.split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect();
+    if iface.is_empty() || groups.is_empty() {
+        return Err(format!("{text:?}: expected IFACE=GROUP[,GROUP...]"));
+    }
+    Ok((iface.to_owned(), groups))
 }
 
 #[derive(Debug, Subcommand)]

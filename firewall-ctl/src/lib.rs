@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod compile;
 pub mod control;
 pub mod datapath;
+pub mod export;
 pub mod frames;
 pub mod netns;
 pub mod output;
@@ -26,5 +27,5 @@ pub struct InputError(pub String);
 
 /// Whether `e` is the user's input at fault (exit 2) rather than the system (exit 1).
 pub fn is_input_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<InputError>() || c.is::<policy::PolicyError>())
+    e.chain().any(|c| c.is::<InputError>() || c.is::<policy::PolicyError>() || c.is::<export::ExportError>())
 }

@@ -5,6 +5,7 @@ mod attach;
 mod check;
 mod conntrack;
 mod explain;
+mod export;
 mod stats;
 mod status;
 
@@ -24,6 +25,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return check::run(files, global.json);
     }
+    if let Command::Export { format } = &cli.command {
+        // Reads the namespace's interface addresses (for `sg:` members) only.
+        if let Some(name) = &global.netns {
+            netns::enter(name)?;
+        }
+        return export::run(format, global.json);
+    }
     privilege::require(verb_name(&cli.command))?;
     if let Some(name) = &global.netns {
         netns::enter(name)?;
@@ -36,7 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let host = Host { state, scope };
     let json = global.json;
     match cli.command {
-        Command::Check { .. } => unreachable!("handled above"),
+        Command::Check { .. } | Command::Export { .. } => unreachable!("handled above"),
         Command::Apply { files, dry_run } => apply::run(&host, &files, dry_run, json),
         Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&host, &iface, json),
@@ -64,7 +72,11 @@ fn changes_state(command: &Command) -> bool {
         Command::Apply { dry_run, .. } => !dry_run,
         Command::Conntrack { action } => !matches!(action, ConntrackAction::List),
         Command::Attach { .. } | Command::Detach { .. } => true,
-        Command::Check { .. } | Command::Status | Command::Stats { .. } | Command::Explain(_) => false,
+        Command::Check { .. }
+        | Command::Status
+        | Command::Stats { .. }
+        | Command::Explain(_)
+        | Command::Export { .. } => false,
     }
 }
 
@@ -78,5 +90,6 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Stats { .. } => "stats",
         Command::Conntrack { .. } => "conntrack",
         Command::Explain(_) => "explain",
+        Command::Export { .. } => "export",
     }
 }
