@@ -118,7 +118,10 @@ fn bench_policy(dir: &Path, name: &str) -> anyhow::Result<Vec<Value>> {
         for (case, (ns, floor)) in cases {
             let (ns, floor) = (median(&ns), median(&floor));
             let family = if v4 { "IPv4" } else { "IPv6" };
-            println!("{name:<12} {family} {case:<15} {ns:>8.1} ns  floor {floor:>6.1} ns  above {:>7.1} ns", ns - floor);
+            println!(
+                "{name:<12} {family} {case:<15} {ns:>8.1} ns  floor {floor:>6.1} ns  above {:>7.1} ns",
+                ns - floor
+            );
             rows.push(json!({
                 "policy": name, "family": family, "case": case,
                 "ns": ns, "floor_ns": floor, "above_floor_ns": ns - floor, "status": "ok",

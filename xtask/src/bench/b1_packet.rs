@@ -17,7 +17,10 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     policies::scale_set(&dir)?;
     let out = b.work.join("b1.json");
     let mut cmd = sh::cargo();
-    cmd.args(["bench", "-p", "firewall-ctl", "--bench", "datapath", "--", "--policies"]).arg(&dir).arg("--out").arg(&out);
+    cmd.args(["bench", "-p", "firewall-ctl", "--bench", "datapath", "--", "--policies"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out);
     let what = sh::describe(&cmd);
     let status = cmd.status().with_context(|| format!("cannot start `{what}`"))?;
     if !status.success() {
@@ -74,8 +77,16 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
         }
         report.table(
             &format!("{family}: ns per packet (floor), and ns above the floor / ratio to the smallest case"),
-            &["policy", "status", "tracked flow ns (floor)", "above / ratio", "new flow ns (floor)", "above / ratio",
-                "dropped ns (floor)", "above / ratio"],
+            &[
+                "policy",
+                "status",
+                "tracked flow ns (floor)",
+                "above / ratio",
+                "new flow ns (floor)",
+                "above / ratio",
+                "dropped ns (floor)",
+                "above / ratio",
+            ],
             &table,
         );
     }

@@ -35,7 +35,8 @@ enum Variant {
     NftLinear,
 }
 
-const VARIANTS: [Variant; 5] = [Variant::None, Variant::SgctlTc, Variant::SgctlXdp, Variant::NftSets, Variant::NftLinear];
+const VARIANTS: [Variant; 5] =
+    [Variant::None, Variant::SgctlTc, Variant::SgctlXdp, Variant::NftSets, Variant::NftLinear];
 
 impl Variant {
     fn label(self) -> &'static str {
@@ -104,8 +105,13 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
                 setup(&sg, &rcv, variant, size)?;
                 for (f, flow) in [Flow::Dropped, Flow::Allowed].into_iter().enumerate() {
                     let pps = measure(b, &gen, &rcv, &sg, &wire, variant, flow)?;
-                    println!("b2: {} rules, round {round}, {:<10} {:<7}: {:>9.0} pps", size.label, variant.label(),
-                        if flow == Flow::Dropped { "dropped" } else { "allowed" }, pps);
+                    println!(
+                        "b2: {} rules, round {round}, {:<10} {:<7}: {:>9.0} pps",
+                        size.label,
+                        variant.label(),
+                        if flow == Flow::Dropped { "dropped" } else { "allowed" },
+                        pps
+                    );
                     samples[s][v][f].push(pps);
                 }
                 teardown(&sg, &rcv, variant)?;
@@ -115,7 +121,9 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
 
     let mut report = Report::new("b2", "packet rate on a real path (veth, UDP floods, one core)");
     let mut json_rows = Vec::new();
-    for (f, flow) in ["dropped (no rule allows UDP 9)", "allowed (the last rule allows UDP 5001; 4,352 flows)"].iter().enumerate() {
+    for (f, flow) in
+        ["dropped (no rule allows UDP 9)", "allowed (the last rule allows UDP 5001; 4,352 flows)"].iter().enumerate()
+    {
         let mut rows = Vec::new();
         for (s, size) in sizes.iter().enumerate() {
             let m: Vec<f64> = (0..VARIANTS.len()).map(|v| median(&samples[s][v][f])).collect();
@@ -136,8 +144,18 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
         }
         report.table(
             &format!("Flood {flow}: thousand packets per second at the receiver (median of {ROUNDS})"),
-            &["rules", "none", "sgctl tcx", "sgctl XDP", "nft sets", "nft linear", "XDP / nft sets", "tcx / nft sets",
-                "tcx / nft linear", "tcx / none"],
+            &[
+                "rules",
+                "none",
+                "sgctl tcx",
+                "sgctl XDP",
+                "nft sets",
+                "nft linear",
+                "XDP / nft sets",
+                "tcx / nft sets",
+                "tcx / nft linear",
+                "tcx / none",
+            ],
             &rows,
         );
     }

@@ -63,7 +63,10 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     let sg = Sgctl { bin: &b.sgctl, state: lab.state_dir()?, netns: srv.netns().to_owned() };
     let ruleset = dir.join("b3.nft");
     let attach = format!("{IFACE}={}", policies::GROUP);
-    std::fs::write(&ruleset, sg.run(&["export", "nftables", policy.to_str().unwrap_or_default(), "--attach", &attach])?)?;
+    std::fs::write(
+        &ruleset,
+        sg.run(&["export", "nftables", policy.to_str().unwrap_or_default(), "--attach", &attach])?,
+    )?;
     sg.run(&["apply", policy.to_str().unwrap_or_default()])?;
 
     let _iperf = Iperf(
@@ -106,7 +109,8 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     }
 
     let mut report = Report::new("b3", "TCP throughput and latency through the filter");
-    let m: Vec<[f64; 4]> = samples.iter().map(|s| [median(&s[0]), median(&s[1]), median(&s[2]), median(&s[3])]).collect();
+    let m: Vec<[f64; 4]> =
+        samples.iter().map(|s| [median(&s[0]), median(&s[1]), median(&s[2]), median(&s[3])]).collect();
     let rows: Vec<Vec<String>> = VARIANTS
         .iter()
         .enumerate()
@@ -124,7 +128,9 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
         })
         .collect();
     report.table(
-        &format!("iperf3 ({IPERF_SECS} s) and 64-byte request/response ({ROUND_TRIPS} round trips), median of {ROUNDS}"),
+        &format!(
+            "iperf3 ({IPERF_SECS} s) and 64-byte request/response ({ROUND_TRIPS} round trips), median of {ROUNDS}"
+        ),
         &["filter", "1 stream Gbit/s", "vs none", "4 streams Gbit/s", "vs none", "p50 µs", "p99 µs", "p99 vs none"],
         &rows,
     );

@@ -54,7 +54,8 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
                 sg.run(&["detach", IFACE])?;
             }
         }
-        let (first_ms, first_rss, first_err) = if check_err.is_empty() { outcome(&first) } else { (f64::NAN, f64::NAN, check_err.clone()) };
+        let (first_ms, first_rss, first_err) =
+            if check_err.is_empty() { outcome(&first) } else { (f64::NAN, f64::NAN, check_err.clone()) };
         let (again_ms, _, _) = if check_err.is_empty() { outcome(&again) } else { (f64::NAN, f64::NAN, String::new()) };
 
         // The peer: export (sets), then nft -f in the same namespace.
@@ -69,14 +70,20 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
             let _ = harness::nft(&srv, &["delete", "table", "inet", "sgctl"]);
             std::thread::sleep(Duration::from_millis(300));
             let before = harness::slab_unreclaimable_kib();
-            let m = harness::measured(&b.work, &std::process::Command::new("ip").args(["netns", "exec", srv.netns(), "nft", "-f", nft_path]))?;
+            let m = harness::measured(
+                &b.work,
+                std::process::Command::new("ip").args(["netns", "exec", srv.netns(), "nft", "-f", nft_path]),
+            )?;
             std::thread::sleep(Duration::from_millis(300));
             nft_kib = harness::slab_unreclaimable_kib().saturating_sub(before) as f64;
             nft_runs.push(m);
         }
         let _ = harness::nft(&srv, &["delete", "table", "inet", "sgctl"]);
         let (nft_ms, nft_rss, nft_err) = outcome(&nft_runs);
-        println!("b4: {}: check {check_ms:.1} ms, apply {first_ms:.1} / {again_ms:.1} ms, nft -f {nft_ms:.1} ms", file.name);
+        println!(
+            "b4: {}: check {check_ms:.1} ms, apply {first_ms:.1} / {again_ms:.1} ms, nft -f {nft_ms:.1} ms",
+            file.name
+        );
 
         let status = if first_err.is_empty() { String::new() } else { format!("not loadable yet: {first_err}") };
         rows.push(vec![
@@ -106,8 +113,20 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     let mut report = Report::new("b4", "control plane: check, apply and nft -f");
     report.table(
         &format!("Wall time (ms) and peak RSS (MiB), median of {RUNS} (1M CIDRs: one run)"),
-        &["policy", "check ms", "check MiB", "apply ms (load+attach)", "re-apply ms", "apply MiB", "maps MiB (kernel)",
-            "nft -f ms", "nft MiB", "nft kernel MiB (≈)", "apply / nft -f", "status"],
+        &[
+            "policy",
+            "check ms",
+            "check MiB",
+            "apply ms (load+attach)",
+            "re-apply ms",
+            "apply MiB",
+            "maps MiB (kernel)",
+            "nft -f ms",
+            "nft MiB",
+            "nft kernel MiB (≈)",
+            "apply / nft -f",
+            "status",
+        ],
         &rows,
     );
     report.note(
@@ -162,14 +181,32 @@ fn membership_change(
     std::fs::write(&ruleset, sg.run(&["export", "nftables", base, "--attach", &attach])?)?;
     let load = harness::measured(
         &b.work,
-        &std::process::Command::new("ip").args(["netns", "exec", srv.netns(), "nft", "-f", ruleset.to_str().unwrap_or_default()]),
+        std::process::Command::new("ip").args([
+            "netns",
+            "exec",
+            srv.netns(),
+            "nft",
+            "-f",
+            ruleset.to_str().unwrap_or_default(),
+        ]),
     )?;
     let mut nft_change = Vec::new();
     for i in 0..RUNS * 2 {
         let verb = if i % 2 == 0 { "add" } else { "delete" };
         let m = harness::measured(
             &b.work,
-            &std::process::Command::new("ip").args(["netns", "exec", srv.netns(), "nft", verb, "element", "inet", "sgctl", "sg/fleet/v4", "{ 10.255.255.254 }"]),
+            std::process::Command::new("ip").args([
+                "netns",
+                "exec",
+                srv.netns(),
+                "nft",
+                verb,
+                "element",
+                "inet",
+                "sgctl",
+                "sg/fleet/v4",
+                "{ 10.255.255.254 }",
+            ]),
         )?;
         nft_change.push(m);
     }
@@ -184,5 +221,8 @@ fn membership_change(
             nft_change_cell.clone(),
         ],
     ];
-    Ok((rows, json!({ "sgctl_first": sg_first, "sgctl_change": sg_change, "nft_load_ms": load.ms(), "nft_change": nft_change_cell })))
+    Ok((
+        rows,
+        json!({ "sgctl_first": sg_first, "sgctl_change": sg_change, "nft_load_ms": load.ms(), "nft_change": nft_change_cell }),
+    ))
 }

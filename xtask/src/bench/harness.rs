@@ -156,7 +156,13 @@ impl Sgctl<'_> {
 
 /// Sum of `field` over the rules named `rule` in `sgctl stats --json`.
 pub fn rule_count(stats: &Value, rule: &str, field: &str) -> u64 {
-    stats["rules"].as_array().into_iter().flatten().filter(|r| r["rule"] == rule).filter_map(|r| r[field].as_u64()).sum()
+    stats["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["rule"] == rule)
+        .filter_map(|r| r[field].as_u64())
+        .sum()
 }
 
 /// Sum of `field` over the interfaces in `sgctl stats --json`.
@@ -195,7 +201,12 @@ pub fn snmp(text: &str, proto: &str, field: &str) -> u64 {
     let prefix = format!("{proto}:");
     let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
     let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
-    names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == field).and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == field)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The MAC address of `iface` in `host`.
@@ -277,7 +288,12 @@ pub struct Report {
 
 impl Report {
     pub fn new(id: &'static str, title: &'static str) -> Self {
-        Self { id, title, markdown: String::new(), json: json!({ "benchmark": id, "title": title, "machine": machine() }) }
+        Self {
+            id,
+            title,
+            markdown: String::new(),
+            json: json!({ "benchmark": id, "title": title, "machine": machine() }),
+        }
     }
 
     /// A table under a heading.
@@ -314,7 +330,10 @@ impl Report {
         let json_path = dir.join(format!("{}.json", self.id));
         std::fs::write(&json_path, serde_json::to_string_pretty(&self.json)? + "\n")
             .with_context(|| format!("writing {}", json_path.display()))?;
-        sh::step(&format!("bench {}", self.id), &format!("results in {} and {}", md_path.display(), json_path.display()));
+        sh::step(
+            &format!("bench {}", self.id),
+            &format!("results in {} and {}", md_path.display(), json_path.display()),
+        );
         Ok(())
     }
 }
