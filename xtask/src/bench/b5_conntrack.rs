@@ -1,7 +1,10 @@
 //! B5: connection tracking under a flood of new connections. `trafgen`
 //! sends TCP SYNs from random addresses of 198.18.0.0/16 and random ports
-//! to an allowed port (80, nothing listens: the server answers each with a
-//! RST) while one iperf3 flow, opened before the flood, keeps running.
+//! to an allowed port (80, where a listener answers each with a SYN-ACK,
+//! and the generator's kernel, owning those addresses but no socket, with
+//! a RST) while one iperf3 flow, opened before the flood, keeps running.
+//! (With nothing listening the server's own RST would end each attempt,
+//! and nf_conntrack deletes a flow whose only reply is a RST at once.)
 //! sgctl's table is given nf_conntrack's size (`nf_conntrack_max`, a
 //! host-wide setting this benchmark reads and never changes), so both
 //! fill up; the table shows what each does then.
@@ -189,6 +192,7 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
         }
     };
 
+    let _http = srv.tcp_listen(std::net::SocketAddr::from(([198, 19, 0, 1], 80)))?;
     let _server = Proc(
         Command::new("ip")
             .args(["netns", "exec", srv.netns(), "iperf3", "-s", "-1", "-B", "198.19.0.1", "-p", "5201"])
