@@ -23,7 +23,7 @@ use super::{
     policies::{self, IFACE},
 };
 
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 /// The flood's length, sampled once a second.
 const FLOOD_SECS: u64 = 12;
 /// The rule that allows TCP 80 in the 10-rule policy (see `policies::rules_policy`).
@@ -35,12 +35,13 @@ enum Variant {
     Nft,
 }
 
-/// One run: per-second samples of admitted flows, table entries and
-/// refused new flows, and the iperf3 flow's throughput during the flood.
+/// One run: new flows admitted and refused per second (over each
+/// sampling interval), table entries when the flood ends, and the iperf3
+/// flow's throughput before and during the flood.
 struct Sample {
-    admitted: Vec<u64>,
-    entries: Vec<u64>,
-    refused: Vec<u64>,
+    admitted: Vec<f64>,
+    refused: Vec<f64>,
+    entries: u64,
     gbps_before: f64,
     gbps_during: f64,
     survived: bool,
@@ -63,9 +64,9 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
             println!(
                 "b5: round {round}, {}: admitted/s {:?}, entries {:?}, refused {:?}, iperf3 {:.2} -> {:.2} Gbit/s{}",
                 if variant == Variant::Sgctl { "sgctl" } else { "nft" },
-                per_second(&s.admitted),
+                s.admitted.iter().map(|x| x.round()).collect::<Vec<_>>(),
                 s.entries,
-                per_second(&s.refused),
+                s.refused.iter().map(|x| x.round()).collect::<Vec<_>>(),
                 s.gbps_before,
                 s.gbps_during,
                 if s.survived { "" } else { " (the established flow failed)" }
@@ -79,18 +80,18 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     let mut json_rows = Vec::new();
     let first_second: Vec<f64> = samples
         .iter()
-        .map(|s| median(&s.iter().map(|x| per_second(&x.admitted)[0] as f64).collect::<Vec<_>>()))
+        .map(|s| median(&s.iter().map(|x| x.admitted.first().copied().unwrap_or(f64::NAN)).collect::<Vec<_>>()))
         .collect();
     for (v, label) in ["sgctl (tcx)", "nf_conntrack (nftables export)"].iter().enumerate() {
         let runs = &samples[v];
         let m = |f: &dyn Fn(&Sample) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-        let last = |x: &Sample| *per_second(&x.admitted).last().unwrap_or(&0) as f64;
-        let refused_last = |x: &Sample| *per_second(&x.refused).last().unwrap_or(&0) as f64;
+        let last = |x: &Sample| x.admitted.last().copied().unwrap_or(f64::NAN);
+        let refused_last = |x: &Sample| x.refused.last().copied().unwrap_or(f64::NAN);
         rows.push(vec![
             (*label).to_owned(),
             cell(first_second[v], 0),
             ratio(first_second[v], first_second[1]),
-            cell(m(&|x| *x.entries.last().unwrap_or(&0) as f64), 0),
+            cell(m(&|x| x.entries as f64), 0),
             cell(m(&last), 0),
             cell(m(&refused_last), 0),
             cell(m(&|x| x.gbps_before), 2),
@@ -100,8 +101,8 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
         json_rows.push(json!({
             "variant": label,
             "runs": runs.iter().map(|x| json!({
-                "admitted_per_second": per_second(&x.admitted), "entries": x.entries,
-                "refused_per_second": per_second(&x.refused), "gbps_before": x.gbps_before,
+                "admitted_per_second": x.admitted, "entries_at_end": x.entries,
+                "refused_per_second": x.refused, "gbps_before": x.gbps_before,
                 "gbps_during": x.gbps_during, "survived": x.survived,
             })).collect::<Vec<Value>>(),
         }));
@@ -136,9 +137,9 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Differences of consecutive samples.
-fn per_second(samples: &[u64]) -> Vec<u64> {
-    samples.windows(2).map(|w| w[1].saturating_sub(w[0])).collect()
+/// Rates between consecutive `(time, count)` samples, per second.
+fn rates(samples: &[(Instant, u64)]) -> Vec<f64> {
+    samples.windows(2).map(|w| w[1].1.saturating_sub(w[0].1) as f64 / (w[1].0 - w[0].0).as_secs_f64()).collect()
 }
 
 /// The iperf3 client or server, stopped when dropped.
@@ -171,25 +172,29 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
             harness::nft(&srv, &["-f", ruleset.to_str().unwrap_or_default()])?;
         }
     }
-    let counters = || -> anyhow::Result<(u64, u64, u64)> {
-        match variant {
+    // Cheap reads only while the flood runs (sgctl stats reads per-CPU
+    // counters; walking a full table for its size would take seconds).
+    let counters = || -> anyhow::Result<(Instant, u64, u64)> {
+        let (admitted, refused) = match variant {
             Variant::Sgctl => {
                 let stats = sg.stats()?;
+                (harness::rule_count(&stats, RULE, "flows"), harness::iface_count(&stats, "dropped_conntrack_full"))
+            }
+            Variant::Nft => (harness::nft_counter(&srv, &format!("{IFACE}/{RULE}"))?, ct_stat(&srv, "drop")?),
+        };
+        Ok((Instant::now(), admitted, refused))
+    };
+    let entries = || -> anyhow::Result<u64> {
+        Ok(match variant {
+            Variant::Sgctl => {
                 let status: Value = serde_json::from_str(&sg.run(&["status", "--json"])?)?;
-                let entries = status["scopes"][0]["interfaces"][0]["conntrack_entries"].as_u64().unwrap_or(0);
-                Ok((
-                    harness::rule_count(&stats, RULE, "flows"),
-                    entries,
-                    harness::iface_count(&stats, "dropped_conntrack_full"),
-                ))
+                status["scopes"][0]["interfaces"][0]["conntrack_entries"].as_u64().unwrap_or(0)
             }
             Variant::Nft => {
-                let admitted = harness::nft_counter(&srv, &format!("{IFACE}/{RULE}"))?;
                 let out = srv.run(&["cat", "/proc/sys/net/netfilter/nf_conntrack_count"])?;
-                let entries = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
-                Ok((admitted, entries, ct_stat(&srv, "drop")?))
+                String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
             }
-        }
+        })
     };
 
     let _http = srv.tcp_listen(std::net::SocketAddr::from(([198, 19, 0, 1], 80)))?;
@@ -230,6 +235,7 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
             samples.push(counters()?);
         }
     }
+    let entries = entries()?;
     let output = client.wait_with_output().context("waiting for iperf3 -c")?;
     let v: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     let intervals: Vec<f64> = v["intervals"]
@@ -247,9 +253,9 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
         let _ = sg.run(&["detach", IFACE]);
     }
     Ok(Sample {
-        admitted: samples.iter().map(|s| s.0).collect(),
-        entries: samples.iter().map(|s| s.1).collect(),
-        refused: samples.iter().map(|s| s.2).collect(),
+        admitted: rates(&samples.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>()),
+        refused: rates(&samples.iter().map(|s| (s.0, s.2)).collect::<Vec<_>>()),
+        entries,
         gbps_before,
         gbps_during,
         survived,

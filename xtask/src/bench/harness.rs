@@ -362,3 +362,25 @@ pub fn sleep_until(deadline: Instant) {
         std::thread::sleep(left);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_ignore_missing_values() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, f64::NAN, 2.0, 3.0]), 3.0);
+        assert!(median(&[]).is_nan());
+        assert_eq!(ratio(3.0, 2.0), "1.50×");
+        assert_eq!(ratio(f64::NAN, 2.0), "—");
+    }
+
+    #[test]
+    fn reads_snmp_counters() {
+        let text = "Ip: Forwarding DefaultTTL\nIp: 2 64\nUdp: InDatagrams NoPorts InErrors\nUdp: 5 7 11\n";
+        assert_eq!(snmp(text, "Udp", "NoPorts"), 7);
+        assert_eq!(snmp(text, "Udp", "InErrors"), 11);
+        assert_eq!(snmp(text, "Tcp", "InSegs"), 0);
+    }
+}

@@ -192,3 +192,48 @@ pub fn scale_set(dir: &Path) -> anyhow::Result<Vec<PolicyFile>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_networks_have_no_host_bits_and_stay_in_their_ranges() {
+        let mut rng = Rng::new(1);
+        for _ in 0..10_000 {
+            let v4 = random_v4(&mut rng);
+            let (addr, len) = v4.split_once('/').expect("CIDR");
+            let (addr, len): (std::net::Ipv4Addr, u32) = (addr.parse().expect("v4"), len.parse().expect("len"));
+            assert!((16..=32).contains(&len), "{v4}");
+            assert_eq!(u32::from(addr) & (u32::MAX.checked_shr(len).unwrap_or(0)), 0, "host bits in {v4}");
+            assert_eq!(addr.octets()[0], 10, "{v4}");
+
+            let v6 = random_v6(&mut rng);
+            let (addr, len) = v6.split_once('/').expect("CIDR");
+            let (addr, len): (std::net::Ipv6Addr, u32) = (addr.parse().expect("v6"), len.parse().expect("len"));
+            assert!((48..=128).contains(&len), "{v6}");
+            assert_eq!(u128::from(addr) & (u128::MAX.checked_shr(len).unwrap_or(0)), 0, "host bits in {v6}");
+            // Inside 2001:db8::/33, so never 2001:db8:8000::/48 (B1's denied sources).
+            assert_eq!(u128::from(addr) >> 95, 0x2001_0db8_u128 << 1, "{v6}");
+        }
+    }
+
+    #[test]
+    fn generated_policies_have_the_rules_and_cidrs_they_say() {
+        let text = rules_policy(1000, 10, true, Some(65536));
+        assert_eq!(text.lines().filter(|l| l.trim_start().starts_with("- { protocol")).count(), 1000);
+        let filler = text.lines().find(|l| l.contains("ports: 10000,")).expect("first filler rule");
+        assert_eq!(filler.matches("/24").count(), 10, "{filler}");
+        assert!(text.contains("interfaces:\n  r0: [bench]") && text.contains("max_entries: 65536"), "{text}");
+        // The allowing rules come last.
+        assert!(text.lines().rev().nth(4).is_some_and(|l| l.contains("ports: 5001")), "{text}");
+
+        let cidrs = cidrs_policy(1000, false);
+        assert_eq!(cidrs.lines().filter(|l| l.starts_with("    - \"")).count(), 1000);
+        assert_eq!(cidrs, cidrs_policy(1000, false), "deterministic");
+
+        let members = members_policy(100, true);
+        assert!(members.contains("    - 10.255.255.254\n"), "the changed member");
+        assert_eq!(members.lines().filter(|l| l.starts_with("    - ")).count(), 100);
+    }
+}
