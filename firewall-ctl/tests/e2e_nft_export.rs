@@ -216,3 +216,42 @@ fn linear_export_enforces_the_same_verdicts() {
         ],
     );
 }
+
+#[test]
+fn bad_export_input_exits_2_and_says_why() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sgctl"))
+            .args(["export", "nftables"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run sgctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let web = policy("web-server.yaml");
+    let web = web.to_str().expect("utf-8 path");
+
+    let (code, stdout, stderr) = run(&[web, "--attach", "eth1=nope"]);
+    assert_eq!(code, Some(2), "unknown group: {stderr}");
+    assert!(stdout.is_empty(), "no partial ruleset on stdout: {stdout}");
+    assert!(stderr.contains("interface eth1: unknown group \"nope\""), "{stderr}");
+
+    let (code, _, stderr) = run(&[web, "--attach", "eth1"]);
+    assert_eq!(code, Some(2), "malformed --attach: {stderr}");
+    assert!(stderr.contains("expected IFACE=GROUP"), "{stderr}");
+
+    let (code, _, stderr) = run(&[web, "--json"]);
+    assert_eq!(code, Some(2), "--json: {stderr}");
+
+    let tmp = TempDir::new("badpolicy");
+    let bad = tmp
+        .write("bad.yaml", "groups:\n  g:\n    inbound:\n      - { protocol: tcp, ports: 22, source: 10.0.0.1/8 }\n");
+    let (code, stdout, stderr) = run(&[bad.to_str().expect("utf-8 path")]);
+    assert_eq!(code, Some(2), "invalid policy: {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.starts_with(&format!("{}:4:", bad.display())), "located error: {stderr}");
+}
