@@ -32,15 +32,15 @@ pub enum ExportError {
 }
 
 /// The interfaces a policy's `interfaces:` section names, then `extra`
-/// (from the command line); an interface named in both keeps `extra`'s groups.
+/// (from the command line); an interface named again keeps the groups it
+/// was named with last.
 pub fn interfaces(policy: &Policy, extra: &[Interface]) -> Vec<Interface> {
-    let mut out: Vec<Interface> = policy
-        .interfaces
-        .iter()
-        .filter(|a| !extra.iter().any(|e| e.name == a.interface))
-        .map(|a| Interface { name: a.interface.clone(), groups: a.groups.clone() })
-        .collect();
-    out.extend(extra.iter().cloned());
+    let mut out: Vec<Interface> = Vec::new();
+    let named = policy.interfaces.iter().map(|a| Interface { name: a.interface.clone(), groups: a.groups.clone() });
+    for iface in named.chain(extra.iter().cloned()) {
+        out.retain(|o| o.name != iface.name);
+        out.push(iface);
+    }
     out
 }
 

@@ -215,6 +215,9 @@ fn command_line_attachments_add_to_and_override_the_file() {
     let policy = parse(&[("app-server.yaml", APP), ("database.yaml", DB), ("web.yaml", WEB)]);
     let got = interfaces(&policy, &[iface("eth0", &["database"]), iface("eth9", &["app-server", "database"])]);
     assert_eq!(got, [iface("eth0", &["database"]), iface("eth9", &["app-server", "database"])]);
+    // Named twice on the command line: the last one counts, once.
+    let got = interfaces(&policy, &[iface("eth9", &["database"]), iface("eth9", &["app-server"])]);
+    assert_eq!(got, [iface("eth0", &["web-server"]), iface("eth9", &["app-server"])]);
     let text = export(&policy, &[iface("eth9", &["app-server", "database", "app-server"])], Options::default());
     // Two groups on one interface: both groups' rules, each once, in order.
     let inbound = chain(&text, "eth9/inbound");
