@@ -1,211 +1,224 @@
-//! `cargo xtask bench`: what a packet costs in the real programs, and what
-//! `sgctl apply` costs, each beside a peer measured in the same run.
+//! B1 of `cargo xtask bench`: what a packet costs in the real XDP program
+//! under BPF_PROG_TEST_RUN, beside an empty XDP program run the same way
+//! in the same round (the floor), for the generated policies `cargo xtask
+//! bench` writes (10 and 1,000 rules; 10, 10k, 100k and 1M CIDRs).
 //!
-//! - Per packet: BPF_PROG_TEST_RUN's in-kernel mean time per run, beside an
-//!   empty XDP program run the same way. "New flow" needs a fresh flow per
-//!   run, so it is measured one run per call over many source ports, with
-//!   the empty program measured one run per call too; the other cases
-//!   repeat one frame many times in one call.
-//! - The same new-flow cost with 3 rules and with 1000 rules: the lookup
-//!   does not loop over rules, so the two should match.
-//! - `sgctl apply` of the seed's examples in a throwaway namespace, beside
-//!   `nft -f` of an equivalent stateful ruleset in the same namespace.
+//! Cases, IPv4 and IPv6, each over many different source addresses (not
+//! one hot key): a tracked flow (a TCP ACK of a flow opened before), an
+//! allowed new flow (a SYN on a fresh flow, one run per call, so the floor
+//! is measured one run per call too), a dropped packet (a SYN from an
+//! address no rule allows: the lookups miss). Each figure is the median of
+//! [`ROUNDS`] rounds.
+//!
+//! Usage (through `cargo xtask bench b1`):
+//! `cargo bench -p firewall-ctl --bench datapath -- --policies DIR --out FILE`.
+//! It prints a table and writes one JSON document to FILE.
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+    time::Duration,
 };
 
+use anyhow::Context as _;
 use firewall_common::proto;
 use firewall_ctl::{
     compile,
-    datapath::{PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP},
-    frames::*,
-    policy,
+    datapath::PROG_INGRESS_XDP,
+    frames::{ip, tcp, TCP_ACK, TCP_SYN},
+    policy::{self, PeerTarget, Policy},
     testrun::{Loaded, PROG_EMPTY_XDP},
 };
+use ipnet::IpNet;
+use serde_json::{json, Value};
 
-const REPEAT: u32 = 1_000_000;
-const NEW_FLOWS: u16 = 10_000;
-/// Each figure is the median of this many measurements.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 3;
+/// Distinct sources per case.
+const SOURCES: usize = 32;
+/// Runs per source, in one call, for the tracked and dropped cases.
+const REPEAT: u32 = 10_000;
+/// Fresh flows per round for the new-flow case (one run per call).
+const NEW_FLOWS: usize = 3_000;
+/// The generated policies, in table order.
+const POLICIES: [&str; 6] = ["rules-10", "rules-1000", "cidrs-10", "cidrs-10k", "cidrs-100k", "cidrs-1m"];
+const GROUP: &str = "bench";
+const DST4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 1, 0, 0, 0, 1);
 
 fn main() -> anyhow::Result<()> {
     anyhow::ensure!(nix::unistd::Uid::effective().is_root(), "the benchmark loads eBPF programs: run it as root");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let web = std::fs::read_to_string(root.join("policies/web-server.yaml"))?;
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let dir = arg("--policies").context("--policies DIR (written by `cargo xtask bench b1`)")?;
+    let out = arg("--out").context("--out FILE")?;
 
-    println!("per-packet cost (BPF_PROG_TEST_RUN, in-kernel mean)");
-    let small = load(&web, &["web-server"])?;
-    let big = load(&thousand_rules(), &["big"])?;
-    let a = |s: &str| -> IpAddr { s.parse().expect("address") };
-    let syn = |sport| ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(sport, 80, TCP_SYN));
-    let ack = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(9, 80, TCP_ACK));
-    let denied = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(9, 8080, TCP_SYN));
-    let denied6 = ip(proto::TCP, a("2001:db8::7"), a("2001:db8::1"), &tcp(9, 8080, TCP_SYN));
-
-    let empty = mean(&small, PROG_EMPTY_XDP, &ack, REPEAT)?;
-    let empty_single = new_flows(&small, PROG_EMPTY_XDP, syn)?;
-    let new_small = new_flows(&small, PROG_INGRESS_XDP, syn)?;
-    let new_big = new_flows(&big, PROG_INGRESS_XDP, syn)?;
-    small.run(PROG_INGRESS_XDP, &syn(9), 1)?; // opens the flow `ack` belongs to
-    let rows = [
-        ("empty XDP program (baseline)", empty, empty),
-        ("XDP: new flow, allowed, 4 rules", new_small, empty_single),
-        ("XDP: new flow, allowed, 1000 rules", new_big, empty_single),
-        ("XDP: tracked flow", mean(&small, PROG_INGRESS_XDP, &ack, REPEAT)?, empty),
-        ("XDP: dropped, no rule (IPv4)", mean(&small, PROG_INGRESS_XDP, &denied, REPEAT)?, empty),
-        ("XDP: dropped, no rule (IPv6)", mean(&small, PROG_INGRESS_XDP, &denied6, REPEAT)?, empty),
-        ("tc ingress: tracked flow", mean(&small, PROG_INGRESS_TC, &ack, REPEAT)?, empty),
-        ("tc ingress: dropped, no rule", mean(&small, PROG_INGRESS_TC, &denied, REPEAT)?, empty),
-        (
-            "tc egress: reply of tracked flow",
-            mean(
-                &small,
-                PROG_EGRESS_TC,
-                &ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp(80, 9, TCP_ACK)),
-                REPEAT,
-            )?,
-            empty,
-        ),
-    ];
-    println!("{:<38} {:>10} {:>14} {:>16}", "case", "ns/packet", "baseline ns", "ratio to baseline");
-    for (name, ns, base) in rows {
-        println!("{name:<38} {ns:>10.1} {base:>14.1} {:>16.2}", ns / base);
+    let mut rows = Vec::new();
+    for name in POLICIES {
+        rows.extend(bench_policy(&dir, name)?);
     }
-
-    println!("\nsgctl apply (wall clock, {} runs each: min / median)", APPLY_RUNS);
-    apply_bench(&root)?;
+    let doc = json!({ "rounds": ROUNDS, "sources": SOURCES, "repeat": REPEAT, "new_flows": NEW_FLOWS, "rows": rows });
+    std::fs::write(&out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
 
-fn load(yaml: &str, groups: &[&str]) -> anyhow::Result<Loaded> {
-    let policy = policy::parse_sources(&[("bench.yaml".into(), yaml.into())])?;
-    let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
-    Loaded::new(&compile::compile_interface(&policy, &groups, &BTreeMap::new())?)
-}
-
-/// A group of 1000 rules: 999 that never match the probe (other ports and
-/// sources) and HTTP from anywhere.
-fn thousand_rules() -> String {
-    let mut y = String::from("groups:\n  big:\n    inbound:\n");
-    for i in 0..999u32 {
-        y.push_str(&format!(
-            "      - {{ protocol: tcp, ports: {}, source: 10.{}.{}.0/24 }}\n",
-            1000 + i,
-            i / 256,
-            i % 256
-        ));
-    }
-    y.push_str("      - { protocol: tcp, ports: 80, source: 0.0.0.0/0 }\n");
-    y
-}
-
-/// Median over [`ROUNDS`] of the in-kernel mean of `repeat` runs.
-fn mean(loaded: &Loaded, program: &str, frame: &[u8], repeat: u32) -> anyhow::Result<f64> {
-    let mut rounds = (0..ROUNDS)
-        .map(|_| Ok(loaded.run(program, frame, repeat)?.1.as_nanos() as f64))
-        .collect::<anyhow::Result<Vec<f64>>>()?;
-    Ok(median_f64(&mut rounds))
-}
-
-/// Median over [`ROUNDS`] of the mean in-kernel time of one run per call,
-/// each call on a source port no round has used (so each opens a flow).
-/// `first_port` keeps the programs measured on one `Loaded` apart.
-fn new_flows(loaded: &Loaded, program: &str, frame: impl Fn(u16) -> Vec<u8>) -> anyhow::Result<f64> {
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for round in 0..ROUNDS as u16 {
-        let first = 10_000 + round * NEW_FLOWS;
-        let mut total = Duration::ZERO;
-        for sport in first..first + NEW_FLOWS {
-            total += loaded.run(program, &frame(sport), 1)?.1;
+/// Every case of one policy, or one row saying why it cannot be loaded.
+fn bench_policy(dir: &Path, name: &str) -> anyhow::Result<Vec<Value>> {
+    let path = dir.join(format!("{name}.yaml"));
+    let policy = policy::load_files(&[&path]).with_context(|| format!("{}", path.display()))?;
+    let compiled = match compile::compile_interface(&policy, &[GROUP.to_owned()], &BTreeMap::new()) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{name:<12} not loadable yet: {e}");
+            return Ok(vec![json!({ "policy": name, "status": format!("not loadable yet: {e}") })]);
         }
-        rounds.push(total.as_nanos() as f64 / f64::from(NEW_FLOWS));
+    };
+    let loaded = match Loaded::new(&compiled) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("{name:<12} not loadable yet: {e:#}");
+            return Ok(vec![json!({ "policy": name, "status": format!("not loadable yet: {e:#}") })]);
+        }
+    };
+    let mut rng = Rng(0xb1);
+    let mut rows = Vec::new();
+    for v4 in [true, false] {
+        let allowed = allowed_sources(&policy, v4, &mut rng);
+        let denied: Vec<IpAddr> = (0..SOURCES).map(|_| denied_source(v4, &mut rng)).collect();
+        let dst = if v4 { IpAddr::V4(DST4) } else { IpAddr::V6(DST6) };
+        // Fresh source ports for every flow this loaded copy ever opens.
+        let mut next_port = 1024_u16;
+        let mut port = || {
+            next_port = next_port.wrapping_add(1).max(1024);
+            next_port
+        };
+
+        let mut cases: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        for _ in 0..ROUNDS {
+            // Tracked: open one flow per source, then repeat its ACK.
+            let tracked: Vec<Vec<u8>> = allowed
+                .iter()
+                .take(SOURCES)
+                .map(|&src| {
+                    let sport = port();
+                    loaded.run(PROG_INGRESS_XDP, &ip(proto::TCP, src, dst, &tcp(sport, 80, TCP_SYN)), 1)?;
+                    Ok(ip(proto::TCP, src, dst, &tcp(sport, 80, TCP_ACK)))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let dropped: Vec<Vec<u8>> =
+                denied.iter().map(|&src| ip(proto::TCP, src, dst, &tcp(port(), 80, TCP_SYN))).collect();
+            let floor = repeated(&loaded, PROG_EMPTY_XDP, &tracked)?;
+            push(&mut cases, "tracked flow", repeated(&loaded, PROG_INGRESS_XDP, &tracked)?, floor);
+            push(&mut cases, "dropped packet", repeated(&loaded, PROG_INGRESS_XDP, &dropped)?, floor);
+            let fresh: Vec<Vec<u8>> = (0..NEW_FLOWS)
+                .map(|i| ip(proto::TCP, allowed[i % allowed.len()], dst, &tcp(port(), 80, TCP_SYN)))
+                .collect();
+            let floor_single = single(&loaded, PROG_EMPTY_XDP, &fresh)?;
+            push(&mut cases, "new flow", single(&loaded, PROG_INGRESS_XDP, &fresh)?, floor_single);
+        }
+        for (case, (ns, floor)) in cases {
+            let (ns, floor) = (median(&ns), median(&floor));
+            let family = if v4 { "IPv4" } else { "IPv6" };
+            println!(
+                "{name:<12} {family} {case:<15} {ns:>8.1} ns  floor {floor:>6.1} ns  above {:>7.1} ns",
+                ns - floor
+            );
+            rows.push(json!({
+                "policy": name, "family": family, "case": case,
+                "ns": ns, "floor_ns": floor, "above_floor_ns": ns - floor, "status": "ok",
+            }));
+        }
     }
-    Ok(median_f64(&mut rounds))
+    Ok(rows)
 }
 
-fn median_f64(v: &mut [f64]) -> f64 {
+fn push(cases: &mut BTreeMap<&'static str, (Vec<f64>, Vec<f64>)>, case: &'static str, ns: f64, floor: f64) {
+    let entry = cases.entry(case).or_default();
+    entry.0.push(ns);
+    entry.1.push(floor);
+}
+
+/// Mean in-kernel time per run over `frames`, each repeated [`REPEAT`] times in one call.
+fn repeated(loaded: &Loaded, program: &str, frames: &[Vec<u8>]) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for frame in frames {
+        total += loaded.run(program, frame, REPEAT)?.1.as_nanos() as f64;
+    }
+    Ok(total / frames.len() as f64)
+}
+
+/// Mean in-kernel time of one run per call over `frames`.
+fn single(loaded: &Loaded, program: &str, frames: &[Vec<u8>]) -> anyhow::Result<f64> {
+    let mut total = Duration::ZERO;
+    for frame in frames {
+        total += loaded.run(program, frame, 1)?.1;
+    }
+    Ok(total.as_nanos() as f64 / frames.len() as f64)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-const APPLY_RUNS: usize = 10;
+/// splitmix64, fixed seed: the same probes every run.
+struct Rng(u64);
 
-fn apply_bench(root: &Path) -> anyhow::Result<()> {
-    let lab = testlab::Lab::new("bench")?;
-    let host = lab.host("srv", &["10.0.0.1/24", "fd00::1/64"])?;
-    let state = lab.state_dir()?;
-    let sgctl = env!("CARGO_BIN_EXE_sgctl");
-    let run = |args: &[&str]| -> anyhow::Result<Duration> {
-        let start = Instant::now();
-        let out = Command::new(sgctl).arg("--state-dir").arg(&state).args(["-n", host.netns()]).args(args).output()?;
-        let took = start.elapsed();
-        anyhow::ensure!(out.status.success(), "sgctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(took)
-    };
-    let web = root.join("policies/web-server.yaml");
-    let app = root.join("policies/app-server.yaml");
-    let db = root.join("policies/database.yaml");
-    let (web, app, db) =
-        (web.to_str().unwrap_or_default(), app.to_str().unwrap_or_default(), db.to_str().unwrap_or_default());
-
-    let mut first = Vec::new();
-    let mut again = Vec::new();
-    for _ in 0..APPLY_RUNS {
-        first.push(run(&["apply", web])?); // loads, verifies, attaches
-        again.push(run(&["apply", web])?); // rewrites maps only
-        run(&["detach", "eth0"])?;
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
-    let mut multi = Vec::new();
-    run(&["apply", app, db])?;
-    run(&["attach", "eth0", "--groups", "app-server"])?;
-    for _ in 0..APPLY_RUNS {
-        multi.push(run(&["apply", app, db])?);
-    }
-    run(&["detach", "eth0"])?;
-
-    // The web-server group as a stateful nftables input chain.
-    let ruleset = std::env::temp_dir().join(format!("sgctl-bench-{}.nft", std::process::id()));
-    std::fs::write(
-        &ruleset,
-        "flush ruleset\ntable inet bench {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    \
-         ct state established,related accept\n    iifname != \"eth0\" accept\n    \
-         ip saddr 203.0.113.10 tcp dport 22 accept\n    ip version 4 tcp dport 80 accept\n    tcp dport 443 accept\n  }\n}\n",
-    )?;
-    let ruleset = ruleset.to_str().unwrap_or_default().to_owned();
-    let mut nft = Vec::new();
-    for _ in 0..APPLY_RUNS {
-        let start = Instant::now();
-        let out = host.run(&["nft", "-f", &ruleset])?;
-        nft.push(start.elapsed());
-        anyhow::ensure!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    host.run(&["nft", "flush ruleset"])?;
-    let _ = std::fs::remove_file(&ruleset);
-
-    let nft_median = median(&mut nft.clone());
-    for (name, mut times) in [
-        ("web-server.yaml, first apply (load+attach)", first),
-        ("web-server.yaml, re-apply (maps only)", again),
-        ("app-server.yaml+database.yaml, re-apply", multi),
-        ("nft -f equivalent ruleset (peer)", nft),
-    ] {
-        let min = *times.iter().min().unwrap_or(&Duration::ZERO);
-        let med = median(&mut times);
-        println!(
-            "{name:<46} {:>8.1} ms {:>8.1} ms   {:.2}× nft",
-            min.as_secs_f64() * 1e3,
-            med.as_secs_f64() * 1e3,
-            med.as_secs_f64() / nft_median.as_secs_f64()
-        );
-    }
-    Ok(())
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
+/// 256 addresses the policy's TCP 80 rules allow, spread over its
+/// networks: random hosts of random CIDRs of `pl:big` when it has any of
+/// the family, else of the rules' own CIDRs.
+fn allowed_sources(policy: &Policy, v4: bool, rng: &mut Rng) -> Vec<IpAddr> {
+    let family = |n: &IpNet| matches!(n, IpNet::V4(_)) == v4;
+    let mut nets: Vec<IpNet> =
+        policy.prefix_list("big").map(|p| p.cidrs.iter().copied().filter(family).collect()).unwrap_or_default();
+    if nets.is_empty() {
+        nets = policy
+            .group(GROUP)
+            .into_iter()
+            .flat_map(|g| &g.inbound)
+            .filter(|r| r.ports == policy::Ports::Ranges(vec![policy::PortRange { first: 80, last: 80 }]))
+            .flat_map(|r| &r.peers)
+            .filter_map(|p| match p.target {
+                PeerTarget::Cidr(n) if family(&n) => Some(n),
+                _ => None,
+            })
+            .collect();
+    }
+    (0..256).map(|_| host_in(nets[(rng.next() % nets.len() as u64) as usize], rng)).collect()
+}
+
+/// A random host of `net`.
+fn host_in(net: IpNet, rng: &mut Rng) -> IpAddr {
+    match net {
+        IpNet::V4(n) => {
+            let host_bits = 32 - u32::from(n.prefix_len());
+            let mask = if host_bits == 0 { 0 } else { u32::MAX >> (32 - host_bits) };
+            IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | (rng.next() as u32 & mask)))
+        }
+        IpNet::V6(n) => {
+            let host_bits = 128 - u32::from(n.prefix_len());
+            let mask = if host_bits == 0 { 0 } else { u128::MAX >> (128 - host_bits) };
+            let r = u128::from(rng.next()) << 64 | u128::from(rng.next());
+            IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | (r & mask)))
+        }
+    }
+}
+
+/// An address no generated policy allows: 198.51.100.0/24 or 2001:db8:8000::/48.
+fn denied_source(v4: bool, rng: &mut Rng) -> IpAddr {
+    if v4 {
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, (rng.next() % 254 + 1) as u8))
+    } else {
+        IpAddr::V6(Ipv6Addr::from((0x2001_0db8_8000_u128 << 80) | u128::from(rng.next())))
+    }
 }

@@ -131,6 +131,11 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         out_dir: PathBuf,
     },
+    /// Write the policy in another firewall's format (changes nothing).
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +170,34 @@ fn parse_prefix_list(text: &str) -> Result<(String, PathBuf), String> {
         Some((id, file)) if id.starts_with("pl-") && !file.is_empty() => Ok((id.to_owned(), PathBuf::from(file))),
         _ => Err(format!("\"{text}\": expected pl-ID=FILE, e.g. pl-0123abcd=entries.json")),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportFormat {
+    /// An nftables ruleset (`table inet sgctl`) for `nft -f`, printed on stdout.
+    Nftables(ExportNftablesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportNftablesArgs {
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// One rule per (CIDR, port range), without sets (for scaling comparisons).
+    #[arg(long)]
+    pub linear: bool,
+    /// Also filter IFACE with these groups, as `sgctl attach` would (repeatable; replaces the file's groups for IFACE).
+    #[arg(long, value_name = "IFACE=A,B", value_parser = parse_attachment)]
+    pub attach: Vec<(String, Vec<String>)>,
+}
+
+/// `IFACE=A,B` → (IFACE, [A, B]).
+fn parse_attachment(text: &str) -> Result<(String, Vec<String>), String> {
+    let (iface, groups) = text.split_once('=').ok_or_else(|| format!("{text:?}: expected IFACE=GROUP[,GROUP...]"))?;
+    let groups: Vec<String> = groups.split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect();
+    if iface.is_empty() || groups.is_empty() {
+        return Err(format!("{text:?}: expected IFACE=GROUP[,GROUP...]"));
+    }
+    Ok((iface.to_owned(), groups))
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ pub mod completers;
 pub mod control;
 pub mod counter_slots;
 pub mod datapath;
+pub mod export;
 pub mod frames;
 pub mod fuzzing;
 pub mod image;
@@ -33,7 +34,7 @@ pub struct InputError(pub String);
 
 /// Whether `e` is the user's input at fault (exit 2) rather than the system (exit 1).
 pub fn is_input_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<InputError>() || is_located(c))
+    e.chain().any(|c| c.is::<InputError>() || c.is::<export::ExportError>() || is_located(c))
 }
 
 /// Errors whose message starts with where the input is wrong (`FILE:LINE:COL`

@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _};
 
 use crate::sh;
 
-/// Debian packages the tests, the demo and the benchmarks run.
+/// Debian packages the tests and the demo run (the benchmarks add their own).
 const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "nftables"];
 
 /// The bpf-linker release the eBPF build is known to work with.
@@ -25,16 +25,17 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> anyhow::Result<()> {
     sh::require_root("bootstrap")?;
-    debian_packages()?;
+    debian_packages(DEBIAN_PACKAGES)?;
     rust_components()?;
     let llvm = llvm_prefix()?;
     bpf_linker(&llvm)?;
     Ok(())
 }
 
-fn debian_packages() -> anyhow::Result<()> {
+/// Installs those of `packages` that are missing (one `apt-get` run).
+pub fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
     let mut missing = Vec::new();
-    for &package in DEBIAN_PACKAGES {
+    for &package in packages {
         let status = sh::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))?;
         if String::from_utf8_lossy(&status.stdout).trim() == "install ok installed" {
             sh::step(&format!("debian package {package}"), "already present");

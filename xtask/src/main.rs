@@ -32,8 +32,12 @@ enum Task {
     Test,
     /// Bootstrap and build, then show the web-server policy at work in throwaway namespaces.
     Demo,
-    /// Per-packet cost and apply time, each beside a peer measured in the same run (needs root).
-    Bench,
+    /// The benchmark suite (B1-B5, or those named), each beside its peer in the same run (needs root).
+    Bench {
+        /// Benchmarks to run (b1 b2 b3 b4 b5); all when none is named.
+        #[arg(value_name = "BENCHMARK")]
+        only: Vec<String>,
+    },
     /// Build and install sgctl and its boot-time restore unit (systemd), enabled (needs root).
     Install {
         /// Installation prefix: the binary goes to PREFIX/sbin.
@@ -61,7 +65,7 @@ fn main() -> ExitCode {
         Task::Build => build::run(),
         Task::Test => test::run(),
         Task::Demo => demo::run(),
-        Task::Bench => bench::run(),
+        Task::Bench { only } => bench::run(&only),
         Task::Install { prefix, no_enable } => install::run(&prefix, !no_enable),
         Task::Man => man::run(),
         Task::Lint => gates::run(),

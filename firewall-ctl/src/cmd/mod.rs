@@ -6,6 +6,7 @@ mod check;
 mod completions;
 mod conntrack;
 mod explain;
+mod export;
 mod import;
 mod restore;
 mod stats;
@@ -37,6 +38,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ManPages { out_dir } => return completions::man_pages(out_dir),
         _ => {}
     }
+    if let Command::Export { format } = &cli.command {
+        // Reads the namespace's interface addresses (for `sg:` members) only.
+        if let Some(name) = &global.netns {
+            netns::enter(name)?;
+        }
+        return export::run(format, global.json);
+    }
     privilege::require(verb_name(&cli.command))?;
     match &cli.command {
         // Waits for its deadline first, and takes the lock only then.
@@ -59,7 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Rollback { .. }
         | Command::Import { .. }
         | Command::Completions { .. }
-        | Command::ManPages { .. } => unreachable!("handled above"),
+        | Command::ManPages { .. }
+        | Command::Export { .. } => unreachable!("handled above"),
         Command::Apply { files, dry_run, confirm_within } => apply::run(&host, global, &files, dry_run, confirm_within),
         Command::Confirm => restore::confirm(&host, json),
         Command::Restore { .. } => restore::restore(&host, json),
@@ -145,7 +154,8 @@ fn changes_state(command: &Command) -> bool {
         | Command::Explain(_)
         | Command::Import { .. }
         | Command::Completions { .. }
-        | Command::ManPages { .. } => false,
+        | Command::ManPages { .. }
+        | Command::Export { .. } => false,
     }
 }
 
@@ -165,5 +175,6 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Import { .. } => "import",
         Command::Completions { .. } => "completions",
         Command::ManPages { .. } => "man-pages",
+        Command::Export { .. } => "export",
     }
 }

@@ -1,0 +1,228 @@
+//! B4: the control plane. `sgctl check` and `sgctl apply` (first: load,
+//! verify, attach; again: maps only) of the generated policies, wall time
+//! and peak RSS, and the kernel memory of the maps they leave; beside
+//! `nft -f` of the exported ruleset in the same namespace. Then a
+//! one-address membership change in a group of 100,000 members.
+use std::{path::Path, time::Duration};
+
+use serde_json::json;
+use testlab::Lab;
+
+use super::{
+    harness::{self, cell, median, ratio, Bench, Measured, Report, Sgctl},
+    policies::{self, IFACE},
+};
+
+const RUNS: usize = 3;
+
+/// A cell for a command that may have failed: its median time, or why not.
+fn outcome(runs: &[Measured]) -> (f64, f64, String) {
+    match runs.iter().find(|m| !m.success) {
+        Some(bad) => (f64::NAN, f64::NAN, bad.why()),
+        None => {
+            let ms: Vec<f64> = runs.iter().map(Measured::ms).collect();
+            let rss: Vec<f64> = runs.iter().map(|m| m.max_rss_kib as f64 / 1024.0).collect();
+            (median(&ms), median(&rss), String::new())
+        }
+    }
+}
+
+pub fn run(b: &Bench) -> anyhow::Result<Report> {
+    let dir = b.dir("b4")?;
+    let lab = Lab::new("b4")?;
+    let srv = lab.host("srv", &[])?;
+    let peer = lab.host("peer", &[])?;
+    lab.link(&srv, IFACE, &["198.19.0.1/15"], &peer, "p0", &["198.18.0.1/15"])?;
+    let state = lab.state_dir()?;
+    let sg = Sgctl { bin: &b.sgctl, state: state.clone(), netns: srv.netns().to_owned() };
+    let files = policies::scale_set(&b.work.join("policies"))?;
+
+    let mut rows = Vec::new();
+    let mut results = Vec::new();
+    for file in &files {
+        let path = file.path.to_str().unwrap_or_default();
+        let runs = if file.cidrs >= 1_000_000 { 1 } else { RUNS };
+        let measure = |args: &[&str]| harness::measured(&b.work, &sg.command(args));
+        let check: Vec<Measured> = (0..runs).map(|_| measure(&["check", path])).collect::<anyhow::Result<_>>()?;
+        let (check_ms, check_rss, check_err) = outcome(&check);
+        let (mut first, mut again, mut maps_kib) = (Vec::new(), Vec::new(), f64::NAN);
+        if check_err.is_empty() {
+            for _ in 0..runs {
+                first.push(measure(&["apply", path])?);
+                again.push(measure(&["apply", path])?);
+                maps_kib = harness::pinned_maps_kib(&state) as f64;
+                sg.run(&["detach", IFACE])?;
+            }
+        }
+        let (first_ms, first_rss, first_err) =
+            if check_err.is_empty() { outcome(&first) } else { (f64::NAN, f64::NAN, check_err.clone()) };
+        let (again_ms, _, _) = if check_err.is_empty() { outcome(&again) } else { (f64::NAN, f64::NAN, String::new()) };
+
+        // The peer: export (sets), then nft -f in the same namespace.
+        let attach = format!("{IFACE}={}", policies::GROUP);
+        let export = measure(&["export", "nftables", path, "--attach", &attach])?;
+        let ruleset = dir.join(format!("{}.nft", file.name));
+        std::fs::write(&ruleset, &export.stdout)?;
+        let nft_path = ruleset.to_str().unwrap_or_default();
+        let mut nft_runs = Vec::new();
+        let mut nft_kib = f64::NAN;
+        for _ in 0..runs {
+            let _ = harness::nft(&srv, &["delete", "table", "inet", "sgctl"]);
+            std::thread::sleep(Duration::from_millis(300));
+            let before = harness::slab_unreclaimable_kib();
+            let m = harness::measured(
+                &b.work,
+                std::process::Command::new("ip").args(["netns", "exec", srv.netns(), "nft", "-f", nft_path]),
+            )?;
+            std::thread::sleep(Duration::from_millis(300));
+            nft_kib = harness::slab_unreclaimable_kib().saturating_sub(before) as f64;
+            nft_runs.push(m);
+        }
+        let _ = harness::nft(&srv, &["delete", "table", "inet", "sgctl"]);
+        let (nft_ms, nft_rss, nft_err) = outcome(&nft_runs);
+        println!(
+            "b4: {}: check {check_ms:.1} ms, apply {first_ms:.1} / {again_ms:.1} ms, nft -f {nft_ms:.1} ms",
+            file.name
+        );
+
+        let status = if first_err.is_empty() { String::new() } else { format!("not loadable yet: {first_err}") };
+        rows.push(vec![
+            file.name.clone(),
+            cell(check_ms, 1),
+            cell(check_rss, 1),
+            cell(first_ms, 1),
+            cell(again_ms, 1),
+            cell(first_rss, 1),
+            cell(maps_kib / 1024.0, 1),
+            if nft_err.is_empty() { cell(nft_ms, 1) } else { format!("failed: {nft_err}") },
+            cell(nft_rss, 1),
+            cell(nft_kib / 1024.0, 1),
+            ratio(first_ms, nft_ms),
+            status.clone(),
+        ]);
+        results.push(json!({
+            "policy": file.name, "rules": file.rules, "cidrs": file.cidrs,
+            "check_ms": check_ms, "check_rss_mib": check_rss,
+            "apply_first_ms": first_ms, "apply_again_ms": again_ms, "apply_rss_mib": first_rss,
+            "maps_kib": maps_kib, "export_ms": export.ms(),
+            "nft_ms": nft_ms, "nft_rss_mib": nft_rss, "nft_slab_kib": nft_kib, "nft_error": nft_err,
+            "status": status,
+        }));
+    }
+
+    let mut report = Report::new("b4", "control plane: check, apply and nft -f");
+    report.table(
+        &format!("Wall time (ms) and peak RSS (MiB), median of {RUNS} (1M CIDRs: one run)"),
+        &[
+            "policy",
+            "check ms",
+            "check MiB",
+            "apply ms (load+attach)",
+            "re-apply ms",
+            "apply MiB",
+            "maps MiB (kernel)",
+            "nft -f ms",
+            "nft MiB",
+            "nft kernel MiB (≈)",
+            "apply / nft -f",
+            "status",
+        ],
+        &rows,
+    );
+    report.note(
+        "`rules-N`: N rules, one /24 each; `cidrs-N`: N varied CIDRs (half IPv4, half IPv6) in one prefix list \
+         used by two rules. sgctl runs with `-n` in a lab namespace whose `r0` the policies name; `apply` is \
+         measured from a detached interface (load, verify, attach three programs) and again at once (maps \
+         only). Kernel memory of sgctl's maps is the sum of their `memlock` (fdinfo of every pinned map). \
+         nftables' kernel memory is the growth of unreclaimable slab while loading, approximate (other work \
+         on the machine moves it too). 'Not loadable yet': the maps stop at 16,384 entries today (issue 7 item 2).",
+    );
+
+    let (membership_rows, membership) = membership_change(b, &sg, &srv, &dir)?;
+    report.table(
+        "A one-address membership change in `sg:fleet` (100,000 members)",
+        &["step", "sgctl", "nftables"],
+        &membership_rows,
+    );
+    report.json["results"] = json!(results);
+    report.json["membership_change"] = membership;
+    Ok(report)
+}
+
+/// Applies a policy whose one rule references a 100,000-member group, then
+/// the same with one member swapped; and the same change as `nft add/delete
+/// element` on the exported set.
+fn membership_change(
+    b: &Bench,
+    sg: &Sgctl<'_>,
+    srv: &testlab::Host,
+    dir: &Path,
+) -> anyhow::Result<(Vec<Vec<String>>, serde_json::Value)> {
+    let base = policies::write(dir, "members-100k", &policies::members_policy(100_000, false))?;
+    let changed = policies::write(dir, "members-100k-changed", &policies::members_policy(100_000, true))?;
+    let (base, changed) = (base.to_str().unwrap_or_default(), changed.to_str().unwrap_or_default());
+    let measure = |args: &[&str]| harness::measured(&b.work, &sg.command(args));
+
+    let first = measure(&["apply", base])?;
+    let (sg_first, sg_change) = if first.success {
+        let mut times = Vec::new();
+        for i in 0..RUNS * 2 {
+            times.push(measure(&["apply", if i % 2 == 0 { changed } else { base }])?);
+        }
+        let _ = sg.run(&["detach", IFACE]);
+        (cell(first.ms(), 1) + " ms", cell(outcome(&times).0, 1) + " ms")
+    } else {
+        let why = format!("not loadable yet: {}", first.why());
+        (why.clone(), why)
+    };
+
+    let attach = format!("{IFACE}={}", policies::GROUP);
+    let ruleset = dir.join("members-100k.nft");
+    std::fs::write(&ruleset, sg.run(&["export", "nftables", base, "--attach", &attach])?)?;
+    let load = harness::measured(
+        &b.work,
+        std::process::Command::new("ip").args([
+            "netns",
+            "exec",
+            srv.netns(),
+            "nft",
+            "-f",
+            ruleset.to_str().unwrap_or_default(),
+        ]),
+    )?;
+    let mut nft_change = Vec::new();
+    for i in 0..RUNS * 2 {
+        let verb = if i % 2 == 0 { "add" } else { "delete" };
+        let m = harness::measured(
+            &b.work,
+            std::process::Command::new("ip").args([
+                "netns",
+                "exec",
+                srv.netns(),
+                "nft",
+                verb,
+                "element",
+                "inet",
+                "sgctl",
+                "sg/fleet/v4",
+                "{ 10.255.255.254 }",
+            ]),
+        )?;
+        nft_change.push(m);
+    }
+    let _ = harness::nft(srv, &["delete", "table", "inet", "sgctl"]);
+    let (nft_ms, _, nft_err) = outcome(&nft_change);
+    let nft_change_cell = if nft_err.is_empty() { cell(nft_ms, 1) + " ms" } else { format!("failed: {nft_err}") };
+    let rows = vec![
+        vec!["load the 100k-member policy".to_owned(), sg_first.clone(), cell(load.ms(), 1) + " ms"],
+        vec![
+            "change one member (sgctl: `apply` of the edited file; nft: `nft add/delete element`)".to_owned(),
+            sg_change.clone(),
+            nft_change_cell.clone(),
+        ],
+    ];
+    Ok((
+        rows,
+        json!({ "sgctl_first": sg_first, "sgctl_change": sg_change, "nft_load_ms": load.ms(), "nft_change": nft_change_cell }),
+    ))
+}

@@ -1,0 +1,64 @@
+//! `cargo xtask bench [b1 b2 b3 b4 b5]`: the benchmark suite (never part of
+//! the test run). Each benchmark measures sgctl beside its peer (an empty
+//! program, no firewall, nftables) in the same run, alternating, repeated,
+//! and writes `bench/results/bN.md` and `bN.json` with the machine it ran
+//! on. With no argument, all five run; BENCHMARKS.md explains each.
+//!
+//! - `b1_packet`: per-packet cost under BPF_PROG_TEST_RUN;
+//! - `b2_rate`: packet rate of UDP floods over veth;
+//! - `b3_tcp`: TCP throughput and latency;
+//! - `b4_control`: check/apply time, memory, membership change;
+//! - `b5_conntrack`: a flood of new connections against the tracker.
+//!
+//! Shared: `harness` (medians, timed runs, results), `policies` (the
+//! generated inputs), `flood` (trafgen and the receiver's counters).
+mod b1_packet;
+mod b2_rate;
+mod b3_tcp;
+mod b4_control;
+mod b5_conntrack;
+mod flood;
+mod harness;
+mod policies;
+
+use anyhow::bail;
+
+use crate::{bootstrap, build, sh};
+
+type Benchmark = fn(&harness::Bench) -> anyhow::Result<harness::Report>;
+
+const ALL: [(&str, Benchmark); 5] = [
+    ("b1", b1_packet::run),
+    ("b2", b2_rate::run),
+    ("b3", b3_tcp::run),
+    ("b4", b4_control::run),
+    ("b5", b5_conntrack::run),
+];
+
+/// Debian packages only the benchmarks need: a packet generator
+/// (trafgen), iperf3, and GNU time (peak RSS of a command).
+const BENCH_PACKAGES: &[&str] = &["netsniff-ng", "iperf3", "time"];
+
+pub fn run(only: &[String]) -> anyhow::Result<()> {
+    sh::require_root("bench")?;
+    for name in only {
+        if !ALL.iter().any(|(n, _)| n == name) {
+            bail!("unknown benchmark {name:?}: expected some of b1 b2 b3 b4 b5");
+        }
+    }
+    bootstrap::run()?;
+    bootstrap::debian_packages(BENCH_PACKAGES)?;
+    build::build_sgctl()?;
+    let bench = harness::Bench::new()?;
+    for (name, benchmark) in ALL {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
+        sh::step(&format!("bench {name}"), "running");
+        let started = std::time::Instant::now();
+        let report = benchmark(&bench)?;
+        report.write(&bench.results)?;
+        sh::step(&format!("bench {name}"), &format!("done in {:.0} s", started.elapsed().as_secs_f64()));
+    }
+    Ok(())
+}
