@@ -29,14 +29,22 @@ struct IfaceSummary {
 pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
     let policy = policy::load_files(files)?;
     policy::check_interfaces(&policy, |name| netns::ifindex(name).is_some())?;
-    let whole = compile::summarize_located(&policy)?;
     let wanted = Wanted::from_policy(&policy);
-    let compiled = control::compile_all(&policy, &wanted)?;
+    // Each interface compiled once, with the addresses of the local
+    // interfaces its groups are attached to; errors located at its entry.
+    let local = control::local_members(&wanted)?;
+    let compiled = wanted
+        .iter()
+        .map(|w| {
+            compile::compile_interface(&policy, &w.groups, &local)
+                .map_err(|e| compile::locate(&policy, e.on_interface(&w.ifname)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let summary = Summary {
         files: files.iter().map(|f| f.display().to_string()).collect(),
-        groups: whole.groups,
-        rules: whole.rules,
-        map_entries: whole.map_entries,
+        groups: policy.groups.len(),
+        rules: policy.groups.iter().map(|g| g.inbound.len() + g.outbound.len()).sum(),
+        map_entries: compiled.iter().map(compile::CompiledInterface::map_entries).sum(),
         interfaces: wanted
             .iter()
             .zip(&compiled)
