@@ -27,6 +27,20 @@ pub use model::{
 };
 pub use yaml::yaml_lines;
 
+/// How large one policy may be: [`Bounds::POLICY`] (the [`limits`]), or
+/// smaller bounds where a test shows what happens at them.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Bytes of all files together.
+    pub bytes: usize,
+    /// YAML values of all files together, aliases expanded.
+    pub nodes: usize,
+}
+
+impl Bounds {
+    pub const POLICY: Self = Self { bytes: limits::MAX_BYTES, nodes: limits::MAX_NODES };
+}
+
 /// Reads and parses policy files, merged in the order given. Reading stops
 /// at [`limits::MAX_BYTES`] over all files, so a huge file (or `/dev/zero`)
 /// is refused without being read whole.
@@ -36,8 +50,13 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
 
 /// Reads policy files: `(file name, text)` pairs for [`parse_sources`].
 pub fn read_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, String)>, PolicyError> {
+    read_files_within(paths, Bounds::POLICY)
+}
+
+/// [`read_files`], reading at most `bounds.bytes` in all.
+pub fn read_files_within(paths: &[impl AsRef<Path>], bounds: Bounds) -> Result<Vec<(String, String)>, PolicyError> {
     let mut sources = Vec::with_capacity(paths.len());
-    let mut left = limits::MAX_BYTES;
+    let mut left = bounds.bytes;
     for path in paths {
         let path = path.as_ref();
         let name = path.display().to_string();
@@ -65,15 +84,20 @@ pub fn read_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, String)>, P
 /// Parses `(file name, text)` pairs, merged in the order given. The file
 /// name is only used in locations.
 pub fn parse_sources(sources: &[(String, String)]) -> Result<Policy, PolicyError> {
+    parse_sources_within(sources, Bounds::POLICY)
+}
+
+/// [`parse_sources`] within `bounds`.
+pub fn parse_sources_within(sources: &[(String, String)], bounds: Bounds) -> Result<Policy, PolicyError> {
     let mut parts = Vec::with_capacity(sources.len());
-    let mut budget = yaml::Budget::default();
-    let mut bytes_left = limits::MAX_BYTES;
+    let mut budget = yaml::Budget::of(bounds.nodes);
+    let mut bytes_left = bounds.bytes;
     for (index, (file, text)) in sources.iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         if text.len() > bytes_left {
             let start = Location { file_index: index, line: 1, col: 1, file: file.clone() };
             let at = yaml::location_at(&start, text, bytes_left);
-            return Err(PolicyError::new(&at, ErrorKind::TooLarge { max: limits::MAX_BYTES }));
+            return Err(PolicyError::new(&at, ErrorKind::TooLarge { max: bounds.bytes }));
         }
         bytes_left -= text.len();
         match yaml::parse(file, index, text, &mut budget)? {
