@@ -25,6 +25,7 @@ pub mod privilege;
 pub mod saved;
 pub mod state;
 pub mod testrun;
+pub mod timings;
 
 /// Invalid input (a policy, a name, a flag value): exit status 2, and
 /// nothing in the kernel has changed.

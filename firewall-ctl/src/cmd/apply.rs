@@ -48,13 +48,16 @@ pub fn run(
     // the next command runs from.
     let absolute: Vec<PathBuf> = files.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())).collect();
     let texts = policy::read_files(&absolute)?;
+    crate::timings::mark("read files");
     let parsed = policy::parse_sources(&texts)?;
     policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
+    crate::timings::mark("parse");
     let record =
         PolicyRecord { generation: 0, sources: texts.into_iter().map(|(path, text)| Source { path, text }).collect() };
     let old = host.parsed_policy()?;
     let wanted = wanted_after(host, &parsed)?;
     let groups = rule_changes(old.as_ref().map(|(_, p)| p), &parsed);
+    crate::timings::mark("the policy in force, and what changes");
 
     let report = if dry_run {
         // Everything short of the kernel: input errors surface here too.

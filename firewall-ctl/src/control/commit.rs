@@ -80,6 +80,7 @@ struct Planned {
 /// number is taken.
 pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wanted]) -> anyhow::Result<Outcome> {
     repair::repair_scope(host)?;
+    crate::timings::mark("repair");
     let active_path = host.state.active_path(&host.scope);
     std::fs::create_dir_all(host.state.scope_dir(&host.scope))?;
     maps::create_active(&active_path)?;
@@ -90,8 +91,10 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     let old_policy: Option<PolicyRecord> =
         if active.generation > 0 { blob::read(&host.state.policy_path(&host.scope, now))? } else { None };
 
+    crate::timings::mark("read the records in force");
     // 1. Everything that can fail on bad input, before anything changes.
     let compiled = compile_all(parsed, wanted)?;
+    crate::timings::mark("compile");
     let mut planned = Vec::with_capacity(wanted.len());
     for (want, compiled) in wanted.iter().zip(compiled) {
         let ifindex = netns::ifindex(&want.ifname)
@@ -134,6 +137,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             timeouts: compiled.timeouts,
         });
     }
+    crate::timings::mark("images");
     let removed: Vec<&IfaceRecord> = in_force
         .values()
         .filter(|r| r.state == IfaceState::Enforce && !wanted.iter().any(|w| w.ifname == r.ifname))
@@ -144,6 +148,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         return Ok(Outcome { generation: active.generation, changed: false, interfaces: Vec::new(), switch_micros: 0 });
     }
 
+    crate::timings::mark("compare with what is in force");
     // 2. No program may still be reading the slot about to be written: a
     // grace period has passed since the last switch, unless the `sgctl`
     // that made it was killed before its wait.
@@ -208,7 +213,9 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
                     changes.push(IfaceChange::Attached { interface: plan.want.ifname.clone(), ingress: hook });
                 }
             }
+            crate::timings::mark("maps and programs");
             blob::write(&host.state.iface_record_path(&host.scope, &plan.want.ifname, next), &plan.record)?;
+            crate::timings::mark("interface record");
         }
         for record in &removed {
             let maps = host.maps(&record.ifname);
@@ -218,6 +225,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             changes.push(IfaceChange::Detached { interface: record.ifname.clone() });
         }
         blob::write(&host.state.policy_path(&host.scope, next), &PolicyRecord { generation, ..policy.clone() })?;
+        crate::timings::mark("policy record");
         Ok(())
     })();
     if let Err(e) = result {
@@ -228,6 +236,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         return Err(e.context("nothing was switched: the previous policy is still in force"));
     }
 
+    crate::timings::mark("write the new generation");
     // 4. The switch.
     let switch = std::time::Instant::now();
     maps::write_active(&active_path, Active { slot: next, settled: 0, generation })?;
@@ -235,13 +244,17 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     sys::rcu_barrier().context("waiting for a grace period")?;
     maps::write_active(&active_path, Active { slot: next, settled: 1, generation })?;
     let switch_micros = switch.elapsed().as_micros();
+    crate::timings::mark("switch");
     repair::finish_scope(host)?;
+    crate::timings::mark("free the old generation");
     for plan in &planned {
         let maps = host.maps(&plan.want.ifname);
         maps.set_timeouts(plan.timeouts)?;
         let _ = maps.expire_flows(&plan.timeouts);
     }
+    crate::timings::mark("expire flows");
     save_on_disk(host, parsed)?;
+    crate::timings::mark("save on disk");
     Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros })
 }
 
