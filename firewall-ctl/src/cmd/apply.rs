@@ -3,9 +3,10 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Serialize;
 
+use super::check::MemorySummary;
 use crate::{
     control::{self, commit, Host, IfaceChange, Wanted},
-    netns,
+    memory, netns,
     output::{print_json, table},
     policy::{self, Policy, Rule, RuleDirection},
     state::records::{Origin, PolicyRecord, Source},
@@ -27,6 +28,9 @@ struct Report {
     /// for `sgctl confirm`, after which the previous policy comes back.
     #[serde(skip_serializing_if = "Option::is_none")]
     confirm_by: Option<u64>,
+    /// What the policy's maps take in the kernel (absent when nothing changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_memory: Option<MemorySummary>,
 }
 
 #[derive(Serialize)]
@@ -61,7 +65,10 @@ pub fn run(
 
     let report = if dry_run {
         // Everything short of the kernel: input errors surface here too.
-        control::compile_all(&parsed, &wanted)?;
+        let compiled = control::compile_all(&parsed, &wanted)?;
+        let texts: Vec<(&str, &str)> = record.sources.iter().map(|s| (s.path.as_str(), s.text.as_str())).collect();
+        let estimate = control::estimate_fresh(&texts, &wanted, &compiled)?;
+        memory::check(&estimate, host.memory_limit)?;
         let generation = old.as_ref().map_or(1, |(r, _)| r.generation + 1);
         Report {
             netns: host.scope.netns().map(str::to_owned),
@@ -72,6 +79,7 @@ pub fn run(
             interfaces: Vec::new(),
             switch_micros: 0,
             confirm_by: None,
+            kernel_memory: Some(MemorySummary::new(estimate, host.memory_limit)),
         }
     } else {
         // The rollback is armed before the switch: a kill right after it
@@ -102,6 +110,7 @@ pub fn run(
             interfaces: outcome.interfaces,
             switch_micros: outcome.switch_micros,
             confirm_by: pending.filter(|_| outcome.changed).map(|p| p.deadline),
+            kernel_memory: outcome.kernel_memory.map(|e| MemorySummary::new(e, host.memory_limit)),
         }
     };
     if json {
@@ -127,6 +136,9 @@ fn print_report(r: &Report) {
     crate::out!("{}", table(&["GROUP", "ADDED", "REMOVED"], &rows));
     for change in &r.interfaces {
         crate::outln!("{change}");
+    }
+    if let Some(m) = &r.kernel_memory {
+        crate::outln!("{}", m.line());
     }
     if let Some(deadline) = r.confirm_by {
         let left = deadline.saturating_sub(super::restore::unix_now());

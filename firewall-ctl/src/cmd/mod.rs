@@ -29,7 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(name) = &global.netns {
             netns::enter(name)?;
         }
-        return check::run(files, global.json);
+        return check::run(files, global.max_kernel_memory, global.json);
     }
     // Verbs that work on files and text only: no privilege, no state.
     match &cli.command {
@@ -101,7 +101,8 @@ pub fn open_host(global: &Global, changes: bool) -> anyhow::Result<(Host, Option
     } else {
         (StateDir::open_read_only(&global.state_dir)?, None)
     };
-    Ok((Host { state, lib: LibDir::new(&global.lib_dir), scope: scope_of(global) }, lock))
+    let lib = LibDir::new(&global.lib_dir);
+    Ok((Host { state, lib, scope: scope_of(global), memory_limit: global.max_kernel_memory }, lock))
 }
 
 /// `sgctl restore --all`: the host, then every named namespace with a
@@ -119,7 +120,7 @@ fn restore_all(global: &Global) -> anyhow::Result<()> {
                 continue;
             }
         }
-        let here = Host { state: host.state.clone(), lib: host.lib.clone(), scope: scope.clone() };
+        let here = Host { scope: scope.clone(), ..host.clone() };
         if let Err(e) = restore::restore(&here, global.json) {
             eprintln!("sgctl: restoring {scope}: {e:#}");
             failed.push(scope.to_string());
@@ -132,7 +133,7 @@ fn restore_all(global: &Global) -> anyhow::Result<()> {
 
 /// The scopes a verb covers: the one `-n` names, else all.
 fn hosts_in_view(global: &Global, host: &Host) -> anyhow::Result<Vec<Host>> {
-    let at = |scope| Host { state: host.state.clone(), lib: host.lib.clone(), scope };
+    let at = |scope| Host { scope, ..host.clone() };
     if global.netns.is_some() {
         return Ok(vec![at(host.scope.clone())]);
     }

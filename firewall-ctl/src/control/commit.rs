@@ -29,6 +29,7 @@ use firewall_common::policy::{slot_state, Active, SlotMeta, SLOT_REMOVED};
 
 use super::{compile_all, repair, Host, IfaceChange, Wanted};
 use crate::{
+    compile::CompiledInterface,
     counter_slots::{self, SlotTable},
     datapath::{
         self,
@@ -37,11 +38,11 @@ use crate::{
         maps::{self, IfaceMaps},
     },
     image::{self, Image},
-    netns,
+    memory, netns,
     policy::Policy,
     state::{
         blob,
-        records::{IfaceRecord, IfaceState, IngressHook, PolicyRecord},
+        records::{IfaceRecord, IfaceState, IngressHook, MemberIndex, PolicyRecord},
         sys,
     },
     InputError,
@@ -59,6 +60,8 @@ pub struct Outcome {
     /// How long the switch took: the `ACTIVE` write and the grace period
     /// after it.
     pub switch_micros: u128,
+    /// What the maps of the generation put in force take (`None`: nothing changed).
+    pub kernel_memory: Option<memory::Estimate>,
 }
 
 /// One interface as the new generation will have it.
@@ -112,19 +115,10 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         });
         let image = image::build(&compiled, &assignment.by_rule).map_err(|e| InputError(e.to_string()))?;
         let record = IfaceRecord {
-            ifname: want.ifname.clone(),
             ifindex,
-            state: IfaceState::Enforce,
-            groups: want.groups.clone(),
-            origin: want.origin,
-            mode: want.mode,
             ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
             generation,
-            conntrack_capacity: compiled.conntrack_capacity,
-            rules: compiled.rules.clone(),
-            slots: assignment.table,
-            digests: image.digests,
-            object: datapath::object_digest(),
+            ..record_of(want, &compiled, &image, assignment.table)
         };
         planned.push(Planned {
             want: want.clone(),
@@ -138,6 +132,9 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         });
     }
     crate::timings::mark("images");
+    // What the new generation takes in the kernel, before anything is loaded.
+    let estimate = estimate(&planned, policy);
+    memory::check(&estimate, host.memory_limit)?;
     let removed: Vec<&IfaceRecord> = in_force
         .values()
         .filter(|r| r.state == IfaceState::Enforce && !wanted.iter().any(|w| w.ifname == r.ifname))
@@ -145,7 +142,13 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
 
     if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, host)? {
         save_on_disk(host, parsed)?;
-        return Ok(Outcome { generation: active.generation, changed: false, interfaces: Vec::new(), switch_micros: 0 });
+        return Ok(Outcome {
+            generation: active.generation,
+            changed: false,
+            interfaces: Vec::new(),
+            switch_micros: 0,
+            kernel_memory: None,
+        });
     }
 
     crate::timings::mark("compare with what is in force");
@@ -255,7 +258,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     crate::timings::mark("expire flows");
     save_on_disk(host, parsed)?;
     crate::timings::mark("save on disk");
-    Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros })
+    Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros, kernel_memory: Some(estimate) })
 }
 
 /// Saves what is in force (under `parsed`) on disk, for `sgctl restore`
@@ -279,6 +282,50 @@ pub fn save_on_disk(host: &Host, parsed: &Policy) -> anyhow::Result<()> {
         host.lib.save_applied(&host.scope, &now).context("saving the applied policy on disk")?;
     }
     Ok(())
+}
+
+/// The record of an interface filtered by `want` with `compiled` (as
+/// `image`, its counter slots `slots`); its place, hook and generation are
+/// the caller's to set.
+pub fn record_of(want: &Wanted, compiled: &CompiledInterface, image: &Image, slots: SlotTable) -> IfaceRecord {
+    IfaceRecord {
+        ifname: want.ifname.clone(),
+        ifindex: 0,
+        state: IfaceState::Enforce,
+        groups: want.groups.clone(),
+        origin: want.origin,
+        mode: want.mode,
+        ingress: IngressHook::Tc,
+        generation: 0,
+        conntrack_capacity: compiled.conntrack_capacity,
+        rules: compiled.rules.clone(),
+        slots,
+        digests: image.digests,
+        object: datapath::object_digest(),
+        members: MemberIndex {
+            groups: compiled.member_groups.iter().map(|(g, set)| (g.clone(), set.iter().collect())).collect(),
+            any4: compiled.any4.iter().collect(),
+            any6: compiled.any6.iter().collect(),
+            classes: image.class_table.clone(),
+        },
+    }
+}
+
+/// The kernel memory of the scope once `planned` and `policy` are in force.
+pub fn estimate_of(interfaces: Vec<memory::IfaceMemory>, policy: &PolicyRecord) -> memory::Estimate {
+    memory::Estimate::new(interfaces, memory::scope(memory::json_len(policy)))
+}
+
+/// The kernel memory of the scope once `planned` and `policy` are in force.
+fn estimate(planned: &[Planned], policy: &PolicyRecord) -> memory::Estimate {
+    let interfaces = planned
+        .iter()
+        .map(|p| {
+            let record = memory::json_len(&p.record);
+            memory::interface(&p.want.ifname, &p.image, p.conntrack_capacity, record)
+        })
+        .collect();
+    estimate_of(interfaces, policy)
 }
 
 /// A generation slot in which an interface is not filtered.

@@ -29,10 +29,13 @@ use crate::{
 /// The host `sgctl` works on: a state directory and a scope in it, and
 /// where the applied policy is saved on disk. The process has already
 /// entered the scope's network namespace.
+#[derive(Clone)]
 pub struct Host {
     pub state: StateDir,
     pub lib: LibDir,
     pub scope: Scope,
+    /// The most kernel memory the scope's policy may take (`--max-kernel-memory`).
+    pub memory_limit: crate::memory::Limit,
 }
 
 /// An interface that should be filtered, and how.
@@ -165,6 +168,40 @@ pub fn compile_all(policy: &Policy, wanted: &[Wanted]) -> anyhow::Result<Vec<Com
                 .map_err(|e| InputError(format!("interface {}: {e}", w.ifname)).into())
         })
         .collect()
+}
+
+/// What `policy` (read from `sources`) on `wanted`, compiled as
+/// `compiled`, takes in the kernel once applied to a scope with nothing in
+/// force: for `check` and `apply --dry-run`, which change nothing.
+pub fn estimate_fresh(
+    sources: &[(&str, &str)],
+    wanted: &[Wanted],
+    compiled: &[CompiledInterface],
+) -> anyhow::Result<crate::memory::Estimate> {
+    let mut interfaces = Vec::with_capacity(wanted.len());
+    for (want, compiled) in wanted.iter().zip(compiled) {
+        let assignment =
+            crate::counter_slots::assign(&Default::default(), &compiled.rules, 1, std::collections::HashSet::new);
+        let image = crate::image::build(compiled, &assignment.by_rule).map_err(|e| InputError(e.to_string()))?;
+        let record = commit::record_of(want, compiled, &image, assignment.table);
+        let record = crate::memory::json_len(&record);
+        interfaces.push(crate::memory::interface(&want.ifname, &image, compiled.conntrack_capacity, record));
+    }
+    // The policy record's JSON, without copying the texts into one.
+    #[derive(serde::Serialize)]
+    struct SourceView<'a> {
+        path: &'a str,
+        text: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct RecordView<'a> {
+        generation: u64,
+        sources: Vec<SourceView<'a>>,
+    }
+    let view =
+        RecordView { generation: 1, sources: sources.iter().map(|&(path, text)| SourceView { path, text }).collect() };
+    let scope = crate::memory::scope(crate::memory::json_len(&view));
+    Ok(crate::memory::Estimate::new(interfaces, scope))
 }
 
 /// Group → addresses of the local interfaces that carry it.

@@ -4,7 +4,11 @@
 //! records and kernel switch together and never disagree.
 use serde::{Deserialize, Serialize};
 
-use crate::{compile::RuleInfo, counter_slots::SlotTable, image::Digests};
+use crate::{
+    compile::RuleInfo,
+    counter_slots::SlotTable,
+    image::{ClassInfo, Digests},
+};
 
 /// The policy applied to a scope: its source files, as they were read, so
 /// it can be recompiled (by `attach`, `detach`, `explain`, `restore`)
@@ -116,6 +120,25 @@ pub struct IfaceRecord {
     /// The eBPF object the programs were loaded from (a digest): a newer
     /// `sgctl` with other programs replaces them in place.
     pub object: u64,
+    /// What `sgctl members` needs to change a group's membership in this
+    /// generation's maps in place (absent in records of older versions:
+    /// their next change is a full one).
+    #[serde(default)]
+    pub members: MemberIndex,
+}
+
+/// The groups whose `members:` reach an interface, and the classes of its
+/// address entries (see `control::members`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberIndex {
+    /// Each group an `sg:` peer of the interface names, with the ids of
+    /// the rules naming it.
+    pub groups: Vec<(String, Vec<u32>)>,
+    /// Ids of the rules whose peer is every IPv4 address, and every IPv6 one.
+    pub any4: Vec<u32>,
+    pub any6: Vec<u32>,
+    /// Every class of the generation's address entries.
+    pub classes: Vec<ClassInfo>,
 }
 
 impl IfaceRecord {
