@@ -91,6 +91,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
     },
+    /// Add addresses to a group's members, or remove them, without applying the files again.
+    ///
+    /// The change is made in the maps in force, address by address, when that judges every packet by the old
+    /// membership or the new one; otherwise it is a full change (as apply). It lasts until the next `sgctl apply`
+    /// of files, which puts the files' memberships back.
+    Members {
+        #[command(subcommand)]
+        action: MembersAction,
+    },
     /// Stop filtering an interface.
     Detach {
         #[arg(value_name = "IFACE", add = ArgValueCompleter::new(interface))]
@@ -202,6 +211,25 @@ fn parse_attachment(text: &str) -> Result<(String, Vec<String>), String> {
         return Err(format!("{text:?}: expected IFACE=GROUP[,GROUP...]"));
     }
     Ok((iface.to_owned(), groups))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersAction {
+    /// Make ADDRESS... carry GROUP (as if listed under `members: GROUP:`).
+    Add {
+        #[arg(value_name = "GROUP", add = ArgValueCompleter::new(group))]
+        group: String,
+        /// Addresses (10.0.1.5, 2001:db8::5) or networks (10.0.1.0/24).
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+    },
+    /// Make ADDRESS... stop carrying GROUP.
+    Remove {
+        #[arg(value_name = "GROUP", add = ArgValueCompleter::new(group))]
+        group: String,
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,7 @@ pub mod frames;
 pub mod fuzzing;
 pub mod image;
 pub mod import;
+pub mod membership;
 pub mod memory;
 pub mod model;
 pub mod netns;

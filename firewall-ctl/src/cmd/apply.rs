@@ -56,8 +56,7 @@ pub fn run(
     let parsed = policy::parse_sources(&texts)?;
     policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
     crate::timings::mark("parse");
-    let record =
-        PolicyRecord { generation: 0, sources: texts.into_iter().map(|(path, text)| Source { path, text }).collect() };
+    let record = PolicyRecord::of(texts.into_iter().map(|(path, text)| Source { path, text }).collect());
     let old = host.parsed_policy()?;
     let wanted = wanted_after(host, &parsed)?;
     let groups = rule_changes(old.as_ref().map(|(_, p)| p), &parsed);

@@ -8,6 +8,7 @@ mod conntrack;
 mod explain;
 mod export;
 mod import;
+mod members;
 mod restore;
 mod stats;
 mod status;
@@ -74,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore { .. } => restore::restore(&host, json),
         Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&host, &iface, json),
+        Command::Members { action } => members::run(&host, &action, json),
         Command::Status => status::run(&hosts_in_view(global, &host)?, json),
         Command::Stats { watch } => stats::run(&hosts_in_view(global, &host)?, watch, json),
         Command::Conntrack { action } => conntrack::run(&hosts_in_view(global, &host)?, &action, json),
@@ -146,6 +148,7 @@ fn changes_state(command: &Command) -> bool {
         Command::Conntrack { action } => !matches!(action, ConntrackAction::List),
         Command::Attach { .. }
         | Command::Detach { .. }
+        | Command::Members { .. }
         | Command::Confirm
         | Command::Restore { .. }
         | Command::Rollback { .. } => true,
@@ -169,6 +172,7 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Rollback { .. } => "rollback",
         Command::Attach { .. } => "attach",
         Command::Detach { .. } => "detach",
+        Command::Members { .. } => "members",
         Command::Status => "status",
         Command::Stats { .. } => "stats",
         Command::Conntrack { .. } => "conntrack",

@@ -91,8 +91,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     let (now, next) = (active.slot, 1 - active.slot);
     let generation = active.generation + 1;
     let in_force = if active.generation > 0 { host.records(now)? } else { BTreeMap::new() };
-    let old_policy: Option<PolicyRecord> =
-        if active.generation > 0 { blob::read(&host.state.policy_path(&host.scope, now))? } else { None };
+    let old_policy: Option<PolicyRecord> = if active.generation > 0 { host.policy()? } else { None };
 
     crate::timings::mark("read the records in force");
     // 1. Everything that can fail on bad input, before anything changes.
@@ -228,6 +227,12 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             changes.push(IfaceChange::Detached { interface: record.ifname.clone() });
         }
         blob::write(&host.state.policy_path(&host.scope, next), &PolicyRecord { generation, ..policy.clone() })?;
+        let edits = host.state.members_path(&host.scope, next);
+        if policy.member_edits.is_empty() {
+            blob::remove(&edits)?;
+        } else {
+            blob::write(&edits, &policy.member_edits)?;
+        }
         crate::timings::mark("policy record");
         Ok(())
     })();
@@ -307,6 +312,8 @@ pub fn record_of(want: &Wanted, compiled: &CompiledInterface, image: &Image, slo
             any4: compiled.any4.iter().collect(),
             any6: compiled.any6.iter().collect(),
             classes: image.class_table.clone(),
+            entries: [image.addr4.len() as u64, image.addr6.len() as u64],
+            indexed: true,
         },
     }
 }
@@ -345,7 +352,7 @@ fn unchanged(
     host: &Host,
 ) -> anyhow::Result<bool> {
     let Some(old_policy) = old_policy else { return Ok(false) };
-    if old_policy.sources != policy.sources || !removed.is_empty() {
+    if old_policy.sources != policy.sources || old_policy.member_edits != policy.member_edits || !removed.is_empty() {
         return Ok(false);
     }
     for plan in planned {

@@ -4,6 +4,7 @@
 //! a group, and every rule that references the group must follow
 //! (docs/semantics.md item 5) — in one switch, for every interface at once.
 pub mod commit;
+pub mod members;
 pub mod repair;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use ipnet::IpNet;
 use crate::{
     compile::{self, CompiledInterface},
     datapath::maps::{self, IfaceMaps},
+    membership::MemberEdits,
     netns,
     policy::Policy,
     saved::{LibDir, Saved, SavedInterface},
@@ -98,10 +100,19 @@ impl Host {
         Ok(maps::read_active(&self.state.active_path(&self.scope))?.filter(|a| a.generation > 0))
     }
 
-    /// The policy in force.
+    /// The policy in force, with its membership edits.
     pub fn policy(&self) -> anyhow::Result<Option<PolicyRecord>> {
         let Some(active) = self.active()? else { return Ok(None) };
-        blob::read(&self.state.policy_path(&self.scope, active.slot))
+        let Some(mut record) = blob::read::<PolicyRecord>(&self.state.policy_path(&self.scope, active.slot))? else {
+            return Ok(None);
+        };
+        record.member_edits = self.member_edits(active.slot)?;
+        Ok(Some(record))
+    }
+
+    /// The membership edits of generation slot `slot`.
+    pub fn member_edits(&self, slot: u32) -> anyhow::Result<MemberEdits> {
+        Ok(blob::read(&self.state.members_path(&self.scope, slot))?.unwrap_or_default())
     }
 
     /// The policy in force, parsed.
@@ -118,7 +129,7 @@ impl Host {
     }
 
     /// Every interface record of generation slot `slot`, by name.
-    fn records(&self, slot: u32) -> anyhow::Result<BTreeMap<String, IfaceRecord>> {
+    pub fn records(&self, slot: u32) -> anyhow::Result<BTreeMap<String, IfaceRecord>> {
         let mut out = BTreeMap::new();
         for ifname in self.state.interfaces(&self.scope)? {
             if let Some(record) = blob::read::<IfaceRecord>(&self.state.iface_record_path(&self.scope, &ifname, slot))?
@@ -137,7 +148,12 @@ impl Host {
     pub fn in_force(&self) -> anyhow::Result<Option<Saved>> {
         let Some(policy) = self.policy()? else { return Ok(None) };
         let interfaces = self.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
-        Ok(Some(Saved { generation: policy.generation, sources: policy.sources, interfaces }))
+        Ok(Some(Saved {
+            generation: policy.generation,
+            sources: policy.sources,
+            interfaces,
+            members: policy.member_edits,
+        }))
     }
 
     /// The currently filtered interfaces as [`Wanted`] entries, leaving out

@@ -25,6 +25,7 @@ pub use model::{
     Attachment, Conntrack, Group, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol, Rule,
     RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
 };
+pub use values::{parse_cidr, CidrError};
 pub use yaml::yaml_lines;
 
 /// How large one policy may be: [`Bounds::POLICY`] (the [`limits`]), or

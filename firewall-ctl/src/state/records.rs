@@ -8,6 +8,7 @@ use crate::{
     compile::RuleInfo,
     counter_slots::SlotTable,
     image::{ClassInfo, Digests},
+    membership::MemberEdits,
 };
 
 /// The policy applied to a scope: its source files, as they were read, so
@@ -18,6 +19,11 @@ pub struct PolicyRecord {
     /// Counts applies that changed something, from 1.
     pub generation: u64,
     pub sources: Vec<Source>,
+    /// Memberships changed since with `sgctl members`: the policy is the
+    /// sources with these on top. Kept in a record of its own
+    /// (`members-SLOT`), so that changing them rewrites no source text.
+    #[serde(skip)]
+    pub member_edits: MemberEdits,
 }
 
 /// One policy file.
@@ -34,10 +40,18 @@ impl PolicyRecord {
         self.sources.iter().map(|s| s.path.clone()).collect()
     }
 
-    /// The policy, parsed again from the recorded text.
+    /// A record of `sources` with no membership edits.
+    pub fn of(sources: Vec<Source>) -> Self {
+        Self { generation: 0, sources, member_edits: MemberEdits::default() }
+    }
+
+    /// The policy, parsed again from the recorded text, with the membership
+    /// edits on top.
     pub fn parse(&self) -> Result<crate::policy::Policy, crate::policy::PolicyError> {
         let sources: Vec<(String, String)> = self.sources.iter().map(|s| (s.path.clone(), s.text.clone())).collect();
-        crate::policy::parse_sources(&sources)
+        let mut policy = crate::policy::parse_sources(&sources)?;
+        self.member_edits.apply(&mut policy);
+        Ok(policy)
     }
 }
 
@@ -130,6 +144,7 @@ pub struct IfaceRecord {
 /// The groups whose `members:` reach an interface, and the classes of its
 /// address entries (see `control::members`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MemberIndex {
     /// Each group an `sg:` peer of the interface names, with the ids of
     /// the rules naming it.
@@ -139,6 +154,11 @@ pub struct MemberIndex {
     pub any6: Vec<u32>,
     /// Every class of the generation's address entries.
     pub classes: Vec<ClassInfo>,
+    /// Entries of the IPv4 and IPv6 address tries.
+    pub entries: [u64; 2],
+    /// Written by an sgctl that keeps this index (an older one's record
+    /// has none: its interface takes full changes only).
+    pub indexed: bool,
 }
 
 impl IfaceRecord {
