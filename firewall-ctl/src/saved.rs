@@ -40,6 +40,20 @@ pub struct Saved {
     /// `members.json`, which `sgctl members` rewrites alone).
     #[serde(default, skip_serializing_if = "MemberEdits::is_empty")]
     pub members: MemberEdits,
+    /// `PolicyRecord::digest` of the sources (0 in files of older versions).
+    #[serde(default)]
+    pub digest: u64,
+}
+
+/// `applied.json` without the sources' text (read past, not kept).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SavedHead {
+    pub generation: u64,
+    pub interfaces: Vec<SavedInterface>,
+    #[serde(default)]
+    pub members: MemberEdits,
+    #[serde(default)]
+    pub digest: u64,
 }
 
 /// `members.json`: the membership edits of the saved generation, written
@@ -107,6 +121,17 @@ impl LibDir {
             }
         }
         Ok(Some(saved))
+    }
+
+    /// [`Self::applied`] without the sources' text.
+    pub fn applied_head(&self, scope: &Scope) -> anyhow::Result<Option<SavedHead>> {
+        let Some(mut head) = read::<SavedHead>(&self.scope_dir(scope).join("applied.json"))? else { return Ok(None) };
+        if let Some(m) = read::<SavedMembers>(&self.scope_dir(scope).join("members.json"))? {
+            if m.generation == head.generation {
+                head.members = m.members;
+            }
+        }
+        Ok(Some(head))
     }
 
     pub fn save_applied(&self, scope: &Scope, saved: &Saved) -> anyhow::Result<()> {

@@ -8,8 +8,8 @@ use crate::{
     control::{self, commit, Host, IfaceChange, Wanted},
     memory, netns,
     output::{print_json, table},
-    policy::{self, Policy, Rule, RuleDirection},
-    state::records::{Origin, PolicyRecord, Source},
+    policy::{self, Policy},
+    state::records::{Origin, PolicyRecord, PolicySummary, Source},
 };
 
 #[derive(Serialize)]
@@ -57,9 +57,13 @@ pub fn run(
     policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
     crate::timings::mark("parse");
     let record = PolicyRecord::of(texts.into_iter().map(|(path, text)| Source { path, text }).collect());
-    let old = host.parsed_policy()?;
+    // What is in force, from its summary (its text is not read again).
+    let old = match host.summary()? {
+        Some(summary) => Some(summary),
+        None => host.parsed_policy()?.map(|(record, parsed)| PolicySummary::of(&record, &parsed)),
+    };
     let wanted = wanted_after(host, &parsed)?;
-    let groups = rule_changes(old.as_ref().map(|(_, p)| p), &parsed);
+    let groups = rule_changes(old.as_ref(), &PolicySummary::of(&record, &parsed));
     crate::timings::mark("the policy in force, and what changes");
 
     let report = if dry_run {
@@ -68,7 +72,7 @@ pub fn run(
         let texts: Vec<(&str, &str)> = record.sources.iter().map(|s| (s.path.as_str(), s.text.as_str())).collect();
         let estimate = control::estimate_fresh(&texts, &wanted, &compiled)?;
         memory::check(&estimate, host.memory_limit)?;
-        let generation = old.as_ref().map_or(1, |(r, _)| r.generation + 1);
+        let generation = old.as_ref().map_or(1, |s| s.generation + 1);
         Report {
             netns: host.scope.netns().map(str::to_owned),
             generation,
@@ -161,15 +165,9 @@ fn wanted_after(host: &Host, policy: &Policy) -> anyhow::Result<Vec<Wanted>> {
 }
 
 /// Rules added and removed per group, comparing rule content (not position).
-fn rule_changes(old: Option<&Policy>, new: &Policy) -> Vec<GroupChange> {
-    let signatures = |p: Option<&Policy>| -> BTreeMap<String, Vec<String>> {
-        let mut m = BTreeMap::new();
-        for g in p.map(|p| p.groups.as_slice()).unwrap_or_default() {
-            let sigs: Vec<String> =
-                RuleDirection::BOTH.iter().flat_map(|d| g.rules(*d).iter().map(move |r| signature(*d, r))).collect();
-            m.insert(g.name.clone(), sigs);
-        }
-        m
+fn rule_changes(old: Option<&PolicySummary>, new: &PolicySummary) -> Vec<GroupChange> {
+    let signatures = |p: Option<&PolicySummary>| -> BTreeMap<String, Vec<u64>> {
+        p.map(|p| p.groups.iter().cloned().collect()).unwrap_or_default()
     };
     let (old, new) = (signatures(old), signatures(Some(new)));
     let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
@@ -189,15 +187,7 @@ fn rule_changes(old: Option<&Policy>, new: &Policy) -> Vec<GroupChange> {
         .collect()
 }
 
-fn signature(direction: RuleDirection, r: &Rule) -> String {
-    let peers: Vec<_> = r.peers.iter().map(|p| format!("{:?}", p.target)).collect();
-    format!(
-        "{direction} {:?} {:?} {:?} {:?} {peers:?} {:?}",
-        r.protocol, r.ports, r.icmp_type, r.icmp_code, r.description
-    )
-}
-
-fn multiset_minus(a: &[String], b: &[String]) -> usize {
+fn multiset_minus(a: &[u64], b: &[u64]) -> usize {
     let mut rest = b.to_vec();
     a.iter()
         .filter(|x| match rest.iter().position(|y| y == *x) {

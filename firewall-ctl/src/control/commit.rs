@@ -38,11 +38,13 @@ use crate::{
         maps::{self, IfaceMaps},
     },
     image::{self, Image},
+    membership::MemberEdits,
     memory, netns,
     policy::Policy,
+    saved::{Saved, SavedInterface},
     state::{
         blob,
-        records::{IfaceRecord, IfaceState, IngressHook, MemberIndex, PolicyRecord},
+        records::{IfaceRecord, IfaceState, IngressHook, MemberIndex, PolicyRecord, PolicySummary},
         sys,
     },
     InputError,
@@ -91,7 +93,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     let (now, next) = (active.slot, 1 - active.slot);
     let generation = active.generation + 1;
     let in_force = if active.generation > 0 { host.records(now)? } else { BTreeMap::new() };
-    let old_policy: Option<PolicyRecord> = if active.generation > 0 { host.policy()? } else { None };
+    let old_policy = if active.generation > 0 { in_force_summary(host, now)? } else { None };
 
     crate::timings::mark("read the records in force");
     // 1. Everything that can fail on bad input, before anything changes.
@@ -140,7 +142,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         .collect();
 
     if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, host)? {
-        save_on_disk(host, parsed)?;
+        save_on_disk(host, parsed, policy, active.generation)?;
         return Ok(Outcome {
             generation: active.generation,
             changed: false,
@@ -226,7 +228,9 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             blob::write(&host.state.iface_record_path(&host.scope, &record.ifname, next), &detaching)?;
             changes.push(IfaceChange::Detached { interface: record.ifname.clone() });
         }
-        blob::write(&host.state.policy_path(&host.scope, next), &PolicyRecord { generation, ..policy.clone() })?;
+        let record = PolicyRecord { generation, ..policy.clone() };
+        blob::write(&host.state.policy_path(&host.scope, next), &record)?;
+        blob::write(&host.state.summary_path(&host.scope, next), &PolicySummary::of(&record, parsed))?;
         let edits = host.state.members_path(&host.scope, next);
         if policy.member_edits.is_empty() {
             blob::remove(&edits)?;
@@ -261,29 +265,57 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         let _ = maps.expire_flows(&plan.timeouts);
     }
     crate::timings::mark("expire flows");
-    save_on_disk(host, parsed)?;
+    save_on_disk(host, parsed, policy, generation)?;
     crate::timings::mark("save on disk");
     Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros, kernel_memory: Some(estimate) })
 }
 
-/// Saves what is in force (under `parsed`) on disk, for `sgctl restore`
-/// after a reboot, keeping the interfaces saved before that do not exist
-/// now and are still wanted (they are attached when `restore` runs again).
-pub fn save_on_disk(host: &Host, parsed: &Policy) -> anyhow::Result<()> {
-    let Some(mut now) = host.in_force()? else { return Ok(()) };
-    let before = host.lib.applied(&host.scope)?;
+/// The summary and membership edits of the policy in slot `slot`: what
+/// [`unchanged`] compares (an older sgctl's state has no summary: its
+/// record is read and summarized).
+fn in_force_summary(host: &Host, slot: u32) -> anyhow::Result<Option<(PolicySummary, MemberEdits)>> {
+    let edits = host.member_edits(slot)?;
+    if let Some(summary) = blob::read::<PolicySummary>(&host.state.summary_path(&host.scope, slot))? {
+        return Ok(Some((summary, edits)));
+    }
+    let Some(record) = blob::read::<PolicyRecord>(&host.state.policy_path(&host.scope, slot))? else { return Ok(None) };
+    Ok(Some((PolicySummary { generation: record.generation, digest: record.digest(), groups: Vec::new() }, edits)))
+}
+
+/// Saves `policy` (under `parsed`), in force as `generation`, on disk, for
+/// `sgctl restore` after a reboot, keeping the interfaces saved before that
+/// do not exist now and are still wanted (they are attached when `restore`
+/// runs again). Writes nothing if that is what is saved already.
+pub fn save_on_disk(host: &Host, parsed: &Policy, policy: &PolicyRecord, generation: u64) -> anyhow::Result<()> {
+    let mut interfaces: Vec<SavedInterface> =
+        host.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
+    let before = host.lib.applied_head(&host.scope)?;
     if let Some(before) = &before {
-        let still_wanted = |i: &&crate::saved::SavedInterface| {
+        let still_wanted = |i: &&SavedInterface| {
             i.origin == crate::state::records::Origin::Command
                 || parsed.interfaces.iter().any(|a| a.interface == i.ifname)
         };
         for missing in before.interfaces.iter().filter(|i| netns::ifindex(&i.ifname).is_none()).filter(still_wanted) {
-            if !now.interfaces.iter().any(|i| i.ifname == missing.ifname) {
-                now.interfaces.push(missing.clone());
+            if !interfaces.iter().any(|i| i.ifname == missing.ifname) {
+                interfaces.push(missing.clone());
             }
         }
     }
-    if before.as_ref() != Some(&now) {
+    let digest = policy.digest();
+    let same = before.as_ref().is_some_and(|b| {
+        b.generation == generation
+            && b.digest == digest
+            && b.interfaces == interfaces
+            && b.members == policy.member_edits
+    });
+    if !same {
+        let now = Saved {
+            generation,
+            sources: policy.sources.clone(),
+            interfaces,
+            members: policy.member_edits.clone(),
+            digest,
+        };
         host.lib.save_applied(&host.scope, &now).context("saving the applied policy on disk")?;
     }
     Ok(())
@@ -344,15 +376,15 @@ fn unfiltered() -> SlotMeta {
 /// interfaces with the same records (up to the generation number), the
 /// programs already the ones this `sgctl` carries and their tables sized.
 fn unchanged(
-    old_policy: Option<&PolicyRecord>,
+    old_policy: Option<&(PolicySummary, MemberEdits)>,
     policy: &PolicyRecord,
     planned: &[Planned],
     in_force: &BTreeMap<String, IfaceRecord>,
     removed: &[&IfaceRecord],
     host: &Host,
 ) -> anyhow::Result<bool> {
-    let Some(old_policy) = old_policy else { return Ok(false) };
-    if old_policy.sources != policy.sources || old_policy.member_edits != policy.member_edits || !removed.is_empty() {
+    let Some((old_summary, old_edits)) = old_policy else { return Ok(false) };
+    if old_summary.digest != policy.digest() || *old_edits != policy.member_edits || !removed.is_empty() {
         return Ok(false);
     }
     for plan in planned {

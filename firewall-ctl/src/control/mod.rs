@@ -22,7 +22,7 @@ use crate::{
     saved::{LibDir, Saved, SavedInterface},
     state::{
         blob,
-        records::{IfaceRecord, IfaceState, IngressHook, Mode, Origin, PolicyRecord},
+        records::{IfaceRecord, IfaceState, IngressHook, Mode, Origin, PolicyRecord, PolicySummary},
         Scope, StateDir,
     },
     InputError,
@@ -110,6 +110,13 @@ impl Host {
         Ok(Some(record))
     }
 
+    /// The summary of the policy in force (`None` also when an older sgctl
+    /// wrote the state, without one).
+    pub fn summary(&self) -> anyhow::Result<Option<PolicySummary>> {
+        let Some(active) = self.active()? else { return Ok(None) };
+        blob::read(&self.state.summary_path(&self.scope, active.slot))
+    }
+
     /// The membership edits of generation slot `slot`.
     pub fn member_edits(&self, slot: u32) -> anyhow::Result<MemberEdits> {
         Ok(blob::read(&self.state.members_path(&self.scope, slot))?.unwrap_or_default())
@@ -150,6 +157,7 @@ impl Host {
         let interfaces = self.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
         Ok(Some(Saved {
             generation: policy.generation,
+            digest: policy.digest(),
             sources: policy.sources,
             interfaces,
             members: policy.member_edits,

@@ -40,6 +40,30 @@ impl PolicyRecord {
         self.sources.iter().map(|s| s.path.clone()).collect()
     }
 
+    /// A digest of the sources (paths and texts), to tell a change without
+    /// keeping or comparing the texts.
+    pub fn digest(&self) -> u64 {
+        // Eight bytes a step (FNV-1a's prime, on words): a million-CIDR
+        // policy is 32 MiB of text, hashed on every apply.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            h = (h ^ bytes.len() as u64).wrapping_mul(0x0100_0000_01b3);
+            let mut words = bytes.chunks_exact(8);
+            for w in &mut words {
+                h = (h ^ u64::from_le_bytes(w.try_into().unwrap_or_default())).wrapping_mul(0x0100_0000_01b3);
+                h ^= h >> 29;
+            }
+            for b in words.remainder() {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for s in &self.sources {
+            eat(s.path.as_bytes());
+            eat(s.text.as_bytes());
+        }
+        h
+    }
+
     /// A record of `sources` with no membership edits.
     pub fn of(sources: Vec<Source>) -> Self {
         Self { generation: 0, sources, member_edits: MemberEdits::default() }
@@ -53,6 +77,47 @@ impl PolicyRecord {
         self.member_edits.apply(&mut policy);
         Ok(policy)
     }
+}
+
+/// What a change needs to know of the policy in force without reading its
+/// text (a record per generation slot, `summary-SLOT`, beside the policy's):
+/// for a policy of a million CIDRs, reading and parsing the text again
+/// costs a second.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySummary {
+    pub generation: u64,
+    /// [`PolicyRecord::digest`].
+    pub digest: u64,
+    /// Each group with a hash of each of its rules (what it matches and its
+    /// description), for `apply`'s report of rules added and removed.
+    pub groups: Vec<(String, Vec<u64>)>,
+}
+
+impl PolicySummary {
+    pub fn of(record: &PolicyRecord, parsed: &crate::policy::Policy) -> Self {
+        let groups = parsed
+            .groups
+            .iter()
+            .map(|g| {
+                let rules = crate::policy::RuleDirection::BOTH
+                    .iter()
+                    .flat_map(|d| g.rules(*d).iter().map(move |r| rule_hash(*d, r)))
+                    .collect();
+                (g.name.clone(), rules)
+            })
+            .collect();
+        Self { generation: record.generation, digest: record.digest(), groups }
+    }
+}
+
+/// A rule's content and description, hashed: two rules alike hash alike.
+fn rule_hash(direction: crate::policy::RuleDirection, r: &crate::policy::Rule) -> u64 {
+    let peers: Vec<String> = r.peers.iter().map(|p| format!("{:?}", p.target)).collect();
+    let text = format!(
+        "{direction} {:?} {:?} {:?} {:?} {peers:?} {:?}",
+        r.protocol, r.ports, r.icmp_type, r.icmp_code, r.description
+    );
+    crate::compile::identity::fnv1a(text.as_bytes())
 }
 
 /// How the interface came to be filtered: `apply` detaches what it attached
