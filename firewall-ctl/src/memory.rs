@@ -195,9 +195,10 @@ pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record
     IfaceMemory { interface: interface.to_owned(), maps }
 }
 
-/// The scope's own maps: `ACTIVE` and the policy records (one per
-/// generation slot, each `policy_bytes` of JSON).
-pub fn scope(policy_bytes: usize) -> Vec<MapUse> {
+/// The scope's own maps: `ACTIVE` and the policy records and their
+/// summaries (one per generation slot, each `policy_bytes` and
+/// `summary_bytes` of JSON).
+pub fn scope(policy_bytes: usize, summary_bytes: usize) -> Vec<MapUse> {
     let cpus = possible_cpus();
     let mut maps = Vec::new();
     if let Some(m) = object_maps().iter().find(|m| m.name == datapath::maps::ACTIVE) {
@@ -207,6 +208,7 @@ pub fn scope(policy_bytes: usize) -> Vec<MapUse> {
     }
     for slot in 0..2 {
         maps.push(record(&format!("policy-{slot}"), policy_bytes));
+        maps.push(record(&format!("summary-{slot}"), summary_bytes));
     }
     maps
 }

@@ -70,7 +70,7 @@ pub fn run(
         // Everything short of the kernel: input errors surface here too.
         let compiled = control::compile_all(&parsed, &wanted)?;
         let texts: Vec<(&str, &str)> = record.sources.iter().map(|s| (s.path.as_str(), s.text.as_str())).collect();
-        let estimate = control::estimate_fresh(&texts, &wanted, &compiled)?;
+        let estimate = control::estimate_fresh(&texts, &parsed, &wanted, &compiled)?;
         memory::check(&estimate, host.memory_limit)?;
         let generation = old.as_ref().map_or(1, |s| s.generation + 1);
         Report {

@@ -78,7 +78,7 @@ pub fn run(files: &[PathBuf], limit: Limit, json: bool) -> anyhow::Result<()> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let texts: Vec<(&str, &str)> = sources.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
-    let estimate = control::estimate_fresh(&texts, &wanted, &compiled)?;
+    let estimate = control::estimate_fresh(&texts, &policy, &wanted, &compiled)?;
     memory::check(&estimate, limit)?;
     let summary = Summary {
         files: files.iter().map(|f| f.display().to_string()).collect(),

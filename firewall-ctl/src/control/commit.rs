@@ -134,7 +134,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     }
     crate::timings::mark("images");
     // What the new generation takes in the kernel, before anything is loaded.
-    let estimate = estimate(&planned, policy);
+    let estimate = estimate(&planned, policy, parsed);
     memory::check(&estimate, host.memory_limit)?;
     let removed: Vec<&IfaceRecord> = in_force
         .values()
@@ -350,13 +350,9 @@ pub fn record_of(want: &Wanted, compiled: &CompiledInterface, image: &Image, slo
     }
 }
 
-/// The kernel memory of the scope once `planned` and `policy` are in force.
-pub fn estimate_of(interfaces: Vec<memory::IfaceMemory>, policy: &PolicyRecord) -> memory::Estimate {
-    memory::Estimate::new(interfaces, memory::scope(memory::json_len(policy)))
-}
-
-/// The kernel memory of the scope once `planned` and `policy` are in force.
-fn estimate(planned: &[Planned], policy: &PolicyRecord) -> memory::Estimate {
+/// The kernel memory of the scope once `planned` and `policy` (under
+/// `parsed`) are in force.
+fn estimate(planned: &[Planned], policy: &PolicyRecord, parsed: &Policy) -> memory::Estimate {
     let interfaces = planned
         .iter()
         .map(|p| {
@@ -364,7 +360,8 @@ fn estimate(planned: &[Planned], policy: &PolicyRecord) -> memory::Estimate {
             memory::interface(&p.want.ifname, &p.image, p.conntrack_capacity, record)
         })
         .collect();
-    estimate_of(interfaces, policy)
+    let summary = memory::json_len(&PolicySummary::of(policy, parsed));
+    memory::Estimate::new(interfaces, memory::scope(memory::json_len(policy), summary))
 }
 
 /// A generation slot in which an interface is not filtered.

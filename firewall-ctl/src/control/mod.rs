@@ -199,6 +199,7 @@ pub fn compile_all(policy: &Policy, wanted: &[Wanted]) -> anyhow::Result<Vec<Com
 /// force: for `check` and `apply --dry-run`, which change nothing.
 pub fn estimate_fresh(
     sources: &[(&str, &str)],
+    parsed: &Policy,
     wanted: &[Wanted],
     compiled: &[CompiledInterface],
 ) -> anyhow::Result<crate::memory::Estimate> {
@@ -224,7 +225,8 @@ pub fn estimate_fresh(
     }
     let view =
         RecordView { generation: 1, sources: sources.iter().map(|&(path, text)| SourceView { path, text }).collect() };
-    let scope = crate::memory::scope(crate::memory::json_len(&view));
+    let summary = PolicySummary { generation: 1, digest: u64::MAX, groups: PolicySummary::groups_of(parsed) };
+    let scope = crate::memory::scope(crate::memory::json_len(&view), crate::memory::json_len(&summary));
     Ok(crate::memory::Estimate::new(interfaces, scope))
 }
 

@@ -95,7 +95,12 @@ pub struct PolicySummary {
 
 impl PolicySummary {
     pub fn of(record: &PolicyRecord, parsed: &crate::policy::Policy) -> Self {
-        let groups = parsed
+        Self { generation: record.generation, digest: record.digest(), groups: Self::groups_of(parsed) }
+    }
+
+    /// Each group of `parsed` and the hashes of its rules.
+    pub fn groups_of(parsed: &crate::policy::Policy) -> Vec<(String, Vec<u64>)> {
+        parsed
             .groups
             .iter()
             .map(|g| {
@@ -105,8 +110,7 @@ impl PolicySummary {
                     .collect();
                 (g.name.clone(), rules)
             })
-            .collect();
-        Self { generation: record.generation, digest: record.digest(), groups }
+            .collect()
     }
 }
 
