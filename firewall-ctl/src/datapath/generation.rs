@@ -175,7 +175,9 @@ fn fill<K, V>(map: &MapData, keys: &[K], values: &[V]) -> anyhow::Result<()> {
         let (done, result) = sys::update_batch(fd, as_bytes(keys), as_bytes(values), keys.len() as u32);
         match result {
             Ok(()) if done as usize == keys.len() => {}
-            Err(e) if done == 0 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+            // No batch update for this map type: the kernel's ENOTSUPP (524) on 6.x, EINVAL or
+            // EOPNOTSUPP elsewhere.
+            Err(e) if done == 0 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | 524)) => {
                 for (key, value) in keys.iter().zip(values) {
                     sys::update(fd, as_bytes(std::slice::from_ref(key)), as_bytes(std::slice::from_ref(value)))
                         .context("writing a map element")?;
