@@ -48,24 +48,27 @@ pub fn judge(frame: &impl Frame, direction: Direction) -> Reason {
 fn judge_ip(packet: &Packet, flow: &mut FlowRef, direction: Direction, bytes: u64) -> (Reason, Option<u32>) {
     let now = conntrack::now_ns();
     if packet.has_related {
-        if let Some(rule) = conntrack::related_rule(&packet.related, flow, now) {
+        if let Some(rule) = conntrack::related_rule(packet, flow, now) {
             stats::count_rule(rule, bytes, false);
             return (Reason::PassRelated, Some(rule));
         }
         // Not about a tracked flow: an ICMP rule may still allow it.
     }
-    flow.set(&packet.tuple);
-    let stale = match conntrack::track(flow, packet.tcp_flags, now) {
-        Lookup::Tracked { rule } => {
+    let stale = match conntrack::track(flow, packet, now) {
+        Lookup::Tracked { rule, reason } => {
             stats::count_rule(rule, bytes, false);
-            return (Reason::PassTracked, Some(rule));
+            return (reason, Some(rule));
         }
         Lookup::New { stale } => stale,
     };
     let Some(rule) = policy::allowed_rule(direction, packet) else {
         return (Reason::DropNoRule, None);
     };
-    if conntrack::open(flow, stale, rule, direction, now).is_err() {
+    if !conntrack::opens_flow(packet) {
+        stats::count_rule(rule, bytes, false);
+        return (Reason::PassUntracked, Some(rule));
+    }
+    if conntrack::open(flow, packet, stale, rule, direction, now).is_err() {
         return (Reason::DropConntrackFull, None);
     }
     stats::count_rule(rule, bytes, true);

@@ -13,10 +13,12 @@ mod conntrack;
 mod filter;
 mod fragments;
 mod frame;
+mod link;
 mod maps;
 mod parse;
 mod policy;
 mod stats;
+mod tcp;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
