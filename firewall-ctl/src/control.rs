@@ -116,6 +116,11 @@ impl Host {
                     .ok_or_else(|| InputError(format!("interface {:?} does not exist in {}", w.ifname, self.scope)))
             })
             .collect::<Result<Vec<u32>, InputError>>()?;
+        // Devices sgctl cannot filter (or not with that hook) are refused
+        // before anything changes.
+        for w in wanted {
+            crate::datapath::hooks::check(&w.ifname, w.mode)?;
+        }
         let current: BTreeMap<String, IfaceRecord> =
             self.interfaces()?.into_iter().map(|r| (r.ifname.clone(), r)).collect();
         let mut changes = Vec::new();

@@ -15,7 +15,7 @@ use aya::{
 
 use crate::{
     compile::CompiledInterface,
-    datapath::{self, maps::IfaceMaps},
+    datapath::{self, hooks::LinkLayer, maps::IfaceMaps},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -38,13 +38,28 @@ impl Loaded {
     /// Loads `compiled` with every program verified, its maps pinned in a
     /// fresh directory on bpffs (removed on drop).
     pub fn new(compiled: &CompiledInterface) -> anyhow::Result<Self> {
+        Self::with_link(compiled, LinkLayer::Ethernet)
+    }
+
+    /// [`Loaded::new`] for a device without an Ethernet header (tun,
+    /// WireGuard, ...). `BPF_PROG_TEST_RUN` gives an skb program a frame that
+    /// starts with 14 bytes of Ethernet header (and takes `skb->protocol`
+    /// from its EtherType), so this copy looks for the IP header at offset
+    /// 14 and takes the protocol from the skb, as on a real such device it
+    /// does at offset 0. Only its tc programs can judge.
+    pub fn new_bare_ip(compiled: &CompiledInterface) -> anyhow::Result<Self> {
+        Self::with_link(compiled, LinkLayer::BareIp)
+    }
+
+    fn with_link(compiled: &CompiledInterface, link: LinkLayer) -> anyhow::Result<Self> {
         let dir = PathBuf::from(format!(
             "/sys/fs/bpf/sgctl-testrun-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).context("creating a directory on bpffs (/sys/fs/bpf)")?;
-        let mut loaded = Self { ebpf: datapath::load_pinned(&dir, compiled)?, dir };
+        let net_offset = if link == LinkLayer::BareIp { 14 } else { 0 };
+        let mut loaded = Self { ebpf: datapath::load_pinned_for(&dir, compiled, link, net_offset)?, dir };
         for name in [datapath::PROG_INGRESS_TC, datapath::PROG_EGRESS_TC] {
             let p: &mut SchedClassifier = loaded.ebpf.program_mut(name).context(name)?.try_into()?;
             p.load().with_context(|| format!("verifier rejected {name}"))?;

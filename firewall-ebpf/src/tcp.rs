@@ -109,70 +109,87 @@ pub fn next_state(e: &mut FlowEntry, t: &Tcp, from_opener: bool, state: FlowStat
 /// `tcp_in_window`: I. the sequence number does not pass what `r` allowed;
 /// II. the packet ends no further back than `r`'s largest window;
 /// III. the acknowledgement does not pass what `r` sent; IV. nor lags it by
-/// more than `s`'s largest window. Works on copies, written back only when
-/// the packet fits, so a packet that does not fit leaves no trace.
+/// more than `s`'s largest window. A packet that does not fit leaves no trace.
 #[inline(always)]
-fn in_window(s_entry: &mut TcpSeen, r_entry: &mut TcpSeen, t: &Tcp, handshake: bool) -> bool {
-    let (mut s, mut r) = (*s_entry, *r_entry);
+fn in_window(s: &mut TcpSeen, r: &mut TcpSeen, t: &Tcp, handshake: bool) -> bool {
     let syn = t.flags & TCP_SYN != 0;
-    let has_ack = t.flags & TCP_ACK != 0;
+    if s.max_win == 0 || (syn && handshake) {
+        // The side's first packet, or a SYN during the handshake: rare, so
+        // worked out on copies and written back only if the packet fits.
+        let (mut s_new, mut r_new) = (*s, *r);
+        if !first_or_syn(&mut s_new, &mut r_new, t) || !fits_and_record(&mut s_new, &mut r_new, t) {
+            return false;
+        }
+        *s = s_new;
+        *r = r_new;
+        return true;
+    }
+    fits_and_record(s, r, t)
+}
+
+/// Takes in the side's first packet (its SYN-ACK, or the other side's
+/// answer to a flow picked up) or a SYN sent again with a new initial
+/// sequence number. `false`: nothing more to check, the packet fits.
+#[inline(always)]
+fn first_or_syn(s: &mut TcpSeen, r: &mut TcpSeen, t: &Tcp) -> bool {
+    let syn = t.flags & TCP_SYN != 0;
     let end = seq_end(t);
-    let win = u32::from(t.window);
     if s.max_win == 0 {
-        // This side's first packet.
         if syn {
             // The SYN-ACK: window scaling holds only if both SYNs asked for it.
-            from_syn(&mut s, t, end);
+            from_syn(s, t, end);
             if s.flags & r.flags & tcp_seen::SCALE == 0 {
                 s.scale = 0;
                 r.scale = 0;
             }
-            if !has_ack {
-                *s_entry = s;
-                *r_entry = r;
-                return true;
-            }
         } else {
+            let win = u32::from(t.window);
             s.end = end;
             s.max_win = if win == 0 { 1 } else { win };
             s.max_end = end.wrapping_add(s.max_win);
         }
-    } else if syn && handshake && after(end, s.end) {
-        // A SYN sent again with a new initial sequence number.
-        from_syn(&mut s, t, end);
+    } else if syn && after(end, s.end) {
+        from_syn(s, t, end);
     }
+    true
+}
+
+/// The four checks of [`in_window`] and, when they pass, the update of both
+/// sides. Fields are written only when they change: a write per packet
+/// would bounce the entry's cache line between the CPUs of the two
+/// directions.
+#[inline(always)]
+fn fits_and_record(s: &mut TcpSeen, r: &mut TcpSeen, t: &Tcp) -> bool {
+    let flags = t.flags;
+    let syn = flags & TCP_SYN != 0;
+    let end = seq_end(t);
+    let (s_end, s_max_end, s_max_win) = (s.end, s.max_end, s.max_win);
+    let (r_end, r_max_end, r_max_win) = (r.end, r.max_end, r.max_win);
     // No ACK (or a RST with a zero one, as broken stacks send): as if it
     // acknowledged everything.
-    let ack = if !has_ack || (t.flags & TCP_RST != 0 && t.ack == 0) { r.end } else { t.ack };
-    let max_ack_window = if s.max_win != 0 { s.max_win } else { MAX_ACK_WINDOW_UNKNOWN };
-    let fits = !after(t.seq, s.max_end)
-        && (r.max_win == 0 || !before(end, s.end.wrapping_sub(r.max_win)))
-        && !after(ack, r.end)
-        && !before(ack, r.end.wrapping_sub(max_ack_window));
+    let ack = if flags & TCP_ACK == 0 || (flags & TCP_RST != 0 && t.ack == 0) { r_end } else { t.ack };
+    let max_ack_window = if s_max_win != 0 { s_max_win } else { MAX_ACK_WINDOW_UNKNOWN };
+    let fits = !after(t.seq, s_max_end)
+        && (r_max_win == 0 || !before(end, s_end.wrapping_sub(r_max_win)))
+        && !after(ack, r_end)
+        && !before(ack, r_end.wrapping_sub(max_ack_window));
     if !fits {
         return false;
     }
+    let win = u32::from(t.window);
     let win = if syn { win } else { win << s.scale };
-    if s.max_win < win {
+    if s_max_win < win {
         s.max_win = win;
     }
-    if after(end, s.end) {
+    if after(end, s_end) {
         s.end = end;
     }
-    if r.max_win != 0 && after(end, s.max_end) {
-        r.max_win = r.max_win.wrapping_add(end.wrapping_sub(s.max_end));
+    if r_max_win != 0 && after(end, s_max_end) {
+        r.max_win = r_max_win.wrapping_add(end.wrapping_sub(s_max_end));
     }
     let allowed = ack.wrapping_add(win);
-    if after(allowed, r.max_end.wrapping_sub(1)) {
+    if after(allowed, r_max_end.wrapping_sub(1)) {
         r.max_end = allowed.wrapping_add(u32::from(win == 0));
-    }
-    // Written only when changed: a write per packet would bounce the
-    // entry's cache line between the CPUs of the two directions.
-    if s != *s_entry {
-        *s_entry = s;
-    }
-    if r != *r_entry {
-        *r_entry = r;
     }
     true
 }

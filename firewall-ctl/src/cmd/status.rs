@@ -3,7 +3,7 @@ use serde::Serialize;
 
 use crate::{
     control::Host,
-    datapath::attach,
+    datapath::{attach, hooks},
     output::{print_json, table},
     state::records::IngressHook,
 };
@@ -32,6 +32,8 @@ struct IfaceStatus {
     generation: u64,
     conntrack_entries: usize,
     conntrack_capacity: u32,
+    /// Programs of others on the same hooks (XDP, tcx ingress and egress).
+    other_programs: Vec<hooks::OtherProgram>,
 }
 
 pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
@@ -42,7 +44,10 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
         for record in host.interfaces()? {
             let ids = attach::program_ids(&host.state.iface_dir(&host.scope, &record.ifname)).ok();
             let maps = host.maps(&record.ifname);
+            let ours: Vec<u32> = ids.map(|(i, e)| vec![i, e]).unwrap_or_default();
+            let other_programs = hooks::other_programs(&record.ifname, &ours).unwrap_or_default();
             interfaces.push(IfaceStatus {
+                other_programs,
                 ingress_program_id: ids.map(|i| i.0),
                 egress_program_id: ids.map(|i| i.1),
                 conntrack_entries: maps.flows()?.len(),
@@ -89,6 +94,12 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
             })
             .collect();
         print!("{}", table(&["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK"], &rows));
+        for i in &s.interfaces {
+            for p in &i.other_programs {
+                let order = if p.before_sgctl { "before" } else { "after" };
+                println!("  {}: {} program {} ({}) runs {order} sgctl", i.interface, p.hook, p.id, p.name);
+            }
+        }
     }
     Ok(())
 }

@@ -15,7 +15,6 @@ use aya::{
 use super::{PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP};
 use crate::{
     compile::CompiledInterface,
-    netns,
     state::records::{IngressHook, Mode},
 };
 
@@ -34,17 +33,13 @@ pub fn attach(dir: &Path, ifname: &str, mode: Mode, compiled: &CompiledInterface
 }
 
 fn attach_into(dir: &Path, ifname: &str, mode: Mode, compiled: &CompiledInterface) -> anyhow::Result<IngressHook> {
+    let (link, use_xdp) = super::hooks::plan(ifname, mode)?;
     // The policy is in place before the first packet meets the programs.
-    let mut ebpf = super::load_pinned(dir, compiled)?;
+    let mut ebpf = super::load_pinned_for(dir, compiled, link, 0)?;
 
     // Egress first: outbound flows opened from now on are tracked, so their
     // replies pass once ingress filtering starts.
     attach_tc(&mut ebpf, PROG_EGRESS_TC, ifname, TcAttachType::Egress, &dir.join(LINK_EGRESS))?;
-    let use_xdp = match mode {
-        Mode::Auto => netns::is_physical(ifname),
-        Mode::Xdp => true,
-        Mode::Tc => false,
-    };
     if use_xdp {
         match attach_xdp(&mut ebpf, ifname, XdpMode::Driver, &dir.join(LINK_INGRESS)) {
             Ok(()) => return Ok(IngressHook::XdpNative),
@@ -67,8 +62,10 @@ fn attach_tc(ebpf: &mut Ebpf, prog: &str, ifname: &str, at: TcAttachType, pin: &
     if program.fd().is_err() {
         program.load().with_context(|| format!("loading {prog}"))?;
     }
+    // First in line: a program attached earlier cannot pass a packet
+    // before sgctl has judged it.
     let id = program
-        .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::first()))
         .with_context(|| format!("attaching {prog} to {ifname} (tcx)"))?;
     let link = FdLink::try_from(program.take_link(id)?)?;
     link.pin(pin).with_context(|| format!("pinning {}", pin.display()))?;
