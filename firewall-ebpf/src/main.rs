@@ -21,7 +21,7 @@ mod stats;
 mod tcp;
 
 use aya_ebpf::{
-    bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -41,6 +41,14 @@ pub fn sg_ingress_xdp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_empty_xdp(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Passes everything at once (TCX_PASS): the attach-order test attaches it
+/// ahead of sgctl, as another tool might, to show that sgctl still judges
+/// first. Never attached by sgctl.
+#[classifier]
+pub fn test_tcx_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_OK as i32
 }
 
 #[classifier]
