@@ -178,3 +178,28 @@ fn a_tcx_program_attached_before_sgctl_cannot_skip_its_verdict() {
     let text = sg.ok(&["status"]).stdout;
     assert!(text.contains(&format!("tcx ingress program {other_id}")) && text.contains("runs after sgctl"), "{text}");
 }
+
+#[test]
+fn xdp_mode_does_not_replace_another_xdp_program() {
+    let lab = lab("xdpown");
+    let srv = host(&lab, "srv", &[&format!("{SRV}/24")]);
+    let mut other = aya::EbpfLoader::new().load(firewall_ctl::datapath::OBJECT).expect("object loads");
+    let program: &mut aya::programs::Xdp =
+        other.program_mut(firewall_ctl::testrun::PROG_EMPTY_XDP).expect("program").try_into().expect("xdp");
+    program.load().expect("loads");
+    let other_id = program.info().expect("info").id();
+    srv.in_netns(|| program.attach("eth0", aya::programs::XdpMode::Skb)).expect("another XDP program attached");
+
+    let (sg, _files) = apply(&lab, &srv, "web", &WEB.replace("interfaces:\n  eth0: [web]\n", ""));
+    let run = sg.run(&["attach", "eth0", "--groups", "web", "--mode", "xdp"]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains(&format!("already runs XDP program {other_id}")), "{run:?}");
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{run:?}");
+    assert_eq!(sg.status()["interfaces"].as_array().map(Vec::len), Some(0), "nothing was attached");
+    // tcx runs after XDP: allowed, and status shows the XDP program first.
+    sg.ok(&["attach", "eth0", "--groups", "web", "--mode", "tc"]);
+    let others = sg.status()["interfaces"][0]["other_programs"].clone();
+    assert_eq!(others[0]["hook"], "xdp", "{others}");
+    assert_eq!(others[0]["id"], other_id, "{others}");
+    assert_eq!(others[0]["before_sgctl"], true, "{others}");
+}
