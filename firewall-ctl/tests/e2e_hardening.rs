@@ -2,6 +2,7 @@
 //! (issue 6): ICMP other than an echo reply never rides an echo flow; a TCP
 //! handshake in progress is not established; a blind RST changes nothing;
 //! a tcx program attached before sgctl cannot skip its verdict.
+#![expect(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 mod common;
 
 use std::{net::Ipv4Addr, time::Duration};
