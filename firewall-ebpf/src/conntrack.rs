@@ -131,9 +131,9 @@ pub fn track(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup {
     let state = FlowState::from_u8(e.state);
     let protocol = flow.key.protocol;
     let idle = now.saturating_sub(e.last_seen_ns);
-    let tcp_flags = packet.tcp.flags;
     let is_tcp = protocol == proto::TCP;
-    let bare_syn = is_tcp && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    // `packet.tcp` is only written for TCP.
+    let bare_syn = is_tcp && packet.tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if idle > timeout_ns(protocol, state) || (bare_syn && state == FlowState::Closing) {
         // Expired, or a closed TCP flow reopened with the same ports: the
         // rules decide again.

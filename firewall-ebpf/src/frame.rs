@@ -92,3 +92,40 @@ pub fn read_at<T: Copy>(frame: &impl Frame, offset: usize) -> Option<T> {
     // SAFETY: ptr_at checked that the whole T lies inside the packet.
     ptr_at::<T>(frame, offset).map(|p| unsafe { p.read_unaligned() })
 }
+
+/// The four packet bytes at `offset` as a word whose memory keeps their
+/// order (`u32::from_ne_bytes`), or `None` when the packet is shorter.
+/// One 32-bit load: the BPF backend splits a load that may be unaligned (as
+/// packet fields are) into four byte loads, shifts and ORs, but the
+/// verifier and the JITs allow unaligned packet loads (sgctl never asks for
+/// BPF_F_STRICT_ALIGNMENT), so the load is written out.
+#[inline(always)]
+pub fn load32(frame: &impl Frame, offset: usize) -> Option<u32> {
+    let p = ptr_at::<[u8; 4]>(frame, offset)?;
+    #[cfg(target_arch = "bpf")]
+    {
+        let v: u64;
+        // SAFETY: `ptr_at` checked that the four bytes lie inside the packet.
+        // Not `pure`: the load must stay after that check.
+        unsafe {
+            core::arch::asm!(
+                "{0} = *(u32 *)({1} + 0)",
+                out(reg) v,
+                in(reg) p,
+                options(readonly, nostack, preserves_flags)
+            );
+        }
+        Some(v as u32)
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        // SAFETY: as above.
+        Some(u32::from_ne_bytes(unsafe { p.read_unaligned() }))
+    }
+}
+
+/// The big-endian 32-bit field at `offset` (see [`load32`]).
+#[inline(always)]
+pub fn load_be32(frame: &impl Frame, offset: usize) -> Option<u32> {
+    load32(frame, offset).map(|w| u32::from_be_bytes(w.to_ne_bytes()))
+}

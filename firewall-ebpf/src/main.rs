@@ -8,6 +8,8 @@
 //! - `sg_egress_tc`: outbound, as tcx egress.
 #![no_std]
 #![no_main]
+// One 32-bit load for a 32-bit packet field (see `frame::load_be32`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod conntrack;
 mod filter;

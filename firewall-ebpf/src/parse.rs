@@ -8,7 +8,7 @@
 //! and IPv6 link control (semantics.md item 6).
 use firewall_common::{policy::Addr6, proto};
 
-use crate::frame::{read_at, Frame};
+use crate::frame::{load32, load_be32, read_at, Frame};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -131,15 +131,14 @@ impl Packet {
     /// Clears what parsing may leave unset. Field by field: assigning a
     /// whole empty `Packet` compiles to a byte-by-byte memset loop, paid
     /// on every packet. Addresses, protocol and family are always written
-    /// before use; `related` only when `has_related` is set; `tcp` (but its
-    /// flags) only for TCP.
+    /// before use; `related` only when `has_related` is set; `tcp` only
+    /// for TCP.
     #[inline(always)]
     pub fn reset(&mut self) {
         self.tuple.sport = 0;
         self.tuple.dport = 0;
         self.rule_port = [0; 2];
         self.track = Track::Flow;
-        self.tcp.flags = 0;
         self.has_related = false;
         self.first_fragment = false;
     }
@@ -172,18 +171,10 @@ fn be16(frame: &impl Frame, offset: usize) -> Option<u16> {
     read_at::<[u8; 2]>(frame, offset).map(u16::from_be_bytes)
 }
 
-/// Whether the packet holds the two bytes that end at `end` (exclusive).
-/// Two, not one: a one-byte bounds check compiles to a comparison that the
-/// verifier cannot use.
-#[inline(always)]
-fn holds(frame: &impl Frame, end: usize) -> Option<()> {
-    read_at::<[u8; 2]>(frame, end - 2).map(|_| ())
-}
-
 /// Four packet bytes as a word whose memory keeps their order.
 #[inline(always)]
 fn word(frame: &impl Frame, offset: usize) -> Option<u32> {
-    read_at::<[u8; 4]>(frame, offset).map(u32::from_ne_bytes)
+    load32(frame, offset)
 }
 
 #[inline(always)]
@@ -288,10 +279,10 @@ fn ipv4_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple, quoted: boo
         return None;
     }
     let end = if quoted { frame.end() - frame.start() } else { offset + total_len };
+    // Within the packet (so options and the L4 offset are too).
     if !quoted && end as u64 > frame.wire_len() {
         return None;
     }
-    holds(frame, offset + header_len)?;
     tuple.protocol = h[9];
     tuple.family = 4;
     tuple.src = [word(frame, offset + 12)?, 0, 0, 0];
@@ -404,10 +395,11 @@ fn parse_l4(frame: &impl Frame, ip: &Ip, out: &mut Packet) -> Parsed {
             let h = or_malformed!(read_at::<[u8; 16]>(frame, l4));
             let doff = h[12] >> 4;
             let header_end = l4 + doff as usize * 4;
+            // Within the IP packet, and so within the frame (options are
+            // read, on SYNs only, with checks of their own).
             if doff < TCP_DOFF_MIN || header_end > ip.end {
                 return Parsed::Malformed;
             }
-            or_malformed!(holds(frame, header_end));
             let flags = h[13];
             if TCP_VALID_FLAGS >> (flags & TCP_FLAGS_CHECKED) & 1 == 0 {
                 return Parsed::Malformed;
@@ -417,8 +409,8 @@ fn parse_l4(frame: &impl Frame, ip: &Ip, out: &mut Packet) -> Parsed {
             out.rule_port = [h[2], h[3]];
             let tcp = &mut out.tcp;
             tcp.flags = flags;
-            tcp.seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-            tcp.ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+            tcp.seq = or_malformed!(load_be32(frame, l4 + 4));
+            tcp.ack = or_malformed!(load_be32(frame, l4 + 8));
             tcp.window = u16::from_be_bytes([h[14], h[15]]);
             tcp.datalen = (ip.end - header_end) as u32;
             tcp.wscale = if flags & TCP_SYN != 0 {
@@ -492,8 +484,9 @@ fn window_scale(frame: &impl Frame, offset: usize, len: usize, cursor: &mut u8) 
         if at >= len {
             break;
         }
-        // Reads are two bytes wide or more (see `holds`); a lone last byte
-        // (end of list or padding) cannot start a window scale option.
+        // Reads are two bytes wide or more: a one-byte bounds check
+        // compiles to a comparison the verifier cannot use. A lone last
+        // byte (end of list or padding) cannot start a window scale option.
         let Some([kind, option_len]) = read_at::<[u8; 2]>(frame, offset + at) else { break };
         match kind {
             0 => break,
