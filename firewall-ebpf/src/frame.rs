@@ -123,9 +123,3 @@ pub fn load32(frame: &impl Frame, offset: usize) -> Option<u32> {
         Some(u32::from_ne_bytes(unsafe { p.read_unaligned() }))
     }
 }
-
-/// The big-endian 32-bit field at `offset` (see [`load32`]).
-#[inline(always)]
-pub fn load_be32(frame: &impl Frame, offset: usize) -> Option<u32> {
-    load32(frame, offset).map(|w| u32::from_be_bytes(w.to_ne_bytes()))
-}

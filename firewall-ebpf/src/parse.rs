@@ -8,7 +8,7 @@
 //! and IPv6 link control (semantics.md item 6).
 use firewall_common::{policy::Addr6, proto};
 
-use crate::frame::{load32, load_be32, read_at, Frame};
+use crate::frame::{load32, read_at, Frame};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -177,6 +177,21 @@ fn word(frame: &impl Frame, offset: usize) -> Option<u32> {
     load32(frame, offset)
 }
 
+/// `N` (a multiple of 4) packet bytes, read as `N / 4` words: a few loads
+/// where reading a byte array costs one load per byte.
+#[inline(always)]
+fn bytes<const N: usize>(frame: &impl Frame, offset: usize) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    for i in 0..N / 4 {
+        let w = load32(frame, offset + 4 * i)?.to_ne_bytes();
+        out[4 * i] = w[0];
+        out[4 * i + 1] = w[1];
+        out[4 * i + 2] = w[2];
+        out[4 * i + 3] = w[3];
+    }
+    Some(out)
+}
+
 #[inline(always)]
 fn address6(frame: &impl Frame, offset: usize) -> Option<Addr6> {
     Some([word(frame, offset)?, word(frame, offset + 4)?, word(frame, offset + 8)?, word(frame, offset + 12)?])
@@ -267,7 +282,7 @@ struct Ip {
 /// is cut short by design, so its length field is not held to the frame.
 #[inline(always)]
 fn ipv4_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple, quoted: bool) -> Option<Ip> {
-    let h = read_at::<[u8; 10]>(frame, offset)?;
+    let h = bytes::<12>(frame, offset)?;
     let ihl = (h[0] & 0x0f) as usize;
     if h[0] >> 4 != 4 || ihl < 5 {
         return None;
@@ -314,7 +329,7 @@ fn unwalked_extension(next: u8) -> bool {
 /// and one fragment header, at most [`MAX_IPV6_EXT_HEADERS`] of them.
 #[inline(always)]
 fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple, quoted: bool) -> Option<Ip> {
-    let h = read_at::<[u8; 8]>(frame, offset)?;
+    let h = bytes::<8>(frame, offset)?;
     if h[0] >> 4 != 6 {
         return None;
     }
@@ -356,7 +371,7 @@ fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple, quoted: boo
                     return None;
                 }
                 seen_fragment_header = true;
-                let ext = read_at::<[u8; 8]>(frame, l4)?;
+                let ext = bytes::<8>(frame, l4)?;
                 next = ext[0];
                 let id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
                 let fragment_offset = u16::from_be_bytes([ext[2], ext[3]]) >> 3;
@@ -392,7 +407,7 @@ fn parse_l4(frame: &impl Frame, ip: &Ip, out: &mut Packet) -> Parsed {
     let tuple = &mut out.tuple;
     match (tuple.protocol, tuple.family) {
         (proto::TCP, _) => {
-            let h = or_malformed!(read_at::<[u8; 16]>(frame, l4));
+            let h = or_malformed!(bytes::<16>(frame, l4));
             let doff = h[12] >> 4;
             let header_end = l4 + doff as usize * 4;
             // Within the IP packet, and so within the frame (options are
@@ -409,8 +424,8 @@ fn parse_l4(frame: &impl Frame, ip: &Ip, out: &mut Packet) -> Parsed {
             out.rule_port = [h[2], h[3]];
             let tcp = &mut out.tcp;
             tcp.flags = flags;
-            tcp.seq = or_malformed!(load_be32(frame, l4 + 4));
-            tcp.ack = or_malformed!(load_be32(frame, l4 + 8));
+            tcp.seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            tcp.ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
             tcp.window = u16::from_be_bytes([h[14], h[15]]);
             tcp.datalen = (ip.end - header_end) as u32;
             tcp.wscale = if flags & TCP_SYN != 0 {
@@ -423,7 +438,7 @@ fn parse_l4(frame: &impl Frame, ip: &Ip, out: &mut Packet) -> Parsed {
             if l4 + 8 > ip.end {
                 return Parsed::Malformed;
             }
-            let h = or_malformed!(read_at::<[u8; 8]>(frame, l4));
+            let h = or_malformed!(bytes::<8>(frame, l4));
             tuple.sport = u16::from_be_bytes([h[0], h[1]]);
             tuple.dport = u16::from_be_bytes([h[2], h[3]]);
             out.rule_port = [h[2], h[3]];
@@ -432,7 +447,7 @@ fn parse_l4(frame: &impl Frame, ip: &Ip, out: &mut Packet) -> Parsed {
             if l4 + 8 > ip.end {
                 return Parsed::Malformed;
             }
-            let h = or_malformed!(read_at::<[u8; 8]>(frame, l4));
+            let h = or_malformed!(bytes::<8>(frame, l4));
             out.rule_port = [h[0], h[1]];
             out.track = Track::Never;
             match icmp_kind(tuple.family, h[0]) {
@@ -579,12 +594,12 @@ fn quoted_flow(frame: &impl Frame, offset: usize, out: &mut Packet) -> Option<()
     }
     match related.protocol {
         proto::TCP | proto::UDP => {
-            let ports = read_at::<[u8; 4]>(frame, ip.l4)?;
+            let ports = bytes::<4>(frame, ip.l4)?;
             related.sport = u16::from_be_bytes([ports[0], ports[1]]);
             related.dport = u16::from_be_bytes([ports[2], ports[3]]);
         }
         proto::ICMP | proto::ICMPV6 => {
-            let h = read_at::<[u8; 8]>(frame, ip.l4)?;
+            let h = bytes::<8>(frame, ip.l4)?;
             out.related_track = match icmp_kind(family, h[0]) {
                 IcmpKind::EchoRequest => Track::EchoRequest,
                 IcmpKind::EchoReply => Track::EchoReply,
