@@ -65,15 +65,25 @@ pub fn read_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, String)>, P
 /// Parses `(file name, text)` pairs, merged in the order given. The file
 /// name is only used in locations.
 pub fn parse_sources(sources: &[(String, String)]) -> Result<Policy, PolicyError> {
+    parse_within(sources, limits::MAX_BYTES, limits::MAX_NODES)
+}
+
+/// [`parse_sources`] with other bounds on bytes and YAML values (the tests
+/// of the bounds use small ones).
+pub(crate) fn parse_within(
+    sources: &[(String, String)],
+    max_bytes: usize,
+    max_nodes: usize,
+) -> Result<Policy, PolicyError> {
     let mut parts = Vec::with_capacity(sources.len());
-    let mut budget = yaml::Budget::default();
-    let mut bytes_left = limits::MAX_BYTES;
+    let mut budget = yaml::Budget::new(max_nodes);
+    let mut bytes_left = max_bytes;
     for (index, (file, text)) in sources.iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         if text.len() > bytes_left {
             let start = Location { file_index: index, line: 1, col: 1, file: file.clone() };
             let at = yaml::location_at(&start, text, bytes_left);
-            return Err(PolicyError::new(&at, ErrorKind::TooLarge { max: limits::MAX_BYTES }));
+            return Err(PolicyError::new(&at, ErrorKind::TooLarge { max: max_bytes }));
         }
         bytes_left -= text.len();
         match yaml::parse(file, index, text, &mut budget)? {

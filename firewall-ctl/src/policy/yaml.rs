@@ -75,11 +75,19 @@ impl Node {
 #[derive(Debug)]
 pub struct Budget {
     pub nodes: usize,
+    /// The whole allowance, for messages.
+    pub max: usize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Self {
+        Self { nodes: max, max }
+    }
 }
 
 impl Default for Budget {
     fn default() -> Self {
-        Self { nodes: limits::MAX_NODES }
+        Self::new(limits::MAX_NODES)
     }
 }
 
@@ -210,7 +218,7 @@ impl Builder<'_> {
                 self.budget.nodes = left;
                 Ok(())
             }
-            None => Err(self.error(at, ErrorKind::TooManyNodes { max: limits::MAX_NODES })),
+            None => Err(self.error(at, ErrorKind::TooManyNodes { max: self.budget.max })),
         }
     }
 
