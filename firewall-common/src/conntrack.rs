@@ -8,8 +8,12 @@
 /// address is the first word, the rest zero; `family` keeps the two apart.
 ///
 /// Flow identity follows docs/semantics.md item 8: TCP and UDP use both ports;
-/// ICMP echo uses the echo identifier as both ports; other protocols use
-/// ports 0.
+/// other protocols use ports 0. An ICMP/ICMPv6 echo flow is the one
+/// exception to the fixed endpoint order: `addr_lo` is the endpoint that sent
+/// the echo request and `addr_hi` the one that answers, both ports the echo
+/// identifier. Only the answering side's echo replies find it (a request the
+/// other way round is another key), and no other ICMP message is ever
+/// looked up.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -41,18 +45,58 @@ pub struct FlowEntry {
     /// [`crate::Direction`] of the first packet.
     pub direction: u8,
     pub _pad: u8,
+    /// TCP only: what each side has sent, `[opener, other side]`, for the
+    /// sequence-window checks of semantics.md item 10. Zero for other
+    /// protocols.
+    pub tcp: [TcpSeen; 2],
+}
+
+/// One side of a TCP flow as its packets showed it: the window a packet of
+/// this side must fall into to change the flow's state, in the manner of
+/// Linux conntrack's `tcp_in_window` (without SACK and retransmission
+/// tracking). Sequence numbers compare modulo 2^32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSeen {
+    /// One past the last sequence number this side sent (SYN and FIN count one).
+    pub end: u32,
+    /// The highest `end` the other side has allowed (its ACK plus its window).
+    pub max_end: u32,
+    /// The largest window this side advertised, scaled; 0 until it sent.
+    pub max_win: u32,
+    /// Window scale shift this side announced in its SYN (RFC 7323); applies
+    /// only when both sides announced one.
+    pub scale: u8,
+    /// [`tcp_seen`] bits.
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Bits of [`TcpSeen::flags`].
+pub mod tcp_seen {
+    /// The side's SYN carried a window scale option.
+    pub const SCALE: u8 = 1;
+    /// The flow began with this side's SYN (not picked up mid-stream).
+    pub const SYN: u8 = 2;
 }
 
 /// Where a flow stands; chooses its idle timeout.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowState {
-    /// Only the opener has sent (TCP handshake, one-way UDP, ICMP, other).
+    /// UDP, ICMP echo, other: only the opener has sent. TCP: the opener's SYN
+    /// was seen (or, for a flow picked up mid-stream, its first packet), and
+    /// the other side has not answered it yet.
     Opening = 0,
-    /// Both sides have sent.
+    /// UDP, ICMP echo, other: both sides have sent. TCP: the handshake
+    /// completed (the opener's ACK of the SYN-ACK), or a flow picked up
+    /// mid-stream was answered in its window.
     Established = 1,
-    /// A TCP FIN or RST was seen.
+    /// TCP: a FIN or RST inside the flow's sequence window was seen.
     Closing = 2,
+    /// TCP: the other side's SYN-ACK answered the opener's SYN; the opener's
+    /// ACK has not completed the handshake yet.
+    SynReceived = 3,
 }
 
 impl FlowState {
@@ -60,6 +104,7 @@ impl FlowState {
         match v {
             1 => Self::Established,
             2 => Self::Closing,
+            3 => Self::SynReceived,
             _ => Self::Opening,
         }
     }
@@ -71,7 +116,7 @@ impl FlowState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     pub tcp_established_ns: u64,
-    /// TCP while opening (handshake) or closing (FIN/RST seen).
+    /// TCP while opening (handshake in progress) or closing (FIN/RST seen).
     pub tcp_transitory_ns: u64,
     /// UDP seen in one direction only.
     pub udp_single_ns: u64,

@@ -30,11 +30,15 @@ pub enum Reason {
     PassTracked = 1,
     /// An ICMP error about a tracked flow.
     PassRelated = 2,
-    /// Never filtered: non-IP frames, IPv6 neighbour discovery.
+    /// Never filtered (semantics.md item 6): non-IP frames on Ethernet, IPv6
+    /// neighbour and multicast listener discovery.
     PassUnfiltered = 3,
     /// No rule of any attached group allows it (default deny).
     DropNoRule = 4,
-    /// Truncated or inconsistent headers, unknown IPv6 extension headers.
+    /// A frame the parser cannot place (semantics.md item 13): truncated or
+    /// inconsistent headers, lengths beyond the packet, a third VLAN tag,
+    /// unknown or too many IPv6 extension headers, a TCP flag combination no
+    /// TCP sends, a non-IP packet on a device without an Ethernet header.
     DropMalformed = 5,
     /// Would open a new flow but the conntrack table is full.
     DropConntrackFull = 6,
@@ -43,13 +47,22 @@ pub enum Reason {
     DropFragment = 7,
     /// A non-first IP fragment of a datagram whose first fragment passed.
     PassFragment = 8,
+    /// A rule allowed a packet that opens no flow (semantics.md item 8): ICMP
+    /// other than an echo request, an echo reply of no tracked request, a TCP
+    /// RST or SYN-ACK of no tracked flow. Nothing can ride on it.
+    PassUntracked = 9,
+    /// A packet of a tracked TCP flow outside the flow's sequence window
+    /// (semantics.md item 10): it passes, since it belongs to the flow and the
+    /// host's TCP stack discards it (RFC 5961), but it changes nothing in the
+    /// flow, not its state and not its idle timer.
+    PassOutOfWindow = 10,
     /// The interface has no complete policy in force (a state `sgctl`
     /// never leaves behind): fail closed.
-    DropNoPolicy = 9,
+    DropNoPolicy = 11,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Self::PassNewFlow,
         Self::PassTracked,
@@ -60,6 +73,8 @@ impl Reason {
         Self::DropConntrackFull,
         Self::DropFragment,
         Self::PassFragment,
+        Self::PassUntracked,
+        Self::PassOutOfWindow,
         Self::DropNoPolicy,
     ];
 
@@ -74,6 +89,8 @@ impl Reason {
             Self::DropConntrackFull => "dropped_conntrack_full",
             Self::DropFragment => "dropped_fragment",
             Self::PassFragment => "pass_fragment",
+            Self::PassUntracked => "pass_untracked",
+            Self::PassOutOfWindow => "pass_out_of_window",
             Self::DropNoPolicy => "dropped_no_policy",
         }
     }

@@ -52,6 +52,7 @@ pub fn ipv4_header(protocol: u8, src: [u8; 4], dst: [u8; 4], payload_len: usize,
     h
 }
 
+/// IPv6 header, hop limit 64 (see [`with_hop_limit`]).
 pub fn ipv6_header(next_header: u8, src: [u8; 16], dst: [u8; 16], payload_len: usize) -> Vec<u8> {
     let mut h = vec![0x60, 0, 0, 0];
     h.extend_from_slice(&(payload_len as u16).to_be_bytes());
@@ -61,11 +62,29 @@ pub fn ipv6_header(next_header: u8, src: [u8; 16], dst: [u8; 16], payload_len: u
     h
 }
 
+/// A TCP header with sequence number 1, acknowledgement 0 and window 65535.
 pub fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut h = Vec::with_capacity(20);
+    tcp_seq(sport, dport, flags, 1, 0)
+}
+
+/// A TCP header with the given sequence and acknowledgement numbers
+/// (window 65535, no options).
+pub fn tcp_seq(sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    tcp_with_options(sport, dport, flags, seq, ack, &[])
+}
+
+/// A TCP header with `options` (padded to a multiple of 4 bytes with
+/// end-of-list bytes), window 65535.
+pub fn tcp_with_options(sport: u16, dport: u16, flags: u8, seq: u32, ack: u32, options: &[u8]) -> Vec<u8> {
+    let padded = options.len().div_ceil(4) * 4;
+    let mut h = Vec::with_capacity(20 + padded);
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    h.extend_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(&ack.to_be_bytes());
+    h.extend_from_slice(&[(((20 + padded) / 4) as u8) << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    h.extend_from_slice(options);
+    h.resize(20 + padded, 0);
     h
 }
 
@@ -86,6 +105,13 @@ pub fn icmp(icmp_type: u8, code: u8, rest: u16, body: &[u8]) -> Vec<u8> {
     h.extend_from_slice(&[0, 1]);
     h.extend_from_slice(body);
     h
+}
+
+/// `frame` (Ethernet + IPv6) with its IPv6 hop limit set: neighbour
+/// discovery is sent with 255, multicast listener discovery with 1.
+pub fn with_hop_limit(mut frame: Vec<u8>, hop_limit: u8) -> Vec<u8> {
+    frame[14 + 7] = hop_limit;
+    frame
 }
 
 /// The IP header and first 8 L4 bytes of `frame`, as an ICMP error quotes them.

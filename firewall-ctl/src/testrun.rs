@@ -18,8 +18,10 @@ use crate::{
     compile::CompiledInterface,
     counter_slots::{self, SlotTable},
     datapath::{
-        self, attach, generation,
+        self, generation,
+        hooks::LinkLayer,
         maps::{self, IfaceMaps},
+        Pins,
     },
     image,
 };
@@ -47,6 +49,20 @@ impl Loaded {
     /// fresh directory on bpffs (removed on drop), the policy in force as
     /// generation 1 in slot 0.
     pub fn new(compiled: &CompiledInterface) -> anyhow::Result<Self> {
+        Self::with_link(compiled, LinkLayer::Ethernet)
+    }
+
+    /// [`Loaded::new`] for a device without an Ethernet header (tun,
+    /// WireGuard, ...). `BPF_PROG_TEST_RUN` gives an skb program a frame that
+    /// starts with 14 bytes of Ethernet header (and takes `skb->protocol`
+    /// from its EtherType), so this copy looks for the IP header at offset
+    /// 14 and takes the protocol from the skb, as on a real such device it
+    /// does at offset 0. Only its tc programs can judge.
+    pub fn new_bare_ip(compiled: &CompiledInterface) -> anyhow::Result<Self> {
+        Self::with_link(compiled, LinkLayer::BareIp)
+    }
+
+    fn with_link(compiled: &CompiledInterface, link: LinkLayer) -> anyhow::Result<Self> {
         let dir = PathBuf::from(format!(
             "/sys/fs/bpf/sgctl-testrun-{}-{}",
             std::process::id(),
@@ -55,7 +71,8 @@ impl Loaded {
         std::fs::create_dir_all(&dir).context("creating a directory on bpffs (/sys/fs/bpf)")?;
         let active = dir.join(maps::ACTIVE);
         maps::create_active(&active)?;
-        let ebpf = attach::prepare_new(&dir, active.clone(), compiled.conntrack_capacity)?;
+        let net_offset = if link == LinkLayer::BareIp { 14 } else { 0 };
+        let ebpf = datapath::load(&Pins::new(&dir, active.clone()), compiled.conntrack_capacity, link, net_offset)?;
         let rule_slots = counter_slots::assign(&SlotTable::default(), &compiled.rules, 1, Default::default).by_rule;
         let image = image::build(compiled, &rule_slots)?;
         let iface = IfaceMaps::at(&dir);

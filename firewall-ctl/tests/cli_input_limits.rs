@@ -105,7 +105,7 @@ fn an_empty_group_list_under_interfaces_is_refused_at_the_list() {
 #[test]
 fn endless_deep_and_binary_input_is_refused() {
     let tmp = TempDir::new("hostile");
-    refused(Path::new("/dev/zero"), 1, "larger than 67108864 bytes");
+    refused(Path::new("/dev/zero"), 1, "larger than 50331648 bytes");
     let deep = format!("groups: {}{}\n", "[".repeat(200), "]".repeat(200));
     refused(&tmp.write("deep.yaml", &deep), 1, "nested more than 16 deep");
     let nul = tmp.write("nul.yaml", "groups:\n  a: {}\n\u{0}\n");

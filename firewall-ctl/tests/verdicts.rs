@@ -148,8 +148,8 @@ fn replies_of_an_inbound_flow_pass_outbound_even_with_no_outbound_rule() {
         "groups:\n  db:\n    inbound:\n      - { protocol: tcp, ports: 3306, source: 10.0.1.0/24 }\n    outbound: []\n",
         &["db"],
     );
-    let syn = ip(proto::TCP, a("10.0.1.5"), a("10.0.2.5"), &tcp(40000, 3306, TCP_SYN));
-    let syn_ack = ip(proto::TCP, a("10.0.2.5"), a("10.0.1.5"), &tcp(3306, 40000, TCP_SYN | TCP_ACK));
+    let syn = ip(proto::TCP, a("10.0.1.5"), a("10.0.2.5"), &tcp_seq(40000, 3306, TCP_SYN, 1, 0));
+    let syn_ack = ip(proto::TCP, a("10.0.2.5"), a("10.0.1.5"), &tcp_seq(3306, 40000, TCP_SYN | TCP_ACK, 900, 2));
     let own = ip(proto::TCP, a("10.0.2.5"), a("10.0.1.5"), &tcp(40001, 22, TCP_SYN));
     assert_eq!(dp.outbound(&syn_ack), Verdict::Drop, "no flow yet, outbound: []");
     assert_eq!(dp.inbound_xdp(&syn), Verdict::Pass);
@@ -213,10 +213,12 @@ fn related_icmp_errors_pass_for_tracked_flows_only() {
         let untracked = ip(proto::TCP, a(host), a(remote), &tcp(41001, 443, TCP_SYN));
         let error = |quoted: &[u8]| ip(protocol, a(router), a(host), &icmp(error_type, 4, 0, &quote(quoted)));
         if host.contains(':') {
-            // IPv6 has no outbound rule here: open the flow inbound instead.
-            let syn_in = ip(proto::TCP, a(remote), a(host), &tcp(41000, 443, TCP_SYN));
+            // IPv6 has no outbound rule here: open the flow inbound instead;
+            // the error is about the host's answer.
+            let syn_in = ip(proto::TCP, a(remote), a(host), &tcp_seq(41000, 443, TCP_SYN, 1, 0));
+            let answer = ip(proto::TCP, a(host), a(remote), &tcp_seq(443, 41000, TCP_SYN | TCP_ACK, 700, 2));
             assert_eq!(dp.inbound_xdp(&syn_in), Verdict::Pass);
-            let err = ip(protocol, a(router), a(host), &icmp(error_type, 0, 0, &quote(&syn_in)));
+            let err = ip(protocol, a(router), a(host), &icmp(error_type, 0, 0, &quote(&answer)));
             assert_eq!(dp.inbound(&err), Verdict::Pass, "packet too big about a tracked flow");
         } else {
             assert_eq!(dp.outbound(&syn), Verdict::Pass);
@@ -264,9 +266,10 @@ fn unfiltered_frames_pass_and_malformed_ones_drop() {
     arp.extend_from_slice(&[0u8; 28]);
     assert_eq!(dp.inbound(&arp), Verdict::Pass, "ARP");
     let ns = ip(proto::ICMPV6, a("fe80::1"), a("ff02::1:ff00:1"), &icmp(135, 0, 0, &[0u8; 16]));
-    assert_eq!(dp.inbound(&ns), Verdict::Pass, "neighbour solicitation");
+    assert_eq!(dp.inbound(&with_hop_limit(ns.clone(), 255)), Verdict::Pass, "neighbour solicitation");
+    assert_eq!(dp.inbound(&ns), Verdict::Drop, "hop limit not 255: not neighbour discovery, no rule");
     let mld = ip(proto::ICMPV6, a("fe80::1"), a("ff02::16"), &icmp(143, 0, 0, &[0u8; 20]));
-    assert_eq!(dp.outbound(&mld), Verdict::Pass, "MLDv2 report");
+    assert_eq!(dp.outbound(&with_hop_limit(mld, 1)), Verdict::Pass, "MLDv2 report");
     let echo6 = ip(proto::ICMPV6, a("2001:db8::7"), a("2001:db8::1"), &icmp(128, 0, 5, b""));
     assert_eq!(dp.inbound(&echo6), Verdict::Drop, "other ICMPv6 is filtered");
 
@@ -329,6 +332,8 @@ fn ip_options_vlan_tags_and_ipv6_extension_headers_are_walked() {
 /// payload instead. `id` is the IP identification.
 fn fragment_v4(first: &[u8], id: u16, offset: u16, more: bool) -> Vec<u8> {
     let mut f = if offset == 0 { first.to_vec() } else { [&first[..14 + 20], &[0u8; 16][..]].concat() };
+    let total_len = (f.len() - 14) as u16;
+    f[14 + 2..14 + 4].copy_from_slice(&total_len.to_be_bytes());
     f[14 + 4..14 + 6].copy_from_slice(&id.to_be_bytes());
     let flags_offset = offset | if more { 0x2000 } else { 0 };
     f[14 + 6..14 + 8].copy_from_slice(&flags_offset.to_be_bytes());

@@ -15,20 +15,17 @@ use aya_ebpf::{
     },
 };
 use firewall_common::{
-    conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
+    conntrack::{FlowEntry, FlowKey, FlowState, TcpSeen, Timeouts},
+    counters::Reason,
     policy::Addr6,
     proto, Direction,
 };
 
 use crate::{
-    maps::{CONNTRACK, CONNTRACK_PREV, CT_CONFIG, CT_SWEPT_AT},
-    parse::Tuple,
+    maps::{FragmentKey, CONNTRACK, CONNTRACK_PREV, CT_CONFIG, CT_SWEPT_AT, FRAGMENTS},
+    parse::{Packet, Track, Tuple, TCP_ACK, TCP_RST, TCP_SYN},
+    tcp,
 };
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 
 /// `last_seen_ns` is rewritten at most this often unless the state changes:
 /// a write per packet would bounce the entry's cache line between CPUs.
@@ -47,11 +44,17 @@ pub struct FlowRef {
 }
 
 impl FlowRef {
-    /// Writes the flow of `t` in place, ordering the endpoints so both
-    /// directions share one key.
+    /// Writes the flow of `t` in place. Endpoints go in a fixed order so both
+    /// directions share one key, except for an ICMP echo flow, whose `lo`
+    /// endpoint is the one that sent the request (see `FlowKey`): a reply
+    /// finds its request's flow, a request the other way round does not.
     #[inline(always)]
-    pub fn set(&mut self, t: &Tuple) {
-        self.sender_is_lo = endpoint_le(&t.src, t.sport, &t.dst, t.dport);
+    pub fn set(&mut self, t: &Tuple, track: Track) {
+        self.sender_is_lo = match track {
+            Track::EchoRequest => true,
+            Track::EchoReply => false,
+            _ => endpoint_le(&t.src, t.sport, &t.dst, t.dport),
+        };
         let k = &mut self.key;
         if self.sender_is_lo {
             k.addr_lo = t.src;
@@ -84,8 +87,10 @@ fn endpoint_le(a: &Addr6, a_port: u16, b: &Addr6, b_port: u16) -> bool {
 }
 
 pub enum Lookup {
-    /// A live flow; the packet passes, counted on the flow's counter slot.
-    Tracked { slot: u32 },
+    /// A live flow; the packet passes, counted on the flow's counter slot under `reason`
+    /// (`PassTracked`, or `PassOutOfWindow` for a TCP packet that does not
+    /// fit the flow's sequence window and so changed nothing).
+    Tracked { slot: u32, reason: Reason },
     /// No live flow: judge by the rules. `stale` is an expired (or closed and
     /// now reopened) entry of the same key whose slot can be reused.
     New { stale: Option<*mut FlowEntry> },
@@ -123,61 +128,97 @@ fn find(key: &FlowKey) -> Option<*mut FlowEntry> {
     CONNTRACK.get_ptr_mut(key)
 }
 
-/// Finds the packet's flow and, when it is live, records the packet in it.
+/// Finds the packet's flow (into `flow`) and, when it is live, records the
+/// packet in it. ICMP other than echo is never looked up.
 #[inline(always)]
-pub fn track(flow: &FlowRef, tcp_flags: u8, now: u64) -> Lookup {
+pub fn track(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup {
+    if packet.track == Track::Never {
+        return Lookup::New { stale: None };
+    }
+    flow.set(&packet.tuple, packet.track);
     let Some(entry) = find(&flow.key) else {
         return Lookup::New { stale: None };
     };
     // SAFETY: map value pointer, valid for this program run. Concurrent
-    // updates from other CPUs only race on timestamps and state, which is benign.
+    // updates from other CPUs only race on timestamps, state and sequence
+    // windows, which is benign: at worst a packet is taken as out of window.
     let e = unsafe { &mut *entry };
     let state = FlowState::from_u8(e.state);
     let protocol = flow.key.protocol;
     let idle = now.saturating_sub(e.last_seen_ns);
-    let bare_syn = protocol == proto::TCP && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let is_tcp = protocol == proto::TCP;
+    // `packet.tcp` is only written for TCP.
+    let bare_syn = is_tcp && packet.tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if idle > timeout_ns(protocol, state) || (bare_syn && state == FlowState::Closing) {
         // Expired, or a closed TCP flow reopened with the same ports: the
         // rules decide again.
         return Lookup::New { stale: Some(entry) };
     }
     let from_opener = u8::from(flow.sender_is_lo) == e.opened_by_lo;
-    let mut next = state;
-    if !from_opener && state == FlowState::Opening {
-        next = FlowState::Established;
-    }
-    if protocol == proto::TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        next = FlowState::Closing;
-    }
+    let next = if is_tcp {
+        match tcp::next_state(e, &packet.tcp, from_opener, state) {
+            Some(next) => next,
+            None => return Lookup::Tracked { slot: e.slot, reason: Reason::PassOutOfWindow },
+        }
+    } else if !from_opener && state == FlowState::Opening {
+        FlowState::Established
+    } else {
+        state
+    };
     if next != state || idle > REFRESH_NS {
         e.state = next as u8;
         e.last_seen_ns = now;
     }
-    Lookup::Tracked { slot: e.slot }
+    Lookup::Tracked { slot: e.slot, reason: Reason::PassTracked }
+}
+
+/// Whether a packet that a rule allowed and that belongs to no live flow
+/// opens one (semantics.md item 8). Echo replies, ICMP other than echo, and
+/// TCP RSTs and SYN-ACKs pass alone: nothing may ride on them.
+#[inline(always)]
+pub fn opens_flow(packet: &Packet) -> bool {
+    match packet.track {
+        Track::Flow if packet.tuple.protocol == proto::TCP => {
+            // A SYN opens; a RST or SYN-ACK never does; any other packet
+            // picks a flow up mid-stream.
+            let flags = packet.tcp.flags;
+            flags & TCP_RST == 0 && flags & (TCP_SYN | TCP_ACK) != TCP_SYN | TCP_ACK
+        }
+        Track::Flow | Track::EchoRequest => true,
+        Track::EchoReply | Track::Never | Track::Fragment => false,
+    }
 }
 
 pub struct TableFull;
 
-/// Starts tracking a flow that the rule of counter slot `slot` allowed.
+/// Starts tracking the packet's flow (set in `flow` by [`track`]), which
+/// the rule of counter slot `slot` allowed.
 #[inline(always)]
 pub fn open(
     flow: &FlowRef,
+    packet: &Packet,
     stale: Option<*mut FlowEntry>,
     slot: u32,
     direction: Direction,
     now: u64,
 ) -> Result<(), TableFull> {
-    let entry = FlowEntry {
+    let mut entry = FlowEntry {
         last_seen_ns: now,
         slot,
         state: FlowState::Opening as u8,
         opened_by_lo: u8::from(flow.sender_is_lo),
         direction: direction as u8,
         _pad: 0,
+        tcp: [TcpSeen::default(); 2],
     };
-    if let Some(slot) = stale {
+    // A flow that begins with a SYN gets sequence windows; one picked up
+    // mid-stream does not (see `tcp`).
+    if packet.tuple.protocol == proto::TCP && packet.tcp.flags & TCP_SYN != 0 {
+        entry.tcp[0] = tcp::opener_of_syn(&packet.tcp);
+    }
+    if let Some(old) = stale {
         // SAFETY: map value pointer from this run's lookup of the same key.
-        unsafe { *slot = entry };
+        unsafe { *old = entry };
         return Ok(());
     }
     match insert(flow, &entry) {
@@ -247,16 +288,36 @@ extern "C" fn sweep_one(map: *mut c_void, key: *mut FlowKey, value: *mut FlowEnt
     0
 }
 
-/// The counter slot of the tracked flow an ICMP error reports on, if it is
-/// tracked and live.
+/// The counter slot of the tracked flow (or of the fragmented datagram that
+/// passed) an ICMP error reports on, if it is tracked and live.
 #[inline(always)]
-pub fn related_counter(quoted: &Tuple, flow: &mut FlowRef, now: u64) -> Option<u32> {
-    flow.set(quoted);
-    // SAFETY: read-only copy of a map value; racing writers only move timestamps.
-    let e = unsafe { *find(&flow.key)? };
-    let idle = now.saturating_sub(e.last_seen_ns);
-    if idle > timeout_ns(flow.key.protocol, FlowState::from_u8(e.state)) {
-        return None;
+pub fn related_counter(packet: &Packet, flow: &mut FlowRef, now: u64) -> Option<u32> {
+    let quoted = &packet.related;
+    match packet.related_track {
+        Track::Never => None,
+        Track::Fragment => {
+            let key = FragmentKey {
+                src: quoted.src,
+                dst: quoted.dst,
+                id: packet.related_fragment_id,
+                protocol: quoted.protocol,
+                family: quoted.family,
+                _pad: [0; 2],
+            };
+            // SAFETY: a copy of the value, read at once.
+            unsafe { FRAGMENTS.get(&key).copied() }
+        }
+        track => {
+            flow.set(quoted, track);
+            let e = find(&flow.key)?;
+            // SAFETY: map value pointer, read at once; racing writers only
+            // move timestamps and states.
+            let (last_seen_ns, state, slot) = unsafe { ((*e).last_seen_ns, (*e).state, (*e).slot) };
+            let idle = now.saturating_sub(last_seen_ns);
+            if idle > timeout_ns(flow.key.protocol, FlowState::from_u8(state)) {
+                return None;
+            }
+            Some(slot)
+        }
     }
-    Some(e.slot)
 }

@@ -77,17 +77,16 @@ fn judge_ip(
 ) -> (Reason, Option<u32>) {
     let now = conntrack::now_ns();
     if packet.has_related {
-        if let Some(counter) = conntrack::related_counter(&packet.related, flow, now) {
+        if let Some(counter) = conntrack::related_counter(packet, flow, now) {
             stats::count_rule(counter, bytes, false);
             return (Reason::PassRelated, Some(counter));
         }
         // Not about a tracked flow: an ICMP rule may still allow it.
     }
-    flow.set(&packet.tuple);
-    let stale = match conntrack::track(flow, packet.tcp_flags, now) {
-        Lookup::Tracked { slot: counter } => {
+    let stale = match conntrack::track(flow, packet, now) {
+        Lookup::Tracked { slot: counter, reason } => {
             stats::count_rule(counter, bytes, false);
-            return (Reason::PassTracked, Some(counter));
+            return (reason, Some(counter));
         }
         Lookup::New { stale } => stale,
     };
@@ -95,7 +94,11 @@ fn judge_ip(
     else {
         return (Reason::DropNoRule, None);
     };
-    if conntrack::open(flow, stale, counter, direction, now).is_err() {
+    if !conntrack::opens_flow(packet) {
+        stats::count_rule(counter, bytes, false);
+        return (Reason::PassUntracked, Some(counter));
+    }
+    if conntrack::open(flow, packet, stale, counter, direction, now).is_err() {
         return (Reason::DropConntrackFull, None);
     }
     stats::count_rule(counter, bytes, true);

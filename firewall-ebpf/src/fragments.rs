@@ -10,7 +10,9 @@ use crate::{
 #[inline(always)]
 fn key(packet: &Packet) -> FragmentKey {
     let t = &packet.tuple;
-    FragmentKey { src: t.src, dst: t.dst, id: packet.fragment_id, protocol: t.protocol, family: t.family, _pad: [0; 2] }
+    // The protocol all fragments name (not the first fragment's L4 protocol).
+    let protocol = packet.fragment_protocol;
+    FragmentKey { src: t.src, dst: t.dst, id: packet.fragment_id, protocol, family: t.family, _pad: [0; 2] }
 }
 
 /// Records that the datagram of this first fragment passed, crediting

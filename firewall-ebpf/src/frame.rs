@@ -1,6 +1,8 @@
 //! Bounds-checked access to the packet, the same for XDP and tc.
 use aya_ebpf::programs::{TcContext, XdpContext};
 
+use crate::link::{LINK_BARE_IP, LINK_NET_OFFSET};
+
 /// A packet the programs can read: its bytes and its length on the wire.
 pub trait Frame {
     fn start(&self) -> usize;
@@ -8,6 +10,10 @@ pub trait Frame {
     /// Bytes counted in `bytes` counters: the whole frame (for tc, the whole
     /// skb, GSO aggregate included).
     fn wire_len(&self) -> u64;
+    /// On a device without an Ethernet header: the L3 protocol (an
+    /// EtherType, host order) the device gave the packet, and the offset of
+    /// its network header. `None`: the frame starts with an Ethernet header.
+    fn bare_ip(&self) -> Option<(u16, usize)>;
 }
 
 impl Frame for XdpContext {
@@ -22,6 +28,10 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn wire_len(&self) -> u64 {
         (self.data_end() - self.data()) as u64
+    }
+    #[inline(always)]
+    fn bare_ip(&self) -> Option<(u16, usize)> {
+        None
     }
 }
 
@@ -38,10 +48,20 @@ impl Frame for TcContext {
     fn wire_len(&self) -> u64 {
         u64::from(self.len())
     }
+    #[inline(always)]
+    fn bare_ip(&self) -> Option<(u16, usize)> {
+        if LINK_BARE_IP.load() == 0 {
+            return None;
+        }
+        // `skb->protocol` is a big-endian 16-bit value in a 32-bit field.
+        Some((u16::from_be(self.skb.protocol() as u16), LINK_NET_OFFSET.load() as usize))
+    }
 }
 
 /// Most headers we read fit in this many bytes (Ethernet, 2 VLAN tags, IPv6
 /// with a few extension headers, TCP, or an ICMP error's embedded header).
+/// Headers beyond the linear part are not read: such a packet is dropped
+/// as malformed, never passed.
 const HEADROOM: u32 = 192;
 
 /// tc may hand us an skb whose headers are not all in the linear part; pull
@@ -71,4 +91,35 @@ pub fn ptr_at<T>(frame: &impl Frame, offset: usize) -> Option<*const T> {
 pub fn read_at<T: Copy>(frame: &impl Frame, offset: usize) -> Option<T> {
     // SAFETY: ptr_at checked that the whole T lies inside the packet.
     ptr_at::<T>(frame, offset).map(|p| unsafe { p.read_unaligned() })
+}
+
+/// The four packet bytes at `offset` as a word whose memory keeps their
+/// order (`u32::from_ne_bytes`), or `None` when the packet is shorter.
+/// One 32-bit load: the BPF backend splits a load that may be unaligned (as
+/// packet fields are) into four byte loads, shifts and ORs, but the
+/// verifier and the JITs allow unaligned packet loads (sgctl never asks for
+/// BPF_F_STRICT_ALIGNMENT), so the load is written out.
+#[inline(always)]
+pub fn load32(frame: &impl Frame, offset: usize) -> Option<u32> {
+    let p = ptr_at::<[u8; 4]>(frame, offset)?;
+    #[cfg(target_arch = "bpf")]
+    {
+        let v: u64;
+        // SAFETY: `ptr_at` checked that the four bytes lie inside the packet.
+        // Not `pure`: the load must stay after that check.
+        unsafe {
+            core::arch::asm!(
+                "{0} = *(u32 *)({1} + 0)",
+                out(reg) v,
+                in(reg) p,
+                options(readonly, nostack, preserves_flags)
+            );
+        }
+        Some(v as u32)
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    {
+        // SAFETY: as above.
+        Some(u32::from_ne_bytes(unsafe { p.read_unaligned() }))
+    }
 }

@@ -8,6 +8,8 @@
 //! - `sg_egress_tc`: outbound, as tcx egress.
 #![no_std]
 #![no_main]
+// One 32-bit load for a 32-bit packet field (see `frame::load_be32`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 // aya-ebpf's map calls take `impl Borrow<K>`; clippy would pass keys by
 // value, which is one more copy of each key on the 512-byte BPF stack.
 #![expect(
@@ -19,13 +21,15 @@ mod conntrack;
 mod filter;
 mod fragments;
 mod frame;
+mod link;
 mod maps;
 mod parse;
 mod policy;
 mod stats;
+mod tcp;
 
 use aya_ebpf::{
-    bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -45,6 +49,14 @@ pub fn sg_ingress_xdp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_empty_xdp(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Passes everything at once (TCX_PASS): the attach-order test attaches it
+/// ahead of sgctl, as another tool might, to show that sgctl still judges
+/// first. Never attached by sgctl.
+#[classifier]
+pub fn test_tcx_pass(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
 }
 
 #[classifier]

@@ -28,7 +28,11 @@
 mod bpffs;
 mod lab;
 mod netns;
+mod raw;
 mod sockets;
+mod tun;
 
 pub use lab::{Host, Lab};
+pub use raw::inet_checksum;
 pub use sockets::{Listener, Outcome};
+pub use tun::TunLink;

@@ -98,7 +98,8 @@ fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                     src,
                     dst,
                     state: match state {
-                        FlowState::Opening => "opening",
+                        // A TCP handshake in progress, SYN-ACK seen or not.
+                        FlowState::Opening | FlowState::SynReceived => "opening",
                         FlowState::Established => "established",
                         FlowState::Closing => "closing",
                     },

@@ -3,7 +3,7 @@ use serde::Serialize;
 
 use crate::{
     control::Host,
-    datapath::attach,
+    datapath::{attach, hooks},
     output::{print_json, table},
     state::records::IngressHook,
 };
@@ -47,6 +47,8 @@ struct IfaceStatus {
     conntrack_capacity: u32,
     /// Bytes the kernel charges for the interface's maps and records (their `memlock`).
     kernel_memory: u64,
+    /// Programs of others on the same hooks (XDP, tcx ingress and egress).
+    other_programs: Vec<hooks::OtherProgram>,
 }
 
 pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
@@ -60,7 +62,10 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
             // The kernel's word: it outranks a record a killed sgctl left behind.
             let ingress = attach::ingress_hook(&dir, record.ingress).unwrap_or(record.ingress);
             let maps = host.maps(&record.ifname);
+            let ours: Vec<u32> = ids.map(|(i, e)| vec![i, e]).unwrap_or_default();
+            let other_programs = hooks::other_programs(&record.ifname, &ours).unwrap_or_default();
             interfaces.push(IfaceStatus {
+                other_programs,
                 ingress_program_id: ids.map(|i| i.0),
                 egress_program_id: ids.map(|i| i.1),
                 conntrack_entries: maps.flows()?.len(),
@@ -128,6 +133,12 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
             .collect();
         let header = ["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK", "KERNEL MEMORY"];
         crate::out!("{}", table(&header, &rows));
+        for i in &s.interfaces {
+            for p in &i.other_programs {
+                let order = if p.before_sgctl { "before" } else { "after" };
+                crate::outln!("  {}: {} program {} ({}) runs {order} sgctl", i.interface, p.hook, p.id, p.name);
+            }
+        }
         if !s.interfaces.is_empty() {
             let total = s.kernel_memory + s.interfaces.iter().map(|i| i.kernel_memory).sum::<u64>();
             crate::outln!("kernel memory charged to the maps: {} (memlock)", crate::memory::human(total));

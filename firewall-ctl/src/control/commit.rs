@@ -34,7 +34,7 @@ use crate::{
     datapath::{
         self,
         attach::{self, Replace},
-        generation,
+        generation, hooks,
         maps::{self, IfaceMaps},
     },
     image::{self, Image},
@@ -70,6 +70,8 @@ pub struct Outcome {
 struct Planned {
     want: Wanted,
     ifindex: u32,
+    /// How its programs sit on it (link layer, XDP or tcx).
+    at: attach::Placement,
     image: Image,
     record: IfaceRecord,
     /// Counter slots given to a new rule (zeroed before the switch).
@@ -104,6 +106,13 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         let ifindex = netns::ifindex(&want.ifname)
             .ok_or_else(|| InputError(format!("interface {:?} does not exist in {}", want.ifname, host.scope)))?;
         let old = in_force.get(&want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == ifindex);
+        // Devices sgctl cannot filter (or not with that hook) are refused
+        // here, before anything changes.
+        let ours: Vec<u32> = old
+            .and_then(|_| attach::program_ids(&host.state.iface_dir(&host.scope, &want.ifname)).ok())
+            .map(|(ingress, _)| vec![ingress])
+            .unwrap_or_default();
+        let at = hooks::plan(&want.ifname, want.mode, &ours)?;
         let previous_slots = old.map_or_else(SlotTable::default, |r| r.slots.clone());
         let maps = host.maps(&want.ifname);
         let assignment = counter_slots::assign(&previous_slots, &compiled.rules, generation, || {
@@ -124,6 +133,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         planned.push(Planned {
             want: want.clone(),
             ifindex,
+            at,
             image,
             record,
             fresh: assignment.fresh,
@@ -181,11 +191,11 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
                     let current = attach::ingress_hook(&dir, old.ingress)?;
                     plan.record.ingress = current;
                     let needs = Replace {
-                        mode: plan.want.mode,
+                        at: plan.at,
                         current,
                         conntrack_capacity: (capacity != plan.conntrack_capacity).then_some(plan.conntrack_capacity),
                     };
-                    let other_hook = attach::wants_xdp(plan.want.mode, &plan.want.ifname) != current.is_xdp();
+                    let other_hook = plan.at.xdp != current.is_xdp();
                     if needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object {
                         let hook =
                             attach::replace(&dir, host.state.active_path(&host.scope), &plan.want.ifname, &needs)
@@ -204,15 +214,19 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
                 _ => {
                     // New here (or recreated: the old device and its links are gone).
                     attach::detach(&dir)?;
-                    let mut ebpf =
-                        attach::prepare_new(&dir, host.state.active_path(&host.scope), plan.conntrack_capacity)?;
+                    let mut ebpf = attach::prepare_new(
+                        &dir,
+                        host.state.active_path(&host.scope),
+                        plan.conntrack_capacity,
+                        plan.at.link,
+                    )?;
                     attached_here.push(dir.clone());
                     // Unfiltered until the switch, as it was before.
                     generation::write_meta(&maps, now, &unfiltered(), &[])?;
                     generation::write(&maps, next, &plan.image, None)
                         .with_context(|| format!("interface {}", plan.want.ifname))?;
                     maps.set_timeouts(plan.timeouts)?;
-                    let hook = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.want.mode)?;
+                    let hook = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.at)?;
                     plan.record.ingress = hook;
                     changes.push(IfaceChange::Attached { interface: plan.want.ifname.clone(), ingress: hook });
                 }
@@ -390,8 +404,7 @@ fn unchanged(
         let dir = host.state.iface_dir(&host.scope, &plan.want.ifname);
         let kernel_agrees = attach::links_alive(&dir)
             && host.maps(&plan.want.ifname).conntrack_capacity()? == plan.conntrack_capacity
-            && attach::ingress_hook(&dir, old.ingress)?.is_xdp()
-                == attach::wants_xdp(plan.want.mode, &plan.want.ifname);
+            && attach::ingress_hook(&dir, old.ingress)?.is_xdp() == plan.at.xdp;
         if same != *old || !kernel_agrees {
             return Ok(false);
         }

@@ -22,15 +22,13 @@ use aya::{
 use firewall_common::conntrack::{FlowEntry, FlowKey};
 
 use super::{
+    hooks::LinkLayer,
     maps::{self, CONNTRACK, CONNTRACK_PREV},
     Pins, PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP,
 };
-use crate::{
-    netns,
-    state::{
-        records::{IngressHook, Mode},
-        sys,
-    },
+use crate::state::{
+    records::{IngressHook, Mode},
+    sys,
 };
 
 const LINK_INGRESS: &str = "link_ingress";
@@ -40,26 +38,37 @@ const LINK_INGRESS_NEXT: &str = "link_ingress_next";
 /// A resized conntrack table, pinned until the programs use it.
 const CONNTRACK_NEXT: &str = "CONNTRACK_next";
 
+/// How an interface's programs sit on it: how they find the network header,
+/// and whether ingress is on XDP (see `hooks::plan`, which decides it).
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub link: LinkLayer,
+    pub xdp: bool,
+    /// With `xdp`: what `--mode` asked for (`auto` falls back to tcx where
+    /// native XDP fails; `xdp` to generic XDP).
+    pub mode: Mode,
+}
+
 /// Loads a fresh copy of the object for a new interface, its maps created
 /// and pinned in `dir` (which is created). The programs are not attached:
 /// the caller fills the maps first, then calls [`attach_links`].
-pub fn prepare_new(dir: &Path, active: PathBuf, conntrack_capacity: u32) -> anyhow::Result<Ebpf> {
+pub fn prepare_new(dir: &Path, active: PathBuf, conntrack_capacity: u32, link: LinkLayer) -> anyhow::Result<Ebpf> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    super::load(&Pins::new(dir, active), conntrack_capacity)
+    super::load(&Pins::new(dir, active), conntrack_capacity, link, 0)
 }
 
 /// Attaches a new interface's programs (egress first, so flows opened from
 /// now on are tracked when ingress filtering starts) and pins the links.
 /// On failure nothing stays attached; the caller removes `dir`.
-pub fn attach_links(ebpf: &mut Ebpf, dir: &Path, ifname: &str, mode: Mode) -> anyhow::Result<IngressHook> {
+pub fn attach_links(ebpf: &mut Ebpf, dir: &Path, ifname: &str, at: Placement) -> anyhow::Result<IngressHook> {
     let result = (|| {
         attach_tc(ebpf, PROG_EGRESS_TC, ifname, TcAttachType::Egress)?.pin(dir.join(LINK_EGRESS))?;
-        let (link, hook) = attach_ingress(ebpf, ifname, mode)?;
+        let (link, hook) = attach_ingress(ebpf, ifname, at)?;
         link.pin(dir.join(LINK_INGRESS))?;
         Ok(hook)
     })();
@@ -73,7 +82,7 @@ pub fn attach_links(ebpf: &mut Ebpf, dir: &Path, ifname: &str, mode: Mode) -> an
 
 /// What to change about an attached interface's programs.
 pub struct Replace {
-    pub mode: Mode,
+    pub at: Placement,
     /// The ingress hook in use now.
     pub current: IngressHook,
     /// A conntrack table of this many entries, the tracked flows moved into it.
@@ -113,21 +122,21 @@ fn replace_programs(
     ifname: &str,
     change: &Replace,
 ) -> anyhow::Result<IngressHook> {
-    let mut ebpf = super::load(&pins, capacity)?;
+    let mut ebpf = super::load(&pins, capacity, change.at.link, 0)?;
     if change.conntrack_capacity.is_some() {
         // Until every flow has moved, the new programs look in the old table
         // for the flows they do not find in theirs.
         let old = maps::open(&dir.join(CONNTRACK))?;
         set_previous_table(dir, Some(&old))?;
     }
-    let same_hook = wants_xdp(change.mode, ifname) == change.current.is_xdp();
+    let same_hook = change.at.xdp == change.current.is_xdp();
     // Ingress first: it is the one that can fail (a driver without XDP).
     let hook = if same_hook {
         let prog = if change.current == IngressHook::Tc { PROG_INGRESS_TC } else { PROG_INGRESS_XDP };
         update_link(&mut ebpf, prog, &dir.join(LINK_INGRESS))?;
         change.current
     } else {
-        let (link, hook) = attach_ingress(&mut ebpf, ifname, change.mode)?;
+        let (link, hook) = attach_ingress(&mut ebpf, ifname, change.at)?;
         let next = dir.join(LINK_INGRESS_NEXT);
         let _ = std::fs::remove_file(&next);
         link.pin(&next)?;
@@ -220,23 +229,13 @@ fn update_link(ebpf: &mut Ebpf, prog: &str, pin: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `mode` puts the ingress program of `ifname` on XDP (native XDP
-/// on real NICs for `auto`; tcx on veth and other virtual devices).
-pub fn wants_xdp(mode: Mode, ifname: &str) -> bool {
-    match mode {
-        Mode::Auto => netns::is_physical(ifname),
-        Mode::Xdp => true,
-        Mode::Tc => false,
-    }
-}
-
-/// Attaches the ingress program on the hook `mode` asks for.
-fn attach_ingress(ebpf: &mut Ebpf, ifname: &str, mode: Mode) -> anyhow::Result<(FdLink, IngressHook)> {
-    if wants_xdp(mode, ifname) {
+/// Attaches the ingress program on the hook `at` says.
+fn attach_ingress(ebpf: &mut Ebpf, ifname: &str, at: Placement) -> anyhow::Result<(FdLink, IngressHook)> {
+    if at.xdp {
         match attach_xdp(ebpf, ifname, XdpMode::Driver) {
             Ok(link) => return Ok((link, IngressHook::XdpNative)),
             // `auto` on a NIC whose driver lacks native XDP: tcx beats generic XDP.
-            Err(_) if mode == Mode::Auto => {}
+            Err(_) if at.mode == Mode::Auto => {}
             Err(native) => {
                 let link = attach_xdp(ebpf, ifname, XdpMode::Skb)
                     .with_context(|| format!("native XDP failed too: {native:#}"))?;
@@ -253,8 +252,10 @@ fn attach_tc(ebpf: &mut Ebpf, prog: &str, ifname: &str, at: TcAttachType) -> any
     if program.fd().is_err() {
         program.load().with_context(|| format!("loading {prog}"))?;
     }
+    // First in line: a program attached earlier cannot pass a packet
+    // before sgctl has judged it.
     let id = program
-        .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::first()))
         .with_context(|| format!("attaching {prog} to {ifname} (tcx)"))?;
     Ok(FdLink::try_from(program.take_link(id)?)?)
 }

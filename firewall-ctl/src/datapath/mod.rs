@@ -2,6 +2,7 @@
 //! them, and reading and writing their pinned maps.
 pub mod attach;
 pub mod generation;
+pub mod hooks;
 pub mod maps;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::OnceLock};
@@ -49,14 +50,21 @@ impl Pins {
 
 /// Loads a copy of the object with its maps at `pins` and a conntrack
 /// table of `conntrack_capacity` entries (used only when the table is
-/// created, not reused). The programs are not loaded into the kernel yet.
-pub fn load(pins: &Pins, conntrack_capacity: u32) -> anyhow::Result<Ebpf> {
+/// created, not reused), for a device of `link` layer whose network header
+/// starts at `net_offset` when it has no Ethernet header (0 on a real
+/// device; the verdict tests use 14, see `LINK_NET_OFFSET` in the kernel
+/// programs). The programs are not loaded into the kernel yet.
+pub fn load(pins: &Pins, conntrack_capacity: u32, link: hooks::LinkLayer, net_offset: u32) -> anyhow::Result<Ebpf> {
     anyhow::ensure!(
         !OBJECT.is_empty(),
         "this sgctl was built without its eBPF object (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
     );
+    let bare_ip = u32::from(link == hooks::LinkLayer::BareIp);
     let mut loader = EbpfLoader::new();
-    loader.map_max_entries(maps::CONNTRACK, conntrack_capacity);
+    loader
+        .map_max_entries(maps::CONNTRACK, conntrack_capacity)
+        .override_global("LINK_BARE_IP", &bare_ip, true)
+        .override_global("LINK_NET_OFFSET", &net_offset, true);
     for (name, path) in &pins.0 {
         loader.map_pin_path(name, path.as_path());
     }

@@ -48,6 +48,9 @@ pub struct IpPacket {
     src: IpAddr,
     dst: IpAddr,
     transport: Transport,
+    /// IPv6 hop limit (IPv4 TTL): it decides whether neighbour and
+    /// multicast listener discovery pass unjudged (semantics item 6).
+    hop_limit: u8,
 }
 
 /// A packet that cannot exist on the wire.
@@ -58,15 +61,17 @@ pub enum PacketError {
     #[error("protocol {0} has its own form (tcp, udp, icmp, icmpv6)")]
     NamedProtocol(u8),
     #[error(
-        "protocol {0} is an IPv6 extension header, not a transport: the datapath walks it to the header after it \
-         (semantics item 15)"
+        "protocol {0} is an IPv6 extension header, not a transport: the datapath walks it to the header after it, \
+         or drops the packet as malformed (semantics item 15)"
     )]
     Ipv6ExtensionHeader(u8),
 }
 
-/// IPv6 extension headers the datapath walks (firewall-ebpf/src/parse.rs):
-/// hop-by-hop, routing, fragment, destination options.
-const IPV6_WALKED_HEADERS: [u8; 4] = [0, 43, 44, 60];
+/// IPv6 extension headers (firewall-ebpf/src/parse.rs): hop-by-hop,
+/// routing, fragment and destination options are walked to the header after
+/// them; mobility, HIP, shim6 and the experimental ones are not, and a
+/// packet with one is dropped as malformed (semantics item 15).
+const IPV6_EXTENSION_HEADERS: [u8; 9] = [0, 43, 44, 60, 135, 139, 140, 253, 254];
 
 impl IpPacket {
     pub fn new(src: IpAddr, dst: IpAddr, transport: Transport) -> Result<Self, PacketError> {
@@ -77,11 +82,21 @@ impl IpPacket {
             if [proto::TCP, proto::UDP, proto::ICMP, proto::ICMPV6].contains(&n) {
                 return Err(PacketError::NamedProtocol(n));
             }
-            if src.is_ipv6() && IPV6_WALKED_HEADERS.contains(&n) {
+            if src.is_ipv6() && IPV6_EXTENSION_HEADERS.contains(&n) {
                 return Err(PacketError::Ipv6ExtensionHeader(n));
             }
         }
-        Ok(Self { src, dst, transport })
+        Ok(Self { src, dst, transport, hop_limit: usual_hop_limit(src, transport) })
+    }
+
+    /// The same packet with another hop limit.
+    #[must_use]
+    pub fn with_hop_limit(self, hop_limit: u8) -> Self {
+        Self { hop_limit, ..self }
+    }
+
+    pub fn hop_limit(&self) -> u8 {
+        self.hop_limit
     }
 
     pub fn src(&self) -> IpAddr {
@@ -118,9 +133,39 @@ impl IpPacket {
         (self.transport.protocol(), key)
     }
 
-    /// ICMPv6 neighbour discovery (133-137) and multicast listener
-    /// discovery (130-132, 143) over IPv6: never filtered.
+    /// IPv6 link control, never filtered (semantics item 6): neighbour
+    /// discovery (ICMPv6 133-137) with hop limit 255, and multicast listener
+    /// discovery (130-132, 143) from a link-local address with hop limit 1 —
+    /// what the host itself accepts as such. Others of these types are
+    /// judged by the rules.
     pub fn is_ipv6_link_control(&self) -> bool {
-        self.src.is_ipv6() && matches!(self.transport, Transport::Icmpv6 { icmp_type: 130..=137 | 143, .. })
+        let IpAddr::V6(src) = self.src else { return false };
+        match self.transport {
+            Transport::Icmpv6 { icmp_type: 133..=137, .. } => self.hop_limit == 255,
+            Transport::Icmpv6 { icmp_type: 130..=132 | 143, .. } => src.is_unicast_link_local() && self.hop_limit == 1,
+            _ => false,
+        }
+    }
+
+    /// Whether the packet, when a rule allows it and no flow holds it, opens
+    /// a flow (semantics item 8): TCP (as a SYN), UDP, other protocols, and
+    /// an ICMP echo request of its own IP version do; other ICMP never does
+    /// (it passes alone, `pass_untracked`, and nothing rides on it).
+    pub fn opens_flow(&self) -> bool {
+        match self.transport {
+            Transport::Icmp { icmp_type, .. } => self.src.is_ipv4() && icmp_type == 8,
+            Transport::Icmpv6 { icmp_type, .. } => self.src.is_ipv6() && icmp_type == 128,
+            Transport::Tcp { .. } | Transport::Udp { .. } | Transport::Other(_) => true,
+        }
+    }
+}
+
+/// The hop limit a host sends `transport` with: 255 for neighbour
+/// discovery, 1 for multicast listener discovery, 64 otherwise.
+fn usual_hop_limit(src: IpAddr, transport: Transport) -> u8 {
+    match (src, transport) {
+        (IpAddr::V6(_), Transport::Icmpv6 { icmp_type: 133..=137, .. }) => 255,
+        (IpAddr::V6(_), Transport::Icmpv6 { icmp_type: 130..=132 | 143, .. }) => 1,
+        _ => 64,
     }
 }

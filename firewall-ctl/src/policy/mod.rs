@@ -28,20 +28,6 @@ pub use model::{
 pub use values::{parse_cidr, CidrError};
 pub use yaml::yaml_lines;
 
-/// How large one policy may be: [`Bounds::POLICY`] (the [`limits`]), or
-/// smaller bounds where a test shows what happens at them.
-#[derive(Clone, Copy, Debug)]
-pub struct Bounds {
-    /// Bytes of all files together.
-    pub bytes: usize,
-    /// YAML values of all files together, aliases expanded.
-    pub nodes: usize,
-}
-
-impl Bounds {
-    pub const POLICY: Self = Self { bytes: limits::MAX_BYTES, nodes: limits::MAX_NODES };
-}
-
 /// Reads and parses policy files, merged in the order given. Reading stops
 /// at [`limits::MAX_BYTES`] over all files, so a huge file (or `/dev/zero`)
 /// is refused without being read whole.
@@ -51,13 +37,8 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Policy, PolicyError> {
 
 /// Reads policy files: `(file name, text)` pairs for [`parse_sources`].
 pub fn read_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, String)>, PolicyError> {
-    read_files_within(paths, Bounds::POLICY)
-}
-
-/// [`read_files`], reading at most `bounds.bytes` in all.
-pub fn read_files_within(paths: &[impl AsRef<Path>], bounds: Bounds) -> Result<Vec<(String, String)>, PolicyError> {
     let mut sources = Vec::with_capacity(paths.len());
-    let mut left = bounds.bytes;
+    let mut left = limits::MAX_BYTES;
     for path in paths {
         let path = path.as_ref();
         let name = path.display().to_string();
@@ -85,20 +66,25 @@ pub fn read_files_within(paths: &[impl AsRef<Path>], bounds: Bounds) -> Result<V
 /// Parses `(file name, text)` pairs, merged in the order given. The file
 /// name is only used in locations.
 pub fn parse_sources(sources: &[(String, String)]) -> Result<Policy, PolicyError> {
-    parse_sources_within(sources, Bounds::POLICY)
+    parse_within(sources, limits::MAX_BYTES, limits::MAX_NODES)
 }
 
-/// [`parse_sources`] within `bounds`.
-pub fn parse_sources_within(sources: &[(String, String)], bounds: Bounds) -> Result<Policy, PolicyError> {
+/// [`parse_sources`] with other bounds on bytes and YAML values (the tests
+/// of the bounds use small ones).
+pub(crate) fn parse_within(
+    sources: &[(String, String)],
+    max_bytes: usize,
+    max_nodes: usize,
+) -> Result<Policy, PolicyError> {
     let mut parts = Vec::with_capacity(sources.len());
-    let mut budget = yaml::Budget::of(bounds.nodes);
-    let mut bytes_left = bounds.bytes;
+    let mut budget = yaml::Budget::new(max_nodes);
+    let mut bytes_left = max_bytes;
     for (index, (file, text)) in sources.iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         if text.len() > bytes_left {
             let start = Location { file_index: index, line: 1, col: 1, file: file.clone() };
             let at = yaml::location_at(&start, text, bytes_left);
-            return Err(PolicyError::new(&at, ErrorKind::TooLarge { max: bounds.bytes }));
+            return Err(PolicyError::new(&at, ErrorKind::TooLarge { max: max_bytes }));
         }
         bytes_left -= text.len();
         match yaml::parse(file, index, text, &mut budget)? {

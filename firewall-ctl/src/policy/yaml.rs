@@ -75,19 +75,19 @@ impl Node {
 #[derive(Debug)]
 pub struct Budget {
     pub nodes: usize,
-    /// The allowance, for the message.
+    /// The whole allowance, for messages.
     pub max: usize,
 }
 
 impl Budget {
-    pub fn of(max: usize) -> Self {
+    pub fn new(max: usize) -> Self {
         Self { nodes: max, max }
     }
 }
 
 impl Default for Budget {
     fn default() -> Self {
-        Self::of(limits::MAX_NODES)
+        Self::new(limits::MAX_NODES)
     }
 }
 

@@ -525,8 +525,8 @@ fn direction() -> impl Strategy<Value = RuleDirection> {
 }
 
 /// A packet aimed at `spec`. Transports that cannot exist are replaced:
-/// named protocols as numbers by their own form's neighbour, IPv6
-/// extension header numbers by an experimental protocol (253).
+/// named protocols as numbers, and IPv6 extension header numbers (walked,
+/// or dropped as malformed), by SCTP (132).
 pub fn packet(spec: &PolicySpec) -> impl Strategy<Value = PacketSpec> {
     let mut nets = spec.nets();
     if nets.is_empty() {
@@ -535,8 +535,10 @@ pub fn packet(spec: &PolicySpec) -> impl Strategy<Value = PacketSpec> {
     let ip = (direction(), peer(nets), any::<u128>(), transport(spec), shape()).prop_map(
         |(direction, peer, local, t, shape)| {
             let transport = match t {
-                Transport::Other(1 | 6 | 17 | 58) => Transport::Other(253),
-                Transport::Other(0 | 43 | 44 | 60) if peer.is_ipv6() => Transport::Other(253),
+                Transport::Other(1 | 6 | 17 | 58) => Transport::Other(132),
+                Transport::Other(0 | 43 | 44 | 60 | 135 | 139 | 140 | 253 | 254) if peer.is_ipv6() => {
+                    Transport::Other(132)
+                }
                 t => t,
             };
             PacketSpec::Ip { direction, peer, local: random_addr(peer.is_ipv4(), local), transport, shape }

@@ -46,7 +46,7 @@ pub struct Observed {
 pub struct Kernel {
     loaded: Loaded,
     compiled: CompiledInterface,
-    flows: Vec<u64>,
+    packets: Vec<u64>,
     reasons: Vec<u64>,
 }
 
@@ -54,9 +54,9 @@ impl Kernel {
     pub fn load(compiled: CompiledInterface) -> anyhow::Result<Self> {
         let loaded = Loaded::new(&compiled)?;
         let maps = loaded.maps();
-        let flows = flows_per_rule(&loaded)?;
+        let packets = packets_per_rule(&loaded)?;
         let reasons = packets_per_reason(&maps)?;
-        Ok(Self { loaded, compiled, flows, reasons })
+        Ok(Self { loaded, compiled, packets, reasons })
     }
 
     /// Runs `frame` through `hook` once, then forgets every flow it opened,
@@ -70,11 +70,11 @@ impl Kernel {
             (_, other) => anyhow::bail!("{hook:?} returned action {other}"),
         };
         let maps = self.loaded.maps();
-        let flows = flows_per_rule(&self.loaded)?;
+        let packets = packets_per_rule(&self.loaded)?;
         let reasons = packets_per_reason(&maps)?;
-        let credited: Vec<usize> = (0..flows.len()).filter(|&i| flows[i] != self.flows[i]).collect();
+        let credited: Vec<usize> = (0..packets.len()).filter(|&i| packets[i] != self.packets[i]).collect();
         let counted: Vec<usize> = (0..reasons.len()).filter(|&i| reasons[i] != self.reasons[i]).collect();
-        self.flows = flows;
+        self.packets = packets;
         self.reasons = reasons;
         maps.remove_flows(|_, _| true)?;
         let [counted] = counted[..] else { anyhow::bail!("{hook:?}: reason counters {counted:?} moved, not one") };
@@ -85,7 +85,7 @@ impl Kernel {
         let credited = match credited[..] {
             [] => None,
             [id] => Some(self.rule_ref(id)),
-            _ => anyhow::bail!("{hook:?}: flow counters of rules {credited:?} moved, not one"),
+            _ => anyhow::bail!("{hook:?}: counters of rules {credited:?} moved, not one"),
         };
         Ok(Observed { passed, reason, credited })
     }
@@ -96,11 +96,12 @@ impl Kernel {
     }
 }
 
-/// Flows opened through each rule, indexed by rule id: the one place that
+/// Packets let through by each rule, indexed by rule id (a packet that
+/// opens a flow and one that passes alone both count): the one place that
 /// knows how the kernel indexes rule counters (by the rule's stable counter
 /// slot, which `Loaded` maps back to rule ids).
-pub fn flows_per_rule(loaded: &Loaded) -> anyhow::Result<Vec<u64>> {
-    Ok(loaded.rule_counters()?.iter().map(|c| c.flows).collect())
+pub fn packets_per_rule(loaded: &Loaded) -> anyhow::Result<Vec<u64>> {
+    Ok(loaded.rule_counters()?.iter().map(|c| c.packets).collect())
 }
 
 /// Packets counted per `(direction, reason)`.
@@ -130,10 +131,18 @@ pub fn frame(packet: &PacketSpec, sport: u16) -> Vec<u8> {
         Transport::Icmpv6 { icmp_type, code } => (proto::ICMPV6, frames::icmp(icmp_type, code, sport, b"")),
         Transport::Other(n) => (n, vec![0; 8]),
     };
+    // The hop limit the model judges by (neighbour discovery 255, MLD 1).
+    let hop_limit = crate::ip_packet(direction, peer, local, *transport).hop_limit();
     let (ether_type, network) = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => (frames::ETH_P_IP, ipv4(protocol, s.octets(), d.octets(), &l4, shape, sport)),
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut h = ipv4(protocol, s.octets(), d.octets(), &l4, shape, sport);
+            h[8] = hop_limit;
+            (frames::ETH_P_IP, h)
+        }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            (frames::ETH_P_IPV6, ipv6(protocol, s.octets(), d.octets(), &l4, shape, sport))
+            let mut h = ipv6(protocol, s.octets(), d.octets(), &l4, shape, sport);
+            h[7] = hop_limit;
+            (frames::ETH_P_IPV6, h)
         }
         _ => unreachable!("the generator keeps one family per packet"),
     };

@@ -189,7 +189,7 @@ fn check(
         for &hook in hooks {
             let got = kernel.run(hook, &frame).map_err(|e| disagree(format!("{e:#}")))?;
             bump(&tally.program_runs);
-            if got != expected(&verdict) {
+            if got != expected(&verdict, packet) {
                 return Err(disagree(format!("{hook:?} {}", show_observed(&got))));
             }
         }
@@ -239,7 +239,7 @@ pub fn judge(
     }
 }
 
-fn ip_packet(direction: RuleDirection, peer: IpAddr, local: IpAddr, transport: Transport) -> IpPacket {
+pub fn ip_packet(direction: RuleDirection, peer: IpAddr, local: IpAddr, transport: Transport) -> IpPacket {
     let (src, dst) = match direction {
         RuleDirection::Inbound => (peer, local),
         RuleDirection::Outbound => (local, peer),
@@ -248,10 +248,20 @@ fn ip_packet(direction: RuleDirection, peer: IpAddr, local: IpAddr, transport: T
 }
 
 /// What a program run must show for the model's verdict.
-pub fn expected(verdict: &Verdict) -> Observed {
+pub fn expected(verdict: &Verdict, packet: &PacketSpec) -> Observed {
+    let opens_flow = match packet {
+        PacketSpec::Ip { direction, peer, local, transport, .. } => {
+            ip_packet(*direction, *peer, *local, *transport).opens_flow()
+        }
+        PacketSpec::Link { .. } => false,
+    };
     match verdict {
         Verdict::Unfiltered(_) => Observed { passed: true, reason: Reason::PassUnfiltered, credited: None },
-        Verdict::Allowed(rule) => Observed { passed: true, reason: Reason::PassNewFlow, credited: Some(rule.clone()) },
+        Verdict::Allowed(rule) => Observed {
+            passed: true,
+            reason: if opens_flow { Reason::PassNewFlow } else { Reason::PassUntracked },
+            credited: Some(rule.clone()),
+        },
         Verdict::Denied => Observed { passed: false, reason: Reason::DropNoRule, credited: None },
     }
 }

@@ -53,7 +53,7 @@ fn assert_cases(yaml: &str, groups: &[&str], cases: &[(PacketSpec, &str)]) {
         };
         for &hook in hooks {
             let got = kernel.run(hook, &kernel::frame(packet, 40000 + i as u16)).expect("runs");
-            assert_eq!(got, expected(&verdict), "kernel ({hook:?}), case {i}: {packet:?}");
+            assert_eq!(got, expected(&verdict, packet), "kernel ({hook:?}), case {i}: {packet:?}");
         }
     }
 }

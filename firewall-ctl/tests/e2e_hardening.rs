@@ -1,0 +1,206 @@
+//! Flows as narrow as the traffic, and sgctl first in line, end to end
+//! (issue 6): ICMP other than an echo reply never rides an echo flow; a TCP
+//! handshake in progress is not established; a blind RST changes nothing;
+//! a tcx program attached before sgctl cannot skip its verdict.
+#![expect(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
+mod common;
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
+use common::*;
+use Outcome::{Connected, TimedOut};
+
+const SRV: &str = "203.0.113.1";
+const CLI: &str = "203.0.113.10";
+
+const PING_ONLY: &str = "\
+groups:
+  ping-only:
+    inbound:
+      - { protocol: icmp, icmp_type: 8, source: 0.0.0.0/0, description: echo requests only }
+    outbound:
+      - { protocol: all, destination: 0.0.0.0/0 }
+interfaces:
+  eth0: [ping-only]
+";
+
+const WEB: &str = "\
+groups:
+  web:
+    inbound:
+      - { protocol: tcp, ports: 80, source: 0.0.0.0/0, description: HTTP }
+interfaces:
+  eth0: [web]
+";
+
+fn apply(lab: &Lab, srv: &Host, name: &str, yaml: &str) -> (Sgctl, TempDir) {
+    let files = TempDir::new(name);
+    let policy = files.write(&format!("{name}.yaml"), yaml);
+    let sg = Sgctl::new(lab, srv);
+    sg.apply(&[&policy]);
+    (sg, files)
+}
+
+#[test]
+fn only_the_echo_reply_rides_an_echo_flow() {
+    let lab = lab("icmp");
+    let srv = host(&lab, "srv", &[&format!("{SRV}/24")]);
+    let cli = host(&lab, "cli", &[&format!("{CLI}/24")]);
+    let to: Ipv4Addr = SRV.parse().unwrap();
+    let wait = Duration::from_secs(1);
+    let timestamp = |c: &Host| c.icmp_exchange(to, 13, 0, &[0u8; 12], 14, wait).expect("raw ICMP");
+    let echo = |c: &Host| c.icmp_exchange(to, 8, 0, b"abcdefgh", 0, ALLOWED).expect("raw ICMP");
+    assert!(timestamp(&cli), "unfiltered, the server answers timestamp requests");
+
+    let (sg, _files) = apply(&lab, &srv, "ping-only", PING_ONLY);
+    assert!(!timestamp(&cli), "no rule allows timestamp requests");
+    assert!(echo(&cli), "the echo request (identifier 0) is allowed and gets its reply");
+    assert!(!timestamp(&cli), "the echo flow of identifier 0 does not carry a timestamp request");
+    let inbound = &sg.stats()["interfaces"][0]["inbound"];
+    assert!(count(inbound, "dropped_no_rule") >= 2, "{inbound:#}");
+    assert!(count(inbound, "pass_new_flow") >= 1, "{inbound:#}");
+}
+
+/// Drops every bare ACK `host` sends to `port`: its handshakes never
+/// complete (the SYN-ACK is never acknowledged).
+fn suppress_final_acks(host: &Host, port: u16) {
+    let port = port.to_string();
+    for cmd in [
+        vec!["nft", "add", "table", "inet", "halfopen"],
+        vec!["nft", "add", "chain", "inet", "halfopen", "out", "{ type filter hook output priority 0; }"],
+        vec![
+            "nft", "add", "rule", "inet", "halfopen", "out", "tcp", "dport", &port, "tcp", "flags", "==", "ack", "drop",
+        ],
+    ] {
+        let out = host.run(&cmd).expect("nft runs");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn flows(sg: &Sgctl) -> Vec<serde_json::Value> {
+    sg.json(&["conntrack", "list"])["flows"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_half_open_handshake_is_not_established_and_a_blind_rst_changes_nothing() {
+    let lab = lab("tcpst");
+    let srv = host(&lab, "srv", &[&format!("{SRV}/24")]);
+    let cli = host(&lab, "cli", &[&format!("{CLI}/24")]);
+    let attacker = host(&lab, "attacker", &["203.0.113.66/24"]);
+    let _listeners = listen(&srv, &[&format!("{SRV}:80"), &format!("{SRV}:81")]);
+    let (sg, _files) = apply(&lab, &srv, "web", &WEB.replace("ports: 80", "ports: [80, 81]"));
+
+    // Half open: the client's ACK of the SYN-ACK never arrives.
+    suppress_final_acks(&cli, 81);
+    let to = format!("{SRV}:81").parse().unwrap();
+    let _half_open = cli.in_netns(|| std::net::TcpStream::connect_timeout(&to, ALLOWED)).expect("connect returns");
+    std::thread::sleep(Duration::from_millis(300));
+    let half: Vec<_> = flows(&sg).into_iter().filter(|f| f["dst"] == format!("{SRV}:81")).collect();
+    assert_eq!(half.len(), 1, "{half:?}");
+    assert_eq!(half[0]["state"], "opening", "a handshake in progress is not established: {half:?}");
+    let expires = half[0]["expires_in_secs"].as_u64().expect("expires_in_secs");
+    assert!(expires <= 120, "the transitory timeout applies: {half:?}");
+
+    // Established, then a blind RST spoofed from the client's address with
+    // a sequence number far outside the window.
+    let mut conn = open(&cli, &format!("{SRV}:80"));
+    let client_port = conn.local_addr().port();
+    let established = |sg: &Sgctl| {
+        flows(sg).into_iter().find(|f| f["src"] == format!("{CLI}:{client_port}")).unwrap_or_else(|| panic!("no flow"))
+    };
+    assert_eq!(established(&sg)["state"], "established");
+    let before = count(&sg.stats()["interfaces"][0]["inbound"], "pass_out_of_window");
+    attacker.send_raw_ipv4(&spoofed_rst(CLI, client_port, SRV, 80, 0x8000_0000)).expect("raw send");
+    std::thread::sleep(Duration::from_millis(300));
+    let flow = established(&sg);
+    assert_eq!(flow["state"], "established", "a blind RST does not shorten the flow: {flow}");
+    assert!(flow["expires_in_secs"].as_u64().unwrap_or(0) > 400_000, "{flow}");
+    let after = count(&sg.stats()["interfaces"][0]["inbound"], "pass_out_of_window");
+    assert_eq!(after, before + 1, "the RST was seen, out of the window");
+    assert_eq!(conn.echo(ALLOWED), Connected, "and the connection lives on");
+}
+
+/// An IPv4 TCP RST from `src:sport` to `dst:dport` with sequence `seq`
+/// (checksums right, as an attacker would send it).
+fn spoofed_rst(src: &str, sport: u16, dst: &str, dport: u16, seq: u32) -> Vec<u8> {
+    let (s, d): (Ipv4Addr, Ipv4Addr) = (src.parse().unwrap(), dst.parse().unwrap());
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&sport.to_be_bytes());
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&0u32.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, 0x04, 0, 0, 0, 0, 0, 0]);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&s.octets());
+    pseudo.extend_from_slice(&d.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    let sum = testlab::inet_checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&s.octets());
+    ip.extend_from_slice(&d.octets());
+    let sum = testlab::inet_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    ip.extend_from_slice(&tcp);
+    ip
+}
+
+#[test]
+fn a_tcx_program_attached_before_sgctl_cannot_skip_its_verdict() {
+    let lab = lab("order");
+    let srv = host(&lab, "srv", &[&format!("{SRV}/24")]);
+    let cli = host(&lab, "cli", &[&format!("{CLI}/24")]);
+    let _listeners = listen(&srv, &[&format!("{SRV}:80"), &format!("{SRV}:8080")]);
+
+    // Another tool's program, first on eth0's tcx ingress: it passes every
+    // packet at once (TCX_PASS), which ends the chain.
+    let mut other = aya::EbpfLoader::new().load(firewall_ctl::datapath::OBJECT).expect("object loads");
+    let program: &mut SchedClassifier =
+        other.program_mut("test_tcx_pass").expect("test program").try_into().expect("classifier");
+    program.load().expect("test program loads");
+    let other_id = program.info().expect("info").id();
+    srv.in_netns(|| {
+        program.attach_with_options("eth0", TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
+    })
+    .expect("attached before sgctl");
+
+    let (sg, _files) = apply(&lab, &srv, "web", WEB);
+    expect_all(
+        "sgctl judges before the program attached first",
+        vec![tcp(&cli, &format!("{SRV}:80"), Connected), tcp(&cli, &format!("{SRV}:8080"), TimedOut)],
+    );
+    let status = sg.status();
+    let others = status["interfaces"][0]["other_programs"].as_array().cloned().unwrap_or_default();
+    let listed = others.iter().find(|p| p["id"] == other_id).unwrap_or_else(|| panic!("not in status: {status:#}"));
+    assert_eq!(listed["hook"], "tcx ingress", "{listed}");
+    assert_eq!(listed["before_sgctl"], false, "sgctl went first: {listed}");
+    let text = sg.ok(&["status"]).stdout;
+    assert!(text.contains(&format!("tcx ingress program {other_id}")) && text.contains("runs after sgctl"), "{text}");
+}
+
+#[test]
+fn xdp_mode_does_not_replace_another_xdp_program() {
+    let lab = lab("xdpown");
+    let srv = host(&lab, "srv", &[&format!("{SRV}/24")]);
+    let mut other = aya::EbpfLoader::new().load(firewall_ctl::datapath::OBJECT).expect("object loads");
+    let program: &mut aya::programs::Xdp =
+        other.program_mut(firewall_ctl::testrun::PROG_EMPTY_XDP).expect("program").try_into().expect("xdp");
+    program.load().expect("loads");
+    let other_id = program.info().expect("info").id();
+    srv.in_netns(|| program.attach("eth0", aya::programs::XdpMode::Skb)).expect("another XDP program attached");
+
+    let (sg, _files) = apply(&lab, &srv, "web", &WEB.replace("interfaces:\n  eth0: [web]\n", ""));
+    let run = sg.run(&["attach", "eth0", "--groups", "web", "--mode", "xdp"]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains(&format!("already runs XDP program {other_id}")), "{run:?}");
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{run:?}");
+    assert_eq!(sg.status()["interfaces"].as_array().map(Vec::len), Some(0), "nothing was attached");
+    // tcx runs after XDP: allowed, and status shows the XDP program first.
+    sg.ok(&["attach", "eth0", "--groups", "web", "--mode", "tc"]);
+    let others = sg.status()["interfaces"][0]["other_programs"].clone();
+    assert_eq!(others[0]["hook"], "xdp", "{others}");
+    assert_eq!(others[0]["id"], other_id, "{others}");
+    assert_eq!(others[0]["before_sgctl"], true, "{others}");
+}

@@ -1,0 +1,195 @@
+//! TCP flow states and sequence windows (semantics.md item 10).
+//!
+//! A flow is established only when the handshake completes (SYN, SYN-ACK,
+//! the opener's ACK); until then, and once it closes, the transitory
+//! timeout applies. A packet changes the flow's state, and refreshes its
+//! idle timer, only if it fits the sequence window its side last showed, as
+//! Linux conntrack's `tcp_in_window` checks it (without SACK and
+//! retransmission tracking): a blind RST or FIN with a guessed 4-tuple and
+//! a wrong sequence number changes nothing.
+//!
+//! A flow picked up mid-stream (its first packet was not a SYN, e.g. after
+//! `sgctl conntrack flush`) has no window to hold packets to; as in Linux
+//! ("be liberal" for picked-up connections) every packet of it fits, and it
+//! is established once the other side answers.
+use firewall_common::conntrack::{tcp_seen, FlowEntry, FlowState, TcpSeen};
+
+use crate::parse::{Tcp, NO_WSCALE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+/// RFC 7323: shifts above 14 are taken as 14.
+const MAX_WSCALE: u8 = 14;
+
+/// Linux's `MAXACKWINDOW` for a side that has not advertised a window yet.
+const MAX_ACK_WINDOW_UNKNOWN: u32 = 66000;
+
+/// `a` comes before `b` in sequence space (modulo 2^32).
+#[inline(always)]
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+#[inline(always)]
+fn after(a: u32, b: u32) -> bool {
+    before(b, a)
+}
+
+/// One past the last sequence number the packet occupies.
+#[inline(always)]
+fn seq_end(t: &Tcp) -> u32 {
+    t.seq
+        .wrapping_add(t.datalen)
+        .wrapping_add(u32::from(t.flags & TCP_SYN != 0))
+        .wrapping_add(u32::from(t.flags & TCP_FIN != 0))
+}
+
+/// The opener's side of a flow that a SYN opens.
+#[inline(always)]
+pub fn opener_of_syn(t: &Tcp) -> TcpSeen {
+    let mut seen = TcpSeen { flags: tcp_seen::SYN, ..TcpSeen::default() };
+    from_syn(&mut seen, t, seq_end(t));
+    seen
+}
+
+#[inline(always)]
+fn from_syn(s: &mut TcpSeen, t: &Tcp, end: u32) {
+    s.end = end;
+    s.max_end = end;
+    s.max_win = if t.window == 0 { 1 } else { u32::from(t.window) };
+    if t.wscale == NO_WSCALE {
+        s.scale = 0;
+        s.flags &= !tcp_seen::SCALE;
+    } else {
+        s.scale = if t.wscale > MAX_WSCALE { MAX_WSCALE } else { t.wscale };
+        s.flags |= tcp_seen::SCALE;
+    }
+}
+
+/// The flow's next state after a packet from the opener (`from_opener`) or
+/// the other side; `None` when the packet does not fit the flow's windows
+/// and must change nothing. Records the packet in the windows when it fits.
+#[inline(always)]
+pub fn next_state(e: &mut FlowEntry, t: &Tcp, from_opener: bool, state: FlowState) -> Option<FlowState> {
+    let flags = t.flags;
+    let (syn, ack, rst) = (flags & TCP_SYN != 0, flags & TCP_ACK != 0, flags & TCP_RST != 0);
+    let picked_up = e.tcp[0].flags & tcp_seen::SYN == 0;
+    if !picked_up {
+        if state == FlowState::Opening && !from_opener {
+            // Before the SYN-ACK, the other side can only answer the SYN:
+            // a SYN-ACK or a RST that acknowledges it exactly (RFC 9293).
+            if !(ack && (syn || rst) && t.ack == e.tcp[0].end) {
+                return None;
+            }
+        }
+        let handshake = matches!(state, FlowState::Opening | FlowState::SynReceived);
+        let [opener, other] = &mut e.tcp;
+        let fits =
+            if from_opener { in_window(opener, other, t, handshake) } else { in_window(other, opener, t, handshake) };
+        if !fits {
+            return None;
+        }
+    }
+    Some(match state {
+        _ if rst || flags & TCP_FIN != 0 => FlowState::Closing,
+        FlowState::Opening if picked_up => {
+            if from_opener {
+                FlowState::Opening
+            } else {
+                FlowState::Established
+            }
+        }
+        // Checked above: the other side's SYN-ACK of the opener's SYN.
+        FlowState::Opening if !from_opener => FlowState::SynReceived,
+        FlowState::SynReceived if from_opener && ack && !syn => FlowState::Established,
+        other => other,
+    })
+}
+
+/// Whether a packet from `s` (the other side being `r`) fits the windows
+/// seen so far; when it does, `s` and `r` record it. Linux's
+/// `tcp_in_window`: I. the sequence number does not pass what `r` allowed;
+/// II. the packet ends no further back than `r`'s largest window;
+/// III. the acknowledgement does not pass what `r` sent; IV. nor lags it by
+/// more than `s`'s largest window. A packet that does not fit leaves no trace.
+#[inline(always)]
+fn in_window(s: &mut TcpSeen, r: &mut TcpSeen, t: &Tcp, handshake: bool) -> bool {
+    let syn = t.flags & TCP_SYN != 0;
+    if s.max_win == 0 || (syn && handshake) {
+        // The side's first packet, or a SYN during the handshake: rare, so
+        // worked out on copies and written back only if the packet fits.
+        let (mut s_new, mut r_new) = (*s, *r);
+        if !first_or_syn(&mut s_new, &mut r_new, t) || !fits_and_record(&mut s_new, &mut r_new, t) {
+            return false;
+        }
+        *s = s_new;
+        *r = r_new;
+        return true;
+    }
+    fits_and_record(s, r, t)
+}
+
+/// Takes in the side's first packet (its SYN-ACK, or the other side's
+/// answer to a flow picked up) or a SYN sent again with a new initial
+/// sequence number. `false`: nothing more to check, the packet fits.
+#[inline(always)]
+fn first_or_syn(s: &mut TcpSeen, r: &mut TcpSeen, t: &Tcp) -> bool {
+    let syn = t.flags & TCP_SYN != 0;
+    let end = seq_end(t);
+    if s.max_win == 0 {
+        if syn {
+            // The SYN-ACK: window scaling holds only if both SYNs asked for it.
+            from_syn(s, t, end);
+            if s.flags & r.flags & tcp_seen::SCALE == 0 {
+                s.scale = 0;
+                r.scale = 0;
+            }
+        } else {
+            let win = u32::from(t.window);
+            s.end = end;
+            s.max_win = if win == 0 { 1 } else { win };
+            s.max_end = end.wrapping_add(s.max_win);
+        }
+    } else if syn && after(end, s.end) {
+        from_syn(s, t, end);
+    }
+    true
+}
+
+/// The four checks of [`in_window`] and, when they pass, the update of both
+/// sides. Fields are written only when they change: a write per packet
+/// would bounce the entry's cache line between the CPUs of the two
+/// directions.
+#[inline(always)]
+fn fits_and_record(s: &mut TcpSeen, r: &mut TcpSeen, t: &Tcp) -> bool {
+    let flags = t.flags;
+    let syn = flags & TCP_SYN != 0;
+    let end = seq_end(t);
+    let (s_end, s_max_end, s_max_win) = (s.end, s.max_end, s.max_win);
+    let (r_end, r_max_end, r_max_win) = (r.end, r.max_end, r.max_win);
+    // No ACK (or a RST with a zero one, as broken stacks send): as if it
+    // acknowledged everything.
+    let ack = if flags & TCP_ACK == 0 || (flags & TCP_RST != 0 && t.ack == 0) { r_end } else { t.ack };
+    let max_ack_window = if s_max_win != 0 { s_max_win } else { MAX_ACK_WINDOW_UNKNOWN };
+    let fits = !after(t.seq, s_max_end)
+        && (r_max_win == 0 || !before(end, s_end.wrapping_sub(r_max_win)))
+        && !after(ack, r_end)
+        && !before(ack, r_end.wrapping_sub(max_ack_window));
+    if !fits {
+        return false;
+    }
+    let win = u32::from(t.window);
+    let win = if syn { win } else { win << s.scale };
+    if s_max_win < win {
+        s.max_win = win;
+    }
+    if after(end, s_end) {
+        s.end = end;
+    }
+    if r_max_win != 0 && after(end, s_max_end) {
+        r.max_win = r_max_win.wrapping_add(end.wrapping_sub(s_max_end));
+    }
+    let allowed = ack.wrapping_add(win);
+    if after(allowed, r_max_end.wrapping_sub(1)) {
+        r.max_end = allowed.wrapping_add(u32::from(win == 0));
+    }
+    true
+}
