@@ -34,6 +34,10 @@ pub struct Global {
     /// Print one JSON document instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The most kernel memory a policy's maps may take while it is put in force (the two generations of its
+    /// policy maps, conntrack, counters, records), per scope: a size (512M, 2G) or a share of the host's memory.
+    #[arg(long, global = true, env = "SGCTL_MAX_KERNEL_MEMORY", default_value = "25%", value_name = "SIZE")]
+    pub max_kernel_memory: crate::memory::Limit,
     /// How long a verb that changes state waits for another sgctl to finish, in seconds.
     #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
     pub wait: u64,
@@ -86,6 +90,15 @@ pub enum Command {
         /// Ingress hook: XDP (native, real NICs), tcx (veth, virtual devices), or chosen per device.
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
+    },
+    /// Add addresses to a group's members, or remove them, without applying the files again.
+    ///
+    /// The change is made in the maps in force, address by address, when that judges every packet by the old
+    /// membership or the new one; otherwise it is a full change (as apply). It lasts until the next `sgctl apply`
+    /// of files, which puts the files' memberships back.
+    Members {
+        #[command(subcommand)]
+        action: MembersAction,
     },
     /// Stop filtering an interface.
     Detach {
@@ -198,6 +211,25 @@ fn parse_attachment(text: &str) -> Result<(String, Vec<String>), String> {
         return Err(format!("{text:?}: expected IFACE=GROUP[,GROUP...]"));
     }
     Ok((iface.to_owned(), groups))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersAction {
+    /// Make ADDRESS... carry GROUP (as if listed under `members: GROUP:`).
+    Add {
+        #[arg(value_name = "GROUP", add = ArgValueCompleter::new(group))]
+        group: String,
+        /// Addresses (10.0.1.5, 2001:db8::5) or networks (10.0.1.0/24).
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+    },
+    /// Make ADDRESS... stop carrying GROUP.
+    Remove {
+        #[arg(value_name = "GROUP", add = ArgValueCompleter::new(group))]
+        group: String,
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

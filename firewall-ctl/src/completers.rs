@@ -51,7 +51,7 @@ fn applied_groups() -> Vec<String> {
         .into_iter()
         .filter_map(|scope| {
             let lib = crate::saved::LibDir::new(Path::new(crate::saved::DEFAULT_LIB_DIR));
-            Host { state: state.clone(), lib, scope }.parsed_policy().ok().flatten()
+            Host { state: state.clone(), lib, scope, memory_limit: Default::default() }.parsed_policy().ok().flatten()
         })
         .flat_map(|(_, policy)| policy.groups.into_iter().map(|g| g.name))
         .collect();

@@ -17,6 +17,8 @@ pub mod frames;
 pub mod fuzzing;
 pub mod image;
 pub mod import;
+pub mod membership;
+pub mod memory;
 pub mod model;
 pub mod netns;
 pub mod output;
@@ -25,6 +27,7 @@ pub mod privilege;
 pub mod saved;
 pub mod state;
 pub mod testrun;
+pub mod timings;
 
 /// Invalid input (a policy, a name, a flag value): exit status 2, and
 /// nothing in the kernel has changed.

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     // Answers a shell's completion request (`sgctl completions SHELL --dynamic`) and exits.
     clap_complete::CompleteEnv::with_factory(Cli::command).var(completers::ENV_VAR).complete();
     let cli = Cli::parse();
+    firewall_ctl::timings::mark("start");
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

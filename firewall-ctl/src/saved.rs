@@ -21,6 +21,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
     control::Wanted,
+    membership::MemberEdits,
     state::{
         records::{Mode, Origin, Source},
         Scope,
@@ -35,6 +36,32 @@ pub struct Saved {
     pub generation: u64,
     pub sources: Vec<Source>,
     pub interfaces: Vec<SavedInterface>,
+    /// Memberships changed with `sgctl members` since (also in
+    /// `members.json`, which `sgctl members` rewrites alone).
+    #[serde(default, skip_serializing_if = "MemberEdits::is_empty")]
+    pub members: MemberEdits,
+    /// `PolicyRecord::digest` of the sources (0 in files of older versions).
+    #[serde(default)]
+    pub digest: u64,
+}
+
+/// `applied.json` without the sources' text (read past, not kept).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SavedHead {
+    pub generation: u64,
+    pub interfaces: Vec<SavedInterface>,
+    #[serde(default)]
+    pub members: MemberEdits,
+    #[serde(default)]
+    pub digest: u64,
+}
+
+/// `members.json`: the membership edits of the saved generation, written
+/// on their own by `sgctl members` so that it does not rewrite the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SavedMembers {
+    generation: u64,
+    members: MemberEdits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,12 +112,38 @@ impl LibDir {
         self.root.join(scope.dir_name())
     }
 
+    /// What was saved in force, with the latest membership edits of its generation.
     pub fn applied(&self, scope: &Scope) -> anyhow::Result<Option<Saved>> {
-        read(&self.scope_dir(scope).join("applied.json"))
+        let Some(mut saved) = read::<Saved>(&self.scope_dir(scope).join("applied.json"))? else { return Ok(None) };
+        if let Some(m) = read::<SavedMembers>(&self.scope_dir(scope).join("members.json"))? {
+            if m.generation == saved.generation {
+                saved.members = m.members;
+            }
+        }
+        Ok(Some(saved))
+    }
+
+    /// [`Self::applied`] without the sources' text.
+    pub fn applied_head(&self, scope: &Scope) -> anyhow::Result<Option<SavedHead>> {
+        let Some(mut head) = read::<SavedHead>(&self.scope_dir(scope).join("applied.json"))? else { return Ok(None) };
+        if let Some(m) = read::<SavedMembers>(&self.scope_dir(scope).join("members.json"))? {
+            if m.generation == head.generation {
+                head.members = m.members;
+            }
+        }
+        Ok(Some(head))
     }
 
     pub fn save_applied(&self, scope: &Scope, saved: &Saved) -> anyhow::Result<()> {
+        // The edits first: a crash between leaves them newer than, or of
+        // another generation than, applied.json, never older.
+        self.save_members(scope, saved.generation, &saved.members)?;
         write(&self.scope_dir(scope), "applied.json", saved)
+    }
+
+    /// Saves the membership edits of generation `generation` alone.
+    pub fn save_members(&self, scope: &Scope, generation: u64, members: &MemberEdits) -> anyhow::Result<()> {
+        write(&self.scope_dir(scope), "members.json", &SavedMembers { generation, members: members.clone() })
     }
 
     pub fn pending(&self, scope: &Scope) -> anyhow::Result<Option<Pending>> {

@@ -3,12 +3,13 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Serialize;
 
+use super::check::MemorySummary;
 use crate::{
     control::{self, commit, Host, IfaceChange, Wanted},
-    netns,
+    memory, netns,
     output::{print_json, table},
-    policy::{self, Policy, Rule, RuleDirection},
-    state::records::{Origin, PolicyRecord, Source},
+    policy::{self, Policy},
+    state::records::{Origin, PolicyRecord, PolicySummary, Source},
 };
 
 #[derive(Serialize)]
@@ -27,6 +28,9 @@ struct Report {
     /// for `sgctl confirm`, after which the previous policy comes back.
     #[serde(skip_serializing_if = "Option::is_none")]
     confirm_by: Option<u64>,
+    /// What the policy's maps take in the kernel (absent when nothing changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_memory: Option<MemorySummary>,
 }
 
 #[derive(Serialize)]
@@ -48,18 +52,27 @@ pub fn run(
     // the next command runs from.
     let absolute: Vec<PathBuf> = files.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())).collect();
     let texts = policy::read_files(&absolute)?;
+    crate::timings::mark("read files");
     let parsed = policy::parse_sources(&texts)?;
     policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
-    let record =
-        PolicyRecord { generation: 0, sources: texts.into_iter().map(|(path, text)| Source { path, text }).collect() };
-    let old = host.parsed_policy()?;
+    crate::timings::mark("parse");
+    let record = PolicyRecord::of(texts.into_iter().map(|(path, text)| Source { path, text }).collect());
+    // What is in force, from its summary (its text is not read again).
+    let old = match host.summary()? {
+        Some(summary) => Some(summary),
+        None => host.parsed_policy()?.map(|(record, parsed)| PolicySummary::of(&record, &parsed)),
+    };
     let wanted = wanted_after(host, &parsed)?;
-    let groups = rule_changes(old.as_ref().map(|(_, p)| p), &parsed);
+    let groups = rule_changes(old.as_ref(), &PolicySummary::of(&record, &parsed));
+    crate::timings::mark("the policy in force, and what changes");
 
     let report = if dry_run {
         // Everything short of the kernel: input errors surface here too.
-        control::compile_all(&parsed, &wanted)?;
-        let generation = old.as_ref().map_or(1, |(r, _)| r.generation + 1);
+        let compiled = control::compile_all(&parsed, &wanted)?;
+        let texts: Vec<(&str, &str)> = record.sources.iter().map(|s| (s.path.as_str(), s.text.as_str())).collect();
+        let estimate = control::estimate_fresh(&texts, &parsed, &wanted, &compiled)?;
+        memory::check(&estimate, host.memory_limit)?;
+        let generation = old.as_ref().map_or(1, |s| s.generation + 1);
         Report {
             netns: host.scope.netns().map(str::to_owned),
             generation,
@@ -69,6 +82,7 @@ pub fn run(
             interfaces: Vec::new(),
             switch_micros: 0,
             confirm_by: None,
+            kernel_memory: Some(MemorySummary::new(estimate, host.memory_limit)),
         }
     } else {
         // The rollback is armed before the switch: a kill right after it
@@ -99,6 +113,7 @@ pub fn run(
             interfaces: outcome.interfaces,
             switch_micros: outcome.switch_micros,
             confirm_by: pending.filter(|_| outcome.changed).map(|p| p.deadline),
+            kernel_memory: outcome.kernel_memory.map(|e| MemorySummary::new(e, host.memory_limit)),
         }
     };
     if json {
@@ -125,6 +140,9 @@ fn print_report(r: &Report) {
     for change in &r.interfaces {
         crate::outln!("{change}");
     }
+    if let Some(m) = &r.kernel_memory {
+        crate::outln!("{}", m.line());
+    }
     if let Some(deadline) = r.confirm_by {
         let left = deadline.saturating_sub(super::restore::unix_now());
         crate::outln!("run `sgctl confirm` within {left} s, or the previous policy comes back by itself");
@@ -147,15 +165,9 @@ fn wanted_after(host: &Host, policy: &Policy) -> anyhow::Result<Vec<Wanted>> {
 }
 
 /// Rules added and removed per group, comparing rule content (not position).
-fn rule_changes(old: Option<&Policy>, new: &Policy) -> Vec<GroupChange> {
-    let signatures = |p: Option<&Policy>| -> BTreeMap<String, Vec<String>> {
-        let mut m = BTreeMap::new();
-        for g in p.map(|p| p.groups.as_slice()).unwrap_or_default() {
-            let sigs: Vec<String> =
-                RuleDirection::BOTH.iter().flat_map(|d| g.rules(*d).iter().map(move |r| signature(*d, r))).collect();
-            m.insert(g.name.clone(), sigs);
-        }
-        m
+fn rule_changes(old: Option<&PolicySummary>, new: &PolicySummary) -> Vec<GroupChange> {
+    let signatures = |p: Option<&PolicySummary>| -> BTreeMap<String, Vec<u64>> {
+        p.map(|p| p.groups.iter().cloned().collect()).unwrap_or_default()
     };
     let (old, new) = (signatures(old), signatures(Some(new)));
     let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
@@ -175,15 +187,7 @@ fn rule_changes(old: Option<&Policy>, new: &Policy) -> Vec<GroupChange> {
         .collect()
 }
 
-fn signature(direction: RuleDirection, r: &Rule) -> String {
-    let peers: Vec<_> = r.peers.iter().map(|p| format!("{:?}", p.target)).collect();
-    format!(
-        "{direction} {:?} {:?} {:?} {:?} {peers:?} {:?}",
-        r.protocol, r.ports, r.icmp_type, r.icmp_code, r.description
-    )
-}
-
-fn multiset_minus(a: &[String], b: &[String]) -> usize {
+fn multiset_minus(a: &[u64], b: &[u64]) -> usize {
     let mut rest = b.to_vec();
     a.iter()
         .filter(|x| match rest.iter().position(|y| y == *x) {

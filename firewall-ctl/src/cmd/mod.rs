@@ -8,6 +8,7 @@ mod conntrack;
 mod explain;
 mod export;
 mod import;
+mod members;
 mod restore;
 mod stats;
 mod status;
@@ -29,7 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(name) = &global.netns {
             netns::enter(name)?;
         }
-        return check::run(files, global.json);
+        return check::run(files, global.max_kernel_memory, global.json);
     }
     // Verbs that work on files and text only: no privilege, no state.
     match &cli.command {
@@ -74,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore { .. } => restore::restore(&host, json),
         Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&host, &iface, json),
+        Command::Members { action } => members::run(&host, &action, json),
         Command::Status => status::run(&hosts_in_view(global, &host)?, json),
         Command::Stats { watch } => stats::run(&hosts_in_view(global, &host)?, watch, json),
         Command::Conntrack { action } => conntrack::run(&hosts_in_view(global, &host)?, &action, json),
@@ -101,7 +103,8 @@ pub fn open_host(global: &Global, changes: bool) -> anyhow::Result<(Host, Option
     } else {
         (StateDir::open_read_only(&global.state_dir)?, None)
     };
-    Ok((Host { state, lib: LibDir::new(&global.lib_dir), scope: scope_of(global) }, lock))
+    let lib = LibDir::new(&global.lib_dir);
+    Ok((Host { state, lib, scope: scope_of(global), memory_limit: global.max_kernel_memory }, lock))
 }
 
 /// `sgctl restore --all`: the host, then every named namespace with a
@@ -119,7 +122,7 @@ fn restore_all(global: &Global) -> anyhow::Result<()> {
                 continue;
             }
         }
-        let here = Host { state: host.state.clone(), lib: host.lib.clone(), scope: scope.clone() };
+        let here = Host { scope: scope.clone(), ..host.clone() };
         if let Err(e) = restore::restore(&here, global.json) {
             eprintln!("sgctl: restoring {scope}: {e:#}");
             failed.push(scope.to_string());
@@ -132,7 +135,7 @@ fn restore_all(global: &Global) -> anyhow::Result<()> {
 
 /// The scopes a verb covers: the one `-n` names, else all.
 fn hosts_in_view(global: &Global, host: &Host) -> anyhow::Result<Vec<Host>> {
-    let at = |scope| Host { state: host.state.clone(), lib: host.lib.clone(), scope };
+    let at = |scope| Host { scope, ..host.clone() };
     if global.netns.is_some() {
         return Ok(vec![at(host.scope.clone())]);
     }
@@ -145,6 +148,7 @@ fn changes_state(command: &Command) -> bool {
         Command::Conntrack { action } => !matches!(action, ConntrackAction::List),
         Command::Attach { .. }
         | Command::Detach { .. }
+        | Command::Members { .. }
         | Command::Confirm
         | Command::Restore { .. }
         | Command::Rollback { .. } => true,
@@ -168,6 +172,7 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Rollback { .. } => "rollback",
         Command::Attach { .. } => "attach",
         Command::Detach { .. } => "detach",
+        Command::Members { .. } => "members",
         Command::Status => "status",
         Command::Stats { .. } => "stats",
         Command::Conntrack { .. } => "conntrack",

@@ -46,7 +46,10 @@ struct Restored {
 /// namespace), leaving out interfaces that do not exist.
 fn put_in_force(host: &Host, target: Option<&Saved>) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
     let sources = target.map(|t| t.sources.clone()).unwrap_or_default();
-    let record = PolicyRecord { generation: 0, sources };
+    let record = PolicyRecord {
+        member_edits: target.map(|t| t.members.clone()).unwrap_or_default(),
+        ..PolicyRecord::of(sources)
+    };
     let parsed = record.parse()?;
     let (present, missing): (Vec<Wanted>, Vec<Wanted>) = target
         .map(|t| t.interfaces.iter().map(Wanted::from).collect::<Vec<_>>())

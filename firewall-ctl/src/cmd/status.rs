@@ -19,6 +19,8 @@ struct ScopeStatus {
     generation: Option<u64>,
     sources: Vec<String>,
     interfaces: Vec<IfaceStatus>,
+    /// Bytes the kernel charges for the scope's own maps (`ACTIVE`, the policy records).
+    kernel_memory: u64,
     /// An `apply --confirm-within` awaiting `sgctl confirm`.
     pending_confirmation: Option<PendingStatus>,
 }
@@ -43,6 +45,8 @@ struct IfaceStatus {
     generation: u64,
     conntrack_entries: usize,
     conntrack_capacity: u32,
+    /// Bytes the kernel charges for the interface's maps and records (their `memlock`).
+    kernel_memory: u64,
     /// Programs of others on the same hooks (XDP, tcx ingress and egress).
     other_programs: Vec<hooks::OtherProgram>,
 }
@@ -66,6 +70,7 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                 egress_program_id: ids.map(|i| i.1),
                 conntrack_entries: maps.flows()?.len(),
                 conntrack_capacity: maps.conntrack_capacity()?,
+                kernel_memory: maps.kernel_memory()?,
                 interface: record.ifname,
                 ifindex: record.ifindex,
                 groups: record.groups,
@@ -78,6 +83,11 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
             generation: policy.as_ref().map(|p| p.generation),
             sources: policy.map(|p| p.paths()).unwrap_or_default(),
             interfaces,
+            kernel_memory: if host.state.scope_dir(&host.scope).exists() {
+                crate::datapath::maps::pinned_memory(&host.state.scope_dir(&host.scope))?
+            } else {
+                0
+            },
             pending_confirmation: host.lib.pending(&host.scope)?.map(|p| PendingStatus {
                 generation: p.generation,
                 deadline: p.deadline,
@@ -117,15 +127,21 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                     format!("{}/{}", id(i.ingress_program_id), id(i.egress_program_id)),
                     i.generation.to_string(),
                     format!("{}/{}", i.conntrack_entries, i.conntrack_capacity),
+                    crate::memory::human(i.kernel_memory),
                 ]
             })
             .collect();
-        crate::out!("{}", table(&["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK"], &rows));
+        let header = ["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK", "KERNEL MEMORY"];
+        crate::out!("{}", table(&header, &rows));
         for i in &s.interfaces {
             for p in &i.other_programs {
                 let order = if p.before_sgctl { "before" } else { "after" };
                 crate::outln!("  {}: {} program {} ({}) runs {order} sgctl", i.interface, p.hook, p.id, p.name);
             }
+        }
+        if !s.interfaces.is_empty() {
+            let total = s.kernel_memory + s.interfaces.iter().map(|i| i.kernel_memory).sum::<u64>();
+            crate::outln!("kernel memory charged to the maps: {} (memlock)", crate::memory::human(total));
         }
     }
     Ok(())

@@ -8,15 +8,19 @@ use crate::policy::{ErrorKind, Location, Policy, PolicyError};
 /// [`summarize`], with a failure located at the `interfaces:` entry of the
 /// interface that does not compile.
 pub fn summarize_located(policy: &Policy) -> Result<Summary, PolicyError> {
-    summarize(policy).map_err(|e| {
-        let at = match &e {
-            CompileError::OnInterface { interface, .. } => {
-                policy.interfaces.iter().find(|a| &a.interface == interface).map(|a| &a.at)
-            }
-            _ => None,
-        };
-        PolicyError::new(at.unwrap_or(&whole_policy(policy)), ErrorKind::DoesNotFit(e))
-    })
+    summarize(policy).map_err(|e| locate(policy, e))
+}
+
+/// `e`, located at the `interfaces:` entry of the interface it names (or
+/// at the start of the policy).
+pub fn locate(policy: &Policy, e: CompileError) -> PolicyError {
+    let at = match &e {
+        CompileError::OnInterface { interface, .. } => {
+            policy.interfaces.iter().find(|a| &a.interface == interface).map(|a| &a.at)
+        }
+        _ => None,
+    };
+    PolicyError::new(at.unwrap_or(&whole_policy(policy)), ErrorKind::DoesNotFit(e))
 }
 
 /// Where an error about the policy as a whole points: its first file.

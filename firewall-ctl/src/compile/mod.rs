@@ -20,7 +20,10 @@ mod simulate;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeMap, fmt};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+};
 
 use firewall_common::{
     conntrack::Timeouts,
@@ -30,7 +33,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    located::summarize_located,
+    located::{locate, summarize_located},
+    lpm::RawEntry,
     simulate::{allowed, lookup},
 };
 pub use crate::policy::RuleDirection;
@@ -41,7 +45,7 @@ use crate::policy::{Group, PeerTarget, Policy, Rule};
 pub struct CompiledInterface {
     /// Index = rule id = bit in [`RuleSet`].
     pub rules: Vec<RuleInfo>,
-    pub l4: Vec<LpmEntry<L4Key>>,
+    pub l4: Trie<L4Key>,
     /// Peer address → rules: CIDR and prefix-list peers, and the member
     /// addresses of `sg:` peers, together.
     pub addr4: Trie<Addr4>,
@@ -50,6 +54,10 @@ pub struct CompiledInterface {
     /// address: they need no address lookup and stay out of the tries.
     pub any4: RuleSet,
     pub any6: RuleSet,
+    /// The groups `sg:` peers of this interface name, each with the rules
+    /// naming it; an address entry whose [`Chain::source`] is `1 + i` comes
+    /// from the `members:` of group `i` alone (see [`source`]).
+    pub member_groups: Vec<(String, RuleSet)>,
     pub timeouts: Timeouts,
     pub conntrack_capacity: u32,
 }
@@ -57,7 +65,7 @@ pub struct CompiledInterface {
 impl CompiledInterface {
     /// Entries over all three tries.
     pub fn map_entries(&self) -> usize {
-        self.l4.len() + self.addr4.entries.len() + self.addr6.entries.len()
+        self.l4.entries.len() + self.addr4.entries.len() + self.addr6.entries.len()
     }
 
     /// The id of `GROUP/DIRECTION/INDEX`, if attached here.
@@ -67,22 +75,24 @@ impl CompiledInterface {
     }
 }
 
-/// One LPM trie entry; `rules` already includes the rules of every entry
-/// whose prefix contains this one. In the address tries, `chain` (an index
-/// into the trie's chains) says how to credit the most specific match.
+/// One LPM trie entry. Its rules (its own and those of every entry whose
+/// prefix contains it) and how to credit its most specific match are its
+/// chain's (an index into the trie's chains).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LpmEntry<K> {
     pub prefix_len: u32,
     pub key: K,
-    pub rules: RuleSet,
     pub chain: u32,
 }
 
-/// An address trie: its entries, and the chains they share.
+/// A trie: its entries, and the chains they share.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trie<K> {
     pub entries: Vec<LpmEntry<K>>,
     pub chains: Vec<Chain>,
+    /// Intermediate nodes the kernel's trie adds where the paths to two
+    /// entries part without an entry there (they take memory like entries).
+    pub intermediate: usize,
 }
 
 /// The prefixes containing an address, longest first, as rule sets: an
@@ -93,6 +103,29 @@ pub struct Chain {
     pub parent: Option<u32>,
     /// The union of the chain.
     pub rules: RuleSet,
+    /// Where the entry's own rules come from: a [`source`] tag.
+    pub source: u32,
+}
+
+/// Where an address entry's own rules come from, as far as `sgctl members`
+/// needs to know to change a group's membership in place: from one group's
+/// `members:` list alone (the tag is `1 +` its index in
+/// [`CompiledInterface::member_groups`]), or from anything else.
+pub mod source {
+    /// CIDR and prefix-list peers, local interface addresses carrying a
+    /// group, L4 keys: what only a full apply changes.
+    pub const STATIC: u32 = 0;
+    /// Several of the above and groups together.
+    pub const SHARED: u32 = u32::MAX;
+
+    /// The source of an entry named by both `a` and `b`.
+    pub fn combine(a: u32, b: u32) -> u32 {
+        if a == b {
+            a
+        } else {
+            SHARED
+        }
+    }
 }
 
 impl<K> Trie<K> {
@@ -106,6 +139,11 @@ impl<K> Trie<K> {
             next = c.parent;
         }
         out
+    }
+
+    /// Every rule of `entry`: its own and its ancestors'.
+    pub fn rules(&self, entry: &LpmEntry<K>) -> &RuleSet {
+        &self.chains[entry.chain as usize].rules
     }
 }
 
@@ -233,46 +271,85 @@ pub fn compile_interface(
     }
     order::sort(&mut rules);
 
-    let mut raw = Raw::default();
-    let mut group_members: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+    // Each peer source (a CIDR, a prefix list, a group) once, with every
+    // rule naming it: a list named by many rules is expanded once.
+    let mut sources = Sources::default();
+    let mut l4 = Vec::new();
     for (id, (info, rule)) in rules.iter().enumerate() {
         // At most MAX_RULES, checked above.
         let id = id as u32;
-        raw.l4.extend(l4::keys(rule, info.direction).into_iter().map(|(len, key)| (len, key, id)));
+        l4.extend(l4::keys(rule, info.direction).into_iter().map(|(len, key)| RawEntry::new(len, key, id, 0)));
         for peer in &rule.peers {
-            match &peer.target {
-                PeerTarget::Cidr(net) => raw.add([*net], id),
-                PeerTarget::PrefixList(name) => {
-                    let cidrs = policy.prefix_list(name).map(|p| p.cidrs.as_slice());
-                    raw.add(cidrs.unwrap_or_default().iter().copied(), id);
-                }
-                PeerTarget::Group(name) => {
-                    let m = group_members.entry(name).or_insert_with(|| members(policy, local_members, name));
-                    raw.add(m.iter().copied(), id);
-                }
+            sources.name(&peer.target, id);
+        }
+    }
+    let mut raw = Raw::default();
+    let mut member_groups = Vec::new();
+    for (target, set) in &sources.list {
+        let set_index = raw.sets.len() as u32;
+        raw.sets.push(*set);
+        match target {
+            PeerTarget::Cidr(net) => raw.add([*net], set_index, source::STATIC),
+            PeerTarget::PrefixList(name) => {
+                let cidrs = policy.prefix_list(name).map(|p| p.cidrs.as_slice());
+                raw.add(cidrs.unwrap_or_default().iter().copied(), set_index, source::STATIC);
+            }
+            PeerTarget::Group(name) => {
+                member_groups.push((name.clone(), *set));
+                // Local addresses are not the group's `members:`: `sgctl members` does not change them.
+                raw.add(policy.members_of(name), set_index, member_groups.len() as u32);
+                let local = local_members.get(name).into_iter().flatten().copied();
+                raw.add(local, set_index, source::STATIC);
             }
         }
     }
+    let l4_sets: Vec<RuleSet> = (0..rules.len() as u32)
+        .map(|id| {
+            let mut set = RuleSet::EMPTY;
+            set.insert(id);
+            set
+        })
+        .collect();
     let mut infos: Vec<RuleInfo> = rules.into_iter().map(|(info, _)| info).collect();
     identity::disambiguate(&mut infos);
     Ok(CompiledInterface {
         rules: infos,
-        l4: lpm::build(raw.l4).entries,
-        addr4: lpm::build(raw.addr4),
-        addr6: lpm::build(raw.addr6),
+        l4: lpm::build(l4, &l4_sets),
+        addr4: lpm::build(raw.addr4, &raw.sets),
+        addr6: lpm::build(raw.addr6, &raw.sets),
         any4: raw.any4,
         any6: raw.any6,
+        member_groups,
         timeouts: policy.conntrack.timeouts(),
         conntrack_capacity: policy.conntrack.capacity(),
     })
 }
 
-/// `(prefix length, key, rule id)` before merging, one list per map.
+/// The distinct peers of an interface's rules, in first-named order, each
+/// with the rules naming it.
+#[derive(Default)]
+struct Sources {
+    list: Vec<(PeerTarget, RuleSet)>,
+    index: HashMap<PeerTarget, usize>,
+}
+
+impl Sources {
+    fn name(&mut self, target: &PeerTarget, rule: u32) {
+        let next = self.list.len();
+        let i = *self.index.entry(target.clone()).or_insert(next);
+        if i == next {
+            self.list.push((target.clone(), RuleSet::EMPTY));
+        }
+        self.list[i].1.insert(rule);
+    }
+}
+
+/// Address prefixes before merging, and the rule sets they index.
 #[derive(Default)]
 struct Raw {
-    l4: Vec<(u32, L4Key, u32)>,
-    addr4: Vec<(u32, Addr4, u32)>,
-    addr6: Vec<(u32, Addr6, u32)>,
+    sets: Vec<RuleSet>,
+    addr4: Vec<RawEntry>,
+    addr6: Vec<RawEntry>,
     any4: RuleSet,
     any6: RuleSet,
 }
@@ -281,15 +358,16 @@ impl Raw {
     /// Address peers: IPv4 networks go only to the IPv4 map, IPv6 only to
     /// the IPv6 one (an IPv4 CIDR never matches an IPv6 packet); a /0 goes
     /// to the family's every-address set instead.
-    fn add(&mut self, nets: impl IntoIterator<Item = IpNet>, id: u32) {
-        let (v4, v6) = (&mut self.addr4, &mut self.addr6);
+    fn add(&mut self, nets: impl IntoIterator<Item = IpNet>, set: u32, source: u32) {
         for net in nets {
             let len = u32::from(net.prefix_len());
             match net {
-                IpNet::V4(_) if len == 0 => self.any4.insert(id),
-                IpNet::V6(_) if len == 0 => self.any6.insert(id),
-                IpNet::V4(n) => v4.push((len, n.network().octets(), id)),
-                IpNet::V6(n) => v6.push((len, addr6_from_octets(n.network().octets()), id)),
+                IpNet::V4(_) if len == 0 => self.any4.union_with(&self.sets[set as usize]),
+                IpNet::V6(_) if len == 0 => self.any6.union_with(&self.sets[set as usize]),
+                IpNet::V4(n) => self.addr4.push(RawEntry::new(len, n.network().octets(), set, source)),
+                IpNet::V6(n) => {
+                    self.addr6.push(RawEntry::new(len, addr6_from_octets(n.network().octets()), set, source));
+                }
             }
         }
     }

@@ -11,13 +11,13 @@ use firewall_common::policy::{addr6_from_octets, L4Key, RuleSet};
 use super::{
     credit_tiers,
     lpm::{longest_match, LpmKey},
-    CompiledInterface, LpmEntry, Trie,
+    CompiledInterface, Trie,
 };
 use crate::policy::RuleDirection;
 
 fn l4_set(compiled: &CompiledInterface, direction: RuleDirection, protocol: u8, port_or_icmp: [u8; 2]) -> RuleSet {
     let key = L4Key::new(direction.to_kernel(), protocol, port_or_icmp);
-    longest_match(&compiled.l4, key).map_or(RuleSet::EMPTY, |e: &LpmEntry<L4Key>| e.rules)
+    longest_match(&compiled.l4.entries, key).map_or(RuleSet::EMPTY, |e| *compiled.l4.rules(e))
 }
 
 /// Every rule that allows the packet. `port_or_icmp` is the destination
@@ -40,7 +40,7 @@ pub fn allowed(
 }
 
 fn rules_of<K: LpmKey>(trie: &Trie<K>, key: K) -> RuleSet {
-    longest_match(&trie.entries, key).map_or(RuleSet::EMPTY, |e| e.rules)
+    longest_match(&trie.entries, key).map_or(RuleSet::EMPTY, |e| *trie.rules(e))
 }
 
 /// The rule the kernel credits (the most specific address match, then the

@@ -81,7 +81,7 @@ fn web_server_example() {
     assert!(!c.any4.contains(0) && c.any4.contains(1) && c.any4.contains(2) && c.any4.contains(3));
     assert!(c.any6.contains(2) && !c.any6.contains(1));
     assert_eq!(c.addr4.entries.len(), 1);
-    assert!(c.addr4.entries[0].rules.contains(0) && c.addr4.entries[0].prefix_len == 32);
+    assert!(c.addr4.rules(&c.addr4.entries[0]).contains(0) && c.addr4.entries[0].prefix_len == 32);
     assert!(c.addr6.entries.is_empty());
     assert_eq!(c.timeouts, Timeouts::AWS_DEFAULT);
 }
@@ -149,7 +149,10 @@ fn l4_prefixes() {
     );
     let c = compile(&p, &["g"]);
     let mut got: Vec<(u32, [u8; 4])> =
-        c.l4.iter().map(|e| (e.prefix_len, [e.key.direction, e.key.protocol, e.key.port[0], e.key.port[1]])).collect();
+        c.l4.entries
+            .iter()
+            .map(|e| (e.prefix_len, [e.key.direction, e.key.protocol, e.key.port[0], e.key.port[1]]))
+            .collect();
     got.sort_unstable();
     let mut want = vec![
         (l4_prefix::ANY_PROTOCOL, [0, 0, 0, 0]),

@@ -29,6 +29,7 @@ use firewall_common::policy::{slot_state, Active, SlotMeta, SLOT_REMOVED};
 
 use super::{compile_all, repair, Host, IfaceChange, Wanted};
 use crate::{
+    compile::CompiledInterface,
     counter_slots::{self, SlotTable},
     datapath::{
         self,
@@ -37,11 +38,13 @@ use crate::{
         maps::{self, IfaceMaps},
     },
     image::{self, Image},
-    netns,
+    membership::MemberEdits,
+    memory, netns,
     policy::Policy,
+    saved::{Saved, SavedInterface},
     state::{
         blob,
-        records::{IfaceRecord, IfaceState, IngressHook, PolicyRecord},
+        records::{IfaceRecord, IfaceState, IngressHook, MemberIndex, PolicyRecord, PolicySummary},
         sys,
     },
     InputError,
@@ -59,6 +62,8 @@ pub struct Outcome {
     /// How long the switch took: the `ACTIVE` write and the grace period
     /// after it.
     pub switch_micros: u128,
+    /// What the maps of the generation put in force take (`None`: nothing changed).
+    pub kernel_memory: Option<memory::Estimate>,
 }
 
 /// One interface as the new generation will have it.
@@ -82,6 +87,7 @@ struct Planned {
 /// number is taken.
 pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wanted]) -> anyhow::Result<Outcome> {
     repair::repair_scope(host)?;
+    crate::timings::mark("repair");
     let active_path = host.state.active_path(&host.scope);
     std::fs::create_dir_all(host.state.scope_dir(&host.scope))?;
     maps::create_active(&active_path)?;
@@ -89,11 +95,12 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     let (now, next) = (active.slot, 1 - active.slot);
     let generation = active.generation + 1;
     let in_force = if active.generation > 0 { host.records(now)? } else { BTreeMap::new() };
-    let old_policy: Option<PolicyRecord> =
-        if active.generation > 0 { blob::read(&host.state.policy_path(&host.scope, now))? } else { None };
+    let old_policy = if active.generation > 0 { in_force_summary(host, now)? } else { None };
 
+    crate::timings::mark("read the records in force");
     // 1. Everything that can fail on bad input, before anything changes.
     let compiled = compile_all(parsed, wanted)?;
+    crate::timings::mark("compile");
     let mut planned = Vec::with_capacity(wanted.len());
     for (want, compiled) in wanted.iter().zip(compiled) {
         let ifindex = netns::ifindex(&want.ifname)
@@ -118,19 +125,10 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         });
         let image = image::build(&compiled, &assignment.by_rule).map_err(|e| InputError(e.to_string()))?;
         let record = IfaceRecord {
-            ifname: want.ifname.clone(),
             ifindex,
-            state: IfaceState::Enforce,
-            groups: want.groups.clone(),
-            origin: want.origin,
-            mode: want.mode,
             ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
             generation,
-            conntrack_capacity: compiled.conntrack_capacity,
-            rules: compiled.rules.clone(),
-            slots: assignment.table,
-            digests: image.digests,
-            object: datapath::object_digest(),
+            ..record_of(want, &compiled, &image, assignment.table)
         };
         planned.push(Planned {
             want: want.clone(),
@@ -144,16 +142,27 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             timeouts: compiled.timeouts,
         });
     }
+    crate::timings::mark("images");
+    // What the new generation takes in the kernel, before anything is loaded.
+    let estimate = estimate(&planned, policy, parsed);
+    memory::check(&estimate, host.memory_limit)?;
     let removed: Vec<&IfaceRecord> = in_force
         .values()
         .filter(|r| r.state == IfaceState::Enforce && !wanted.iter().any(|w| w.ifname == r.ifname))
         .collect();
 
     if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, host)? {
-        save_on_disk(host, parsed)?;
-        return Ok(Outcome { generation: active.generation, changed: false, interfaces: Vec::new(), switch_micros: 0 });
+        save_on_disk(host, parsed, policy, active.generation)?;
+        return Ok(Outcome {
+            generation: active.generation,
+            changed: false,
+            interfaces: Vec::new(),
+            switch_micros: 0,
+            kernel_memory: None,
+        });
     }
 
+    crate::timings::mark("compare with what is in force");
     // 2. No program may still be reading the slot about to be written: a
     // grace period has passed since the last switch, unless the `sgctl`
     // that made it was killed before its wait.
@@ -222,7 +231,9 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
                     changes.push(IfaceChange::Attached { interface: plan.want.ifname.clone(), ingress: hook });
                 }
             }
+            crate::timings::mark("maps and programs");
             blob::write(&host.state.iface_record_path(&host.scope, &plan.want.ifname, next), &plan.record)?;
+            crate::timings::mark("interface record");
         }
         for record in &removed {
             let maps = host.maps(&record.ifname);
@@ -231,7 +242,16 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             blob::write(&host.state.iface_record_path(&host.scope, &record.ifname, next), &detaching)?;
             changes.push(IfaceChange::Detached { interface: record.ifname.clone() });
         }
-        blob::write(&host.state.policy_path(&host.scope, next), &PolicyRecord { generation, ..policy.clone() })?;
+        let record = PolicyRecord { generation, ..policy.clone() };
+        blob::write(&host.state.policy_path(&host.scope, next), &record)?;
+        blob::write(&host.state.summary_path(&host.scope, next), &PolicySummary::of(&record, parsed))?;
+        let edits = host.state.members_path(&host.scope, next);
+        if policy.member_edits.is_empty() {
+            blob::remove(&edits)?;
+        } else {
+            blob::write(&edits, &policy.member_edits)?;
+        }
+        crate::timings::mark("policy record");
         Ok(())
     })();
     if let Err(e) = result {
@@ -242,6 +262,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         return Err(e.context("nothing was switched: the previous policy is still in force"));
     }
 
+    crate::timings::mark("write the new generation");
     // 4. The switch.
     let switch = std::time::Instant::now();
     maps::write_active(&active_path, Active { slot: next, settled: 0, generation })?;
@@ -249,37 +270,112 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     sys::rcu_barrier().context("waiting for a grace period")?;
     maps::write_active(&active_path, Active { slot: next, settled: 1, generation })?;
     let switch_micros = switch.elapsed().as_micros();
+    crate::timings::mark("switch");
     repair::finish_scope(host)?;
+    crate::timings::mark("free the old generation");
     for plan in &planned {
         let maps = host.maps(&plan.want.ifname);
         maps.set_timeouts(plan.timeouts)?;
         let _ = maps.expire_flows(&plan.timeouts);
     }
-    save_on_disk(host, parsed)?;
-    Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros })
+    crate::timings::mark("expire flows");
+    save_on_disk(host, parsed, policy, generation)?;
+    crate::timings::mark("save on disk");
+    Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros, kernel_memory: Some(estimate) })
 }
 
-/// Saves what is in force (under `parsed`) on disk, for `sgctl restore`
-/// after a reboot, keeping the interfaces saved before that do not exist
-/// now and are still wanted (they are attached when `restore` runs again).
-pub fn save_on_disk(host: &Host, parsed: &Policy) -> anyhow::Result<()> {
-    let Some(mut now) = host.in_force()? else { return Ok(()) };
-    let before = host.lib.applied(&host.scope)?;
+/// The summary and membership edits of the policy in slot `slot`: what
+/// [`unchanged`] compares (an older sgctl's state has no summary: its
+/// record is read and summarized).
+fn in_force_summary(host: &Host, slot: u32) -> anyhow::Result<Option<(PolicySummary, MemberEdits)>> {
+    let edits = host.member_edits(slot)?;
+    if let Some(summary) = blob::read::<PolicySummary>(&host.state.summary_path(&host.scope, slot))? {
+        return Ok(Some((summary, edits)));
+    }
+    let Some(record) = blob::read::<PolicyRecord>(&host.state.policy_path(&host.scope, slot))? else { return Ok(None) };
+    Ok(Some((PolicySummary { generation: record.generation, digest: record.digest(), groups: Vec::new() }, edits)))
+}
+
+/// Saves `policy` (under `parsed`), in force as `generation`, on disk, for
+/// `sgctl restore` after a reboot, keeping the interfaces saved before that
+/// do not exist now and are still wanted (they are attached when `restore`
+/// runs again). Writes nothing if that is what is saved already.
+pub fn save_on_disk(host: &Host, parsed: &Policy, policy: &PolicyRecord, generation: u64) -> anyhow::Result<()> {
+    let mut interfaces: Vec<SavedInterface> =
+        host.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
+    let before = host.lib.applied_head(&host.scope)?;
     if let Some(before) = &before {
-        let still_wanted = |i: &&crate::saved::SavedInterface| {
+        let still_wanted = |i: &&SavedInterface| {
             i.origin == crate::state::records::Origin::Command
                 || parsed.interfaces.iter().any(|a| a.interface == i.ifname)
         };
         for missing in before.interfaces.iter().filter(|i| netns::ifindex(&i.ifname).is_none()).filter(still_wanted) {
-            if !now.interfaces.iter().any(|i| i.ifname == missing.ifname) {
-                now.interfaces.push(missing.clone());
+            if !interfaces.iter().any(|i| i.ifname == missing.ifname) {
+                interfaces.push(missing.clone());
             }
         }
     }
-    if before.as_ref() != Some(&now) {
+    let digest = policy.digest();
+    let same = before.as_ref().is_some_and(|b| {
+        b.generation == generation
+            && b.digest == digest
+            && b.interfaces == interfaces
+            && b.members == policy.member_edits
+    });
+    if !same {
+        let now = Saved {
+            generation,
+            sources: policy.sources.clone(),
+            interfaces,
+            members: policy.member_edits.clone(),
+            digest,
+        };
         host.lib.save_applied(&host.scope, &now).context("saving the applied policy on disk")?;
     }
     Ok(())
+}
+
+/// The record of an interface filtered by `want` with `compiled` (as
+/// `image`, its counter slots `slots`); its place, hook and generation are
+/// the caller's to set.
+pub fn record_of(want: &Wanted, compiled: &CompiledInterface, image: &Image, slots: SlotTable) -> IfaceRecord {
+    IfaceRecord {
+        ifname: want.ifname.clone(),
+        ifindex: 0,
+        state: IfaceState::Enforce,
+        groups: want.groups.clone(),
+        origin: want.origin,
+        mode: want.mode,
+        ingress: IngressHook::Tc,
+        generation: 0,
+        conntrack_capacity: compiled.conntrack_capacity,
+        rules: compiled.rules.clone(),
+        slots,
+        digests: image.digests,
+        object: datapath::object_digest(),
+        members: MemberIndex {
+            groups: compiled.member_groups.iter().map(|(g, set)| (g.clone(), set.iter().collect())).collect(),
+            any4: compiled.any4.iter().collect(),
+            any6: compiled.any6.iter().collect(),
+            classes: image.class_table.clone(),
+            entries: [image.addr4.len() as u64, image.addr6.len() as u64],
+            indexed: true,
+        },
+    }
+}
+
+/// The kernel memory of the scope once `planned` and `policy` (under
+/// `parsed`) are in force.
+fn estimate(planned: &[Planned], policy: &PolicyRecord, parsed: &Policy) -> memory::Estimate {
+    let interfaces = planned
+        .iter()
+        .map(|p| {
+            let record = memory::json_len(&p.record);
+            memory::interface(&p.want.ifname, &p.image, p.conntrack_capacity, record)
+        })
+        .collect();
+    let summary = memory::json_len(&PolicySummary::of(policy, parsed));
+    memory::Estimate::new(interfaces, memory::scope(memory::json_len(policy), summary))
 }
 
 /// A generation slot in which an interface is not filtered.
@@ -291,15 +387,15 @@ fn unfiltered() -> SlotMeta {
 /// interfaces with the same records (up to the generation number), the
 /// programs already the ones this `sgctl` carries and their tables sized.
 fn unchanged(
-    old_policy: Option<&PolicyRecord>,
+    old_policy: Option<&(PolicySummary, MemberEdits)>,
     policy: &PolicyRecord,
     planned: &[Planned],
     in_force: &BTreeMap<String, IfaceRecord>,
     removed: &[&IfaceRecord],
     host: &Host,
 ) -> anyhow::Result<bool> {
-    let Some(old_policy) = old_policy else { return Ok(false) };
-    if old_policy.sources != policy.sources || !removed.is_empty() {
+    let Some((old_summary, old_edits)) = old_policy else { return Ok(false) };
+    if old_summary.digest != policy.digest() || *old_edits != policy.member_edits || !removed.is_empty() {
         return Ok(false);
     }
     for plan in planned {

@@ -4,6 +4,7 @@
 //! a group, and every rule that references the group must follow
 //! (docs/semantics.md item 5) — in one switch, for every interface at once.
 pub mod commit;
+pub mod members;
 pub mod repair;
 
 use std::collections::BTreeMap;
@@ -15,12 +16,13 @@ use ipnet::IpNet;
 use crate::{
     compile::{self, CompiledInterface},
     datapath::maps::{self, IfaceMaps},
+    membership::MemberEdits,
     netns,
     policy::Policy,
     saved::{LibDir, Saved, SavedInterface},
     state::{
         blob,
-        records::{IfaceRecord, IfaceState, IngressHook, Mode, Origin, PolicyRecord},
+        records::{IfaceRecord, IfaceState, IngressHook, Mode, Origin, PolicyRecord, PolicySummary},
         Scope, StateDir,
     },
     InputError,
@@ -29,10 +31,13 @@ use crate::{
 /// The host `sgctl` works on: a state directory and a scope in it, and
 /// where the applied policy is saved on disk. The process has already
 /// entered the scope's network namespace.
+#[derive(Clone)]
 pub struct Host {
     pub state: StateDir,
     pub lib: LibDir,
     pub scope: Scope,
+    /// The most kernel memory the scope's policy may take (`--max-kernel-memory`).
+    pub memory_limit: crate::memory::Limit,
 }
 
 /// An interface that should be filtered, and how.
@@ -95,10 +100,26 @@ impl Host {
         Ok(maps::read_active(&self.state.active_path(&self.scope))?.filter(|a| a.generation > 0))
     }
 
-    /// The policy in force.
+    /// The policy in force, with its membership edits.
     pub fn policy(&self) -> anyhow::Result<Option<PolicyRecord>> {
         let Some(active) = self.active()? else { return Ok(None) };
-        blob::read(&self.state.policy_path(&self.scope, active.slot))
+        let Some(mut record) = blob::read::<PolicyRecord>(&self.state.policy_path(&self.scope, active.slot))? else {
+            return Ok(None);
+        };
+        record.member_edits = self.member_edits(active.slot)?;
+        Ok(Some(record))
+    }
+
+    /// The summary of the policy in force (`None` also when an older sgctl
+    /// wrote the state, without one).
+    pub fn summary(&self) -> anyhow::Result<Option<PolicySummary>> {
+        let Some(active) = self.active()? else { return Ok(None) };
+        blob::read(&self.state.summary_path(&self.scope, active.slot))
+    }
+
+    /// The membership edits of generation slot `slot`.
+    pub fn member_edits(&self, slot: u32) -> anyhow::Result<MemberEdits> {
+        Ok(blob::read(&self.state.members_path(&self.scope, slot))?.unwrap_or_default())
     }
 
     /// The policy in force, parsed.
@@ -115,7 +136,7 @@ impl Host {
     }
 
     /// Every interface record of generation slot `slot`, by name.
-    fn records(&self, slot: u32) -> anyhow::Result<BTreeMap<String, IfaceRecord>> {
+    pub fn records(&self, slot: u32) -> anyhow::Result<BTreeMap<String, IfaceRecord>> {
         let mut out = BTreeMap::new();
         for ifname in self.state.interfaces(&self.scope)? {
             if let Some(record) = blob::read::<IfaceRecord>(&self.state.iface_record_path(&self.scope, &ifname, slot))?
@@ -134,7 +155,13 @@ impl Host {
     pub fn in_force(&self) -> anyhow::Result<Option<Saved>> {
         let Some(policy) = self.policy()? else { return Ok(None) };
         let interfaces = self.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
-        Ok(Some(Saved { generation: policy.generation, sources: policy.sources, interfaces }))
+        Ok(Some(Saved {
+            generation: policy.generation,
+            digest: policy.digest(),
+            sources: policy.sources,
+            interfaces,
+            members: policy.member_edits,
+        }))
     }
 
     /// The currently filtered interfaces as [`Wanted`] entries, leaving out
@@ -165,6 +192,42 @@ pub fn compile_all(policy: &Policy, wanted: &[Wanted]) -> anyhow::Result<Vec<Com
                 .map_err(|e| InputError(format!("interface {}: {e}", w.ifname)).into())
         })
         .collect()
+}
+
+/// What `policy` (read from `sources`) on `wanted`, compiled as
+/// `compiled`, takes in the kernel once applied to a scope with nothing in
+/// force: for `check` and `apply --dry-run`, which change nothing.
+pub fn estimate_fresh(
+    sources: &[(&str, &str)],
+    parsed: &Policy,
+    wanted: &[Wanted],
+    compiled: &[CompiledInterface],
+) -> anyhow::Result<crate::memory::Estimate> {
+    let mut interfaces = Vec::with_capacity(wanted.len());
+    for (want, compiled) in wanted.iter().zip(compiled) {
+        let assignment =
+            crate::counter_slots::assign(&Default::default(), &compiled.rules, 1, std::collections::HashSet::new);
+        let image = crate::image::build(compiled, &assignment.by_rule).map_err(|e| InputError(e.to_string()))?;
+        let record = commit::record_of(want, compiled, &image, assignment.table);
+        let record = crate::memory::json_len(&record);
+        interfaces.push(crate::memory::interface(&want.ifname, &image, compiled.conntrack_capacity, record));
+    }
+    // The policy record's JSON, without copying the texts into one.
+    #[derive(serde::Serialize)]
+    struct SourceView<'a> {
+        path: &'a str,
+        text: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct RecordView<'a> {
+        generation: u64,
+        sources: Vec<SourceView<'a>>,
+    }
+    let view =
+        RecordView { generation: 1, sources: sources.iter().map(|&(path, text)| SourceView { path, text }).collect() };
+    let summary = PolicySummary { generation: 1, digest: u64::MAX, groups: PolicySummary::groups_of(parsed) };
+    let scope = crate::memory::scope(crate::memory::json_len(&view), crate::memory::json_len(&summary));
+    Ok(crate::memory::Estimate::new(interfaces, scope))
 }
 
 /// Group → addresses of the local interfaces that carry it.

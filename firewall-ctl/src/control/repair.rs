@@ -13,27 +13,28 @@
 //!   the move is finished;
 //! - a resized conntrack table not yet in place: the resize is finished if
 //!   the programs already use it, undone if not (`attach::finish_resize`);
-//! - the old generation's large policy maps still installed: they are freed.
+//! - the old generation's large policy maps still installed: they are freed;
+//! - a membership change (`sgctl members`) cut short: it is finished from
+//!   its journal (see [`super::members`]).
 use anyhow::Context as _;
 
 use super::Host;
 use crate::{
     datapath::{attach, generation, maps},
-    state::{
-        blob,
-        records::{IfaceRecord, IfaceState},
-        Scope, StateDir,
-    },
+    state::{blob, records::IfaceState, Scope, StateDir},
 };
 
 /// Undoes an uncommitted change and finishes a committed one in `host`'s
 /// scope.
 pub fn repair_scope(host: &Host) -> anyhow::Result<()> {
+    // A membership change cut short is finished first: it belongs to the
+    // generation in force.
+    super::members::finish_journal(host)?;
     let active = maps::read_active(&host.state.active_path(&host.scope))?.filter(|a| a.generation > 0);
     for ifname in host.state.interfaces(&host.scope)? {
         let dir = host.state.iface_dir(&host.scope, &ifname);
         let committed = match active {
-            Some(a) => blob::read::<IfaceRecord>(&host.state.iface_record_path(&host.scope, &ifname, a.slot))?,
+            Some(a) => blob::read::<RecordState>(&host.state.iface_record_path(&host.scope, &ifname, a.slot))?,
             None => None,
         };
         if committed.is_none() {
@@ -54,7 +55,7 @@ pub fn finish_scope(host: &Host) -> anyhow::Result<()> {
     };
     for ifname in host.state.interfaces(&host.scope)? {
         let dir = host.state.iface_dir(&host.scope, &ifname);
-        let Some(record) = blob::read::<IfaceRecord>(&host.state.iface_record_path(&host.scope, &ifname, active.slot))?
+        let Some(record) = blob::read::<RecordState>(&host.state.iface_record_path(&host.scope, &ifname, active.slot))?
         else {
             continue;
         };
@@ -65,6 +66,13 @@ pub fn finish_scope(host: &Host) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The part of an interface record repairs look at (reading only it skips
+/// building the rest, which may be large).
+#[derive(serde::Deserialize)]
+struct RecordState {
+    state: IfaceState,
 }
 
 /// Removes the state of named network namespaces that are really gone:

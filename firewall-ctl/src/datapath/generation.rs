@@ -10,15 +10,18 @@
 //! installed map is never written again, so a kill at any point leaves
 //! nothing half-written where a program could see it; a map built but not
 //! installed is freed when `sgctl` exits.
-use std::time::Instant;
+use std::{os::fd::AsFd as _, time::Instant};
 
 use anyhow::Context as _;
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData};
+use aya::maps::{lpm_trie::Key, Array, Map, MapData};
 use aya_obj::generated::bpf_map_type::{BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE};
 use firewall_common::policy::{ClassRules, SlotMeta, MAX_RULES};
 
 use super::maps::{IfaceMaps, RULE_SLOTS, SLOT_META};
-use crate::image::{Image, Kind, TrieEntry};
+use crate::{
+    image::{Image, Kind, TrieEntry},
+    state::sys,
+};
 
 const BPF_F_NO_PREALLOC: u32 = 1;
 
@@ -43,21 +46,40 @@ pub fn write(
 ) -> anyhow::Result<Written> {
     let started = Instant::now();
     let mut written = Written::default();
+    let mut chosen = Vec::new();
     for kind in Kind::ALL {
-        let mut outer = maps.outer(kind.map_name())?;
+        let outer = maps.outer(kind.map_name())?;
         let shared = match in_force {
             Some((active, digests)) if digests.get(kind) == image.digests.get(kind) => outer.get(&active, 0).ok(),
             _ => None,
         };
+        match &shared {
+            Some(_) => written.shared.push(kind),
+            None => written.rebuilt.push((kind, image.len(kind))),
+        }
+        chosen.push((kind, outer, shared));
+    }
+    // The maps to build are independent (each its own kernel lock): built
+    // side by side, the largest two (the address tries) take one core each.
+    let built: Vec<anyhow::Result<MapData>> = std::thread::scope(|s| {
+        let jobs: Vec<_> = chosen
+            .iter()
+            .filter(|(_, _, shared)| shared.is_none())
+            .map(|(kind, _, _)| {
+                let kind = *kind;
+                s.spawn(move || {
+                    build(kind, image).with_context(|| format!("building {} for slot {slot}", kind.map_name()))
+                })
+            })
+            .collect();
+        jobs.into_iter().map(|j| j.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a map builder panicked")))).collect()
+    });
+    crate::timings::mark(&format!("build and fill {:?}", written.rebuilt));
+    let mut built = built.into_iter();
+    for (kind, mut outer, shared) in chosen {
         let map = match shared {
-            Some(map) => {
-                written.shared.push(kind);
-                map
-            }
-            None => {
-                written.rebuilt.push((kind, image.len(kind)));
-                build(kind, image).with_context(|| format!("building {} for slot {slot}", kind.map_name()))?
-            }
+            Some(map) => map,
+            None => built.next().unwrap_or_else(|| Err(anyhow::anyhow!("a map was not built")))?,
         };
         let installed = outer.get(&slot, 0).ok().and_then(|m| m.info().ok()).map(|i| i.id());
         if installed != Some(map.info()?.id()) {
@@ -109,25 +131,71 @@ fn build(kind: Kind, image: &Image) -> anyhow::Result<MapData> {
         Kind::Addr4 => fill_trie(kind, &image.addr4),
         Kind::Addr6 => fill_trie(kind, &image.addr6),
         Kind::Classes => {
-            let mut map =
-                Map::HashMap(create::<u64, ClassRules>(BPF_MAP_TYPE_HASH as u32, image.classes.len(), 0, kind)?);
-            let mut classes: HashMap<&mut MapData, u64, ClassRules> = HashMap::try_from(&mut map)?;
-            for (key, value) in &image.classes {
-                classes.insert(key, value, 0)?;
-            }
-            Ok(into_data(map))
+            let capacity = image.classes.len() + CLASS_HEADROOM;
+            let map = create::<u64, ClassRules>(BPF_MAP_TYPE_HASH as u32, capacity, 0, kind)?;
+            let (keys, values): (Vec<u64>, Vec<ClassRules>) = image.classes.iter().copied().unzip();
+            fill(&map, &keys, &values)?;
+            Ok(map)
         }
     }
 }
 
+/// Free entries a new `CLASSES` map gets beyond the image's: room for the
+/// classes `sgctl members` adds in place (a full apply sizes it again).
+/// Each costs its preallocated 1.2 KiB.
+pub const CLASS_HEADROOM: usize = 64;
+
+/// Room a new address trie gets beyond the image's entries, for addresses
+/// `sgctl members` adds in place: an LPM trie allocates per entry, so the
+/// room costs nothing until used.
+pub fn trie_headroom(entries: usize) -> usize {
+    (entries / 4).max(1024)
+}
+
 fn fill_trie<K: aya::Pod, V: aya::Pod>(kind: Kind, entries: &[TrieEntry<K, V>]) -> anyhow::Result<MapData> {
-    let mut map =
-        Map::LpmTrie(create::<Key<K>, V>(BPF_MAP_TYPE_LPM_TRIE as u32, entries.len(), BPF_F_NO_PREALLOC, kind)?);
-    let mut trie: LpmTrie<&mut MapData, K, V> = LpmTrie::try_from(&mut map)?;
-    for (len, key, value) in entries {
-        trie.insert(&Key::new(*len, *key), value, 0)?;
+    let room = if kind == Kind::L4 { 0 } else { trie_headroom(entries.len()) };
+    let map = create::<Key<K>, V>(BPF_MAP_TYPE_LPM_TRIE as u32, entries.len() + room, BPF_F_NO_PREALLOC, kind)?;
+    let keys: Vec<Key<K>> = entries.iter().map(|(len, key, _)| Key::new(*len, *key)).collect();
+    let values: Vec<V> = entries.iter().map(|(_, _, value)| *value).collect();
+    fill(&map, &keys, &values)?;
+    Ok(map)
+}
+
+/// Elements per `BPF_MAP_UPDATE_BATCH` call: bounds the copy the kernel
+/// makes of each batch, and how long one call holds the CPU.
+const BATCH: usize = 16_384;
+
+/// Writes `keys[i] → values[i]` into `map`, in batches (one system call per
+/// [`BATCH`] elements; one per element where the kernel has no batch
+/// update for the map type).
+fn fill<K, V>(map: &MapData, keys: &[K], values: &[V]) -> anyhow::Result<()> {
+    debug_assert_eq!(keys.len(), values.len());
+    let fd = map.fd().as_fd();
+    for (keys, values) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+        let (done, result) = sys::update_batch(fd, as_bytes(keys), as_bytes(values), keys.len() as u32);
+        match result {
+            Ok(()) if done as usize == keys.len() => {}
+            // No batch update for this map type: the kernel's ENOTSUPP (524) on 6.x, EINVAL or
+            // EOPNOTSUPP elsewhere.
+            Err(e) if done == 0 && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | 524)) => {
+                for (key, value) in keys.iter().zip(values) {
+                    sys::update(fd, as_bytes(std::slice::from_ref(key)), as_bytes(std::slice::from_ref(value)))
+                        .context("writing a map element")?;
+                }
+            }
+            Ok(()) => anyhow::bail!("the kernel wrote {done} of {} elements", keys.len()),
+            Err(e) => return Err(e).context(format!("writing element {done} of a batch of {}", keys.len())),
+        }
     }
-    Ok(into_data(map))
+    Ok(())
+}
+
+/// The bytes of map keys or values, as the kernel reads them.
+fn as_bytes<T>(items: &[T]) -> &[u8] {
+    // SAFETY: every T here is a map key or value (`aya::Pod`: plain data,
+    // padding written out as fields, or `Key`, which is packed), so all of
+    // its bytes are initialised; the slice covers exactly `items`.
+    unsafe { std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), size_of_val(items)) }
 }
 
 /// A new, empty map for `kind` with room for `entries` (at least one).
@@ -136,11 +204,4 @@ fn create<K, V>(map_type: u32, entries: usize, flags: u32, kind: Kind) -> anyhow
     let obj = aya_obj::Map::new_from_params(map_type, size_of::<K>() as u32, size_of::<V>() as u32, capacity, flags);
     // The kernel keeps 15 characters of a map's name.
     Ok(MapData::create(obj, &format!("sg_{}", kind.map_name().to_ascii_lowercase()), None)?)
-}
-
-fn into_data(map: Map) -> MapData {
-    match map {
-        Map::LpmTrie(data) | Map::HashMap(data) => data,
-        _ => unreachable!("built as a trie or a hash"),
-    }
 }

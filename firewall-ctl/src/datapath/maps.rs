@@ -2,6 +2,7 @@
 //! (see firewall-ebpf/src/maps.rs for what each holds).
 use std::{
     collections::HashSet,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
@@ -224,6 +225,45 @@ impl IfaceMaps {
     pub fn conntrack_capacity(&self) -> anyhow::Result<u32> {
         Ok(self.data(CONNTRACK)?.info()?.max_entries())
     }
+
+    /// What the kernel charges for every map of the interface (the
+    /// `memlock` of each): those pinned in its directory, its records, and
+    /// the policy maps installed in either generation slot, each once.
+    pub fn kernel_memory(&self) -> anyhow::Result<u64> {
+        let mut total = pinned_memory(&self.dir)?;
+        let mut seen = HashSet::new();
+        for name in crate::image::Kind::ALL.map(crate::image::Kind::map_name).into_iter().chain([CONNTRACK_PREV]) {
+            let outer = self.outer(name)?;
+            for slot in 0..2 {
+                let Ok(inner) = outer.get(&slot, 0) else { continue };
+                if seen.insert(inner.info()?.id()) {
+                    total += memlock(inner.fd().as_fd()).unwrap_or(0);
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The summed `memlock` of the maps pinned directly in `dir` (links and
+/// directories have none).
+pub fn pinned_memory(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if let Ok(fd) = crate::state::sys::obj_get(&path) {
+            total += memlock(fd.as_fd()).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// The kernel's charge for the map open as `fd` (`memlock` in fdinfo);
+/// `None` for other objects.
+pub fn memlock(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd as _;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// Nanoseconds since `e` last saw a packet.

@@ -91,8 +91,8 @@ pub enum ErrorKind {
     #[error("more than {max} {what}: {why}")]
     TooMany { what: String, max: usize, why: &'static str },
     #[error(
-        "the rules name more than {max} addresses together (each pl: counts its entries, each sg: its members): \
-         name a large list from fewer rules"
+        "the rules name more than {max} addresses together (each pl: its entries, each sg: its members, each \
+         counted once however many rules name it): that is the most one policy's rules name"
     )]
     TooManyAddresses { max: usize },
     #[error(

@@ -79,28 +79,35 @@ fn check_counts(policy: &Policy) -> Result<(), PolicyError> {
     Ok(())
 }
 
-/// Every rule's peers, prefix lists and groups expanded, add up to at most
+/// The peers of every rule, prefix lists and groups expanded and each
+/// counted once however many rules name it, add up to at most
 /// [`limits::MAX_RULE_ADDRESSES`]: the compiler's work for any interface.
-/// References are checked before, so every name here is defined.
 fn check_rule_addresses(policy: &Policy) -> Result<(), PolicyError> {
+    check_rule_addresses_within(policy, limits::MAX_RULE_ADDRESSES)
+}
+
+/// [`check_rule_addresses`] with the bound `max`. References are checked
+/// before, so every name here is defined.
+pub(super) fn check_rule_addresses_within(policy: &Policy, max: usize) -> Result<(), PolicyError> {
     let lists: HashMap<&str, usize> = policy.prefix_lists.iter().map(|p| (p.name.as_str(), p.cidrs.len())).collect();
     let mut members: HashMap<&str, usize> = HashMap::new();
     for m in &policy.members {
         *members.entry(m.group.as_str()).or_default() += m.addresses.len();
     }
+    let mut counted: HashSet<&PeerTarget> = HashSet::new();
     let mut total: usize = 0;
     for rule in policy.groups.iter().flat_map(|g| g.inbound.iter().chain(&g.outbound)) {
         for peer in &rule.peers {
+            if !counted.insert(&peer.target) {
+                continue;
+            }
             total += match &peer.target {
                 PeerTarget::Cidr(_) => 1,
                 PeerTarget::PrefixList(name) => lists.get(name.as_str()).copied().unwrap_or_default(),
                 PeerTarget::Group(name) => members.get(name.as_str()).copied().unwrap_or_default(),
             };
-            if total > limits::MAX_RULE_ADDRESSES {
-                return Err(PolicyError::new(
-                    &peer.at,
-                    ErrorKind::TooManyAddresses { max: limits::MAX_RULE_ADDRESSES },
-                ));
+            if total > max {
+                return Err(PolicyError::new(&peer.at, ErrorKind::TooManyAddresses { max }));
             }
         }
     }

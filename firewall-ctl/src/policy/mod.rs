@@ -25,6 +25,7 @@ pub use model::{
     Attachment, Conntrack, Group, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol, Rule,
     RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
 };
+pub use values::{parse_cidr, CidrError};
 pub use yaml::yaml_lines;
 
 /// Reads and parses policy files, merged in the order given. Reading stops

@@ -200,7 +200,7 @@ pub struct Peer {
     pub target: PeerTarget,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerTarget {
     /// Host bits are zero; a bare address is stored as /32 or /128.

@@ -7,6 +7,9 @@
 //!   <scope>/                        `host`, or `netns-NAME` for `-n NAME`
 //!     ACTIVE                        map: the generation slot in force (0 or 1) and its number
 //!     policy-0, policy-1            record per slot: the applied policy (its source files)
+//!     summary-0, summary-1          record per slot: the policy's digest and its rules' hashes
+//!     members-0, members-1          record per slot: memberships changed since (`sgctl members`)
+//!     members-journal               record: a membership change being put in force in place
 //!     if-<IFACE>/                   one per filtered interface
 //!       record-0, record-1          record per slot: groups, hook, rules, counter slots
 //!       link_ingress, link_egress   pinned links (the attachments)
@@ -200,6 +203,21 @@ impl StateDir {
     /// The policy record of generation slot `slot`.
     pub fn policy_path(&self, scope: &Scope, slot: u32) -> PathBuf {
         self.scope_dir(scope).join(format!("policy-{slot}"))
+    }
+
+    /// The summary of the policy record of generation slot `slot`.
+    pub fn summary_path(&self, scope: &Scope, slot: u32) -> PathBuf {
+        self.scope_dir(scope).join(format!("summary-{slot}"))
+    }
+
+    /// The membership edits (`sgctl members`) of generation slot `slot`.
+    pub fn members_path(&self, scope: &Scope, slot: u32) -> PathBuf {
+        self.scope_dir(scope).join(format!("members-{slot}"))
+    }
+
+    /// A membership change being put in force in place (see `control::members`).
+    pub fn members_journal_path(&self, scope: &Scope) -> PathBuf {
+        self.scope_dir(scope).join("members-journal")
     }
 
     /// The record of interface `ifname` for generation slot `slot`.

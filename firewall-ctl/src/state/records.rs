@@ -4,7 +4,12 @@
 //! records and kernel switch together and never disagree.
 use serde::{Deserialize, Serialize};
 
-use crate::{compile::RuleInfo, counter_slots::SlotTable, image::Digests};
+use crate::{
+    compile::RuleInfo,
+    counter_slots::SlotTable,
+    image::{ClassInfo, Digests},
+    membership::MemberEdits,
+};
 
 /// The policy applied to a scope: its source files, as they were read, so
 /// it can be recompiled (by `attach`, `detach`, `explain`, `restore`)
@@ -14,6 +19,11 @@ pub struct PolicyRecord {
     /// Counts applies that changed something, from 1.
     pub generation: u64,
     pub sources: Vec<Source>,
+    /// Memberships changed since with `sgctl members`: the policy is the
+    /// sources with these on top. Kept in a record of its own
+    /// (`members-SLOT`), so that changing them rewrites no source text.
+    #[serde(skip)]
+    pub member_edits: MemberEdits,
 }
 
 /// One policy file.
@@ -30,11 +40,88 @@ impl PolicyRecord {
         self.sources.iter().map(|s| s.path.clone()).collect()
     }
 
-    /// The policy, parsed again from the recorded text.
+    /// A digest of the sources (paths and texts), to tell a change without
+    /// keeping or comparing the texts.
+    pub fn digest(&self) -> u64 {
+        // Eight bytes a step (FNV-1a's prime, on words): a million-CIDR
+        // policy is 32 MiB of text, hashed on every apply.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            h = (h ^ bytes.len() as u64).wrapping_mul(0x0100_0000_01b3);
+            let mut words = bytes.chunks_exact(8);
+            for w in &mut words {
+                h = (h ^ u64::from_le_bytes(w.try_into().unwrap_or_default())).wrapping_mul(0x0100_0000_01b3);
+                h ^= h >> 29;
+            }
+            for b in words.remainder() {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for s in &self.sources {
+            eat(s.path.as_bytes());
+            eat(s.text.as_bytes());
+        }
+        h
+    }
+
+    /// A record of `sources` with no membership edits.
+    pub fn of(sources: Vec<Source>) -> Self {
+        Self { generation: 0, sources, member_edits: MemberEdits::default() }
+    }
+
+    /// The policy, parsed again from the recorded text, with the membership
+    /// edits on top.
     pub fn parse(&self) -> Result<crate::policy::Policy, crate::policy::PolicyError> {
         let sources: Vec<(String, String)> = self.sources.iter().map(|s| (s.path.clone(), s.text.clone())).collect();
-        crate::policy::parse_sources(&sources)
+        let mut policy = crate::policy::parse_sources(&sources)?;
+        self.member_edits.apply(&mut policy);
+        Ok(policy)
     }
+}
+
+/// What a change needs to know of the policy in force without reading its
+/// text (a record per generation slot, `summary-SLOT`, beside the policy's):
+/// for a policy of a million CIDRs, reading and parsing the text again
+/// costs a second.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySummary {
+    pub generation: u64,
+    /// [`PolicyRecord::digest`].
+    pub digest: u64,
+    /// Each group with a hash of each of its rules (what it matches and its
+    /// description), for `apply`'s report of rules added and removed.
+    pub groups: Vec<(String, Vec<u64>)>,
+}
+
+impl PolicySummary {
+    pub fn of(record: &PolicyRecord, parsed: &crate::policy::Policy) -> Self {
+        Self { generation: record.generation, digest: record.digest(), groups: Self::groups_of(parsed) }
+    }
+
+    /// Each group of `parsed` and the hashes of its rules.
+    pub fn groups_of(parsed: &crate::policy::Policy) -> Vec<(String, Vec<u64>)> {
+        parsed
+            .groups
+            .iter()
+            .map(|g| {
+                let rules = crate::policy::RuleDirection::BOTH
+                    .iter()
+                    .flat_map(|d| g.rules(*d).iter().map(move |r| rule_hash(*d, r)))
+                    .collect();
+                (g.name.clone(), rules)
+            })
+            .collect()
+    }
+}
+
+/// A rule's content and description, hashed: two rules alike hash alike.
+fn rule_hash(direction: crate::policy::RuleDirection, r: &crate::policy::Rule) -> u64 {
+    let peers: Vec<String> = r.peers.iter().map(|p| format!("{:?}", p.target)).collect();
+    let text = format!(
+        "{direction} {:?} {:?} {:?} {:?} {peers:?} {:?}",
+        r.protocol, r.ports, r.icmp_type, r.icmp_code, r.description
+    );
+    crate::compile::identity::fnv1a(text.as_bytes())
 }
 
 /// How the interface came to be filtered: `apply` detaches what it attached
@@ -116,6 +203,31 @@ pub struct IfaceRecord {
     /// The eBPF object the programs were loaded from (a digest): a newer
     /// `sgctl` with other programs replaces them in place.
     pub object: u64,
+    /// What `sgctl members` needs to change a group's membership in this
+    /// generation's maps in place (absent in records of older versions:
+    /// their next change is a full one).
+    #[serde(default)]
+    pub members: MemberIndex,
+}
+
+/// The groups whose `members:` reach an interface, and the classes of its
+/// address entries (see `control::members`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemberIndex {
+    /// Each group an `sg:` peer of the interface names, with the ids of
+    /// the rules naming it.
+    pub groups: Vec<(String, Vec<u32>)>,
+    /// Ids of the rules whose peer is every IPv4 address, and every IPv6 one.
+    pub any4: Vec<u32>,
+    pub any6: Vec<u32>,
+    /// Every class of the generation's address entries.
+    pub classes: Vec<ClassInfo>,
+    /// Entries of the IPv4 and IPv6 address tries.
+    pub entries: [u64; 2],
+    /// Written by an sgctl that keeps this index (an older one's record
+    /// has none: its interface takes full changes only).
+    pub indexed: bool,
 }
 
 impl IfaceRecord {

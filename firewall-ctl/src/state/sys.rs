@@ -1,5 +1,5 @@
 //! The few raw `bpf(2)` calls aya does not expose: blob maps we create
-//! ourselves, and replacing a link's program.
+//! ourselves, replacing a link's program, and batched map updates.
 use std::{
     ffi::CString,
     io,
@@ -14,6 +14,7 @@ const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
@@ -75,6 +76,31 @@ pub fn create_array_with(name: &str, chunk: usize, value: &[u8]) -> io::Result<O
         bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
     }
     Ok(fd)
+}
+
+/// Writes `count` elements into the map `fd` with `BPF_MAP_UPDATE_BATCH`:
+/// `keys` and `values` hold them back to back, `key_size` and `value_size`
+/// bytes each. One system call for many elements: the kernel still inserts
+/// them one by one (`generic_map_update_batch`), but skips a system call,
+/// a descriptor lookup and a copy per element. Returns how many the kernel
+/// wrote; on an error, those before the failing one are in the map.
+pub fn update_batch(fd: BorrowedFd<'_>, keys: &[u8], values: &[u8], count: u32) -> (u32, io::Result<()>) {
+    let mut attr = Attr::new();
+    attr.u64_at(16, keys.as_ptr() as u64)
+        .u64_at(24, values.as_ptr() as u64)
+        .u32_at(32, count)
+        .u32_at(36, fd.as_raw_fd() as u32);
+    let result = bpf(BPF_MAP_UPDATE_BATCH, &mut attr).map(|_| ());
+    let done = u32::from_ne_bytes([attr.0[32], attr.0[33], attr.0[34], attr.0[35]]);
+    (done, result)
+}
+
+/// Writes one element (`BPF_ANY`).
+pub fn update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, fd.as_raw_fd() as u32).u64_at(8, key.as_ptr() as u64).u64_at(16, value.as_ptr() as u64);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
+    Ok(())
 }
 
 /// Every element of an array map, concatenated.

@@ -96,8 +96,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
          round. New flow: {} fresh flows per round, one run per call, floor measured the same way (so both \
          include the call's own overhead). `rules-N`: N rules, one /24 each, the allowing rules last; \
          `cidrs-N`: N varied CIDRs (half IPv4, half IPv6, prefixes /16-/32 and /48-/128) in a prefix list the \
-         allowing rule uses, probes drawn from random hosts of random CIDRs of the list. 'Not loadable yet': \
-         the maps stop at 16,384 entries today (issue 7 item 2).",
+         allowing rule uses, probes drawn from random hosts of random CIDRs of the list.",
         doc["rounds"], doc["sources"], doc["repeat"], doc["new_flows"]
     ));
     report.json["results"] = json!(rows);

@@ -227,47 +227,6 @@ pub fn mac(host: &Host, iface: &str) -> anyhow::Result<String> {
         .with_context(|| format!("no MAC for {iface} in {}", host.netns()))
 }
 
-/// Kernel memory of the BPF maps pinned under `dir` (their `memlock`,
-/// from fdinfo), in KiB.
-pub fn pinned_maps_kib(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.filter_map(Result::ok) {
-            let path = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            } else if let Some(bytes) = map_memlock(&path) {
-                total += bytes;
-            }
-        }
-    }
-    total / 1024
-}
-
-/// `memlock` of the map pinned at `path`; `None` for programs, links and
-/// anything that is not a map.
-fn map_memlock(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd (u32), file_flags (u32).
-    let mut attr = [0_u64; 2];
-    attr[0] = c_path.as_ptr() as u64;
-    // SAFETY: BPF_OBJ_GET (7) reads `attr` (16 bytes, valid) and the NUL-terminated path.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, attr.as_mut_ptr(), size_of_val(&attr)) };
-    if fd < 0 {
-        return None;
-    }
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
-    // SAFETY: closing the descriptor BPF_OBJ_GET just gave us.
-    unsafe { libc::close(fd as i32) };
-    if !info.lines().any(|l| l.starts_with("map_type:")) {
-        return None;
-    }
-    info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
-}
-
 /// `SUnreclaim` of /proc/meminfo, in KiB: where nf_tables keeps rules and sets.
 pub fn slab_unreclaimable_kib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")

@@ -123,6 +123,26 @@ pub fn cidrs_policy(cidrs: usize, interfaces: bool) -> String {
     out
 }
 
+/// The issue's scale target: `rules` rules in all — filler rules of one /24
+/// each (as [`rules_policy`]), TCP 80 and UDP 5001 from `pl:big`, then the
+/// four [`allowed_rules`] — with `pl:big` a prefix list of `cidrs` varied
+/// networks (as [`cidrs_policy`]).
+pub fn rules_and_cidrs_policy(rules: usize, cidrs: usize) -> String {
+    let filler = rules_policy(rules.saturating_sub(2), 1, false, None);
+    let mut out: String =
+        filler.lines().take_while(|l| !l.contains("ports: 80, source: [")).fold(String::new(), |mut s, l| {
+            s.push_str(l);
+            s.push('\n');
+            s
+        });
+    out.push_str("      - { protocol: tcp, ports: 80, source: pl:big }\n");
+    out.push_str("      - { protocol: udp, ports: 5001, source: pl:big }\n");
+    allowed_rules(&mut out);
+    let list = cidrs_policy(cidrs, true);
+    out.push_str(&list[list.find("prefix_lists:").unwrap_or(list.len())..]);
+    out
+}
+
 /// A network in 10.0.0.0/8 with a prefix of /16 to /32, host bits zero.
 pub fn random_v4(rng: &mut Rng) -> String {
     let len = rng.range(16, 32) as u32;
@@ -178,6 +198,15 @@ pub fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// B4's policies: [`scale_set`], and 1,000 rules with 100k CIDRs (the
+/// issue's target: applied in under a second).
+pub fn control_set(dir: &Path) -> anyhow::Result<Vec<PolicyFile>> {
+    let mut out = scale_set(dir)?;
+    let path = write(dir, "rules-1000-cidrs-100k", &rules_and_cidrs_policy(1000, 100_000))?;
+    out.push(PolicyFile { name: "rules-1000-cidrs-100k".into(), path, rules: 1000, cidrs: 100_000 });
+    Ok(out)
+}
+
 /// The per-packet (B1) and control-plane (B4) policies: 10 and 1,000
 /// rules, and 10, 10k, 100k and 1M CIDRs. They name [`IFACE`].
 pub fn scale_set(dir: &Path) -> anyhow::Result<Vec<PolicyFile>> {
@@ -231,6 +260,12 @@ mod tests {
         let cidrs = cidrs_policy(1000, false);
         assert_eq!(cidrs.lines().filter(|l| l.starts_with("    - \"")).count(), 1000);
         assert_eq!(cidrs, cidrs_policy(1000, false), "deterministic");
+
+        let both = rules_and_cidrs_policy(1000, 500);
+        assert_eq!(both.lines().filter(|l| l.trim_start().starts_with("- { protocol")).count(), 1000, "{both}");
+        assert_eq!(both.matches("source: pl:big").count(), 2);
+        assert_eq!(both.lines().filter(|l| l.starts_with("    - \"")).count(), 500);
+        assert!(both.ends_with("interfaces:\n  r0: [bench]\n"), "{both}");
 
         let members = members_policy(100, true);
         assert!(members.contains("    - 10.255.255.254\n"), "the changed member");
