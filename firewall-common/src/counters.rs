@@ -46,10 +46,14 @@ pub enum Reason {
     /// The interface has no complete policy in force (a state `sgctl`
     /// never leaves behind): fail closed.
     DropNoPolicy = 9,
+    /// No rule allows it, but a group attached to the interface is in audit
+    /// mode (`mode: audit`): it passes, opening a flow on the audit counter
+    /// slot (`policy::SLOT_AUDIT`), and is reported as `would_drop`.
+    PassAudit = 10,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Self::PassNewFlow,
         Self::PassTracked,
@@ -61,6 +65,7 @@ impl Reason {
         Self::DropFragment,
         Self::PassFragment,
         Self::DropNoPolicy,
+        Self::PassAudit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,7 +80,13 @@ impl Reason {
             Self::DropFragment => "dropped_fragment",
             Self::PassFragment => "pass_fragment",
             Self::DropNoPolicy => "dropped_no_policy",
+            Self::PassAudit => "would_drop",
         }
+    }
+
+    /// The reason of a value read from a map or an event.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
     }
 
     pub fn is_drop(self) -> bool {

@@ -16,6 +16,7 @@
 )]
 
 mod conntrack;
+mod events;
 mod filter;
 mod fragments;
 mod frame;

@@ -270,7 +270,7 @@ pub fn save_on_disk(host: &Host, parsed: &Policy) -> anyhow::Result<()> {
 
 /// A generation slot in which an interface is not filtered.
 fn unfiltered() -> SlotMeta {
-    SlotMeta { state: slot_state::UNFILTERED, _pad: 0, any4: Default::default(), any6: Default::default() }
+    SlotMeta { state: slot_state::UNFILTERED, flags: 0, any4: Default::default(), any6: Default::default() }
 }
 
 /// Whether the commit would change nothing: same policy text, same

@@ -23,10 +23,15 @@ pub const CT_CONFIG: &str = "CT_CONFIG";
 pub const FRAGMENTS: &str = "FRAGMENTS";
 pub const RULE_STATS: &str = "RULE_STATS";
 pub const IFACE_STATS: &str = "IFACE_STATS";
+pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
+pub const TRACE: &str = "TRACE";
+/// Ring buffers shared by every interface of a scope, pinned beside `ACTIVE`.
+pub const EVENTS: &str = "EVENTS";
+pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
 
 /// Every map an interface pins in its directory (besides the scope's
 /// `ACTIVE`); `SCRATCH` is each program copy's own.
-pub const PINNED: [&str; 13] = [
+pub const PINNED: [&str; 15] = [
     SLOT_META,
     RULE_SLOTS,
     "L4_RULES",
@@ -40,6 +45,8 @@ pub const PINNED: [&str; 13] = [
     FRAGMENTS,
     RULE_STATS,
     IFACE_STATS,
+    EVENT_BUDGET,
+    TRACE,
 ];
 
 /// Opens the pinned map at `path`.
@@ -142,10 +149,16 @@ impl IfaceMaps {
     /// Packets and bytes per `(direction, reason)`, summed over CPUs;
     /// index `direction * Reason::COUNT + reason`.
     pub fn reason_counters(&self) -> anyhow::Result<Vec<ReasonCounters>> {
-        let stats: PerCpuArray<MapData, ReasonCounters> =
-            PerCpuArray::try_from(Map::PerCpuArray(self.data(IFACE_STATS)?))?;
+        let data = self.data(IFACE_STATS)?;
+        // Programs of an older sgctl may have fewer reasons: theirs count 0.
+        let size = data.info()?.max_entries();
+        let stats: PerCpuArray<MapData, ReasonCounters> = PerCpuArray::try_from(Map::PerCpuArray(data))?;
         (0..2 * Reason::COUNT)
             .map(|i| {
+                // Index `direction * COUNT + reason`, over the table this object declares.
+                if i >= size {
+                    return Ok(ReasonCounters::default());
+                }
                 let per_cpu = stats.get(&i, 0)?;
                 Ok(per_cpu.iter().fold(ReasonCounters::default(), |mut sum, c| {
                     sum.packets += c.packets;

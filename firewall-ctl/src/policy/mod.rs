@@ -20,7 +20,7 @@ use std::path::Path;
 
 pub use error::{ErrorKind, Location, PolicyError};
 pub use model::{
-    Attachment, Conntrack, Group, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol, Rule,
+    Attachment, Conntrack, Group, GroupMode, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol, Rule,
     RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
 };
 
