@@ -7,7 +7,7 @@
 /// Key of `CONNTRACK`. Addresses are [`crate::policy::Addr6`] words; an IPv4
 /// address is the first word, the rest zero; `family` keeps the two apart.
 ///
-/// Flow identity follows semantics.md item 8: TCP and UDP use both ports;
+/// Flow identity follows docs/semantics.md item 8: TCP and UDP use both ports;
 /// ICMP echo uses the echo identifier as both ports; other protocols use
 /// ports 0.
 #[repr(C)]
@@ -84,7 +84,7 @@ pub struct Timeouts {
 const SEC: u64 = 1_000_000_000;
 
 impl Timeouts {
-    /// The AWS defaults (semantics.md item 10).
+    /// The AWS defaults (docs/semantics.md item 10).
     pub const AWS_DEFAULT: Self = Self {
         tcp_established_ns: 432_000 * SEC,
         tcp_transitory_ns: 120 * SEC,

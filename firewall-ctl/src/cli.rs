@@ -1,4 +1,4 @@
-//! The command line (spec/cli.md).
+//! The command line (docs/cli.md).
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};

@@ -14,6 +14,7 @@ pub mod counter_slots;
 pub mod datapath;
 pub mod export;
 pub mod frames;
+pub mod fuzzing;
 pub mod image;
 pub mod import;
 pub mod model;

@@ -54,9 +54,11 @@ fn bad_input_exits_2_with_a_located_error_and_changes_nothing() {
         ),
     );
     let bad_iface = tmp.write("bad-iface.yaml", &replace_once(&text, "eth0: [web-server]", "eth9: [web-server]"));
+    // An empty group list once dropped everything on eth0: a lockout from a typo.
+    let no_groups = tmp.write("no-groups.yaml", &replace_once(&text, "eth0: [web-server]", "eth0: []"));
 
     // (file, the line the error must point at, what it must quote)
-    let bad = [(&bad_port, 6, "70000"), (&bad_ref, 7, "nosuch"), (&bad_iface, 13, "eth9")];
+    let bad = [(&bad_port, 6, "70000"), (&bad_ref, 7, "nosuch"), (&bad_iface, 13, "eth9"), (&no_groups, 13, "eth0")];
 
     // Nothing applied yet: a bad file leaves nothing behind.
     let empty = snapshot(&sg);

@@ -1,5 +1,5 @@
 //! Fragmented datagrams end to end: the first fragment is judged with its
-//! ports, the later ones follow it (semantics.md item 14).
+//! ports, the later ones follow it (docs/semantics.md item 14).
 mod common;
 
 use std::{net::UdpSocket, time::Duration};

@@ -1,4 +1,4 @@
-//! Connection tracking (semantics.md items 7-12).
+//! Connection tracking (docs/semantics.md items 7-12).
 //!
 //! Expired entries: the datapath treats an entry idle past its timeout as
 //! absent and reuses its slot in place for the same flow. When a new flow

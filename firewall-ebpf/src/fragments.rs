@@ -1,4 +1,4 @@
-//! Non-first IP fragments (semantics.md item 14): they carry no ports, so
+//! Non-first IP fragments (docs/semantics.md item 14): they carry no ports, so
 //! they follow the verdict of their datagram's first fragment, remembered
 //! in `FRAGMENTS` when it passed. A later fragment that arrives before its
 //! first, or whose first was dropped, is dropped.

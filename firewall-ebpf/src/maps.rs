@@ -82,7 +82,7 @@ pub static CLASSES: ArrayOfMaps<BtfHashMap<u64, ClassRules, { template::CLASSES 
 
 /// Tracked flows, see `FlowKey`. A plain (not LRU) hash: when it is full, new
 /// flows are dropped and counted, and nothing an outsider sends can evict a
-/// tracked flow (semantics.md item 12). `sgctl` sets the capacity at load.
+/// tracked flow (docs/semantics.md item 12). `sgctl` sets the capacity at load.
 #[map]
 pub static CONNTRACK: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(DEFAULT_CAPACITY, 0);
 
@@ -103,7 +103,7 @@ pub static CT_SWEPT_AT: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static CT_CONFIG: Array<Timeouts> = Array::with_max_entries(1, 0);
 
-/// Fragmented datagrams whose first fragment passed (semantics.md item 14):
+/// Fragmented datagrams whose first fragment passed (docs/semantics.md item 14):
 /// later fragments carry no ports, so they pass if and only if their
 /// datagram is here, and count on the same counter slot. LRU: an entry only
 /// matters for the moment a datagram is in flight, and losing one costs that

@@ -11,7 +11,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
-/// IPv6 extension headers walked before giving up (semantics.md item 15).
+/// IPv6 extension headers walked before giving up (docs/semantics.md item 15).
 const MAX_IPV6_EXT_HEADERS: usize = 4;
 
 const TCP_DOFF_MIN: u8 = 5;
@@ -171,7 +171,7 @@ fn ipv4_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple) -> Option<L
     Some(L4::At(offset + header_len))
 }
 
-/// Same as [`ipv4_header`] for IPv6, walking extension headers (semantics.md
+/// Same as [`ipv4_header`] for IPv6, walking extension headers (docs/semantics.md
 /// item 15).
 #[inline(always)]
 fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple) -> Option<L4> {

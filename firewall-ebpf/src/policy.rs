@@ -6,7 +6,7 @@
 //! packet from `ACTIVE`, see maps.rs), so a packet is judged entirely by
 //! the old policy or entirely by the new one.
 //!
-//! When several rules allow the flow, the one credited with it (cli.md) is
+//! When several rules allow the flow, the one credited with it (docs/cli.md) is
 //! the one with the most specific address match, then the first in file
 //! order (rule ids are in file order): the class holds the rules tier by
 //! tier, longest prefix first, computed in userspace, and the first tier

@@ -19,6 +19,10 @@ const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "nftables"];
 /// The bpf-linker release the eBPF build is known to work with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The cargo-fuzz release `cargo xtask fuzz` runs (not part of `run`: the
+/// tests do not need it).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 pub fn run() -> anyhow::Result<()> {
     sh::require_root("bootstrap")?;
     debian_packages(DEBIAN_PACKAGES)?;
@@ -191,5 +195,25 @@ fn bpf_linker(llvm: &Llvm) -> anyhow::Result<()> {
         Some(version) => sh::step(&format!("bpf-linker ({version})"), "installed"),
         None => bail!("bpf-linker was installed but `{} --version` fails", bin.display()),
     }
+    Ok(())
+}
+
+/// Installs cargo-fuzz for `cargo xtask fuzz` unless this version is there
+/// (about a minute and a half of building on a 2-core machine).
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    let bin_dir = cargo_bin()?;
+    ensure_on_path(&bin_dir)?;
+    let installed = Command::new(bin_dir.join("cargo-fuzz"))
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(version) = installed.filter(|v| v.split_whitespace().any(|w| w == CARGO_FUZZ_VERSION)) {
+        sh::step(&format!("cargo-fuzz ({version})"), "already present");
+        return Ok(());
+    }
+    sh::run(sh::cargo().args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"]))?;
+    sh::step(&format!("cargo-fuzz {CARGO_FUZZ_VERSION}"), "installed");
     Ok(())
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod build;
 mod demo;
+mod fuzz;
 mod gates;
 mod install;
 mod man;
@@ -50,6 +51,12 @@ enum Task {
     Man,
     /// The code gates alone: nightly rustfmt --check, clippy -D warnings (workspace and eBPF crate).
     Lint,
+    /// Fuzz the policy parser and compiler with cargo-fuzz (libFuzzer, nightly); installs cargo-fuzz if missing.
+    Fuzz {
+        /// How long to fuzz, in seconds.
+        #[arg(default_value_t = 300)]
+        secs: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +69,7 @@ fn main() -> ExitCode {
         Task::Install { prefix, no_enable } => install::run(&prefix, !no_enable),
         Task::Man => man::run(),
         Task::Lint => gates::run(),
+        Task::Fuzz { secs } => fuzz::run(secs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

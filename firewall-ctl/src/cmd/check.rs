@@ -29,7 +29,7 @@ struct IfaceSummary {
 pub fn run(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
     let policy = policy::load_files(files)?;
     policy::check_interfaces(&policy, |name| netns::ifindex(name).is_some())?;
-    let whole = compile::summarize(&policy).map_err(|e| crate::InputError(e.to_string()))?;
+    let whole = compile::summarize_located(&policy)?;
     let wanted = Wanted::from_policy(&policy);
     let compiled = control::compile_all(&policy, &wanted)?;
     let summary = Summary {

@@ -6,11 +6,13 @@
 //! `L4[dir, proto, port] & (CIDR[peer] | SG[peer])` holds exactly the rules
 //! that allow a packet. Modules: `l4` (protocol/ports → prefixes), `lpm`
 //! (entries with ancestor sets folded in), `order` (which id each rule
-//! gets) and `simulate` (the kernel's lookup, in userspace). They are
-//! tested against [`crate::model`], the naive matcher over the policy.
+//! gets), `simulate` (the kernel's lookup, in userspace) and `located`
+//! (compile errors placed in the policy files). They are tested against
+//! [`crate::model`], the naive matcher over the policy.
 
 pub(crate) mod identity;
 mod l4;
+mod located;
 mod lpm;
 mod order;
 mod simulate;
@@ -27,7 +29,10 @@ use firewall_common::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use self::simulate::{allowed, lookup};
+pub use self::{
+    located::summarize_located,
+    simulate::{allowed, lookup},
+};
 pub use crate::policy::RuleDirection;
 use crate::policy::{Group, GroupMode, PeerTarget, Policy, Rule};
 

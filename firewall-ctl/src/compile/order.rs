@@ -2,7 +2,7 @@
 //! counters. Ids follow file order (file, line, column; an implicit
 //! allow-all outbound rule, which is in no file, after the written rules),
 //! so among equally specific matches the lowest id is the first in file
-//! order, as cli.md asks. Specificity itself is settled per packet by the
+//! order, as docs/cli.md asks. Specificity itself is settled per packet by the
 //! walk over address tries (see `firewall_common::policy::AddrRules`).
 
 use crate::policy::Rule;

@@ -1,6 +1,8 @@
 //! The one error type of the policy stage: every message is a single line
 //! `FILE:LINE:COL: <what is wrong, quoting the value>: <expected form>`, so
-//! editors and CI logs can jump to it.
+//! editors and CI logs can jump to it. Control characters (a newline inside
+//! a quoted value or a file name) are written escaped, so the message stays
+//! one line whatever the input.
 
 use std::fmt;
 
@@ -23,8 +25,7 @@ impl fmt::Display for Location {
 }
 
 /// Invalid policy input, located where the offending value starts.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{col}: {kind}")]
+#[derive(Debug)]
 pub struct PolicyError {
     pub file: String,
     pub line: u32,
@@ -38,16 +39,71 @@ impl PolicyError {
     }
 }
 
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = format!("{}:{}:{}: {}", self.file, self.line, self.col, self.kind);
+        for c in text.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The message already says everything (the cause is quoted in it), so
+/// there is no separate source to print after it.
+impl std::error::Error for PolicyError {}
+
 /// What is wrong. Each message quotes the offending value, then says what
 /// was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ErrorKind {
     #[error("cannot read file: {0}")]
     Read(#[source] std::io::Error),
+    #[error("the file is not UTF-8 text: policies are UTF-8 YAML")]
+    NotUtf8,
+    #[error("character {} is not allowed in YAML: remove it, or write it as an escape in a \"double-quoted\" value", .0.escape_unicode())]
+    Unprintable(char),
+    #[error("a line that starts with % is a YAML directive, and directives are ASCII (%YAML 1.2): remove the line")]
+    NonAsciiDirective,
     #[error("invalid YAML: {0}")]
     Syntax(String),
     #[error("{0} are not supported: write the value out in plain YAML")]
     UnsupportedYaml(&'static str),
+    #[error(
+        "YAML merge keys (<<) are not supported: write the keys out in each map (prefix_lists: share address lists)"
+    )]
+    MergeKey,
+    #[error("the policy files are larger than {max} bytes together: that is the most sgctl reads for one policy")]
+    TooLarge { max: usize },
+    #[error(
+        "the policy has more than {max} YAML values (lists, maps and scalars, aliases counted as what they repeat): \
+         that is the most sgctl reads for one policy"
+    )]
+    TooManyNodes { max: usize },
+    #[error("lists and maps nested more than {max} deep (aliases expanded): a policy needs 6 levels")]
+    TooDeep { max: usize },
+    #[error("value \"{start}...\" is {len} bytes long: values are at most {max} bytes")]
+    ScalarTooLong { start: String, len: usize, max: usize },
+    #[error("more than {max} {what}: {why}")]
+    TooMany { what: String, max: usize, why: &'static str },
+    #[error(
+        "the rules name more than {max} addresses together (each pl: counts its entries, each sg: its members): \
+         name a large list from fewer rules"
+    )]
+    TooManyAddresses { max: usize },
+    #[error(
+        "no group listed for interface \"{0}\": an interface without groups is not filtered, so remove the entry \
+         to leave it unfiltered, or list the groups that filter it (eth0: [web-server])"
+    )]
+    EmptyAttachment(String),
+    /// What the compiler refused for an interface, located where the files
+    /// attach it (the message names the interface).
+    #[error("{0}")]
+    DoesNotFit(crate::compile::CompileError),
     #[error("more than one YAML document in a file: put each policy in its own file")]
     MultipleDocuments,
     #[error("{found} where {what} was expected: {expected}")]

@@ -1,11 +1,14 @@
 //! All files' definitions → one [`Policy`]: a name defined twice is an
-//! error naming both places, and every reference (`sg:`, `pl:`, `members:`,
-//! `interfaces:`) must name something defined in some file.
+//! error naming both places, every reference (`sg:`, `pl:`, `members:`,
+//! `interfaces:`) must name something defined in some file, and the policy
+//! as a whole stays within [`limits`]. Lookups go through hash maps: the
+//! number of names is bounded only by the input size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{
     error::{ErrorKind, Location, PolicyError},
+    limits,
     model::{Attachment, PeerTarget, Policy},
     parse::FileParts,
 };
@@ -55,8 +58,53 @@ pub fn merge(files: Vec<String>, parts: Vec<FileParts>) -> Result<Policy, Policy
             *slot = value;
         }
     }
+    check_counts(&policy)?;
     check_references(&policy, &interface_groups)?;
+    check_rule_addresses(&policy)?;
     Ok(policy)
+}
+
+/// How many groups and prefix lists a policy may define.
+fn check_counts(policy: &Policy) -> Result<(), PolicyError> {
+    if let Some(g) = policy.groups.get(limits::MAX_GROUPS) {
+        let why = "that is the most one policy defines";
+        let kind = ErrorKind::TooMany { what: "groups".into(), max: limits::MAX_GROUPS, why };
+        return Err(PolicyError::new(&g.at, kind));
+    }
+    if let Some(p) = policy.prefix_lists.get(limits::MAX_PREFIX_LISTS) {
+        let why = "that is the most one policy defines; merge lists";
+        let kind = ErrorKind::TooMany { what: "prefix lists".into(), max: limits::MAX_PREFIX_LISTS, why };
+        return Err(PolicyError::new(&p.at, kind));
+    }
+    Ok(())
+}
+
+/// Every rule's peers, prefix lists and groups expanded, add up to at most
+/// [`limits::MAX_RULE_ADDRESSES`]: the compiler's work for any interface.
+/// References are checked before, so every name here is defined.
+fn check_rule_addresses(policy: &Policy) -> Result<(), PolicyError> {
+    let lists: HashMap<&str, usize> = policy.prefix_lists.iter().map(|p| (p.name.as_str(), p.cidrs.len())).collect();
+    let mut members: HashMap<&str, usize> = HashMap::new();
+    for m in &policy.members {
+        *members.entry(m.group.as_str()).or_default() += m.addresses.len();
+    }
+    let mut total: usize = 0;
+    for rule in policy.groups.iter().flat_map(|g| g.inbound.iter().chain(&g.outbound)) {
+        for peer in &rule.peers {
+            total += match &peer.target {
+                PeerTarget::Cidr(_) => 1,
+                PeerTarget::PrefixList(name) => lists.get(name.as_str()).copied().unwrap_or_default(),
+                PeerTarget::Group(name) => members.get(name.as_str()).copied().unwrap_or_default(),
+            };
+            if total > limits::MAX_RULE_ADDRESSES {
+                return Err(PolicyError::new(
+                    &peer.at,
+                    ErrorKind::TooManyAddresses { max: limits::MAX_RULE_ADDRESSES },
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_duplicates(parts: &[FileParts]) -> Result<(), PolicyError> {
@@ -86,6 +134,8 @@ fn check_duplicates(parts: &[FileParts]) -> Result<(), PolicyError> {
 }
 
 fn check_references(policy: &Policy, interface_groups: &[Vec<(String, Location)>]) -> Result<(), PolicyError> {
+    let groups: HashSet<&str> = policy.groups.iter().map(|g| g.name.as_str()).collect();
+    let lists: HashSet<&str> = policy.prefix_lists.iter().map(|p| p.name.as_str()).collect();
     let unknown_group = |name: &str, at: &Location, context| {
         let kind = ErrorKind::UnknownGroup { name: name.to_owned(), context };
         Err(PolicyError::new(at, kind))
@@ -94,10 +144,10 @@ fn check_references(policy: &Policy, interface_groups: &[Vec<(String, Location)>
         for rule in group.inbound.iter().chain(&group.outbound) {
             for peer in &rule.peers {
                 match &peer.target {
-                    PeerTarget::Group(name) if policy.group(name).is_none() => {
+                    PeerTarget::Group(name) if !groups.contains(name.as_str()) => {
                         return unknown_group(name, &peer.at, "in sg:");
                     }
-                    PeerTarget::PrefixList(name) if policy.prefix_list(name).is_none() => {
+                    PeerTarget::PrefixList(name) if !lists.contains(name.as_str()) => {
                         let kind = ErrorKind::UnknownPrefixList(name.clone());
                         return Err(PolicyError::new(&peer.at, kind));
                     }
@@ -107,16 +157,17 @@ fn check_references(policy: &Policy, interface_groups: &[Vec<(String, Location)>
         }
     }
     for m in &policy.members {
-        if policy.group(&m.group).is_none() {
+        if !groups.contains(m.group.as_str()) {
             return unknown_group(&m.group, &m.at, "in members");
         }
     }
-    for (attachment, groups) in policy.interfaces.iter().zip(interface_groups) {
-        for (i, (name, at)) in groups.iter().enumerate() {
-            if policy.group(name).is_none() {
+    for (attachment, listed) in policy.interfaces.iter().zip(interface_groups) {
+        let mut seen = HashSet::with_capacity(listed.len());
+        for (name, at) in listed {
+            if !groups.contains(name.as_str()) {
                 return unknown_group(name, at, "in interfaces");
             }
-            if groups[..i].iter().any(|(earlier, _)| earlier == name) {
+            if !seen.insert(name.as_str()) {
                 let kind =
                     ErrorKind::RepeatedAttachment { interface: attachment.interface.clone(), group: name.clone() };
                 return Err(PolicyError::new(at, kind));

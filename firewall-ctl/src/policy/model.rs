@@ -1,5 +1,5 @@
 //! The validated policy. Every value here has passed the checks of
-//! policy-format.md, so later stages never re-validate; every definition
+//! docs/policy-format.md, so later stages never re-validate; every definition
 //! keeps its [`Location`] so later stages can still point at the source.
 //!
 //! The whole model is serde-serialisable: `sgctl apply` stores it beside the

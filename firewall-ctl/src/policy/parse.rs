@@ -3,6 +3,7 @@
 
 use super::{
     error::{ErrorKind, Location, PolicyError},
+    limits,
     model::{
         Group, GroupMode, Members, Peer, PeerTarget, Ports, PrefixList, Protocol, Rule, RuleDirection,
         DEFAULT_OUTBOUND_DESCRIPTION,
@@ -33,7 +34,7 @@ pub struct FileAttachment {
 const TOP_KEYS: &[&str] = &["groups", "members", "prefix_lists", "interfaces", "conntrack"];
 const GROUP_KEYS: &[&str] = &["description", "mode", "inbound", "outbound"];
 const RULE_KEYS: &[&str] = &["protocol", "ports", "icmp_type", "icmp_code", "source", "destination", "description"];
-/// `conntrack:` keys with their AWS ranges (semantics.md item 10).
+/// `conntrack:` keys with their AWS ranges (docs/semantics.md item 10).
 const CONNTRACK_KEYS: &[(&str, u64, u64)] = &[
     ("tcp_established_timeout", 60, 432_000),
     ("udp_stream_timeout", 60, 180),
@@ -73,7 +74,7 @@ impl<'a> Fields<'a> {
 /// The entries of a map; a null (an empty section) is an empty map.
 fn map<'a>(node: &'a Node, what: &'static str, expected: &'static str) -> Result<&'a [(Node, Node)], PolicyError> {
     match &node.value {
-        Value::Map(entries) => Ok(entries),
+        Value::Map(entries) => Ok(&**entries),
         _ if node.is_null() => Ok(&[]),
         _ => Err(values::wrong_type(node, what, expected)),
     }
@@ -135,10 +136,7 @@ pub fn file(root: &Node) -> Result<FileParts, PolicyError> {
     if let Some(node) = top.value("interfaces") {
         for (iface, list) in map(node, "a map", "a map of interface names to group lists")? {
             let interface = values::interface_name(iface)?;
-            let groups = scalars(list, "a group name", "a list of group names")?
-                .into_iter()
-                .map(|(n, _)| Ok((values::name(n, "group")?, n.at.clone())))
-                .collect::<Result<_, PolicyError>>()?;
+            let groups = attachment_groups(&interface, iface, list)?;
             parts.interfaces.push(FileAttachment { interface, at: iface.at.clone(), groups });
         }
     }
@@ -156,6 +154,31 @@ pub fn file(root: &Node) -> Result<FileParts, PolicyError> {
     Ok(parts)
 }
 
+/// The groups listed for one interface. An empty list is refused: it reads
+/// as "filter with nothing" but would mean "not filtered" (docs/policy-format.md),
+/// and dropping everything instead would lock the host out on a typo.
+fn attachment_groups(interface: &str, iface: &Node, list: &Node) -> Result<Vec<(String, Location)>, PolicyError> {
+    let empty = match &list.value {
+        Value::Seq(items) => items.is_empty(),
+        _ => list.is_null(),
+    };
+    if empty {
+        // A missing value has no position of its own worth showing: point at the key.
+        let at = if list.is_null() { &iface.at } else { &list.at };
+        return Err(PolicyError::new(at, ErrorKind::EmptyAttachment(interface.to_owned())));
+    }
+    let items = scalars(list, "a group name", "a list of group names")?;
+    if let Some((n, _)) = items.get(limits::MAX_GROUPS_PER_INTERFACE) {
+        let kind = ErrorKind::TooMany {
+            what: format!("groups for interface \"{interface}\""),
+            max: limits::MAX_GROUPS_PER_INTERFACE,
+            why: "merge groups that are always attached together",
+        };
+        return Err(PolicyError::new(&n.at, kind));
+    }
+    items.into_iter().map(|(n, _)| Ok((values::name(n, "group")?, n.at.clone()))).collect()
+}
+
 fn group(name_node: &Node, body: &Node) -> Result<Group, PolicyError> {
     let name = values::name(name_node, "group")?;
     let fields = Fields::read(body, &format!("in group \"{name}\""), GROUP_KEYS)?;
@@ -169,6 +192,14 @@ fn group(name_node: &Node, body: &Node) -> Result<Group, PolicyError> {
         Some(list) => rules(list, RuleDirection::Outbound)?,
         None => vec![default_outbound(&name_node.at)],
     };
+    if let Some(rule) = inbound.iter().chain(&outbound).nth(limits::MAX_RULES_PER_GROUP) {
+        let kind = ErrorKind::TooMany {
+            what: format!("rules in group \"{name}\""),
+            max: limits::MAX_RULES_PER_GROUP,
+            why: "that is all one interface holds; split the group",
+        };
+        return Err(PolicyError::new(&rule.at, kind));
+    }
     Ok(Group { name, at: name_node.at.clone(), description, mode, inbound, outbound })
 }
 

@@ -6,7 +6,9 @@ use ipnet::IpNet;
 use super::*;
 
 fn parse(text: &str) -> Result<Policy, PolicyError> {
-    parse_sources(&[("p.yaml".to_owned(), text.to_owned())])
+    let files = [("p.yaml".to_owned(), text.to_owned())];
+    crate::fuzzing::record_seed(&files);
+    parse_sources(&files)
 }
 
 fn ok(text: &str) -> Policy {
@@ -168,7 +170,7 @@ fn empty_and_comment_only_files() {
 
 #[test]
 fn interfaces_are_checked_where_named() {
-    let p = ok("groups:\n  a: {}\ninterfaces:\n  eth0: [a]\n  veth9: []\n");
+    let p = ok("groups:\n  a: {}\ninterfaces:\n  eth0: [a]\n  veth9: [a]\n");
     assert!(check_interfaces(&p, |_| true).is_ok());
     let e = check_interfaces(&p, |name| name == "eth0").expect_err("veth9 missing");
     assert_eq!(e.to_string(), "p.yaml:5:3: interface \"veth9\" does not exist on this host: check `ip link`");
@@ -460,9 +462,9 @@ fn error_duplicate_key_in_one_file() {
 #[test]
 fn error_duplicate_definitions_across_files() {
     let two = |a: &str, b: &str| {
-        parse_sources(&[("one.yaml".into(), a.into()), ("two.yaml".into(), b.into())])
-            .expect_err("duplicate")
-            .to_string()
+        let files = [("one.yaml".into(), a.into()), ("two.yaml".into(), b.into())];
+        crate::fuzzing::record_seed(&files);
+        parse_sources(&files).expect_err("duplicate").to_string()
     };
     assert_eq!(
         two("groups:\n  web: {}\n", "groups:\n  db: {}\n  web: {}\n"),
@@ -477,8 +479,8 @@ fn error_duplicate_definitions_across_files() {
         "two.yaml:2:3: prefix list \"x\" is defined twice (first at one.yaml:2:3): each name may be defined once across all files"
     );
     assert_eq!(
-        two("interfaces:\n  eth0: []\n", "interfaces:\n  eth0: []\n"),
-        "two.yaml:2:3: interface \"eth0\" is defined twice (first at one.yaml:2:3): each name may be defined once across all files"
+        two("groups:\n  a: {}\ninterfaces:\n  eth0: [a]\n", "interfaces:\n  eth0: [a]\n"),
+        "two.yaml:2:3: interface \"eth0\" is defined twice (first at one.yaml:4:3): each name may be defined once across all files"
     );
     assert_eq!(
         two("conntrack:\n  udp_timeout: 40\n", "conntrack:\n  udp_timeout: 50\n"),
@@ -539,9 +541,29 @@ fn error_unreadable_file() {
     assert!(e.to_string().starts_with("/nonexistent/sgctl-policy.yaml:1:1: cannot read file: "), "{e}");
 }
 
+/// Every ```yaml block of the user documentation and the README parses as
+/// a policy, as written there (examples of errors use plain ``` blocks).
+#[test]
+fn every_yaml_example_in_the_docs_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut examples = 0;
+    for doc in ["docs/policy-format.md", "docs/semantics.md", "docs/cli.md", "README.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap_or_else(|e| panic!("{doc}: {e}"));
+        for (i, block) in text.split("```yaml\n").skip(1).enumerate() {
+            let yaml = block.split("```").next().unwrap_or_default();
+            let name = format!("{doc}#{}", i + 1);
+            if let Err(e) = parse_sources(&[(name.clone(), yaml.to_owned())]) {
+                panic!("the example {name} does not parse: {e}\n{yaml}");
+            }
+            examples += 1;
+        }
+    }
+    assert!(examples >= 3, "only {examples} YAML examples found");
+}
+
 #[test]
 fn spec_examples_parse_verbatim() {
-    // The two YAML blocks of spec/policy-format.md, as written there.
+    // The two YAML blocks of docs/policy-format.md, as written there.
     let web = ok("groups:
   web-server:
     description: Basic web server
