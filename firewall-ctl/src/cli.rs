@@ -99,6 +99,10 @@ pub enum Command {
         /// Print again every SECS seconds.
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
+        /// Output: aligned tables, one JSON document (as --json), or the Prometheus/OpenMetrics text format
+        /// (the agent's /metrics, for node_exporter's textfile collector).
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<StatsFormat>,
     },
     /// The connection-tracking table.
     Conntrack {
@@ -136,6 +140,14 @@ pub enum Command {
         #[command(subcommand)]
         format: ExportFormat,
     },
+}
+
+/// `sgctl stats --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsFormat {
+    Table,
+    Json,
+    Prometheus,
 }
 
 #[derive(Debug, Subcommand)]

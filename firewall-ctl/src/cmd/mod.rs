@@ -15,7 +15,7 @@ mod status;
 use std::time::Duration;
 
 use crate::{
-    cli::{Cli, Command, ConntrackAction, Global},
+    cli::{Cli, Command, ConntrackAction, Global, StatsFormat},
     control::{self, Host},
     netns, privilege,
     saved::LibDir,
@@ -75,7 +75,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&host, &iface, json),
         Command::Status => status::run(&hosts_in_view(global, &host)?, json),
-        Command::Stats { watch } => stats::run(&hosts_in_view(global, &host)?, watch, json),
+        Command::Stats { watch, format } => {
+            let format = format.unwrap_or(if json { StatsFormat::Json } else { StatsFormat::Table });
+            stats::run(&hosts_in_view(global, &host)?, watch, format)
+        }
         Command::Conntrack { action } => conntrack::run(&hosts_in_view(global, &host)?, &action, json),
         Command::Explain(args) => explain::run(&host, &args, json),
     }

@@ -10,6 +10,7 @@ use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuVa
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
     counters::{Reason, ReasonCounters, RuleCounters},
+    events::EventBudget,
     policy::Active,
 };
 
@@ -174,6 +175,22 @@ impl IfaceMaps {
         let table = self.conntrack()?;
         let flows = table.iter().collect::<Result<Vec<_>, _>>()?;
         Ok(flows)
+    }
+
+    /// How many flows are tracked (keys only, no values copied).
+    pub fn flow_count(&self) -> anyhow::Result<usize> {
+        Ok(self.conntrack()?.keys().filter(Result::is_ok).count())
+    }
+
+    /// Flow events the datapath held back (rate limit or full ring), summed
+    /// over CPUs; 0 for programs of an sgctl before flow events.
+    pub fn events_suppressed(&self) -> anyhow::Result<u64> {
+        let path = self.dir.join(EVENT_BUDGET);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let budget: PerCpuArray<MapData, EventBudget> = PerCpuArray::try_from(Map::PerCpuArray(open(&path)?))?;
+        Ok(budget.get(&0, 0)?.iter().map(|b| b.suppressed).sum())
     }
 
     /// Counter slots that tracked flows credit.
