@@ -5,6 +5,7 @@
 //! [`compile::CompiledInterface`] (map entries) → kernel writes
 //! ([`datapath`], driven by [`control`]).
 
+pub mod agent;
 pub mod cli;
 pub mod cmd;
 pub mod compile;

@@ -6,11 +6,13 @@ mod check;
 mod completions;
 mod conntrack;
 mod explain;
+mod flows;
 mod export;
 mod import;
 mod restore;
 mod stats;
 mod status;
+mod trace;
 
 use std::time::Duration;
 
@@ -36,6 +38,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { from } => return import::run(from, global.json),
         Command::Completions { shell, dynamic } => return completions::completions(*shell, *dynamic),
         Command::ManPages { out_dir } => return completions::man_pages(out_dir),
+        // Reads the agent's log file: whoever may read the file may run it.
+        Command::Flows(args) => return flows::run(args, global.json),
         _ => {}
     }
     if let Command::Export { format } = &cli.command {
@@ -55,6 +59,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             return restore::rollback_at_deadline(global, *generation, *deadline);
         }
         Command::Restore { all: true } => return restore_all(global),
+        // Binds its socket before entering the namespace.
+        Command::Agent(args) => return crate::agent::run(global, args),
         _ => {}
     }
     if let Some(name) = &global.netns {
@@ -68,7 +74,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Import { .. }
         | Command::Completions { .. }
         | Command::ManPages { .. }
-        | Command::Export { .. } => unreachable!("handled above"),
+        | Command::Export { .. }
+        | Command::Agent(_)
+        | Command::Flows(_) => unreachable!("handled above"),
+        Command::Trace(args) => trace::run(&host, &args, json),
         Command::Apply { files, dry_run, confirm_within } => apply::run(&host, global, &files, dry_run, confirm_within),
         Command::Confirm => restore::confirm(&host, json),
         Command::Restore { .. } => restore::restore(&host, json),
@@ -151,7 +160,10 @@ fn changes_state(command: &Command) -> bool {
         | Command::Confirm
         | Command::Restore { .. }
         | Command::Rollback { .. } => true,
+        Command::Agent(_) => false,
         Command::Check { .. }
+        | Command::Flows(_)
+        | Command::Trace(_)
         | Command::Status
         | Command::Stats { .. }
         | Command::Explain(_)
@@ -172,6 +184,9 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Attach { .. } => "attach",
         Command::Detach { .. } => "detach",
         Command::Status => "status",
+        Command::Agent(_) => "agent",
+        Command::Flows(_) => "flows",
+        Command::Trace(_) => "trace",
         Command::Stats { .. } => "stats",
         Command::Conntrack { .. } => "conntrack",
         Command::Explain(_) => "explain",
