@@ -57,6 +57,10 @@ pub enum Command {
         /// (a policy that cuts your own SSH heals itself).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         confirm_within: Option<u64>,
+        /// Accept interfaces the files name that do not exist (yet): they are saved with the policy and
+        /// attached when they appear (by `sgctl agent`, or the next `sgctl restore`).
+        #[arg(long)]
+        allow_missing: bool,
     },
     /// Keep the policy of the last `apply --confirm-within`: cancel its rollback.
     Confirm,

@@ -27,6 +27,9 @@ struct Report {
     /// for `sgctl confirm`, after which the previous policy comes back.
     #[serde(skip_serializing_if = "Option::is_none")]
     confirm_by: Option<u64>,
+    /// With `--allow-missing`: interfaces the files name that do not exist;
+    /// saved with the policy and attached when they appear.
+    missing: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -36,24 +39,36 @@ struct GroupChange {
     rules_removed: usize,
 }
 
-pub fn run(
-    host: &Host,
-    global: &crate::cli::Global,
-    files: &[PathBuf],
-    dry_run: bool,
-    confirm_within: Option<u64>,
-) -> anyhow::Result<()> {
+/// The flags of `sgctl apply`.
+pub struct Options {
+    pub dry_run: bool,
+    pub confirm_within: Option<u64>,
+    /// Interfaces named but missing are saved, not refused.
+    pub allow_missing: bool,
+}
+
+pub fn run(host: &Host, global: &crate::cli::Global, files: &[PathBuf], options: Options) -> anyhow::Result<()> {
+    let Options { dry_run, confirm_within, allow_missing } = options;
     let json = global.json;
     // Paths as absolute ones, so that the record names the files wherever
     // the next command runs from.
     let absolute: Vec<PathBuf> = files.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())).collect();
     let texts = policy::read_files(&absolute)?;
     let parsed = policy::parse_sources(&texts)?;
-    policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
+    if !allow_missing {
+        policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
+    }
+    let missing: Vec<String> = parsed
+        .interfaces
+        .iter()
+        .map(|a| a.interface.clone())
+        .filter(|name| netns::ifindex(name).is_none())
+        .collect();
     let record =
         PolicyRecord { generation: 0, sources: texts.into_iter().map(|(path, text)| Source { path, text }).collect() };
     let old = host.parsed_policy()?;
-    let wanted = wanted_after(host, &parsed)?;
+    let mut wanted = wanted_after(host, &parsed)?;
+    wanted.retain(|w| !missing.contains(&w.ifname));
     let groups = rule_changes(old.as_ref().map(|(_, p)| p), &parsed);
 
     let report = if dry_run {
@@ -69,6 +84,7 @@ pub fn run(
             interfaces: Vec::new(),
             switch_micros: 0,
             confirm_by: None,
+            missing: missing.clone(),
         }
     } else {
         // The rollback is armed before the switch: a kill right after it
@@ -99,6 +115,7 @@ pub fn run(
             interfaces: outcome.interfaces,
             switch_micros: outcome.switch_micros,
             confirm_by: pending.filter(|_| outcome.changed).map(|p| p.deadline),
+            missing,
         }
     };
     if json {
@@ -124,6 +141,9 @@ fn print_report(r: &Report) {
     crate::out!("{}", table(&["GROUP", "ADDED", "REMOVED"], &rows));
     for change in &r.interfaces {
         crate::outln!("{change}");
+    }
+    for name in &r.missing {
+        crate::outln!("{name}: does not exist (yet); attached when it appears (`sgctl agent`, or `sgctl restore`)");
     }
     if let Some(deadline) = r.confirm_by {
         let left = deadline.saturating_sub(super::restore::unix_now());

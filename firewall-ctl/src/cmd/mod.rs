@@ -78,7 +78,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Agent(_)
         | Command::Flows(_) => unreachable!("handled above"),
         Command::Trace(args) => trace::run(&host, &args, json),
-        Command::Apply { files, dry_run, confirm_within } => apply::run(&host, global, &files, dry_run, confirm_within),
+        Command::Apply { files, dry_run, confirm_within, allow_missing } => {
+            apply::run(&host, global, &files, apply::Options { dry_run, confirm_within, allow_missing })
+        }
         Command::Confirm => restore::confirm(&host, json),
         Command::Restore { .. } => restore::restore(&host, json),
         Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),

@@ -262,6 +262,18 @@ pub fn save_on_disk(host: &Host, parsed: &Policy) -> anyhow::Result<()> {
             }
         }
     }
+    // Interfaces the policy names that do not exist (`apply
+    // --allow-missing`): saved, so they are attached when they appear.
+    for a in &parsed.interfaces {
+        if netns::ifindex(&a.interface).is_none() && !now.interfaces.iter().any(|i| i.ifname == a.interface) {
+            now.interfaces.push(crate::saved::SavedInterface {
+                ifname: a.interface.clone(),
+                groups: a.groups.clone(),
+                origin: crate::state::records::Origin::Policy,
+                mode: crate::state::records::Mode::Auto,
+            });
+        }
+    }
     if before.as_ref() != Some(&now) {
         host.lib.save_applied(&host.scope, &now).context("saving the applied policy on disk")?;
     }
