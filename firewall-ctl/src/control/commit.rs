@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use firewall_common::policy::{slot_state, Active, SlotMeta, SLOT_REMOVED};
+use firewall_common::policy::{slot_flags, slot_state, Active, SlotMeta, SLOT_AUDIT, SLOT_REMOVED};
 
 use super::{compile_all, repair, Host, IfaceChange, Wanted};
 use crate::{
@@ -73,6 +73,8 @@ struct Planned {
     evicted: Vec<u32>,
     conntrack_capacity: u32,
     timeouts: firewall_common::conntrack::Timeouts,
+    /// The interface leaves audit mode: the flows audit let through go.
+    audit_ends: bool,
 }
 
 /// Puts `policy` in force with the interfaces `wanted`, or changes nothing
@@ -132,6 +134,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             evicted: assignment.evicted,
             conntrack_capacity: compiled.conntrack_capacity,
             timeouts: compiled.timeouts,
+            audit_ends: false,
         });
     }
     let removed: Vec<&IfaceRecord> = in_force
@@ -162,6 +165,8 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             let maps = IfaceMaps::at(&dir);
             match old {
                 Some(old) if attach::links_alive(&dir) => {
+                    plan.audit_ends = maps.slot_meta(now)?.flags & slot_flags::AUDIT != 0
+                        && plan.image.meta.flags & slot_flags::AUDIT == 0;
                     maps.move_flows(&plan.evicted, SLOT_REMOVED)?;
                     maps.reset_rule_counters(&plan.fresh)?;
                     generation::write(&maps, next, &plan.image, Some((now, &old.digests)))
@@ -240,6 +245,11 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         let maps = host.maps(&plan.want.ifname);
         maps.set_timeouts(plan.timeouts)?;
         let _ = maps.expire_flows(&plan.timeouts);
+        if plan.audit_ends {
+            // Audit let these through although no rule allowed them; in
+            // enforce mode they are cut (docs/semantics.md item 18).
+            let _ = maps.remove_flows(|_, e| e.slot == SLOT_AUDIT);
+        }
     }
     save_on_disk(host, parsed)?;
     Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros })

@@ -11,7 +11,7 @@ use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
     counters::{Reason, ReasonCounters, RuleCounters},
     events::EventBudget,
-    policy::Active,
+    policy::{Active, SlotMeta},
 };
 
 pub const ACTIVE: &str = "ACTIVE";
@@ -175,6 +175,12 @@ impl IfaceMaps {
         let table = self.conntrack()?;
         let flows = table.iter().collect::<Result<Vec<_>, _>>()?;
         Ok(flows)
+    }
+
+    /// `SLOT_META[slot]`: what the interface does in that generation.
+    pub fn slot_meta(&self, slot: u32) -> anyhow::Result<SlotMeta> {
+        let metas: Array<MapData, SlotMeta> = Array::try_from(Map::Array(self.data(SLOT_META)?))?;
+        Ok(metas.get(&slot, 0)?)
     }
 
     /// How many flows are tracked (keys only, no values copied).
