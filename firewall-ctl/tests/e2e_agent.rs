@@ -30,9 +30,11 @@ fn compare(stats: &serde_json::Value, exposition: &str, what: &str) {
     let s = samples(exposition);
     for rule in stats["rules"].as_array().expect("rules") {
         let id = rule["rule"].as_str().expect("rule id");
-        for (field, metric) in
-            [("flows", "sgctl_rule_flows_total"), ("packets", "sgctl_rule_packets_total"), ("bytes", "sgctl_rule_bytes_total")]
-        {
+        for (field, metric) in [
+            ("flows", "sgctl_rule_flows_total"),
+            ("packets", "sgctl_rule_packets_total"),
+            ("bytes", "sgctl_rule_bytes_total"),
+        ] {
             assert_eq!(
                 sample_of(&s, metric, &[("rule", id), ("interface", "eth0")]),
                 count(rule, field),
@@ -79,7 +81,11 @@ fn metrics_scraped_over_http_equal_stats_json() {
     let s = samples(&text);
     assert_eq!(sample_of(&s, "sgctl_rule_flows_total", &[("rule", "web-server/inbound/1")]), 2);
     assert_eq!(
-        sample_of(&s, "sgctl_rule_flows_total", &[("netns", srv.netns()), ("group", "web-server"), ("direction", "inbound")]),
+        sample_of(
+            &s,
+            "sgctl_rule_flows_total",
+            &[("netns", srv.netns()), ("group", "web-server"), ("direction", "inbound")]
+        ),
         3,
         "two HTTP and one SSH flow"
     );
@@ -153,7 +159,11 @@ fn an_interface_created_after_apply_is_attached_within_a_second() {
     let dir = TempDir::new("hotplug");
     let file = dir.write(
         "late.yaml",
-        &replace_once(&policy_text("web-server.yaml"), "  eth0: [web-server]", "  eth0: [web-server]\n  late0: [web-server]"),
+        &replace_once(
+            &policy_text("web-server.yaml"),
+            "  eth0: [web-server]",
+            "  eth0: [web-server]\n  late0: [web-server]",
+        ),
     );
     let refused = sg.run(&["apply", &file.display().to_string()]);
     assert_eq!(refused.code, Some(2), "a missing interface is refused without --allow-missing: {refused:?}");
@@ -219,7 +229,10 @@ fn a_killed_agent_changes_nothing_and_a_new_one_picks_up_the_counters() {
     );
     let status_after = sg.status();
     assert_eq!(status_before["generation"], status_after["generation"], "no policy change");
-    assert_eq!(status_before["interfaces"][0]["ingress_program_id"], status_after["interfaces"][0]["ingress_program_id"]);
+    assert_eq!(
+        status_before["interfaces"][0]["ingress_program_id"],
+        status_after["interfaces"][0]["ingress_program_id"]
+    );
 
     let again = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
     let (stats, text) = stats_and_scrape(&sg, &again);

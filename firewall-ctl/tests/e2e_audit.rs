@@ -21,7 +21,11 @@ fn audit_lets_through_and_reports_what_enforce_then_drops() {
     let _l = listen(&srv, &["203.0.113.1:80", "203.0.113.1:8080"]);
     let dir = TempDir::new("audit");
     let enforce_text = policy_text("web-server.yaml");
-    let audit_text = replace_once(&enforce_text, "    description: Basic web server\n", "    description: Basic web server\n    mode: audit\n");
+    let audit_text = replace_once(
+        &enforce_text,
+        "    description: Basic web server\n",
+        "    description: Basic web server\n    mode: audit\n",
+    );
     let file = dir.write("web.yaml", &audit_text);
     let log = dir.path().join("flows.log");
     let agent = Agent::start(&sg, &["--window", "1", "--quiet", "--flow-log", log.to_str().expect("utf-8")]);
@@ -48,7 +52,8 @@ fn audit_lets_through_and_reports_what_enforce_then_drops() {
     let started = Instant::now();
     let record = loop {
         let run = sg.run(&["flows", "--file", log.to_str().expect("utf-8"), "--action", "would-drop", "--json"]);
-        let records = if run.code == Some(0) { run.json()["records"].as_array().cloned().unwrap_or_default() } else { vec![] };
+        let records =
+            if run.code == Some(0) { run.json()["records"].as_array().cloned().unwrap_or_default() } else { vec![] };
         if let Some(r) = records.iter().find(|r| r["dstport"] == 8080) {
             break r.clone();
         }
@@ -61,10 +66,7 @@ fn audit_lets_through_and_reports_what_enforce_then_drops() {
 
     // Enforce: the same connection now times out, and the audited one is cut.
     sg.apply(&[&dir.write("web.yaml", &enforce_text)]);
-    expect_all(
-        "enforce",
-        vec![tcp(&other, "203.0.113.1:80", Connected), tcp(&other, "203.0.113.1:8080", TimedOut)],
-    );
+    expect_all("enforce", vec![tcp(&other, "203.0.113.1:80", Connected), tcp(&other, "203.0.113.1:8080", TimedOut)]);
     assert_eq!(kept.echo(BLOCKED), TimedOut, "a flow audit let through is cut by enforce");
     let after = sg.stats();
     assert!(count(&after["interfaces"][0], "dropped_no_rule") >= 1, "{after:#}");

@@ -28,10 +28,16 @@ fn sgctl_judges_published_ports_before_dnat() {
     run_ok(&srv, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     run_ok(&srv, &["nft", "add", "table", "ip", "nat"]);
     run_ok(&srv, &["nft", "add", "chain", "ip", "nat", "prerouting", "{ type nat hook prerouting priority dstnat; }"]);
-    run_ok(&srv, &["nft", "add", "rule", "ip", "nat", "prerouting", "tcp", "dport", "8080", "dnat", "to", "172.17.0.2:80"]);
+    run_ok(
+        &srv,
+        &["nft", "add", "rule", "ip", "nat", "prerouting", "tcp", "dport", "8080", "dnat", "to", "172.17.0.2:80"],
+    );
     let _web = listen(&ctr, &["172.17.0.2:80"]);
     let _host_web = listen(&srv, &["203.0.113.1:80"]);
-    expect_all("unfiltered: the published port reaches the container", vec![tcp(&other, "203.0.113.1:8080", Connected)]);
+    expect_all(
+        "unfiltered: the published port reaches the container",
+        vec![tcp(&other, "203.0.113.1:8080", Connected)],
+    );
 
     let sg = Sgctl::new(&lab, &srv);
     sg.apply(&[&policy("web-server.yaml")]);

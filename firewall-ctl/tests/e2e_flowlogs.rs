@@ -30,7 +30,10 @@ fn flows_until(sg: &Sgctl, file: &Path, args: &[&str], done: impl Fn(&[Value]) -
             if done(&records) {
                 return records;
             }
-            assert!(started.elapsed() < Duration::from_secs(8), "flow log never showed what was expected: {records:#?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(8),
+                "flow log never showed what was expected: {records:#?}"
+            );
         } else {
             assert!(started.elapsed() < Duration::from_secs(8), "sgctl flows: {run:?}");
         }
@@ -91,7 +94,8 @@ fn flow_logs_name_the_rule_that_allowed_and_the_reason_that_dropped() {
         assert!(rejected["packets"].as_u64() >= Some(1), "{rejected}");
     }
     assert!(
-        find(&records, "203.0.113.10", 22, "REJECT").is_none() && find(&records, "203.0.113.20", 80, "REJECT").is_none(),
+        find(&records, "203.0.113.10", 22, "REJECT").is_none()
+            && find(&records, "203.0.113.20", 80, "REJECT").is_none(),
         "no allowed flow is also logged as rejected: {records:#?}"
     );
 
@@ -105,7 +109,9 @@ fn flow_logs_name_the_rule_that_allowed_and_the_reason_that_dropped() {
         assert!(["ACCEPT", "REJECT"].contains(&fields[12]), "{line}");
         assert_eq!(fields[13], "OK", "{line}");
     }
-    assert!(v2.lines().any(|l| l.contains(" 203.0.113.20 203.0.113.1 ") && l.contains(" 8080 6 ") && l.ends_with("REJECT OK")));
+    assert!(v2
+        .lines()
+        .any(|l| l.contains(" 203.0.113.20 203.0.113.1 ") && l.contains(" 8080 6 ") && l.ends_with("REJECT OK")));
     // Filters.
     let only = flows_until(&sg, &log, &["--rule", "web-server/inbound/1"], |r| !r.is_empty());
     assert!(only.iter().all(|r| r["rule-id"] == "web-server/inbound/1"), "{only:#?}");

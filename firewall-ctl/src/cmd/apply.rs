@@ -58,12 +58,8 @@ pub fn run(host: &Host, global: &crate::cli::Global, files: &[PathBuf], options:
     if !allow_missing {
         policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
     }
-    let missing: Vec<String> = parsed
-        .interfaces
-        .iter()
-        .map(|a| a.interface.clone())
-        .filter(|name| netns::ifindex(name).is_none())
-        .collect();
+    let missing: Vec<String> =
+        parsed.interfaces.iter().map(|a| a.interface.clone()).filter(|name| netns::ifindex(name).is_none()).collect();
     let record =
         PolicyRecord { generation: 0, sources: texts.into_iter().map(|(path, text)| Source { path, text }).collect() };
     let old = host.parsed_policy()?;

@@ -48,7 +48,21 @@ pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
                 .collect();
             crate::out!(
                 "{}",
-                table(&["START", "IFACE", "DIR", "PROTO", "SOURCE", "DESTINATION", "PACKETS", "ACTION", "RULE/REASON", "GROUP"], &rows)
+                table(
+                    &[
+                        "START",
+                        "IFACE",
+                        "DIR",
+                        "PROTO",
+                        "SOURCE",
+                        "DESTINATION",
+                        "PACKETS",
+                        "ACTION",
+                        "RULE/REASON",
+                        "GROUP"
+                    ],
+                    &rows
+                )
             );
         }
     }
@@ -66,7 +80,10 @@ fn matches(args: &FlowsArgs, r: &Record) -> bool {
                 FlowAction::WouldDrop => Action::WouldDrop,
             })
     });
-    let rule = args.rule.as_deref().is_none_or(|want| r.get("rule-id") == want || r.get("group").split(',').any(|g| g == want));
+    let rule = args
+        .rule
+        .as_deref()
+        .is_none_or(|want| r.get("rule-id") == want || r.get("group").split(',').any(|g| g == want));
     let iface = args.iface.as_deref().is_none_or(|want| {
         let id = r.get("interface-id");
         id == want || id.split('@').next() == Some(want)

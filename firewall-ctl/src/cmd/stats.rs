@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::{
     cli::StatsFormat,
     compile::RuleInfo,
-    metrics,
     control::Host,
+    metrics,
     output::{print_json, table},
 };
 

@@ -88,7 +88,6 @@ pub fn run(host: &Host, args: &TraceArgs, json: bool) -> anyhow::Result<()> {
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 fn trace_loop(
     host: &Host,
     records: &[IfaceRecord],
@@ -183,10 +182,9 @@ fn trace_match(args: &TraceArgs) -> anyhow::Result<TraceMatch> {
 /// A network as the datapath's address words: (network, mask).
 fn words(net: &IpNet) -> ([u32; 4], [u32; 4]) {
     match net {
-        IpNet::V4(n) => (
-            [u32::from_ne_bytes(n.network().octets()), 0, 0, 0],
-            [u32::from_ne_bytes(n.netmask().octets()), 0, 0, 0],
-        ),
+        IpNet::V4(n) => {
+            ([u32::from_ne_bytes(n.network().octets()), 0, 0, 0], [u32::from_ne_bytes(n.netmask().octets()), 0, 0, 0])
+        }
         IpNet::V6(n) => (addr6_from_octets(n.network().octets()), addr6_from_octets(n.netmask().octets())),
     }
 }
@@ -207,8 +205,8 @@ fn print(e: &FlowEvent, record: Option<&IfaceRecord>, json: bool) {
         Some(_) => "passed",
         None => "?",
     };
-    let rule = (e.slot != firewall_common::events::NO_SLOT)
-        .then(|| match record.and_then(|r| r.rule_of_slot(e.slot)) {
+    let rule =
+        (e.slot != firewall_common::events::NO_SLOT).then(|| match record.and_then(|r| r.rule_of_slot(e.slot)) {
             Some((rule, false)) => rule.to_string(),
             Some((rule, true)) => format!("{rule} (removed)"),
             None if e.slot == SLOT_AUDIT => "(audit)".to_owned(),
@@ -219,7 +217,9 @@ fn print(e: &FlowEvent, record: Option<&IfaceRecord>, json: bool) {
     let ifname = record.map_or_else(|| format!("if{}", e.ifindex), |r| r.ifname.clone());
     let (src, dst) = (addr(e.family, e.src), addr(e.family, e.dst));
     let endpoint = |a: Option<IpAddr>, port: u16| match a {
-        Some(a) if e.protocol == proto::TCP || e.protocol == proto::UDP => format!("{}", std::net::SocketAddr::new(a, port)),
+        Some(a) if e.protocol == proto::TCP || e.protocol == proto::UDP => {
+            format!("{}", std::net::SocketAddr::new(a, port))
+        }
         Some(a) => a.to_string(),
         None => "?".to_owned(),
     };

@@ -83,8 +83,7 @@ impl Writer {
         if self.keep == 0 {
             std::fs::remove_file(&self.path)?;
         } else {
-            std::fs::rename(&self.path, numbered(1))
-                .with_context(|| format!("rotating {}", self.path.display()))?;
+            std::fs::rename(&self.path, numbered(1)).with_context(|| format!("rotating {}", self.path.display()))?;
         }
         self.size = 0;
         Ok(())
