@@ -36,6 +36,26 @@ fn audit_lets_through_and_reports_what_enforce_then_drops() {
         vec![tcp(&other, "203.0.113.1:80", Connected), tcp(&other, "203.0.113.1:8080", Connected)],
     );
     let mut kept = open(&other, "203.0.113.1:8080");
+    let explain = |dport: &str| {
+        sg.json(&[
+            "explain",
+            "--iface",
+            "eth0",
+            "--in",
+            "--proto",
+            "tcp",
+            "--src",
+            "203.0.113.20",
+            "--dst",
+            "203.0.113.1",
+            "--dport",
+            dport,
+        ])
+    };
+    let why = explain("8080");
+    assert_eq!(why["verdict"], "would_drop", "{why:#}");
+    assert_eq!(why["allowed"], true, "{why:#}");
+    assert_eq!(why["audit_groups"], serde_json::json!(["web-server"]), "{why:#}");
     let stats = sg.stats();
     let eth0 = &stats["interfaces"][0];
     assert!(count(eth0, "would_drop") >= 1, "the blocked SYN counts as would_drop: {stats:#}");
@@ -68,6 +88,7 @@ fn audit_lets_through_and_reports_what_enforce_then_drops() {
     sg.apply(&[&dir.write("web.yaml", &enforce_text)]);
     expect_all("enforce", vec![tcp(&other, "203.0.113.1:80", Connected), tcp(&other, "203.0.113.1:8080", TimedOut)]);
     assert_eq!(kept.echo(BLOCKED), TimedOut, "a flow audit let through is cut by enforce");
+    assert_eq!(explain("8080")["verdict"], "dropped");
     let after = sg.stats();
     assert!(count(&after["interfaces"][0], "dropped_no_rule") >= 1, "{after:#}");
 }

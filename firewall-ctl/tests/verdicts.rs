@@ -128,7 +128,8 @@ fn port_without_rule_is_dropped_and_counted() {
 
 #[test]
 fn audit_mode_passes_what_no_rule_allows_as_would_drop_and_tracks_it() {
-    let audit = WEB.replacen("    description: Basic web server\n", "    description: Basic web server\n    mode: audit\n", 1);
+    let audit =
+        WEB.replacen("    description: Basic web server\n", "    description: Basic web server\n    mode: audit\n", 1);
     assert_ne!(audit, WEB, "the example's group description moved");
     let dp = Datapath::new(&audit, &["web-server"]);
     let syn = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(40000, 8080, TCP_SYN));
