@@ -176,3 +176,32 @@ fn a_flood_from_many_sources_is_held_to_the_rate_limit_and_the_agent_keeps_up() 
     assert!(cpu / (elapsed + 2.5) < 0.5, "the agent's CPU stays bounded: {cpu:.2} s in {:.1} s", elapsed + 2.5);
     assert!(rss < 200 * 1024, "the agent's memory stays bounded: {rss} KiB");
 }
+
+#[test]
+fn flow_logs_of_seed_examples_2_and_3_name_the_group_reference_rule() {
+    let lab = lab("flowlog-db");
+    let app = host(&lab, "app", &["10.0.1.10/8"]);
+    let db = host(&lab, "db", &["10.0.2.5/8"]);
+    let outsider = host(&lab, "outsider", &["10.0.3.3/8"]);
+    let sg = Sgctl::new(&lab, &db);
+    sg.apply(&[&policy("app-server.yaml"), &policy("database.yaml")]);
+    sg.attach("eth0", "database");
+    let _l = listen(&db, &["10.0.2.5:3306"]);
+    let dir = TempDir::new("flowlog-db");
+    let log = dir.path().join("flows.log");
+    let _agent = Agent::start(&sg, &["--window", "1", "--quiet", "--flow-log", log.to_str().expect("utf-8")]);
+    expect_all(
+        "seed Examples 2 and 3 on the database",
+        vec![tcp(&app, "10.0.2.5:3306", Connected), tcp(&outsider, "10.0.2.5:3306", TimedOut)],
+    );
+    let records = flows_until(&sg, &log, &[], |r| {
+        find(r, "10.0.1.10", 3306, "ACCEPT").is_some() && find(r, "10.0.3.3", 3306, "REJECT").is_some()
+    });
+    let accepted = find(&records, "10.0.1.10", 3306, "ACCEPT").expect("the app server's connection");
+    assert_eq!(accepted["rule-id"], "database/inbound/0", "sg:app-server credited: {accepted}");
+    assert_eq!(accepted["group"], "database", "{accepted}");
+    let rejected = find(&records, "10.0.3.3", 3306, "REJECT").expect("the outsider's SYN");
+    assert_eq!(rejected["drop-reason"], "no_rule", "{rejected}");
+    // The database has `outbound: []`: its replies ride the flow and are no record of their own.
+    assert!(records.iter().all(|r| r["flow-direction"] == "ingress"), "{records:#?}");
+}
