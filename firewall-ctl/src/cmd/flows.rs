@@ -26,7 +26,11 @@ pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
             let rows: Vec<Vec<String>> = recent
                 .iter()
                 .map(|r| {
-                    let addr = |a: &str, p: &str| if p == "-" { a.to_owned() } else { format!("{a}:{p}") };
+                    let addr = |a: &str, p: &str| match (p, a.contains(':')) {
+                        ("-", _) => a.to_owned(),
+                        (_, true) => format!("[{a}]:{p}"),
+                        (_, false) => format!("{a}:{p}"),
+                    };
                     let verdict = match r.action() {
                         Some(Action::WouldDrop) => "WOULD-DROP".to_owned(),
                         _ => r.get("action").to_owned(),
