@@ -77,7 +77,7 @@ pub struct Judged<'a> {
 /// Reports a judged packet: a flow event when it opened a flow, was dropped
 /// or passed by audit; a trace event when a trace wants it.
 #[inline(always)]
-pub fn report(ifindex: u32, j: &Judged) {
+pub fn report(frame: &impl Ifindex, j: &Judged) {
     let event_kind = match j.reason {
         Reason::PassNewFlow => Some(kind::NEW_FLOW),
         Reason::PassAudit => Some(kind::WOULD_DROP),
@@ -85,13 +85,13 @@ pub fn report(ifindex: u32, j: &Judged) {
         _ => None,
     };
     if let Some(event_kind) = event_kind {
-        flow_event(ifindex, j, event_kind);
+        flow_event(frame, j, event_kind);
     }
-    trace(ifindex, j);
+    trace(frame, j);
 }
 
 #[inline(always)]
-fn flow_event(ifindex: u32, j: &Judged, event_kind: u8) {
+fn flow_event(frame: &impl Ifindex, j: &Judged, event_kind: u8) {
     let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else { return };
     let now = crate::conntrack::now_ns();
     // SAFETY: per-CPU slot; nothing else writes it while we run.
@@ -110,7 +110,7 @@ fn flow_event(ifindex: u32, j: &Judged, event_kind: u8) {
         return;
     };
     budget.sent += 1;
-    fill(entry.as_mut_ptr(), ifindex, j, event_kind, now, 0);
+    fill(entry.as_mut_ptr(), frame.ifindex(), j, event_kind, now, 0);
     entry.submit(0);
 }
 
@@ -155,7 +155,7 @@ fn fill(e: *mut FlowEvent, ifindex: u32, j: &Judged, event_kind: u8, now: u64, c
 /// A trace event, when `sgctl trace` set a match on this interface and the
 /// packet fits it.
 #[inline(always)]
-fn trace(ifindex: u32, j: &Judged) {
+fn trace(frame: &impl Ifindex, j: &Judged) {
     let Some(cfg) = TRACE.get(0) else { return };
     if cfg.until_ns == 0 {
         return;
@@ -172,7 +172,7 @@ fn trace(ifindex: u32, j: &Judged) {
         _ => 0,
     };
     let Some(mut entry) = TRACE_EVENTS.reserve::<FlowEvent>(0) else { return };
-    fill(entry.as_mut_ptr(), ifindex, j, kind::TRACE, now, ct_state);
+    fill(entry.as_mut_ptr(), frame.ifindex(), j, kind::TRACE, now, ct_state);
     entry.submit(0);
 }
 

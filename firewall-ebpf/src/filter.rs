@@ -63,7 +63,7 @@ pub fn judge(frame: &(impl Frame + Ifindex), direction: Direction) -> Reason {
     };
     stats::count_reason(direction, reason, bytes);
     let judged = Judged { packet, flow, direction, reason, counter, bytes, parsed };
-    events::report(frame.ifindex(), &judged);
+    events::report(frame, &judged);
     reason
 }
 
