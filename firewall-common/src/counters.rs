@@ -59,10 +59,14 @@ pub enum Reason {
     /// The interface has no complete policy in force (a state `sgctl`
     /// never leaves behind): fail closed.
     DropNoPolicy = 11,
+    /// No rule allows it, but a group attached to the interface is in audit
+    /// mode (`mode: audit`): it passes, opening a flow on the audit counter
+    /// slot (`policy::SLOT_AUDIT`), and is reported as `would_drop`.
+    PassAudit = 12,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Self::PassNewFlow,
         Self::PassTracked,
@@ -76,6 +80,7 @@ impl Reason {
         Self::PassUntracked,
         Self::PassOutOfWindow,
         Self::DropNoPolicy,
+        Self::PassAudit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,7 +97,13 @@ impl Reason {
             Self::PassUntracked => "pass_untracked",
             Self::PassOutOfWindow => "pass_out_of_window",
             Self::DropNoPolicy => "dropped_no_policy",
+            Self::PassAudit => "would_drop",
         }
+    }
+
+    /// The reason of a value read from a map or an event.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
     }
 
     pub fn is_drop(self) -> bool {

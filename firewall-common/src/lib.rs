@@ -7,6 +7,7 @@
 
 pub mod conntrack;
 pub mod counters;
+pub mod events;
 pub mod policy;
 
 #[cfg(feature = "user")]

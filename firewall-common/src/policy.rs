@@ -204,6 +204,12 @@ pub const COUNTER_SLOTS: u32 = 2 * MAX_RULES as u32;
 /// tracked flows).
 pub const SLOT_REMOVED: u32 = COUNTER_SLOTS - 1;
 
+/// Counter slot of flows that no rule allowed and that passed because a
+/// group of the interface is in audit mode (`Reason::PassAudit`): their
+/// packets and bytes, and `flows` the would-be drops that opened them.
+/// Never given to a rule.
+pub const SLOT_AUDIT: u32 = COUNTER_SLOTS - 2;
+
 /// Which of the two policy generations of a scope is in force: value of the
 /// scope's `ACTIVE` map, shared by the programs of all its interfaces and
 /// read once per packet. `sgctl apply` writes the other generation
@@ -227,7 +233,8 @@ pub struct Active {
 pub struct SlotMeta {
     /// One of [`slot_state`]. Anything else drops every packet.
     pub state: u32,
-    pub _pad: u32,
+    /// Bits of [`slot_flags`].
+    pub flags: u32,
     /// Rules whose peer is every IPv4 address (`0.0.0.0/0`), and every IPv6
     /// address (`::/0`): they need no address lookup, and keeping them out
     /// of the tries means adding such a rule rewrites no address entry.
@@ -244,6 +251,14 @@ pub mod slot_state {
     /// The interface is not filtered in this generation (being attached,
     /// before the switch; or being detached, after it): every packet passes.
     pub const UNFILTERED: u32 = 2;
+}
+
+/// [`SlotMeta::flags`] bits.
+pub mod slot_flags {
+    /// A group attached to the interface is in audit mode: a packet no rule
+    /// allows passes as `would_drop` instead of being dropped. Read only on
+    /// the drop path.
+    pub const AUDIT: u32 = 1;
 }
 
 /// `max_entries` of the inner-map templates declared in the object (the

@@ -2,6 +2,7 @@
 use crate::{
     conntrack::{FlowEntry, FlowKey, Timeouts},
     counters::{ReasonCounters, RuleCounters},
+    events::{EventBudget, FlowEvent, TraceMatch},
     policy::{Active, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta},
 };
 
@@ -18,3 +19,6 @@ unsafe impl aya::Pod for FlowEntry {}
 unsafe impl aya::Pod for Timeouts {}
 unsafe impl aya::Pod for RuleCounters {}
 unsafe impl aya::Pod for ReasonCounters {}
+unsafe impl aya::Pod for FlowEvent {}
+unsafe impl aya::Pod for EventBudget {}
+unsafe impl aya::Pod for TraceMatch {}

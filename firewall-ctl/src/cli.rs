@@ -20,7 +20,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct Global {
     /// Work on interfaces inside this network namespace (as `ip -n NAME`); state stays on the host's bpffs.
     #[arg(short = 'n', long, global = true, value_name = "NAME")]
@@ -61,6 +61,10 @@ pub enum Command {
         /// (a policy that cuts your own SSH heals itself).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
         confirm_within: Option<u64>,
+        /// Accept interfaces the files name that do not exist (yet): they are saved with the policy and
+        /// attached when they appear (by `sgctl agent`, or the next `sgctl restore`).
+        #[arg(long)]
+        allow_missing: bool,
     },
     /// Keep the policy of the last `apply --confirm-within`: cancel its rollback.
     Confirm,
@@ -112,7 +116,17 @@ pub enum Command {
         /// Print again every SECS seconds.
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
+        /// Output: aligned tables, one JSON document (as --json), or the Prometheus/OpenMetrics text format
+        /// (the agent's /metrics, for node_exporter's textfile collector).
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<StatsFormat>,
     },
+    /// Long-running: Prometheus metrics, flow logs, and interfaces that appear later (never needed for enforcement).
+    Agent(AgentArgs),
+    /// Recent flow-log records written by `sgctl agent`, filtered.
+    Flows(FlowsArgs),
+    /// Print each packet the datapath judges that matches, live: verdict, rule or reason, conntrack state.
+    Trace(TraceArgs),
     /// The connection-tracking table.
     Conntrack {
         #[command(subcommand)]
@@ -149,6 +163,128 @@ pub enum Command {
         #[command(subcommand)]
         format: ExportFormat,
     },
+}
+
+/// Where `sgctl agent` writes flow logs unless told otherwise.
+pub const DEFAULT_FLOW_LOG: &str = "/var/log/sgctl/flows.log";
+
+#[derive(Clone, Debug, Args)]
+pub struct AgentArgs {
+    /// Address of the metrics endpoint (GET /metrics); loopback only unless you say otherwise.
+    #[arg(long, default_value = "127.0.0.1:9617", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Flow-log file (custom format, rotated by size).
+    #[arg(long, default_value = DEFAULT_FLOW_LOG, value_name = "FILE")]
+    pub flow_log: PathBuf,
+    /// Write no flow-log file (standard output only, unless --quiet).
+    #[arg(long)]
+    pub no_flow_log: bool,
+    /// Aggregation window of flow-log records, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub window: u64,
+    /// Rotate the flow log when it reaches this many bytes.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub flow_log_max_bytes: u64,
+    /// Rotated flow logs kept (FILE.1 … FILE.N).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub flow_log_keep: u32,
+    /// Do not print flow-log records on standard output (JSON lines).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Do not watch for interfaces that appear or vanish.
+    #[arg(long)]
+    pub no_hotplug: bool,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct FlowsArgs {
+    /// The agent's flow log.
+    #[arg(long, default_value = DEFAULT_FLOW_LOG, value_name = "FILE")]
+    pub file: PathBuf,
+    /// Only records of this interface (its name, or NAME@NETNS).
+    #[arg(long, value_name = "IFACE")]
+    pub iface: Option<String>,
+    /// Only records credited to this rule (GROUP/inbound/N or GROUP/outbound/N) or of this group.
+    #[arg(long, value_name = "ID")]
+    pub rule: Option<String>,
+    /// Only accepted, rejected, or would-be dropped (audit) records.
+    #[arg(long, value_enum, value_name = "ACTION")]
+    pub action: Option<FlowAction>,
+    /// Only records with this source address.
+    #[arg(long, value_name = "ADDR")]
+    pub src: Option<std::net::IpAddr>,
+    /// Only records with this destination address.
+    #[arg(long, value_name = "ADDR")]
+    pub dst: Option<std::net::IpAddr>,
+    /// Only records with this source port.
+    #[arg(long, value_name = "PORT")]
+    pub sport: Option<u16>,
+    /// Only records with this destination port.
+    #[arg(long, value_name = "PORT")]
+    pub dport: Option<u16>,
+    /// The last N matching records.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub last: usize,
+    /// Output: a table, the AWS default v2 lines, or the custom lines (v2 and sgctl's fields).
+    #[arg(long, value_enum, default_value_t = FlowFormat::Table)]
+    pub format: FlowFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowAction {
+    Accept,
+    Reject,
+    WouldDrop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowFormat {
+    Table,
+    V2,
+    Custom,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct TraceArgs {
+    /// Filtered interface to trace (default: every filtered interface of the scope).
+    #[arg(long, value_name = "IFACE", add = ArgValueCompleter::new(interface))]
+    pub iface: Option<String>,
+    /// tcp, udp, icmp, icmpv6 or a protocol number.
+    #[arg(long, value_name = "P")]
+    pub proto: Option<String>,
+    /// Source address or CIDR.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub src: Option<ipnet::IpNet>,
+    /// Destination address or CIDR.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub dst: Option<ipnet::IpNet>,
+    /// Source port.
+    #[arg(long, value_name = "PORT")]
+    pub sport: Option<u16>,
+    /// Destination port.
+    #[arg(long, value_name = "PORT")]
+    pub dport: Option<u16>,
+    /// Stop after N packets.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+}
+
+/// `10.0.0.0/8`, or a bare address as its /32 or /128.
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("\"{text}\": expected an address or a CIDR (10.0.0.0/8, fd00::/64)"))
+}
+
+/// `sgctl stats --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsFormat {
+    Table,
+    Json,
+    Prometheus,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,11 +11,11 @@
 //! credit it (and `sgctl conntrack list` names it as removed). A retired
 //! slot is given to a new rule only when no tracked flow uses it any more;
 //! there are twice as many slots as rules, so that is rare, and in the
-//! worst case the still-tracked flows are moved to [`SLOT_REMOVED`].
+//! worst case the still-tracked flows are moved to `SLOT_REMOVED`.
 
 use std::collections::{BTreeMap, HashSet};
 
-use firewall_common::policy::{COUNTER_SLOTS, SLOT_REMOVED};
+use firewall_common::policy::{COUNTER_SLOTS, SLOT_AUDIT};
 use serde::{Deserialize, Serialize};
 
 use crate::compile::RuleInfo;
@@ -42,7 +42,7 @@ pub struct Assignment {
     /// Slots given to a new rule: their counters start from zero.
     pub fresh: Vec<u32>,
     /// Retired slots given to a new rule although tracked flows still used
-    /// them: those flows must be moved to [`SLOT_REMOVED`] first.
+    /// them: those flows must be moved to `SLOT_REMOVED` first.
     pub evicted: Vec<u32>,
 }
 
@@ -104,7 +104,7 @@ impl<F: FnOnce() -> HashSet<u32>> FreeSlots<F> {
 
     /// A slot, and whether tracked flows still use it.
     fn take(&mut self, table: &SlotTable) -> (u32, bool) {
-        while self.next_unused < SLOT_REMOVED {
+        while self.next_unused < SLOT_AUDIT {
             let slot = self.next_unused;
             self.next_unused += 1;
             if !table.0.contains_key(&slot) {
@@ -124,13 +124,13 @@ impl<F: FnOnce() -> HashSet<u32>> FreeSlots<F> {
                 .chain(free.into_iter().rev().map(|(_, s)| (s, false)))
                 .collect()
         });
-        // There are COUNTER_SLOTS - 1 usable slots and at most MAX_RULES live
+        // There are COUNTER_SLOTS - 2 usable slots (SLOT_AUDIT and SLOT_REMOVED are kept) and at most MAX_RULES live
         // rules, so a retired slot is always left.
-        retired.pop().unwrap_or((SLOT_REMOVED - 1, true))
+        retired.pop().unwrap_or((SLOT_AUDIT - 1, true))
     }
 }
 
-const _: () = assert!(COUNTER_SLOTS as usize > 2 * firewall_common::policy::MAX_RULES - 1);
+const _: () = assert!(COUNTER_SLOTS as usize - 2 > firewall_common::policy::MAX_RULES);
 
 #[cfg(test)]
 mod tests {
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn a_retired_slot_with_flows_is_reused_only_when_nothing_else_is_left() {
         let table = SlotTable(
-            (0..SLOT_REMOVED)
+            (0..SLOT_AUDIT)
                 .map(|slot| (slot, SlotEntry { rule: rule(u64::from(slot), 0), retired_at: Some(u64::from(slot % 7)) }))
                 .collect(),
         );
@@ -176,8 +176,8 @@ mod tests {
             "oldest unused first: {:?}",
             quiet.by_rule
         );
-        let busy = assign(&table, &new, 9, || (0..SLOT_REMOVED).collect());
+        let busy = assign(&table, &new, 9, || (0..SLOT_AUDIT).collect());
         assert_eq!(busy.evicted, busy.by_rule, "every retired slot still had flows");
-        assert!(busy.by_rule.iter().all(|s| *s < SLOT_REMOVED));
+        assert!(busy.by_rule.iter().all(|s| *s < SLOT_AUDIT));
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use firewall_common::policy::{
-    addr6_octets, slot_state, Addr4, Addr6, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta, RULE_WORDS,
+    addr6_octets, slot_flags, slot_state, Addr4, Addr6, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta, RULE_WORDS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -148,7 +148,12 @@ pub fn build(compiled: &CompiledInterface, rule_slots: &[u32]) -> Result<Image, 
         digest(classes.iter().map(|(k, v)| class_hash(*k, v))),
     ]);
     Ok(Image {
-        meta: SlotMeta { state: slot_state::ENFORCE, _pad: 0, any4: compiled.any4, any6: compiled.any6 },
+        meta: SlotMeta {
+            state: slot_state::ENFORCE,
+            flags: if compiled.audit_groups.is_empty() { 0 } else { slot_flags::AUDIT },
+            any4: compiled.any4,
+            any6: compiled.any6,
+        },
         rule_slots: rule_slots.to_vec(),
         l4,
         addr4,

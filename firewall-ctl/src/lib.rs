@@ -5,6 +5,7 @@
 //! [`compile::CompiledInterface`] (map entries) → kernel writes
 //! ([`datapath`], driven by [`control`]).
 
+pub mod agent;
 pub mod cli;
 pub mod cmd;
 pub mod compile;
@@ -13,12 +14,14 @@ pub mod control;
 pub mod counter_slots;
 pub mod datapath;
 pub mod export;
+pub mod flowlog;
 pub mod frames;
 pub mod fuzzing;
 pub mod image;
 pub mod import;
 pub mod membership;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod output;

@@ -232,10 +232,11 @@ impl Mix {
         self.fields(
             vec![
                 ("description", 0.3, self.pick(TEXTS, BAD_TEXTS)),
+                ("mode", 0.2, self.pick(&["enforce", "audit"], &["block", "Audit", ""])),
                 ("inbound", 0.8, prop::collection::vec(self.rule("source"), 0..4).prop_map(Y::L).boxed()),
                 ("outbound", 0.5, prop::collection::vec(self.rule("destination"), 0..3).prop_map(Y::L).boxed()),
             ],
-            &["mode", "rules", "<<", "ingress"],
+            &["modes", "rules", "<<", "ingress"],
         )
     }
 

@@ -127,6 +127,31 @@ fn port_without_rule_is_dropped_and_counted() {
 }
 
 #[test]
+fn audit_mode_passes_what_no_rule_allows_as_would_drop_and_tracks_it() {
+    let audit =
+        WEB.replacen("    description: Basic web server\n", "    description: Basic web server\n    mode: audit\n", 1);
+    assert_ne!(audit, WEB, "the example's group description moved");
+    let dp = Datapath::new(&audit, &["web-server"]);
+    let syn = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(40000, 8080, TCP_SYN));
+    assert_eq!(dp.inbound_xdp(&syn), Verdict::Pass, "no rule allows it, audit lets it through");
+    assert_eq!(dp.reason(Direction::Inbound, Reason::PassAudit), 1);
+    assert_eq!(dp.reason(Direction::Inbound, Reason::DropNoRule), 0);
+    // Its reply rides the flow audit opened, with no outbound rule needed.
+    let reply = ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp(8080, 40000, TCP_SYN | TCP_ACK));
+    assert_eq!(dp.outbound(&reply), Verdict::Pass);
+    assert_eq!(dp.reason(Direction::Outbound, Reason::PassTracked), 1);
+    // What a rule allows is the rule's, as in enforce mode.
+    let http = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(40001, 80, TCP_SYN));
+    assert_eq!(dp.inbound_xdp(&http), Verdict::Pass);
+    assert_eq!(dp.rule("web-server/inbound/1").flows, 1);
+    assert_eq!(dp.reason(Direction::Inbound, Reason::PassAudit), 1, "an allowed flow is no would-drop");
+    // Malformed packets are still dropped.
+    let mut short = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(40002, 8080, TCP_SYN));
+    short.truncate(14 + 20 + 8);
+    assert_eq!(dp.inbound_xdp(&short), Verdict::Drop);
+}
+
+#[test]
 fn source_cidr_is_enforced_for_ssh() {
     let dp = Datapath::new(WEB, &["web-server"]);
     let from = |src: &str| ip(proto::TCP, a(src), a("10.0.0.1"), &tcp(40000, 22, TCP_SYN));

@@ -1,12 +1,13 @@
 //! The verdict for one packet, shared by the XDP and tc programs.
 use firewall_common::{
     counters::Reason,
-    policy::{slot_state, SlotMeta, MAX_RULES},
+    policy::{slot_flags, slot_state, SlotMeta, MAX_RULES, SLOT_AUDIT},
     Direction,
 };
 
 use crate::{
     conntrack::{self, FlowRef, Lookup},
+    events::{self, Ifindex, Judged},
     fragments,
     frame::Frame,
     maps::{Scratch, ACTIVE, RULE_SLOTS, SCRATCH, SLOT_META},
@@ -24,7 +25,7 @@ fn generation() -> Option<(u32, &'static SlotMeta)> {
 
 /// Judges a packet and counts the verdict; the caller passes or drops it.
 #[inline(always)]
-pub fn judge(frame: &impl Frame, direction: Direction) -> Reason {
+pub fn judge(frame: &(impl Frame + Ifindex), direction: Direction) -> Reason {
     let bytes = frame.wire_len();
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return Reason::DropMalformed;
@@ -42,25 +43,27 @@ pub fn judge(frame: &impl Frame, direction: Direction) -> Reason {
         stats::count_reason(direction, reason, bytes);
         return reason;
     }
-    let reason = match parse::parse(frame, packet) {
-        Parsed::NotIp | Parsed::Ipv6LinkControl => Reason::PassUnfiltered,
-        Parsed::Malformed => Reason::DropMalformed,
+    let (reason, counter, parsed) = match parse::parse(frame, packet) {
+        Parsed::NotIp | Parsed::Ipv6LinkControl => (Reason::PassUnfiltered, None, false),
+        Parsed::Malformed => (Reason::DropMalformed, None, false),
         Parsed::LaterFragment => match fragments::counter_of(packet) {
             Some(counter) => {
                 stats::count_rule(counter, bytes, false);
-                Reason::PassFragment
+                (Reason::PassFragment, Some(counter), true)
             }
-            None => Reason::DropFragment,
+            None => (Reason::DropFragment, None, true),
         },
         Parsed::Ip => {
             let (reason, counter) = judge_ip(packet, flow, direction, bytes, slot, meta);
             if let (true, Some(counter)) = (packet.first_fragment, counter) {
                 fragments::remember(packet, counter);
             }
-            reason
+            (reason, counter, true)
         }
     };
     stats::count_reason(direction, reason, bytes);
+    let judged = Judged { packet, flow, direction, reason, counter, bytes, parsed };
+    events::report(frame, &judged);
     reason
 }
 
@@ -92,7 +95,19 @@ fn judge_ip(
     };
     let Some(counter) = policy::allowed_rule(slot, meta, direction, packet).and_then(|id| counter_slot(slot, id))
     else {
-        return (Reason::DropNoRule, None);
+        if meta.flags & slot_flags::AUDIT == 0 {
+            return (Reason::DropNoRule, None);
+        }
+        // Audit mode (policy-format.md): what no rule allows passes and is
+        // tracked on the audit slot, so its replies pass too; reported as
+        // `would_drop`. A full table still passes it (the policy would have
+        // dropped it, not the table). What would not open a flow under a
+        // rule (a stray SYN-ACK or RST, ICMP errors) passes untracked.
+        if conntrack::opens_flow(packet) {
+            let _ = conntrack::open(flow, packet, stale, SLOT_AUDIT, direction, now);
+        }
+        stats::count_rule(SLOT_AUDIT, bytes, true);
+        return (Reason::PassAudit, Some(SLOT_AUDIT));
     };
     if !conntrack::opens_flow(packet) {
         stats::count_rule(counter, bytes, false);

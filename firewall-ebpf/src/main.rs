@@ -18,6 +18,7 @@
 )]
 
 mod conntrack;
+mod events;
 mod filter;
 mod fragments;
 mod frame;

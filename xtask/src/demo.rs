@@ -57,6 +57,8 @@ pub fn run() -> anyhow::Result<()> {
     let detach = Detach { sgctl: Sgctl { bin: sgctl, state }, netns: netns.to_owned() };
     let sgctl = &detach.sgctl;
     sgctl.step(netns, &["apply", &policy.to_string_lossy()])?;
+    let flow_log = std::env::temp_dir().join(format!("sgctl-demo-{}-flows.log", std::process::id()));
+    let _agent = sgctl.agent(netns, &flow_log)?;
 
     title("What the security group lets through");
     checks.expect(&client, "203.0.113.1:80", Outcome::Connected, "HTTP is open to 0.0.0.0/0");
@@ -100,6 +102,12 @@ pub fn run() -> anyhow::Result<()> {
         ],
     )?;
 
+    title("The flow log of these connections (sgctl agent, 1-second windows)");
+    std::thread::sleep(Duration::from_millis(2500));
+    sgctl.step(netns, &["flows", "--file", &flow_log.to_string_lossy()])?;
+    println!("  (the same records as AWS VPC Flow Logs v2 lines: sgctl flows --format v2)");
+    let _ = std::fs::remove_file(&flow_log);
+
     title("Clean up: detach eth0, delete the namespaces");
     drop(detach);
     drop(lab);
@@ -123,6 +131,35 @@ impl Sgctl {
         let mut cmd = Command::new(&self.bin);
         cmd.current_dir(sh::root()).env("SGCTL_STATE_DIR", &self.state).args(["-n", netns]).args(args);
         sh::run(&mut cmd).with_context(|| format!("sgctl {} failed", args.join(" ")))
+    }
+}
+
+/// `sgctl agent` in the background for the demo; stopped when dropped.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Sgctl {
+    /// Starts `sgctl -n NETNS agent` writing its flow log to `flow_log`.
+    fn agent(&self, netns: &str, flow_log: &Path) -> anyhow::Result<Agent> {
+        println!("$ sgctl -n {netns} agent --listen 127.0.0.1:0 --window 1 --flow-log {} &", flow_log.display());
+        let child = Command::new(&self.bin)
+            .env("SGCTL_STATE_DIR", &self.state)
+            .args(["-n", netns, "agent", "--listen", "127.0.0.1:0", "--window", "1", "--quiet", "--no-hotplug"])
+            .arg("--flow-log")
+            .arg(flow_log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting sgctl agent")?;
+        // It reads the events ring from its start; give it a moment.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Agent(child))
     }
 }
 

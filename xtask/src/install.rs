@@ -1,13 +1,16 @@
-//! `cargo xtask install`: `sgctl` into `/usr/local/sbin` and the boot-time
-//! restore unit into systemd, enabled, so a reboot never leaves the host
-//! without its security groups (bpffs does not survive one).
+//! `cargo xtask install`: `sgctl` into `/usr/local/sbin` and the units of
+//! `packaging/` into systemd, enabled: the boot-time restore, so a reboot
+//! never leaves the host without its security groups (bpffs does not
+//! survive one), and `sgctl agent` (metrics, flow logs, hot-plugged
+//! interfaces).
 use std::{fs, path::Path, process::Command};
 
 use anyhow::Context as _;
 
 use crate::{build, sh};
 
-const UNIT: &str = "sgctl-restore.service";
+/// Every unit in `packaging/`, installed and enabled in this order.
+const UNITS: [&str; 2] = ["sgctl-restore.service", "sgctl-agent.service"];
 
 pub fn run(prefix: &Path, enable: bool) -> anyhow::Result<()> {
     sh::require_root("install")?;
@@ -25,22 +28,27 @@ pub fn run(prefix: &Path, enable: bool) -> anyhow::Result<()> {
     fs::create_dir_all(&doc)?;
     fs::copy(sh::root().join("README.md"), doc.join("README.md"))?;
 
-    let unit = fs::read_to_string(sh::root().join("packaging").join(UNIT))?
-        .replace("/usr/local/sbin/sgctl", &bin.display().to_string())
-        .replace("/usr/local/share/doc", &prefix.join("share/doc").display().to_string());
-    let unit_path = Path::new("/etc/systemd/system").join(UNIT);
     fs::create_dir_all("/etc/systemd/system")?;
-    fs::write(&unit_path, unit).with_context(|| format!("writing {}", unit_path.display()))?;
-    sh::step("install", &format!("{} installed", unit_path.display()));
+    for unit in UNITS {
+        let text = fs::read_to_string(sh::root().join("packaging").join(unit))?
+            .replace("/usr/local/sbin/sgctl", &bin.display().to_string())
+            .replace("/usr/local/share/doc", &prefix.join("share/doc").display().to_string());
+        let unit_path = Path::new("/etc/systemd/system").join(unit);
+        fs::write(&unit_path, text).with_context(|| format!("writing {}", unit_path.display()))?;
+        sh::step("install", &format!("{} installed", unit_path.display()));
+    }
 
     if !Path::new("/run/systemd/system").exists() {
-        sh::step("install", "systemd is not running here: enable the unit on the machine that boots with it");
+        sh::step("install", "systemd is not running here: enable the units on the machine that boots with them");
         return Ok(());
     }
     sh::run(Command::new("systemctl").arg("daemon-reload"))?;
     if enable {
-        sh::run(Command::new("systemctl").args(["enable", UNIT]))?;
-        sh::step("install", &format!("{UNIT} enabled: the applied policy is restored at every boot"));
+        for unit in UNITS {
+            sh::run(Command::new("systemctl").args(["enable", unit]))?;
+        }
+        sh::step("install", "sgctl-restore.service enabled: the applied policy is restored at every boot");
+        sh::step("install", "sgctl-agent.service enabled: metrics on 127.0.0.1:9617, flow logs in /var/log/sgctl");
     }
     Ok(())
 }

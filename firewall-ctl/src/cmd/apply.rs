@@ -31,6 +31,9 @@ struct Report {
     /// What the policy's maps take in the kernel (absent when nothing changed).
     #[serde(skip_serializing_if = "Option::is_none")]
     kernel_memory: Option<MemorySummary>,
+    /// With `--allow-missing`: interfaces the files name that do not exist;
+    /// saved with the policy and attached when they appear.
+    missing: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -40,13 +43,16 @@ struct GroupChange {
     rules_removed: usize,
 }
 
-pub fn run(
-    host: &Host,
-    global: &crate::cli::Global,
-    files: &[PathBuf],
-    dry_run: bool,
-    confirm_within: Option<u64>,
-) -> anyhow::Result<()> {
+/// The flags of `sgctl apply`.
+pub struct Options {
+    pub dry_run: bool,
+    pub confirm_within: Option<u64>,
+    /// Interfaces named but missing are saved, not refused.
+    pub allow_missing: bool,
+}
+
+pub fn run(host: &Host, global: &crate::cli::Global, files: &[PathBuf], options: Options) -> anyhow::Result<()> {
+    let Options { dry_run, confirm_within, allow_missing } = options;
     let json = global.json;
     // Paths as absolute ones, so that the record names the files wherever
     // the next command runs from.
@@ -54,7 +60,11 @@ pub fn run(
     let texts = policy::read_files(&absolute)?;
     crate::timings::mark("read files");
     let parsed = policy::parse_sources(&texts)?;
-    policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
+    if !allow_missing {
+        policy::check_interfaces(&parsed, |name| netns::ifindex(name).is_some())?;
+    }
+    let missing: Vec<String> =
+        parsed.interfaces.iter().map(|a| a.interface.clone()).filter(|name| netns::ifindex(name).is_none()).collect();
     crate::timings::mark("parse");
     let record = PolicyRecord::of(texts.into_iter().map(|(path, text)| Source { path, text }).collect());
     // What is in force, from its summary (its text is not read again).
@@ -62,7 +72,8 @@ pub fn run(
         Some(summary) => Some(summary),
         None => host.parsed_policy()?.map(|(record, parsed)| PolicySummary::of(&record, &parsed)),
     };
-    let wanted = wanted_after(host, &parsed)?;
+    let mut wanted = wanted_after(host, &parsed)?;
+    wanted.retain(|w| !missing.contains(&w.ifname));
     let groups = rule_changes(old.as_ref(), &PolicySummary::of(&record, &parsed));
     crate::timings::mark("the policy in force, and what changes");
 
@@ -83,6 +94,7 @@ pub fn run(
             switch_micros: 0,
             confirm_by: None,
             kernel_memory: Some(MemorySummary::new(estimate, host.memory_limit)),
+            missing: missing.clone(),
         }
     } else {
         // The rollback is armed before the switch: a kill right after it
@@ -114,6 +126,7 @@ pub fn run(
             switch_micros: outcome.switch_micros,
             confirm_by: pending.filter(|_| outcome.changed).map(|p| p.deadline),
             kernel_memory: outcome.kernel_memory.map(|e| MemorySummary::new(e, host.memory_limit)),
+            missing,
         }
     };
     if json {
@@ -142,6 +155,9 @@ fn print_report(r: &Report) {
     }
     if let Some(m) = &r.kernel_memory {
         crate::outln!("{}", m.line());
+    }
+    for name in &r.missing {
+        crate::outln!("{name}: does not exist (yet); attached when it appears (`sgctl agent`, or `sgctl restore`)");
     }
     if let Some(deadline) = r.confirm_by {
         let left = deadline.saturating_sub(super::restore::unix_now());

@@ -106,6 +106,7 @@ fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                     rule: match record.rule_of_slot(entry.slot) {
                         Some((rule, false)) => rule.to_string(),
                         Some((rule, true)) => format!("{rule} (removed)"),
+                        None if entry.slot == firewall_common::policy::SLOT_AUDIT => "(audit: would drop)".to_owned(),
                         None => "(removed rule)".to_owned(),
                     },
                     idle_secs: idle / 1_000_000_000,

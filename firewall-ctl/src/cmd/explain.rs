@@ -28,6 +28,9 @@ struct Explanation {
     description: Option<String>,
     /// Why an unfiltered packet is not judged.
     unfiltered: Option<&'static str>,
+    /// Groups of the interface in audit mode: a packet no rule allows
+    /// passes as `would_drop` (verdict `would_drop`).
+    audit_groups: Vec<String>,
 }
 
 pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
@@ -45,6 +48,13 @@ pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
     let direction = if args.outbound { RuleDirection::Outbound } else { RuleDirection::Inbound };
     let packet = IpPacket::new(args.src, args.dst, transport(args)?).map_err(|e| InputError(e.to_string()))?;
     let verdict = model.judge(direction, &packet);
+    let audit_groups: Vec<String> = attached
+        .groups
+        .iter()
+        .filter(|g| policy.group(g).is_some_and(|g| g.mode == crate::policy::GroupMode::Audit))
+        .cloned()
+        .collect();
+    let would_drop = verdict == Verdict::Denied && !audit_groups.is_empty();
     let (rule, description) = match &verdict {
         Verdict::Allowed(r) => (Some(r.to_string()), model.rule(r).and_then(|r| r.description.clone())),
         _ => (None, None),
@@ -54,16 +64,18 @@ pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
         direction,
         verdict: match verdict {
             Verdict::Allowed(_) => "allowed",
+            Verdict::Denied if would_drop => "would_drop",
             Verdict::Denied => "dropped",
             Verdict::Unfiltered(_) => "unfiltered",
         },
-        allowed: verdict != Verdict::Denied,
+        allowed: verdict != Verdict::Denied || would_drop,
         rule,
         description,
         unfiltered: match verdict {
             Verdict::Unfiltered(why) => Some(why.why()),
             _ => None,
         },
+        audit_groups,
     };
     if json {
         return print_json(&out);
@@ -74,6 +86,10 @@ pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
             out.description.as_deref().map(|d| format!(" \"{d}\"")).unwrap_or_default()
         ),
         (None, Some(why)) => crate::outln!("passes unfiltered: {why}"),
+        (None, None) if !out.audit_groups.is_empty() => crate::outln!(
+            "no rule allows it: passes as would_drop (group {} in audit mode), counted and logged; dropped once enforced",
+            out.audit_groups.join(", ")
+        ),
         (None, None) => {
             crate::outln!("no rule allows it: dropped silently (default deny), unless it belongs to a tracked flow");
         }

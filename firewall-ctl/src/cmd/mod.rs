@@ -7,16 +7,18 @@ mod completions;
 mod conntrack;
 mod explain;
 mod export;
+mod flows;
 mod import;
 mod members;
 mod restore;
 mod stats;
 mod status;
+mod trace;
 
 use std::time::Duration;
 
 use crate::{
-    cli::{Cli, Command, ConntrackAction, Global},
+    cli::{Cli, Command, ConntrackAction, Global, StatsFormat},
     control::{self, Host},
     netns, privilege,
     saved::LibDir,
@@ -37,6 +39,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { from } => return import::run(from, global.json),
         Command::Completions { shell, dynamic } => return completions::completions(*shell, *dynamic),
         Command::ManPages { out_dir } => return completions::man_pages(out_dir),
+        // Reads the agent's log file: whoever may read the file may run it.
+        Command::Flows(args) => return flows::run(args, global.json),
         _ => {}
     }
     if let Command::Export { format } = &cli.command {
@@ -56,6 +60,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             return restore::rollback_at_deadline(global, *generation, *deadline);
         }
         Command::Restore { all: true } => return restore_all(global),
+        // Binds its socket before entering the namespace.
+        Command::Agent(args) => return crate::agent::run(global, args),
         _ => {}
     }
     if let Some(name) = &global.netns {
@@ -69,15 +75,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Import { .. }
         | Command::Completions { .. }
         | Command::ManPages { .. }
-        | Command::Export { .. } => unreachable!("handled above"),
-        Command::Apply { files, dry_run, confirm_within } => apply::run(&host, global, &files, dry_run, confirm_within),
+        | Command::Export { .. }
+        | Command::Agent(_)
+        | Command::Flows(_) => unreachable!("handled above"),
+        Command::Trace(args) => trace::run(&host, &args, json),
+        Command::Apply { files, dry_run, confirm_within, allow_missing } => {
+            apply::run(&host, global, &files, apply::Options { dry_run, confirm_within, allow_missing })
+        }
         Command::Confirm => restore::confirm(&host, json),
         Command::Restore { .. } => restore::restore(&host, json),
         Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&host, &iface, json),
         Command::Members { action } => members::run(&host, &action, json),
         Command::Status => status::run(&hosts_in_view(global, &host)?, json),
-        Command::Stats { watch } => stats::run(&hosts_in_view(global, &host)?, watch, json),
+        Command::Stats { watch, format } => {
+            let format = format.unwrap_or(if json { StatsFormat::Json } else { StatsFormat::Table });
+            stats::run(&hosts_in_view(global, &host)?, watch, format)
+        }
         Command::Conntrack { action } => conntrack::run(&hosts_in_view(global, &host)?, &action, json),
         Command::Explain(args) => explain::run(&host, &args, json),
     }
@@ -152,7 +166,10 @@ fn changes_state(command: &Command) -> bool {
         | Command::Confirm
         | Command::Restore { .. }
         | Command::Rollback { .. } => true,
+        Command::Agent(_) => false,
         Command::Check { .. }
+        | Command::Flows(_)
+        | Command::Trace(_)
         | Command::Status
         | Command::Stats { .. }
         | Command::Explain(_)
@@ -174,6 +191,9 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Detach { .. } => "detach",
         Command::Members { .. } => "members",
         Command::Status => "status",
+        Command::Agent(_) => "agent",
+        Command::Flows(_) => "flows",
+        Command::Trace(_) => "trace",
         Command::Stats { .. } => "stats",
         Command::Conntrack { .. } => "conntrack",
         Command::Explain(_) => "explain",

@@ -5,8 +5,10 @@ use firewall_common::counters::{Reason, ReasonCounters};
 use serde::Serialize;
 
 use crate::{
+    cli::StatsFormat,
     compile::RuleInfo,
     control::Host,
+    metrics,
     output::{print_json, table},
 };
 
@@ -36,18 +38,20 @@ pub struct IfaceStats {
     pub dropped_malformed: u64,
     pub dropped_conntrack_full: u64,
     pub dropped_fragment: u64,
+    /// Packets no rule allows that passed because a group of the interface
+    /// is in audit mode (`mode: audit`).
+    pub would_drop: u64,
     /// Packets per verdict reason and direction, for the curious.
     pub inbound: BTreeMap<&'static str, u64>,
     pub outbound: BTreeMap<&'static str, u64>,
 }
 
-pub fn run(hosts: &[Host], watch: Option<u64>, json: bool) -> anyhow::Result<()> {
+pub fn run(hosts: &[Host], watch: Option<u64>, format: StatsFormat) -> anyhow::Result<()> {
     loop {
-        let stats = collect(hosts)?;
-        if json {
-            print_json(&stats)?;
-        } else {
-            print_tables(&stats);
+        match format {
+            StatsFormat::Json => print_json(&collect(hosts)?)?,
+            StatsFormat::Table => print_tables(&collect(hosts)?),
+            StatsFormat::Prometheus => crate::out!("{}", metrics::encode_sample(&metrics::sample(hosts)?)?),
         }
         let Some(secs) = watch else { return Ok(()) };
         std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
@@ -100,6 +104,7 @@ fn iface_stats(ifname: &str, host: &Host, counters: &[ReasonCounters]) -> IfaceS
         dropped_malformed: both(Reason::DropMalformed),
         dropped_conntrack_full: both(Reason::DropConntrackFull),
         dropped_fragment: both(Reason::DropFragment),
+        would_drop: both(Reason::PassAudit),
         inbound,
         outbound,
     }
@@ -132,11 +137,15 @@ fn print_tables(stats: &Stats) {
                 i.dropped_malformed.to_string(),
                 i.dropped_conntrack_full.to_string(),
                 i.dropped_fragment.to_string(),
+                i.would_drop.to_string(),
             ]
         })
         .collect();
     crate::out!(
         "{}",
-        table(&["INTERFACE", "NETNS", "DROPPED NO RULE", "MALFORMED", "CONNTRACK FULL", "FRAGMENT"], &rows)
+        table(
+            &["INTERFACE", "NETNS", "DROPPED NO RULE", "MALFORMED", "CONNTRACK FULL", "FRAGMENT", "WOULD DROP (AUDIT)"],
+            &rows
+        )
     );
 }

@@ -38,7 +38,7 @@ pub use self::{
     simulate::{allowed, lookup},
 };
 pub use crate::policy::RuleDirection;
-use crate::policy::{Group, PeerTarget, Policy, Rule};
+use crate::policy::{Group, GroupMode, PeerTarget, Policy, Rule};
 
 /// Everything the kernel needs for one interface.
 #[derive(Clone, Debug)]
@@ -60,6 +60,9 @@ pub struct CompiledInterface {
     pub member_groups: Vec<(String, RuleSet)>,
     pub timeouts: Timeouts,
     pub conntrack_capacity: u32,
+    /// Groups attached in audit mode (`mode: audit`): when any is, a packet
+    /// no rule allows passes as `would_drop`.
+    pub audit_groups: Vec<String>,
 }
 
 impl CompiledInterface {
@@ -322,6 +325,7 @@ pub fn compile_interface(
         member_groups,
         timeouts: policy.conntrack.timeouts(),
         conntrack_capacity: policy.conntrack.capacity(),
+        audit_groups: attached.iter().filter(|g| g.mode == GroupMode::Audit).map(|g| g.name.clone()).collect(),
     })
 }
 

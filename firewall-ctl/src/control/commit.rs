@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use firewall_common::policy::{slot_state, Active, SlotMeta, SLOT_REMOVED};
+use firewall_common::policy::{slot_flags, slot_state, Active, SlotMeta, SLOT_AUDIT, SLOT_REMOVED};
 
 use super::{compile_all, repair, Host, IfaceChange, Wanted};
 use crate::{
@@ -80,6 +80,8 @@ struct Planned {
     evicted: Vec<u32>,
     conntrack_capacity: u32,
     timeouts: firewall_common::conntrack::Timeouts,
+    /// The interface leaves audit mode: the flows audit let through go.
+    audit_ends: bool,
 }
 
 /// Puts `policy` in force with the interfaces `wanted`, or changes nothing
@@ -140,6 +142,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             evicted: assignment.evicted,
             conntrack_capacity: compiled.conntrack_capacity,
             timeouts: compiled.timeouts,
+            audit_ends: false,
         });
     }
     crate::timings::mark("images");
@@ -181,6 +184,8 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
             let maps = IfaceMaps::at(&dir);
             match old {
                 Some(old) if attach::links_alive(&dir) => {
+                    plan.audit_ends = maps.slot_meta(now)?.flags & slot_flags::AUDIT != 0
+                        && plan.image.meta.flags & slot_flags::AUDIT == 0;
                     maps.move_flows(&plan.evicted, SLOT_REMOVED)?;
                     maps.reset_rule_counters(&plan.fresh)?;
                     generation::write(&maps, next, &plan.image, Some((now, &old.digests)))
@@ -277,6 +282,11 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         let maps = host.maps(&plan.want.ifname);
         maps.set_timeouts(plan.timeouts)?;
         let _ = maps.expire_flows(&plan.timeouts);
+        if plan.audit_ends {
+            // Audit let these through although no rule allowed them; in
+            // enforce mode they are cut (docs/semantics.md item 18).
+            let _ = maps.remove_flows(|_, e| e.slot == SLOT_AUDIT);
+        }
     }
     crate::timings::mark("expire flows");
     save_on_disk(host, parsed, policy, generation)?;
@@ -313,6 +323,18 @@ pub fn save_on_disk(host: &Host, parsed: &Policy, policy: &PolicyRecord, generat
             if !interfaces.iter().any(|i| i.ifname == missing.ifname) {
                 interfaces.push(missing.clone());
             }
+        }
+    }
+    // Interfaces the policy names that do not exist (`apply
+    // --allow-missing`): saved, so they are attached when they appear.
+    for a in &parsed.interfaces {
+        if netns::ifindex(&a.interface).is_none() && !interfaces.iter().any(|i| i.ifname == a.interface) {
+            interfaces.push(SavedInterface {
+                ifname: a.interface.clone(),
+                groups: a.groups.clone(),
+                origin: crate::state::records::Origin::Policy,
+                mode: crate::state::records::Mode::Auto,
+            });
         }
     }
     let digest = policy.digest();
@@ -380,7 +402,7 @@ fn estimate(planned: &[Planned], policy: &PolicyRecord, parsed: &Policy) -> memo
 
 /// A generation slot in which an interface is not filtered.
 fn unfiltered() -> SlotMeta {
-    SlotMeta { state: slot_state::UNFILTERED, _pad: 0, any4: Default::default(), any6: Default::default() }
+    SlotMeta { state: slot_state::UNFILTERED, flags: 0, any4: Default::default(), any6: Default::default() }
 }
 
 /// Whether the commit would change nothing: same policy text, same

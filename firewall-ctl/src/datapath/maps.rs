@@ -11,7 +11,8 @@ use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuVa
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
     counters::{Reason, ReasonCounters, RuleCounters},
-    policy::Active,
+    events::EventBudget,
+    policy::{Active, SlotMeta},
 };
 
 pub const ACTIVE: &str = "ACTIVE";
@@ -24,10 +25,15 @@ pub const CT_CONFIG: &str = "CT_CONFIG";
 pub const FRAGMENTS: &str = "FRAGMENTS";
 pub const RULE_STATS: &str = "RULE_STATS";
 pub const IFACE_STATS: &str = "IFACE_STATS";
+pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
+pub const TRACE: &str = "TRACE";
+/// Ring buffers shared by every interface of a scope, pinned beside `ACTIVE`.
+pub const EVENTS: &str = "EVENTS";
+pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
 
 /// Every map an interface pins in its directory (besides the scope's
 /// `ACTIVE`); `SCRATCH` is each program copy's own.
-pub const PINNED: [&str; 13] = [
+pub const PINNED: [&str; 15] = [
     SLOT_META,
     RULE_SLOTS,
     "L4_RULES",
@@ -41,6 +47,8 @@ pub const PINNED: [&str; 13] = [
     FRAGMENTS,
     RULE_STATS,
     IFACE_STATS,
+    EVENT_BUDGET,
+    TRACE,
 ];
 
 /// Opens the pinned map at `path`.
@@ -143,10 +151,16 @@ impl IfaceMaps {
     /// Packets and bytes per `(direction, reason)`, summed over CPUs;
     /// index `direction * Reason::COUNT + reason`.
     pub fn reason_counters(&self) -> anyhow::Result<Vec<ReasonCounters>> {
-        let stats: PerCpuArray<MapData, ReasonCounters> =
-            PerCpuArray::try_from(Map::PerCpuArray(self.data(IFACE_STATS)?))?;
+        let data = self.data(IFACE_STATS)?;
+        // Programs of an older sgctl may have fewer reasons: theirs count 0.
+        let size = data.info()?.max_entries();
+        let stats: PerCpuArray<MapData, ReasonCounters> = PerCpuArray::try_from(Map::PerCpuArray(data))?;
         (0..2 * Reason::COUNT)
             .map(|i| {
+                // Index `direction * COUNT + reason`, over the table this object declares.
+                if i >= size {
+                    return Ok(ReasonCounters::default());
+                }
                 let per_cpu = stats.get(&i, 0)?;
                 Ok(per_cpu.iter().fold(ReasonCounters::default(), |mut sum, c| {
                     sum.packets += c.packets;
@@ -162,6 +176,28 @@ impl IfaceMaps {
         let table = self.conntrack()?;
         let flows = table.iter().collect::<Result<Vec<_>, _>>()?;
         Ok(flows)
+    }
+
+    /// `SLOT_META[slot]`: what the interface does in that generation.
+    pub fn slot_meta(&self, slot: u32) -> anyhow::Result<SlotMeta> {
+        let metas: Array<MapData, SlotMeta> = Array::try_from(Map::Array(self.data(SLOT_META)?))?;
+        Ok(metas.get(&slot, 0)?)
+    }
+
+    /// How many flows are tracked (keys only, no values copied).
+    pub fn flow_count(&self) -> anyhow::Result<usize> {
+        Ok(self.conntrack()?.keys().filter(Result::is_ok).count())
+    }
+
+    /// Flow events the datapath held back (rate limit or full ring), summed
+    /// over CPUs; 0 for programs of an sgctl before flow events.
+    pub fn events_suppressed(&self) -> anyhow::Result<u64> {
+        let path = self.dir.join(EVENT_BUDGET);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let budget: PerCpuArray<MapData, EventBudget> = PerCpuArray::try_from(Map::PerCpuArray(open(&path)?))?;
+        Ok(budget.get(&0, 0)?.iter().map(|b| b.suppressed).sum())
     }
 
     /// Counter slots that tracked flows credit.

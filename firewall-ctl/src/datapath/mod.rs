@@ -33,10 +33,14 @@ pub fn object_digest() -> u64 {
 pub struct Pins(BTreeMap<&'static str, PathBuf>);
 
 impl Pins {
-    /// Every map of the interface in `dir`, and the scope's `ACTIVE`.
+    /// Every map of the interface in `dir`, and the scope's `ACTIVE` and
+    /// event rings (pinned beside `ACTIVE`).
     pub fn new(dir: &std::path::Path, active: PathBuf) -> Self {
         let mut pins: BTreeMap<&'static str, PathBuf> =
             maps::PINNED.iter().map(|name| (*name, dir.join(name))).collect();
+        for ring in [maps::EVENTS, maps::TRACE_EVENTS] {
+            pins.insert(ring, active.with_file_name(ring));
+        }
         pins.insert(maps::ACTIVE, active);
         Self(pins)
     }

@@ -164,6 +164,8 @@ pub enum ErrorKind {
     EmptyList(&'static str),
     #[error("description \"{start}...\" is {len} characters long: at most 255 are allowed")]
     DescriptionTooLong { start: String, len: usize },
+    #[error("invalid mode \"{0}\": expected enforce or audit")]
+    InvalidMode(String),
     #[error("invalid {key} \"{value}\": expected a whole number {min}-{max}")]
     OutOfRange { key: &'static str, value: String, min: u64, max: u64 },
 }

@@ -22,8 +22,8 @@ use std::{io::Read as _, path::Path};
 
 pub use error::{ErrorKind, Location, PolicyError};
 pub use model::{
-    Attachment, Conntrack, Group, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol, Rule,
-    RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
+    Attachment, Conntrack, Group, GroupMode, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol,
+    Rule, RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
 };
 pub use values::{parse_cidr, CidrError};
 pub use yaml::yaml_lines;

@@ -49,6 +49,9 @@ pub struct Group {
     /// Where the name is defined.
     pub at: Location,
     pub description: Option<String>,
+    /// `mode:`; enforce unless the file says audit.
+    #[serde(default)]
+    pub mode: GroupMode,
     pub inbound: Vec<Rule>,
     /// Holds the implicit allow-all rule when the file has no `outbound` key.
     pub outbound: Vec<Rule>,
@@ -61,6 +64,17 @@ impl Group {
             RuleDirection::Outbound => &self.outbound,
         }
     }
+}
+
+/// A group's `mode:` (policy-format.md). In audit mode a packet that no rule
+/// of the interface allows passes and is reported as `would_drop`
+/// (docs/semantics.md item 18).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupMode {
+    #[default]
+    Enforce,
+    Audit,
 }
 
 /// Inbound rules match the source, outbound rules the destination.

@@ -5,7 +5,7 @@ use super::{
     error::{ErrorKind, Location, PolicyError},
     limits,
     model::{
-        Group, Members, Peer, PeerTarget, Ports, PrefixList, Protocol, Rule, RuleDirection,
+        Group, GroupMode, Members, Peer, PeerTarget, Ports, PrefixList, Protocol, Rule, RuleDirection,
         DEFAULT_OUTBOUND_DESCRIPTION,
     },
     values,
@@ -32,7 +32,7 @@ pub struct FileAttachment {
 }
 
 const TOP_KEYS: &[&str] = &["groups", "members", "prefix_lists", "interfaces", "conntrack"];
-const GROUP_KEYS: &[&str] = &["description", "inbound", "outbound"];
+const GROUP_KEYS: &[&str] = &["description", "mode", "inbound", "outbound"];
 const RULE_KEYS: &[&str] = &["protocol", "ports", "icmp_type", "icmp_code", "source", "destination", "description"];
 /// `conntrack:` keys with their AWS ranges (docs/semantics.md item 10).
 const CONNTRACK_KEYS: &[(&str, u64, u64)] = &[
@@ -183,6 +183,7 @@ fn group(name_node: &Node, body: &Node) -> Result<Group, PolicyError> {
     let name = values::name(name_node, "group")?;
     let fields = Fields::read(body, &format!("in group \"{name}\""), GROUP_KEYS)?;
     let description = fields.value("description").map(description).transpose()?;
+    let mode = fields.value("mode").map(group_mode).transpose()?.unwrap_or_default();
     let inbound = match fields.value("inbound") {
         Some(list) => rules(list, RuleDirection::Inbound)?,
         None => Vec::new(),
@@ -199,7 +200,16 @@ fn group(name_node: &Node, body: &Node) -> Result<Group, PolicyError> {
         };
         return Err(PolicyError::new(&rule.at, kind));
     }
-    Ok(Group { name, at: name_node.at.clone(), description, inbound, outbound })
+    Ok(Group { name, at: name_node.at.clone(), description, mode, inbound, outbound })
+}
+
+/// `mode: enforce | audit`.
+fn group_mode(node: &Node) -> Result<GroupMode, PolicyError> {
+    match values::scalar(node, "a mode", "enforce or audit")? {
+        "enforce" => Ok(GroupMode::Enforce),
+        "audit" => Ok(GroupMode::Audit),
+        other => Err(PolicyError::new(&node.at, ErrorKind::InvalidMode(other.to_owned()))),
+    }
 }
 
 /// What a new AWS security group has: all protocols out to everywhere.

@@ -211,10 +211,21 @@ fn error_invalid_peer() {
 }
 
 #[test]
+fn group_mode_is_enforce_unless_audit_and_nothing_else() {
+    let p = parse_sources(&[("p.yaml".into(), "groups:\n  a:\n    mode: audit\n  b: {}\n".into())]).expect("parses");
+    assert_eq!(p.group("a").map(|g| g.mode), Some(GroupMode::Audit));
+    assert_eq!(p.group("b").map(|g| g.mode), Some(GroupMode::Enforce));
+    assert_eq!(
+        err("groups:\n  a:\n    mode: block\n"),
+        "p.yaml:3:11: invalid mode \"block\": expected enforce or audit"
+    );
+}
+
+#[test]
 fn error_unknown_key() {
     assert_eq!(
         err("groups:\n  a:\n    inbond: []\n"),
-        "p.yaml:3:5: unknown key \"inbond\" in group \"a\": expected one of description, inbound, outbound"
+        "p.yaml:3:5: unknown key \"inbond\" in group \"a\": expected one of description, mode, inbound, outbound"
     );
     assert_eq!(
         err(&inbound("protocol: tcp, port: 80, source: 10.0.0.0/8")),

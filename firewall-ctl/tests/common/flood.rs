@@ -202,3 +202,55 @@ impl ConnectLoop {
         self.thread.join().expect("connect loop")
     }
 }
+
+/// UDP datagrams to `to` from `sources` different spoofed IPv4 addresses
+/// (`base` + i, each a source of its own flow), as fast as one thread
+/// sends them from a raw socket in `from`'s namespace, for `secs`; returns
+/// how many were sent.
+pub fn udp_from_many(from: &Host, base: Ipv4Addr, sources: u32, to: SocketAddrV4, secs: f64) -> u64 {
+    let fd = from.in_netns(|| {
+        // SAFETY: plain socket(2); the descriptor is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a descriptor we just opened.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+    let dst = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(to.ip().octets()) },
+        sin_zero: [0; 8],
+    };
+    let started = Instant::now();
+    let mut sent = 0_u64;
+    let mut n = 0_u32;
+    while started.elapsed().as_secs_f64() < secs {
+        let src = Ipv4Addr::from(u32::from(base) + n % sources);
+        n = n.wrapping_add(1);
+        let mut p = [0u8; 28 + 16];
+        p[0] = 0x45;
+        p[8] = 64;
+        p[9] = libc::IPPROTO_UDP as u8;
+        p[12..16].copy_from_slice(&src.octets());
+        p[16..20].copy_from_slice(&to.ip().octets());
+        p[20..22].copy_from_slice(&40_000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&to.port().to_be_bytes());
+        p[24..26].copy_from_slice(&(8u16 + 16).to_be_bytes());
+        // UDP checksum 0: none (IPv4). Length and IP checksum: the kernel's.
+        // SAFETY: sendto with a valid buffer and address.
+        let r = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                p.as_ptr().cast(),
+                p.len(),
+                0,
+                std::ptr::from_ref(&dst).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if r > 0 {
+            sent += 1;
+        }
+    }
+    sent
+}

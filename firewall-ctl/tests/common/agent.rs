@@ -1,0 +1,147 @@
+//! `sgctl agent` as a child process of a test: started against a lab's
+//! state, its metrics address read from its first line on stderr, its
+//! output kept, killed when dropped.
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::Sgctl;
+
+pub struct Agent {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Everything it printed on stderr so far.
+    pub log: Arc<Mutex<String>>,
+    pub flow_log: Option<PathBuf>,
+}
+
+impl Agent {
+    /// `sgctl agent --listen 127.0.0.1:0 EXTRA…`; waits until it serves.
+    pub fn start(sg: &Sgctl, extra: &[&str]) -> Self {
+        let mut args = vec!["agent", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let flow_log = args.windows(2).find(|w| w[0] == "--flow-log").map(|w| PathBuf::from(w[1]));
+        let mut child = sg
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting sgctl agent: {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.strip_prefix("sgctl agent: metrics on http://") {
+                        let _ = tx.send(addr.trim_end_matches("/metrics").to_owned());
+                    }
+                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("sgctl agent did not say where it serves: {}", log.lock().expect("log")));
+        let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("agent address {addr:?}: {e}"));
+        Self { child, addr, log, flow_log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// GET /metrics with a real HTTP client.
+    pub fn scrape(&self) -> String {
+        let url = format!("http://{}/metrics", self.addr);
+        let mut response = ureq::get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(response.status(), 200, "GET {url}");
+        let ct = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert!(ct.starts_with("application/openmetrics-text"), "content type {ct:?}");
+        response.body_mut().read_to_string().unwrap_or_else(|e| panic!("GET {url}: body: {e}"))
+    }
+
+    /// Kills it with SIGKILL (nothing to clean up: it holds no state).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for it to exit (it flushes its window).
+    pub fn stop(&mut self) {
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `name{labels} value` lines of an exposition → value by `name{labels}`.
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of `name` whose labels include every `label="value"` of `with`.
+#[track_caller]
+pub fn sample_of(samples: &BTreeMap<String, f64>, name: &str, with: &[(&str, &str)]) -> u64 {
+    let found: Vec<f64> = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{name}{{")))
+        .filter(|(k, _)| with.iter().all(|(l, v)| k.contains(&format!("{l}=\"{v}\""))))
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(!found.is_empty(), "no {name} with {with:?} in {samples:#?}");
+    found.iter().sum::<f64>() as u64
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(14) + ticks(15)) / hz
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}

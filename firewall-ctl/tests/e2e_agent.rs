@@ -1,0 +1,250 @@
+//! `sgctl agent` end to end: its metrics scraped over HTTP against `sgctl
+//! stats`, interfaces that appear after `apply`, and a SIGKILL.
+//!
+//! Hosts (one L2 segment): srv 203.0.113.1 carries web-server (seed
+//! Example 1); ssh 203.0.113.10 (the SSH rule's source); other 203.0.113.20.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{agent::*, *};
+use Outcome::{Connected, TimedOut};
+
+struct WebLab {
+    lab: Lab,
+    srv: Host,
+    ssh: Host,
+    other: Host,
+}
+
+fn web_lab(name: &str) -> WebLab {
+    let lab = lab(name);
+    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
+    let ssh = host(&lab, "ssh", &["203.0.113.10/24"]);
+    let other = host(&lab, "other", &["203.0.113.20/24"]);
+    WebLab { lab, srv, ssh, other }
+}
+
+/// Rule and drop counters of `stats --json` and the same from an exposition.
+fn compare(stats: &serde_json::Value, exposition: &str, what: &str) {
+    let s = samples(exposition);
+    for rule in stats["rules"].as_array().expect("rules") {
+        let id = rule["rule"].as_str().expect("rule id");
+        for (field, metric) in [
+            ("flows", "sgctl_rule_flows_total"),
+            ("packets", "sgctl_rule_packets_total"),
+            ("bytes", "sgctl_rule_bytes_total"),
+        ] {
+            assert_eq!(
+                sample_of(&s, metric, &[("rule", id), ("interface", "eth0")]),
+                count(rule, field),
+                "{what}: {metric} of {id} vs stats --json {field}:\n{exposition}\n{stats:#}"
+            );
+        }
+    }
+    let eth0 = &stats["interfaces"][0];
+    for (field, reason) in [("dropped_no_rule", "no_rule"), ("dropped_malformed", "malformed")] {
+        assert_eq!(
+            sample_of(&s, "sgctl_dropped_packets_total", &[("interface", "eth0"), ("reason", reason)]),
+            count(eth0, field),
+            "{what}: dropped {reason}:\n{exposition}\n{stats:#}"
+        );
+    }
+}
+
+/// Counters move only with traffic; two reads with none between agree.
+fn stats_and_scrape(sg: &Sgctl, agent: &Agent) -> (serde_json::Value, String) {
+    (sg.stats(), agent.scrape())
+}
+
+#[test]
+fn metrics_scraped_over_http_equal_stats_json() {
+    let WebLab { lab, srv, ssh, other } = web_lab("metrics");
+    let sg = Sgctl::new(&lab, &srv);
+    let _l = listen(&srv, &["203.0.113.1:22", "203.0.113.1:80", "203.0.113.1:8080"]);
+    sg.apply(&[&policy("web-server.yaml")]);
+    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
+    expect_all(
+        "traffic to count",
+        vec![
+            tcp(&ssh, "203.0.113.1:22", Connected),
+            tcp(&other, "203.0.113.1:80", Connected),
+            tcp(&other, "203.0.113.1:22", TimedOut),
+            tcp(&other, "203.0.113.1:8080", TimedOut),
+        ],
+    );
+    expect_all("one more", vec![tcp(&other, "203.0.113.1:80", Connected)]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (stats, text) = stats_and_scrape(&sg, &agent);
+    eprintln!("GET /metrics:\n{text}");
+    compare(&stats, &text, "GET /metrics");
+    let s = samples(&text);
+    assert_eq!(sample_of(&s, "sgctl_rule_flows_total", &[("rule", "web-server/inbound/1")]), 2);
+    assert_eq!(
+        sample_of(
+            &s,
+            "sgctl_rule_flows_total",
+            &[("netns", srv.netns()), ("group", "web-server"), ("direction", "inbound")]
+        ),
+        3,
+        "two HTTP and one SSH flow"
+    );
+    assert!(sample_of(&s, "sgctl_dropped_packets_total", &[("reason", "no_rule"), ("direction", "inbound")]) >= 2);
+    assert_eq!(sample_of(&s, "sgctl_conntrack_entries_limit", &[("interface", "eth0")]), 65536);
+    assert_eq!(sample_of(&s, "sgctl_policy_generation", &[("netns", srv.netns())]), 1);
+    assert!(text.contains("sgctl_build_info{version="), "{text}");
+    assert!(text.contains("sgctl_flow_events_suppressed_total{"), "{text}");
+    assert!(text.contains("sgctl_conntrack_entries{"), "{text}");
+
+    // The textfile form, for node_exporter on hosts without the agent.
+    let textfile = sg.ok(&["stats", "--format", "prometheus"]).stdout;
+    compare(&sg.stats(), &textfile, "stats --format prometheus");
+    assert_eq!(samples(&textfile), samples(&agent.scrape()), "the textfile form is the endpoint's exposition");
+}
+
+/// The `interface` entry of `status --json` named `name`, if filtered.
+fn filtered(sg: &Sgctl, name: &str) -> Option<serde_json::Value> {
+    sg.status()["interfaces"].as_array().and_then(|i| i.iter().find(|i| i["interface"] == name).cloned())
+}
+
+/// Polls until `filtered(name)` is `want` (and its ifindex `ifindex` when
+/// given); returns how long that took.
+#[track_caller]
+fn wait_filtered(sg: &Sgctl, name: &str, want: bool, ifindex: Option<u64>, agent: &Agent) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = filtered(sg, name);
+        let ok = match (&now, ifindex) {
+            (Some(i), Some(idx)) => want && i["ifindex"] == idx,
+            (Some(_), None) => want,
+            (None, _) => !want,
+        };
+        if ok {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name} should be {} within 5 s; status: {:#}\nagent log:\n{}",
+            if want { "filtered" } else { "gone" },
+            sg.status(),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ifindex_in(host: &Host, name: &str) -> u64 {
+    let out = host.run(&["cat", &format!("/sys/class/net/{name}/ifindex")]).expect("cat ifindex");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|e| panic!("ifindex of {name}: {e}"))
+}
+
+/// A veth `late0` in `srv` (10.9.0.1/24) whose peer `late1` is in `cli` (10.9.0.2/24).
+fn plug_veth(srv: &Host, cli: &Host) {
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output().expect("ip");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ip(&["-n", srv.netns(), "link", "add", "late0", "type", "veth", "peer", "name", "late1", "netns", cli.netns()]);
+    ip(&["-n", srv.netns(), "addr", "add", "10.9.0.1/24", "dev", "late0"]);
+    ip(&["-n", cli.netns(), "addr", "add", "10.9.0.2/24", "dev", "late1"]);
+    ip(&["-n", cli.netns(), "link", "set", "late1", "up"]);
+    ip(&["-n", srv.netns(), "link", "set", "late0", "up"]);
+}
+
+#[test]
+fn an_interface_created_after_apply_is_attached_within_a_second() {
+    let WebLab { lab, srv, other, .. } = web_lab("hotplug");
+    let sg = Sgctl::new(&lab, &srv);
+    let _l = listen(&srv, &["0.0.0.0:80", "0.0.0.0:8080"]);
+    let dir = TempDir::new("hotplug");
+    let file = dir.write(
+        "late.yaml",
+        &replace_once(
+            &policy_text("web-server.yaml"),
+            "  eth0: [web-server]",
+            "  eth0: [web-server]\n  late0: [web-server]",
+        ),
+    );
+    let refused = sg.run(&["apply", &file.display().to_string()]);
+    assert_eq!(refused.code, Some(2), "a missing interface is refused without --allow-missing: {refused:?}");
+    let report = sg.json(&["apply", "--allow-missing", &file.display().to_string()]);
+    assert_eq!(report["missing"], serde_json::json!(["late0"]), "{report:#}");
+    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
+    assert!(filtered(&sg, "late0").is_none());
+
+    plug_veth(&srv, &other);
+    let took = wait_filtered(&sg, "late0", true, None, &agent);
+    eprintln!("late0 attached {took:?} after it was created");
+    assert!(took < Duration::from_secs(1), "attached within a second, took {took:?}:\n{}", agent.log());
+    expect_all(
+        "late0 filtered like eth0",
+        vec![tcp(&other, "10.9.0.1:80", Connected), tcp(&other, "10.9.0.1:8080", TimedOut)],
+    );
+
+    // Gone: its state goes too. Back with a new ifindex: attached again.
+    let first = ifindex_in(&srv, "late0");
+    let out = srv.run(&["ip", "link", "del", "late0"]).expect("ip link del");
+    assert!(out.status.success());
+    wait_filtered(&sg, "late0", false, None, &agent);
+    let state_dir = sg.state_dir().join(format!("netns-{}", srv.netns().replace('.', "%2E"))).join("if-late0");
+    let gone = Instant::now();
+    while state_dir.exists() && gone.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!state_dir.exists(), "{} removed", state_dir.display());
+    plug_veth(&srv, &other);
+    let second = ifindex_in(&srv, "late0");
+    assert_ne!(first, second, "a new device");
+    let took = wait_filtered(&sg, "late0", true, Some(second), &agent);
+    eprintln!("late0 re-created (ifindex {first} -> {second}) attached after {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    expect_all(
+        "late0 filtered again",
+        vec![tcp(&other, "10.9.0.1:80", Connected), tcp(&other, "10.9.0.1:8080", TimedOut)],
+    );
+    assert!(agent.log().contains("attached late0"), "the agent says what it did:\n{}", agent.log());
+}
+
+#[test]
+fn a_killed_agent_changes_nothing_and_a_new_one_picks_up_the_counters() {
+    let WebLab { lab, srv, other, .. } = web_lab("kill9");
+    let sg = Sgctl::new(&lab, &srv);
+    let _l = listen(&srv, &["203.0.113.1:80", "203.0.113.1:8080"]);
+    sg.apply(&[&policy("web-server.yaml")]);
+    let mut agent = Agent::start(&sg, &["--no-flow-log", "--quiet", "--window", "1"]);
+    expect_all("before", vec![tcp(&other, "203.0.113.1:80", Connected), tcp(&other, "203.0.113.1:8080", TimedOut)]);
+    let before = samples(&agent.scrape());
+    let flows_before = sample_of(&before, "sgctl_rule_flows_total", &[("rule", "web-server/inbound/1")]);
+    assert_eq!(flows_before, 1);
+    let status_before = sg.status();
+
+    agent.kill9();
+    expect_all(
+        "agent killed: enforcement unchanged",
+        vec![
+            tcp(&other, "203.0.113.1:80", Connected),
+            tcp(&other, "203.0.113.1:8080", TimedOut),
+            tcp(&other, "203.0.113.1:80", Connected),
+        ],
+    );
+    let status_after = sg.status();
+    assert_eq!(status_before["generation"], status_after["generation"], "no policy change");
+    assert_eq!(
+        status_before["interfaces"][0]["ingress_program_id"],
+        status_after["interfaces"][0]["ingress_program_id"]
+    );
+
+    let again = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
+    let (stats, text) = stats_and_scrape(&sg, &again);
+    compare(&stats, &text, "restarted agent");
+    let after = samples(&text);
+    assert_eq!(
+        sample_of(&after, "sgctl_rule_flows_total", &[("rule", "web-server/inbound/1")]),
+        3,
+        "the counters went on while no agent ran: {text}"
+    );
+    assert!(
+        sample_of(&after, "sgctl_dropped_packets_total", &[("reason", "no_rule")])
+            > sample_of(&before, "sgctl_dropped_packets_total", &[("reason", "no_rule")])
+    );
+}
