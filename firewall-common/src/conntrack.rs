@@ -108,6 +108,16 @@ impl FlowState {
             _ => Self::Opening,
         }
     }
+
+    /// What `conntrack list` and `trace` call it (docs/cli.md): a TCP
+    /// handshake in progress is `opening`, SYN-ACK seen or not.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opening | Self::SynReceived => "opening",
+            Self::Established => "established",
+            Self::Closing => "closing",
+        }
+    }
 }
 
 /// Idle timeouts in nanoseconds, one array entry (`CT_CONFIG[0]`), written by

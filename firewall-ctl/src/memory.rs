@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 
 use aya_obj::generated::bpf_map_type::{
     BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_LRU_HASH,
-    BPF_MAP_TYPE_PERCPU_ARRAY,
+    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF,
 };
 use serde::Serialize;
 
@@ -53,6 +53,16 @@ const RECORD_CHUNK: u64 = 64 * 1024;
 const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const PAGE: u64 = 4096;
+/// A ring buffer's pages besides its data (the consumer and producer
+/// positions, `RINGBUF_NR_META_PAGES`), and `struct bpf_ringbuf_map`.
+const RINGBUF_META_PAGES: u64 = 3;
+const RINGBUF_BASE: u64 = 304;
+
+/// Whether the object's map `name` is the scope's, one for all its
+/// interfaces (pinned beside `ACTIVE`), rather than each interface's own.
+fn scope_wide(name: &str) -> bool {
+    [datapath::maps::ACTIVE, datapath::maps::EVENTS, datapath::maps::TRACE_EVENTS].contains(&name)
+}
 
 /// What one map takes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -167,8 +177,7 @@ pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record
     let cpus = possible_cpus();
     let mut maps = Vec::new();
     for m in object_maps() {
-        if m.name == datapath::maps::ACTIVE {
-            // Once per scope.
+        if scope_wide(&m.name) {
             continue;
         }
         let max_entries = if m.name == datapath::maps::CONNTRACK { conntrack_capacity } else { m.max_entries };
@@ -195,16 +204,16 @@ pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record
     IfaceMemory { interface: interface.to_owned(), maps }
 }
 
-/// The scope's own maps: `ACTIVE` and the policy records and their
-/// summaries (one per generation slot, each `policy_bytes` and
-/// `summary_bytes` of JSON).
+/// The scope's own maps: `ACTIVE`, the event rings, and the policy
+/// records and their summaries (one per generation slot, each
+/// `policy_bytes` and `summary_bytes` of JSON).
 pub fn scope(policy_bytes: usize, summary_bytes: usize) -> Vec<MapUse> {
     let cpus = possible_cpus();
     let mut maps = Vec::new();
-    if let Some(m) = object_maps().iter().find(|m| m.name == datapath::maps::ACTIVE) {
-        let mut active = of_map(m.map_type, m.key_size, m.value_size, m.max_entries, m.flags, cpus);
-        active.map.clone_from(&m.name);
-        maps.push(active);
+    for m in object_maps().iter().filter(|m| scope_wide(&m.name)) {
+        let mut map = of_map(m.map_type, m.key_size, m.value_size, m.max_entries, m.flags, cpus);
+        map.map.clone_from(&m.name);
+        maps.push(map);
     }
     for slot in 0..2 {
         maps.push(record(&format!("policy-{slot}"), policy_bytes));
@@ -234,6 +243,12 @@ fn of_map(map_type: u32, key_size: u32, value_size: u32, max_entries: u32, flags
                 let spare = if lru { 0 } else { cpus };
                 HTAB_BASE + buckets + (HTAB_ELEM + k + v) * (n + spare) + if lru { 0 } else { 8 * cpus }
             }
+        }
+        // Data pages are mapped twice (a wrapped record reads as one), so
+        // two page pointers each (kernel/bpf/ringbuf.c, ringbuf_map_mem_usage).
+        t if t == BPF_MAP_TYPE_RINGBUF as u32 => {
+            let data_pages = n / PAGE;
+            RINGBUF_BASE + (RINGBUF_META_PAGES + data_pages) * PAGE + (RINGBUF_META_PAGES + 2 * data_pages) * 8
         }
         // A trie with no entries yet (an object's template).
         t if t == BPF_MAP_TYPE_LPM_TRIE as u32 => 0,

@@ -132,12 +132,12 @@ fn audit_mode_passes_what_no_rule_allows_as_would_drop_and_tracks_it() {
         WEB.replacen("    description: Basic web server\n", "    description: Basic web server\n    mode: audit\n", 1);
     assert_ne!(audit, WEB, "the example's group description moved");
     let dp = Datapath::new(&audit, &["web-server"]);
-    let syn = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(40000, 8080, TCP_SYN));
+    let syn = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp_seq(40000, 8080, TCP_SYN, 1, 0));
     assert_eq!(dp.inbound_xdp(&syn), Verdict::Pass, "no rule allows it, audit lets it through");
     assert_eq!(dp.reason(Direction::Inbound, Reason::PassAudit), 1);
     assert_eq!(dp.reason(Direction::Inbound, Reason::DropNoRule), 0);
     // Its reply rides the flow audit opened, with no outbound rule needed.
-    let reply = ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp(8080, 40000, TCP_SYN | TCP_ACK));
+    let reply = ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp_seq(8080, 40000, TCP_SYN | TCP_ACK, 900, 2));
     assert_eq!(dp.outbound(&reply), Verdict::Pass);
     assert_eq!(dp.reason(Direction::Outbound, Reason::PassTracked), 1);
     // What a rule allows is the rule's, as in enforce mode.
