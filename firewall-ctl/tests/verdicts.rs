@@ -136,8 +136,9 @@ fn audit_mode_passes_what_no_rule_allows_as_would_drop_and_tracks_it() {
     assert_eq!(dp.inbound_xdp(&syn), Verdict::Pass, "no rule allows it, audit lets it through");
     assert_eq!(dp.reason(Direction::Inbound, Reason::PassAudit), 1);
     assert_eq!(dp.reason(Direction::Inbound, Reason::DropNoRule), 0);
-    // Its reply rides the flow audit opened, with no outbound rule needed.
-    let reply = ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp(8080, 40000, TCP_SYN | TCP_ACK));
+    // Its reply rides the flow audit opened, with no outbound rule needed
+    // (a SYN-ACK of that SYN: `tcp` sends sequence number 1).
+    let reply = ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp_seq(8080, 40000, TCP_SYN | TCP_ACK, 5000, 2));
     assert_eq!(dp.outbound(&reply), Verdict::Pass);
     assert_eq!(dp.reason(Direction::Outbound, Reason::PassTracked), 1);
     // What a rule allows is the rule's, as in enforce mode.
