@@ -7,6 +7,8 @@
 //! against a table of live ones costs one sweep a second, not one a packet)
 //! and tries again. `sgctl` also deletes expired entries whenever it updates
 //! an interface, and on `sgctl conntrack gc`.
+use core::{mem::MaybeUninit, ptr::addr_of_mut};
+
 use aya_ebpf::{
     cty::c_void,
     helpers::{
@@ -15,16 +17,17 @@ use aya_ebpf::{
     },
 };
 use firewall_common::{
-    conntrack::{FlowEntry, FlowKey, FlowState, TcpSeen, Timeouts},
+    conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
     counters::Reason,
     policy::Addr6,
     proto, Direction,
 };
 
 use crate::{
-    maps::{FragmentKey, CONNTRACK, CONNTRACK_PREV, CT_CONFIG, CT_SWEPT_AT, FRAGMENTS},
+    fragments,
+    maps::{CONNTRACK, CONNTRACK_PREV, CT_CONFIG, CT_SWEPT_AT, FRAGMENTS},
     parse::{Packet, Track, Tuple, TCP_ACK, TCP_RST, TCP_SYN},
-    tcp,
+    tcp, words,
 };
 
 /// `last_seen_ns` is rewritten at most this often unless the state changes:
@@ -121,10 +124,10 @@ fn find(key: &FlowKey) -> Option<*mut FlowEntry> {
         return Some(entry);
     }
     let previous = CONNTRACK_PREV.get(0)?;
-    // SAFETY: a copy of the value, read at once.
-    let entry = unsafe { *previous.get(key)? };
+    // SAFETY: the value is copied by the kernel at once, in place.
+    let entry = unsafe { previous.get(key)? };
     // Full, or another CPU took it over first: either way look again.
-    let _ = CONNTRACK.insert(key, &entry, BPF_NOEXIST);
+    let _ = CONNTRACK.insert(key, entry, BPF_NOEXIST);
     CONNTRACK.get_ptr_mut(key)
 }
 
@@ -202,29 +205,36 @@ pub fn open(
     direction: Direction,
     now: u64,
 ) -> Result<(), TableFull> {
-    let mut entry = FlowEntry {
-        last_seen_ns: now,
-        slot,
-        state: FlowState::Opening as u8,
-        opened_by_lo: u8::from(flow.sender_is_lo),
-        direction: direction as u8,
-        _pad: 0,
-        tcp: [TcpSeen::default(); 2],
+    // Built field by field and copied word by word (see `words`).
+    let mut entry = MaybeUninit::<FlowEntry>::uninit();
+    let e = entry.as_mut_ptr();
+    // SAFETY: every field is written before the entry is read; all-zero
+    // `TcpSeen`s are valid.
+    let entry = unsafe {
+        (*e).last_seen_ns = now;
+        (*e).slot = slot;
+        (*e).state = FlowState::Opening as u8;
+        (*e).opened_by_lo = u8::from(flow.sender_is_lo);
+        (*e).direction = direction as u8;
+        (*e)._pad = 0;
+        words::zero(addr_of_mut!((*e).tcp));
+        // A flow that begins with a SYN gets sequence windows; one picked up
+        // mid-stream does not (see `tcp`).
+        if packet.tuple.protocol == proto::TCP && packet.tcp.flags & TCP_SYN != 0 {
+            let seen = tcp::opener_of_syn(&packet.tcp);
+            words::copy(addr_of_mut!((*e).tcp[0]), &seen);
+        }
+        entry.assume_init_ref()
     };
-    // A flow that begins with a SYN gets sequence windows; one picked up
-    // mid-stream does not (see `tcp`).
-    if packet.tuple.protocol == proto::TCP && packet.tcp.flags & TCP_SYN != 0 {
-        entry.tcp[0] = tcp::opener_of_syn(&packet.tcp);
-    }
     if let Some(old) = stale {
         // SAFETY: map value pointer from this run's lookup of the same key.
-        unsafe { *old = entry };
+        unsafe { words::copy(old, entry) };
         return Ok(());
     }
-    match insert(flow, &entry) {
+    match insert(flow, entry) {
         // E2BIG when full: make room from expired flows only, never by
         // evicting a live one.
-        Err(TableFull) if sweep_expired(now) => insert(flow, &entry),
+        Err(TableFull) if sweep_expired(now) => insert(flow, entry),
         result => result,
     }
 }
@@ -296,16 +306,10 @@ pub fn related_counter(packet: &Packet, flow: &mut FlowRef, now: u64) -> Option<
     match packet.related_track {
         Track::Never => None,
         Track::Fragment => {
-            let key = FragmentKey {
-                src: quoted.src,
-                dst: quoted.dst,
-                id: packet.related_fragment_id,
-                protocol: quoted.protocol,
-                family: quoted.family,
-                _pad: [0; 2],
-            };
+            let mut key = MaybeUninit::uninit();
+            let key = fragments::datagram_key(&mut key, quoted, packet.related_fragment_id, quoted.protocol);
             // SAFETY: a copy of the value, read at once.
-            unsafe { FRAGMENTS.get(&key).copied() }
+            unsafe { FRAGMENTS.get(key).copied() }
         }
         track => {
             flow.set(quoted, track);

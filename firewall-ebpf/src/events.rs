@@ -6,6 +6,8 @@
 //! compare of its reason and one read of the interface's `TRACE` array entry
 //! (an array lookup the verifier inlines) to see that no trace is on. Only
 //! new flows, drops and audit passes reach the rate limit and the ring.
+use core::ptr::addr_of_mut;
+
 use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
@@ -17,7 +19,7 @@ use firewall_common::{
     proto, Direction,
 };
 
-use crate::{conntrack::FlowRef, maps::CONNTRACK, parse::Packet};
+use crate::{conntrack::FlowRef, maps::CONNTRACK, parse::Packet, words};
 
 /// Flow events of every interface of the scope (pinned at `<scope>/EVENTS`,
 /// shared like `ACTIVE`): read by `sgctl agent`. 1 MiB holds ~14,000 events.
@@ -122,8 +124,8 @@ fn fill(e: *mut FlowEvent, ifindex: u32, j: &Judged, event_kind: u8, now: u64, c
     unsafe {
         (*e).ts_ns = now;
         if j.parsed {
-            (*e).src = t.src;
-            (*e).dst = t.dst;
+            words::copy(addr_of_mut!((*e).src), &t.src);
+            words::copy(addr_of_mut!((*e).dst), &t.dst);
             (*e).sport = t.sport;
             (*e).dport = t.dport;
             (*e).protocol = t.protocol;
@@ -132,8 +134,8 @@ fn fill(e: *mut FlowEvent, ifindex: u32, j: &Judged, event_kind: u8, now: u64, c
             let icmp = t.protocol == proto::ICMP || t.protocol == proto::ICMPV6;
             (*e).icmp = if icmp { j.packet.rule_port } else { [0; 2] };
         } else {
-            (*e).src = [0; 4];
-            (*e).dst = [0; 4];
+            words::zero(addr_of_mut!((*e).src));
+            words::zero(addr_of_mut!((*e).dst));
             (*e).sport = 0;
             (*e).dport = 0;
             (*e).protocol = 0;

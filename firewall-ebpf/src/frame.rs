@@ -1,7 +1,13 @@
 //! Bounds-checked access to the packet, the same for XDP and tc.
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::{
+    bindings::{__sk_buff, xdp_md},
+    programs::{TcContext, XdpContext},
+};
 
-use crate::link::{LINK_BARE_IP, LINK_NET_OFFSET};
+use crate::{
+    link::{LINK_BARE_IP, LINK_NET_OFFSET},
+    parse,
+};
 
 /// A packet the programs can read: its bytes and its length on the wire.
 pub trait Frame {
@@ -14,6 +20,42 @@ pub trait Frame {
     /// EtherType, host order) the device gave the packet, and the offset of
     /// its network header. `None`: the frame starts with an Ethernet header.
     fn bare_ip(&self) -> Option<(u16, usize)>;
+    /// [`parse::window_scale`] of the `options_len` (at most 40) bytes of
+    /// options of the TCP header at `l4` (at most [`parse::MAX_L4_OFFSET`]).
+    fn tcp_window_scale(&self, l4: usize, options_len: usize, cursor: &mut u8) -> u8;
+}
+
+// The TCP option walk is a loop of 40 steps; inlined, the verifier checks
+// it again for every state a SYN can reach it in. As global functions
+// (`extern "C"`, exported: BTF linkage global) the verifier checks each
+// once, for any arguments of their types, and only the call at each site.
+// The arguments are bounded again inside (masks that change no value the
+// callers pass), as the verifier knows nothing of them there.
+
+/// [`Frame::tcp_window_scale`] of an XDP program.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn sg_tcp_window_scale_xdp(ctx: *mut xdp_md, l4: u32, options_len: u32, cursor: *mut u8) -> u32 {
+    // SAFETY: null, or the `cursor` field of the caller's scratch `Packet`.
+    let Some(cursor) = (unsafe { cursor.as_mut() }) else { return u32::from(parse::NO_WSCALE) };
+    let frame = XdpContext::new(ctx);
+    u32::from(parse::window_scale(&frame, options_at(l4), options_len as usize & 0x3f, cursor))
+}
+
+/// [`Frame::tcp_window_scale`] of a tc program.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn sg_tcp_window_scale_tc(skb: *mut __sk_buff, l4: u32, options_len: u32, cursor: *mut u8) -> u32 {
+    // SAFETY: as above.
+    let Some(cursor) = (unsafe { cursor.as_mut() }) else { return u32::from(parse::NO_WSCALE) };
+    let frame = TcContext::new(skb);
+    u32::from(parse::window_scale(&frame, options_at(l4), options_len as usize & 0x3f, cursor))
+}
+
+/// Where the options of the TCP header at `l4` start.
+#[inline(always)]
+fn options_at(l4: u32) -> usize {
+    (l4 as usize & parse::MAX_L4_OFFSET) + 20
 }
 
 impl Frame for XdpContext {
@@ -32,6 +74,10 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn bare_ip(&self) -> Option<(u16, usize)> {
         None
+    }
+    #[inline(always)]
+    fn tcp_window_scale(&self, l4: usize, options_len: usize, cursor: &mut u8) -> u8 {
+        sg_tcp_window_scale_xdp(self.ctx, l4 as u32, options_len as u32, cursor) as u8
     }
 }
 
@@ -55,6 +101,10 @@ impl Frame for TcContext {
         }
         // `skb->protocol` is a big-endian 16-bit value in a 32-bit field.
         Some((u16::from_be(self.skb.protocol() as u16), LINK_NET_OFFSET.load() as usize))
+    }
+    #[inline(always)]
+    fn tcp_window_scale(&self, l4: usize, options_len: usize, cursor: &mut u8) -> u8 {
+        sg_tcp_window_scale_tc(self.skb.skb, l4 as u32, options_len as u32, cursor) as u8
     }
 }
 

@@ -28,6 +28,7 @@ mod parse;
 mod policy;
 mod stats;
 mod tcp;
+mod words;
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC},

@@ -125,6 +125,10 @@ pub struct Packet {
     /// or the IPv6 fragment header's next header (extension headers after it
     /// are in the first fragment only, so the L4 protocol is not).
     pub fragment_protocol: u8,
+    /// Where the L4 header starts and the IP packet ends, passed from the IP
+    /// header walk to the L4 parser through memory (see [`settle`]).
+    pub l4_offset: u16,
+    pub ip_end: u32,
 }
 
 impl Packet {
@@ -206,17 +210,23 @@ pub fn parse(frame: &impl Frame, out: &mut Packet) -> Parsed {
         Some(_) => return Parsed::Malformed,
         None => or_malformed!(ethernet(frame)),
     };
+    // Each number of VLAN tags gives its own offset: see `settle`.
+    let offset = or_malformed!(forget_offset(offset, &mut out.l4_offset));
     let ip = match ether_type {
         ETH_P_IP => or_malformed!(ipv4_header(frame, offset, &mut out.tuple, false)),
-        ETH_P_IPV6 => or_malformed!(ipv6_header(frame, offset, &mut out.tuple, false)),
+        ETH_P_IPV6 => or_malformed!(ipv6_header(frame, offset, &mut out.tuple, false, &mut out.l4_offset)),
         _ => return Parsed::NotIp,
     };
     match ip.fragment {
-        Fragment::None => parse_l4(frame, &ip, out),
+        Fragment::None => {
+            let ip = or_malformed!(settle(ip, out));
+            parse_l4(frame, &ip, out)
+        }
         Fragment::First { id, protocol } => {
             out.first_fragment = true;
             out.fragment_id = id;
             out.fragment_protocol = protocol;
+            let ip = or_malformed!(settle(ip, out));
             parse_l4(frame, &ip, out)
         }
         Fragment::Later { id } => {
@@ -277,6 +287,58 @@ struct Ip {
     hop_limit: u8,
 }
 
+/// Where a header may start at the latest (a mask, one bit short of a
+/// `u16`): beyond the network header offset, 40 bytes of IPv6 header and
+/// [`MAX_IPV6_EXT_HEADERS`] extension headers of at most 2,048 bytes each,
+/// so no packet that we walk is refused; small enough that the verifier
+/// accepts a packet pointer plus this much.
+pub const MAX_L4_OFFSET: usize = 0x7fff;
+
+/// The offsets of `ip` as the verifier sees a value read from a map: any
+/// value of its type. Every path through the link layer and the IP header
+/// walk (VLAN tags, IPv4 options, each combination of IPv6 extension
+/// headers) computes its own exactly known offsets, and the verifier would
+/// check the L4 parser, connection tracking and the policy once for each of
+/// them; written to the scratch `Packet` and read back (volatile, so the
+/// compiler does not pass them on in registers), they are the same unknown
+/// values on every path, and it checks that code once. `None`: an L4 header
+/// past [`MAX_L4_OFFSET`].
+#[inline(always)]
+fn settle(ip: Ip, out: &mut Packet) -> Option<Ip> {
+    let l4 = forget_offset(ip.l4, &mut out.l4_offset)?;
+    let end = u32::try_from(ip.end).ok()?;
+    let end_slot: *mut u32 = &mut out.ip_end;
+    // SAFETY: a field of the caller's scratch `Packet`.
+    let end = unsafe {
+        end_slot.write_volatile(end);
+        end_slot.read_volatile()
+    };
+    Some(Ip { l4, end: end as usize, ..ip })
+}
+
+/// `offset` written to `slot` and read back: the same value, that the
+/// verifier knows only as some offset up to [`MAX_L4_OFFSET`]. Volatile, so
+/// the compiler does not pass it on in a register. `None` beyond that
+/// bound, which no packet of at most [`MAX_IPV6_EXT_HEADERS`] extension
+/// headers reaches.
+#[inline(always)]
+fn forget_offset(offset: usize, slot: &mut u16) -> Option<usize> {
+    if offset > MAX_L4_OFFSET {
+        return None;
+    }
+    let slot: *mut u16 = slot;
+    // SAFETY: a field of the caller's scratch `Packet`.
+    let offset = unsafe {
+        slot.write_volatile(offset as u16);
+        slot.read_volatile()
+    } as usize;
+    // The value written, which is within the mask; the verifier must know
+    // the bound to add the offset to a packet pointer, and it does not know
+    // what was written. (A comparison would not do: the compiler turns it
+    // into a sign test on a copy, which tells the verifier nothing.)
+    Some(offset & MAX_L4_OFFSET)
+}
+
 /// Checks an IPv4 header at `offset` and fills the addresses and protocol
 /// of `tuple`. `None`: malformed. A `quoted` header (inside an ICMP error)
 /// is cut short by design, so its length field is not held to the frame.
@@ -328,7 +390,7 @@ fn unwalked_extension(next: u8) -> bool {
 /// item 15): hop-by-hop options (first only), routing, destination options
 /// and one fragment header, at most [`MAX_IPV6_EXT_HEADERS`] of them.
 #[inline(always)]
-fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple, quoted: bool) -> Option<Ip> {
+fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple, quoted: bool, cursor: &mut u16) -> Option<Ip> {
     let h = bytes::<8>(frame, offset)?;
     if h[0] >> 4 != 6 {
         return None;
@@ -349,10 +411,10 @@ fn ipv6_header(frame: &impl Frame, offset: usize, tuple: &mut Tuple, quoted: boo
     let mut fragment = Fragment::None;
     let mut seen_fragment_header = false;
     for i in 0..=MAX_IPV6_EXT_HEADERS {
-        // Keeps the verifier's view of the offset the same on every path
-        // through the walk (it is far below the mask), so it need not follow
-        // each combination of header lengths separately.
-        l4 &= 0x7fff;
+        // The offset goes through memory (see `settle`), so the verifier
+        // sees the same unknown offset on every path through the walk and
+        // need not follow each combination of header lengths separately.
+        l4 = forget_offset(l4, cursor)?;
         match next {
             // Hop-by-hop options come first or not at all (RFC 8200).
             0 if i != 0 => return None,
@@ -429,7 +491,7 @@ fn parse_l4(frame: &impl Frame, ip: &Ip, out: &mut Packet) -> Parsed {
             tcp.window = u16::from_be_bytes([h[14], h[15]]);
             tcp.datalen = (ip.end - header_end) as u32;
             tcp.wscale = if flags & TCP_SYN != 0 {
-                window_scale(frame, l4 + 20, doff as usize * 4 - 20, &mut tcp.option_cursor)
+                frame.tcp_window_scale(l4, doff as usize * 4 - 20, &mut tcp.option_cursor)
             } else {
                 NO_WSCALE
             };
@@ -497,7 +559,7 @@ fn parse_l4(frame: &impl Frame, ip: &Ip, out: &mut Packet) -> Parsed {
 /// the loop head in the same state and is checked once, instead of once per
 /// combination of option lengths (2^40).
 #[inline(always)]
-fn window_scale(frame: &impl Frame, offset: usize, len: usize, cursor: &mut u8) -> u8 {
+pub fn window_scale(frame: &impl Frame, offset: usize, len: usize, cursor: &mut u8) -> u8 {
     // Volatile, or the compiler keeps the cursor in a register after all.
     let cursor: *mut u8 = cursor;
     let set = |at: usize| {
@@ -589,7 +651,7 @@ fn quoted_flow(frame: &impl Frame, offset: usize, out: &mut Packet) -> Option<()
     let ip = if family == 4 {
         ipv4_header(frame, offset, related, true)?
     } else {
-        ipv6_header(frame, offset, related, true)?
+        ipv6_header(frame, offset, related, true, &mut out.l4_offset)?
     };
     // An error reports on a packet its receiver sent.
     if related.src != out.tuple.dst {

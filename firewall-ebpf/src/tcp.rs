@@ -67,7 +67,13 @@ fn from_syn(s: &mut TcpSeen, t: &Tcp, end: u32) {
 /// The flow's next state after a packet from the opener (`from_opener`) or
 /// the other side; `None` when the packet does not fit the flow's windows
 /// and must change nothing. Records the packet in the windows when it fits.
-#[inline(always)]
+///
+/// A function of its own (a BPF-to-BPF call): the verifier follows each
+/// combination of flags, states and window checks inside, but once the call
+/// returns only its result is left, so the paths through it meet again
+/// there instead of each carrying on through the rest of the program (it
+/// checked about a third fewer instructions so).
+#[inline(never)]
 pub fn next_state(e: &mut FlowEntry, t: &Tcp, from_opener: bool, state: FlowState) -> Option<FlowState> {
     let flags = t.flags;
     let (syn, ack, rst) = (flags & TCP_SYN != 0, flags & TCP_ACK != 0, flags & TCP_RST != 0);

@@ -32,9 +32,9 @@ enum Task {
     Test,
     /// Bootstrap and build, then show the web-server policy at work in throwaway namespaces.
     Demo,
-    /// The benchmark suite (B1-B5, or those named), each beside its peer in the same run (needs root).
+    /// The benchmark suite (B1-B6, or those named), each beside its peer in the same run (needs root).
     Bench {
-        /// Benchmarks to run (b1 b2 b3 b4 b5); all when none is named.
+        /// Benchmarks to run (b1 b2 b3 b4 b5 b6); all when none is named.
         #[arg(value_name = "BENCHMARK")]
         only: Vec<String>,
     },

@@ -63,6 +63,18 @@ pub fn load(pins: &Pins, conntrack_capacity: u32, link: hooks::LinkLayer, net_of
         !OBJECT.is_empty(),
         "this sgctl was built without its eBPF object (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
     );
+    load_object(OBJECT, pins, conntrack_capacity, link, net_offset)
+}
+
+/// [`load`] of another build of the object (the load-time benchmark
+/// measures candidate builds with it).
+pub fn load_object(
+    object: &[u8],
+    pins: &Pins,
+    conntrack_capacity: u32,
+    link: hooks::LinkLayer,
+    net_offset: u32,
+) -> anyhow::Result<Ebpf> {
     let bare_ip = u32::from(link == hooks::LinkLayer::BareIp);
     let mut loader = EbpfLoader::new();
     loader
@@ -72,5 +84,5 @@ pub fn load(pins: &Pins, conntrack_capacity: u32, link: hooks::LinkLayer, net_of
     for (name, path) in &pins.0 {
         loader.map_pin_path(name, path.as_path());
     }
-    loader.load(OBJECT).context("loading the eBPF object")
+    loader.load(object).context("loading the eBPF object")
 }
