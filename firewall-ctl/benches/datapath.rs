@@ -52,9 +52,17 @@ fn main() -> anyhow::Result<()> {
     let dir = arg("--policies").context("--policies DIR (written by `cargo xtask bench b1`)")?;
     let out = arg("--out").context("--out FILE")?;
 
+    // `--object FILE`: measure another build of the kernel programs;
+    // `--only POLICY`: one of the policies (to compare builds quickly).
+    let object = arg("--object").map(|p| std::fs::read(&p).with_context(|| format!("{}", p.display()))).transpose()?;
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1));
+
     let mut rows = Vec::new();
     for name in POLICIES {
-        rows.extend(bench_policy(&dir, name)?);
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        rows.extend(bench_policy(&dir, name, object.as_deref())?);
     }
     let doc = json!({ "rounds": ROUNDS, "sources": SOURCES, "repeat": REPEAT, "new_flows": NEW_FLOWS, "rows": rows });
     std::fs::write(&out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", out.display()))?;
@@ -62,7 +70,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Every case of one policy, or one row saying why it cannot be loaded.
-fn bench_policy(dir: &Path, name: &str) -> anyhow::Result<Vec<Value>> {
+fn bench_policy(dir: &Path, name: &str, object: Option<&[u8]>) -> anyhow::Result<Vec<Value>> {
     let path = dir.join(format!("{name}.yaml"));
     let policy = policy::load_files(&[&path]).with_context(|| format!("{}", path.display()))?;
     let compiled = match compile::compile_interface(&policy, &[GROUP.to_owned()], &BTreeMap::new()) {
@@ -72,7 +80,7 @@ fn bench_policy(dir: &Path, name: &str) -> anyhow::Result<Vec<Value>> {
             return Ok(vec![json!({ "policy": name, "status": format!("not loadable: {e}") })]);
         }
     };
-    let loaded = match Loaded::new(&compiled) {
+    let loaded = match object.map_or_else(|| Loaded::new(&compiled), |o| Loaded::with_object(&compiled, o)) {
         Ok(l) => l,
         Err(e) => {
             println!("{name:<12} not loadable: {e:#}");

@@ -62,7 +62,17 @@ impl Loaded {
         Self::with_link(compiled, LinkLayer::BareIp)
     }
 
+    /// [`Loaded::new`] with another build of the kernel programs (the
+    /// per-packet benchmark compares builds with it).
+    pub fn with_object(compiled: &CompiledInterface, object: &[u8]) -> anyhow::Result<Self> {
+        Self::load(compiled, LinkLayer::Ethernet, object)
+    }
+
     fn with_link(compiled: &CompiledInterface, link: LinkLayer) -> anyhow::Result<Self> {
+        Self::load(compiled, link, datapath::OBJECT)
+    }
+
+    fn load(compiled: &CompiledInterface, link: LinkLayer, object: &[u8]) -> anyhow::Result<Self> {
         let dir = PathBuf::from(format!(
             "/sys/fs/bpf/sgctl-testrun-{}-{}",
             std::process::id(),
@@ -72,7 +82,8 @@ impl Loaded {
         let active = dir.join(maps::ACTIVE);
         maps::create_active(&active)?;
         let net_offset = if link == LinkLayer::BareIp { 14 } else { 0 };
-        let ebpf = datapath::load(&Pins::new(&dir, active.clone()), compiled.conntrack_capacity, link, net_offset)?;
+        let pins = Pins::new(&dir, active.clone());
+        let ebpf = datapath::load_object(object, &pins, compiled.conntrack_capacity, link, net_offset)?;
         let rule_slots = counter_slots::assign(&SlotTable::default(), &compiled.rules, 1, Default::default).by_rule;
         let image = image::build(compiled, &rule_slots)?;
         let iface = IfaceMaps::at(&dir);

@@ -13,7 +13,7 @@ use core::mem::{align_of, size_of};
 /// Both point to valid, 4-byte aligned `T`s that do not overlap.
 #[inline(always)]
 pub unsafe fn copy<T: Copy>(dst: *mut T, src: *const T) {
-    const { assert!(size_of::<T>() % 4 == 0 && align_of::<T>() >= 4) };
+    const { assert!(size_of::<T>().is_multiple_of(4) && align_of::<T>() >= 4) };
     let (dst, src) = (dst.cast::<u32>(), src.cast::<u32>());
     for i in 0..size_of::<T>() / 4 {
         // SAFETY: within the two `T`s, as the caller promised.
@@ -28,7 +28,7 @@ pub unsafe fn copy<T: Copy>(dst: *mut T, src: *const T) {
 /// a valid value.
 #[inline(always)]
 pub unsafe fn zero<T>(dst: *mut T) {
-    const { assert!(size_of::<T>() % 4 == 0 && align_of::<T>() >= 4) };
+    const { assert!(size_of::<T>().is_multiple_of(4) && align_of::<T>() >= 4) };
     let dst = dst.cast::<u32>();
     for i in 0..size_of::<T>() / 4 {
         // SAFETY: within the `T`, as the caller promised.
