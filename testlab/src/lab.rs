@@ -140,6 +140,13 @@ impl Lab {
         // From here on, an error drops `lab`, which deletes what exists.
         let sw = lab.switch.as_str();
         ip(&["-n", sw, "link", "set", "lo", "up"])?;
+        // The switch is layer 2 only: no IPv6 on its ports, whose duplicate
+        // address detection would otherwise send MLD reports from `::`
+        // into every host for their first second or two (traffic no test
+        // sent, which a policy then counts as dropped).
+        let no_ipv6 = "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 \
+                       && echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6";
+        ip(&["netns", "exec", sw, "sh", "-c", no_ipv6]).context("turning IPv6 off in the lab's switch")?;
         ip(&["-n", sw, "link", "add", BRIDGE, "type", "bridge", "mcast_snooping", "0"])?;
         ip(&["-n", sw, "link", "set", BRIDGE, "up"])?;
         Ok(lab)
