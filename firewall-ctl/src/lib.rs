@@ -15,8 +15,6 @@ pub mod counter_slots;
 pub mod datapath;
 pub mod export;
 pub mod flowlog;
-pub mod frames;
-pub mod fuzzing;
 pub mod image;
 pub mod import;
 pub mod membership;
@@ -29,8 +27,18 @@ pub mod policy;
 pub mod privilege;
 pub mod saved;
 pub mod state;
-pub mod testrun;
 pub mod timings;
+
+// Test-only code, behind the `test-support` feature (Cargo.toml) so the shipped
+// `sgctl` never carries it: the tests, the benchmark and the fuzz target get
+// it through the crate's dev-dependency on itself (or, for fuzz/, its own
+// dependency on the feature).
+#[cfg(feature = "test-support")]
+pub mod frames;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fuzzing;
+#[cfg(feature = "test-support")]
+pub mod testrun;
 
 /// Invalid input (a policy, a name, a flag value): exit status 2, and
 /// nothing in the kernel has changed.
