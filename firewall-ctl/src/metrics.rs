@@ -12,7 +12,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{compile::RuleInfo, control::Host};
+use crate::{compile::RuleInfo, control::Target};
 
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -36,16 +36,16 @@ pub struct Sample {
     pub interfaces: Vec<IfaceSample>,
 }
 
-/// Reads the counters of every interface of `hosts`.
-pub fn sample(hosts: &[Host]) -> anyhow::Result<Sample> {
+/// Reads the counters of every interface of `targets`.
+pub fn sample(targets: &[Target]) -> anyhow::Result<Sample> {
     let mut sample = Sample { generations: Vec::new(), interfaces: Vec::new() };
-    for host in hosts {
-        let netns = host.scope.netns().unwrap_or_default().to_owned();
-        if let Some(active) = host.active()? {
+    for target in targets {
+        let netns = target.scope.netns().unwrap_or_default().to_owned();
+        if let Some(active) = target.active()? {
             sample.generations.push((netns.clone(), active.generation));
         }
-        for record in host.interfaces()? {
-            let maps = host.maps(&record.ifname);
+        for record in target.interfaces()? {
+            let maps = target.maps(&record.ifname);
             let counters = maps.rule_counters(&record.rule_slots())?;
             sample.interfaces.push(IfaceSample {
                 netns: netns.clone(),

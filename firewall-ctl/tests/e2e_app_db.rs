@@ -16,10 +16,10 @@ use Outcome::{Connected, Refused, TimedOut};
 
 struct AppLab {
     lab: Lab,
-    lb: Host,
-    app: Host,
-    db: Host,
-    outsider: Host,
+    lb: LabHost,
+    app: LabHost,
+    db: LabHost,
+    outsider: LabHost,
 }
 
 fn app_lab(name: &str) -> AppLab {
@@ -36,7 +36,7 @@ fn both_files() -> Vec<PathBuf> {
 }
 
 /// On `host`: `sgctl apply FILES`, then `sgctl attach eth0 --groups GROUPS`.
-fn apply_and_attach(lab: &Lab, host: &Host, files: &[PathBuf], groups: &str) -> Sgctl {
+fn apply_and_attach(lab: &Lab, host: &LabHost, files: &[PathBuf], groups: &str) -> Sgctl {
     let sg = Sgctl::new(lab, host);
     let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let report = sg.apply(&files);

@@ -16,7 +16,7 @@ const LOCAL_DROP: &str = "send: Operation not permitted (os error 1)";
 /// `sgctl -n NETNS export nftables FILES ARGS…`, loaded with `nft -f` in
 /// `host`'s namespace. Returns the ruleset text.
 #[track_caller]
-fn load_export(lab: &Lab, host: &Host, files: &[PathBuf], args: &[&str]) -> String {
+fn load_export(lab: &Lab, host: &LabHost, files: &[PathBuf], args: &[&str]) -> String {
     let sg = Sgctl::new(lab, host);
     let mut all: Vec<&std::ffi::OsStr> = vec!["export".as_ref(), "nftables".as_ref()];
     all.extend(files.iter().map(|f| f.as_os_str()));
@@ -36,7 +36,7 @@ fn load_export(lab: &Lab, host: &Host, files: &[PathBuf], args: &[&str]) -> Stri
 
 /// Packets of the named counter `name` of `table inet sgctl` on `host`.
 #[track_caller]
-fn counter(host: &Host, name: &str) -> u64 {
+fn counter(host: &LabHost, name: &str) -> u64 {
     let out = host.run(&["nft", "-j", "list", "counter", "inet", "sgctl", name]).expect("run nft");
     assert!(out.status.success(), "nft list counter {name}: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("nft -j prints JSON");

@@ -12,9 +12,9 @@ use Outcome::{Connected, Refused, TimedOut};
 
 struct WebLab {
     lab: Lab,
-    srv: Host,
-    ssh: Host,
-    other: Host,
+    srv: LabHost,
+    ssh: LabHost,
+    other: LabHost,
 }
 
 fn web_lab(name: &str) -> WebLab {

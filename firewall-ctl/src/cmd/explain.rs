@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     cli::ExplainArgs,
-    control::{self, Host},
+    control::{self, Target},
     model::{IpPacket, Model, Transport, Verdict},
     output::print_json,
     policy::RuleDirection,
@@ -33,14 +33,14 @@ struct Explanation {
     audit_groups: Vec<String>,
 }
 
-pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
+pub fn run(target: &Target, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
     let (_, policy) =
-        host.parsed_policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", host.scope)))?;
-    let wanted = host.current_wanted()?;
+        target.parsed_policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", target.scope)))?;
+    let wanted = target.current_wanted()?;
     let attached = wanted
         .iter()
         .find(|w| w.ifname == args.iface)
-        .ok_or_else(|| InputError(format!("interface {:?} is not filtered in {}", args.iface, host.scope)))?;
+        .ok_or_else(|| InputError(format!("interface {:?} is not filtered in {}", args.iface, target.scope)))?;
     let local = control::local_members(&wanted)?;
     let model = Model::new(&policy, &attached.groups, &local)
         .map_err(|e| InputError(format!("interface {}: {e} (in the applied policy)", args.iface)))?;

@@ -31,7 +31,7 @@ use ipnet::IpNet;
 
 use crate::{
     cli::TraceArgs,
-    control::Host,
+    control::Target,
     datapath::maps::{self, monotonic_ns},
     state::records::IfaceRecord,
     InputError,
@@ -47,32 +47,32 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-pub fn run(host: &Host, args: &TraceArgs, json: bool) -> anyhow::Result<()> {
-    let mut records = host.interfaces()?;
+pub fn run(target: &Target, args: &TraceArgs, json: bool) -> anyhow::Result<()> {
+    let mut records = target.interfaces()?;
     if let Some(iface) = &args.iface {
         records.retain(|r| &r.ifname == iface);
         if records.is_empty() {
-            return Err(InputError(format!("interface {iface:?} is not filtered in {}", host.scope)).into());
+            return Err(InputError(format!("interface {iface:?} is not filtered in {}", target.scope)).into());
         }
     }
     if records.is_empty() {
-        return Err(InputError(format!("no filtered interface in {}: nothing to trace", host.scope)).into());
+        return Err(InputError(format!("no filtered interface in {}: nothing to trace", target.scope)).into());
     }
     let wanted = trace_match(args)?;
-    let ring_path = host.state.active_path(&host.scope).with_file_name(maps::TRACE_EVENTS);
+    let ring_path = target.state.active_path(&target.scope).with_file_name(maps::TRACE_EVENTS);
     anyhow::ensure!(
         ring_path.exists(),
         "{} has no trace ring: its programs predate `sgctl trace` (apply again with this sgctl)",
-        host.scope
+        target.scope
     );
     // One reader per ring: a lock on the scope's directory (bpffs pins
     // cannot be opened as files; `sgctl`'s state lock is on the root).
-    let scope_dir = host.state.scope_dir(&host.scope);
+    let scope_dir = target.state.scope_dir(&target.scope);
     let _one_at_a_time = nix::fcntl::Flock::lock(
         std::fs::File::open(&scope_dir).with_context(|| format!("opening {}", scope_dir.display()))?,
         nix::fcntl::FlockArg::LockExclusiveNonblock,
     )
-    .map_err(|_| anyhow::anyhow!("another `sgctl trace` is running in {}", host.scope))?;
+    .map_err(|_| anyhow::anyhow!("another `sgctl trace` is running in {}", target.scope))?;
     let mut ring = RingBuf::try_from(Map::RingBuf(maps::open(&ring_path)?))?;
     while ring.next().is_some() {} // what an earlier trace left unread
 
@@ -81,15 +81,15 @@ pub fn run(host: &Host, args: &TraceArgs, json: bool) -> anyhow::Result<()> {
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
     let by_ifindex: HashMap<u32, IfaceRecord> = records.iter().map(|r| (r.ifindex, r.clone())).collect();
-    let result = trace_loop(host, &records, &wanted, &mut ring, &by_ifindex, args, json);
+    let result = trace_loop(target, &records, &wanted, &mut ring, &by_ifindex, args, json);
     for r in &records {
-        let _ = set(host, r, &TraceMatch::default());
+        let _ = set(target, r, &TraceMatch::default());
     }
     result
 }
 
 fn trace_loop(
-    host: &Host,
+    target: &Target,
     records: &[IfaceRecord],
     wanted: &TraceMatch,
     ring: &mut RingBuf<MapData>,
@@ -108,7 +108,7 @@ fn trace_loop(
         if Instant::now() >= renew_at {
             let lease = TraceMatch { until_ns: monotonic_ns() + LEASE.as_nanos() as u64, ..*wanted };
             for r in records {
-                set(host, r, &lease)?;
+                set(target, r, &lease)?;
             }
             renew_at = Instant::now() + RENEW;
             if !said {
@@ -139,8 +139,8 @@ fn trace_loop(
     }
 }
 
-fn set(host: &Host, record: &IfaceRecord, value: &TraceMatch) -> anyhow::Result<()> {
-    let path = host.state.iface_dir(&host.scope, &record.ifname).join(maps::TRACE);
+fn set(target: &Target, record: &IfaceRecord, value: &TraceMatch) -> anyhow::Result<()> {
+    let path = target.state.iface_dir(&target.scope, &record.ifname).join(maps::TRACE);
     let mut trace: Array<MapData, TraceMatch> = Array::try_from(Map::Array(maps::open(&path)?))?;
     trace.set(0, value, 0).with_context(|| format!("setting the trace of {}", record.ifname))?;
     Ok(())

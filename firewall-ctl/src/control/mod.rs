@@ -1,4 +1,4 @@
-//! Bringing one host (scope) to a wanted set of filtered interfaces under a
+//! Bringing one scope to a wanted set of filtered interfaces under a
 //! policy. `apply`, `attach`, `detach` and `restore` all end in
 //! [`commit::commit`], because any of them can change which addresses carry
 //! a group, and every rule that references the group must follow
@@ -28,11 +28,12 @@ use crate::{
     InputError,
 };
 
-/// The host `sgctl` works on: a state directory and a scope in it, and
+/// What `sgctl` works on (not a host: a scope, the initial network namespace
+/// or a named one): a state directory and a scope in it, and
 /// where the applied policy is saved on disk. The process has already
 /// entered the scope's network namespace.
 #[derive(Clone)]
-pub struct Host {
+pub struct Target {
     pub state: StateDir,
     pub lib: LibDir,
     pub scope: Scope,
@@ -94,7 +95,7 @@ impl std::fmt::Display for IfaceChange {
     }
 }
 
-impl Host {
+impl Target {
     /// The generation in force (`None`: nothing was ever committed here).
     pub fn active(&self) -> anyhow::Result<Option<Active>> {
         Ok(maps::read_active(&self.state.active_path(&self.scope))?.filter(|a| a.generation > 0))

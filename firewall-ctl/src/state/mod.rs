@@ -28,32 +28,33 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-/// A host: the initial network namespace, or a named one (`ip netns`).
+/// Where sgctl works: the initial network namespace (shown as "host"), or a
+/// named one (`ip netns`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
-    Host,
+    InitNetns,
     Netns(String),
 }
 
 impl Scope {
     pub fn dir_name(&self) -> String {
         match self {
-            Self::Host => "host".into(),
+            Self::InitNetns => "host".into(),
             Self::Netns(name) => format!("netns-{}", escape(name)),
         }
     }
 
     pub fn from_dir_name(name: &str) -> Option<Self> {
         match name {
-            "host" => Some(Self::Host),
+            "host" => Some(Self::InitNetns),
             _ => name.strip_prefix("netns-").map(|n| Self::Netns(unescape(n))),
         }
     }
 
-    /// The namespace name for JSON (`null` for the host).
+    /// The namespace name for JSON (`null` for the initial one).
     pub fn netns(&self) -> Option<&str> {
         match self {
-            Self::Host => None,
+            Self::InitNetns => None,
             Self::Netns(n) => Some(n),
         }
     }
@@ -62,7 +63,7 @@ impl Scope {
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Host => f.write_str("host"),
+            Self::InitNetns => f.write_str("host"),
             Self::Netns(n) => write!(f, "netns {n}"),
         }
     }
