@@ -139,6 +139,16 @@ impl Timeouts {
         other_ns: 600 * SEC,
     };
 
+    /// The timeouts in force given what `CT_CONFIG[0]` holds: zero (never
+    /// written) or missing means the AWS defaults.
+    #[inline(always)]
+    pub fn in_force(configured: Option<&Self>) -> &Self {
+        match configured {
+            Some(t) if t.tcp_established_ns != 0 => t,
+            _ => &Self::AWS_DEFAULT,
+        }
+    }
+
     /// Idle timeout of a flow of `protocol` in `state`.
     pub fn for_flow(&self, protocol: u8, state: FlowState) -> u64 {
         match (protocol, state) {

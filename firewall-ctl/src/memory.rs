@@ -451,4 +451,57 @@ mod tests {
             assert!(maps.iter().any(|m| m.name == name), "{name} missing from {maps:?}");
         }
     }
+
+    /// aya-ebpf names a map after its static: the object's maps must be
+    /// exactly firewall-common's `map_names`, which sgctl opens and pins by.
+    #[test]
+    fn the_object_declares_the_maps_firewall_common_names() {
+        let mut declared: Vec<&str> =
+            object_maps().iter().map(|m| m.name.as_str()).filter(|n| !n.starts_with('.')).collect();
+        let mut named = firewall_common::map_names::ALL.to_vec();
+        declared.sort_unstable();
+        named.sort_unstable();
+        assert_eq!(declared, named);
+    }
+
+    /// The kernel side's key and value sizes are the shared types' sizes.
+    #[test]
+    fn the_object_maps_have_the_shared_types_sizes() {
+        use std::mem::size_of;
+
+        use firewall_common::{
+            conntrack::{FlowEntry, FlowKey, Timeouts},
+            counters::{ReasonCounters, RuleCounters},
+            events::{EventBudget, TraceMatch},
+            map_names as n,
+            policy::{Active, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta},
+        };
+        let size = |t: usize| u32::try_from(t).expect("small type");
+        let expected = [
+            (n::ACTIVE, size(size_of::<u32>()), size(size_of::<Active>())),
+            (n::SLOT_META, size(size_of::<u32>()), size(size_of::<SlotMeta>())),
+            (n::CONNTRACK, size(size_of::<FlowKey>()), size(size_of::<FlowEntry>())),
+            (n::CT_CONFIG, size(size_of::<u32>()), size(size_of::<Timeouts>())),
+            (n::RULE_STATS, size(size_of::<u32>()), size(size_of::<RuleCounters>())),
+            (n::IFACE_STATS, size(size_of::<u32>()), size(size_of::<ReasonCounters>())),
+            (n::EVENT_BUDGET, size(size_of::<u32>()), size(size_of::<EventBudget>())),
+            (n::TRACE, size(size_of::<u32>()), size(size_of::<TraceMatch>())),
+        ];
+        let maps = object_maps();
+        let find = |name: &str| maps.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} missing"));
+        for (name, key, value) in expected {
+            let m = find(name);
+            assert_eq!((m.key_size, m.value_size), (key, value), "{name}");
+        }
+        // Map-in-map: the inner maps' key and value.
+        let inner = [
+            (n::L4_RULES, size(size_of::<L4Key>()) + 4, size(size_of::<RuleSet>())),
+            (n::CLASSES, size(size_of::<u64>()), size(size_of::<ClassRules>())),
+            (n::CONNTRACK_PREV, size(size_of::<FlowKey>()), size(size_of::<FlowEntry>())),
+        ];
+        for (name, key, value) in inner {
+            assert_eq!(find(name).inner, Some((key, value)), "{name}");
+        }
+        assert_eq!(find(n::ADDR4).inner.map(|(_, v)| v), Some(size(size_of::<AddrEntry>())), "ADDR4");
+    }
 }

@@ -5,7 +5,10 @@
 //!
 //! Every scrape reads the kernel's counters afresh into a new registry, so
 //! the values are exactly those `sgctl stats --json` reads at that moment.
-use firewall_common::counters::{Reason, ReasonCounters, RuleCounters};
+use firewall_common::{
+    counters::{reason_slot, Reason, ReasonCounters, RuleCounters},
+    Direction,
+};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
@@ -22,7 +25,7 @@ pub struct IfaceSample {
     pub netns: String,
     pub interface: String,
     pub rules: Vec<(RuleInfo, RuleCounters)>,
-    /// Index `direction * Reason::COUNT + reason`.
+    /// Index `counters::reason_slot(direction, reason)`.
     pub reasons: Vec<ReasonCounters>,
     pub conntrack_entries: u64,
     pub conntrack_limit: u64,
@@ -116,8 +119,8 @@ pub fn encode_sample(sample: &Sample) -> anyhow::Result<String> {
             packets.get_or_create(&labels).inc_by(c.packets);
             bytes.get_or_create(&labels).inc_by(c.bytes);
         }
-        for (d, direction) in ["inbound", "outbound"].into_iter().enumerate() {
-            let per = |r: Reason| i.reasons[d * Reason::COUNT as usize + r as usize].packets;
+        for (d, direction) in [(Direction::Inbound, "inbound"), (Direction::Outbound, "outbound")] {
+            let per = |r: Reason| i.reasons[reason_slot(d, r) as usize].packets;
             for reason in Reason::ALL.into_iter().filter(|r| r.is_drop()) {
                 let mut labels = at();
                 labels.push(("direction", direction.to_owned()));
@@ -149,6 +152,8 @@ fn gauge_value(v: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use firewall_common::counters::REASON_SLOTS;
+
     use super::*;
     use crate::policy::RuleDirection;
 
@@ -160,9 +165,9 @@ mod tests {
             description: Some("HTTP".into()),
             identity: 7,
         };
-        let mut reasons = vec![ReasonCounters::default(); 2 * Reason::COUNT as usize];
+        let mut reasons = vec![ReasonCounters::default(); REASON_SLOTS as usize];
         reasons[Reason::DropNoRule as usize].packets = 5;
-        reasons[Reason::COUNT as usize + Reason::PassAudit as usize].packets = 2;
+        reasons[reason_slot(Direction::Outbound, Reason::PassAudit) as usize].packets = 2;
         Sample {
             generations: vec![(String::new(), 3)],
             interfaces: vec![IfaceSample {

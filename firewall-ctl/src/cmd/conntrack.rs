@@ -184,11 +184,5 @@ fn endpoint(family: u8, addr: &Addr6, port: u16, protocol: u8) -> String {
 }
 
 fn protocol_name(p: u8) -> String {
-    match p {
-        firewall_common::proto::TCP => "tcp".into(),
-        firewall_common::proto::UDP => "udp".into(),
-        firewall_common::proto::ICMP => "icmp".into(),
-        firewall_common::proto::ICMPV6 => "icmpv6".into(),
-        n => n.to_string(),
-    }
+    firewall_common::proto::name(p).map_or_else(|| p.to_string(), str::to_owned)
 }

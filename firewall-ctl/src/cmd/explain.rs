@@ -99,12 +99,9 @@ pub fn run(target: &Target, args: &ExplainArgs, json: bool) -> anyhow::Result<()
 
 /// The packet's transport from `--proto`, `--dport` and the ICMP flags.
 fn transport(args: &ExplainArgs) -> anyhow::Result<Transport> {
-    let number = match args.proto.to_ascii_lowercase().as_str() {
-        "tcp" => proto::TCP,
-        "udp" => proto::UDP,
-        "icmp" => proto::ICMP,
-        "icmpv6" => proto::ICMPV6,
-        n => n.parse().map_err(|_| {
+    let number = match proto::by_name(&args.proto) {
+        Some(number) => number,
+        None => args.proto.parse().map_err(|_| {
             InputError(format!("invalid protocol {:?}: expected tcp, udp, icmp, icmpv6 or a number 0-255", args.proto))
         })?,
     };

@@ -1,7 +1,10 @@
 //! `sgctl stats [--watch SECS]`: traffic per rule, drops per interface.
 use std::collections::BTreeMap;
 
-use firewall_common::counters::{Reason, ReasonCounters};
+use firewall_common::{
+    counters::{reason_slot, Reason, ReasonCounters},
+    Direction,
+};
 use serde::Serialize;
 
 use crate::{
@@ -92,10 +95,10 @@ fn sort_key(info: &RuleInfo) -> (String, String, u32) {
 }
 
 fn iface_stats(ifname: &str, target: &Target, counters: &[ReasonCounters]) -> IfaceStats {
-    let per_direction = |d: u32| -> BTreeMap<&'static str, u64> {
-        Reason::ALL.iter().map(|r| (r.name(), counters[(d * Reason::COUNT + *r as u32) as usize].packets)).collect()
+    let per_direction = |d: Direction| -> BTreeMap<&'static str, u64> {
+        Reason::ALL.iter().map(|r| (r.name(), counters[reason_slot(d, *r) as usize].packets)).collect()
     };
-    let (inbound, outbound) = (per_direction(0), per_direction(1));
+    let (inbound, outbound) = (per_direction(Direction::Inbound), per_direction(Direction::Outbound));
     let both = |r: Reason| inbound[r.name()] + outbound[r.name()];
     IfaceStats {
         interface: ifname.to_owned(),

@@ -25,7 +25,9 @@ use firewall_common::{
     counters::Reason,
     events::{FlowEvent, TraceMatch},
     policy::{addr6_from_octets, addr6_octets, SLOT_AUDIT},
-    proto, Direction,
+    proto,
+    tcp::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN},
+    Direction,
 };
 use ipnet::IpNet;
 
@@ -150,12 +152,9 @@ fn set(target: &Target, record: &IfaceRecord, value: &TraceMatch) -> anyhow::Res
 fn trace_match(args: &TraceArgs) -> anyhow::Result<TraceMatch> {
     let mut m = TraceMatch::default();
     if let Some(p) = &args.proto {
-        m.protocol = match p.to_ascii_lowercase().as_str() {
-            "tcp" => proto::TCP,
-            "udp" => proto::UDP,
-            "icmp" => proto::ICMP,
-            "icmpv6" => proto::ICMPV6,
-            n => n.parse().ok().filter(|n| *n != 0).ok_or_else(|| {
+        m.protocol = match proto::by_name(p) {
+            Some(number) => number,
+            None => p.parse().ok().filter(|n| *n != 0).ok_or_else(|| {
                 InputError(format!("invalid protocol {p:?}: expected tcp, udp, icmp, icmpv6 or a number 1-255"))
             })?,
         };
@@ -261,17 +260,11 @@ fn print(e: &FlowEvent, record: Option<&IfaceRecord>, json: bool) {
 }
 
 fn protocol_name(p: u8) -> String {
-    match p {
-        proto::TCP => "tcp".into(),
-        proto::UDP => "udp".into(),
-        proto::ICMP => "icmp".into(),
-        proto::ICMPV6 => "icmpv6".into(),
-        n => format!("proto {n}"),
-    }
+    proto::name(p).map_or_else(|| format!("proto {p}"), str::to_owned)
 }
 
 fn tcp_flags(f: u8) -> String {
-    let names = [(0x02, 'S'), (0x10, '.'), (0x01, 'F'), (0x04, 'R'), (0x08, 'P')];
+    let names = [(TCP_SYN, 'S'), (TCP_ACK, '.'), (TCP_FIN, 'F'), (TCP_RST, 'R'), (TCP_PSH, 'P')];
     let s: String = names.iter().filter(|(bit, _)| f & bit != 0).map(|(_, c)| *c).collect();
     if s.is_empty() {
         "none".into()

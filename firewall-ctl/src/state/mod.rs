@@ -194,7 +194,7 @@ impl StateDir {
 
     /// The scope's `ACTIVE` map pin.
     pub fn active_path(&self, scope: &Scope) -> PathBuf {
-        self.scope_dir(scope).join("ACTIVE")
+        self.scope_dir(scope).join(firewall_common::map_names::ACTIVE)
     }
 
     pub fn scope_dir(&self, scope: &Scope) -> PathBuf {
