@@ -369,27 +369,51 @@ pub fn mem_total() -> u64 {
         .unwrap_or(1 << 30)
 }
 
-/// Refuses an estimate whose peak is over `limit`, with a message naming
-/// the interface and map that take the most.
-pub fn check(estimate: &Estimate, limit: Limit) -> Result<(), crate::InputError> {
+/// A policy over the kernel memory limit: how much it needs, and the
+/// interface and map that take the most.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the policy needs {} of kernel memory while it is put in force ({} once in force), over the limit of {} \
+     ({limit}){}: raise it with --max-kernel-memory, or make the policy smaller",
+    human(*peak),
+    human(*resident),
+    human(*max),
+    largest.as_ref().map(Largest::to_string).unwrap_or_default()
+)]
+pub struct OverLimit {
+    pub peak: u64,
+    pub resident: u64,
+    /// `limit` in bytes.
+    pub max: u64,
+    pub limit: Limit,
+    pub largest: Option<Largest>,
+}
+
+/// The interface whose maps take the most, and its largest map.
+#[derive(Debug, thiserror::Error)]
+#[error("; {interface} takes {}, most of it {map} ({entries} entries)", human(*resident))]
+pub struct Largest {
+    pub interface: String,
+    pub resident: u64,
+    pub map: String,
+    pub entries: u64,
+}
+
+/// Refuses an estimate whose peak is over `limit`, naming the interface
+/// and map that take the most.
+pub fn check(estimate: &Estimate, limit: Limit) -> Result<(), OverLimit> {
     let max = limit.bytes();
     if estimate.peak <= max {
         return Ok(());
     }
     let biggest = estimate.interfaces.iter().max_by_key(|i| i.resident());
-    let detail = biggest
-        .and_then(|i| Some((i, i.largest()?)))
-        .map(|(i, m)| {
-            format!("; {} takes {}, most of it {} ({} entries)", i.interface, human(i.resident()), m.map, m.entries)
-        })
-        .unwrap_or_default();
-    Err(crate::InputError(format!(
-        "the policy needs {} of kernel memory while it is put in force ({} once in force), over the limit of {} \
-         ({limit}){detail}: raise it with --max-kernel-memory, or make the policy smaller",
-        human(estimate.peak),
-        human(estimate.resident),
-        human(max),
-    )))
+    let largest = biggest.and_then(|i| Some((i, i.largest()?))).map(|(i, m)| Largest {
+        interface: i.interface.clone(),
+        resident: i.resident(),
+        map: m.map.clone(),
+        entries: m.entries,
+    });
+    Err(OverLimit { peak: estimate.peak, resident: estimate.resident, max, limit, largest })
 }
 
 /// `1.5 MiB`, `312 B`.

@@ -8,15 +8,14 @@ use crate::{
 };
 
 pub fn attach(target: &Target, iface: &str, groups: &[String], mode: Mode, json: bool) -> anyhow::Result<()> {
-    let (record, policy) = target
-        .parsed_policy()?
-        .ok_or_else(|| InputError(format!("no policy applied in {}: run `sgctl apply FILE...` first", target.scope)))?;
+    let (record, policy) =
+        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyApplied { scope: target.scope.clone() })?;
     if netns::ifindex(iface).is_none() {
-        return Err(InputError(format!("interface {iface:?} does not exist in {}", target.scope)).into());
+        return Err(InputError::NoSuchInterface { ifname: iface.to_owned(), scope: target.scope.clone() }.into());
     }
     if let Some(unknown) = groups.iter().find(|g| policy.group(g).is_none()) {
-        let known: Vec<&str> = policy.groups.iter().map(|g| g.name.as_str()).collect();
-        return Err(InputError(format!("unknown group {unknown:?}: expected one of {}", known.join(", "))).into());
+        let known = policy.groups.iter().map(|g| g.name.clone()).collect();
+        return Err(InputError::UnknownGroup { group: unknown.clone(), known }.into());
     }
     let mut wanted = target.current_wanted()?;
     wanted.retain(|w| w.ifname != iface);
@@ -26,10 +25,10 @@ pub fn attach(target: &Target, iface: &str, groups: &[String], mode: Mode, json:
 
 pub fn detach(target: &Target, iface: &str, json: bool) -> anyhow::Result<()> {
     if !target.interfaces()?.iter().any(|r| r.ifname == iface) {
-        return Err(InputError(format!("interface {iface:?} is not filtered in {}", target.scope)).into());
+        return Err(InputError::NotFiltered { ifname: iface.to_owned(), scope: target.scope.clone() }.into());
     }
     let (record, policy) =
-        target.parsed_policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", target.scope)))?;
+        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyInForce { scope: target.scope.clone() })?;
     let mut wanted = target.current_wanted()?;
     wanted.retain(|w| w.ifname != iface);
     // Other interfaces' rules may reference groups this one carried.

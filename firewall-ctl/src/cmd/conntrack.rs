@@ -65,10 +65,7 @@ pub fn run(targets: &[Target], action: &ConntrackAction, json: bool) -> anyhow::
                 let what = rule
                     .as_ref()
                     .map_or_else(|| format!("group {:?}", group.as_deref().unwrap_or("")), |r| format!("rule {r:?}"));
-                return Err(InputError(format!(
-                    "no filtered interface has {what} (rules are named GROUP/inbound/N or GROUP/outbound/N, as `sgctl stats` shows them)"
-                ))
-                .into());
+                return Err(InputError::NoSuchRule { what }.into());
             }
             Ok(())
         }

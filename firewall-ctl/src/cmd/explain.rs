@@ -35,18 +35,18 @@ struct Explanation {
 
 pub fn run(target: &Target, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
     let (_, policy) =
-        target.parsed_policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", target.scope)))?;
+        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyInForce { scope: target.scope.clone() })?;
     let wanted = target.current_wanted()?;
     let attached = wanted
         .iter()
         .find(|w| w.ifname == args.iface)
-        .ok_or_else(|| InputError(format!("interface {:?} is not filtered in {}", args.iface, target.scope)))?;
+        .ok_or_else(|| InputError::NotFiltered { ifname: args.iface.clone(), scope: target.scope.clone() })?;
     let local = control::local_members(&wanted)?;
     let model = Model::new(&policy, &attached.groups, &local)
-        .map_err(|e| InputError(format!("interface {}: {e} (in the applied policy)", args.iface)))?;
+        .map_err(|e| InputError::AppliedPolicy { error: e.on_interface(&args.iface) })?;
 
     let direction = if args.outbound { RuleDirection::Outbound } else { RuleDirection::Inbound };
-    let packet = IpPacket::new(args.src, args.dst, transport(args)?).map_err(|e| InputError(e.to_string()))?;
+    let packet = IpPacket::new(args.src, args.dst, transport(args)?)?;
     let verdict = model.judge(direction, &packet);
     let audit_groups: Vec<String> = attached
         .groups
@@ -101,9 +101,9 @@ pub fn run(target: &Target, args: &ExplainArgs, json: bool) -> anyhow::Result<()
 fn transport(args: &ExplainArgs) -> anyhow::Result<Transport> {
     let number = match proto::by_name(&args.proto) {
         Some(number) => number,
-        None => args.proto.parse().map_err(|_| {
-            InputError(format!("invalid protocol {:?}: expected tcp, udp, icmp, icmpv6 or a number 0-255", args.proto))
-        })?,
+        None => {
+            args.proto.parse().map_err(|_| InputError::InvalidProtocol { value: args.proto.clone(), range: "0-255" })?
+        }
     };
     let dport = args.dport.unwrap_or(0);
     let (icmp_type, code) = (args.icmp_type, args.icmp_code.unwrap_or(0));

@@ -65,9 +65,10 @@ pub fn run(target: &Target, action: &MembersAction, json: bool) -> anyhow::Resul
 /// An address or network as the policy's `members:` takes it.
 fn address(text: &str) -> Result<IpNet, InputError> {
     parse_cidr(text).map_err(|e| {
-        InputError(match e {
-            CidrError::NotCidr(why) => format!("invalid address {text:?}: {why}"),
-            CidrError::HostBits(net) => format!("invalid address {text:?}: host bits are set; did you mean {net}?"),
-        })
+        let text = text.to_owned();
+        match e {
+            CidrError::NotCidr(why) => InputError::InvalidAddress { text, why },
+            CidrError::HostBits(network) => InputError::AddressHostBits { text, network },
+        }
     })
 }

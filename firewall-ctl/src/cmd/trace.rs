@@ -54,11 +54,11 @@ pub fn run(target: &Target, args: &TraceArgs, json: bool) -> anyhow::Result<()> 
     if let Some(iface) = &args.iface {
         records.retain(|r| &r.ifname == iface);
         if records.is_empty() {
-            return Err(InputError(format!("interface {iface:?} is not filtered in {}", target.scope)).into());
+            return Err(InputError::NotFiltered { ifname: iface.clone(), scope: target.scope.clone() }.into());
         }
     }
     if records.is_empty() {
-        return Err(InputError(format!("no filtered interface in {}: nothing to trace", target.scope)).into());
+        return Err(InputError::NothingToTrace { scope: target.scope.clone() }.into());
     }
     let wanted = trace_match(args)?;
     let ring_path = target.state.active_path(&target.scope).with_file_name(maps::TRACE_EVENTS);
@@ -154,9 +154,11 @@ fn trace_match(args: &TraceArgs) -> anyhow::Result<TraceMatch> {
     if let Some(p) = &args.proto {
         m.protocol = match proto::by_name(p) {
             Some(number) => number,
-            None => p.parse().ok().filter(|n| *n != 0).ok_or_else(|| {
-                InputError(format!("invalid protocol {p:?}: expected tcp, udp, icmp, icmpv6 or a number 1-255"))
-            })?,
+            None => p
+                .parse()
+                .ok()
+                .filter(|n| *n != 0)
+                .ok_or_else(|| InputError::InvalidProtocol { value: p.clone(), range: "1-255" })?,
         };
     }
     m.sport = args.sport.unwrap_or(0);
@@ -164,7 +166,7 @@ fn trace_match(args: &TraceArgs) -> anyhow::Result<TraceMatch> {
     let family = |net: &IpNet| if net.addr().is_ipv4() { 4 } else { 6 };
     if let (Some(s), Some(d)) = (&args.src, &args.dst) {
         if family(s) != family(d) {
-            return Err(InputError(format!("--src {s} and --dst {d} are of different IP versions")).into());
+            return Err(InputError::MixedFamilies { src: *s, dst: *d }.into());
         }
     }
     if let Some(net) = &args.src {

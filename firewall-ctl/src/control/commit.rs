@@ -106,7 +106,7 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
     let mut planned = Vec::with_capacity(wanted.len());
     for (want, compiled) in wanted.iter().zip(compiled) {
         let ifindex = netns::ifindex(&want.ifname)
-            .ok_or_else(|| InputError(format!("interface {:?} does not exist in {}", want.ifname, target.scope)))?;
+            .ok_or_else(|| InputError::NoSuchInterface { ifname: want.ifname.clone(), scope: target.scope.clone() })?;
         let old = in_force.get(&want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == ifindex);
         // Devices sgctl cannot filter (or not with that hook) are refused
         // here, before anything changes.
@@ -125,7 +125,7 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
                 Default::default()
             }
         });
-        let image = image::build(&compiled, &assignment.by_rule).map_err(|e| InputError(e.to_string()))?;
+        let image = image::build(&compiled, &assignment.by_rule)?;
         let record = IfaceRecord {
             ifindex,
             ingress: old.map_or(IngressHook::Tc, |r| r.ingress),

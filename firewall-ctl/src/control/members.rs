@@ -81,17 +81,11 @@ pub struct Outcome {
 pub fn change(target: &Target, change: &Change) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     repair::repair_scope(target)?;
-    let active = target
-        .active()?
-        .ok_or_else(|| InputError(format!("no policy applied in {}: run `sgctl apply FILE...` first", target.scope)))?;
+    let active = target.active()?.ok_or_else(|| InputError::NoPolicyApplied { scope: target.scope.clone() })?;
     let mut edits = target.member_edits(active.slot)?;
     edits.record(&change.group, change.add, &change.addresses);
     if edits.len() > MAX_EDITED_ADDRESSES {
-        return Err(InputError(format!(
-            "sgctl members keeps at most {MAX_EDITED_ADDRESSES} changed addresses beside the policy files: write \
-             the memberships into the files and apply them"
-        ))
-        .into());
+        return Err(InputError::TooManyMemberEdits { max: MAX_EDITED_ADDRESSES }.into());
     }
     let records = target.records(active.slot)?;
     let records: Vec<IfaceRecord> =
@@ -131,13 +125,8 @@ fn full_change(
     record.member_edits = edits;
     let parsed = record.parse().context("the recorded policy no longer parses")?;
     if parsed.group(&change.group).is_none() {
-        let known: Vec<&str> = parsed.groups.iter().map(|g| g.name.as_str()).collect();
-        return Err(InputError(format!(
-            "unknown group {:?}: the policy in force defines {}",
-            change.group,
-            known.join(", ")
-        ))
-        .into());
+        let known = parsed.groups.iter().map(|g| g.name.clone()).collect();
+        return Err(InputError::GroupNotInForce { group: change.group.clone(), known }.into());
     }
     let outcome = commit::commit(target, &record, &parsed, &target.current_wanted()?)?;
     Ok(Outcome {

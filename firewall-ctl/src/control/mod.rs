@@ -182,15 +182,10 @@ pub fn compile_all(policy: &Policy, wanted: &[Wanted]) -> anyhow::Result<Vec<Com
         .map(|w| {
             for group in &w.groups {
                 if policy.group(group).is_none() {
-                    return Err(InputError(format!(
-                        "interface {}: group {group:?} is not defined by the applied policy",
-                        w.ifname
-                    ))
-                    .into());
+                    return Err(InputError::GroupNotDefined { ifname: w.ifname.clone(), group: group.clone() }.into());
                 }
             }
-            compile::compile_interface(policy, &w.groups, &local)
-                .map_err(|e| InputError(format!("interface {}: {e}", w.ifname)).into())
+            compile::compile_interface(policy, &w.groups, &local).map_err(|e| e.on_interface(&w.ifname).into())
         })
         .collect()
 }
@@ -208,7 +203,7 @@ pub fn estimate_fresh(
     for (want, compiled) in wanted.iter().zip(compiled) {
         let assignment =
             crate::counter_slots::assign(&Default::default(), &compiled.rules, 1, std::collections::HashSet::new);
-        let image = crate::image::build(compiled, &assignment.by_rule).map_err(|e| InputError(e.to_string()))?;
+        let image = crate::image::build(compiled, &assignment.by_rule)?;
         let record = commit::record_of(want, compiled, &image, assignment.table);
         let record = crate::memory::json_len(&record);
         interfaces.push(crate::memory::interface(&want.ifname, &image, compiled.conntrack_capacity, record));

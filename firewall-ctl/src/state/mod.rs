@@ -127,10 +127,7 @@ impl StateDir {
                 .with_context(|| format!("creating state directory {}", root.display()))?;
         }
         if !is_bpffs(root) {
-            anyhow::bail!(crate::InputError(format!(
-                "state directory {} is not on a bpffs mount (mount -t bpf bpf DIR)",
-                root.display()
-            )));
+            anyhow::bail!(crate::InputError::NotBpffs { dir: root.to_owned() });
         }
         check_private(root)?;
         let dir = Self { root: root.to_owned() };
@@ -277,13 +274,11 @@ fn check_private(root: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(root).with_context(|| format!("reading {}", root.display()))?;
     if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        anyhow::bail!(crate::InputError(format!(
-            "state directory {} is writable by others (owner uid {}, mode {:o}): it must be root's, mode 0700 \
-             (chmod 700 {0})",
-            root.display(),
-            meta.uid(),
-            meta.mode() & 0o7777
-        )));
+        anyhow::bail!(crate::InputError::StateDirNotPrivate {
+            dir: root.to_owned(),
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777
+        });
     }
     Ok(())
 }
