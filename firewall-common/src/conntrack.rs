@@ -139,13 +139,20 @@ impl Timeouts {
         other_ns: 600 * SEC,
     };
 
-    /// The timeouts in force given what `CT_CONFIG[0]` holds: zero (never
-    /// written) or missing means the AWS defaults.
+    /// Whether `CT_CONFIG[0]` holds no timeouts (zero: never written), so
+    /// the AWS defaults apply.
     #[inline(always)]
-    pub fn in_force(configured: Option<&Self>) -> &Self {
+    pub const fn is_unset(&self) -> bool {
+        self.tcp_established_ns == 0
+    }
+
+    /// The timeouts in force given what `CT_CONFIG[0]` holds. By value: a
+    /// reference to `AWS_DEFAULT` would be one into the object's `.rodata`,
+    /// which the kernel side must not read on the per-packet path.
+    pub fn in_force(configured: Option<Self>) -> Self {
         match configured {
-            Some(t) if t.tcp_established_ns != 0 => t,
-            _ => &Self::AWS_DEFAULT,
+            Some(t) if !t.is_unset() => t,
+            _ => Self::AWS_DEFAULT,
         }
     }
 

@@ -107,7 +107,10 @@ pub fn now_ns() -> u64 {
 /// Idle timeout of a flow, from `CT_CONFIG` (AWS defaults until set).
 #[inline(always)]
 fn timeout_ns(protocol: u8, state: FlowState) -> u64 {
-    Timeouts::in_force(CT_CONFIG.get(0)).for_flow(protocol, state)
+    match CT_CONFIG.get(0) {
+        Some(t) if !t.is_unset() => t.for_flow(protocol, state),
+        _ => Timeouts::AWS_DEFAULT.for_flow(protocol, state),
+    }
 }
 
 /// The entry of `key`: in `CONNTRACK`, or, while `sgctl` moves the flows

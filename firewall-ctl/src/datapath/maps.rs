@@ -244,7 +244,7 @@ impl IfaceMaps {
 
     pub fn timeouts(&self) -> anyhow::Result<Timeouts> {
         let config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_CONFIG)?))?;
-        Ok(*Timeouts::in_force(Some(&config.get(&0, 0)?)))
+        Ok(Timeouts::in_force(Some(config.get(&0, 0)?)))
     }
 
     pub fn conntrack_capacity(&self) -> anyhow::Result<u32> {
