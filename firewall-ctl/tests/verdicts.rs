@@ -137,7 +137,7 @@ fn audit_mode_passes_what_no_rule_allows_as_would_drop_and_tracks_it() {
     assert_eq!(dp.reason(Direction::Inbound, Reason::PassAudit), 1);
     assert_eq!(dp.reason(Direction::Inbound, Reason::DropNoRule), 0);
     // Its reply rides the flow audit opened, with no outbound rule needed.
-    let reply = ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp(8080, 40000, TCP_SYN | TCP_ACK));
+    let reply = ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp_seq(8080, 40000, TCP_SYN | TCP_ACK, 900, 2));
     assert_eq!(dp.outbound(&reply), Verdict::Pass);
     assert_eq!(dp.reason(Direction::Outbound, Reason::PassTracked), 1);
     // What a rule allows is the rule's, as in enforce mode.
