@@ -18,6 +18,7 @@ use std::{
 
 pub mod agent;
 pub mod flood;
+pub mod seed;
 
 use serde_json::Value;
 pub use testlab::{Lab, LabHost, Listener, Outcome};
