@@ -100,6 +100,16 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    /// The state's name in every report (`conntrack list`, `trace`):
+    /// a TCP handshake is `opening` until it completes, SYN-ACK seen or not.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opening | Self::SynReceived => "opening",
+            Self::Established => "established",
+            Self::Closing => "closing",
+        }
+    }
+
     pub fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Established,

@@ -77,7 +77,8 @@ fn trace_shows_each_judged_packet_with_verdict_rule_and_conntrack_state() {
     assert_eq!(reply["direction"], "outbound", "the SYN-ACK: {reply}");
     assert_eq!(reply["reason"], "pass_tracked", "{reply}");
     assert_eq!(reply["rule"], "web-server/inbound/1", "{reply}");
-    assert_eq!(reply["conntrack"], "established", "{reply}");
+    // The handshake is not complete until the client's ACK (SYN-ACK seen).
+    assert_eq!(reply["conntrack"], "opening", "{reply}");
 
     // A trace of nothing in particular, stopped by its duration, sees nothing of port 9.
     let quiet = trace(&sg, &["--dport", "9", "--count", "1", "--duration", "1"], || {});

@@ -94,12 +94,7 @@ fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
                     protocol: key.protocol,
                     src,
                     dst,
-                    state: match state {
-                        // A TCP handshake in progress, SYN-ACK seen or not.
-                        FlowState::Opening | FlowState::SynReceived => "opening",
-                        FlowState::Established => "established",
-                        FlowState::Closing => "closing",
-                    },
+                    state: state.name(),
                     rule: match record.rule_of_slot(entry.slot) {
                         Some((rule, false)) => rule.to_string(),
                         Some((rule, true)) => format!("{rule} (removed)"),

@@ -22,6 +22,7 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{Array, Map, MapData, RingBuf};
 use firewall_common::{
+    conntrack::FlowState,
     counters::Reason,
     events::{FlowEvent, TraceMatch},
     policy::{addr6_from_octets, addr6_octets, SLOT_AUDIT},
@@ -213,7 +214,8 @@ fn print(e: &FlowEvent, record: Option<&IfaceRecord>, json: bool) {
             None if e.slot == SLOT_AUDIT => "(audit)".to_owned(),
             None => "(removed rule)".to_owned(),
         });
-    let ct = ["none", "opening", "established", "closing"].get(usize::from(e.ct_state)).copied().unwrap_or("?");
+    // 0: no flow; else the flow's state + 1 (firewall-ebpf/src/events.rs).
+    let ct = e.ct_state.checked_sub(1).map_or("none", |s| FlowState::from_u8(s).name());
     let direction = if e.direction == Direction::Inbound as u8 { "in" } else { "out" };
     let ifname = record.map_or_else(|| format!("if{}", e.ifindex), |r| r.ifname.clone());
     let (src, dst) = (addr(e.family, e.src), addr(e.family, e.dst));
