@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 
 use aya_obj::generated::bpf_map_type::{
     BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_LRU_HASH,
-    BPF_MAP_TYPE_PERCPU_ARRAY,
+    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF,
 };
 use serde::Serialize;
 
@@ -48,6 +48,13 @@ const HTAB_BUCKET: u64 = 16;
 const LPM_NODE: u64 = 24;
 /// The free-list link `bpf_mem_alloc` puts before each object.
 const LLIST_NODE: u64 = 8;
+/// `sizeof(struct bpf_ringbuf_map)` on 6.18 x86-64.
+const RINGBUF_BASE: u64 = 304;
+/// A ring buffer's pages besides its data: the header, the consumer's and
+/// the producer's positions.
+const RINGBUF_META_PAGES: u64 = 3;
+/// The maps pinned once per scope, beside the interfaces' directories.
+const SCOPE_MAPS: [&str; 3] = [datapath::maps::ACTIVE, datapath::maps::EVENTS, datapath::maps::TRACE_EVENTS];
 /// Bytes per element of a record map (`state::blob`).
 const RECORD_CHUNK: u64 = 64 * 1024;
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -167,8 +174,7 @@ pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record
     let cpus = possible_cpus();
     let mut maps = Vec::new();
     for m in object_maps() {
-        if m.name == datapath::maps::ACTIVE {
-            // Once per scope.
+        if SCOPE_MAPS.contains(&m.name.as_str()) {
             continue;
         }
         let max_entries = if m.name == datapath::maps::CONNTRACK { conntrack_capacity } else { m.max_entries };
@@ -195,16 +201,16 @@ pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record
     IfaceMemory { interface: interface.to_owned(), maps }
 }
 
-/// The scope's own maps: `ACTIVE` and the policy records and their
-/// summaries (one per generation slot, each `policy_bytes` and
-/// `summary_bytes` of JSON).
+/// The scope's own maps: `ACTIVE`, the event ring buffers, and the policy
+/// records and their summaries (one per generation slot, each
+/// `policy_bytes` and `summary_bytes` of JSON).
 pub fn scope(policy_bytes: usize, summary_bytes: usize) -> Vec<MapUse> {
     let cpus = possible_cpus();
     let mut maps = Vec::new();
-    if let Some(m) = object_maps().iter().find(|m| m.name == datapath::maps::ACTIVE) {
-        let mut active = of_map(m.map_type, m.key_size, m.value_size, m.max_entries, m.flags, cpus);
-        active.map.clone_from(&m.name);
-        maps.push(active);
+    for m in object_maps().iter().filter(|m| SCOPE_MAPS.contains(&m.name.as_str())) {
+        let mut use_ = of_map(m.map_type, m.key_size, m.value_size, m.max_entries, m.flags, cpus);
+        use_.map.clone_from(&m.name);
+        maps.push(use_);
     }
     for slot in 0..2 {
         maps.push(record(&format!("policy-{slot}"), policy_bytes));
@@ -234,6 +240,12 @@ fn of_map(map_type: u32, key_size: u32, value_size: u32, max_entries: u32, flags
                 let spare = if lru { 0 } else { cpus };
                 HTAB_BASE + buckets + (HTAB_ELEM + k + v) * (n + spare) + if lru { 0 } else { 8 * cpus }
             }
+        }
+        // kernel/bpf/ringbuf.c, ringbuf_map_mem_usage: the pages, and a page
+        // pointer each for the metadata and for the data, mapped twice.
+        t if t == BPF_MAP_TYPE_RINGBUF as u32 => {
+            let data = n / PAGE;
+            RINGBUF_BASE + (RINGBUF_META_PAGES + data) * PAGE + (RINGBUF_META_PAGES + 2 * data) * 8
         }
         // A trie with no entries yet (an object's template).
         t if t == BPF_MAP_TYPE_LPM_TRIE as u32 => 0,
