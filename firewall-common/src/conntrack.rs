@@ -100,22 +100,22 @@ pub enum FlowState {
 }
 
 impl FlowState {
+    /// The state's name in every report (`conntrack list`, `trace`):
+    /// a TCP handshake is `opening` until it completes, SYN-ACK seen or not.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opening | Self::SynReceived => "opening",
+            Self::Established => "established",
+            Self::Closing => "closing",
+        }
+    }
+
     pub fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Established,
             2 => Self::Closing,
             3 => Self::SynReceived,
             _ => Self::Opening,
-        }
-    }
-
-    /// What `conntrack list` and `trace` call it (docs/cli.md): a TCP
-    /// handshake in progress is `opening`, SYN-ACK seen or not.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Opening | Self::SynReceived => "opening",
-            Self::Established => "established",
-            Self::Closing => "closing",
         }
     }
 }
@@ -148,6 +148,23 @@ impl Timeouts {
         icmp_ns: 30 * SEC,
         other_ns: 600 * SEC,
     };
+
+    /// Whether `CT_CONFIG[0]` holds no timeouts (zero: never written), so
+    /// the AWS defaults apply.
+    #[inline(always)]
+    pub const fn is_unset(&self) -> bool {
+        self.tcp_established_ns == 0
+    }
+
+    /// The timeouts in force given what `CT_CONFIG[0]` holds. By value: a
+    /// reference to `AWS_DEFAULT` would be one into the object's `.rodata`,
+    /// which the kernel side must not read on the per-packet path.
+    pub fn in_force(configured: Option<Self>) -> Self {
+        match configured {
+            Some(t) if !t.is_unset() => t,
+            _ => Self::AWS_DEFAULT,
+        }
+    }
 
     /// Idle timeout of a flow of `protocol` in `state`.
     pub fn for_flow(&self, protocol: u8, state: FlowState) -> u64 {

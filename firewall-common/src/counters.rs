@@ -1,4 +1,5 @@
 //! Counters: per-CPU arrays, summed in userspace.
+use crate::Direction;
 
 /// Value of `RULE_STATS[rule]`: traffic a rule let through.
 #[repr(C)]
@@ -106,10 +107,51 @@ impl Reason {
         Self::ALL.get(v as usize).copied()
     }
 
+    /// Whether the datapath drops a packet for this reason.
     pub fn is_drop(self) -> bool {
         matches!(
             self,
             Self::DropNoRule | Self::DropMalformed | Self::DropConntrackFull | Self::DropFragment | Self::DropNoPolicy
         )
+    }
+}
+
+/// Entries of `IFACE_STATS`: one per (direction, reason).
+pub const REASON_SLOTS: u32 = 2 * Reason::COUNT;
+
+/// The `IFACE_STATS` entry that counts `reason` in `direction`: the one
+/// place that lays the table out, for the kernel and every reader.
+#[inline(always)]
+pub const fn reason_slot(direction: Direction, reason: Reason) -> u32 {
+    direction as u32 * Reason::COUNT + reason as u32
+}
+
+/// What the `IFACE_STATS` entry `slot` counts ([`reason_slot`] undone).
+pub fn of_reason_slot(slot: u32) -> Option<(Direction, Reason)> {
+    let direction = match slot / Reason::COUNT {
+        0 => Direction::Inbound,
+        1 => Direction::Outbound,
+        _ => return None,
+    };
+    Some((direction, Reason::from_u32(slot % Reason::COUNT)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_direction_and_reason_has_its_own_slot_and_back() {
+        let mut seen = [false; REASON_SLOTS as usize];
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            for reason in Reason::ALL {
+                let slot = reason_slot(direction, reason);
+                assert!(!seen[slot as usize], "{direction:?} {reason:?} shares slot {slot}");
+                seen[slot as usize] = true;
+                assert_eq!(of_reason_slot(slot), Some((direction, reason)));
+            }
+        }
+        assert!(seen.iter().all(|s| *s));
+        assert_eq!(of_reason_slot(REASON_SLOTS), None);
     }
 }

@@ -9,7 +9,7 @@ use std::{ffi::OsStr, path::Path};
 use clap_complete::CompletionCandidate;
 
 use crate::{
-    control::Host,
+    control::Target,
     state::{StateDir, DEFAULT_STATE_DIR},
 };
 
@@ -51,7 +51,7 @@ fn applied_groups() -> Vec<String> {
         .into_iter()
         .filter_map(|scope| {
             let lib = crate::saved::LibDir::new(Path::new(crate::saved::DEFAULT_LIB_DIR));
-            Host { state: state.clone(), lib, scope, memory_limit: Default::default() }.parsed_policy().ok().flatten()
+            Target { state: state.clone(), lib, scope, memory_limit: Default::default() }.parsed_policy().ok().flatten()
         })
         .flat_map(|(_, policy)| policy.groups.into_iter().map(|g| g.name))
         .collect();

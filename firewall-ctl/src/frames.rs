@@ -8,10 +8,7 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_8021Q: u16 = 0x8100;
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+pub use firewall_common::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// An Ethernet header with `ether_type`.
 pub fn ethernet(ether_type: u16) -> Vec<u8> {

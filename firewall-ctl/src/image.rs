@@ -9,8 +9,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use firewall_common::policy::{
-    addr6_octets, slot_flags, slot_state, Addr4, Addr6, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta, RULE_WORDS,
+use firewall_common::{
+    map_names,
+    policy::{
+        addr6_octets, slot_flags, slot_state, Addr4, Addr6, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta, RULE_WORDS,
+    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,10 +34,10 @@ impl Kind {
     /// The outer map's name in the object.
     pub fn map_name(self) -> &'static str {
         match self {
-            Self::L4 => "L4_RULES",
-            Self::Addr4 => "ADDR4",
-            Self::Addr6 => "ADDR6",
-            Self::Classes => "CLASSES",
+            Self::L4 => map_names::L4_RULES,
+            Self::Addr4 => map_names::ADDR4,
+            Self::Addr6 => map_names::ADDR6,
+            Self::Classes => map_names::CLASSES,
         }
     }
 }

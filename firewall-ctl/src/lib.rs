@@ -13,10 +13,9 @@ pub mod completers;
 pub mod control;
 pub mod counter_slots;
 pub mod datapath;
+pub mod error;
 pub mod export;
 pub mod flowlog;
-pub mod frames;
-pub mod fuzzing;
 pub mod image;
 pub mod import;
 pub mod membership;
@@ -29,22 +28,17 @@ pub mod policy;
 pub mod privilege;
 pub mod saved;
 pub mod state;
-pub mod testrun;
 pub mod timings;
 
-/// Invalid input (a policy, a name, a flag value): exit status 2, and
-/// nothing in the kernel has changed.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
+// Test-only code, behind the `test-support` feature (Cargo.toml) so the shipped
+// `sgctl` never carries it: the tests, the benchmark and the fuzz target get
+// it through the crate's dev-dependency on itself (or, for fuzz/, its own
+// dependency on the feature).
+#[cfg(feature = "test-support")]
+pub mod frames;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fuzzing;
+#[cfg(feature = "test-support")]
+pub mod testrun;
 
-/// Whether `e` is the user's input at fault (exit 2) rather than the system (exit 1).
-pub fn is_input_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<InputError>() || c.is::<export::ExportError>() || is_located(c))
-}
-
-/// Errors whose message starts with where the input is wrong (`FILE:LINE:COL`
-/// or `FILE: JSON-PATH`), printed as compilers print them, without a prefix.
-pub fn is_located(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.is::<policy::PolicyError>() || e.is::<import::aws::ImportError>()
-}
+pub use error::InputError;

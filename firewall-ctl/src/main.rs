@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser as _};
-use firewall_ctl::{cli::Cli, cmd, completers, is_input_error};
+use firewall_ctl::{cli::Cli, cmd, completers, error};
 
 fn main() -> ExitCode {
     // Answers a shell's completion request (`sgctl completions SHELL --dynamic`) and exits.
@@ -14,16 +14,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // An input error already starts with FILE:LINE:COL, as compilers print.
-            if e.chain().any(firewall_ctl::is_located) {
+            if error::is_located(&e) {
                 eprintln!("{e:#}");
             } else {
                 eprintln!("sgctl: {e:#}");
             }
-            if is_input_error(&e) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            ExitCode::from(error::exit_status(&e) as u8)
         }
     }
 }

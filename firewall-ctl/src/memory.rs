@@ -48,20 +48,23 @@ const HTAB_BUCKET: u64 = 16;
 const LPM_NODE: u64 = 24;
 /// The free-list link `bpf_mem_alloc` puts before each object.
 const LLIST_NODE: u64 = 8;
+/// `sizeof(struct bpf_ringbuf_map)` on 6.18 x86-64.
+const RINGBUF_BASE: u64 = 304;
+/// A ring buffer's pages besides its data: the header, the consumer's and
+/// the producer's positions.
+const RINGBUF_META_PAGES: u64 = 3;
+/// The maps pinned once per scope, beside the interfaces' directories.
+const SCOPE_MAPS: [&str; 3] = [datapath::maps::ACTIVE, datapath::maps::EVENTS, datapath::maps::TRACE_EVENTS];
 /// Bytes per element of a record map (`state::blob`).
 const RECORD_CHUNK: u64 = 64 * 1024;
 const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const PAGE: u64 = 4096;
-/// A ring buffer's pages besides its data (the consumer and producer
-/// positions, `RINGBUF_NR_META_PAGES`), and `struct bpf_ringbuf_map`.
-const RINGBUF_META_PAGES: u64 = 3;
-const RINGBUF_BASE: u64 = 304;
 
 /// Whether the object's map `name` is the scope's, one for all its
-/// interfaces (pinned beside `ACTIVE`), rather than each interface's own.
+/// interfaces, rather than each interface's own.
 fn scope_wide(name: &str) -> bool {
-    [datapath::maps::ACTIVE, datapath::maps::EVENTS, datapath::maps::TRACE_EVENTS].contains(&name)
+    SCOPE_MAPS.contains(&name)
 }
 
 /// What one map takes.
@@ -384,27 +387,51 @@ pub fn mem_total() -> u64 {
         .unwrap_or(1 << 30)
 }
 
-/// Refuses an estimate whose peak is over `limit`, with a message naming
-/// the interface and map that take the most.
-pub fn check(estimate: &Estimate, limit: Limit) -> Result<(), crate::InputError> {
+/// A policy over the kernel memory limit: how much it needs, and the
+/// interface and map that take the most.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the policy needs {} of kernel memory while it is put in force ({} once in force), over the limit of {} \
+     ({limit}){}: raise it with --max-kernel-memory, or make the policy smaller",
+    human(*peak),
+    human(*resident),
+    human(*max),
+    largest.as_ref().map(Largest::to_string).unwrap_or_default()
+)]
+pub struct OverLimit {
+    pub peak: u64,
+    pub resident: u64,
+    /// `limit` in bytes.
+    pub max: u64,
+    pub limit: Limit,
+    pub largest: Option<Largest>,
+}
+
+/// The interface whose maps take the most, and its largest map.
+#[derive(Debug, thiserror::Error)]
+#[error("; {interface} takes {}, most of it {map} ({entries} entries)", human(*resident))]
+pub struct Largest {
+    pub interface: String,
+    pub resident: u64,
+    pub map: String,
+    pub entries: u64,
+}
+
+/// Refuses an estimate whose peak is over `limit`, naming the interface
+/// and map that take the most.
+pub fn check(estimate: &Estimate, limit: Limit) -> Result<(), OverLimit> {
     let max = limit.bytes();
     if estimate.peak <= max {
         return Ok(());
     }
     let biggest = estimate.interfaces.iter().max_by_key(|i| i.resident());
-    let detail = biggest
-        .and_then(|i| Some((i, i.largest()?)))
-        .map(|(i, m)| {
-            format!("; {} takes {}, most of it {} ({} entries)", i.interface, human(i.resident()), m.map, m.entries)
-        })
-        .unwrap_or_default();
-    Err(crate::InputError(format!(
-        "the policy needs {} of kernel memory while it is put in force ({} once in force), over the limit of {} \
-         ({limit}){detail}: raise it with --max-kernel-memory, or make the policy smaller",
-        human(estimate.peak),
-        human(estimate.resident),
-        human(max),
-    )))
+    let largest = biggest.and_then(|i| Some((i, i.largest()?))).map(|(i, m)| Largest {
+        interface: i.interface.clone(),
+        resident: i.resident(),
+        map: m.map.clone(),
+        entries: m.entries,
+    });
+    Err(OverLimit { peak: estimate.peak, resident: estimate.resident, max, limit, largest })
 }
 
 /// `1.5 MiB`, `312 B`.
@@ -465,5 +492,58 @@ mod tests {
         for name in ["CONNTRACK", "ADDR4", "CLASSES", "RULE_STATS", "FRAGMENTS"] {
             assert!(maps.iter().any(|m| m.name == name), "{name} missing from {maps:?}");
         }
+    }
+
+    /// aya-ebpf names a map after its static: the object's maps must be
+    /// exactly firewall-common's `map_names`, which sgctl opens and pins by.
+    #[test]
+    fn the_object_declares_the_maps_firewall_common_names() {
+        let mut declared: Vec<&str> =
+            object_maps().iter().map(|m| m.name.as_str()).filter(|n| !n.starts_with('.')).collect();
+        let mut named = firewall_common::map_names::ALL.to_vec();
+        declared.sort_unstable();
+        named.sort_unstable();
+        assert_eq!(declared, named);
+    }
+
+    /// The kernel side's key and value sizes are the shared types' sizes.
+    #[test]
+    fn the_object_maps_have_the_shared_types_sizes() {
+        use std::mem::size_of;
+
+        use firewall_common::{
+            conntrack::{FlowEntry, FlowKey, Timeouts},
+            counters::{ReasonCounters, RuleCounters},
+            events::{EventBudget, TraceMatch},
+            map_names as n,
+            policy::{Active, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta},
+        };
+        let size = |t: usize| u32::try_from(t).expect("small type");
+        let expected = [
+            (n::ACTIVE, size(size_of::<u32>()), size(size_of::<Active>())),
+            (n::SLOT_META, size(size_of::<u32>()), size(size_of::<SlotMeta>())),
+            (n::CONNTRACK, size(size_of::<FlowKey>()), size(size_of::<FlowEntry>())),
+            (n::CT_CONFIG, size(size_of::<u32>()), size(size_of::<Timeouts>())),
+            (n::RULE_STATS, size(size_of::<u32>()), size(size_of::<RuleCounters>())),
+            (n::IFACE_STATS, size(size_of::<u32>()), size(size_of::<ReasonCounters>())),
+            (n::EVENT_BUDGET, size(size_of::<u32>()), size(size_of::<EventBudget>())),
+            (n::TRACE, size(size_of::<u32>()), size(size_of::<TraceMatch>())),
+        ];
+        let maps = object_maps();
+        let find = |name: &str| maps.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} missing"));
+        for (name, key, value) in expected {
+            let m = find(name);
+            assert_eq!((m.key_size, m.value_size), (key, value), "{name}");
+        }
+        // Map-in-map: the inner maps' key and value.
+        let inner = [
+            (n::L4_RULES, size(size_of::<L4Key>()) + 4, size(size_of::<RuleSet>())),
+            (n::CLASSES, size(size_of::<u64>()), size(size_of::<ClassRules>())),
+            (n::CONNTRACK_PREV, size(size_of::<FlowKey>()), size(size_of::<FlowEntry>())),
+        ];
+        for (name, key, value) in inner {
+            assert_eq!(find(name).inner, Some((key, value)), "{name}");
+        }
+        assert_eq!(find(n::ADDR4).inner.map(|(_, v)| v), Some(size(size_of::<AddrEntry>())), "ADDR4");
     }
 }

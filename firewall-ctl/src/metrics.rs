@@ -5,14 +5,17 @@
 //!
 //! Every scrape reads the kernel's counters afresh into a new registry, so
 //! the values are exactly those `sgctl stats --json` reads at that moment.
-use firewall_common::counters::{Reason, ReasonCounters, RuleCounters};
+use firewall_common::{
+    counters::{reason_slot, Reason, ReasonCounters, RuleCounters},
+    Direction,
+};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
 
-use crate::{compile::RuleInfo, control::Host};
+use crate::{compile::RuleInfo, control::Target};
 
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -22,7 +25,7 @@ pub struct IfaceSample {
     pub netns: String,
     pub interface: String,
     pub rules: Vec<(RuleInfo, RuleCounters)>,
-    /// Index `direction * Reason::COUNT + reason`.
+    /// Index `counters::reason_slot(direction, reason)`.
     pub reasons: Vec<ReasonCounters>,
     pub conntrack_entries: u64,
     pub conntrack_limit: u64,
@@ -36,16 +39,16 @@ pub struct Sample {
     pub interfaces: Vec<IfaceSample>,
 }
 
-/// Reads the counters of every interface of `hosts`.
-pub fn sample(hosts: &[Host]) -> anyhow::Result<Sample> {
+/// Reads the counters of every interface of `targets`.
+pub fn sample(targets: &[Target]) -> anyhow::Result<Sample> {
     let mut sample = Sample { generations: Vec::new(), interfaces: Vec::new() };
-    for host in hosts {
-        let netns = host.scope.netns().unwrap_or_default().to_owned();
-        if let Some(active) = host.active()? {
+    for target in targets {
+        let netns = target.scope.netns().unwrap_or_default().to_owned();
+        if let Some(active) = target.active()? {
             sample.generations.push((netns.clone(), active.generation));
         }
-        for record in host.interfaces()? {
-            let maps = host.maps(&record.ifname);
+        for record in target.interfaces()? {
+            let maps = target.maps(&record.ifname);
             let counters = maps.rule_counters(&record.rule_slots())?;
             sample.interfaces.push(IfaceSample {
                 netns: netns.clone(),
@@ -116,8 +119,8 @@ pub fn encode_sample(sample: &Sample) -> anyhow::Result<String> {
             packets.get_or_create(&labels).inc_by(c.packets);
             bytes.get_or_create(&labels).inc_by(c.bytes);
         }
-        for (d, direction) in ["inbound", "outbound"].into_iter().enumerate() {
-            let per = |r: Reason| i.reasons[d * Reason::COUNT as usize + r as usize].packets;
+        for (d, direction) in [(Direction::Inbound, "inbound"), (Direction::Outbound, "outbound")] {
+            let per = |r: Reason| i.reasons[reason_slot(d, r) as usize].packets;
             for reason in Reason::ALL.into_iter().filter(|r| r.is_drop()) {
                 let mut labels = at();
                 labels.push(("direction", direction.to_owned()));
@@ -149,6 +152,8 @@ fn gauge_value(v: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use firewall_common::counters::REASON_SLOTS;
+
     use super::*;
     use crate::policy::RuleDirection;
 
@@ -160,9 +165,9 @@ mod tests {
             description: Some("HTTP".into()),
             identity: 7,
         };
-        let mut reasons = vec![ReasonCounters::default(); 2 * Reason::COUNT as usize];
+        let mut reasons = vec![ReasonCounters::default(); REASON_SLOTS as usize];
         reasons[Reason::DropNoRule as usize].packets = 5;
-        reasons[Reason::COUNT as usize + Reason::PassAudit as usize].packets = 2;
+        reasons[reason_slot(Direction::Outbound, Reason::PassAudit) as usize].packets = 2;
         Sample {
             generations: vec![(String::new(), 3)],
             interfaces: vec![IfaceSample {

@@ -10,8 +10,11 @@ use ipnet::IpNet;
 /// host's bpffs.
 pub fn enter(name: &str) -> anyhow::Result<()> {
     let path = format!("/run/netns/{name}");
-    let file = std::fs::File::open(&path)
-        .map_err(|e| crate::InputError(format!("network namespace {name:?} not found ({path}: {e})")))?;
+    let file = std::fs::File::open(&path).map_err(|error| crate::InputError::NoSuchNetns {
+        name: name.to_owned(),
+        path: path.clone(),
+        error,
+    })?;
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("entering netns {name}"))
 }
 

@@ -12,9 +12,9 @@ use Outcome::{Connected, TimedOut};
 
 struct WebLab {
     lab: Lab,
-    srv: Host,
-    ssh: Host,
-    other: Host,
+    srv: LabHost,
+    ssh: LabHost,
+    other: LabHost,
 }
 
 fn web_lab(name: &str) -> WebLab {
@@ -133,13 +133,13 @@ fn wait_filtered(sg: &Sgctl, name: &str, want: bool, ifindex: Option<u64>, agent
     }
 }
 
-fn ifindex_in(host: &Host, name: &str) -> u64 {
+fn ifindex_in(host: &LabHost, name: &str) -> u64 {
     let out = host.run(&["cat", &format!("/sys/class/net/{name}/ifindex")]).expect("cat ifindex");
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|e| panic!("ifindex of {name}: {e}"))
 }
 
 /// A veth `late0` in `srv` (10.9.0.1/24) whose peer `late1` is in `cli` (10.9.0.2/24).
-fn plug_veth(srv: &Host, cli: &Host) {
+fn plug_veth(srv: &LabHost, cli: &LabHost) {
     let ip = |args: &[&str]| {
         let out = std::process::Command::new("ip").args(args).output().expect("ip");
         assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));

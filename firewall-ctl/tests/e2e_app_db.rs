@@ -11,32 +11,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
-use Outcome::{Connected, Refused, TimedOut};
-
-struct AppLab {
-    lab: Lab,
-    lb: Host,
-    app: Host,
-    db: Host,
-    outsider: Host,
-}
-
-fn app_lab(name: &str) -> AppLab {
-    let lab = lab(name);
-    let lb = host(&lab, "lb", &["10.0.0.10/8", "fd00::10/16"]);
-    let app = host(&lab, "app", &["10.0.1.10/8", "fd00:1::10/16"]);
-    let db = host(&lab, "db", &["10.0.2.5/8", "fd00:2::5/16"]);
-    let outsider = host(&lab, "outsider", &["10.0.3.3/8", "fd00:3::3/16"]);
-    AppLab { lab, lb, app, db, outsider }
-}
+use common::{seed::*, *};
+use Outcome::{Connected, TimedOut};
 
 fn both_files() -> Vec<PathBuf> {
     vec![policy("app-server.yaml"), policy("database.yaml")]
 }
 
 /// On `host`: `sgctl apply FILES`, then `sgctl attach eth0 --groups GROUPS`.
-fn apply_and_attach(lab: &Lab, host: &Host, files: &[PathBuf], groups: &str) -> Sgctl {
+fn apply_and_attach(lab: &Lab, host: &LabHost, files: &[PathBuf], groups: &str) -> Sgctl {
     let sg = Sgctl::new(lab, host);
     let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let report = sg.apply(&files);
@@ -57,61 +40,18 @@ fn apply_and_attach(lab: &Lab, host: &Host, files: &[PathBuf], groups: &str) -> 
 
 #[test]
 fn examples2_3_app_server_and_database() {
-    let AppLab { lab, lb, app, db, outsider } = app_lab("ex23");
-    let _app_l = listen(&app, &["10.0.1.10:8080", "[fd00:1::10]:8080", "10.0.1.10:22"]);
-    let db_l = listen(&db, &["10.0.2.5:3306", "[fd00:2::5]:3306"]);
-    let _lb_l = listen(&lb, &["10.0.0.10:443", "[fd00::10]:443"]);
-    let _out_l = listen(&outsider, &["10.0.3.3:5000", "[fd00:3::3]:5000"]);
+    let a = app_lab("ex23");
+    let listeners = app_listeners(&a);
 
     let files = both_files();
-    apply_and_attach(&lab, &lb, &files, "load-balancer");
-    apply_and_attach(&lab, &app, &files, "app-server");
-    apply_and_attach(&lab, &db, &files, "database");
-
-    expect_all(
-        "examples 2 and 3",
-        vec![
-            // app-server inbound: 8080 from sg:load-balancer only (both families).
-            tcp(&lb, "10.0.1.10:8080", Connected),
-            tcp(&lb, "[fd00:1::10]:8080", Connected),
-            tcp(&outsider, "10.0.1.10:8080", TimedOut),
-            tcp(&outsider, "[fd00:1::10]:8080", TimedOut),
-            tcp(&lb, "10.0.1.10:22", TimedOut),
-            // database inbound: 3306 from sg:app-server only; app-server
-            // outbound 3306 to sg:database covers IPv6 too.
-            tcp(&app, "10.0.2.5:3306", Connected),
-            tcp(&app, "[fd00:2::5]:3306", Connected),
-            tcp(&outsider, "10.0.2.5:3306", TimedOut),
-            tcp(&outsider, "[fd00:2::5]:3306", TimedOut),
-            tcp(&lb, "10.0.2.5:3306", TimedOut),
-            // database outbound: [] — it opens nothing.
-            tcp(&db, "10.0.1.10:8080", TimedOut),
-            tcp(&db, "[fd00:1::10]:8080", TimedOut),
-            tcp(&db, "10.0.3.3:5000", TimedOut),
-            ping(&db, "10.0.3.3", TimedOut),
-            // app-server outbound all to 0.0.0.0/0: IPv4 only.
-            tcp(&app, "10.0.3.3:5000", Connected),
-            ping(&app, "10.0.3.3", Connected),
-            tcp(&app, "[fd00:3::3]:5000", TimedOut),
-            // load-balancer inbound https from 0.0.0.0/0 (IPv4 only);
-            // default outbound lets lb reach anything.
-            tcp(&outsider, "10.0.0.10:443", Connected),
-            tcp(&outsider, "[fd00::10]:443", TimedOut),
-            tcp(&lb, "10.0.3.3:5000", Connected),
-            tcp(&lb, "[fd00:3::3]:5000", Connected),
-        ],
-    );
+    apply_and_attach(&a.lab, &a.lb, &files, "load-balancer");
+    apply_and_attach(&a.lab, &a.app, &files, "app-server");
+    apply_and_attach(&a.lab, &a.db, &files, "database");
+    expect_all("examples 2 and 3", app_db_enforced(&a));
 
     // 3306 allowed but nothing listening: the database's own RST reaches app.
-    drop(db_l);
-    expect_all(
-        "3306 allowed, nothing listening on db",
-        vec![
-            tcp(&app, "10.0.2.5:3306", Refused),
-            tcp(&app, "[fd00:2::5]:3306", Refused),
-            tcp(&outsider, "10.0.2.5:3306", TimedOut),
-        ],
-    );
+    drop(listeners.db);
+    expect_all("3306 allowed, nothing listening on db", app_db_down(&a));
 }
 
 #[test]

@@ -47,9 +47,9 @@ interfaces:
 /// `admin` (203.0.113.10, the SSH source) and `cli` (203.0.113.20).
 struct WebLab {
     lab: Lab,
-    srv: Host,
-    admin: Host,
-    cli: Host,
+    srv: LabHost,
+    admin: LabHost,
+    cli: LabHost,
     _listeners: Vec<Listener>,
 }
 
@@ -406,7 +406,7 @@ fn no_blink_while_two_policies_with_shifted_ids_alternate() {
 
 /// Which of two policies is in force: 80 open and 8080 closed (`A`), or
 /// the reverse (`B`); anything else fails the test.
-fn in_force(cli: &Host) -> &'static str {
+fn in_force(cli: &LabHost) -> &'static str {
     let probe = |port: u16| {
         let cli = cli.clone();
         std::thread::spawn(move || {

@@ -11,7 +11,7 @@ use common::*;
 use serde_json::Value;
 use Outcome::{Connected, TimedOut};
 
-fn srv_lab(name: &str) -> (Lab, Host, Host) {
+fn srv_lab(name: &str) -> (Lab, LabHost, LabHost) {
     let lab = lab(name);
     let srv = host(&lab, "srv", &["203.0.113.1/24", "2001:db8::1/64"]);
     let cli = host(&lab, "cli", &["203.0.113.20/24", "2001:db8::20/64"]);
@@ -108,7 +108,7 @@ fn bad_input_exits_2_with_a_located_error_and_changes_nothing() {
 }
 
 /// `ip -d link show eth0` in `host`'s namespace.
-fn ip_link(host: &Host) -> String {
+fn ip_link(host: &LabHost) -> String {
     let out = host.run(&["ip", "-d", "link", "show", "dev", "eth0"]).expect("ip link");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

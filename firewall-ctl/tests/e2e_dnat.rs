@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use Outcome::{Connected, TimedOut};
 
-fn run_ok(host: &Host, cmd: &[&str]) {
+fn run_ok(host: &LabHost, cmd: &[&str]) {
     let out = host.run(cmd).unwrap_or_else(|e| panic!("{cmd:?}: {e:#}"));
     assert!(out.status.success(), "{cmd:?} in {}: {}", host.name(), String::from_utf8_lossy(&out.stderr));
 }

@@ -16,7 +16,7 @@ interfaces:
 ";
 
 /// Sends one `size`-byte datagram from `from` to `to` and waits for the echo.
-fn big_exchange(from: &Host, to: &str, size: usize) -> bool {
+fn big_exchange(from: &LabHost, to: &str, size: usize) -> bool {
     let to: std::net::SocketAddr = to.parse().expect("socket address");
     from.in_netns(move || {
         let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };

@@ -34,7 +34,7 @@ interfaces:
   eth0: [web]
 ";
 
-fn apply(lab: &Lab, srv: &Host, name: &str, yaml: &str) -> (Sgctl, TempDir) {
+fn apply(lab: &Lab, srv: &LabHost, name: &str, yaml: &str) -> (Sgctl, TempDir) {
     let files = TempDir::new(name);
     let policy = files.write(&format!("{name}.yaml"), yaml);
     let sg = Sgctl::new(lab, srv);
@@ -49,8 +49,8 @@ fn only_the_echo_reply_rides_an_echo_flow() {
     let cli = host(&lab, "cli", &[&format!("{CLI}/24")]);
     let to: Ipv4Addr = SRV.parse().unwrap();
     let wait = Duration::from_secs(1);
-    let timestamp = |c: &Host| c.icmp_exchange(to, 13, 0, &[0u8; 12], 14, wait).expect("raw ICMP");
-    let echo = |c: &Host| c.icmp_exchange(to, 8, 0, b"abcdefgh", 0, ALLOWED).expect("raw ICMP");
+    let timestamp = |c: &LabHost| c.icmp_exchange(to, 13, 0, &[0u8; 12], 14, wait).expect("raw ICMP");
+    let echo = |c: &LabHost| c.icmp_exchange(to, 8, 0, b"abcdefgh", 0, ALLOWED).expect("raw ICMP");
     assert!(timestamp(&cli), "unfiltered, the server answers timestamp requests");
 
     let (sg, _files) = apply(&lab, &srv, "ping-only", PING_ONLY);
@@ -64,7 +64,7 @@ fn only_the_echo_reply_rides_an_echo_flow() {
 
 /// Drops every bare ACK `host` sends to `port`: its handshakes never
 /// complete (the SYN-ACK is never acknowledged).
-fn suppress_final_acks(host: &Host, port: u16) {
+fn suppress_final_acks(host: &LabHost, port: u16) {
     let port = port.to_string();
     for cmd in [
         vec!["nft", "add", "table", "inet", "halfopen"],

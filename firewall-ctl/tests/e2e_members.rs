@@ -45,10 +45,10 @@ members:
 /// (203.0.113.30, allowed on 22 by a CIDR), the policy applied.
 struct FleetLab {
     lab: Lab,
-    srv: Host,
-    a: Host,
-    b: Host,
-    ops: Host,
+    srv: LabHost,
+    a: LabHost,
+    b: LabHost,
+    ops: LabHost,
     sg: Sgctl,
     file: std::path::PathBuf,
     _files: TempDir,
@@ -75,11 +75,11 @@ fn web(port: u16) -> std::net::SocketAddr {
 
 /// Whether `a` and `b` get through to port 80 (probed at once, each
 /// waiting as long as a probe that should be dropped).
-fn who_gets_in(a: &Host, b: &Host) -> (Outcome, Outcome) {
+fn who_gets_in(a: &LabHost, b: &LabHost) -> (Outcome, Outcome) {
     probe_both(a, b, BLOCKED)
 }
 
-fn probe_both(a: &Host, b: &Host, wait: Duration) -> (Outcome, Outcome) {
+fn probe_both(a: &LabHost, b: &LabHost, wait: Duration) -> (Outcome, Outcome) {
     let (a, b) = (a.clone(), b.clone());
     let pa = std::thread::spawn(move || a.tcp_connect(web(80), wait));
     let pb = std::thread::spawn(move || b.tcp_connect(web(80), wait));

@@ -6,9 +6,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::*;
+use common::{seed::*, *};
 use serde_json::Value;
-use Outcome::{Connected, Refused, TimedOut};
+use Outcome::{Connected, TimedOut};
 
 /// What a UDP send that the output hook drops returns to the sender.
 const LOCAL_DROP: &str = "send: Operation not permitted (os error 1)";
@@ -16,7 +16,7 @@ const LOCAL_DROP: &str = "send: Operation not permitted (os error 1)";
 /// `sgctl -n NETNS export nftables FILES ARGS…`, loaded with `nft -f` in
 /// `host`'s namespace. Returns the ruleset text.
 #[track_caller]
-fn load_export(lab: &Lab, host: &Host, files: &[PathBuf], args: &[&str]) -> String {
+fn load_export(lab: &Lab, host: &LabHost, files: &[PathBuf], args: &[&str]) -> String {
     let sg = Sgctl::new(lab, host);
     let mut all: Vec<&std::ffi::OsStr> = vec!["export".as_ref(), "nftables".as_ref()];
     all.extend(files.iter().map(|f| f.as_os_str()));
@@ -36,7 +36,7 @@ fn load_export(lab: &Lab, host: &Host, files: &[PathBuf], args: &[&str]) -> Stri
 
 /// Packets of the named counter `name` of `table inet sgctl` on `host`.
 #[track_caller]
-fn counter(host: &Host, name: &str) -> u64 {
+fn counter(host: &LabHost, name: &str) -> u64 {
     let out = host.run(&["nft", "-j", "list", "counter", "inet", "sgctl", name]).expect("run nft");
     assert!(out.status.success(), "nft list counter {name}: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("nft -j prints JSON");
@@ -48,151 +48,49 @@ fn counter(host: &Host, name: &str) -> u64 {
 
 #[test]
 fn example1_web_server_export_enforces_the_same_verdicts() {
-    let lab = lab("nftex1");
-    let srv = host(&lab, "srv", &["203.0.113.1/24", "2001:db8::1/64"]);
-    let ssh = host(&lab, "ssh", &["203.0.113.10/24", "2001:db8::10/64"]);
-    let other = host(&lab, "other", &["203.0.113.20/24", "2001:db8::20/64"]);
-    let _srv_listeners = listen(
-        &srv,
-        &[
-            "203.0.113.1:22",
-            "[2001:db8::1]:22",
-            "203.0.113.1:80",
-            "[2001:db8::1]:80",
-            "203.0.113.1:8080",
-            "[2001:db8::1]:8080",
-        ],
-    );
-    let https = listen(&srv, &["203.0.113.1:443", "[2001:db8::1]:443"]);
-    let _client_listeners = listen(&ssh, &["203.0.113.10:9000", "[2001:db8::10]:9000"]);
-    let _udp = udp_echo(&srv, &["203.0.113.1:80"]);
-    let _client_udp = udp_echo(&ssh, &["203.0.113.10:9000", "[2001:db8::10]:9000"]);
+    let w = web_lab("nftex1");
+    let WebLab { lab, srv, other, .. } = &w;
+    let listeners = web_listeners(&w);
+    expect_all("before loading: srv is unfiltered", web_unfiltered(&w));
 
-    expect_all(
-        "before loading: srv is unfiltered",
-        vec![
-            tcp(&other, "203.0.113.1:22", Connected),
-            tcp(&other, "203.0.113.1:8080", Connected),
-            tcp(&other, "[2001:db8::1]:80", Connected),
-            udp(&other, "203.0.113.1:80", Connected),
-            ping(&other, "203.0.113.1", Connected),
-            ping(&srv, "2001:db8::10", Connected),
-        ],
-    );
-
-    let ruleset = load_export(&lab, &srv, &[policy("web-server.yaml")], &[]);
+    let ruleset = load_export(lab, srv, &[policy("web-server.yaml")], &[]);
     assert!(ruleset.contains("iifname vmap { \"eth0\" : jump eth0/inbound }"), "{ruleset}");
+    // The one visible difference: a datagram this host sends that the
+    // outbound rules drop fails at once in nftables.
+    expect_all("web-server as nftables", web_enforced(&w, Outcome::Other(LOCAL_DROP.to_owned())));
 
-    expect_all(
-        "web-server as nftables",
-        vec![
-            tcp(&ssh, "203.0.113.1:22", Connected),
-            tcp(&other, "203.0.113.1:22", TimedOut),
-            tcp(&ssh, "[2001:db8::1]:22", TimedOut),
-            tcp(&other, "203.0.113.1:80", Connected),
-            tcp(&ssh, "203.0.113.1:80", Connected),
-            tcp(&other, "[2001:db8::1]:80", TimedOut),
-            tcp(&other, "203.0.113.1:443", Connected),
-            tcp(&other, "[2001:db8::1]:443", Connected),
-            tcp(&ssh, "[2001:db8::1]:443", Connected),
-            tcp(&other, "203.0.113.1:8080", TimedOut),
-            tcp(&other, "[2001:db8::1]:8080", TimedOut),
-            tcp(&srv, "203.0.113.10:9000", Connected),
-            tcp(&srv, "[2001:db8::10]:9000", TimedOut),
-            ping(&other, "203.0.113.1", TimedOut),
-            ping(&other, "2001:db8::1", TimedOut),
-            ping(&srv, "203.0.113.20", Connected),
-            ping(&srv, "2001:db8::20", TimedOut),
-            udp(&other, "203.0.113.1:80", TimedOut),
-            udp(&srv, "203.0.113.10:9000", Connected),
-            // The one visible difference: a datagram this host sends that the
-            // outbound rules drop fails at once in nftables (the output hook
-            // reports its drop to the sending socket), where sgctl's tc egress
-            // drop is silent. Either way nothing leaves eth0.
-            udp(&srv, "[2001:db8::10]:9000", Outcome::Other(LOCAL_DROP.to_owned())),
-        ],
-    );
-
-    drop(https);
-    expect_all(
-        "443 allowed, nothing listening",
-        vec![
-            tcp(&other, "203.0.113.1:443", Refused),
-            tcp(&other, "[2001:db8::1]:443", Refused),
-            tcp(&other, "203.0.113.1:8080", TimedOut),
-        ],
-    );
+    drop(listeners.https);
+    expect_all("443 allowed, nothing listening", web_https_down(&w));
 
     // The named counters say which rule let flows in, and what was dropped.
-    assert!(counter(&srv, "eth0/web-server/inbound/0") >= 1, "SSH from 203.0.113.10 opened a flow");
-    assert!(counter(&srv, "eth0/web-server/inbound/1") >= 2, "two HTTP connections");
-    assert!(counter(&srv, "eth0/web-server/outbound/0") >= 3, "srv opened TCP, ICMP and UDP flows");
-    assert!(counter(&srv, "eth0/inbound/dropped_no_rule") >= 6, "dropped SYNs, pings and datagrams");
+    assert!(counter(srv, "eth0/web-server/inbound/0") >= 1, "SSH from 203.0.113.10 opened a flow");
+    assert!(counter(srv, "eth0/web-server/inbound/1") >= 2, "two HTTP connections");
+    assert!(counter(srv, "eth0/web-server/outbound/0") >= 3, "srv opened TCP, ICMP and UDP flows");
+    assert!(counter(srv, "eth0/inbound/dropped_no_rule") >= 6, "dropped SYNs, pings and datagrams");
     // Loading it again replaces the table (no duplicate definitions).
-    load_export(&lab, &srv, &[policy("web-server.yaml")], &[]);
-    assert_eq!(counter(&srv, "eth0/web-server/inbound/1"), 0, "a reload starts from fresh counters");
-    expect_all(
-        "after a reload",
-        vec![tcp(&other, "203.0.113.1:80", Connected), tcp(&other, "203.0.113.1:22", TimedOut)],
-    );
+    load_export(lab, srv, &[policy("web-server.yaml")], &[]);
+    assert_eq!(counter(srv, "eth0/web-server/inbound/1"), 0, "a reload starts from fresh counters");
+    expect_all("after a reload", vec![tcp(other, "203.0.113.1:80", Connected), tcp(other, "203.0.113.1:22", TimedOut)]);
 }
 
 #[test]
 fn examples2_3_export_enforces_the_same_verdicts() {
-    let lab = lab("nftex23");
-    let lb = host(&lab, "lb", &["10.0.0.10/8", "fd00::10/16"]);
-    let app = host(&lab, "app", &["10.0.1.10/8", "fd00:1::10/16"]);
-    let db = host(&lab, "db", &["10.0.2.5/8", "fd00:2::5/16"]);
-    let outsider = host(&lab, "outsider", &["10.0.3.3/8", "fd00:3::3/16"]);
-    let _app_l = listen(&app, &["10.0.1.10:8080", "[fd00:1::10]:8080", "10.0.1.10:22"]);
-    let db_l = listen(&db, &["10.0.2.5:3306", "[fd00:2::5]:3306"]);
-    let _lb_l = listen(&lb, &["10.0.0.10:443", "[fd00::10]:443"]);
-    let _out_l = listen(&outsider, &["10.0.3.3:5000", "[fd00:3::3]:5000"]);
-
+    let a = app_lab("nftex23");
+    let listeners = app_listeners(&a);
     let files = vec![policy("app-server.yaml"), policy("database.yaml")];
-    for (host, group) in [(&lb, "load-balancer"), (&app, "app-server"), (&db, "database")] {
+    for (host, group) in [(&a.lb, "load-balancer"), (&a.app, "app-server"), (&a.db, "database")] {
         let attach = format!("eth0={group}");
-        load_export(&lab, host, &files, &["--attach", &attach]);
+        load_export(&a.lab, host, &files, &["--attach", &attach]);
     }
+    expect_all("examples 2 and 3 as nftables", app_db_enforced(&a));
 
-    expect_all(
-        "examples 2 and 3 as nftables",
-        vec![
-            tcp(&lb, "10.0.1.10:8080", Connected),
-            tcp(&lb, "[fd00:1::10]:8080", Connected),
-            tcp(&outsider, "10.0.1.10:8080", TimedOut),
-            tcp(&outsider, "[fd00:1::10]:8080", TimedOut),
-            tcp(&lb, "10.0.1.10:22", TimedOut),
-            tcp(&app, "10.0.2.5:3306", Connected),
-            tcp(&app, "[fd00:2::5]:3306", Connected),
-            tcp(&outsider, "10.0.2.5:3306", TimedOut),
-            tcp(&outsider, "[fd00:2::5]:3306", TimedOut),
-            tcp(&lb, "10.0.2.5:3306", TimedOut),
-            tcp(&db, "10.0.1.10:8080", TimedOut),
-            tcp(&db, "[fd00:1::10]:8080", TimedOut),
-            tcp(&db, "10.0.3.3:5000", TimedOut),
-            ping(&db, "10.0.3.3", TimedOut),
-            tcp(&app, "10.0.3.3:5000", Connected),
-            ping(&app, "10.0.3.3", Connected),
-            tcp(&app, "[fd00:3::3]:5000", TimedOut),
-            tcp(&outsider, "10.0.0.10:443", Connected),
-            tcp(&outsider, "[fd00::10]:443", TimedOut),
-            tcp(&lb, "10.0.3.3:5000", Connected),
-            tcp(&lb, "[fd00:3::3]:5000", Connected),
-        ],
+    drop(listeners.db);
+    expect_all("3306 allowed, nothing listening on db", app_db_down(&a));
+    assert!(
+        counter(&a.db, "eth0/database/inbound/0") >= 2,
+        "app's connections to 3306 went through database/inbound/0"
     );
-
-    drop(db_l);
-    expect_all(
-        "3306 allowed, nothing listening on db",
-        vec![
-            tcp(&app, "10.0.2.5:3306", Refused),
-            tcp(&app, "[fd00:2::5]:3306", Refused),
-            tcp(&outsider, "10.0.2.5:3306", TimedOut),
-        ],
-    );
-    assert!(counter(&db, "eth0/database/inbound/0") >= 2, "app's connections to 3306 went through database/inbound/0");
-    assert!(counter(&db, "eth0/outbound/dropped_no_rule") >= 4, "db opened nothing: its attempts were dropped");
+    assert!(counter(&a.db, "eth0/outbound/dropped_no_rule") >= 4, "db opened nothing: its attempts were dropped");
 }
 
 #[test]

@@ -18,7 +18,11 @@
 #![expect(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 use std::{collections::BTreeMap, net::IpAddr};
 
-use firewall_common::{conntrack::FlowState, counters::Reason, proto, Direction};
+use firewall_common::{
+    conntrack::FlowState,
+    counters::{reason_slot, Reason},
+    proto, Direction,
+};
 use firewall_ctl::{
     compile, datapath,
     frames::*,
@@ -607,7 +611,7 @@ fn run(loaded: &Loaded, program: &str, direction: Direction, frame: &[u8]) -> (u
     let moved: Vec<Reason> = Reason::ALL
         .into_iter()
         .filter(|r| {
-            let i = (direction as u32 * Reason::COUNT + *r as u32) as usize;
+            let i = reason_slot(direction, *r) as usize;
             after[i].packets != before[i].packets
         })
         .collect();

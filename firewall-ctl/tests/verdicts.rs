@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use firewall_common::{
-    counters::{Reason, RuleCounters},
+    counters::{reason_slot, Reason, RuleCounters},
     proto, Direction,
 };
 use firewall_ctl::{
@@ -94,7 +94,7 @@ impl Datapath {
     }
 
     fn reason(&self, direction: Direction, reason: Reason) -> u64 {
-        self.maps().reason_counters().unwrap()[(direction as u32 * Reason::COUNT + reason as u32) as usize].packets
+        self.maps().reason_counters().unwrap()[reason_slot(direction, reason) as usize].packets
     }
 }
 

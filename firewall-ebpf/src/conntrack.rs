@@ -111,7 +111,7 @@ pub fn now_ns() -> u64 {
 #[inline(always)]
 fn timeout_ns(protocol: u8, state: FlowState) -> u64 {
     match CT_CONFIG.get(0) {
-        Some(t) if t.tcp_established_ns != 0 => t.for_flow(protocol, state),
+        Some(t) if !t.is_unset() => t.for_flow(protocol, state),
         _ => Timeouts::AWS_DEFAULT.for_flow(protocol, state),
     }
 }

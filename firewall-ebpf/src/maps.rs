@@ -24,7 +24,7 @@ use aya_ebpf::{
 };
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, Timeouts, DEFAULT_CAPACITY},
-    counters::{Reason, ReasonCounters, RuleCounters},
+    counters::{ReasonCounters, RuleCounters, REASON_SLOTS},
     policy::{
         template, Active, Addr4, Addr6, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta, COUNTER_SLOTS, MAX_RULES,
     },
@@ -140,6 +140,6 @@ pub struct Scratch {
 #[map]
 pub static RULE_STATS: PerCpuArray<RuleCounters> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// `[direction * Reason::COUNT + reason]`: packets and bytes per verdict reason.
+/// `[counters::reason_slot(direction, reason)]`: packets and bytes per verdict reason.
 #[map]
-pub static IFACE_STATS: PerCpuArray<ReasonCounters> = PerCpuArray::with_max_entries(2 * Reason::COUNT, 0);
+pub static IFACE_STATS: PerCpuArray<ReasonCounters> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);

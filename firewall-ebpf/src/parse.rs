@@ -6,7 +6,9 @@
 //! Whatever cannot be placed is `Malformed` (semantics.md item 13); the only
 //! frames that pass unjudged are the non-IP EtherTypes of an Ethernet link
 //! and IPv6 link control (semantics.md item 6).
-use firewall_common::{policy::Addr6, proto};
+// The flag bits are firewall-common's, shared with the frames the tests build.
+pub use firewall_common::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use firewall_common::{policy::Addr6, proto, tcp::TCP_URG};
 
 use crate::frame::{load32, read_at, Frame};
 
@@ -27,12 +29,6 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 8;
 const MAX_TCP_OPTIONS: usize = 40;
 
 const TCP_DOFF_MIN: u8 = 5;
-
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
-const TCP_URG: u8 = 0x20;
 
 /// The TCP flag combinations a TCP sends, PSH, ECE and CWR aside: one bit
 /// per value of `flags & (URG|ACK|RST|SYN|FIN)`. Linux conntrack's

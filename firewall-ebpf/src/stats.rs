@@ -1,12 +1,14 @@
 //! Per-CPU counters; `sgctl stats` sums the CPUs.
-use firewall_common::{counters::Reason, Direction};
+use firewall_common::{
+    counters::{reason_slot, Reason},
+    Direction,
+};
 
 use crate::maps::{IFACE_STATS, RULE_STATS};
 
 #[inline(always)]
 pub fn count_reason(direction: Direction, reason: Reason, bytes: u64) {
-    let index = direction as u32 * Reason::COUNT + reason as u32;
-    if let Some(c) = IFACE_STATS.get_ptr_mut(index) {
+    if let Some(c) = IFACE_STATS.get_ptr_mut(reason_slot(direction, reason)) {
         // SAFETY: per-CPU slot; nothing else writes it while we run.
         unsafe {
             (*c).packets += 1;

@@ -51,7 +51,7 @@ const LIB_ROOT: &str = "/run/testlab-lib";
 /// A host of a [`Lab`]: a namespace with `lo` and `eth0` up. A cheap handle
 /// (it owns names only); it stops working once its lab is dropped.
 #[derive(Clone, Debug)]
-pub struct Host {
+pub struct LabHost {
     name: String,
     netns: String,
 }
@@ -193,12 +193,12 @@ impl Lab {
     /// into the bridge, up and carrying `addrs` (CIDRs such as `10.0.0.2/24`,
     /// `fd00::2/64`). IPv6 duplicate address detection is off, so every
     /// address is usable at once.
-    pub fn host(&self, name: &str, addrs: &[&str]) -> anyhow::Result<Host> {
+    pub fn host(&self, name: &str, addrs: &[&str]) -> anyhow::Result<LabHost> {
         check_name("host", name)?;
         let netns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &netns]).with_context(|| format!("creating host {name}"))?;
         self.created.lock().unwrap_or_else(|p| p.into_inner()).insert(0, netns.clone());
-        let host = Host { name: name.to_owned(), netns };
+        let host = LabHost { name: name.to_owned(), netns };
         let ns = host.netns.as_str();
 
         let mut port = format!("v{}-{name}", self.ports.fetch_add(1, Ordering::Relaxed));
@@ -221,10 +221,10 @@ impl Lab {
     /// host with several interfaces.
     pub fn link(
         &self,
-        a: &Host,
+        a: &LabHost,
         a_if: &str,
         a_addrs: &[&str],
-        b: &Host,
+        b: &LabHost,
         b_if: &str,
         b_addrs: &[&str],
     ) -> anyhow::Result<()> {
@@ -297,7 +297,7 @@ impl Drop for Lab {
     }
 }
 
-impl Host {
+impl LabHost {
     /// The name given to [`Lab::host`].
     pub fn name(&self) -> &str {
         &self.name
@@ -359,18 +359,18 @@ impl Host {
         Listener::udp(&self.netns, addr)
     }
 
-    /// Opens a TCP connection to an echo server ([`Host::tcp_listen`]) and
+    /// Opens a TCP connection to an echo server ([`LabHost::tcp_listen`]) and
     /// round-trips a few bytes: `Connected` only if they came back.
     pub fn tcp_connect(&self, to: SocketAddr, timeout: Duration) -> Outcome {
         self.in_netns(|| sockets::tcp_exchange(None, to, timeout))
     }
 
-    /// As [`Host::tcp_connect`], from the chosen source address (port 0: any).
+    /// As [`LabHost::tcp_connect`], from the chosen source address (port 0: any).
     pub fn tcp_connect_from(&self, local: SocketAddr, to: SocketAddr, timeout: Duration) -> Outcome {
         self.in_netns(|| sockets::tcp_exchange(Some(local), to, timeout))
     }
 
-    /// Sends one datagram to a UDP echo server ([`Host::udp_echo`]):
+    /// Sends one datagram to a UDP echo server ([`LabHost::udp_echo`]):
     /// `Connected` if it came back, `Refused` on ICMP port unreachable,
     /// `TimedOut` if nothing came back.
     pub fn udp_exchange(&self, to: SocketAddr, timeout: Duration) -> Outcome {

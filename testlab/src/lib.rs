@@ -1,7 +1,7 @@
 //! Throwaway network namespaces joined by veth, for end-to-end tests and the demo.
 //!
 //! A [`Lab`] is one private L2 segment: a "switch" namespace holding a bridge,
-//! and one namespace per [`Host`], each with an `eth0` (a veth whose peer is a
+//! and one namespace per [`LabHost`], each with an `eth0` (a veth whose peer is a
 //! bridge port). Every lab's namespaces carry a prefix unique to the process,
 //! the lab and a random tag, so parallel tests and concurrent runs never
 //! collide; dropping the lab deletes them, also when a test panics. Namespaces
@@ -32,7 +32,7 @@ mod raw;
 mod sockets;
 mod tun;
 
-pub use lab::{Host, Lab};
+pub use lab::{Lab, LabHost};
 pub use raw::inet_checksum;
 pub use sockets::{Listener, Outcome};
 pub use tun::TunLink;

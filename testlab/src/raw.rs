@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::lab::Host;
+use crate::lab::LabHost;
 
 /// The Internet checksum (RFC 1071) of `data`.
 pub fn inet_checksum(data: &[u8]) -> u16 {
@@ -57,7 +57,7 @@ fn send_to(fd: &OwnedFd, bytes: &[u8], to: Ipv4Addr) -> anyhow::Result<()> {
     Ok(())
 }
 
-impl Host {
+impl LabHost {
     /// Sends an ICMP message of `icmp_type` (code 0, identifier `id`,
     /// sequence 1, `body`) to `to`, and waits up to `timeout` for an ICMP
     /// message of `answer_type` with identifier `id` from `to`. True if one

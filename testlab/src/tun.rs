@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{lab::Host, netns::ip};
+use crate::{lab::LabHost, netns::ip};
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
@@ -40,7 +40,7 @@ impl Drop for TunLink {
 
 /// Creates tun device `name` in `host`'s namespace (no packet-info header:
 /// the device carries bare IP packets) and returns its file.
-fn open_tun(host: &Host, name: &str) -> anyhow::Result<File> {
+fn open_tun(host: &LabHost, name: &str) -> anyhow::Result<File> {
     anyhow::ensure!(!name.is_empty() && name.len() < libc::IFNAMSIZ, "tun name {name:?}: 1-15 characters");
     host.in_netns(|| {
         let file = OpenOptions::new().read(true).write(true).open("/dev/net/tun").context("opening /dev/net/tun")?;
@@ -77,12 +77,12 @@ fn relay(mut from: File, mut to: File, stop: Arc<AtomicBool>) {
     }
 }
 
-impl Host {
+impl LabHost {
     /// Joins this host and `peer` with a pair of tun devices, `name` on
     /// each side, point to point: this side `addr`, the peer `peer_addr`
     /// (IPv4 or IPv6 host addresses, e.g. `10.99.0.1` / `10.99.0.2`). The
     /// link lasts as long as the returned relay.
-    pub fn tun_link(&self, name: &str, addr: &str, peer: &Host, peer_addr: &str) -> anyhow::Result<TunLink> {
+    pub fn tun_link(&self, name: &str, addr: &str, peer: &LabHost, peer_addr: &str) -> anyhow::Result<TunLink> {
         let mine = open_tun(self, name)?;
         let theirs = open_tun(peer, name)?;
         for (host, local, remote) in [(self, addr, peer_addr), (peer, peer_addr, addr)] {

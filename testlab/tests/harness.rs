@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use testlab::{Host, Lab, Outcome};
+use testlab::{Lab, LabHost, Outcome};
 
 /// For exchanges that should be answered: long enough to ride out a lost
 /// first packet (TCP and ARP retry after 1 s), free when all goes well.
@@ -28,14 +28,14 @@ fn new_lab() -> Lab {
     Lab::new("harness").unwrap_or_else(|e| panic!("testlab cannot run here: {e:#}"))
 }
 
-fn pair(lab: &Lab) -> (Host, Host) {
+fn pair(lab: &Lab) -> (LabHost, LabHost) {
     let srv = lab.host("srv", &["10.0.0.2/24", "fd00::2/64"]).expect("server host");
     let cli = lab.host("cli", &["10.0.0.3/24", "fd00::3/64"]).expect("client host");
     (srv, cli)
 }
 
 /// Adds an nftables drop rule (input hook) in the host's namespace.
-fn nft_drop(host: &Host, matches: &str) {
+fn nft_drop(host: &LabHost, matches: &str) {
     for cmd in [
         "add table inet testlab".to_owned(),
         "add chain inet testlab input { type filter hook input priority 0; policy accept; }".to_owned(),

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use testlab::{Host, Lab, Outcome};
+use testlab::{Lab, LabHost, Outcome};
 
 use crate::{build, sh};
 
@@ -185,7 +185,7 @@ struct Checks {
 
 impl Checks {
     /// One TCP connection from `from` to `to`, said and checked against `want`.
-    fn expect(&mut self, from: &Host, to: &str, want: Outcome, why: &str) {
+    fn expect(&mut self, from: &LabHost, to: &str, want: Outcome, why: &str) {
         let addr: SocketAddr = to.parse().expect("demo addresses are valid literals");
         let got = from.tcp_connect(addr, TIMEOUT);
         self.run += 1;

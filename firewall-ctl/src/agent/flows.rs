@@ -15,7 +15,7 @@ use firewall_common::events::FlowEvent;
 use super::Shared;
 use crate::{
     cli::AgentArgs,
-    control::Host,
+    control::Target,
     datapath::maps::{self, monotonic_ns},
     flowlog::{
         aggregate::{IfaceInfo, Window},
@@ -31,7 +31,7 @@ const RESCAN: Duration = Duration::from_secs(2);
 
 /// One scope's ring and what is aggregated from it.
 struct Source {
-    host: Host,
+    target: Target,
     ring: RingBuf<MapData>,
     window: Window,
     /// Suppressed events per interface (name, ifindex) at the last window's end.
@@ -86,26 +86,26 @@ pub fn run(shared: &Shared, args: &AgentArgs) -> anyhow::Result<()> {
 
 /// Opens the rings of scopes not read yet; forgets scopes whose ring is gone.
 fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>) {
-    let hosts = match shared.hosts() {
+    let targets = match shared.targets() {
         Ok(h) => h,
         Err(e) => {
             eprintln!("sgctl agent: reading the state: {e:#}");
             return;
         }
     };
-    sources.retain(|_, s| s.host.state.active_path(&s.host.scope).with_file_name(maps::EVENTS).exists());
-    for host in hosts {
-        let key = host.scope.dir_name();
+    sources.retain(|_, s| s.target.state.active_path(&s.target.scope).with_file_name(maps::EVENTS).exists());
+    for target in targets {
+        let key = target.scope.dir_name();
         if sources.contains_key(&key) {
             continue;
         }
-        let path = host.state.active_path(&host.scope).with_file_name(maps::EVENTS);
+        let path = target.state.active_path(&target.scope).with_file_name(maps::EVENTS);
         if !path.exists() {
             continue;
         }
         match maps::open(&path).and_then(|m| Ok(RingBuf::try_from(Map::RingBuf(m))?)) {
             Ok(ring) => {
-                let mut source = Source { host, ring, window: Window::default(), suppressed_seen: HashMap::new() };
+                let mut source = Source { target, ring, window: Window::default(), suppressed_seen: HashMap::new() };
                 // A baseline, so suppressions from before the agent started are not this window's.
                 let _ = suppressed_delta(&mut source);
                 sources.insert(key, source);
@@ -132,7 +132,7 @@ fn flush(source: &mut Source, bounds: (u64, u64)) -> Vec<Record> {
     if window.is_empty() && suppressed.values().all(|n| *n == 0) {
         return Vec::new();
     }
-    let infos = iface_infos(&source.host).unwrap_or_default();
+    let infos = iface_infos(&source.target).unwrap_or_default();
     let offset = unix_now_ns().saturating_sub(monotonic_ns());
     window.records(|ifindex| infos.get(&ifindex).cloned(), |ts| (ts + offset) / 1_000_000_000, &suppressed, bounds)
 }
@@ -140,9 +140,9 @@ fn flush(source: &mut Source, bounds: (u64, u64)) -> Vec<Record> {
 /// Per ifindex, the events held back since the last call.
 fn suppressed_delta(source: &mut Source) -> HashMap<u32, u64> {
     let mut out = HashMap::new();
-    let Ok(records) = source.host.interfaces() else { return out };
+    let Ok(records) = source.target.interfaces() else { return out };
     for r in records {
-        let Ok(total) = source.host.maps(&r.ifname).events_suppressed() else { continue };
+        let Ok(total) = source.target.maps(&r.ifname).events_suppressed() else { continue };
         let seen = source.suppressed_seen.insert((r.ifname.clone(), r.ifindex), total);
         out.insert(r.ifindex, total.saturating_sub(seen.unwrap_or(total)));
     }
@@ -150,14 +150,14 @@ fn suppressed_delta(source: &mut Source) -> HashMap<u32, u64> {
 }
 
 /// What the records say about each filtered interface of the scope.
-fn iface_infos(host: &Host) -> anyhow::Result<HashMap<u32, IfaceInfo>> {
-    let policy = host.parsed_policy()?.map(|(_, p)| p);
-    let netns = match &host.scope {
-        Scope::Host => None,
+fn iface_infos(target: &Target) -> anyhow::Result<HashMap<u32, IfaceInfo>> {
+    let policy = target.parsed_policy()?.map(|(_, p)| p);
+    let netns = match &target.scope {
+        Scope::InitNetns => None,
         Scope::Netns(n) => Some(n.clone()),
     };
     let mut out = HashMap::new();
-    for r in host.interfaces()? {
+    for r in target.interfaces()? {
         let audit_groups = r
             .groups
             .iter()

@@ -22,7 +22,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::Shared;
 use crate::{
-    control::{commit, Host, IfaceChange, Wanted},
+    control::{commit, IfaceChange, Target, Wanted},
     netns,
     saved::LibDir,
     state::StateDir,
@@ -119,30 +119,30 @@ fn report(result: anyhow::Result<Vec<IfaceChange>>) {
 pub fn reconcile(shared: &Shared) -> anyhow::Result<Vec<IfaceChange>> {
     let global = &shared.global;
     let state = StateDir::open_read_only(&global.state_dir)?;
-    let host = Host {
+    let target = Target {
         state,
         lib: LibDir::new(&global.lib_dir),
         scope: crate::cmd::scope_of(global),
         memory_limit: global.max_kernel_memory,
     };
-    if wanted(&host)?.is_none() {
+    if wanted(&target)?.is_none() {
         return Ok(Vec::new());
     }
-    let (host, _lock) = crate::cmd::open_host(global, true)?;
-    let Some(wanted) = wanted(&host)? else { return Ok(Vec::new()) };
-    let Some((record, policy)) = host.parsed_policy()? else { return Ok(Vec::new()) };
-    Ok(commit::commit(&host, &record, &policy, &wanted)?.interfaces)
+    let (target, _lock) = crate::cmd::open_target(global, true)?;
+    let Some(wanted) = wanted(&target)? else { return Ok(Vec::new()) };
+    let Some((record, policy)) = target.parsed_policy()? else { return Ok(Vec::new()) };
+    Ok(commit::commit(&target, &record, &policy, &wanted)?.interfaces)
 }
 
 /// The interfaces the scope should filter now, when that differs from what
 /// it filters; `None` when nothing is to be done.
-fn wanted(host: &Host) -> anyhow::Result<Option<Vec<Wanted>>> {
-    if host.policy()?.is_none() {
+fn wanted(target: &Target) -> anyhow::Result<Option<Vec<Wanted>>> {
+    if target.policy()?.is_none() {
         return Ok(None);
     }
-    let filtered = host.interfaces()?;
-    let mut wanted = host.current_wanted()?;
-    if let Some(saved) = host.lib.applied(&host.scope)? {
+    let filtered = target.interfaces()?;
+    let mut wanted = target.current_wanted()?;
+    if let Some(saved) = target.lib.applied(&target.scope)? {
         for s in &saved.interfaces {
             if netns::ifindex(&s.ifname).is_some() && !wanted.iter().any(|w| w.ifname == s.ifname) {
                 wanted.push(Wanted::from(s));

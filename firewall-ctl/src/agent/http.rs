@@ -17,7 +17,7 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) -> anyh
 
 async fn scrape(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let text = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        metrics::encode_sample(&metrics::sample(&shared.hosts()?)?)
+        metrics::encode_sample(&metrics::sample(&shared.targets()?)?)
     })
     .await;
     match text {

@@ -28,7 +28,7 @@ use anyhow::Context as _;
 
 use crate::{
     cli::{AgentArgs, Global},
-    control::Host,
+    control::Target,
     netns,
     saved::LibDir,
     state::StateDir,
@@ -42,7 +42,7 @@ pub struct Shared {
 
 impl Shared {
     /// The scopes in view: the one `-n` names, else every scope with state.
-    pub fn hosts(&self) -> anyhow::Result<Vec<Host>> {
+    pub fn targets(&self) -> anyhow::Result<Vec<Target>> {
         let state = StateDir::open_read_only(&self.global.state_dir)?;
         let lib = LibDir::new(&self.global.lib_dir);
         let scopes = match &self.global.netns {
@@ -51,7 +51,7 @@ impl Shared {
         };
         Ok(scopes
             .into_iter()
-            .map(|scope| Host {
+            .map(|scope| Target {
                 state: state.clone(),
                 lib: lib.clone(),
                 scope,
@@ -62,7 +62,7 @@ impl Shared {
 }
 
 pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
-    // The metrics socket lives where sgctl was started (the host's
+    // The metrics socket lives where sgctl was started (the initial namespace's
     // loopback), also when the agent works on a named namespace.
     let listener = TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     listener.set_nonblocking(true)?;

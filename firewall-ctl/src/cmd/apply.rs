@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::check::MemorySummary;
 use crate::{
-    control::{self, commit, Host, IfaceChange, Wanted},
+    control::{self, commit, IfaceChange, Target, Wanted},
     memory, netns,
     output::{print_json, table},
     policy::{self, Policy},
@@ -51,7 +51,7 @@ pub struct Options {
     pub allow_missing: bool,
 }
 
-pub fn run(host: &Host, global: &crate::cli::Global, files: &[PathBuf], options: Options) -> anyhow::Result<()> {
+pub fn run(target: &Target, global: &crate::cli::Global, files: &[PathBuf], options: Options) -> anyhow::Result<()> {
     let Options { dry_run, confirm_within, allow_missing } = options;
     let json = global.json;
     // Paths as absolute ones, so that the record names the files wherever
@@ -68,11 +68,11 @@ pub fn run(host: &Host, global: &crate::cli::Global, files: &[PathBuf], options:
     crate::timings::mark("parse");
     let record = PolicyRecord::of(texts.into_iter().map(|(path, text)| Source { path, text }).collect());
     // What is in force, from its summary (its text is not read again).
-    let old = match host.summary()? {
+    let old = match target.summary()? {
         Some(summary) => Some(summary),
-        None => host.parsed_policy()?.map(|(record, parsed)| PolicySummary::of(&record, &parsed)),
+        None => target.parsed_policy()?.map(|(record, parsed)| PolicySummary::of(&record, &parsed)),
     };
-    let mut wanted = wanted_after(host, &parsed)?;
+    let mut wanted = wanted_after(target, &parsed)?;
     wanted.retain(|w| !missing.contains(&w.ifname));
     let groups = rule_changes(old.as_ref(), &PolicySummary::of(&record, &parsed));
     crate::timings::mark("the policy in force, and what changes");
@@ -82,10 +82,10 @@ pub fn run(host: &Host, global: &crate::cli::Global, files: &[PathBuf], options:
         let compiled = control::compile_all(&parsed, &wanted)?;
         let texts: Vec<(&str, &str)> = record.sources.iter().map(|s| (s.path.as_str(), s.text.as_str())).collect();
         let estimate = control::estimate_fresh(&texts, &parsed, &wanted, &compiled)?;
-        memory::check(&estimate, host.memory_limit)?;
+        memory::check(&estimate, target.memory_limit)?;
         let generation = old.as_ref().map_or(1, |s| s.generation + 1);
         Report {
-            netns: host.scope.netns().map(str::to_owned),
+            netns: target.scope.netns().map(str::to_owned),
             generation,
             dry_run,
             changed: true,
@@ -93,31 +93,31 @@ pub fn run(host: &Host, global: &crate::cli::Global, files: &[PathBuf], options:
             interfaces: Vec::new(),
             switch_micros: 0,
             confirm_by: None,
-            kernel_memory: Some(MemorySummary::new(estimate, host.memory_limit)),
+            kernel_memory: Some(MemorySummary::new(estimate, target.memory_limit)),
             missing: missing.clone(),
         }
     } else {
         // The rollback is armed before the switch: a kill right after it
         // still rolls back.
-        let pending = confirm_within.map(|secs| super::restore::arm_rollback(host, global, secs)).transpose()?;
-        let outcome = match commit::commit(host, &record, &parsed, &wanted) {
+        let pending = confirm_within.map(|secs| super::restore::arm_rollback(target, global, secs)).transpose()?;
+        let outcome = match commit::commit(target, &record, &parsed, &wanted) {
             Ok(outcome) => outcome,
             Err(e) => {
                 if let Some(p) = &pending {
-                    super::restore::disarm(host, p.generation)?;
+                    super::restore::disarm(target, p.generation)?;
                 }
                 return Err(e);
             }
         };
         match &pending {
             // Nothing changed: nothing to confirm.
-            Some(p) if !outcome.changed => super::restore::disarm(host, p.generation)?,
+            Some(p) if !outcome.changed => super::restore::disarm(target, p.generation)?,
             Some(_) => {}
             // An apply without --confirm-within keeps what it applies.
-            None => host.lib.remove_pending(&host.scope)?,
+            None => target.lib.remove_pending(&target.scope)?,
         }
         Report {
-            netns: host.scope.netns().map(str::to_owned),
+            netns: target.scope.netns().map(str::to_owned),
             generation: outcome.generation,
             dry_run,
             changed: outcome.changed,
@@ -125,7 +125,7 @@ pub fn run(host: &Host, global: &crate::cli::Global, files: &[PathBuf], options:
             interfaces: outcome.interfaces,
             switch_micros: outcome.switch_micros,
             confirm_by: pending.filter(|_| outcome.changed).map(|p| p.deadline),
-            kernel_memory: outcome.kernel_memory.map(|e| MemorySummary::new(e, host.memory_limit)),
+            kernel_memory: outcome.kernel_memory.map(|e| MemorySummary::new(e, target.memory_limit)),
             missing,
         }
     };
@@ -167,9 +167,9 @@ fn print_report(r: &Report) {
 
 /// The interfaces the new policy names, plus those `sgctl attach` added
 /// (which keep their groups); interfaces only the old policy named go.
-fn wanted_after(host: &Host, policy: &Policy) -> anyhow::Result<Vec<Wanted>> {
+fn wanted_after(target: &Target, policy: &Policy) -> anyhow::Result<Vec<Wanted>> {
     let mut wanted = Wanted::from_policy(policy);
-    for current in host.current_wanted()? {
+    for current in target.current_wanted()? {
         match wanted.iter_mut().find(|w| w.ifname == current.ifname) {
             // Keep the hook the interface was attached with.
             Some(w) => w.mode = current.mode,

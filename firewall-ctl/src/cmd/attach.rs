@@ -1,39 +1,38 @@
 //! `sgctl attach IFACE --groups A,B [--mode]` and `sgctl detach IFACE`.
 use crate::{
-    control::{commit, Host, IfaceChange, Wanted},
+    control::{commit, IfaceChange, Target, Wanted},
     netns,
     output::print_json,
     state::records::{Mode, Origin},
     InputError,
 };
 
-pub fn attach(host: &Host, iface: &str, groups: &[String], mode: Mode, json: bool) -> anyhow::Result<()> {
-    let (record, policy) = host
-        .parsed_policy()?
-        .ok_or_else(|| InputError(format!("no policy applied in {}: run `sgctl apply FILE...` first", host.scope)))?;
+pub fn attach(target: &Target, iface: &str, groups: &[String], mode: Mode, json: bool) -> anyhow::Result<()> {
+    let (record, policy) =
+        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyApplied { scope: target.scope.clone() })?;
     if netns::ifindex(iface).is_none() {
-        return Err(InputError(format!("interface {iface:?} does not exist in {}", host.scope)).into());
+        return Err(InputError::NoSuchInterface { ifname: iface.to_owned(), scope: target.scope.clone() }.into());
     }
     if let Some(unknown) = groups.iter().find(|g| policy.group(g).is_none()) {
-        let known: Vec<&str> = policy.groups.iter().map(|g| g.name.as_str()).collect();
-        return Err(InputError(format!("unknown group {unknown:?}: expected one of {}", known.join(", "))).into());
+        let known = policy.groups.iter().map(|g| g.name.clone()).collect();
+        return Err(InputError::UnknownGroup { group: unknown.clone(), known }.into());
     }
-    let mut wanted = host.current_wanted()?;
+    let mut wanted = target.current_wanted()?;
     wanted.retain(|w| w.ifname != iface);
     wanted.push(Wanted { ifname: iface.to_owned(), groups: groups.to_vec(), origin: Origin::Command, mode });
-    report(commit::commit(host, &record, &policy, &wanted)?.interfaces, json)
+    report(commit::commit(target, &record, &policy, &wanted)?.interfaces, json)
 }
 
-pub fn detach(host: &Host, iface: &str, json: bool) -> anyhow::Result<()> {
-    if !host.interfaces()?.iter().any(|r| r.ifname == iface) {
-        return Err(InputError(format!("interface {iface:?} is not filtered in {}", host.scope)).into());
+pub fn detach(target: &Target, iface: &str, json: bool) -> anyhow::Result<()> {
+    if !target.interfaces()?.iter().any(|r| r.ifname == iface) {
+        return Err(InputError::NotFiltered { ifname: iface.to_owned(), scope: target.scope.clone() }.into());
     }
     let (record, policy) =
-        host.parsed_policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", host.scope)))?;
-    let mut wanted = host.current_wanted()?;
+        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyInForce { scope: target.scope.clone() })?;
+    let mut wanted = target.current_wanted()?;
     wanted.retain(|w| w.ifname != iface);
     // Other interfaces' rules may reference groups this one carried.
-    report(commit::commit(host, &record, &policy, &wanted)?.interfaces, json)
+    report(commit::commit(target, &record, &policy, &wanted)?.interfaces, json)
 }
 
 fn report(changes: Vec<IfaceChange>, json: bool) -> anyhow::Result<()> {

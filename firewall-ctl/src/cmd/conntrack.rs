@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     cli::ConntrackAction,
-    control::Host,
+    control::Target,
     datapath::maps::{idle_ns, monotonic_ns},
     output::{print_json, table},
     state::records::IfaceRecord,
@@ -38,15 +38,15 @@ struct Removed {
     removed: usize,
 }
 
-pub fn run(hosts: &[Host], action: &ConntrackAction, json: bool) -> anyhow::Result<()> {
+pub fn run(targets: &[Target], action: &ConntrackAction, json: bool) -> anyhow::Result<()> {
     match action {
-        ConntrackAction::List => list(hosts, json),
+        ConntrackAction::List => list(targets, json),
         ConntrackAction::Flush { group: None, rule: None } => {
-            remove(hosts, json, |maps, _| maps.remove_flows(|_, _| true))
+            remove(targets, json, |maps, _| maps.remove_flows(|_, _| true))
         }
         ConntrackAction::Flush { group, rule } => {
             let mut matched = false;
-            remove(hosts, json, |maps, record| {
+            remove(targets, json, |maps, record| {
                 // The counter slots of the rules named, in force or removed.
                 let slots: Vec<u32> = record
                     .slots
@@ -65,23 +65,20 @@ pub fn run(hosts: &[Host], action: &ConntrackAction, json: bool) -> anyhow::Resu
                 let what = rule
                     .as_ref()
                     .map_or_else(|| format!("group {:?}", group.as_deref().unwrap_or("")), |r| format!("rule {r:?}"));
-                return Err(InputError(format!(
-                    "no filtered interface has {what} (rules are named GROUP/inbound/N or GROUP/outbound/N, as `sgctl stats` shows them)"
-                ))
-                .into());
+                return Err(InputError::NoSuchRule { what }.into());
             }
             Ok(())
         }
-        ConntrackAction::Gc => remove(hosts, json, |maps, _| maps.expire_flows(&maps.timeouts()?)),
+        ConntrackAction::Gc => remove(targets, json, |maps, _| maps.expire_flows(&maps.timeouts()?)),
     }
 }
 
-fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
+fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
     let now = monotonic_ns();
     let mut flows = Vec::new();
-    for host in hosts {
-        for record in host.interfaces()? {
-            let maps = host.maps(&record.ifname);
+    for target in targets {
+        for record in target.interfaces()? {
+            let maps = target.maps(&record.ifname);
             let timeouts = maps.timeouts()?;
             for (key, entry) in maps.flows()? {
                 let state = FlowState::from_u8(entry.state);
@@ -93,7 +90,7 @@ fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
                 let (src, dst) = endpoints(&key, &entry);
                 flows.push(Flow {
                     interface: record.ifname.clone(),
-                    netns: host.scope.netns().map(str::to_owned),
+                    netns: target.scope.netns().map(str::to_owned),
                     protocol: key.protocol,
                     src,
                     dst,
@@ -133,15 +130,15 @@ fn list(hosts: &[Host], json: bool) -> anyhow::Result<()> {
 }
 
 fn remove(
-    hosts: &[Host],
+    targets: &[Target],
     json: bool,
     mut op: impl FnMut(&crate::datapath::maps::IfaceMaps, &IfaceRecord) -> anyhow::Result<usize>,
 ) -> anyhow::Result<()> {
     let mut out = Vec::new();
-    for host in hosts {
-        for record in host.interfaces()? {
-            let removed = op(&host.maps(&record.ifname), &record)?;
-            out.push(Removed { interface: record.ifname, netns: host.scope.netns().map(str::to_owned), removed });
+    for target in targets {
+        for record in target.interfaces()? {
+            let removed = op(&target.maps(&record.ifname), &record)?;
+            out.push(Removed { interface: record.ifname, netns: target.scope.netns().map(str::to_owned), removed });
         }
     }
     if json {
@@ -179,11 +176,5 @@ fn endpoint(family: u8, addr: &Addr6, port: u16, protocol: u8) -> String {
 }
 
 fn protocol_name(p: u8) -> String {
-    match p {
-        firewall_common::proto::TCP => "tcp".into(),
-        firewall_common::proto::UDP => "udp".into(),
-        firewall_common::proto::ICMP => "icmp".into(),
-        firewall_common::proto::ICMPV6 => "icmpv6".into(),
-        n => n.to_string(),
-    }
+    firewall_common::proto::name(p).map_or_else(|| p.to_string(), str::to_owned)
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     cli::ExplainArgs,
-    control::{self, Host},
+    control::{self, Target},
     model::{IpPacket, Model, Transport, Verdict},
     output::print_json,
     policy::RuleDirection,
@@ -33,20 +33,20 @@ struct Explanation {
     audit_groups: Vec<String>,
 }
 
-pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
+pub fn run(target: &Target, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
     let (_, policy) =
-        host.parsed_policy()?.ok_or_else(|| InputError(format!("no policy applied in {}", host.scope)))?;
-    let wanted = host.current_wanted()?;
+        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyInForce { scope: target.scope.clone() })?;
+    let wanted = target.current_wanted()?;
     let attached = wanted
         .iter()
         .find(|w| w.ifname == args.iface)
-        .ok_or_else(|| InputError(format!("interface {:?} is not filtered in {}", args.iface, host.scope)))?;
+        .ok_or_else(|| InputError::NotFiltered { ifname: args.iface.clone(), scope: target.scope.clone() })?;
     let local = control::local_members(&wanted)?;
     let model = Model::new(&policy, &attached.groups, &local)
-        .map_err(|e| InputError(format!("interface {}: {e} (in the applied policy)", args.iface)))?;
+        .map_err(|e| InputError::AppliedPolicy { error: e.on_interface(&args.iface) })?;
 
     let direction = if args.outbound { RuleDirection::Outbound } else { RuleDirection::Inbound };
-    let packet = IpPacket::new(args.src, args.dst, transport(args)?).map_err(|e| InputError(e.to_string()))?;
+    let packet = IpPacket::new(args.src, args.dst, transport(args)?)?;
     let verdict = model.judge(direction, &packet);
     let audit_groups: Vec<String> = attached
         .groups
@@ -99,14 +99,11 @@ pub fn run(host: &Host, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
 
 /// The packet's transport from `--proto`, `--dport` and the ICMP flags.
 fn transport(args: &ExplainArgs) -> anyhow::Result<Transport> {
-    let number = match args.proto.to_ascii_lowercase().as_str() {
-        "tcp" => proto::TCP,
-        "udp" => proto::UDP,
-        "icmp" => proto::ICMP,
-        "icmpv6" => proto::ICMPV6,
-        n => n.parse().map_err(|_| {
-            InputError(format!("invalid protocol {:?}: expected tcp, udp, icmp, icmpv6 or a number 0-255", args.proto))
-        })?,
+    let number = match proto::by_name(&args.proto) {
+        Some(number) => number,
+        None => {
+            args.proto.parse().map_err(|_| InputError::InvalidProtocol { value: args.proto.clone(), range: "0-255" })?
+        }
     };
     let dport = args.dport.unwrap_or(0);
     let (icmp_type, code) = (args.icmp_type, args.icmp_code.unwrap_or(0));

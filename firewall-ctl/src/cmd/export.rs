@@ -12,7 +12,7 @@ use crate::{
 
 pub fn run(format: &ExportFormat, json: bool) -> anyhow::Result<()> {
     if json {
-        return Err(InputError("export prints a ruleset, not JSON: drop --json".to_owned()).into());
+        return Err(InputError::ExportAsJson.into());
     }
     let ExportFormat::Nftables(args) = format;
     let policy = policy::load_files(&args.files)?;

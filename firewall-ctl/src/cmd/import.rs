@@ -76,13 +76,13 @@ fn aws_import(args: &ImportAwsArgs, json: bool) -> anyhow::Result<()> {
 fn read(path: &Path, stdin_used: &mut bool) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
         if std::mem::replace(stdin_used, true) {
-            return Err(InputError("`-` (standard input) given twice".to_owned()).into());
+            return Err(InputError::StdinTwice.into());
         }
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
         return Ok(text);
     }
-    std::fs::read_to_string(path).map_err(|e| InputError(format!("{}: cannot read: {e}", path.display())).into())
+    std::fs::read_to_string(path).map_err(|error| InputError::Unreadable { path: path.to_owned(), error }.into())
 }
 
 /// Writes `text` to `path` whole or not at all: a temporary file beside it,

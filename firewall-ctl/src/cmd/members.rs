@@ -6,7 +6,7 @@ use crate::{
     cli::MembersAction,
     control::{
         members::{self, Change, Outcome},
-        Host,
+        Target,
     },
     output::print_json,
     policy::{parse_cidr, CidrError},
@@ -23,17 +23,18 @@ struct Report {
     outcome: Outcome,
 }
 
-pub fn run(host: &Host, action: &MembersAction, json: bool) -> anyhow::Result<()> {
+pub fn run(target: &Target, action: &MembersAction, json: bool) -> anyhow::Result<()> {
     let (group, add, texts) = match action {
         MembersAction::Add { group, addresses } => (group, true, addresses),
         MembersAction::Remove { group, addresses } => (group, false, addresses),
     };
     let addresses = texts.iter().map(|t| address(t)).collect::<Result<Vec<_>, _>>()?;
     let change = Change { group: group.clone(), add, addresses: addresses.clone() };
-    let outcome = members::change(host, &change)?;
+    let outcome = members::change(target, &change)?;
     crate::timings::mark("done");
     let (added, removed) = if add { (addresses, Vec::new()) } else { (Vec::new(), addresses) };
-    let report = Report { netns: host.scope.netns().map(str::to_owned), group: group.clone(), added, removed, outcome };
+    let report =
+        Report { netns: target.scope.netns().map(str::to_owned), group: group.clone(), added, removed, outcome };
     if json {
         return print_json(&report);
     }
@@ -64,9 +65,10 @@ pub fn run(host: &Host, action: &MembersAction, json: bool) -> anyhow::Result<()
 /// An address or network as the policy's `members:` takes it.
 fn address(text: &str) -> Result<IpNet, InputError> {
     parse_cidr(text).map_err(|e| {
-        InputError(match e {
-            CidrError::NotCidr(why) => format!("invalid address {text:?}: {why}"),
-            CidrError::HostBits(net) => format!("invalid address {text:?}: host bits are set; did you mean {net}?"),
-        })
+        let text = text.to_owned();
+        match e {
+            CidrError::NotCidr(why) => InputError::InvalidAddress { text, why },
+            CidrError::HostBits(network) => InputError::AddressHostBits { text, network },
+        }
     })
 }

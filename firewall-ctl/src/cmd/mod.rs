@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::{
     cli::{Cli, Command, ConntrackAction, Global, StatsFormat},
-    control::{self, Host},
+    control::{self, Target},
     netns, privilege,
     saved::LibDir,
     state::{Scope, StateDir, StateLock},
@@ -67,7 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(name) = &global.netns {
         netns::enter(name)?;
     }
-    let (host, _lock) = open_host(global, changes_state(&cli.command))?;
+    let (target, _lock) = open_target(global, changes_state(&cli.command))?;
     let json = global.json;
     match cli.command {
         Command::Check { .. }
@@ -78,35 +78,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Export { .. }
         | Command::Agent(_)
         | Command::Flows(_) => unreachable!("handled above"),
-        Command::Trace(args) => trace::run(&host, &args, json),
+        Command::Trace(args) => trace::run(&target, &args, json),
         Command::Apply { files, dry_run, confirm_within, allow_missing } => {
-            apply::run(&host, global, &files, apply::Options { dry_run, confirm_within, allow_missing })
+            apply::run(&target, global, &files, apply::Options { dry_run, confirm_within, allow_missing })
         }
-        Command::Confirm => restore::confirm(&host, json),
-        Command::Restore { .. } => restore::restore(&host, json),
-        Command::Attach { iface, groups, mode } => attach::attach(&host, &iface, &groups, mode, json),
-        Command::Detach { iface } => attach::detach(&host, &iface, json),
-        Command::Members { action } => members::run(&host, &action, json),
-        Command::Status => status::run(&hosts_in_view(global, &host)?, json),
+        Command::Confirm => restore::confirm(&target, json),
+        Command::Restore { .. } => restore::restore(&target, json),
+        Command::Attach { iface, groups, mode } => attach::attach(&target, &iface, &groups, mode, json),
+        Command::Detach { iface } => attach::detach(&target, &iface, json),
+        Command::Members { action } => members::run(&target, &action, json),
+        Command::Status => status::run(&targets_in_view(global, &target)?, json),
         Command::Stats { watch, format } => {
             let format = format.unwrap_or(if json { StatsFormat::Json } else { StatsFormat::Table });
-            stats::run(&hosts_in_view(global, &host)?, watch, format)
+            stats::run(&targets_in_view(global, &target)?, watch, format)
         }
-        Command::Conntrack { action } => conntrack::run(&hosts_in_view(global, &host)?, &action, json),
-        Command::Explain(args) => explain::run(&host, &args, json),
+        Command::Conntrack { action } => conntrack::run(&targets_in_view(global, &target)?, &action, json),
+        Command::Explain(args) => explain::run(&target, &args, json),
     }
 }
 
-/// The scope `-n` names (the host without it).
+/// The scope `-n` names (the initial network namespace without it).
 pub fn scope_of(global: &Global) -> Scope {
-    global.netns.clone().map_or(Scope::Host, Scope::Netns)
+    global.netns.clone().map_or(Scope::InitNetns, Scope::Netns)
 }
 
-/// The host the command works on. Verbs that change state take the
+/// The [`Target`] the command works on. Verbs that change state take the
 /// directory for themselves (and tidy what a killed `sgctl` or a deleted
 /// namespace left); reports read maps and records that are replaced whole,
 /// need no lock, and change nothing.
-pub fn open_host(global: &Global, changes: bool) -> anyhow::Result<(Host, Option<StateLock>)> {
+pub fn open_target(global: &Global, changes: bool) -> anyhow::Result<(Target, Option<StateLock>)> {
     let (state, lock) = if changes {
         let state = StateDir::open(&global.state_dir)?;
         let lock = state.lock(Duration::from_secs(global.wait))?;
@@ -118,16 +118,16 @@ pub fn open_host(global: &Global, changes: bool) -> anyhow::Result<(Host, Option
         (StateDir::open_read_only(&global.state_dir)?, None)
     };
     let lib = LibDir::new(&global.lib_dir);
-    Ok((Host { state, lib, scope: scope_of(global), memory_limit: global.max_kernel_memory }, lock))
+    Ok((Target { state, lib, scope: scope_of(global), memory_limit: global.max_kernel_memory }, lock))
 }
 
-/// `sgctl restore --all`: the host, then every named namespace with a
+/// `sgctl restore --all`: the initial network namespace, then every named namespace with a
 /// saved policy that exists now (the others are reported).
 fn restore_all(global: &Global) -> anyhow::Result<()> {
-    let (host, _lock) = open_host(global, true)?;
+    let (target, _lock) = open_target(global, true)?;
     let home = std::fs::File::open("/proc/self/ns/net")?;
     let mut failed = Vec::new();
-    for scope in host.lib.scopes()? {
+    for scope in target.lib.scopes()? {
         if let Scope::Netns(name) = &scope {
             if netns::enter(name).is_err() {
                 eprintln!(
@@ -136,7 +136,7 @@ fn restore_all(global: &Global) -> anyhow::Result<()> {
                 continue;
             }
         }
-        let here = Host { scope: scope.clone(), ..host.clone() };
+        let here = Target { scope: scope.clone(), ..target.clone() };
         if let Err(e) = restore::restore(&here, global.json) {
             eprintln!("sgctl: restoring {scope}: {e:#}");
             failed.push(scope.to_string());
@@ -148,12 +148,12 @@ fn restore_all(global: &Global) -> anyhow::Result<()> {
 }
 
 /// The scopes a verb covers: the one `-n` names, else all.
-fn hosts_in_view(global: &Global, host: &Host) -> anyhow::Result<Vec<Host>> {
-    let at = |scope| Host { scope, ..host.clone() };
+fn targets_in_view(global: &Global, target: &Target) -> anyhow::Result<Vec<Target>> {
+    let at = |scope| Target { scope, ..target.clone() };
     if global.netns.is_some() {
-        return Ok(vec![at(host.scope.clone())]);
+        return Ok(vec![at(target.scope.clone())]);
     }
-    Ok(host.state.scopes()?.into_iter().map(at).collect())
+    Ok(target.state.scopes()?.into_iter().map(at).collect())
 }
 
 fn changes_state(command: &Command) -> bool {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::{
     cli::Global,
-    control::{commit, Host, Wanted},
+    control::{commit, Target, Wanted},
     netns,
     output::print_json,
     saved::{Pending, Saved},
@@ -42,21 +42,21 @@ struct Restored {
     missing: Vec<String>,
 }
 
-/// Puts `target` in force in `host`'s scope (the process is in its
+/// Puts `saved` in force in `target`'s scope (the process is in its
 /// namespace), leaving out interfaces that do not exist.
-fn put_in_force(host: &Host, target: Option<&Saved>) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
-    let sources = target.map(|t| t.sources.clone()).unwrap_or_default();
+fn put_in_force(target: &Target, saved: Option<&Saved>) -> anyhow::Result<(u64, Vec<String>, Vec<String>)> {
+    let sources = saved.map(|t| t.sources.clone()).unwrap_or_default();
     let record = PolicyRecord {
-        member_edits: target.map(|t| t.members.clone()).unwrap_or_default(),
+        member_edits: saved.map(|t| t.members.clone()).unwrap_or_default(),
         ..PolicyRecord::of(sources)
     };
     let parsed = record.parse()?;
-    let (present, missing): (Vec<Wanted>, Vec<Wanted>) = target
+    let (present, missing): (Vec<Wanted>, Vec<Wanted>) = saved
         .map(|t| t.interfaces.iter().map(Wanted::from).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .partition(|w| netns::ifindex(&w.ifname).is_some());
-    let outcome = commit::commit(host, &record, &parsed, &present)?;
+    let outcome = commit::commit(target, &record, &parsed, &present)?;
     Ok((
         outcome.generation,
         present.into_iter().map(|w| w.ifname).collect(),
@@ -64,40 +64,41 @@ fn put_in_force(host: &Host, target: Option<&Saved>) -> anyhow::Result<(u64, Vec
     ))
 }
 
-/// `sgctl restore`: the saved policy of `host`'s scope, or, when an apply
+/// `sgctl restore`: the saved policy of `target`'s scope, or, when an apply
 /// was left unconfirmed, the policy before it.
-pub fn restore(host: &Host, json: bool) -> anyhow::Result<()> {
-    let pending = host.lib.pending(&host.scope)?;
-    let saved = host.lib.applied(&host.scope)?;
-    let (target, rolled_back) = match &pending {
+pub fn restore(target: &Target, json: bool) -> anyhow::Result<()> {
+    let pending = target.lib.pending(&target.scope)?;
+    let applied = target.lib.applied(&target.scope)?;
+    let (to_restore, rolled_back) = match &pending {
         Some(p) => (p.previous.as_ref(), true),
-        None => (saved.as_ref(), false),
+        None => (applied.as_ref(), false),
     };
-    if target.is_none() && !rolled_back {
+    if to_restore.is_none() && !rolled_back {
         if json {
-            return print_json(&serde_json::json!({ "netns": host.scope.netns(), "restored": false }));
+            return print_json(&serde_json::json!({ "netns": target.scope.netns(), "restored": false }));
         }
-        crate::outln!("{}: nothing saved to restore", host.scope);
+        crate::outln!("{}: nothing saved to restore", target.scope);
         return Ok(());
     }
-    let (generation, attached, missing) = put_in_force(host, target)?;
+    let (generation, attached, missing) = put_in_force(target, to_restore)?;
     if rolled_back {
-        host.lib.remove_pending(&host.scope)?;
+        target.lib.remove_pending(&target.scope)?;
     }
     // Keep the interfaces that are missing now in the saved state, so the
     // next `restore` attaches them.
-    if let (Some(target), Some(mut now)) = (target, host.in_force()?) {
-        for i in target.interfaces.iter().filter(|i| missing.contains(&i.ifname)) {
+    if let (Some(saved), Some(mut now)) = (to_restore, target.in_force()?) {
+        for i in saved.interfaces.iter().filter(|i| missing.contains(&i.ifname)) {
             now.interfaces.push(i.clone());
         }
-        host.lib.save_applied(&host.scope, &now)?;
+        target.lib.save_applied(&target.scope, &now)?;
     }
-    let report = Restored { netns: host.scope.netns().map(str::to_owned), generation, rolled_back, attached, missing };
+    let report =
+        Restored { netns: target.scope.netns().map(str::to_owned), generation, rolled_back, attached, missing };
     if json {
         return print_json(&report);
     }
     let what = if report.rolled_back { "rolled back an unconfirmed apply: restored" } else { "restored" };
-    crate::outln!("{}: {what} policy generation {}", host.scope, report.generation);
+    crate::outln!("{}: {what} policy generation {}", target.scope, report.generation);
     for name in &report.attached {
         crate::outln!("  {name}: filtered");
     }
@@ -111,17 +112,17 @@ pub fn restore(host: &Host, json: bool) -> anyhow::Result<()> {
 /// and starts the helper that rolls back at the deadline. An apply while
 /// another awaits confirmation keeps the older rollback point (the last
 /// policy known to be good).
-pub fn arm_rollback(host: &Host, global: &Global, within: u64) -> anyhow::Result<Pending> {
-    let generation = host.active()?.map_or(0, |a| a.generation) + 1;
-    let previous = match host.lib.pending(&host.scope)? {
+pub fn arm_rollback(target: &Target, global: &Global, within: u64) -> anyhow::Result<Pending> {
+    let generation = target.active()?.map_or(0, |a| a.generation) + 1;
+    let previous = match target.lib.pending(&target.scope)? {
         Some(older) => older.previous,
-        None => host.in_force()?,
+        None => target.in_force()?,
     };
     let mut pending = Pending { generation, deadline: unix_now() + within, previous, helper_pid: None };
-    host.lib.save_pending(&host.scope, &pending)?;
+    target.lib.save_pending(&target.scope, &pending)?;
     let helper = spawn_helper(global, generation, pending.deadline).context("starting the rollback helper")?;
     pending.helper_pid = Some(helper);
-    host.lib.save_pending(&host.scope, &pending)?;
+    target.lib.save_pending(&target.scope, &pending)?;
     Ok(pending)
 }
 
@@ -156,39 +157,39 @@ pub fn rollback_at_deadline(global: &Global, generation: u64, deadline: u64) -> 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (host, _lock) = super::open_host(global, true)?;
-    let Some(pending) = host.lib.pending(&host.scope)?.filter(|p| p.generation == generation) else {
+    let (target, _lock) = super::open_target(global, true)?;
+    let Some(pending) = target.lib.pending(&target.scope)?.filter(|p| p.generation == generation) else {
         return Ok(());
     };
-    if host.active()?.map_or(0, |a| a.generation) == generation {
-        put_in_force(&host, pending.previous.as_ref())?;
+    if target.active()?.map_or(0, |a| a.generation) == generation {
+        put_in_force(&target, pending.previous.as_ref())?;
     }
     // Else the apply never switched (it was killed first): nothing to undo.
-    host.lib.remove_pending(&host.scope)
+    target.lib.remove_pending(&target.scope)
 }
 
 /// `sgctl confirm`.
-pub fn confirm(host: &Host, json: bool) -> anyhow::Result<()> {
-    let pending = host.lib.pending(&host.scope)?;
-    host.lib.remove_pending(&host.scope)?;
+pub fn confirm(target: &Target, json: bool) -> anyhow::Result<()> {
+    let pending = target.lib.pending(&target.scope)?;
+    target.lib.remove_pending(&target.scope)?;
     if json {
         return print_json(&serde_json::json!({
-            "netns": host.scope.netns(),
+            "netns": target.scope.netns(),
             "confirmed": pending.as_ref().map(|p| p.generation),
         }));
     }
     match pending {
-        Some(p) => crate::outln!("{}: confirmed policy generation {}; no rollback", host.scope, p.generation),
-        None => crate::outln!("{}: nothing awaits confirmation", host.scope),
+        Some(p) => crate::outln!("{}: confirmed policy generation {}; no rollback", target.scope, p.generation),
+        None => crate::outln!("{}: nothing awaits confirmation", target.scope),
     }
     Ok(())
 }
 
 /// The rollback point recorded when an unconfirmed apply changed nothing
 /// or failed: forget it (the helper sees it gone and exits).
-pub fn disarm(host: &Host, generation: u64) -> anyhow::Result<()> {
-    if host.lib.pending(&host.scope)?.is_some_and(|p| p.generation == generation) {
-        host.lib.remove_pending(&host.scope)?;
+pub fn disarm(target: &Target, generation: u64) -> anyhow::Result<()> {
+    if target.lib.pending(&target.scope)?.is_some_and(|p| p.generation == generation) {
+        target.lib.remove_pending(&target.scope)?;
     }
     Ok(())
 }

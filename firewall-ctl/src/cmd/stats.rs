@@ -1,13 +1,16 @@
 //! `sgctl stats [--watch SECS]`: traffic per rule, drops per interface.
 use std::collections::BTreeMap;
 
-use firewall_common::counters::{Reason, ReasonCounters};
+use firewall_common::{
+    counters::{reason_slot, Reason, ReasonCounters},
+    Direction,
+};
 use serde::Serialize;
 
 use crate::{
     cli::StatsFormat,
     compile::RuleInfo,
-    control::Host,
+    control::Target,
     metrics,
     output::{print_json, table},
 };
@@ -46,12 +49,12 @@ pub struct IfaceStats {
     pub outbound: BTreeMap<&'static str, u64>,
 }
 
-pub fn run(hosts: &[Host], watch: Option<u64>, format: StatsFormat) -> anyhow::Result<()> {
+pub fn run(targets: &[Target], watch: Option<u64>, format: StatsFormat) -> anyhow::Result<()> {
     loop {
         match format {
-            StatsFormat::Json => print_json(&collect(hosts)?)?,
-            StatsFormat::Table => print_tables(&collect(hosts)?),
-            StatsFormat::Prometheus => crate::out!("{}", metrics::encode_sample(&metrics::sample(hosts)?)?),
+            StatsFormat::Json => print_json(&collect(targets)?)?,
+            StatsFormat::Table => print_tables(&collect(targets)?),
+            StatsFormat::Prometheus => crate::out!("{}", metrics::encode_sample(&metrics::sample(targets)?)?),
         }
         let Some(secs) = watch else { return Ok(()) };
         std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
@@ -60,12 +63,12 @@ pub fn run(hosts: &[Host], watch: Option<u64>, format: StatsFormat) -> anyhow::R
 }
 
 /// Sums each rule over every interface it is compiled into.
-pub fn collect(hosts: &[Host]) -> anyhow::Result<Stats> {
+pub fn collect(targets: &[Target]) -> anyhow::Result<Stats> {
     let mut rules: BTreeMap<(String, String, u32), RuleStats> = BTreeMap::new();
     let mut interfaces = Vec::new();
-    for host in hosts {
-        for record in host.interfaces()? {
-            let maps = host.maps(&record.ifname);
+    for target in targets {
+        for record in target.interfaces()? {
+            let maps = target.maps(&record.ifname);
             for (info, c) in record.rules.iter().zip(maps.rule_counters(&record.rule_slots())?) {
                 let entry = rules.entry(sort_key(info)).or_insert_with(|| RuleStats {
                     rule: info.to_string(),
@@ -81,7 +84,7 @@ pub fn collect(hosts: &[Host]) -> anyhow::Result<Stats> {
                 entry.packets += c.packets;
                 entry.bytes += c.bytes;
             }
-            interfaces.push(iface_stats(&record.ifname, host, &maps.reason_counters()?));
+            interfaces.push(iface_stats(&record.ifname, target, &maps.reason_counters()?));
         }
     }
     Ok(Stats { rules: rules.into_values().collect(), interfaces })
@@ -91,15 +94,15 @@ fn sort_key(info: &RuleInfo) -> (String, String, u32) {
     (info.group.clone(), info.direction.to_string(), info.index)
 }
 
-fn iface_stats(ifname: &str, host: &Host, counters: &[ReasonCounters]) -> IfaceStats {
-    let per_direction = |d: u32| -> BTreeMap<&'static str, u64> {
-        Reason::ALL.iter().map(|r| (r.name(), counters[(d * Reason::COUNT + *r as u32) as usize].packets)).collect()
+fn iface_stats(ifname: &str, target: &Target, counters: &[ReasonCounters]) -> IfaceStats {
+    let per_direction = |d: Direction| -> BTreeMap<&'static str, u64> {
+        Reason::ALL.iter().map(|r| (r.name(), counters[reason_slot(d, *r) as usize].packets)).collect()
     };
-    let (inbound, outbound) = (per_direction(0), per_direction(1));
+    let (inbound, outbound) = (per_direction(Direction::Inbound), per_direction(Direction::Outbound));
     let both = |r: Reason| inbound[r.name()] + outbound[r.name()];
     IfaceStats {
         interface: ifname.to_owned(),
-        netns: host.scope.netns().map(str::to_owned),
+        netns: target.scope.netns().map(str::to_owned),
         dropped_no_rule: both(Reason::DropNoRule),
         dropped_malformed: both(Reason::DropMalformed),
         dropped_conntrack_full: both(Reason::DropConntrackFull),

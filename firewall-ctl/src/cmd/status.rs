@@ -2,7 +2,7 @@
 use serde::Serialize;
 
 use crate::{
-    control::Host,
+    control::Target,
     datapath::{attach, hooks},
     output::{print_json, table},
     state::records::IngressHook,
@@ -51,17 +51,17 @@ struct IfaceStatus {
     other_programs: Vec<hooks::OtherProgram>,
 }
 
-pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
+pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
     let mut status = Status { scopes: Vec::new() };
-    for host in hosts {
-        let policy = host.policy()?;
+    for target in targets {
+        let policy = target.policy()?;
         let mut interfaces = Vec::new();
-        for record in host.interfaces()? {
-            let dir = host.state.iface_dir(&host.scope, &record.ifname);
+        for record in target.interfaces()? {
+            let dir = target.state.iface_dir(&target.scope, &record.ifname);
             let ids = attach::program_ids(&dir).ok();
             // The kernel's word: it outranks a record a killed sgctl left behind.
             let ingress = attach::ingress_hook(&dir, record.ingress).unwrap_or(record.ingress);
-            let maps = host.maps(&record.ifname);
+            let maps = target.maps(&record.ifname);
             let ours: Vec<u32> = ids.map(|(i, e)| vec![i, e]).unwrap_or_default();
             let other_programs = hooks::other_programs(&record.ifname, &ours).unwrap_or_default();
             interfaces.push(IfaceStatus {
@@ -79,16 +79,16 @@ pub fn run(hosts: &[Host], json: bool) -> anyhow::Result<()> {
             });
         }
         status.scopes.push(ScopeStatus {
-            netns: host.scope.netns().map(str::to_owned),
+            netns: target.scope.netns().map(str::to_owned),
             generation: policy.as_ref().map(|p| p.generation),
             sources: policy.map(|p| p.paths()).unwrap_or_default(),
             interfaces,
-            kernel_memory: if host.state.scope_dir(&host.scope).exists() {
-                crate::datapath::maps::pinned_memory(&host.state.scope_dir(&host.scope))?
+            kernel_memory: if target.state.scope_dir(&target.scope).exists() {
+                crate::datapath::maps::pinned_memory(&target.state.scope_dir(&target.scope))?
             } else {
                 0
             },
-            pending_confirmation: host.lib.pending(&host.scope)?.map(|p| PendingStatus {
+            pending_confirmation: target.lib.pending(&target.scope)?.map(|p| PendingStatus {
                 generation: p.generation,
                 deadline: p.deadline,
                 seconds_left: p.deadline.saturating_sub(super::restore::unix_now()),

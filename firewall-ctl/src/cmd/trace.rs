@@ -26,13 +26,15 @@ use firewall_common::{
     counters::Reason,
     events::{FlowEvent, TraceMatch},
     policy::{addr6_from_octets, addr6_octets, SLOT_AUDIT},
-    proto, Direction,
+    proto,
+    tcp::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN},
+    Direction,
 };
 use ipnet::IpNet;
 
 use crate::{
     cli::TraceArgs,
-    control::Host,
+    control::Target,
     datapath::maps::{self, monotonic_ns},
     state::records::IfaceRecord,
     InputError,
@@ -48,32 +50,32 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-pub fn run(host: &Host, args: &TraceArgs, json: bool) -> anyhow::Result<()> {
-    let mut records = host.interfaces()?;
+pub fn run(target: &Target, args: &TraceArgs, json: bool) -> anyhow::Result<()> {
+    let mut records = target.interfaces()?;
     if let Some(iface) = &args.iface {
         records.retain(|r| &r.ifname == iface);
         if records.is_empty() {
-            return Err(InputError(format!("interface {iface:?} is not filtered in {}", host.scope)).into());
+            return Err(InputError::NotFiltered { ifname: iface.clone(), scope: target.scope.clone() }.into());
         }
     }
     if records.is_empty() {
-        return Err(InputError(format!("no filtered interface in {}: nothing to trace", host.scope)).into());
+        return Err(InputError::NothingToTrace { scope: target.scope.clone() }.into());
     }
     let wanted = trace_match(args)?;
-    let ring_path = host.state.active_path(&host.scope).with_file_name(maps::TRACE_EVENTS);
+    let ring_path = target.state.active_path(&target.scope).with_file_name(maps::TRACE_EVENTS);
     anyhow::ensure!(
         ring_path.exists(),
         "{} has no trace ring: its programs predate `sgctl trace` (apply again with this sgctl)",
-        host.scope
+        target.scope
     );
     // One reader per ring: a lock on the scope's directory (bpffs pins
     // cannot be opened as files; `sgctl`'s state lock is on the root).
-    let scope_dir = host.state.scope_dir(&host.scope);
+    let scope_dir = target.state.scope_dir(&target.scope);
     let _one_at_a_time = nix::fcntl::Flock::lock(
         std::fs::File::open(&scope_dir).with_context(|| format!("opening {}", scope_dir.display()))?,
         nix::fcntl::FlockArg::LockExclusiveNonblock,
     )
-    .map_err(|_| anyhow::anyhow!("another `sgctl trace` is running in {}", host.scope))?;
+    .map_err(|_| anyhow::anyhow!("another `sgctl trace` is running in {}", target.scope))?;
     let mut ring = RingBuf::try_from(Map::RingBuf(maps::open(&ring_path)?))?;
     while ring.next().is_some() {} // what an earlier trace left unread
 
@@ -82,15 +84,15 @@ pub fn run(host: &Host, args: &TraceArgs, json: bool) -> anyhow::Result<()> {
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
     let by_ifindex: HashMap<u32, IfaceRecord> = records.iter().map(|r| (r.ifindex, r.clone())).collect();
-    let result = trace_loop(host, &records, &wanted, &mut ring, &by_ifindex, args, json);
+    let result = trace_loop(target, &records, &wanted, &mut ring, &by_ifindex, args, json);
     for r in &records {
-        let _ = set(host, r, &TraceMatch::default());
+        let _ = set(target, r, &TraceMatch::default());
     }
     result
 }
 
 fn trace_loop(
-    host: &Host,
+    target: &Target,
     records: &[IfaceRecord],
     wanted: &TraceMatch,
     ring: &mut RingBuf<MapData>,
@@ -109,7 +111,7 @@ fn trace_loop(
         if Instant::now() >= renew_at {
             let lease = TraceMatch { until_ns: monotonic_ns() + LEASE.as_nanos() as u64, ..*wanted };
             for r in records {
-                set(host, r, &lease)?;
+                set(target, r, &lease)?;
             }
             renew_at = Instant::now() + RENEW;
             if !said {
@@ -140,8 +142,8 @@ fn trace_loop(
     }
 }
 
-fn set(host: &Host, record: &IfaceRecord, value: &TraceMatch) -> anyhow::Result<()> {
-    let path = host.state.iface_dir(&host.scope, &record.ifname).join(maps::TRACE);
+fn set(target: &Target, record: &IfaceRecord, value: &TraceMatch) -> anyhow::Result<()> {
+    let path = target.state.iface_dir(&target.scope, &record.ifname).join(maps::TRACE);
     let mut trace: Array<MapData, TraceMatch> = Array::try_from(Map::Array(maps::open(&path)?))?;
     trace.set(0, value, 0).with_context(|| format!("setting the trace of {}", record.ifname))?;
     Ok(())
@@ -151,14 +153,13 @@ fn set(host: &Host, record: &IfaceRecord, value: &TraceMatch) -> anyhow::Result<
 fn trace_match(args: &TraceArgs) -> anyhow::Result<TraceMatch> {
     let mut m = TraceMatch::default();
     if let Some(p) = &args.proto {
-        m.protocol = match p.to_ascii_lowercase().as_str() {
-            "tcp" => proto::TCP,
-            "udp" => proto::UDP,
-            "icmp" => proto::ICMP,
-            "icmpv6" => proto::ICMPV6,
-            n => n.parse().ok().filter(|n| *n != 0).ok_or_else(|| {
-                InputError(format!("invalid protocol {p:?}: expected tcp, udp, icmp, icmpv6 or a number 1-255"))
-            })?,
+        m.protocol = match proto::by_name(p) {
+            Some(number) => number,
+            None => p
+                .parse()
+                .ok()
+                .filter(|n| *n != 0)
+                .ok_or_else(|| InputError::InvalidProtocol { value: p.clone(), range: "1-255" })?,
         };
     }
     m.sport = args.sport.unwrap_or(0);
@@ -166,7 +167,7 @@ fn trace_match(args: &TraceArgs) -> anyhow::Result<TraceMatch> {
     let family = |net: &IpNet| if net.addr().is_ipv4() { 4 } else { 6 };
     if let (Some(s), Some(d)) = (&args.src, &args.dst) {
         if family(s) != family(d) {
-            return Err(InputError(format!("--src {s} and --dst {d} are of different IP versions")).into());
+            return Err(InputError::MixedFamilies { src: *s, dst: *d }.into());
         }
     }
     if let Some(net) = &args.src {
@@ -266,17 +267,11 @@ fn print(e: &FlowEvent, record: Option<&IfaceRecord>, json: bool) {
 }
 
 fn protocol_name(p: u8) -> String {
-    match p {
-        proto::TCP => "tcp".into(),
-        proto::UDP => "udp".into(),
-        proto::ICMP => "icmp".into(),
-        proto::ICMPV6 => "icmpv6".into(),
-        n => format!("proto {n}"),
-    }
+    proto::name(p).map_or_else(|| format!("proto {p}"), str::to_owned)
 }
 
 fn tcp_flags(f: u8) -> String {
-    let names = [(0x02, 'S'), (0x10, '.'), (0x01, 'F'), (0x04, 'R'), (0x08, 'P')];
+    let names = [(TCP_SYN, 'S'), (TCP_ACK, '.'), (TCP_FIN, 'F'), (TCP_RST, 'R'), (TCP_PSH, 'P')];
     let s: String = names.iter().filter(|(bit, _)| f & bit != 0).map(|(_, c)| *c).collect();
     if s.is_empty() {
         "none".into()

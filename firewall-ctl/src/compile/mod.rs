@@ -191,15 +191,17 @@ pub enum CompileError {
     TooManyRules { groups: String, count: usize, max: usize },
     #[error("the {map} map needs {entries} entries: at most {capacity} fit")]
     MapFull { map: &'static str, entries: usize, capacity: u32 },
-    #[error("interface {interface}: {source}")]
-    OnInterface { interface: String, source: Box<CompileError> },
+    /// `error` is no `source`: the message holds it already, and a source
+    /// would print it twice in an error chain.
+    #[error("interface {interface}: {error}")]
+    OnInterface { interface: String, error: Box<CompileError> },
 }
 
 impl CompileError {
     /// Names the interface whose compilation failed.
     #[must_use]
     pub fn on_interface(self, interface: &str) -> Self {
-        Self::OnInterface { interface: interface.to_owned(), source: Box::new(self) }
+        Self::OnInterface { interface: interface.to_owned(), error: Box::new(self) }
     }
 }
 

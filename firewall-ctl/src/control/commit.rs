@@ -1,4 +1,4 @@
-//! One change of a host's policy, in one switch (docs/semantics.md items
+//! One change of a scope's policy, in one switch (docs/semantics.md items
 //! 16 and 17).
 //!
 //! Every interface's maps and records exist twice, in generation slots 0
@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use firewall_common::policy::{slot_flags, slot_state, Active, SlotMeta, SLOT_AUDIT, SLOT_REMOVED};
 
-use super::{compile_all, repair, Host, IfaceChange, Wanted};
+use super::{compile_all, repair, IfaceChange, Target, Wanted};
 use crate::{
     compile::CompiledInterface,
     counter_slots::{self, SlotTable},
@@ -87,17 +87,17 @@ struct Planned {
 /// Puts `policy` in force with the interfaces `wanted`, or changes nothing
 /// if they are what is in force. `policy.generation` is ignored: the next
 /// number is taken.
-pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wanted]) -> anyhow::Result<Outcome> {
-    repair::repair_scope(host)?;
+pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wanted]) -> anyhow::Result<Outcome> {
+    repair::repair_scope(target)?;
     crate::timings::mark("repair");
-    let active_path = host.state.active_path(&host.scope);
-    std::fs::create_dir_all(host.state.scope_dir(&host.scope))?;
+    let active_path = target.state.active_path(&target.scope);
+    std::fs::create_dir_all(target.state.scope_dir(&target.scope))?;
     maps::create_active(&active_path)?;
     let active = maps::read_active(&active_path)?.unwrap_or_default();
     let (now, next) = (active.slot, 1 - active.slot);
     let generation = active.generation + 1;
-    let in_force = if active.generation > 0 { host.records(now)? } else { BTreeMap::new() };
-    let old_policy = if active.generation > 0 { in_force_summary(host, now)? } else { None };
+    let in_force = if active.generation > 0 { target.records(now)? } else { BTreeMap::new() };
+    let old_policy = if active.generation > 0 { in_force_summary(target, now)? } else { None };
 
     crate::timings::mark("read the records in force");
     // 1. Everything that can fail on bad input, before anything changes.
@@ -106,17 +106,17 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     let mut planned = Vec::with_capacity(wanted.len());
     for (want, compiled) in wanted.iter().zip(compiled) {
         let ifindex = netns::ifindex(&want.ifname)
-            .ok_or_else(|| InputError(format!("interface {:?} does not exist in {}", want.ifname, host.scope)))?;
+            .ok_or_else(|| InputError::NoSuchInterface { ifname: want.ifname.clone(), scope: target.scope.clone() })?;
         let old = in_force.get(&want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == ifindex);
         // Devices sgctl cannot filter (or not with that hook) are refused
         // here, before anything changes.
         let ours: Vec<u32> = old
-            .and_then(|_| attach::program_ids(&host.state.iface_dir(&host.scope, &want.ifname)).ok())
+            .and_then(|_| attach::program_ids(&target.state.iface_dir(&target.scope, &want.ifname)).ok())
             .map(|(ingress, _)| vec![ingress])
             .unwrap_or_default();
         let at = hooks::plan(&want.ifname, want.mode, &ours)?;
         let previous_slots = old.map_or_else(SlotTable::default, |r| r.slots.clone());
-        let maps = host.maps(&want.ifname);
+        let maps = target.maps(&want.ifname);
         let assignment = counter_slots::assign(&previous_slots, &compiled.rules, generation, || {
             // Only when a retired slot must be reused: which ones flows still credit.
             if old.is_some() {
@@ -125,7 +125,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
                 Default::default()
             }
         });
-        let image = image::build(&compiled, &assignment.by_rule).map_err(|e| InputError(e.to_string()))?;
+        let image = image::build(&compiled, &assignment.by_rule)?;
         let record = IfaceRecord {
             ifindex,
             ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
@@ -148,14 +148,14 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     crate::timings::mark("images");
     // What the new generation takes in the kernel, before anything is loaded.
     let estimate = estimate(&planned, policy, parsed);
-    memory::check(&estimate, host.memory_limit)?;
+    memory::check(&estimate, target.memory_limit)?;
     let removed: Vec<&IfaceRecord> = in_force
         .values()
         .filter(|r| r.state == IfaceState::Enforce && !wanted.iter().any(|w| w.ifname == r.ifname))
         .collect();
 
-    if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, host)? {
-        save_on_disk(host, parsed, policy, active.generation)?;
+    if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, target)? {
+        save_on_disk(target, parsed, policy, active.generation)?;
         return Ok(Outcome {
             generation: active.generation,
             changed: false,
@@ -180,7 +180,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         for plan in &mut planned {
             let old =
                 in_force.get(&plan.want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == plan.ifindex);
-            let dir = host.state.iface_dir(&host.scope, &plan.want.ifname);
+            let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
             let maps = IfaceMaps::at(&dir);
             match old {
                 Some(old) if attach::links_alive(&dir) => {
@@ -203,13 +203,13 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
                     let other_hook = plan.at.xdp != current.is_xdp();
                     if needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object {
                         let hook =
-                            attach::replace(&dir, host.state.active_path(&host.scope), &plan.want.ifname, &needs)
+                            attach::replace(&dir, target.state.active_path(&target.scope), &plan.want.ifname, &needs)
                                 .with_context(|| {
-                                    format!(
-                                        "interface {}: the previous programs stay attached and enforcing",
-                                        plan.want.ifname
-                                    )
-                                })?;
+                                format!(
+                                    "interface {}: the previous programs stay attached and enforcing",
+                                    plan.want.ifname
+                                )
+                            })?;
                         plan.record.ingress = hook;
                         changes.push(IfaceChange::Reattached { interface: plan.want.ifname.clone(), ingress: hook });
                     } else {
@@ -221,7 +221,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
                     attach::detach(&dir)?;
                     let mut ebpf = attach::prepare_new(
                         &dir,
-                        host.state.active_path(&host.scope),
+                        target.state.active_path(&target.scope),
                         plan.conntrack_capacity,
                         plan.at.link,
                     )?;
@@ -237,20 +237,20 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
                 }
             }
             crate::timings::mark("maps and programs");
-            blob::write(&host.state.iface_record_path(&host.scope, &plan.want.ifname, next), &plan.record)?;
+            blob::write(&target.state.iface_record_path(&target.scope, &plan.want.ifname, next), &plan.record)?;
             crate::timings::mark("interface record");
         }
         for record in &removed {
-            let maps = host.maps(&record.ifname);
+            let maps = target.maps(&record.ifname);
             generation::write_meta(&maps, next, &unfiltered(), &[])?;
             let detaching = IfaceRecord { state: IfaceState::Detaching, generation, ..(*record).clone() };
-            blob::write(&host.state.iface_record_path(&host.scope, &record.ifname, next), &detaching)?;
+            blob::write(&target.state.iface_record_path(&target.scope, &record.ifname, next), &detaching)?;
             changes.push(IfaceChange::Detached { interface: record.ifname.clone() });
         }
         let record = PolicyRecord { generation, ..policy.clone() };
-        blob::write(&host.state.policy_path(&host.scope, next), &record)?;
-        blob::write(&host.state.summary_path(&host.scope, next), &PolicySummary::of(&record, parsed))?;
-        let edits = host.state.members_path(&host.scope, next);
+        blob::write(&target.state.policy_path(&target.scope, next), &record)?;
+        blob::write(&target.state.summary_path(&target.scope, next), &PolicySummary::of(&record, parsed))?;
+        let edits = target.state.members_path(&target.scope, next);
         if policy.member_edits.is_empty() {
             blob::remove(&edits)?;
         } else {
@@ -276,10 +276,10 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
     maps::write_active(&active_path, Active { slot: next, settled: 1, generation })?;
     let switch_micros = switch.elapsed().as_micros();
     crate::timings::mark("switch");
-    repair::finish_scope(host)?;
+    repair::finish_scope(target)?;
     crate::timings::mark("free the old generation");
     for plan in &planned {
-        let maps = host.maps(&plan.want.ifname);
+        let maps = target.maps(&plan.want.ifname);
         maps.set_timeouts(plan.timeouts)?;
         let _ = maps.expire_flows(&plan.timeouts);
         if plan.audit_ends {
@@ -289,7 +289,7 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
         }
     }
     crate::timings::mark("expire flows");
-    save_on_disk(host, parsed, policy, generation)?;
+    save_on_disk(target, parsed, policy, generation)?;
     crate::timings::mark("save on disk");
     Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros, kernel_memory: Some(estimate) })
 }
@@ -297,12 +297,14 @@ pub fn commit(host: &Host, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wan
 /// The summary and membership edits of the policy in slot `slot`: what
 /// [`unchanged`] compares (an older sgctl's state has no summary: its
 /// record is read and summarized).
-fn in_force_summary(host: &Host, slot: u32) -> anyhow::Result<Option<(PolicySummary, MemberEdits)>> {
-    let edits = host.member_edits(slot)?;
-    if let Some(summary) = blob::read::<PolicySummary>(&host.state.summary_path(&host.scope, slot))? {
+fn in_force_summary(target: &Target, slot: u32) -> anyhow::Result<Option<(PolicySummary, MemberEdits)>> {
+    let edits = target.member_edits(slot)?;
+    if let Some(summary) = blob::read::<PolicySummary>(&target.state.summary_path(&target.scope, slot))? {
         return Ok(Some((summary, edits)));
     }
-    let Some(record) = blob::read::<PolicyRecord>(&host.state.policy_path(&host.scope, slot))? else { return Ok(None) };
+    let Some(record) = blob::read::<PolicyRecord>(&target.state.policy_path(&target.scope, slot))? else {
+        return Ok(None);
+    };
     Ok(Some((PolicySummary { generation: record.generation, digest: record.digest(), groups: Vec::new() }, edits)))
 }
 
@@ -310,10 +312,10 @@ fn in_force_summary(host: &Host, slot: u32) -> anyhow::Result<Option<(PolicySumm
 /// `sgctl restore` after a reboot, keeping the interfaces saved before that
 /// do not exist now and are still wanted (they are attached when `restore`
 /// runs again). Writes nothing if that is what is saved already.
-pub fn save_on_disk(host: &Host, parsed: &Policy, policy: &PolicyRecord, generation: u64) -> anyhow::Result<()> {
+pub fn save_on_disk(target: &Target, parsed: &Policy, policy: &PolicyRecord, generation: u64) -> anyhow::Result<()> {
     let mut interfaces: Vec<SavedInterface> =
-        host.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
-    let before = host.lib.applied_head(&host.scope)?;
+        target.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
+    let before = target.lib.applied_head(&target.scope)?;
     if let Some(before) = &before {
         let still_wanted = |i: &&SavedInterface| {
             i.origin == crate::state::records::Origin::Command
@@ -352,7 +354,7 @@ pub fn save_on_disk(host: &Host, parsed: &Policy, policy: &PolicyRecord, generat
             members: policy.member_edits.clone(),
             digest,
         };
-        host.lib.save_applied(&host.scope, &now).context("saving the applied policy on disk")?;
+        target.lib.save_applied(&target.scope, &now).context("saving the applied policy on disk")?;
     }
     Ok(())
 }
@@ -414,7 +416,7 @@ fn unchanged(
     planned: &[Planned],
     in_force: &BTreeMap<String, IfaceRecord>,
     removed: &[&IfaceRecord],
-    host: &Host,
+    target: &Target,
 ) -> anyhow::Result<bool> {
     let Some((old_summary, old_edits)) = old_policy else { return Ok(false) };
     if old_summary.digest != policy.digest() || *old_edits != policy.member_edits || !removed.is_empty() {
@@ -423,9 +425,9 @@ fn unchanged(
     for plan in planned {
         let Some(old) = in_force.get(&plan.want.ifname) else { return Ok(false) };
         let same = IfaceRecord { generation: old.generation, ingress: old.ingress, ..plan.record.clone() };
-        let dir = host.state.iface_dir(&host.scope, &plan.want.ifname);
+        let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
         let kernel_agrees = attach::links_alive(&dir)
-            && host.maps(&plan.want.ifname).conntrack_capacity()? == plan.conntrack_capacity
+            && target.maps(&plan.want.ifname).conntrack_capacity()? == plan.conntrack_capacity
             && attach::ingress_hook(&dir, old.ingress)?.is_xdp() == plan.at.xdp;
         if same != *old || !kernel_agrees {
             return Ok(false);

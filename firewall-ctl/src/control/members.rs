@@ -43,7 +43,7 @@ use firewall_common::policy::{addr6_from_octets, Addr4, Addr6, AddrEntry, ClassR
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{commit, repair, Host};
+use super::{commit, repair, Target};
 use crate::{
     image::{self, ClassInfo, ClassSource, Digests, Kind},
     membership::{MemberEdits, MAX_EDITED_ADDRESSES},
@@ -77,38 +77,32 @@ pub struct Outcome {
     pub micros: u128,
 }
 
-/// Puts `change` in force in `host`'s scope.
-pub fn change(host: &Host, change: &Change) -> anyhow::Result<Outcome> {
+/// Puts `change` in force in `target`'s scope.
+pub fn change(target: &Target, change: &Change) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    repair::repair_scope(host)?;
-    let active = host
-        .active()?
-        .ok_or_else(|| InputError(format!("no policy applied in {}: run `sgctl apply FILE...` first", host.scope)))?;
-    let mut edits = host.member_edits(active.slot)?;
+    repair::repair_scope(target)?;
+    let active = target.active()?.ok_or_else(|| InputError::NoPolicyApplied { scope: target.scope.clone() })?;
+    let mut edits = target.member_edits(active.slot)?;
     edits.record(&change.group, change.add, &change.addresses);
     if edits.len() > MAX_EDITED_ADDRESSES {
-        return Err(InputError(format!(
-            "sgctl members keeps at most {MAX_EDITED_ADDRESSES} changed addresses beside the policy files: write \
-             the memberships into the files and apply them"
-        ))
-        .into());
+        return Err(InputError::TooManyMemberEdits { max: MAX_EDITED_ADDRESSES }.into());
     }
-    let records = host.records(active.slot)?;
+    let records = target.records(active.slot)?;
     let records: Vec<IfaceRecord> =
         records.into_values().filter(|r| r.state == crate::state::records::IfaceState::Enforce).collect();
     crate::timings::mark("read the records in force");
 
-    let plans = match plan(host, active.slot, &records, change) {
+    let plans = match plan(target, active.slot, &records, change) {
         Ok(plans) => plans,
-        Err(Fallback(why)) => return full_change(host, change, edits, started, why),
+        Err(Fallback(why)) => return full_change(target, change, edits, started, why),
     };
     crate::timings::mark("plan");
     let journal = Journal { generation: active.generation, slot: active.slot, edits, interfaces: plans };
-    blob::write(&host.state.members_journal_path(&host.scope), &journal)?;
+    blob::write(&target.state.members_journal_path(&target.scope), &journal)?;
     crate::timings::mark("journal");
     let entries_written = journal.interfaces.iter().map(|p| p.entries.len()).sum();
     let interfaces = journal.interfaces.iter().filter(|p| !p.entries.is_empty()).map(|p| p.ifname.clone()).collect();
-    complete(host, &journal, Some(records))?;
+    complete(target, &journal, Some(records))?;
     Ok(Outcome {
         in_place: true,
         full_change_because: None,
@@ -121,25 +115,20 @@ pub fn change(host: &Host, change: &Change) -> anyhow::Result<Outcome> {
 
 /// The change as a full one: the policy in force with the new edits, committed.
 fn full_change(
-    host: &Host,
+    target: &Target,
     change: &Change,
     edits: MemberEdits,
     started: Instant,
     why: String,
 ) -> anyhow::Result<Outcome> {
-    let (mut record, _) = host.parsed_policy()?.context("the policy in force has no record")?;
+    let (mut record, _) = target.parsed_policy()?.context("the policy in force has no record")?;
     record.member_edits = edits;
     let parsed = record.parse().context("the recorded policy no longer parses")?;
     if parsed.group(&change.group).is_none() {
-        let known: Vec<&str> = parsed.groups.iter().map(|g| g.name.as_str()).collect();
-        return Err(InputError(format!(
-            "unknown group {:?}: the policy in force defines {}",
-            change.group,
-            known.join(", ")
-        ))
-        .into());
+        let known = parsed.groups.iter().map(|g| g.name.clone()).collect();
+        return Err(InputError::GroupNotInForce { group: change.group.clone(), known }.into());
     }
-    let outcome = commit::commit(host, &record, &parsed, &host.current_wanted()?)?;
+    let outcome = commit::commit(target, &record, &parsed, &target.current_wanted()?)?;
     Ok(Outcome {
         in_place: false,
         full_change_because: Some(why),
@@ -154,7 +143,7 @@ fn full_change(
 struct Fallback(String);
 
 /// The writes each interface needs, or why they cannot be made in place.
-fn plan(host: &Host, slot: u32, records: &[IfaceRecord], change: &Change) -> Result<Vec<IfacePlan>, Fallback> {
+fn plan(target: &Target, slot: u32, records: &[IfaceRecord], change: &Change) -> Result<Vec<IfacePlan>, Fallback> {
     let known = records.iter().any(|r| r.members.groups.iter().any(|(g, _)| g == &change.group));
     if !known {
         // No interface's rules name the group (or an older record does not
@@ -167,7 +156,7 @@ fn plan(host: &Host, slot: u32, records: &[IfaceRecord], change: &Change) -> Res
             return Err(Fallback(format!("the record of {} predates in-place membership changes", record.ifname)));
         }
         let Some((_, rules)) = record.members.groups.iter().find(|(g, _)| g == &change.group) else { continue };
-        let maps = host.maps(&record.ifname);
+        let maps = target.maps(&record.ifname);
         let plan = plan_interface(&maps, slot, record, &change.group, &set_of(rules), change)
             .map_err(|e| Fallback(format!("{}: {e:#}", record.ifname)))?
             .map_err(|why| Fallback(format!("{}: {why}", record.ifname)))?;
@@ -416,9 +405,9 @@ struct Journal {
 /// Makes every write of `journal` (again: each is idempotent), then the
 /// records and edits, and removes the journal. `records` are the
 /// interfaces' records in force, if already read.
-fn complete(host: &Host, journal: &Journal, records: Option<Vec<IfaceRecord>>) -> anyhow::Result<()> {
+fn complete(target: &Target, journal: &Journal, records: Option<Vec<IfaceRecord>>) -> anyhow::Result<()> {
     for plan in &journal.interfaces {
-        let maps = host.maps(&plan.ifname);
+        let maps = target.maps(&plan.ifname);
         let inner = |kind: Kind| -> anyhow::Result<MapData> { Ok(maps.outer(kind.map_name())?.get(&journal.slot, 0)?) };
         // Classes before the entries that name them.
         let mut classes: BpfHashMap<MapData, u64, ClassRules> =
@@ -449,7 +438,7 @@ fn complete(host: &Host, journal: &Journal, records: Option<Vec<IfaceRecord>>) -
     crate::timings::mark("maps");
     let mut records = records.unwrap_or_default();
     for plan in &journal.interfaces {
-        let path = host.state.iface_record_path(&host.scope, &plan.ifname, journal.slot);
+        let path = target.state.iface_record_path(&target.scope, &plan.ifname, journal.slot);
         let known = records.iter().position(|r| r.ifname == plan.ifname).map(|i| records.swap_remove(i));
         let Some(mut record) = known.map_or_else(|| blob::read::<IfaceRecord>(&path), |r| Ok(Some(r)))? else {
             continue;
@@ -463,16 +452,16 @@ fn complete(host: &Host, journal: &Journal, records: Option<Vec<IfaceRecord>>) -
         }
         blob::write(&path, &record)?;
     }
-    let edits_path = host.state.members_path(&host.scope, journal.slot);
+    let edits_path = target.state.members_path(&target.scope, journal.slot);
     if journal.edits.is_empty() {
         blob::remove(&edits_path)?;
     } else {
         blob::write(&edits_path, &journal.edits)?;
     }
     crate::timings::mark("records");
-    host.lib.save_members(&host.scope, journal.generation, &journal.edits)?;
+    target.lib.save_members(&target.scope, journal.generation, &journal.edits)?;
     crate::timings::mark("saved on disk");
-    blob::remove(&host.state.members_journal_path(&host.scope))
+    blob::remove(&target.state.members_journal_path(&target.scope))
 }
 
 /// Whether a map call failed for want of the key.
@@ -486,12 +475,12 @@ fn is_not_found(e: &MapError) -> bool {
 
 /// Finishes a membership change a killed `sgctl` left (see the module
 /// comment); a journal of a generation no longer in force is dropped.
-pub fn finish_journal(host: &Host) -> anyhow::Result<()> {
-    let path = host.state.members_journal_path(&host.scope);
+pub fn finish_journal(target: &Target) -> anyhow::Result<()> {
+    let path = target.state.members_journal_path(&target.scope);
     let Some(journal) = blob::read::<Journal>(&path)? else { return Ok(()) };
-    match host.active()? {
+    match target.active()? {
         Some(a) if a.generation == journal.generation && a.slot == journal.slot => {
-            complete(host, &journal, None).context("finishing an interrupted sgctl members")
+            complete(target, &journal, None).context("finishing an interrupted sgctl members")
         }
         _ => blob::remove(&path),
     }

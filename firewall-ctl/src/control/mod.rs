@@ -1,4 +1,4 @@
-//! Bringing one host (scope) to a wanted set of filtered interfaces under a
+//! Bringing one scope to a wanted set of filtered interfaces under a
 //! policy. `apply`, `attach`, `detach` and `restore` all end in
 //! [`commit::commit`], because any of them can change which addresses carry
 //! a group, and every rule that references the group must follow
@@ -28,11 +28,12 @@ use crate::{
     InputError,
 };
 
-/// The host `sgctl` works on: a state directory and a scope in it, and
+/// What `sgctl` works on (not a host: a scope, the initial network namespace
+/// or a named one): a state directory and a scope in it, and
 /// where the applied policy is saved on disk. The process has already
 /// entered the scope's network namespace.
 #[derive(Clone)]
-pub struct Host {
+pub struct Target {
     pub state: StateDir,
     pub lib: LibDir,
     pub scope: Scope,
@@ -94,7 +95,7 @@ impl std::fmt::Display for IfaceChange {
     }
 }
 
-impl Host {
+impl Target {
     /// The generation in force (`None`: nothing was ever committed here).
     pub fn active(&self) -> anyhow::Result<Option<Active>> {
         Ok(maps::read_active(&self.state.active_path(&self.scope))?.filter(|a| a.generation > 0))
@@ -181,15 +182,10 @@ pub fn compile_all(policy: &Policy, wanted: &[Wanted]) -> anyhow::Result<Vec<Com
         .map(|w| {
             for group in &w.groups {
                 if policy.group(group).is_none() {
-                    return Err(InputError(format!(
-                        "interface {}: group {group:?} is not defined by the applied policy",
-                        w.ifname
-                    ))
-                    .into());
+                    return Err(InputError::GroupNotDefined { ifname: w.ifname.clone(), group: group.clone() }.into());
                 }
             }
-            compile::compile_interface(policy, &w.groups, &local)
-                .map_err(|e| InputError(format!("interface {}: {e}", w.ifname)).into())
+            compile::compile_interface(policy, &w.groups, &local).map_err(|e| e.on_interface(&w.ifname).into())
         })
         .collect()
 }
@@ -207,7 +203,7 @@ pub fn estimate_fresh(
     for (want, compiled) in wanted.iter().zip(compiled) {
         let assignment =
             crate::counter_slots::assign(&Default::default(), &compiled.rules, 1, std::collections::HashSet::new);
-        let image = crate::image::build(compiled, &assignment.by_rule).map_err(|e| InputError(e.to_string()))?;
+        let image = crate::image::build(compiled, &assignment.by_rule)?;
         let record = commit::record_of(want, compiled, &image, assignment.table);
         let record = crate::memory::json_len(&record);
         interfaces.push(crate::memory::interface(&want.ifname, &image, compiled.conntrack_capacity, record));

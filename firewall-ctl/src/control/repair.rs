@@ -18,23 +18,23 @@
 //!   its journal (see [`super::members`]).
 use anyhow::Context as _;
 
-use super::Host;
+use super::Target;
 use crate::{
     datapath::{attach, generation, maps},
     state::{blob, records::IfaceState, Scope, StateDir},
 };
 
-/// Undoes an uncommitted change and finishes a committed one in `host`'s
+/// Undoes an uncommitted change and finishes a committed one in `target`'s
 /// scope.
-pub fn repair_scope(host: &Host) -> anyhow::Result<()> {
+pub fn repair_scope(target: &Target) -> anyhow::Result<()> {
     // A membership change cut short is finished first: it belongs to the
     // generation in force.
-    super::members::finish_journal(host)?;
-    let active = maps::read_active(&host.state.active_path(&host.scope))?.filter(|a| a.generation > 0);
-    for ifname in host.state.interfaces(&host.scope)? {
-        let dir = host.state.iface_dir(&host.scope, &ifname);
+    super::members::finish_journal(target)?;
+    let active = maps::read_active(&target.state.active_path(&target.scope))?.filter(|a| a.generation > 0);
+    for ifname in target.state.interfaces(&target.scope)? {
+        let dir = target.state.iface_dir(&target.scope, &ifname);
         let committed = match active {
-            Some(a) => blob::read::<RecordState>(&host.state.iface_record_path(&host.scope, &ifname, a.slot))?,
+            Some(a) => blob::read::<RecordState>(&target.state.iface_record_path(&target.scope, &ifname, a.slot))?,
             None => None,
         };
         if committed.is_none() {
@@ -44,18 +44,19 @@ pub fn repair_scope(host: &Host) -> anyhow::Result<()> {
         attach::finish_hook_switch(&dir)?;
         attach::finish_resize(&dir).with_context(|| format!("finishing the conntrack resize of {ifname}"))?;
     }
-    finish_scope(host)
+    finish_scope(target)
 }
 
 /// The steps after a switch: detach what the generation in force leaves
 /// unfiltered, and free the old generation's maps.
-pub fn finish_scope(host: &Host) -> anyhow::Result<()> {
-    let Some(active) = maps::read_active(&host.state.active_path(&host.scope))?.filter(|a| a.generation > 0) else {
+pub fn finish_scope(target: &Target) -> anyhow::Result<()> {
+    let Some(active) = maps::read_active(&target.state.active_path(&target.scope))?.filter(|a| a.generation > 0) else {
         return Ok(());
     };
-    for ifname in host.state.interfaces(&host.scope)? {
-        let dir = host.state.iface_dir(&host.scope, &ifname);
-        let Some(record) = blob::read::<RecordState>(&host.state.iface_record_path(&host.scope, &ifname, active.slot))?
+    for ifname in target.state.interfaces(&target.scope)? {
+        let dir = target.state.iface_dir(&target.scope, &ifname);
+        let Some(record) =
+            blob::read::<RecordState>(&target.state.iface_record_path(&target.scope, &ifname, active.slot))?
         else {
             continue;
         };

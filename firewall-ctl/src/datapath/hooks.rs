@@ -62,24 +62,16 @@ pub fn link_layer(ifname: &str, facts: &LinkFacts) -> anyhow::Result<LinkLayer> 
         // The loopback device carries an (all-zero) Ethernet header.
         ARPHRD_ETHER | ARPHRD_LOOPBACK => Ok(LinkLayer::Ethernet),
         ARPHRD_NONE | ARPHRD_RAWIP | ARPHRD_TUNNEL | ARPHRD_TUNNEL6 | ARPHRD_SIT | ARPHRD_PPP => Ok(LinkLayer::BareIp),
-        ARPHRD_IPGRE | ARPHRD_IP6GRE => Err(InputError(format!(
-            "{ifname}: GRE devices are not supported: in NBMA mode the kernel puts a GRE header where sgctl \
-             expects the IP header; filter the interface that carries the tunnel, or use an ip6tnl/ipip/WireGuard \
-             device"
-        ))
-        .into()),
-        other => Err(InputError(format!(
-            "{ifname}: link type {other}{} is not supported: sgctl parses Ethernet devices and devices that carry \
-             bare IP packets (tun, WireGuard, IP tunnels, PPP)",
-            facts.kind.as_deref().map(|k| format!(" ({k})")).unwrap_or_default()
-        ))
-        .into()),
+        ARPHRD_IPGRE | ARPHRD_IP6GRE => Err(InputError::GreDevice { ifname: ifname.to_owned() }.into()),
+        link_type => {
+            Err(InputError::LinkType { ifname: ifname.to_owned(), link_type, kind: facts.kind.clone() }.into())
+        }
     }
 }
 
 /// rtnetlink's view of `ifname` in the current network namespace.
 pub fn link_facts(ifname: &str) -> anyhow::Result<LinkFacts> {
-    let ifindex = crate::netns::ifindex(ifname).ok_or_else(|| InputError(format!("no interface {ifname:?}")))?;
+    let ifindex = crate::netns::ifindex(ifname).ok_or_else(|| InputError::InterfaceNotFound(ifname.to_owned()))?;
     let mut request = LinkMessage::default();
     request.header.index = ifindex;
     let message = rtnetlink_get(request).with_context(|| format!("asking rtnetlink about {ifname}"))?;
@@ -208,11 +200,7 @@ fn ingress_hook(ifname: &str, mode: Mode, facts: &LinkFacts) -> anyhow::Result<(
         Mode::Tc => false,
     };
     if use_xdp && link == LinkLayer::BareIp {
-        return Err(InputError(format!(
-            "{ifname}: XDP cannot filter a device without an Ethernet header (link type {}): use --mode tc or auto",
-            facts.link_type
-        ))
-        .into());
+        return Err(InputError::XdpWithoutEthernet { ifname: ifname.to_owned(), link_type: facts.link_type }.into());
     }
     Ok((link, use_xdp))
 }
@@ -237,12 +225,7 @@ pub fn plan(ifname: &str, mode: Mode, ours: &[u32]) -> anyhow::Result<Placement>
             false
         }
         Some(other) => {
-            return Err(InputError(format!(
-                "{ifname} already runs XDP program {} ({}); sgctl does not replace it: remove it \
-                 (`ip link set dev {ifname} xdp off`) or use --mode tc",
-                other.id, other.mode
-            ))
-            .into())
+            return Err(InputError::XdpHookTaken { ifname: ifname.to_owned(), id: other.id, mode: other.mode }.into())
         }
     };
     Ok(Placement { link, xdp, mode })

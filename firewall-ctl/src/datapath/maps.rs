@@ -8,38 +8,28 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+// The names are firewall-common's, shared with the eBPF program's statics.
+pub use firewall_common::map_names::{
+    ACTIVE, CONNTRACK, CONNTRACK_PREV, CT_CONFIG, CT_SWEPT_AT, EVENTS, EVENT_BUDGET, FRAGMENTS, IFACE_STATS,
+    RULE_SLOTS, RULE_STATS, SLOT_META, TRACE, TRACE_EVENTS,
+};
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
-    counters::{Reason, ReasonCounters, RuleCounters},
+    counters::{ReasonCounters, RuleCounters, REASON_SLOTS},
     events::EventBudget,
+    map_names::{ADDR4, ADDR6, CLASSES, L4_RULES},
     policy::{Active, SlotMeta},
 };
-
-pub const ACTIVE: &str = "ACTIVE";
-pub const SLOT_META: &str = "SLOT_META";
-pub const RULE_SLOTS: &str = "RULE_SLOTS";
-pub const CONNTRACK: &str = "CONNTRACK";
-pub const CONNTRACK_PREV: &str = "CONNTRACK_PREV";
-pub const CT_SWEPT_AT: &str = "CT_SWEPT_AT";
-pub const CT_CONFIG: &str = "CT_CONFIG";
-pub const FRAGMENTS: &str = "FRAGMENTS";
-pub const RULE_STATS: &str = "RULE_STATS";
-pub const IFACE_STATS: &str = "IFACE_STATS";
-pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
-pub const TRACE: &str = "TRACE";
-/// Ring buffers shared by every interface of a scope, pinned beside `ACTIVE`.
-pub const EVENTS: &str = "EVENTS";
-pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
 
 /// Every map an interface pins in its directory (besides the scope's
 /// `ACTIVE`); `SCRATCH` is each program copy's own.
 pub const PINNED: [&str; 15] = [
     SLOT_META,
     RULE_SLOTS,
-    "L4_RULES",
-    "ADDR4",
-    "ADDR6",
-    "CLASSES",
+    L4_RULES,
+    ADDR4,
+    ADDR6,
+    CLASSES,
     CONNTRACK,
     CONNTRACK_PREV,
     CT_SWEPT_AT,
@@ -149,15 +139,15 @@ impl IfaceMaps {
     }
 
     /// Packets and bytes per `(direction, reason)`, summed over CPUs;
-    /// index `direction * Reason::COUNT + reason`.
+    /// index `counters::reason_slot(direction, reason)`.
     pub fn reason_counters(&self) -> anyhow::Result<Vec<ReasonCounters>> {
         let data = self.data(IFACE_STATS)?;
         // Programs of an older sgctl may have fewer reasons: theirs count 0.
         let size = data.info()?.max_entries();
         let stats: PerCpuArray<MapData, ReasonCounters> = PerCpuArray::try_from(Map::PerCpuArray(data))?;
-        (0..2 * Reason::COUNT)
+        (0..REASON_SLOTS)
             .map(|i| {
-                // Index `direction * COUNT + reason`, over the table this object declares.
+                // Index `reason_slot(direction, reason)`, over the table this object declares.
                 if i >= size {
                     return Ok(ReasonCounters::default());
                 }
@@ -254,8 +244,7 @@ impl IfaceMaps {
 
     pub fn timeouts(&self) -> anyhow::Result<Timeouts> {
         let config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_CONFIG)?))?;
-        let t = config.get(&0, 0)?;
-        Ok(if t.tcp_established_ns == 0 { Timeouts::AWS_DEFAULT } else { t })
+        Ok(Timeouts::in_force(Some(config.get(&0, 0)?)))
     }
 
     pub fn conntrack_capacity(&self) -> anyhow::Result<u32> {

@@ -224,7 +224,7 @@ mod tests {
             family: 4,
             direction: 0,
             kind,
-            tcp_flags: 0x02,
+            tcp_flags: firewall_common::tcp::TCP_SYN,
             ct_state: 0,
             icmp: [0; 2],
             _pad: [0; 4],

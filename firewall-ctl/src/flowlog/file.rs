@@ -114,13 +114,7 @@ pub fn read_all(path: &Path, keep: u32) -> anyhow::Result<Vec<Record>> {
             }
         }
     }
-    anyhow::ensure!(
-        found,
-        crate::InputError(format!(
-            "no flow log at {}: is `sgctl agent` running (with --flow-log {0})?",
-            path.display()
-        ))
-    );
+    anyhow::ensure!(found, crate::InputError::NoFlowLog { path: path.to_owned() });
     Ok(out)
 }
 

@@ -176,13 +176,13 @@ impl Protocol {
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::All => f.write_str("all"),
-            Self::Tcp => f.write_str("tcp"),
-            Self::Udp => f.write_str("udp"),
-            Self::Icmp => f.write_str("icmp"),
-            Self::Icmpv6 => f.write_str("icmpv6"),
-            Self::Other(n) => write!(f, "{n}"),
+        match (self, self.number()) {
+            (Self::All, _) | (_, None) => f.write_str("all"),
+            (Self::Other(n), _) => write!(f, "{n}"),
+            (_, Some(n)) => match firewall_common::proto::name(n) {
+                Some(name) => f.write_str(name),
+                None => write!(f, "{n}"),
+            },
         }
     }
 }

@@ -73,12 +73,8 @@ pub fn interface_name(node: &Node) -> Result<String, PolicyError> {
 pub fn protocol(node: &Node) -> Result<Protocol, PolicyError> {
     let text = scalar(node, "a protocol", "tcp, udp, icmp, icmpv6, all or a number 0-255")?;
     Ok(match text.to_ascii_lowercase().as_str() {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        "icmp" => Protocol::Icmp,
-        "icmpv6" => Protocol::Icmpv6,
         "all" | "-1" => Protocol::All,
-        other => match parse_decimal(other).and_then(|n| u8::try_from(n).ok()) {
+        other => match firewall_common::proto::by_name(other).or_else(|| parse_decimal(other)?.try_into().ok()) {
             Some(n) => Protocol::from_number(n),
             None => return Err(PolicyError::new(&node.at, ErrorKind::InvalidProtocol(text.to_owned()))),
         },

@@ -28,32 +28,33 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-/// A host: the initial network namespace, or a named one (`ip netns`).
+/// Where sgctl works: the initial network namespace (shown as "host"), or a
+/// named one (`ip netns`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
-    Host,
+    InitNetns,
     Netns(String),
 }
 
 impl Scope {
     pub fn dir_name(&self) -> String {
         match self {
-            Self::Host => "host".into(),
+            Self::InitNetns => "host".into(),
             Self::Netns(name) => format!("netns-{}", escape(name)),
         }
     }
 
     pub fn from_dir_name(name: &str) -> Option<Self> {
         match name {
-            "host" => Some(Self::Host),
+            "host" => Some(Self::InitNetns),
             _ => name.strip_prefix("netns-").map(|n| Self::Netns(unescape(n))),
         }
     }
 
-    /// The namespace name for JSON (`null` for the host).
+    /// The namespace name for JSON (`null` for the initial one).
     pub fn netns(&self) -> Option<&str> {
         match self {
-            Self::Host => None,
+            Self::InitNetns => None,
             Self::Netns(n) => Some(n),
         }
     }
@@ -62,7 +63,7 @@ impl Scope {
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Host => f.write_str("host"),
+            Self::InitNetns => f.write_str("host"),
             Self::Netns(n) => write!(f, "netns {n}"),
         }
     }
@@ -126,10 +127,7 @@ impl StateDir {
                 .with_context(|| format!("creating state directory {}", root.display()))?;
         }
         if !is_bpffs(root) {
-            anyhow::bail!(crate::InputError(format!(
-                "state directory {} is not on a bpffs mount (mount -t bpf bpf DIR)",
-                root.display()
-            )));
+            anyhow::bail!(crate::InputError::NotBpffs { dir: root.to_owned() });
         }
         check_private(root)?;
         let dir = Self { root: root.to_owned() };
@@ -193,7 +191,7 @@ impl StateDir {
 
     /// The scope's `ACTIVE` map pin.
     pub fn active_path(&self, scope: &Scope) -> PathBuf {
-        self.scope_dir(scope).join("ACTIVE")
+        self.scope_dir(scope).join(firewall_common::map_names::ACTIVE)
     }
 
     pub fn scope_dir(&self, scope: &Scope) -> PathBuf {
@@ -276,13 +274,11 @@ fn check_private(root: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(root).with_context(|| format!("reading {}", root.display()))?;
     if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        anyhow::bail!(crate::InputError(format!(
-            "state directory {} is writable by others (owner uid {}, mode {:o}): it must be root's, mode 0700 \
-             (chmod 700 {0})",
-            root.display(),
-            meta.uid(),
-            meta.mode() & 0o7777
-        )));
+        anyhow::bail!(crate::InputError::StateDirNotPrivate {
+            dir: root.to_owned(),
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777
+        });
     }
     Ok(())
 }

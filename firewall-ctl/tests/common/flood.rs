@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testlab::{Host, Outcome};
+use testlab::{LabHost, Outcome};
 
 /// What a [`SynFlood`] saw.
 #[derive(Debug, Default, Clone, Copy)]
@@ -34,7 +34,7 @@ pub struct SynFlood {
 }
 
 impl SynFlood {
-    pub fn start(from: &Host, src: Ipv4Addr, to: SocketAddrV4, per_sec: u64) -> Self {
+    pub fn start(from: &LabHost, src: Ipv4Addr, to: SocketAddrV4, per_sec: u64) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let answered = Arc::new(AtomicU64::new(0));
@@ -177,7 +177,7 @@ pub struct ConnectLoop {
 }
 
 impl ConnectLoop {
-    pub fn start(from: &Host, to: SocketAddr, timeout: Duration) -> Self {
+    pub fn start(from: &LabHost, to: SocketAddr, timeout: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let from = from.clone();
         let flag = stop.clone();
@@ -207,7 +207,7 @@ impl ConnectLoop {
 /// (`base` + i, each a source of its own flow), as fast as one thread
 /// sends them from a raw socket in `from`'s namespace, for `secs`; returns
 /// how many were sent.
-pub fn udp_from_many(from: &Host, base: Ipv4Addr, sources: u32, to: SocketAddrV4, secs: f64) -> u64 {
+pub fn udp_from_many(from: &LabHost, base: Ipv4Addr, sources: u32, to: SocketAddrV4, secs: f64) -> u64 {
     let fd = from.in_netns(|| {
         // SAFETY: plain socket(2); the descriptor is owned at once.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };

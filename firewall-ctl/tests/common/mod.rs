@@ -18,9 +18,10 @@ use std::{
 
 pub mod agent;
 pub mod flood;
+pub mod seed;
 
 use serde_json::Value;
-pub use testlab::{Host, Lab, Listener, Outcome};
+pub use testlab::{Lab, LabHost, Listener, Outcome};
 
 /// How long a probe that should be dropped waits: its SYN is silently
 /// dropped, so anything it could get back (SYN-ACK, RST) would come within
@@ -48,7 +49,7 @@ pub fn lab(name: &str) -> Lab {
 }
 
 /// A host of `lab` with `eth0` carrying `addrs`.
-pub fn host(lab: &Lab, name: &str, addrs: &[&str]) -> Host {
+pub fn host(lab: &Lab, name: &str, addrs: &[&str]) -> LabHost {
     lab.host(name, addrs).unwrap_or_else(|e| panic!("creating host {name} {addrs:?}: {e:#}"))
 }
 
@@ -146,7 +147,7 @@ pub struct Sgctl {
 }
 
 impl Sgctl {
-    pub fn new(lab: &Lab, host: &Host) -> Self {
+    pub fn new(lab: &Lab, host: &LabHost) -> Self {
         Self::for_netns(lab, host.netns())
     }
 
@@ -264,16 +265,16 @@ pub fn count(v: &Value, field: &str) -> u64 {
 
 /// Starts echo servers on `host`, one per socket address (`ip:port`,
 /// `[ip6]:port`); they stop when the returned listeners are dropped.
-pub fn listen(host: &Host, addrs: &[&str]) -> Vec<Listener> {
-    start_servers(host, addrs, "TCP echo", Host::tcp_listen)
+pub fn listen(host: &LabHost, addrs: &[&str]) -> Vec<Listener> {
+    start_servers(host, addrs, "TCP echo", LabHost::tcp_listen)
 }
 
 /// Starts one server per socket address with `start`, panicking with `what`.
 fn start_servers(
-    host: &Host,
+    host: &LabHost,
     addrs: &[&str],
     what: &str,
-    start: impl Fn(&Host, SocketAddr) -> anyhow::Result<Listener>,
+    start: impl Fn(&LabHost, SocketAddr) -> anyhow::Result<Listener>,
 ) -> Vec<Listener> {
     addrs
         .iter()
@@ -292,13 +293,13 @@ pub struct Probe<'a> {
 }
 
 /// `from` opens a TCP connection to `to` (`ip:port`) and round-trips bytes.
-pub fn tcp<'a>(from: &'a Host, to: &str, want: Outcome) -> Probe<'a> {
+pub fn tcp<'a>(from: &'a LabHost, to: &str, want: Outcome) -> Probe<'a> {
     let addr: SocketAddr = to.parse().unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
     Probe { name: format!("{} -> tcp {to}", from.name()), want, run: Box::new(move |t| from.tcp_connect(addr, t)) }
 }
 
 /// As [`tcp`], from a chosen source address.
-pub fn tcp_from<'a>(from: &'a Host, src: &str, to: &str, want: Outcome) -> Probe<'a> {
+pub fn tcp_from<'a>(from: &'a LabHost, src: &str, to: &str, want: Outcome) -> Probe<'a> {
     let addr: SocketAddr = to.parse().unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
     let local: SocketAddr = SocketAddr::new(src.parse().unwrap_or_else(|e| panic!("address {src:?}: {e}")), 0);
     Probe {
@@ -309,18 +310,18 @@ pub fn tcp_from<'a>(from: &'a Host, src: &str, to: &str, want: Outcome) -> Probe
 }
 
 /// `from` sends a datagram to a UDP echo server at `to` (`ip:port`).
-pub fn udp<'a>(from: &'a Host, to: &str, want: Outcome) -> Probe<'a> {
+pub fn udp<'a>(from: &'a LabHost, to: &str, want: Outcome) -> Probe<'a> {
     let addr: SocketAddr = to.parse().unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
     Probe { name: format!("{} -> udp {to}", from.name()), want, run: Box::new(move |t| from.udp_exchange(addr, t)) }
 }
 
 /// Starts UDP echo servers on `host`, one per socket address.
-pub fn udp_echo(host: &Host, addrs: &[&str]) -> Vec<Listener> {
-    start_servers(host, addrs, "UDP echo", Host::udp_echo)
+pub fn udp_echo(host: &LabHost, addrs: &[&str]) -> Vec<Listener> {
+    start_servers(host, addrs, "UDP echo", LabHost::udp_echo)
 }
 
 /// `from` pings `to` once: `Connected` if answered, else `TimedOut`.
-pub fn ping<'a>(from: &'a Host, to: &str, want: Outcome) -> Probe<'a> {
+pub fn ping<'a>(from: &'a LabHost, to: &str, want: Outcome) -> Probe<'a> {
     let ip: std::net::IpAddr = to.parse().unwrap_or_else(|e| panic!("address {to:?}: {e}"));
     Probe {
         name: format!("{} -> ping {to}", from.name()),
@@ -369,7 +370,7 @@ pub struct Conn {
 
 /// Opens a connection from `from` to `to` and checks it echoes.
 #[track_caller]
-pub fn open(from: &Host, to: &str) -> Conn {
+pub fn open(from: &LabHost, to: &str) -> Conn {
     let addr: SocketAddr = to.parse().unwrap_or_else(|e| panic!("socket address {to:?}: {e}"));
     let name = format!("{} -> tcp {to} (kept open)", from.name());
     let stream =

@@ -4,7 +4,11 @@
 
 use std::net::IpAddr;
 
-use firewall_common::{counters::Reason, proto, Direction};
+use anyhow::Context as _;
+use firewall_common::{
+    counters::{of_reason_slot, Reason},
+    proto, Direction,
+};
 use firewall_ctl::{
     compile::CompiledInterface,
     datapath::{self, maps::IfaceMaps},
@@ -78,10 +82,9 @@ impl Kernel {
         self.reasons = reasons;
         maps.remove_flows(|_, _| true)?;
         let [counted] = counted[..] else { anyhow::bail!("{hook:?}: reason counters {counted:?} moved, not one") };
-        let (direction, reason) = (counted / Reason::COUNT as usize, counted % Reason::COUNT as usize);
+        let (direction, reason) = of_reason_slot(u32::try_from(counted)?).context("a known reason")?;
         let expected = if hook == Hook::TcEgress { Direction::Outbound } else { Direction::Inbound };
-        anyhow::ensure!(direction == expected as usize, "{hook:?} counted its packet in direction {direction}");
-        let reason = *Reason::ALL.iter().find(|r| **r as usize == reason).expect("a known reason");
+        anyhow::ensure!(direction == expected, "{hook:?} counted its packet in direction {direction:?}");
         let credited = match credited[..] {
             [] => None,
             [id] => Some(self.rule_ref(id)),

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde_json::json;
-use testlab::{Host, Lab};
+use testlab::{Lab, LabHost};
 
 use super::{
     flood::{self, Flood, Wire},
@@ -174,7 +174,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn setup(sg: &Sgctl<'_>, rcv: &Host, variant: Variant, size: &Size) -> anyhow::Result<()> {
+fn setup(sg: &Sgctl<'_>, rcv: &LabHost, variant: Variant, size: &Size) -> anyhow::Result<()> {
     match variant {
         Variant::None => {}
         Variant::SgctlTc => drop(sg.run(&["attach", IFACE, "--groups", policies::GROUP, "--mode", "tc"])?),
@@ -185,7 +185,7 @@ fn setup(sg: &Sgctl<'_>, rcv: &Host, variant: Variant, size: &Size) -> anyhow::R
     Ok(())
 }
 
-fn teardown(sg: &Sgctl<'_>, rcv: &Host, variant: Variant) -> anyhow::Result<()> {
+fn teardown(sg: &Sgctl<'_>, rcv: &LabHost, variant: Variant) -> anyhow::Result<()> {
     match variant {
         Variant::None => {}
         Variant::SgctlTc | Variant::SgctlXdp => drop(sg.run(&["detach", IFACE])?),
@@ -197,8 +197,8 @@ fn teardown(sg: &Sgctl<'_>, rcv: &Host, variant: Variant) -> anyhow::Result<()> 
 /// Packets per second the receiver handled during the window.
 fn measure(
     b: &Bench,
-    gen: &Host,
-    rcv: &Host,
+    gen: &LabHost,
+    rcv: &LabHost,
     sg: &Sgctl<'_>,
     wire: &Wire,
     variant: Variant,

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde_json::{json, Value};
-use testlab::{Host, Lab};
+use testlab::{Lab, LabHost};
 
 use super::{
     harness::{self, cell, median, ratio, Bench, Report, Sgctl},
@@ -152,7 +152,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
 }
 
 /// iperf3 from `cli` to the server with `streams` streams: Gbit/s received.
-fn iperf(cli: &Host, streams: u32) -> anyhow::Result<f64> {
+fn iperf(cli: &LabHost, streams: u32) -> anyhow::Result<f64> {
     let n = streams.to_string();
     let out = cli.run(&["iperf3", "-c", SERVER, "-p", "5201", "-t", IPERF_SECS, "-P", &n, "-J"])?;
     let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
@@ -163,7 +163,7 @@ fn iperf(cli: &Host, streams: u32) -> anyhow::Result<f64> {
 }
 
 /// p50 and p99 of [`ROUND_TRIPS`] 64-byte round trips to the echo server, in µs.
-fn ping_pong(cli: &Host) -> anyhow::Result<(f64, f64)> {
+fn ping_pong(cli: &LabHost) -> anyhow::Result<(f64, f64)> {
     cli.in_netns(|| {
         let mut s = TcpStream::connect_timeout(&SocketAddr::from(([198, 19, 0, 1], 7)), Duration::from_secs(3))?;
         s.set_nodelay(true)?;

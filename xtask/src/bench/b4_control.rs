@@ -177,7 +177,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
 fn membership_change(
     b: &Bench,
     sg: &Sgctl<'_>,
-    srv: &testlab::Host,
+    srv: &testlab::LabHost,
     dir: &Path,
 ) -> anyhow::Result<(Vec<Vec<String>>, serde_json::Value)> {
     let base = policies::write(dir, "members-100k", &policies::members_policy(100_000, false))?;

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde_json::{json, Value};
-use testlab::{Host, Lab};
+use testlab::{Lab, LabHost};
 
 use super::{
     flood::{self, Flood},
@@ -263,7 +263,7 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
 }
 
 /// Sum over CPUs of a column of `/proc/net/stat/nf_conntrack` (hexadecimal).
-fn ct_stat(host: &Host, column: &str) -> anyhow::Result<u64> {
+fn ct_stat(host: &LabHost, column: &str) -> anyhow::Result<u64> {
     let text = harness::netns_proc(host, "stat/nf_conntrack")?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();

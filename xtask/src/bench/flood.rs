@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use testlab::Host;
+use testlab::LabHost;
 
 use super::harness;
 
@@ -57,7 +57,7 @@ pub fn syn_config(path: &Wire, dport: u16) -> String {
 /// local to `gen` (so every source address a flood uses is the generator's
 /// own) and routes it from `rcv` through 198.18.0.1 (one neighbour entry,
 /// not one per source). Returns the flood's Ethernet and IP addresses.
-pub fn wire_up(lab: &testlab::Lab, gen: &Host, rcv: &Host, rcv_if: &str) -> anyhow::Result<Wire> {
+pub fn wire_up(lab: &testlab::Lab, gen: &LabHost, rcv: &LabHost, rcv_if: &str) -> anyhow::Result<Wire> {
     lab.link(gen, "g0", &["198.18.0.1/15"], rcv, rcv_if, &["198.19.0.1/15"])?;
     for (host, cmd) in [
         (gen, &["ip", "route", "add", "local", "198.18.0.0/16", "dev", "lo"][..]),
@@ -74,7 +74,7 @@ impl Flood {
     /// packets and `limit` of time.
     pub fn start(
         work: &Path,
-        host: &Host,
+        host: &LabHost,
         iface: &str,
         config: &str,
         packets: u64,
@@ -111,7 +111,7 @@ impl Drop for Flood {
 
 /// Datagrams that reached the receiver's UDP layer (delivered, queue
 /// full, no port), from its namespace's `/proc/net/snmp`.
-pub fn udp_received(host: &Host) -> anyhow::Result<u64> {
+pub fn udp_received(host: &LabHost) -> anyhow::Result<u64> {
     let snmp = harness::netns_proc(host, "snmp")?;
     Ok(["InDatagrams", "NoPorts", "InErrors"].iter().map(|f| harness::snmp(&snmp, "Udp", f)).sum())
 }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
-use testlab::Host;
+use testlab::LabHost;
 
 use crate::sh;
 
@@ -171,7 +171,7 @@ pub fn iface_count(stats: &Value, field: &str) -> u64 {
 }
 
 /// Runs `nft ARGS…` in `host`'s namespace; fails with its stderr.
-pub fn nft(host: &Host, args: &[&str]) -> anyhow::Result<String> {
+pub fn nft(host: &LabHost, args: &[&str]) -> anyhow::Result<String> {
     let mut all = vec!["nft"];
     all.extend_from_slice(args);
     let out = host.run(&all)?;
@@ -182,7 +182,7 @@ pub fn nft(host: &Host, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Packets of the named counter `name` of `table inet sgctl`.
-pub fn nft_counter(host: &Host, name: &str) -> anyhow::Result<u64> {
+pub fn nft_counter(host: &LabHost, name: &str) -> anyhow::Result<u64> {
     let v: Value = serde_json::from_str(&nft(host, &["-j", "list", "counter", "inet", "sgctl", name])?)?;
     v["nftables"]
         .as_array()
@@ -191,7 +191,7 @@ pub fn nft_counter(host: &Host, name: &str) -> anyhow::Result<u64> {
 }
 
 /// Reads a file of `/proc/thread-self/net/` as `host`'s namespace sees it.
-pub fn netns_proc(host: &Host, file: &str) -> anyhow::Result<String> {
+pub fn netns_proc(host: &LabHost, file: &str) -> anyhow::Result<String> {
     let path = format!("/proc/thread-self/net/{file}");
     host.in_netns(|| std::fs::read_to_string(&path)).with_context(|| format!("reading {path} in {}", host.netns()))
 }
@@ -210,7 +210,7 @@ pub fn snmp(text: &str, proto: &str, field: &str) -> u64 {
 }
 
 /// The MAC address of `iface` in `host`.
-pub fn mac(host: &Host, iface: &str) -> anyhow::Result<String> {
+pub fn mac(host: &LabHost, iface: &str) -> anyhow::Result<String> {
     let path = format!("/sys/class/net/{iface}/address");
     // sysfs shows the namespace of whoever mounted it; ask `ip` instead.
     let out = host.run(&["cat", &path])?;

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use firewall_common::proto;
 use ipnet::IpNet;
 
 use super::{json, ImportError, Source};
@@ -361,13 +362,10 @@ fn l4(
 ) -> Result<Option<L4>, ImportError> {
     let number = match protocol.to_ascii_lowercase().as_str() {
         "-1" | "all" => return Ok(Some(L4::All)),
-        "tcp" => 6,
-        "udp" => 17,
-        "icmp" => 1,
-        "icmpv6" => 58,
-        other => match other.parse::<u8>() {
-            Ok(n) if other.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => {
+        other => match (proto::by_name(other), other.parse::<u8>()) {
+            (Some(n), _) => n,
+            (None, Ok(n)) if other.bytes().all(|b| b.is_ascii_digit()) => n,
+            (None, _) => {
                 return Err(at.child("IpProtocol").error(format!(
                     "unknown protocol \"{protocol}\": expected tcp, udp, icmp, icmpv6, -1 or a number 0-255"
                 )))
@@ -375,8 +373,8 @@ fn l4(
         },
     };
     match number {
-        6 | 17 => ports(number == 17, from, to, at, warnings),
-        1 | 58 => icmp(number == 58, from, to, at).map(Some),
+        proto::TCP | proto::UDP => ports(number == proto::UDP, from, to, at, warnings),
+        proto::ICMP | proto::ICMPV6 => icmp(number == proto::ICMPV6, from, to, at).map(Some),
         n => Ok(Some(L4::Other(n))),
     }
 }

@@ -1,0 +1,173 @@
+//! How a failure ends `sgctl` (docs/cli.md): exit status 2 when the input
+//! is at fault (a policy, a name, a flag value: nothing in the kernel has
+//! changed), 1 for the rest (the system: the kernel, the filesystem).
+//!
+//! Each error type of the library says which it is through [`Fault`];
+//! `main` asks the errors in an error's chain, outermost first.
+use std::{io, path::PathBuf};
+
+use ipnet::IpNet;
+
+use crate::{
+    compile::CompileError, export::ExportError, image::ImageError, import::aws::ImportError, memory::OverLimit,
+    model::PacketError, policy::PolicyError, state::Scope,
+};
+
+/// `sgctl`'s exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Done = 0,
+    /// A runtime failure.
+    Failure = 1,
+    /// Invalid input or usage.
+    Invalid = 2,
+}
+
+/// An error that knows whose fault it is.
+pub trait Fault: std::error::Error {
+    /// The exit status it ends `sgctl` with.
+    fn exit(&self) -> Exit {
+        Exit::Invalid
+    }
+
+    /// Whether its message starts with where the input is wrong
+    /// (`FILE:LINE:COL` or `FILE: JSON-PATH`), printed as compilers print
+    /// them, without the `sgctl: ` prefix.
+    fn located(&self) -> bool {
+        false
+    }
+}
+
+impl Fault for InputError {}
+impl Fault for CompileError {}
+impl Fault for ExportError {}
+impl Fault for ImageError {}
+impl Fault for PacketError {}
+impl Fault for OverLimit {}
+
+impl Fault for PolicyError {
+    fn located(&self) -> bool {
+        true
+    }
+}
+
+impl Fault for ImportError {
+    fn located(&self) -> bool {
+        true
+    }
+}
+
+/// `e` as a [`Fault`], if it is one of the library's typed errors: the one
+/// list of them.
+fn fault_of<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a dyn Fault> {
+    macro_rules! first_of {
+        ($($t:ty),*) => {
+            $(if let Some(f) = e.downcast_ref::<$t>() { return Some(f); })*
+        };
+    }
+    first_of!(InputError, PolicyError, ImportError, ExportError, CompileError, ImageError, PacketError, OverLimit);
+    None
+}
+
+/// How `sgctl` ends after `e`: the status of the outermost typed error in
+/// its chain (context added on the way up keeps it), else a failure.
+pub fn exit_status(e: &anyhow::Error) -> Exit {
+    e.chain().find_map(fault_of).map_or(Exit::Failure, |f| f.exit())
+}
+
+/// Whether `e`'s message starts with the place in the input (see [`Fault::located`]).
+pub fn is_located(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(fault_of).any(|f| f.located())
+}
+
+/// Invalid input that is not a policy file's (those are [`PolicyError`]s):
+/// names, addresses and flags on the command line, the scope's state as
+/// the command finds it.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("no policy applied in {scope}: run `sgctl apply FILE...` first")]
+    NoPolicyApplied { scope: Scope },
+    /// As [`InputError::NoPolicyApplied`], for verbs that read the policy in force.
+    #[error("no policy applied in {scope}")]
+    NoPolicyInForce { scope: Scope },
+    #[error("interface {ifname:?} does not exist in {scope}")]
+    NoSuchInterface { ifname: String, scope: Scope },
+    /// rtnetlink was asked about an interface that is not there.
+    #[error("no interface {0:?}")]
+    InterfaceNotFound(String),
+    #[error("interface {ifname:?} is not filtered in {scope}")]
+    NotFiltered { ifname: String, scope: Scope },
+    #[error("no filtered interface in {scope}: nothing to trace")]
+    NothingToTrace { scope: Scope },
+    #[error("unknown group {group:?}: expected one of {}", known.join(", "))]
+    UnknownGroup { group: String, known: Vec<String> },
+    #[error("unknown group {group:?}: the policy in force defines {}", known.join(", "))]
+    GroupNotInForce { group: String, known: Vec<String> },
+    #[error("interface {ifname}: group {group:?} is not defined by the applied policy")]
+    GroupNotDefined { ifname: String, group: String },
+    /// The policy in force no longer compiles (e.g. for `explain`); `error`
+    /// names the interface.
+    #[error("{error} (in the applied policy)")]
+    AppliedPolicy { error: CompileError },
+    /// `range`: the numbers the verb takes (`0-255`, or `1-255` where 0 means any).
+    #[error("invalid protocol {value:?}: expected tcp, udp, icmp, icmpv6 or a number {range}")]
+    InvalidProtocol { value: String, range: &'static str },
+    #[error("--src {src} and --dst {dst} are of different IP versions")]
+    MixedFamilies { src: IpNet, dst: IpNet },
+    #[error("invalid address {text:?}: {why}")]
+    InvalidAddress { text: String, why: &'static str },
+    #[error("invalid address {text:?}: host bits are set; did you mean {network}?")]
+    AddressHostBits { text: String, network: IpNet },
+    #[error(
+        "sgctl members keeps at most {max} changed addresses beside the policy files: write the memberships into \
+         the files and apply them"
+    )]
+    TooManyMemberEdits { max: usize },
+    /// `what`: `group "NAME"` or `rule "GROUP/DIRECTION/N"`.
+    #[error(
+        "no filtered interface has {what} (rules are named GROUP/inbound/N or GROUP/outbound/N, as `sgctl stats` \
+         shows them)"
+    )]
+    NoSuchRule { what: String },
+    #[error("export prints a ruleset, not JSON: drop --json")]
+    ExportAsJson,
+    #[error("`-` (standard input) given twice")]
+    StdinTwice,
+    #[error("{}: cannot read: {error}", path.display())]
+    Unreadable { path: PathBuf, error: io::Error },
+    #[error("no flow log at {}: is `sgctl agent` running (with --flow-log {})?", path.display(), path.display())]
+    NoFlowLog { path: PathBuf },
+    #[error("state directory {} is not on a bpffs mount (mount -t bpf bpf DIR)", dir.display())]
+    NotBpffs { dir: PathBuf },
+    #[error(
+        "state directory {} is writable by others (owner uid {uid}, mode {mode:o}): it must be root's, mode 0700 \
+         (chmod 700 {})",
+        dir.display(),
+        dir.display()
+    )]
+    StateDirNotPrivate { dir: PathBuf, uid: u32, mode: u32 },
+    #[error("network namespace {name:?} not found ({path}: {error})")]
+    NoSuchNetns { name: String, path: String, error: io::Error },
+    #[error(
+        "{ifname}: GRE devices are not supported: in NBMA mode the kernel puts a GRE header where sgctl expects the \
+         IP header; filter the interface that carries the tunnel, or use an ip6tnl/ipip/WireGuard device"
+    )]
+    GreDevice { ifname: String },
+    #[error(
+        "{ifname}: link type {link_type}{} is not supported: sgctl parses Ethernet devices and devices that carry \
+         bare IP packets (tun, WireGuard, IP tunnels, PPP)",
+        kind.as_deref().map(|k| format!(" ({k})")).unwrap_or_default()
+    )]
+    LinkType { ifname: String, link_type: u16, kind: Option<String> },
+    #[error(
+        "{ifname}: XDP cannot filter a device without an Ethernet header (link type {link_type}): use --mode tc or \
+         auto"
+    )]
+    XdpWithoutEthernet { ifname: String, link_type: u16 },
+    #[error(
+        "{ifname} already runs XDP program {id} ({mode}); sgctl does not replace it: remove it (`ip link set dev \
+         {ifname} xdp off`) or use --mode tc"
+    )]
+    XdpHookTaken { ifname: String, id: u32, mode: &'static str },
+}
