@@ -36,22 +36,7 @@ fn audit_lets_through_and_reports_what_enforce_then_drops() {
         vec![tcp(&other, "203.0.113.1:80", Connected), tcp(&other, "203.0.113.1:8080", Connected)],
     );
     let mut kept = open(&other, "203.0.113.1:8080");
-    let explain = |dport: &str| {
-        sg.json(&[
-            "explain",
-            "--iface",
-            "eth0",
-            "--in",
-            "--proto",
-            "tcp",
-            "--src",
-            "203.0.113.20",
-            "--dst",
-            "203.0.113.1",
-            "--dport",
-            dport,
-        ])
-    };
+    let explain = |dport: &str| sg.explain_tcp_in("203.0.113.20", "203.0.113.1", dport);
     let why = explain("8080");
     assert_eq!(why["verdict"], "would_drop", "{why:#}");
     assert_eq!(why["allowed"], true, "{why:#}");

@@ -123,22 +123,7 @@ fn a_membership_change_is_made_in_place_and_touches_nothing_else() {
         assert_eq!(held.echo(ALLOWED), Connected, "the flow of {name} broke");
     }
     // What reports show follows: explain reads the policy with the edits.
-    let explain = |src: &str| {
-        sg.json(&[
-            "explain",
-            "--iface",
-            "eth0",
-            "--in",
-            "--proto",
-            "tcp",
-            "--src",
-            src,
-            "--dst",
-            "203.0.113.1",
-            "--dport",
-            "80",
-        ])
-    };
+    let explain = |src: &str| sg.explain_tcp_in(src, "203.0.113.1", "80");
     assert_eq!(explain("203.0.113.20")["verdict"], "allowed", "{}", explain("203.0.113.20"));
     assert_eq!(explain("203.0.113.10")["verdict"], "dropped");
 

@@ -217,6 +217,15 @@ impl Sgctl {
         self.run(&all).ok().json()
     }
 
+    /// `sgctl explain --json` for a TCP packet arriving on eth0 from `src`
+    /// to `dst`:`dport`.
+    #[track_caller]
+    pub fn explain_tcp_in(&self, src: &str, dst: &str, dport: &str) -> Value {
+        self.json(&[
+            "explain", "--iface", "eth0", "--in", "--proto", "tcp", "--src", src, "--dst", dst, "--dport", dport,
+        ])
+    }
+
     /// `sgctl apply FILES…`.
     #[track_caller]
     pub fn apply(&self, files: &[&Path]) -> Value {
