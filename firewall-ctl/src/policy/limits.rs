@@ -245,11 +245,11 @@ mod tests {
 
     #[test]
     fn an_endless_file_is_refused_without_reading_it_whole() {
-        let started = Instant::now();
+        // /dev/zero never ends: returning at all shows reading stopped at
+        // the bound (no timing asserted: a loaded CI machine is slow).
         let e = load_files(&["/dev/zero"]).expect_err("too large");
         assert!(e.to_string().starts_with("/dev/zero:1:"), "{e}");
         assert!(e.to_string().contains(&format!("larger than {MAX_BYTES} bytes")), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     }
 
     #[test]
