@@ -3,11 +3,10 @@
 //! the real programs and fills their maps), so it lives in
 //! `firewall-ctl/benches/datapath.rs`; this module writes its policies,
 //! runs it and turns its JSON into the report.
-use anyhow::{bail, Context as _};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{
-    harness::{cell, Bench, Report},
+    harness::{bench_json, cell, Bench, Report},
     policies,
 };
 use crate::sh;
@@ -21,12 +20,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
         .arg(&dir)
         .arg("--out")
         .arg(&out);
-    let what = sh::describe(&cmd);
-    let status = cmd.status().with_context(|| format!("cannot start `{what}`"))?;
-    if !status.success() {
-        bail!("`{what}` failed ({status})");
-    }
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let doc = bench_json(&mut cmd, &out)?;
     let rows = doc["rows"].as_array().cloned().unwrap_or_default();
 
     let mut report = Report::new("b1", "per-packet cost (BPF_PROG_TEST_RUN, XDP, beside an empty program)");

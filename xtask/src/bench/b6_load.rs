@@ -4,22 +4,16 @@
 //! The measuring code loads the real object through sgctl's library, so it
 //! lives in `firewall-ctl/benches/load.rs`; this module runs it and turns
 //! its JSON into the report.
-use anyhow::{bail, Context as _};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::harness::{cell, Bench, Report};
+use super::harness::{bench_json, cell, Bench, Report};
 use crate::sh;
 
 pub fn run(b: &Bench) -> anyhow::Result<Report> {
     let out = b.work.join("b6.json");
     let mut cmd = sh::cargo();
     cmd.args(["bench", "-p", "firewall-ctl", "--bench", "load", "--", "--out"]).arg(&out);
-    let what = sh::describe(&cmd);
-    let status = cmd.status().with_context(|| format!("cannot start `{what}`"))?;
-    if !status.success() {
-        bail!("`{what}` failed ({status})");
-    }
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let doc = bench_json(&mut cmd, &out)?;
     let rows = doc["rows"].as_array().cloned().unwrap_or_default();
 
     let mut report = Report::new("b6", "program load time (BPF_PROG_LOAD: verifier and JIT)");

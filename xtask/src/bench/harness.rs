@@ -45,6 +45,13 @@ impl Bench {
 }
 
 /// The median (upper median for an even count); NaN for none.
+/// Runs `cmd` (a benchmark binary told to write JSON to `out`), failing
+/// unless it exits 0, and returns what it wrote.
+pub fn bench_json(cmd: &mut Command, out: &Path) -> anyhow::Result<Value> {
+    sh::run(cmd)?;
+    Ok(serde_json::from_str(&std::fs::read_to_string(out)?)?)
+}
+
 pub fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
     if v.is_empty() {
