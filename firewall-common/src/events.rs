@@ -71,7 +71,7 @@ pub struct FlowEvent {
 pub struct EventBudget {
     /// Start of the current one-second window (coarse monotonic ns).
     pub window_start_ns: u64,
-    /// Events emitted in the window.
+    /// Events emitted in the window, or tried when the ring was full.
     pub sent: u64,
     /// Events held back since the interface was attached (rate limit or
     /// ring full): summed over CPUs, `sgctl_flow_events_suppressed_total`.

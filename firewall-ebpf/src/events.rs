@@ -74,6 +74,15 @@ pub struct Judged<'a> {
     /// Whether `packet` holds the packet's addresses (false when it could
     /// not be parsed).
     pub parsed: bool,
+    /// The clock as the verdict read it, when it read it.
+    pub now: Option<u64>,
+}
+
+impl Judged<'_> {
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        self.now.unwrap_or_else(crate::conntrack::now_ns)
+    }
 }
 
 /// Reports a judged packet: a flow event when it opened a flow, was dropped
@@ -95,7 +104,7 @@ pub fn report(frame: &impl Ifindex, j: &Judged) {
 #[inline(always)]
 fn flow_event(frame: &impl Ifindex, j: &Judged, event_kind: u8) {
     let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else { return };
-    let now = crate::conntrack::now_ns();
+    let now = j.now();
     // SAFETY: per-CPU slot; nothing else writes it while we run.
     let budget = unsafe { &mut *budget };
     if now.wrapping_sub(budget.window_start_ns) >= WINDOW_NS {
@@ -106,12 +115,15 @@ fn flow_event(frame: &impl Ifindex, j: &Judged, event_kind: u8) {
         budget.suppressed += 1;
         return;
     }
+    // Counted before trying: with no reader the ring stays full, and an
+    // attempt per packet would put every CPU of a flood on the ring's lock
+    // (a shared spinlock) for nothing.
+    budget.sent += 1;
     let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
         // The ring is full: nobody reads, or not fast enough.
         budget.suppressed += 1;
         return;
     };
-    budget.sent += 1;
     fill(entry.as_mut_ptr(), frame.ifindex(), j, event_kind, now, 0);
     entry.submit(0);
 }
@@ -162,7 +174,7 @@ fn trace(frame: &impl Ifindex, j: &Judged) {
     if cfg.until_ns == 0 {
         return;
     }
-    let now = crate::conntrack::now_ns();
+    let now = j.now();
     if now > cfg.until_ns || !matches(cfg, j) {
         return;
     }

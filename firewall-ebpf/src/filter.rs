@@ -43,6 +43,9 @@ pub fn judge(frame: &(impl Frame + Ifindex), direction: Direction) -> Reason {
         stats::count_reason(direction, reason, bytes);
         return reason;
     }
+    // The clock is read once, and only for IP packets (a helper call costs
+    // several ns); the reports below reuse it.
+    let mut now = None;
     let (reason, counter, parsed) = match parse::parse(frame, packet) {
         Parsed::NotIp | Parsed::Ipv6LinkControl => (Reason::PassUnfiltered, None, false),
         Parsed::Malformed => (Reason::DropMalformed, None, false),
@@ -54,7 +57,9 @@ pub fn judge(frame: &(impl Frame + Ifindex), direction: Direction) -> Reason {
             None => (Reason::DropFragment, None, true),
         },
         Parsed::Ip => {
-            let (reason, counter) = judge_ip(packet, flow, direction, bytes, slot, meta);
+            let at = conntrack::now_ns();
+            now = Some(at);
+            let (reason, counter) = judge_ip(packet, flow, direction, bytes, slot, meta, at);
             if let (true, Some(counter)) = (packet.first_fragment, counter) {
                 fragments::remember(packet, counter);
             }
@@ -62,7 +67,7 @@ pub fn judge(frame: &(impl Frame + Ifindex), direction: Direction) -> Reason {
         }
     };
     stats::count_reason(direction, reason, bytes);
-    let judged = Judged { packet, flow, direction, reason, counter, bytes, parsed };
+    let judged = Judged { packet, flow, direction, reason, counter, bytes, parsed, now };
     events::report(frame, &judged);
     reason
 }
@@ -77,8 +82,8 @@ fn judge_ip(
     bytes: u64,
     slot: u32,
     meta: &SlotMeta,
+    now: u64,
 ) -> (Reason, Option<u32>) {
-    let now = conntrack::now_ns();
     if packet.has_related {
         if let Some(counter) = conntrack::related_counter(packet, flow, now) {
             stats::count_rule(counter, bytes, false);
