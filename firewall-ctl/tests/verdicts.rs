@@ -295,6 +295,12 @@ fn unfiltered_frames_pass_and_malformed_ones_drop() {
     assert_eq!(dp.inbound(&ns), Verdict::Drop, "hop limit not 255: not neighbour discovery, no rule");
     let mld = ip(proto::ICMPV6, a("fe80::1"), a("ff02::16"), &icmp(143, 0, 0, &[0u8; 20]));
     assert_eq!(dp.outbound(&with_hop_limit(mld, 1)), Verdict::Pass, "MLDv2 report");
+    // RFC 3590: reports from `::` while the link-local address is tentative.
+    let tentative = ip(proto::ICMPV6, a("::"), a("ff02::16"), &icmp(143, 0, 0, &[0u8; 20]));
+    assert_eq!(dp.outbound(&with_hop_limit(tentative.clone(), 1)), Verdict::Pass, "MLDv2 report from ::");
+    assert_eq!(dp.inbound(&tentative), Verdict::Drop, "from ::, hop limit not 1: no rule");
+    let query = ip(proto::ICMPV6, a("::"), a("ff02::1"), &icmp(130, 0, 0, &[0u8; 20]));
+    assert_eq!(dp.inbound(&with_hop_limit(query, 1)), Verdict::Drop, "an MLD query from :: is judged");
     let echo6 = ip(proto::ICMPV6, a("2001:db8::7"), a("2001:db8::1"), &icmp(128, 0, 5, b""));
     assert_eq!(dp.inbound(&echo6), Verdict::Drop, "other ICMPv6 is filtered");
 

@@ -622,15 +622,19 @@ fn icmp_kind(family: u8, icmp_type: u8) -> IcmpKind {
 
 /// Whether an ICMPv6 link-control message is one the host would accept as
 /// such: neighbour discovery with hop limit 255 (RFC 4861), MLD from a
-/// link-local address with hop limit 1 (RFC 2710, 3810). Others are judged
-/// by the rules like any ICMPv6 message.
+/// link-local address with hop limit 1 (RFC 2710, 3810), and MLD reports
+/// (131, 143) from the unspecified address `::` with hop limit 1, which a
+/// host sends while its link-local address is still tentative (RFC 3590,
+/// RFC 3810 5.2.13). Others are judged by the rules like any ICMPv6 message.
 #[inline(always)]
 fn is_link_control(tuple: &Tuple, icmp_type: u8, hop_limit: u8) -> bool {
     if (133..=137).contains(&icmp_type) {
         return hop_limit == 255;
     }
     let src = tuple.src[0].to_ne_bytes();
-    hop_limit == 1 && src[0] == 0xfe && src[1] & 0xc0 == 0x80
+    let link_local = src[0] == 0xfe && src[1] & 0xc0 == 0x80;
+    let unspecified = tuple.src[0] | tuple.src[1] | tuple.src[2] | tuple.src[3] == 0;
+    hop_limit == 1 && (link_local || (unspecified && (icmp_type == 131 || icmp_type == 143)))
 }
 
 /// Fills `out.related` with the flow of the packet an ICMP error at

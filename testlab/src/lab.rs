@@ -142,8 +142,9 @@ impl Lab {
         ip(&["-n", sw, "link", "set", "lo", "up"])?;
         // The switch is layer 2 only: no IPv6 on its ports, whose duplicate
         // address detection would otherwise send MLD reports from `::`
-        // into every host for their first second or two (traffic no test
-        // sent, which a policy then counts as dropped).
+        // into every host for their first second or two: traffic no test
+        // sent, which would show in the counters of tests that count
+        // exactly (it passes as link control).
         let no_ipv6 = "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 \
                        && echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6";
         ip(&["netns", "exec", sw, "sh", "-c", no_ipv6]).context("turning IPv6 off in the lab's switch")?;

@@ -135,13 +135,16 @@ impl IpPacket {
 
     /// IPv6 link control, never filtered (semantics item 6): neighbour
     /// discovery (ICMPv6 133-137) with hop limit 255, and multicast listener
-    /// discovery (130-132, 143) from a link-local address with hop limit 1 —
+    /// discovery (130-132, 143) from a link-local address with hop limit 1,
+    /// and its reports (131, 143) from `::` with hop limit 1, as a host
+    /// sends them before its link-local address is usable (RFC 3590) —
     /// what the host itself accepts as such. Others of these types are
     /// judged by the rules.
     pub fn is_ipv6_link_control(&self) -> bool {
         let IpAddr::V6(src) = self.src else { return false };
         match self.transport {
             Transport::Icmpv6 { icmp_type: 133..=137, .. } => self.hop_limit == 255,
+            Transport::Icmpv6 { icmp_type: 131 | 143, .. } if src.is_unspecified() => self.hop_limit == 1,
             Transport::Icmpv6 { icmp_type: 130..=132 | 143, .. } => src.is_unicast_link_local() && self.hop_limit == 1,
             _ => false,
         }

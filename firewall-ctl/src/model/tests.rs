@@ -141,6 +141,13 @@ fn ipv6_link_control_passes_unjudged_and_only_over_ipv6() {
         let other = packet("fe80::1", "ff02::1", Transport::Icmpv6 { icmp_type, code: 0 });
         assert_eq!(verdict(&p, &["g"], In, &other), "drop", "type {icmp_type}");
     }
+    // Reports from `::` (RFC 3590), and nothing else from `::`.
+    for (icmp_type, expected) in
+        [(131, "unfiltered"), (143, "unfiltered"), (130, "drop"), (132, "drop"), (135, "unfiltered")]
+    {
+        let tentative = packet("::", "ff02::16", Transport::Icmpv6 { icmp_type, code: 0 });
+        assert_eq!(verdict(&p, &["g"], In, &tentative), expected, "type {icmp_type} from ::");
+    }
     let over_ipv4 = packet("192.0.2.1", "10.0.0.1", Transport::Icmpv6 { icmp_type: 135, code: 0 });
     assert_eq!(verdict(&p, &["g"], In, &over_ipv4), "drop");
     let local = BTreeMap::new();

@@ -112,3 +112,26 @@ fn credit_past_the_kernels_walk_goes_to_the_first_rule_in_file_order() {
         assert_cases(&yaml, &["g"], &[(ssh("10.1.1.0"), want), (ssh("10.9.0.1"), "g/inbound/1")]);
     }
 }
+
+/// Seen on real hosts: a host sends its first MLD reports from `::`, while
+/// its link-local address is still tentative (RFC 3590), and the kernel
+/// judged them by the rules (dropped, `dropped_no_rule`). Reports from `::`
+/// now pass like other link control; queries and done messages from `::`
+/// are still judged, as a host would not take them.
+#[test]
+fn mld_reports_from_the_unspecified_address_pass_unjudged() {
+    let yaml = "groups:\n  g0:\n    inbound: []\n    outbound: []\n";
+    let icmpv6 = |icmp_type| Transport::Icmpv6 { icmp_type, code: 0 };
+    assert_cases(
+        yaml,
+        &["g0"],
+        &[
+            (packet(Out, "ff02::16", "::", icmpv6(143)), "unfiltered"),
+            (packet(In, "::", "ff02::16", icmpv6(143)), "unfiltered"),
+            (packet(Out, "ff02::1:ff00:1", "::", icmpv6(131)), "unfiltered"),
+            (packet(In, "::", "ff02::1", icmpv6(130)), "drop"),
+            (packet(In, "::", "ff02::2", icmpv6(132)), "drop"),
+            (packet(In, "2001:db8::1", "ff02::16", icmpv6(143)), "drop"),
+        ],
+    );
+}
