@@ -30,6 +30,10 @@ use firewall_ctl::{
     testrun::{Loaded, PROG_EMPTY_XDP},
 };
 use ipnet::IpNet;
+use rand_xoshiro::{
+    rand_core::{Rng as _, SeedableRng as _},
+    SplitMix64,
+};
 use serde_json::{json, Value};
 
 const ROUNDS: usize = 3;
@@ -87,7 +91,7 @@ fn bench_policy(dir: &Path, name: &str, object: Option<&[u8]>) -> anyhow::Result
             return Ok(vec![json!({ "policy": name, "status": format!("not loadable: {e:#}") })]);
         }
     };
-    let mut rng = Rng(0xb1);
+    let mut rng = SplitMix64::seed_from_u64(0xb1);
     let mut rows = Vec::new();
     for v4 in [true, false] {
         let allowed = allowed_sources(&policy, v4, &mut rng);
@@ -175,23 +179,10 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// splitmix64, fixed seed: the same probes every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// 256 addresses the policy's TCP 80 rules allow, spread over its
 /// networks: random hosts of random CIDRs of `pl:big` when it has any of
 /// the family, else of the rules' own CIDRs.
-fn allowed_sources(policy: &Policy, v4: bool, rng: &mut Rng) -> Vec<IpAddr> {
+fn allowed_sources(policy: &Policy, v4: bool, rng: &mut SplitMix64) -> Vec<IpAddr> {
     let family = |n: &IpNet| matches!(n, IpNet::V4(_)) == v4;
     let mut nets: Vec<IpNet> =
         policy.prefix_list("big").map(|p| p.cidrs.iter().copied().filter(family).collect()).unwrap_or_default();
@@ -208,31 +199,31 @@ fn allowed_sources(policy: &Policy, v4: bool, rng: &mut Rng) -> Vec<IpAddr> {
             })
             .collect();
     }
-    (0..256).map(|_| host_in(nets[(rng.next() % nets.len() as u64) as usize], rng)).collect()
+    (0..256).map(|_| host_in(nets[(rng.next_u64() % nets.len() as u64) as usize], rng)).collect()
 }
 
 /// A random host of `net`.
-fn host_in(net: IpNet, rng: &mut Rng) -> IpAddr {
+fn host_in(net: IpNet, rng: &mut SplitMix64) -> IpAddr {
     match net {
         IpNet::V4(n) => {
             let host_bits = 32 - u32::from(n.prefix_len());
             let mask = if host_bits == 0 { 0 } else { u32::MAX >> (32 - host_bits) };
-            IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | (rng.next() as u32 & mask)))
+            IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | (rng.next_u64() as u32 & mask)))
         }
         IpNet::V6(n) => {
             let host_bits = 128 - u32::from(n.prefix_len());
             let mask = if host_bits == 0 { 0 } else { u128::MAX >> (128 - host_bits) };
-            let r = u128::from(rng.next()) << 64 | u128::from(rng.next());
+            let r = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
             IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | (r & mask)))
         }
     }
 }
 
 /// An address no generated policy allows: 198.51.100.0/24 or 2001:db8:8000::/48.
-fn denied_source(v4: bool, rng: &mut Rng) -> IpAddr {
+fn denied_source(v4: bool, rng: &mut SplitMix64) -> IpAddr {
     if v4 {
-        IpAddr::V4(Ipv4Addr::new(198, 51, 100, (rng.next() % 254 + 1) as u8))
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, (rng.next_u64() % 254 + 1) as u8))
     } else {
-        IpAddr::V6(Ipv6Addr::from((0x2001_0db8_8000_u128 << 80) | u128::from(rng.next())))
+        IpAddr::V6(Ipv6Addr::from((0x2001_0db8_8000_u128 << 80) | u128::from(rng.next_u64())))
     }
 }

@@ -7,36 +7,27 @@ mod common;
 use std::{fmt::Write as _, time::Instant};
 
 use common::*;
+use rand_xoshiro::{
+    rand_core::{Rng as _, SeedableRng as _},
+    SplitMix64,
+};
 use serde_json::Value;
 use Outcome::{Connected, TimedOut};
-
-/// A deterministic generator (splitmix64), so every run tests the same lists.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// `n` varied networks, policy data only (no packet goes to them): half
 /// IPv4 in 10.0.0.0/8 (/16 to /32), half IPv6 in 2001:db8::/32 (/48 to /128).
 fn varied_cidrs(n: usize, seed: u64) -> Vec<String> {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::seed_from_u64(seed);
     (0..n)
         .map(|i| {
             if i % 2 == 0 {
-                let len = 16 + rng.next() % 17;
-                let addr = (10_u32 << 24) | (rng.next() as u32 & 0x00ff_ffff);
+                let len = 16 + rng.next_u64() % 17;
+                let addr = (10_u32 << 24) | (rng.next_u64() as u32 & 0x00ff_ffff);
                 let mask = if len == 32 { u32::MAX } else { !(u32::MAX >> len) };
                 format!("{}/{len}", std::net::Ipv4Addr::from(addr & mask))
             } else {
-                let len = 48 + rng.next() % 81;
-                let low = (u128::from(rng.next()) << 64 | u128::from(rng.next())) & ((1_u128 << 96) - 1);
+                let len = 48 + rng.next_u64() % 81;
+                let low = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) & ((1_u128 << 96) - 1);
                 let addr = (0x2001_0db8_u128 << 96) | low;
                 let mask = if len == 128 { u128::MAX } else { !(u128::MAX >> len) };
                 format!("\"{}/{len}\"", std::net::Ipv6Addr::from(addr & mask))

@@ -14,6 +14,10 @@ use std::{
 };
 
 use anyhow::Context as _;
+use rand_xoshiro::{
+    rand_core::{Rng as _, SeedableRng as _},
+    SplitMix64,
+};
 
 /// Where the generator sends from, and the networks allowed in.
 pub const GENERATOR_NET: &str = "198.18.0.0/15";
@@ -38,20 +42,17 @@ pub struct PolicyFile {
     pub cidrs: usize,
 }
 
-/// splitmix64: small, fast, and the same sequence on every machine.
-pub struct Rng(u64);
+/// splitmix64 (rand_xoshiro's): small, fast, and the same sequence on
+/// every machine.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64::seed_from_u64(seed))
     }
 
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `lo..=hi`.
