@@ -17,29 +17,8 @@ use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
     counters::{ReasonCounters, RuleCounters, REASON_SLOTS},
     events::EventBudget,
-    map_names::{ADDR4, ADDR6, CLASSES, L4_RULES},
     policy::{Active, SlotMeta},
 };
-
-/// Every map an interface pins in its directory (besides the scope's
-/// `ACTIVE`); `SCRATCH` is each program copy's own.
-pub const PINNED: [&str; 15] = [
-    SLOT_META,
-    RULE_SLOTS,
-    L4_RULES,
-    ADDR4,
-    ADDR6,
-    CLASSES,
-    CONNTRACK,
-    CONNTRACK_PREV,
-    CT_SWEPT_AT,
-    CT_CONFIG,
-    FRAGMENTS,
-    RULE_STATS,
-    IFACE_STATS,
-    EVENT_BUDGET,
-    TRACE,
-];
 
 /// Opens the pinned map at `path`.
 pub fn open(path: &Path) -> anyhow::Result<MapData> {

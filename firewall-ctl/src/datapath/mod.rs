@@ -9,6 +9,7 @@ use std::{collections::BTreeMap, path::PathBuf, sync::OnceLock};
 
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
+use firewall_common::map_names;
 
 /// The kernel programs, built by build.rs from `firewall-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall"));
@@ -36,8 +37,12 @@ impl Pins {
     /// Every map of the interface in `dir`, and the scope's `ACTIVE` and
     /// event rings (pinned beside `ACTIVE`).
     pub fn new(dir: &std::path::Path, active: PathBuf) -> Self {
-        let mut pins: BTreeMap<&'static str, PathBuf> =
-            maps::PINNED.iter().map(|name| (*name, dir.join(name))).collect();
+        // Every map of the object but `SCRATCH`, each program copy's own.
+        let mut pins: BTreeMap<&'static str, PathBuf> = map_names::ALL
+            .into_iter()
+            .filter(|name| *name != map_names::SCRATCH)
+            .map(|name| (name, dir.join(name)))
+            .collect();
         for ring in [maps::EVENTS, maps::TRACE_EVENTS] {
             pins.insert(ring, active.with_file_name(ring));
         }
