@@ -204,3 +204,40 @@ fn xdp_mode_does_not_replace_another_xdp_program() {
     assert_eq!(others[0]["id"], other_id, "{others}");
     assert_eq!(others[0]["before_sgctl"], true, "{others}");
 }
+
+const CLOSED: &str = "\
+groups:
+  closed:
+    inbound: []
+    outbound: []
+interfaces:
+  eth0: [closed]
+";
+
+/// A host whose link-local address is still tentative sends its MLD
+/// reports from `::` (RFC 3590): they pass as link control, like its other
+/// neighbour and listener discovery, and nothing it sends while its
+/// interface comes up is counted as dropped (under a group that allows
+/// nothing out, the reports were `dropped_no_rule` before).
+#[test]
+fn mld_reports_of_a_tentative_address_pass() {
+    let lab = lab("mld");
+    let srv = host(&lab, "srv", &[&format!("{SRV}/24")]);
+    let (sg, _files) = apply(&lab, &srv, "closed", CLOSED);
+    // The lab turns duplicate address detection off; on, the link-local
+    // address stays tentative for a second after the interface comes up.
+    for cmd in [
+        &["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1"][..],
+        &["ip", "link", "set", "eth0", "down"],
+        &["ip", "link", "set", "eth0", "up"],
+    ] {
+        let out = srv.run(cmd).expect("runs");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Reports go out at once and again within the unsolicited report
+    // interval (1 s); duplicate address detection takes 1 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let outbound = &sg.stats()["interfaces"][0]["outbound"];
+    assert!(count(outbound, "pass_unfiltered") >= 2, "the host's discovery traffic went out: {outbound:#}");
+    assert_eq!(count(outbound, "dropped_no_rule"), 0, "{outbound:#}");
+}
