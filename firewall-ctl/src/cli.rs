@@ -116,8 +116,9 @@ pub enum Command {
         /// Print again every SECS seconds.
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
-        /// Output: aligned tables, one JSON document (as --json), or the Prometheus/OpenMetrics text format
-        /// (the agent's /metrics, for node_exporter's textfile collector).
+        /// Output: aligned tables, one JSON document (as --json), the Prometheus text format 0.0.4 (for
+        /// node_exporter's textfile collector), or OpenMetrics text (what the agent's /metrics gives a
+        /// Prometheus server).
         #[arg(long, value_enum, value_name = "FORMAT")]
         format: Option<StatsFormat>,
     },
@@ -284,7 +285,10 @@ fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
 pub enum StatsFormat {
     Table,
     Json,
+    /// The Prometheus text format 0.0.4.
     Prometheus,
+    /// OpenMetrics 1.0 text.
+    Openmetrics,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,9 @@
 //! Prometheus metrics (docs/cli.md, "Metrics"): what `sgctl stats` reads,
-//! per interface, in the OpenMetrics text format, encoded by the Prometheus
-//! project's client crate. Served by `sgctl agent` on `/metrics` and printed
-//! by `sgctl stats --format prometheus` (node_exporter's textfile collector).
+//! per interface, as format-neutral [`Family`]s, written in either text
+//! format Prometheus reads: the Prometheus text format 0.0.4 (`sgctl stats
+//! --format prometheus`, for node_exporter's textfile collector, and the
+//! agent's `/metrics` for scrapers that ask for it) or OpenMetrics (the
+//! agent's `/metrics` for a Prometheus server, which asks for it first).
 //!
 //! Every scrape reads the kernel's counters afresh into a new registry, so
 //! the values are exactly those `sgctl stats --json` reads at that moment.
@@ -10,15 +12,17 @@ use firewall_common::{
     Direction,
 };
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    encoding::{EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family as OmFamily, gauge::Gauge, info::Info},
     registry::Registry,
 };
 
 use crate::{compile::RuleInfo, control::Target};
 
-/// The content type of [`encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Format::OpenMetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Format::Text`].
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// One filtered interface, as the kernel counts it now.
 pub struct IfaceSample {
@@ -66,47 +70,67 @@ pub fn sample(targets: &[Target]) -> anyhow::Result<Sample> {
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The sample as an OpenMetrics text exposition.
-pub fn encode_sample(sample: &Sample) -> anyhow::Result<String> {
-    let mut registry = Registry::default();
-    let counter = |registry: &mut Registry, name: &str, help: &str| {
-        let family = Family::<Labels, Counter>::default();
-        registry.register(name, help, family.clone());
-        family
-    };
-    let gauge = |registry: &mut Registry, name: &str, help: &str| {
-        let family = Family::<Labels, Gauge>::default();
-        registry.register(name, help, family.clone());
-        family
-    };
-    let flows = counter(&mut registry, "sgctl_rule_flows", "Flows opened through the rule");
-    let packets = counter(&mut registry, "sgctl_rule_packets", "Packets of the rule's flows, both directions");
-    let bytes = counter(&mut registry, "sgctl_rule_bytes", "Bytes of the rule's flows, both directions");
-    let dropped = counter(&mut registry, "sgctl_dropped_packets", "Packets dropped, by reason");
-    let would_drop = counter(
-        &mut registry,
+/// What a family's samples are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// Constant labels about the reporter; one sample of value 1.
+    Info,
+}
+
+/// One metric family, format-neutral: what both encoders write. A counter's
+/// or an info's `name` is its base name (`sgctl_rule_flows`, `sgctl_build`):
+/// each format adds its own suffixes.
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub samples: Vec<(Labels, u64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, kind: Kind, help: &'static str) -> Self {
+        Self { name, help, kind, samples: Vec::new() }
+    }
+
+    fn add(&mut self, labels: Labels, value: u64) {
+        self.samples.push((labels, value));
+    }
+}
+
+/// The families of a sample, in the order they are written. A new counter
+/// or gauge is one more `Family` here; both formats pick it up.
+pub fn families(sample: &Sample) -> Vec<Family> {
+    let mut flows = Family::new("sgctl_rule_flows", Kind::Counter, "Flows opened through the rule");
+    let mut packets = Family::new("sgctl_rule_packets", Kind::Counter, "Packets of the rule's flows, both directions");
+    let mut bytes = Family::new("sgctl_rule_bytes", Kind::Counter, "Bytes of the rule's flows, both directions");
+    let mut dropped = Family::new("sgctl_dropped_packets", Kind::Counter, "Packets dropped, by reason");
+    let mut would_drop = Family::new(
         "sgctl_audit_would_drop_packets",
+        Kind::Counter,
         "Packets no rule allows that passed because a group of the interface is in audit mode",
     );
-    let suppressed = counter(
-        &mut registry,
+    let mut suppressed = Family::new(
         "sgctl_flow_events_suppressed",
+        Kind::Counter,
         "Flow events the kernel held back (rate limit per interface, or the ring full)",
     );
-    let entries = gauge(&mut registry, "sgctl_conntrack_entries", "Tracked flows");
-    let limit = gauge(&mut registry, "sgctl_conntrack_entries_limit", "Capacity of the connection-tracking table");
-    let generation = gauge(&mut registry, "sgctl_policy_generation", "Policy generation in force");
-    registry.register(
-        "sgctl_build",
-        "The sgctl that reports",
-        Info::new(vec![
+    let mut entries = Family::new("sgctl_conntrack_entries", Kind::Gauge, "Tracked flows");
+    let mut limit =
+        Family::new("sgctl_conntrack_entries_limit", Kind::Gauge, "Capacity of the connection-tracking table");
+    let mut generation = Family::new("sgctl_policy_generation", Kind::Gauge, "Policy generation in force");
+    let mut build = Family::new("sgctl_build", Kind::Info, "The sgctl that reports");
+    build.add(
+        vec![
             ("version", env!("CARGO_PKG_VERSION").to_owned()),
             ("object", format!("{:016x}", crate::datapath::object_digest())),
-        ]),
+        ],
+        1,
     );
 
     for (netns, g) in &sample.generations {
-        generation.get_or_create(&vec![("netns", netns.clone())]).set(gauge_value(*g));
+        generation.add(vec![("netns", netns.clone())], *g);
     }
     for i in &sample.interfaces {
         let at = || vec![("netns", i.netns.clone()), ("interface", i.interface.clone())];
@@ -115,9 +139,9 @@ pub fn encode_sample(sample: &Sample) -> anyhow::Result<String> {
             labels.push(("group", rule.group.clone()));
             labels.push(("direction", rule.direction.to_string()));
             labels.push(("rule", rule.to_string()));
-            flows.get_or_create(&labels).inc_by(c.flows);
-            packets.get_or_create(&labels).inc_by(c.packets);
-            bytes.get_or_create(&labels).inc_by(c.bytes);
+            flows.add(labels.clone(), c.flows);
+            packets.add(labels.clone(), c.packets);
+            bytes.add(labels, c.bytes);
         }
         for (d, direction) in [(Direction::Inbound, "inbound"), (Direction::Outbound, "outbound")] {
             let per = |r: Reason| i.reasons[reason_slot(d, r) as usize].packets;
@@ -125,29 +149,194 @@ pub fn encode_sample(sample: &Sample) -> anyhow::Result<String> {
                 let mut labels = at();
                 labels.push(("direction", direction.to_owned()));
                 labels.push(("reason", drop_reason_label(reason).to_owned()));
-                dropped.get_or_create(&labels).inc_by(per(reason));
+                dropped.add(labels, per(reason));
             }
             let mut labels = at();
             labels.push(("direction", direction.to_owned()));
-            would_drop.get_or_create(&labels).inc_by(per(Reason::PassAudit));
+            would_drop.add(labels, per(Reason::PassAudit));
         }
-        suppressed.get_or_create(&at()).inc_by(i.events_suppressed);
-        entries.get_or_create(&at()).set(gauge_value(i.conntrack_entries));
-        limit.get_or_create(&at()).set(gauge_value(i.conntrack_limit));
+        suppressed.add(at(), i.events_suppressed);
+        entries.add(at(), i.conntrack_entries);
+        limit.add(at(), i.conntrack_limit);
+    }
+    vec![flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, generation, build]
+}
+
+/// The two text formats Prometheus reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text: what a Prometheus server asks for first.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4: what node_exporter's textfile
+    /// collector, `promtool check metrics` and every older scraper read.
+    Text,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Self::Text => TEXT_CONTENT_TYPE,
+        }
+    }
+
+    /// The format an HTTP `Accept` header prefers: OpenMetrics when it
+    /// ranks `application/openmetrics-text` above (or with) `text/plain`,
+    /// else the 0.0.4 text, which is also the answer to no header, `*/*`
+    /// or anything else (as Prometheus' own client libraries negotiate).
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        let (mut openmetrics, mut text) = (0.0_f32, 0.0_f32);
+        for item in accept.unwrap_or_default().split(',') {
+            let Ok(media) = item.trim().parse::<mime::Mime>() else { continue };
+            let q = media
+                .get_param("q")
+                .and_then(|q| q.as_str().parse::<f32>().ok())
+                .filter(|q| (0.0..=1.0).contains(q))
+                .unwrap_or(1.0);
+            match (media.type_().as_str(), media.subtype().as_str()) {
+                ("application", "openmetrics-text") => {
+                    // Only 1.0.0 (or an unversioned request) is what we write.
+                    let version = media.get_param("version").map(|v| v.as_str().to_owned());
+                    if version.is_none_or(|v| v == "1.0.0") {
+                        openmetrics = openmetrics.max(q);
+                    }
+                }
+                ("text", "plain") => text = text.max(q),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Self::OpenMetrics
+        } else {
+            Self::Text
+        }
+    }
+}
+
+/// The sample in `format`.
+pub fn encode_sample(sample: &Sample, format: Format) -> anyhow::Result<String> {
+    let families = families(sample);
+    match format {
+        Format::OpenMetrics => openmetrics(&families),
+        Format::Text => text(&families),
+    }
+}
+
+/// OpenMetrics text, by the Prometheus project's client crate: counters
+/// typed by their base name with `_total` samples, infos as `info`, `# EOF`.
+fn openmetrics(families: &[Family]) -> anyhow::Result<String> {
+    let mut registry = Registry::default();
+    for f in families {
+        match f.kind {
+            Kind::Counter => {
+                let family = OmFamily::<OmLabels, Counter>::default();
+                for (labels, value) in &f.samples {
+                    family.get_or_create(&om_labels(labels)).inc_by(*value);
+                }
+                registry.register(f.name, f.help, family);
+            }
+            Kind::Gauge => {
+                let family = OmFamily::<OmLabels, Gauge>::default();
+                for (labels, value) in &f.samples {
+                    family.get_or_create(&om_labels(labels)).set(i64::try_from(*value).unwrap_or(i64::MAX));
+                }
+                registry.register(f.name, f.help, family);
+            }
+            Kind::Info => {
+                let labels = f.samples.first().map(|(l, _)| om_labels(l)).unwrap_or_default();
+                registry.register(f.name, f.help, Info::new(labels));
+            }
+        }
     }
     let mut text = String::new();
-    encode(&mut text, &registry)?;
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)
+}
+
+type OmLabels = Vec<(&'static str, Escaped)>;
+
+fn om_labels(labels: &Labels) -> OmLabels {
+    labels.iter().map(|(k, v)| (*k, Escaped(v.clone()))).collect()
+}
+
+/// A label value that prometheus-client 0.24 would write as is: escaped
+/// here (`\\`, `\"`, `\n`, as both text formats require), so an interface
+/// or namespace name holding a quote or backslash cannot end the value early.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Escaped(String);
+
+impl EncodeLabelValue for Escaped {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Prometheus text format 0.0.4, by the tikv `prometheus` crate's
+/// encoder: a counter's `# TYPE` names its `_total` samples, an info is a
+/// gauge `NAME_info` of value 1 (the 0.0.4 convention), no `# EOF`, and a
+/// family without samples is left out (0.0.4 has no empty families).
+fn text(families: &[Family]) -> anyhow::Result<String> {
+    use prometheus::proto;
+    let mut out = Vec::new();
+    for f in families.iter().filter(|f| !f.samples.is_empty()) {
+        let (name, kind) = match f.kind {
+            Kind::Counter => (format!("{}_total", f.name), proto::MetricType::COUNTER),
+            Kind::Gauge => (f.name.to_owned(), proto::MetricType::GAUGE),
+            Kind::Info => (format!("{}_info", f.name), proto::MetricType::GAUGE),
+        };
+        let mut family = proto::MetricFamily::default();
+        family.set_name(name);
+        family.set_help(f.help.to_owned());
+        family.set_field_type(kind);
+        let metrics = f
+            .samples
+            .iter()
+            .map(|(labels, value)| {
+                let mut metric = proto::Metric::default();
+                metric.set_label(
+                    labels
+                        .iter()
+                        .map(|(k, v)| {
+                            let mut pair = proto::LabelPair::default();
+                            pair.set_name((*k).to_owned());
+                            pair.set_value(v.clone());
+                            pair
+                        })
+                        .collect(),
+                );
+                #[expect(clippy::cast_precision_loss, reason = "Prometheus values are float64; so is its client's")]
+                let value = *value as f64;
+                if kind == proto::MetricType::COUNTER {
+                    let mut c = proto::Counter::default();
+                    c.set_value(value);
+                    metric.set_counter(c);
+                } else {
+                    let mut g = proto::Gauge::default();
+                    g.set_value(value);
+                    metric.set_gauge(g);
+                }
+                metric
+            })
+            .collect();
+        family.set_metric(metrics);
+        out.push(family);
+    }
+    Ok(prometheus::TextEncoder::new().encode_to_string(&out)?)
 }
 
 /// A drop reason as a label value: its name without `dropped_`.
 pub fn drop_reason_label(reason: Reason) -> &'static str {
     let name = reason.name();
     name.strip_prefix("dropped_").unwrap_or(name)
-}
-
-fn gauge_value(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -182,14 +371,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_metric_of_the_contract_with_its_labels() {
-        let text = encode_sample(&sample()).expect("encodes");
-        let rule = r#"{netns="ns1",interface="eth0",group="web",direction="inbound",rule="web/inbound/1"}"#;
-        for line in [
-            format!("sgctl_rule_flows_total{rule} 2"),
-            format!("sgctl_rule_packets_total{rule} 12"),
-            format!("sgctl_rule_bytes_total{rule} 960"),
+    const RULE: &str = r#"{netns="ns1",interface="eth0",group="web",direction="inbound",rule="web/inbound/1"}"#;
+
+    /// The samples both formats hold, as the contract (docs/cli.md) names them.
+    fn contract_samples() -> Vec<String> {
+        vec![
+            format!("sgctl_rule_flows_total{RULE} 2"),
+            format!("sgctl_rule_packets_total{RULE} 12"),
+            format!("sgctl_rule_bytes_total{RULE} 960"),
             r#"sgctl_dropped_packets_total{netns="ns1",interface="eth0",direction="inbound",reason="no_rule"} 5"#
                 .to_owned(),
             r#"sgctl_audit_would_drop_packets_total{netns="ns1",interface="eth0",direction="outbound"} 2"#.to_owned(),
@@ -197,10 +386,80 @@ mod tests {
             r#"sgctl_conntrack_entries{netns="ns1",interface="eth0"} 4"#.to_owned(),
             r#"sgctl_conntrack_entries_limit{netns="ns1",interface="eth0"} 65536"#.to_owned(),
             r#"sgctl_policy_generation{netns=""} 3"#.to_owned(),
+        ]
+    }
+
+    #[test]
+    fn openmetrics_has_every_metric_of_the_contract_with_its_labels() {
+        let text = encode_sample(&sample(), Format::OpenMetrics).expect("encodes");
+        for line in contract_samples() {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        assert!(text.lines().any(|l| l == "# TYPE sgctl_rule_flows counter"), "{text}");
+        assert!(text.lines().any(|l| l == "# TYPE sgctl_build info"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("sgctl_build_info{version=")), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn text_004_names_counters_by_their_samples_and_has_no_info_or_eof() {
+        let text = encode_sample(&sample(), Format::Text).expect("encodes");
+        for line in contract_samples() {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        for line in [
+            "# TYPE sgctl_rule_flows_total counter",
+            "# TYPE sgctl_dropped_packets_total counter",
+            "# TYPE sgctl_conntrack_entries gauge",
+            "# TYPE sgctl_build_info gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }
-        assert!(text.lines().any(|l| l.starts_with("sgctl_build_info{version=")), "{text}");
-        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("sgctl_build_info{version=") && l.ends_with(" 1")), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains(" info\n"), "{text}");
+        // Every family in both formats: a new one needs no second list.
+        let om = encode_sample(&sample(), Format::OpenMetrics).expect("encodes");
+        for f in families(&sample()) {
+            assert!(text.contains(&format!("# HELP {}", f.name)), "{} in 0.0.4", f.name);
+            assert!(om.contains(&format!("# HELP {}", f.name)), "{} in OpenMetrics", f.name);
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_in_both_formats() {
+        let mut s = sample();
+        s.interfaces[0].interface = "we\"ird\\\nx".into();
+        for format in [Format::Text, Format::OpenMetrics] {
+            let text = encode_sample(&s, format).expect("encodes");
+            assert!(text.contains(r#"interface="we\"ird\\\nx""#), "{format:?}:\n{text}");
+            assert!(
+                text.lines().all(|l| !l.starts_with('x')),
+                "{format:?}: a newline in a label ended a line:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn accept_header_picks_the_format() {
+        // What Prometheus 2.x sends.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;\
+                          q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::from_accept(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::from_accept(Some("application/openmetrics-text")), Format::OpenMetrics);
+        for text in [
+            None,
+            Some(""),
+            Some("*/*"),
+            Some("text/plain"),
+            Some("text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5"),
+            // A version we do not write.
+            Some("application/openmetrics-text;version=0.0.1"),
+            Some("application/openmetrics-text;q=0"),
+            Some("garbage;;;"),
+        ] {
+            assert_eq!(Format::from_accept(text), Format::Text, "{text:?}");
+        }
+        assert_eq!(Format::OpenMetrics.content_type(), OPENMETRICS_CONTENT_TYPE);
+        assert!(Format::Text.content_type().starts_with("text/plain; version=0.0.4"));
     }
 }

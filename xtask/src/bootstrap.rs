@@ -13,8 +13,15 @@ use anyhow::{bail, Context as _};
 
 use crate::sh;
 
-/// Debian packages the tests and the demo run (the benchmarks add their own).
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "nftables"];
+/// Debian packages the tests and the demo run (the benchmarks add their own):
+/// `prometheus` (the server and `promtool`) and `prometheus-node-exporter`
+/// read sgctl's metrics in `e2e_prometheus.rs`.
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "nftables", "prometheus", "prometheus-node-exporter"];
+
+/// Services of those packages that Debian would start (and enable) on the
+/// host's default ports. The tests start their own, on private ports in
+/// temporary directories; these stay stopped and masked.
+const DEBIAN_SERVICES: &[&str] = &["prometheus.service", "prometheus-node-exporter.service"];
 
 /// The bpf-linker release the eBPF build is known to work with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -26,6 +33,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 pub fn run() -> anyhow::Result<()> {
     sh::require_root("bootstrap")?;
     debian_packages(DEBIAN_PACKAGES)?;
+    services_masked(DEBIAN_SERVICES)?;
     rust_components()?;
     let llvm = llvm_prefix()?;
     bpf_linker(&llvm)?;
@@ -46,15 +54,67 @@ pub fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    sh::run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
-    sh::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    // Other engineers' (or CI's) apt may hold dpkg's lock for a while.
+    let apt = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["-o", "DPkg::Lock::Timeout=600"]).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    sh::run(apt().args(["update", "-q"]))?;
+    let _no_starts = NoServiceStarts::new()?;
+    sh::run(apt().args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))?;
     for package in missing {
         sh::step(&format!("debian package {package}"), "installed");
+    }
+    Ok(())
+}
+
+/// While it lives, `invoke-rc.d` starts no service (Debian's
+/// `/usr/sbin/policy-rc.d` protocol, exit 101): packages installed for the
+/// tests never start daemons on the host's ports. A policy-rc.d that was
+/// there already (a container's) is left as it is.
+struct NoServiceStarts(Option<PathBuf>);
+
+impl NoServiceStarts {
+    fn new() -> anyhow::Result<Self> {
+        let path = PathBuf::from("/usr/sbin/policy-rc.d");
+        if path.symlink_metadata().is_ok() {
+            return Ok(Self(None));
+        }
+        fs::write(
+            &path,
+            "#!/bin/sh\n# cargo xtask bootstrap: no service starts while it installs packages\nexit 101\n",
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        Ok(Self(Some(path)))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Stops and masks `units` where systemd runs (a package installed before
+/// this step, or by hand, may have started and enabled them); elsewhere
+/// nothing starts them.
+fn services_masked(units: &[&str]) -> anyhow::Result<()> {
+    if !Path::new("/run/systemd/system").is_dir() {
+        sh::step("services of test packages", "not started (no systemd)");
+        return Ok(());
+    }
+    for unit in units {
+        let state = sh::output(Command::new("systemctl").args(["is-enabled", unit]))?;
+        if String::from_utf8_lossy(&state.stdout).trim() == "masked" {
+            sh::step(&format!("service {unit} masked"), "already present");
+            continue;
+        }
+        sh::run(Command::new("systemctl").args(["mask", "--now", unit]))?;
+        sh::step(&format!("service {unit} masked"), "installed");
     }
     Ok(())
 }

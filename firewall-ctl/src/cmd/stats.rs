@@ -54,12 +54,18 @@ pub fn run(targets: &[Target], watch: Option<u64>, format: StatsFormat) -> anyho
         match format {
             StatsFormat::Json => print_json(&collect(targets)?)?,
             StatsFormat::Table => print_tables(&collect(targets)?),
-            StatsFormat::Prometheus => crate::out!("{}", metrics::encode_sample(&metrics::sample(targets)?)?),
+            StatsFormat::Prometheus => exposition(targets, metrics::Format::Text)?,
+            StatsFormat::Openmetrics => exposition(targets, metrics::Format::OpenMetrics)?,
         }
         let Some(secs) = watch else { return Ok(()) };
         std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
         crate::outln!();
     }
+}
+
+fn exposition(targets: &[Target], format: metrics::Format) -> anyhow::Result<()> {
+    crate::out!("{}", metrics::encode_sample(&metrics::sample(targets)?, format)?);
+    Ok(())
 }
 
 /// Sums each rule over every interface it is compiled into.

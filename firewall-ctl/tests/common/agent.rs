@@ -13,6 +13,10 @@ use std::{
 
 use super::Sgctl;
 
+/// What a Prometheus 2.x server sends (scrape.go, `scrapeAcceptHeader`).
+pub const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                                     version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 pub struct Agent {
     child: Child,
     pub addr: SocketAddr,
@@ -60,10 +64,12 @@ impl Agent {
         self.child.id()
     }
 
-    /// GET /metrics with a real HTTP client.
+    /// GET /metrics with a real HTTP client, asking as a Prometheus server
+    /// does (so the answer is OpenMetrics).
     pub fn scrape(&self) -> String {
         let url = format!("http://{}/metrics", self.addr);
-        let mut response = ureq::get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let mut response =
+            ureq::get(&url).header("Accept", PROMETHEUS_ACCEPT).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
         assert_eq!(response.status(), 200, "GET {url}");
         let ct = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         assert!(ct.starts_with("application/openmetrics-text"), "content type {ct:?}");
