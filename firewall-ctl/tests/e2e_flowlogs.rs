@@ -45,6 +45,41 @@ fn find<'a>(records: &'a [Value], src: &str, dport: u64, action: &str) -> Option
     records.iter().find(|r| r["srcaddr"] == src && r["dstport"] == dport && r["action"] == action)
 }
 
+/// Lines parsed by flowlogs-reader: the 14 default fields, then `extra`.
+fn flowlogs_reader(lines: &str, extra: &[&str]) -> Vec<Value> {
+    let args: Vec<&std::ffi::OsStr> = extra.iter().map(|e| std::ffi::OsStr::new(*e)).collect();
+    python("flowlog_records.py", &args, lines)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("flowlog_records.py printed {l:?}: {e}")))
+        .collect()
+}
+
+/// A record as flowlogs-reader parsed it (its field names; absent: `-`)
+/// against the same record of `sgctl flows --json` (AWS's names; `-` as null).
+#[track_caller]
+fn assert_same_record(parsed: &Value, ours: &Value) {
+    for (theirs, field) in [
+        ("version", "version"),
+        ("account_id", "account-id"),
+        ("interface_id", "interface-id"),
+        ("srcaddr", "srcaddr"),
+        ("dstaddr", "dstaddr"),
+        ("srcport", "srcport"),
+        ("dstport", "dstport"),
+        ("protocol", "protocol"),
+        ("packets", "packets"),
+        ("bytes", "bytes"),
+        ("start", "start"),
+        ("end", "end"),
+        ("action", "action"),
+        ("log_status", "log-status"),
+    ] {
+        assert_eq!(parsed.get(theirs).unwrap_or(&Value::Null), &ours[field], "{field}: {parsed} vs {ours}");
+    }
+    assert!(["ACCEPT", "REJECT"].contains(&parsed["action"].as_str().unwrap_or_default()), "{parsed}");
+    assert!(parsed["srcaddr"].as_str().is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok()), "{parsed}");
+}
+
 #[test]
 fn flow_logs_name_the_rule_that_allowed_and_the_reason_that_dropped() {
     let lab = lab("flowlog");
@@ -112,12 +147,37 @@ fn flow_logs_name_the_rule_that_allowed_and_the_reason_that_dropped() {
     assert!(v2
         .lines()
         .any(|l| l.contains(" 203.0.113.20 203.0.113.1 ") && l.contains(" 8080 6 ") && l.ends_with("REJECT OK")));
+    // A published parser of VPC Flow Logs (flowlogs-reader) reads every v2
+    // line, and the file's custom lines with their extra AWS fields, to the
+    // values `sgctl flows --json` gives.
+    // (Read both again until no record arrived between the two reads.)
+    let (parsed, json_records) = (0..20)
+        .find_map(|_| {
+            let v2 = sg.ok(&["flows", "--file", log.to_str()?, "--format", "v2", "--last", "100000"]).stdout;
+            let records = flows_until(&sg, &log, &[], |_| true);
+            let parsed = flowlogs_reader(&v2, &[]);
+            std::thread::sleep(Duration::from_millis(100));
+            (parsed.len() == records.len()).then_some((parsed, records))
+        })
+        .expect("the flow log stopped growing");
+    assert!(!parsed.is_empty());
+    for (p, r) in parsed.iter().zip(&json_records) {
+        assert_same_record(p, r);
+    }
+    let text = std::fs::read_to_string(&log).expect("the log file");
+    let custom: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    for (p, line) in flowlogs_reader(&custom, &["flow_direction", "tcp_flags", "type"]).iter().zip(custom.lines()) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(p["flow_direction"].as_str(), Some(fields[14]), "{line}\n{p}");
+        assert_eq!(p["tcp_flags"].to_string(), fields[15], "{line}\n{p}");
+        assert_eq!(p["type"].as_str(), Some(fields[16]), "{line}\n{p}");
+        assert_eq!(p["interface_id"].as_str(), Some(fields[2]), "{line}\n{p}");
+    }
     // Filters.
     let only = flows_until(&sg, &log, &["--rule", "web-server/inbound/1"], |r| !r.is_empty());
     assert!(only.iter().all(|r| r["rule-id"] == "web-server/inbound/1"), "{only:#?}");
     let rejected = flows_until(&sg, &log, &["--action", "reject", "--dport", "8080"], |r| !r.is_empty());
     assert!(rejected.iter().all(|r| r["action"] == "REJECT" && r["dstport"] == 8080), "{rejected:#?}");
-    let text = std::fs::read_to_string(&log).expect("the log file");
     assert!(text.starts_with("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status flow-direction tcp-flags type rule-id group drop-reason\n"), "{text}");
 }
 

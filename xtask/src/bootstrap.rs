@@ -15,8 +15,18 @@ use crate::sh;
 
 /// Debian packages the tests and the demo run (the benchmarks add their own):
 /// `prometheus` (the server and `promtool`) and `prometheus-node-exporter`
-/// read sgctl's metrics in `e2e_prometheus.rs`.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "nftables", "prometheus", "prometheus-node-exporter"];
+/// read sgctl's metrics in `e2e_prometheus.rs`; `python3-venv` makes the
+/// tests' Python environment ([`PYTHON_PACKAGES`]).
+const DEBIAN_PACKAGES: &[&str] =
+    &["iproute2", "iputils-ping", "nftables", "prometheus", "prometheus-node-exporter", "python3", "python3-venv"];
+
+/// PyPI packages the tests run, pinned, in a virtual environment of the
+/// project's own (`~/.local/share/sgctl/python`, beside the LLVM prefix;
+/// the tests find it there): a real YAML parser (PyYAML) for what `sgctl
+/// import aws` writes, moto + boto3 for real `describe-security-groups`
+/// JSON to import, and flowlogs-reader, a published parser of VPC Flow Log
+/// records, for the agent's flow logs.
+const PYTHON_PACKAGES: &[&str] = &["pyyaml==6.0.3", "boto3==1.44.5", "moto[ec2]==5.2.5", "flowlogs-reader==5.0.1"];
 
 /// Services of those packages that Debian would start (and enable) on the
 /// host's default ports. The tests start their own, on private ports in
@@ -34,6 +44,7 @@ pub fn run() -> anyhow::Result<()> {
     sh::require_root("bootstrap")?;
     debian_packages(DEBIAN_PACKAGES)?;
     services_masked(DEBIAN_SERVICES)?;
+    python_packages(PYTHON_PACKAGES)?;
     rust_components()?;
     let llvm = llvm_prefix()?;
     bpf_linker(&llvm)?;
@@ -116,6 +127,30 @@ fn services_masked(units: &[&str]) -> anyhow::Result<()> {
         sh::run(Command::new("systemctl").args(["mask", "--now", unit]))?;
         sh::step(&format!("service {unit} masked"), "installed");
     }
+    Ok(())
+}
+
+/// The tests' Python environment, with `packages` (re)installed whenever
+/// the list differs from what it was made with (a stamp file inside).
+fn python_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let venv = Path::new(&home).join(".local/share/sgctl/python");
+    let stamp = venv.join("sgctl-packages.txt");
+    let wanted = packages.join("\n");
+    let what = format!("python packages in {} ({})", venv.display(), packages.join(" "));
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && venv.join("bin/python3").exists() {
+        sh::step(&what, "already present");
+        return Ok(());
+    }
+    // Debian's python3, whatever else PATH offers (pyenv shims, say).
+    sh::run(Command::new("/usr/bin/python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
+    sh::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "--no-input"])
+            .args(packages),
+    )?;
+    fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))?;
+    sh::step(&what, "installed");
     Ok(())
 }
 

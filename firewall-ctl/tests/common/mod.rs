@@ -453,3 +453,35 @@ pub fn assert_located_error(run: &Run, file: &Path, line: u32, must_mention: &st
     );
     assert!(line.contains(must_mention), "the error should quote {must_mention:?}: {}", run.describe());
 }
+
+/// Runs `tests/python/SCRIPT ARGS…` with the tests' Python environment
+/// (PyYAML, moto + boto3, flowlogs-reader: what `cargo xtask bootstrap`
+/// installs in `~/.local/share/sgctl/python`), `stdin` on its standard
+/// input; returns its standard output. Fails, saying how to fix it, when
+/// the environment is missing or the script fails.
+#[track_caller]
+pub fn python(script: &str, args: &[&std::ffi::OsStr], stdin: &str) -> String {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    let interpreter = Path::new(&home).join(".local/share/sgctl/python/bin/python3");
+    assert!(
+        interpreter.exists(),
+        "{} is missing: `cargo xtask bootstrap` makes the tests' Python environment",
+        interpreter.display()
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let mut child = Command::new(&interpreter)
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    let mut input = child.stdin.take().expect("piped stdin");
+    let text = stdin.to_owned();
+    let writer = thread::spawn(move || input.write_all(text.as_bytes()));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    let _ = writer.join();
+    assert!(out.status.success(), "{script} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{script}: output is not UTF-8: {e}"))
+}

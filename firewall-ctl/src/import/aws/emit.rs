@@ -1,6 +1,8 @@
-//! An [`Inventory`] → policy YAML text. Every string value is written
-//! double-quoted with JSON-style escapes (a subset of YAML's), so no
-//! description or address can change the document's structure.
+//! An [`Inventory`] → policy YAML text. Every string from the input is
+//! data, never structure: values are written double-quoted with YAML's
+//! escapes ([`quote`]), comments with every line-breaking or unprintable
+//! character escaped ([`comment`]), keys are policy names (fitted to the
+//! name grammar, `names`) or AWS ids (checked by `read`).
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -36,7 +38,7 @@ pub fn policy(inv: &Inventory, files: &[String]) -> Emitted {
     let names = super::names::assign(&ids, &placeholders);
 
     let mut out = String::new();
-    let _ = writeln!(out, "# Imported by `sgctl import aws` from {}.", files.join(", "));
+    let _ = writeln!(out, "# Imported by `sgctl import aws` from {}.", comment(&files.join(", ")));
     out.push_str(
         "# Review it, fill in what the warnings list (members of referenced groups,\n\
          # entries of prefix lists), then attach groups to this host's interfaces\n\
@@ -49,7 +51,7 @@ pub fn policy(inv: &Inventory, files: &[String]) -> Emitted {
         rules += group(&mut out, g, &names, &mut warnings);
     }
     for id in &placeholders {
-        let _ = writeln!(out, "  # {id}: referenced, but not in the input");
+        let _ = writeln!(out, "  # {}: referenced, but not in the input", comment(id));
         let _ = writeln!(out, "  {}:", names[id]);
         let _ = writeln!(out, "    description: {}", quote(&format!("{id} (not imported: fill in its members)")));
         out.push_str("    inbound: []\n    outbound: []\n");
@@ -99,14 +101,14 @@ pub fn policy(inv: &Inventory, files: &[String]) -> Emitted {
         written.push(id);
         match inv.prefix_lists.iter().find(|p| &p.id == id) {
             Some(list) if !list.entries.is_empty() => {
-                let _ = writeln!(out, "  {id}:   # from {}", list.origin);
+                let _ = writeln!(out, "  {id}:   # from {}", comment(&list.origin));
                 for (net, description) in &list.entries {
-                    let comment = description.as_deref().map(|d| format!("   # {}", one_line(d))).unwrap_or_default();
-                    let _ = writeln!(out, "    - {}{comment}", quote(&net.to_string()));
+                    let about = description.as_deref().map(|d| format!("   # {}", comment(d))).unwrap_or_default();
+                    let _ = writeln!(out, "    - {}{about}", quote(&net.to_string()));
                 }
             }
             Some(list) => {
-                let _ = writeln!(out, "  {id}: []   # empty in {}", list.origin);
+                let _ = writeln!(out, "  {id}: []   # empty in {}", comment(&list.origin));
             }
             None => {
                 let _ = writeln!(out, "  {id}: []   # fill in: the entries of {id}");
@@ -125,7 +127,7 @@ pub fn policy(inv: &Inventory, files: &[String]) -> Emitted {
 fn group(out: &mut String, g: &Group, names: &BTreeMap<String, String>, warnings: &mut Vec<String>) -> usize {
     let mut about = vec![g.id.clone()];
     if let Some(name) = &g.name {
-        about.push(format!("\"{}\"", one_line(name)));
+        about.push(format!("\"{name}\""));
     }
     if let Some(vpc) = &g.vpc {
         about.push(vpc.clone());
@@ -133,7 +135,7 @@ fn group(out: &mut String, g: &Group, names: &BTreeMap<String, String>, warnings
     if let Some(owner) = &g.owner {
         about.push(format!("owner {owner}"));
     }
-    let _ = writeln!(out, "  # {}", about.join(", "));
+    let _ = writeln!(out, "  # {}", comment(&about.join(", ")));
     let _ = writeln!(out, "  {}:", names[&g.id]);
     if let Some(d) = &g.description {
         let _ = writeln!(out, "    description: {}", quote(&description(d, &g.id, warnings)));
@@ -228,13 +230,40 @@ fn description(text: &str, group: &str, warnings: &mut Vec<String>) -> String {
     text.chars().take(MAX_DESCRIPTION).collect()
 }
 
-/// For comments: no line breaks.
-fn one_line(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+/// Whether YAML may carry `c` as it is: printable (YAML 1.2's
+/// `c-printable`) and not a line break in any YAML version (1.1 also
+/// breaks lines at U+0085, U+2028 and U+2029, and PyYAML follows it). The
+/// byte-order mark is printable but only allowed at the start of a stream.
+fn plain_char(c: char) -> bool {
+    matches!(c, ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+        && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
 }
 
-/// A YAML double-quoted scalar: `"` and `\` escaped, control characters
-/// (and the byte-order mark) as `\uXXXX`.
+/// `\uXXXX` (or `\UXXXXXXXX`) for `c`, YAML's escape.
+fn escape_char(out: &mut String, c: char) {
+    let code = u32::from(c);
+    let _ = if code <= 0xffff { write!(out, "\\u{code:04x}") } else { write!(out, "\\U{code:08x}") };
+}
+
+/// A string as comment text: a comment ends at the line break, so every
+/// character that could break the line (or that YAML refuses in a stream)
+/// is written as its escape, visibly: nothing in it can become structure.
+pub fn comment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if plain_char(c) {
+            out.push(c);
+        } else {
+            escape_char(&mut out, c);
+        }
+    }
+    out
+}
+
+/// A YAML double-quoted scalar: `"` and `\` escaped, and every character
+/// YAML would not carry as it is (control characters, line and paragraph
+/// separators, the byte-order mark, non-characters) as `\uXXXX`, so the
+/// value reads back exactly and never ends the scalar or the line.
 pub fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
@@ -242,10 +271,8 @@ pub fn quote(text: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() || c == '\u{feff}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+            c if plain_char(c) => out.push(c),
+            c => escape_char(&mut out, c),
         }
     }
     out.push('"');
