@@ -16,9 +16,20 @@ use crate::sh;
 /// Debian packages the tests and the demo run (the benchmarks add their own):
 /// `prometheus` (the server and `promtool`) and `prometheus-node-exporter`
 /// read sgctl's metrics in `e2e_prometheus.rs`; `python3-venv` makes the
-/// tests' Python environment ([`PYTHON_PACKAGES`]).
-const DEBIAN_PACKAGES: &[&str] =
-    &["iproute2", "iputils-ping", "nftables", "prometheus", "prometheus-node-exporter", "python3", "python3-venv"];
+/// tests' Python environment ([`PYTHON_PACKAGES`]); `cargo xtask package`
+/// (which the tests run) needs `dpkg-dev` (dpkg-shlibdeps, for the
+/// package's Depends) and `lintian`.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "nftables",
+    "prometheus",
+    "prometheus-node-exporter",
+    "python3",
+    "python3-venv",
+    "dpkg-dev",
+    "lintian",
+];
 
 /// PyPI packages the tests run, pinned, in a virtual environment of the
 /// project's own (`~/.local/share/sgctl/python`, beside the LLVM prefix;
@@ -40,6 +51,11 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// tests do not need it).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
+/// The cargo-deb release `cargo xtask package` builds the .deb with: 3.8.0
+/// builds with rustc 1.85+ (the machines carry 1.95), about a minute and a
+/// half on a 2-core machine.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
 pub fn run() -> anyhow::Result<()> {
     sh::require_root("bootstrap")?;
     debian_packages(DEBIAN_PACKAGES)?;
@@ -48,6 +64,7 @@ pub fn run() -> anyhow::Result<()> {
     rust_components()?;
     let llvm = llvm_prefix()?;
     bpf_linker(&llvm)?;
+    cargo_tool("cargo-deb", CARGO_DEB_VERSION)?;
     Ok(())
 }
 
@@ -296,19 +313,25 @@ fn bpf_linker(llvm: &Llvm) -> anyhow::Result<()> {
 /// Installs cargo-fuzz for `cargo xtask fuzz` unless this version is there
 /// (about a minute and a half of building on a 2-core machine).
 pub fn cargo_fuzz() -> anyhow::Result<()> {
+    cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION)
+}
+
+/// Installs the cargo subcommand `name` at `version` (`--locked`) unless
+/// `name --version` already says that version.
+fn cargo_tool(name: &str, version: &str) -> anyhow::Result<()> {
     let bin_dir = cargo_bin()?;
     ensure_on_path(&bin_dir)?;
-    let installed = Command::new(bin_dir.join("cargo-fuzz"))
+    let installed = Command::new(bin_dir.join(name))
         .arg("--version")
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if let Some(version) = installed.filter(|v| v.split_whitespace().any(|w| w == CARGO_FUZZ_VERSION)) {
-        sh::step(&format!("cargo-fuzz ({version})"), "already present");
+    if let Some(found) = installed.filter(|v| v.split_whitespace().any(|w| w == version)) {
+        sh::step(&format!("{name} ({found})"), "already present");
         return Ok(());
     }
-    sh::run(sh::cargo().args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"]))?;
-    sh::step(&format!("cargo-fuzz {CARGO_FUZZ_VERSION}"), "installed");
+    sh::run(sh::cargo().args(["install", name, "--version", version, "--locked", "--force"]))?;
+    sh::step(&format!("{name} {version}"), "installed");
     Ok(())
 }
