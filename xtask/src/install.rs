@@ -10,7 +10,18 @@ use anyhow::Context as _;
 use crate::{build, sh};
 
 /// Every unit in `packaging/`, installed and enabled in this order.
-const UNITS: [&str; 2] = ["sgctl-restore.service", "sgctl-agent.service"];
+pub const UNITS: [&str; 2] = ["sgctl-restore.service", "sgctl-agent.service"];
+
+/// `packaging/UNIT` with its paths moved from `/usr/local` to `prefix`
+/// (`/usr` for the Debian package): the binary and the documentation. The
+/// units' contents are otherwise installed as they are.
+pub fn unit_text(unit: &str, prefix: &Path) -> anyhow::Result<String> {
+    let path = sh::root().join("packaging").join(unit);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .replace("/usr/local/sbin/sgctl", &prefix.join("sbin/sgctl").display().to_string())
+        .replace("/usr/local/share/doc", &prefix.join("share/doc").display().to_string()))
+}
 
 pub fn run(prefix: &Path, enable: bool) -> anyhow::Result<()> {
     sh::require_root("install")?;
@@ -30,11 +41,8 @@ pub fn run(prefix: &Path, enable: bool) -> anyhow::Result<()> {
 
     fs::create_dir_all("/etc/systemd/system")?;
     for unit in UNITS {
-        let text = fs::read_to_string(sh::root().join("packaging").join(unit))?
-            .replace("/usr/local/sbin/sgctl", &bin.display().to_string())
-            .replace("/usr/local/share/doc", &prefix.join("share/doc").display().to_string());
         let unit_path = Path::new("/etc/systemd/system").join(unit);
-        fs::write(&unit_path, text).with_context(|| format!("writing {}", unit_path.display()))?;
+        fs::write(&unit_path, unit_text(unit, prefix)?).with_context(|| format!("writing {}", unit_path.display()))?;
         sh::step("install", &format!("{} installed", unit_path.display()));
     }
 
