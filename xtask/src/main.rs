@@ -8,6 +8,7 @@ mod fuzz;
 mod gates;
 mod install;
 mod man;
+mod package;
 mod sh;
 mod test;
 
@@ -49,6 +50,8 @@ enum Task {
     },
     /// Bootstrap and build, then write sgctl's man pages into target/man/.
     Man,
+    /// Build the Debian package (release build, cargo-deb) into target/debian/ and lint it.
+    Package,
     /// The code gates alone: nightly rustfmt --check, clippy -D warnings (workspace and eBPF crate).
     Lint,
     /// Fuzz the policy parser and compiler with cargo-fuzz (libFuzzer, nightly); installs cargo-fuzz if missing.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Task::Bench { only } => bench::run(&only),
         Task::Install { prefix, no_enable } => install::run(&prefix, !no_enable),
         Task::Man => man::run(),
+        Task::Package => package::run(),
         Task::Lint => gates::run(),
         Task::Fuzz { secs } => fuzz::run(secs),
     };
