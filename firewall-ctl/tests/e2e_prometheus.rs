@@ -194,59 +194,221 @@ fn node_exporter_textfile_collector_reads_stats_format_prometheus() {
     assert!(text.contains("sgctl_build_info{"), "{text}");
 }
 
+/// A `prometheus` server scraping `agent` every second, on a loopback port
+/// and in a directory of its own; killed when dropped.
+struct PromServer {
+    _daemon: Daemon,
+    /// `http://127.0.0.1:PORT/api/v1`
+    api: String,
+    log: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl PromServer {
+    /// Starts it and waits until its scrape of the agent is up.
+    fn scraping(agent: &Agent) -> Self {
+        let dir = TempDir::new("prometheus");
+        let config = dir.write(
+            "prometheus.yml",
+            &format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: sgctl\n    \
+                 static_configs:\n      - targets: ['{}']\n",
+                agent.addr
+            ),
+        );
+        let port = free_port();
+        let log = dir.path().join("prometheus.log");
+        let daemon = daemon(
+            "prometheus",
+            &[
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ],
+            &log,
+        );
+        let api = format!("http://127.0.0.1:{port}/api/v1");
+        poll(&format!("{api}/targets"), 30, &log, |body| {
+            let v: Value = serde_json::from_str(body).ok()?;
+            let t = v["data"]["activeTargets"].as_array()?.first()?.clone();
+            (t["health"] == "up").then_some(())
+        });
+        Self { _daemon: daemon, api, log, _dir: dir }
+    }
+
+    /// The instant query's answer (`status`, `data`), whatever its status.
+    fn query(&self, q: &str) -> Value {
+        let url = format!("{}/query", self.api);
+        let mut response = match ureq::get(&url).query("query", q).call() {
+            Ok(r) => r,
+            // A bad query is HTTP 400 with the error in the JSON body.
+            Err(ureq::Error::StatusCode(code)) => return serde_json::json!({"status": "error", "http": code}),
+            Err(e) => panic!("GET {url}?query={q}: {e}"),
+        };
+        let body = response.body_mut().read_to_string().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"))
+    }
+
+    /// Polls `q` until `ready` accepts its first result, for at most `secs`.
+    fn poll<T>(&self, q: &str, secs: u64, mut ready: impl FnMut(&Value) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let answer = self.query(q);
+            if let Some(v) = answer["data"]["result"].as_array().and_then(|r| r.first()).and_then(&mut ready) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{q}: not ready after {secs} s: {answer}\nlog:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
 #[test]
 fn a_prometheus_server_scrapes_the_agent_and_queries_a_counter() {
     let c = counted("promsrv");
-    let dir = TempDir::new("prometheus");
-    let config = dir.write(
-        "prometheus.yml",
-        &format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: sgctl\n    \
-             static_configs:\n      - targets: ['{}']\n",
-            c.agent.addr
-        ),
-    );
-    let port = free_port();
-    let log = dir.path().join("prometheus.log");
-    let _prom = daemon(
-        "prometheus",
-        &[
-            format!("--config.file={}", config.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-        ],
-        &log,
-    );
-    let api = format!("http://127.0.0.1:{port}/api/v1");
-    let query =
-        |q: &str| format!("{api}/query?query={}", q.replace('"', "%22").replace('{', "%7B").replace('}', "%7D"));
-
-    // The target is up and its scrape had no error.
-    poll(&format!("{api}/targets"), 30, &log, |body| {
-        let v: Value = serde_json::from_str(body).ok()?;
-        let t = v["data"]["activeTargets"].as_array()?.first()?.clone();
-        (t["health"] == "up").then_some(())
-    });
+    let prom = PromServer::scraping(&c.agent);
+    let api = &prom.api;
     let targets: Value = serde_json::from_str(&get(&format!("{api}/targets"), None).1).expect("JSON");
     assert_eq!(targets["data"]["activeTargets"][0]["lastError"], "", "the scrape's error: {targets:#}");
     let stats = c.sg.stats();
     let want = count(rule_stats(&stats, "web-server/inbound/1"), "flows");
-    let got =
-        poll(&query(r#"sgctl_rule_flows_total{rule="web-server/inbound/1",interface="eth0"}"#), 30, &log, |body| {
-            let v: Value = serde_json::from_str(body).ok()?;
-            v["data"]["result"].as_array()?.first()?["value"][1].as_str()?.parse::<f64>().ok()
-        });
+    let value = |v: &Value| v["value"][1].as_str()?.parse::<f64>().ok();
+    let got = prom.poll(r#"sgctl_rule_flows_total{rule="web-server/inbound/1",interface="eth0"}"#, 30, value);
     assert_eq!(got as u64, want, "the counter through Prometheus' query API vs stats --json");
     assert!(want >= 2, "two HTTP connections were counted");
-    let up = poll(&query("up"), 10, &log, |body| {
-        let v: Value = serde_json::from_str(body).ok()?;
-        v["data"]["result"].as_array()?.first()?["value"][1].as_str().map(str::to_owned)
-    });
+    let up = prom.poll("up", 10, |v| v["value"][1].as_str().map(str::to_owned));
     assert_eq!(up, "1");
-    let scraped = poll(&query("scrape_samples_scraped"), 10, &log, |body| {
-        let v: Value = serde_json::from_str(body).ok()?;
-        v["data"]["result"].as_array()?.first()?["value"][1].as_str()?.parse::<f64>().ok()
-    });
+    let scraped = prom.poll("scrape_samples_scraped", 10, value);
     let exposed = samples(&get(&format!("http://{}/metrics", c.agent.addr), None).1).len();
     assert_eq!(scraped as usize, exposed, "Prometheus took every sample the agent exposes");
+}
+
+/// `packaging/grafana/sgctl.json`, the dashboard the package ships.
+fn dashboard() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/grafana/sgctl.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every panel, rows' nested panels included.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut all = Vec::new();
+    for p in dashboard["panels"].as_array().expect("panels") {
+        all.push(p);
+        all.extend(p["panels"].as_array().into_iter().flatten());
+    }
+    all
+}
+
+/// The `sgctl_…` metric names a PromQL expression (or a Grafana variable
+/// query) names.
+fn metric_names(expr: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("sgctl_") {
+        let name: String =
+            rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
+        rest = &rest[at + name.len()..];
+        names.insert(name);
+    }
+    names
+}
+
+/// A panel's query as Prometheus gets it from Grafana with every variable
+/// at "All" (`.*`), over a 1 s scrape interval.
+fn as_grafana_sends_it(expr: &str) -> String {
+    let mut q = expr.replace("$__rate_interval", "5s").replace("$__range", "1m");
+    for var in ["$instance", "$netns", "$interface", "$group"] {
+        q = q.replace(var, ".*");
+    }
+    assert!(!q.contains('$'), "a variable the test does not know in {expr}");
+    q
+}
+
+/// The dashboard the package ships, held to the agent on this tree: every
+/// metric its queries and variables name is in the agent's exposition (both
+/// formats), every metric the agent serves has a panel, and a real
+/// Prometheus server scraping a lab agent parses and answers every query
+/// with data.
+#[test]
+fn the_grafana_dashboard_queries_what_the_agent_serves() {
+    let d = dashboard();
+    // Provisioning-ready: no numeric id, a fixed uid, the data source a variable.
+    assert!(d["id"].is_null(), "a provisioned dashboard has id null");
+    assert_eq!(d["uid"], "sgctl");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut exprs = Vec::new();
+    for p in panels(&d) {
+        assert!(ids.insert(p["id"].as_u64().expect("panel id")), "panel id {} twice", p["id"]);
+        assert!(p["gridPos"]["w"].as_u64().is_some(), "panel {} has a place: {p}", p["title"]);
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {} uses the chosen data source", p["title"]);
+        for t in p["targets"].as_array().unwrap_or_else(|| panic!("panel {} has no targets", p["title"])) {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{t}");
+            exprs.push(t["expr"].as_str().unwrap_or_else(|| panic!("a target without expr: {t}")).to_owned());
+        }
+    }
+    let variables: Vec<String> = d["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter(|v| v["type"] == "query")
+        .map(|v| v["query"]["query"].as_str().expect("variable query").to_owned())
+        .collect();
+    assert!(exprs.len() >= 10 && variables.len() >= 4, "{} queries, {} variables", exprs.len(), variables.len());
+
+    let c = counted("grafana");
+    let mut served = std::collections::BTreeSet::new();
+    for accept in [None, Some(PROMETHEUS_ACCEPT)] {
+        let text = get(&format!("http://{}/metrics", c.agent.addr), accept).1;
+        served.extend(samples(&text).into_keys().filter_map(|k| Some(k.split(['{', ' ']).next()?.to_owned())));
+    }
+    let mut named = std::collections::BTreeSet::new();
+    for q in exprs.iter().chain(&variables) {
+        let names = metric_names(q);
+        assert!(!names.is_empty(), "a query that names no sgctl metric: {q}");
+        for name in &names {
+            assert!(
+                served.contains(name),
+                "the dashboard's {q} names {name}, which the agent does not serve: {served:?}"
+            );
+        }
+        named.extend(names);
+    }
+    let unshown: Vec<_> = served.iter().filter(|m| m.starts_with("sgctl_") && !named.contains(*m)).collect();
+    assert!(
+        unshown.is_empty(),
+        "the agent serves {unshown:?}, which no panel of packaging/grafana/sgctl.json shows: add a panel"
+    );
+
+    let prom = PromServer::scraping(&c.agent);
+    // Enough samples for rate() over 5 s.
+    prom.poll("count_over_time(sgctl_policy_generation[10s])", 30, |v| {
+        (v["value"][1].as_str()?.parse::<f64>().ok()? >= 4.0).then_some(())
+    });
+    for expr in &exprs {
+        let q = as_grafana_sends_it(expr);
+        let answer = prom.query(&q);
+        assert_eq!(answer["status"], "success", "Prometheus refused the dashboard's {q}: {answer}");
+        let results = answer["data"]["result"].as_array().map_or(0, Vec::len);
+        assert!(results > 0, "the dashboard's {q} finds no data on a scraped lab agent: {answer}");
+    }
+    // `label_values(SELECTOR, LABEL)`, as Grafana asks Prometheus for it.
+    for v in &variables {
+        let inner = v.strip_prefix("label_values(").and_then(|r| r.strip_suffix(')')).expect("label_values(…)");
+        let (selector, label) = inner.rsplit_once(',').expect("selector, label");
+        let q = as_grafana_sends_it(&format!("group by ({}) ({selector})", label.trim()));
+        let answer = prom.query(&q);
+        assert_eq!(answer["status"], "success", "variable {v}: {answer}");
+        assert!(
+            answer["data"]["result"].as_array().is_some_and(|r| !r.is_empty()),
+            "variable {v} finds nothing: {answer}"
+        );
+    }
 }

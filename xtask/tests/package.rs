@@ -135,6 +135,8 @@ const EXPECTED: &[&str] = &[
     "./usr/share/zsh/vendor-completions/_sgctl",
     "./usr/share/fish/vendor_completions.d/sgctl.fish",
     "./usr/share/sgctl/policy.schema.json",
+    "./usr/share/sgctl/grafana/sgctl.json",
+    "./usr/share/sgctl/grafana/provisioning.yaml",
     "./usr/share/doc/sgctl/copyright",
     "./usr/share/doc/sgctl/changelog.Debian.gz",
     "./usr/share/doc/sgctl/README.md",
