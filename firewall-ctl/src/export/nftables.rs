@@ -24,10 +24,32 @@
 //!   the interface name, to one chain per filtered interface and direction
 //!   (`IFACE/inbound`, `IFACE/outbound`): interfaces without a group are not
 //!   filtered (item 6);
-//! - an interface chain holds its groups' rules in file order; a rule that
-//!   matches counts and `return`s (so a routed packet is judged by its
-//!   inbound interface's chain, then by its outbound interface's), and the
-//!   chain ends in a counted `drop` (default deny, item 1).
+//! - an interface chain judges a packet by its groups' rules, and ends in a
+//!   counted `drop` (default deny, item 1). A rule that matches counts and
+//!   returns to the base chain (so a routed packet is judged by its inbound
+//!   interface's chain, then by its outbound interface's).
+//!
+//! # The default form: one lookup, as an nftables expert writes it
+//! The rules of an interface, direction and family are one concatenated
+//! interval verdict map, `ip saddr . meta l4proto . th dport . th sport
+//! vmap @IFACE/DIRECTION/v4` (TCP and UDP by destination port, ICMP and
+//! ICMPv6 by type and code, the first two bytes `th sport` reads), plus
+//! one `ip saddr . meta l4proto vmap` for every other protocol: a packet
+//! costs the same with 10 rules as with 1,000. nftables needs the elements
+//! of such a map disjoint, so `flat::partition` cuts the rules' address
+//! and port ranges into disjoint boxes, each sending the packet (`goto`)
+//! to the chain `IFACE/GROUP/DIRECTION/N` of the rule sgctl credits for it
+//! (the most specific address, then file order, docs/cli.md), which
+//! counts it in the rule's named counter. An `sg:` or `pl:` peer of more
+//! than [`LARGE_NAMED_PEER`] addresses is not folded in: it keeps its own
+//! interval set, matched by one rule per rule that names it, after the maps
+//! (its members stay `nft add element`-able, and a million-CIDR list does
+//! not become millions of map elements); a packet such a rule and a map
+//! element both allow is credited to the map's rule.
+//!
+//! `--linear` writes one rule per (CIDR, port range) in file order
+//! instead, the first match counting: the form a ruleset grows into rule by
+//! rule, which the benchmarks also measure.
 //!
 //! Differences that remain: nf_conntrack is one table per network
 //! namespace where sgctl keeps one per interface; its timeouts are the
@@ -37,23 +59,14 @@
 //! drop is reported to the sending socket (a UDP `send` fails with EPERM,
 //! TCP retries its SYN), where sgctl's tc egress drop is silent (item 2).
 //!
-//! # Rules, sets and counters
-//! A rule of group G, direction D, index N becomes one nftables rule per
-//! address family and peer kind, all sharing the named counter
-//! `IFACE/G/D/N` (comment: the rule's description), so
-//! `nft list counters table inet sgctl` reads like `sgctl stats`. It counts
-//! the packets that rule admitted before their flow was established (the
-//! first packet of a TCP flow; every packet of a UDP flow until a reply
-//! comes back), not, as sgctl does, every packet of the flow. The default
-//! deny of each chain counts in `IFACE/D/dropped_no_rule`.
-//!
-//! Peers: `sg:NAME` becomes the set `sg/NAME/v4` (and `/v6`) of the group's
-//! member addresses, `pl:NAME` the set `pl/NAME/v4` (`/v6`); a rule's own
-//! CIDRs go in a set `rule/G/D/N/v4` (`/v6`) when it has more than one of
-//! a family, and its ports in `rule/G/D/N/ports` when it has more than one
-//! range. All sets are interval sets with `auto-merge`, so overlapping
-//! CIDRs are fine. With `--linear` there are no sets: one rule per (CIDR,
-//! port range), the form the scaling benchmark compares with.
+//! # Counters
+//! Every rule of group G, direction D, index N has the named counter
+//! `IFACE/G/D/N` (comment: the rule's description), so `nft list counters
+//! table inet sgctl` reads like `sgctl stats`. It counts the packets that
+//! rule admitted before their flow was established (the first packet of a
+//! TCP flow; every packet of a UDP flow until a reply comes back), not, as
+//! sgctl does, every packet of the flow. The default deny of each chain
+//! counts in `IFACE/D/dropped_no_rule`.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
@@ -70,9 +83,18 @@ pub const TABLE: &str = "sgctl";
 /// How the rules are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
-    /// One rule per (CIDR, port range), without sets.
+    /// One rule per (CIDR, port range), without sets: the form a ruleset
+    /// grows into rule by rule (the benchmarks' second nftables peer).
+    /// Otherwise: one lookup per interface, direction and family.
     pub linear: bool,
 }
+
+/// A named peer (`sg:`, `pl:`) with more addresses than this keeps a set
+/// of its own and one nftables rule per rule that names it, rather than
+/// being folded into the interface's maps: its entries stay `nft add
+/// element`-able and the maps stay small (a million-CIDR prefix list
+/// would be millions of map elements).
+pub const LARGE_NAMED_PEER: usize = 1024;
 
 /// ICMPv6 types that pass unjudged (semantics.md item 6): multicast listener
 /// query/report/done (130-132), router and neighbour discovery and redirect
@@ -250,6 +272,7 @@ impl Family {
 }
 
 /// Which rule of which group, for names and comments.
+#[derive(Clone, Copy)]
 struct RuleRef<'r> {
     group: &'r str,
     direction: RuleDirection,
@@ -267,6 +290,147 @@ impl Table<'_> {
     /// `IFACE/DIRECTION`: the rules of every group the interface carries,
     /// then the counted default deny.
     fn interface_chain(&mut self, id: &str, groups: &[&Group], direction: RuleDirection) {
+        let lines = if self.options.linear {
+            self.linear_rules(id, groups, direction)
+        } else {
+            self.flat_rules(id, groups, direction)
+        };
+        let mut lines = lines;
+        let dropped = format!("{id}/{direction}/dropped_no_rule");
+        self.counter(&dropped, Some("packets no rule allowed (default deny)"));
+        lines.push(format!("counter name {dropped} drop"));
+
+        let _ = writeln!(self.chains, "\tchain {id}/{direction} {{");
+        for line in lines {
+            let _ = writeln!(self.chains, "\t\t{line}");
+        }
+        self.chains.push_str("\t}\n\n");
+    }
+
+    /// The whole direction as one lookup per family: a concatenated
+    /// interval map from (address, protocol, destination port, source
+    /// port) to the rule's own chain for TCP, UDP, ICMP and ICMPv6, and one
+    /// from (address, protocol) for every other protocol, their elements
+    /// disjoint (`flat::partition`). A rule's chain counts in its named
+    /// counter and returns to the base chain, as a matching linear rule
+    /// does. Rules naming a large `sg:`/`pl:` peer follow the maps, one
+    /// nftables rule each with the peer's own set.
+    fn flat_rules(&mut self, id: &str, groups: &[&Group], direction: RuleDirection) -> Vec<String> {
+        let field = match direction {
+            RuleDirection::Inbound => "saddr",
+            RuleDirection::Outbound => "daddr",
+        };
+        let mut rules: Vec<(RuleRef<'_>, &Rule)> = Vec::new();
+        for group in groups {
+            for (index, rule) in group.rules(direction).iter().enumerate() {
+                rules.push((RuleRef { group: &group.name, direction, index }, rule));
+            }
+        }
+        let chains: Vec<String> = rules.iter().map(|(at, _)| format!("{id}/{}", at.name())).collect();
+        let mut lines = Vec::new();
+        let mut large = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let mut atoms = Vec::new();
+            for (position, (at, rule)) in rules.iter().enumerate() {
+                for net in self.peer_nets(rule, family, LARGE_NAMED_PEER) {
+                    for l4 in l4_boxes(rule) {
+                        atoms.push(flat::Atom { rule: position, prefix: net.prefix_len(), addr: span(net), l4 });
+                    }
+                }
+                if family == Family::V4 {
+                    for name in self.large_peers(rule) {
+                        large.push((position, at.name(), name));
+                    }
+                }
+            }
+            let entries = flat::partition(&atoms);
+            let (ported, other): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| is_ported(e.l4[0]));
+            let prefix = format!("{} {field}", family.keyword());
+            if !ported.is_empty() {
+                let name = format!("{id}/{direction}/{}", family.suffix());
+                let set_type = format!("{} . inet_proto . inet_service . inet_service", family.set_type());
+                let elements: Vec<String> = ported
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{} . {} . {} . {} : goto {}",
+                            addr_text(family, e.addr),
+                            range_text(e.l4[0]),
+                            range_text(e.l4[1]),
+                            range_text(e.l4[2]),
+                            chains[e.rule]
+                        )
+                    })
+                    .collect();
+                self.map(&name, &set_type, &elements);
+                lines.push(format!("{prefix} . meta l4proto . th dport . th sport vmap @{name}"));
+            }
+            if !other.is_empty() {
+                let name = format!("{id}/{direction}/{}/proto", family.suffix());
+                let set_type = format!("{} . inet_proto", family.set_type());
+                let elements: Vec<String> = other
+                    .iter()
+                    .map(|e| {
+                        format!("{} . {} : goto {}", addr_text(family, e.addr), range_text(e.l4[0]), chains[e.rule])
+                    })
+                    .collect();
+                self.map(&name, &set_type, &elements);
+                lines.push(format!("{prefix} . meta l4proto vmap @{name}"));
+            }
+        }
+        for (position, rule_name, peer) in large {
+            let rule = rules[position].1;
+            for family in [Family::V4, Family::V6] {
+                let nets: Vec<IpNet> = self.named_peer(&peer).into_iter().filter(|n| family.holds(n)).collect();
+                if nets.is_empty() {
+                    continue;
+                }
+                let set = format!("{}/{}", peer_set_stem(&peer), family.suffix());
+                self.address_set(&set, family, &nets);
+                let at = rules[position].0;
+                for l4 in self.l4_matches(rule, &at) {
+                    let matches = format!("{} {field} @{set} {l4}", family.keyword());
+                    lines.push(format!("{} goto {} comment \"{rule_name}\"", matches.trim_end(), chains[position]));
+                }
+            }
+        }
+        for ((at, rule), chain) in rules.iter().zip(&chains) {
+            self.counter(chain, rule.description.as_deref());
+            let _ = writeln!(self.chains, "\tchain {chain} {{");
+            let _ = writeln!(self.chains, "\t\tcounter name {chain} comment \"{}\"", at.name());
+            self.chains.push_str("\t}\n\n");
+        }
+        lines
+    }
+
+    /// The named peers of `rule` too large for the maps, each once.
+    fn large_peers(&self, rule: &Rule) -> Vec<PeerTarget> {
+        let mut out: Vec<PeerTarget> = Vec::new();
+        for peer in &rule.peers {
+            if !matches!(peer.target, PeerTarget::Cidr(_))
+                && !out.contains(&peer.target)
+                && self.named_peer(&peer.target).len() > LARGE_NAMED_PEER
+            {
+                out.push(peer.target.clone());
+            }
+        }
+        out
+    }
+
+    fn map(&mut self, name: &str, key_type: &str, elements: &[String]) {
+        let _ = writeln!(self.sets, "\tmap {name} {{");
+        let _ = writeln!(self.sets, "\t\ttype {key_type} : verdict");
+        self.sets.push_str("\t\tflags interval\n\t\telements = {");
+        for (i, e) in elements.iter().enumerate() {
+            self.sets.push_str(if i == 0 { " " } else { ",\n\t\t\t     " });
+            self.sets.push_str(e);
+        }
+        self.sets.push_str(" }\n\t}\n\n");
+    }
+
+    /// One rule per (CIDR, port range), in file order: each counts in its
+    /// named counter and returns.
+    fn linear_rules(&mut self, id: &str, groups: &[&Group], direction: RuleDirection) -> Vec<String> {
         let mut lines = Vec::new();
         for group in groups {
             for (index, rule) in group.rules(direction).iter().enumerate() {
@@ -278,15 +442,7 @@ impl Table<'_> {
                 }
             }
         }
-        let dropped = format!("{id}/{direction}/dropped_no_rule");
-        self.counter(&dropped, Some("packets no rule allowed (default deny)"));
-        lines.push(format!("counter name {dropped} drop"));
-
-        let _ = writeln!(self.chains, "\tchain {id}/{direction} {{");
-        for line in lines {
-            let _ = writeln!(self.chains, "\t\t{line}");
-        }
-        self.chains.push_str("\t}\n\n");
+        lines
     }
 
     fn counter(&mut self, name: &str, comment: Option<&str>) {
@@ -316,60 +472,33 @@ impl Table<'_> {
         out
     }
 
-    /// `ip saddr …` / `ip6 daddr …` matches of the rule's peers in `family`.
-    fn address_matches(&mut self, rule: &Rule, at: &RuleRef<'_>, family: Family) -> Vec<String> {
+    /// `ip saddr …` / `ip6 daddr …` matches of the rule's peers in
+    /// `family`, one per address (the linear form).
+    fn address_matches(&self, rule: &Rule, at: &RuleRef<'_>, family: Family) -> Vec<String> {
         let field = match at.direction {
             RuleDirection::Inbound => "saddr",
             RuleDirection::Outbound => "daddr",
         };
         let prefix = format!("{} {field}", family.keyword());
-        let own: Vec<IpNet> = rule
-            .peers
-            .iter()
-            .filter_map(|p| match &p.target {
-                PeerTarget::Cidr(net) if family.holds(net) => Some(*net),
-                _ => None,
-            })
-            .collect();
+        self.peer_nets(rule, family, usize::MAX).into_iter().map(|n| format!("{prefix} {n}")).collect()
+    }
 
-        if self.options.linear {
-            let mut seen = BTreeSet::new();
-            let mut nets = own;
-            for peer in &rule.peers {
-                nets.extend(self.named_peer(&peer.target).into_iter().filter(|n| family.holds(n)));
-            }
-            return nets.into_iter().filter(|n| seen.insert(*n)).map(|n| format!("{prefix} {n}")).collect();
-        }
-
-        let mut out = Vec::new();
-        match own.as_slice() {
-            [] => {}
-            [one] => out.push(format!("{prefix} {one}")),
-            many => {
-                let name = format!("rule/{}/{}", at.name(), family.suffix());
-                self.address_set(&name, family, many);
-                out.push(format!("{prefix} @{name}"));
-            }
-        }
-        let mut named_done = BTreeSet::new();
+    /// The addresses of `rule`'s peers in `family`, each once, in order:
+    /// its own CIDRs and the members of named peers of at most `largest`
+    /// addresses.
+    fn peer_nets(&self, rule: &Rule, family: Family, largest: usize) -> Vec<IpNet> {
+        let mut seen = BTreeSet::new();
+        let mut nets = Vec::new();
         for peer in &rule.peers {
-            let kind = match &peer.target {
-                PeerTarget::Cidr(_) => continue,
-                PeerTarget::Group(name) => format!("sg/{name}"),
-                PeerTarget::PrefixList(name) => format!("pl/{name}"),
+            let more = match &peer.target {
+                PeerTarget::Cidr(net) => vec![*net],
+                named => self.named_peer(named),
             };
-            if !named_done.insert(kind.clone()) {
-                continue;
+            if more.len() <= largest {
+                nets.extend(more.into_iter().filter(|n| family.holds(n) && seen.insert(*n)));
             }
-            let nets: Vec<IpNet> = self.named_peer(&peer.target).into_iter().filter(|n| family.holds(n)).collect();
-            if nets.is_empty() {
-                continue; // an empty set matches nothing
-            }
-            let name = format!("{kind}/{}", family.suffix());
-            self.address_set(&name, family, &nets);
-            out.push(format!("{prefix} @{name}"));
         }
-        out
+        nets
     }
 
     /// The networks behind `sg:NAME` (members) or `pl:NAME` (its CIDRs).
@@ -445,6 +574,98 @@ impl Table<'_> {
     }
 }
 
+/// Protocols whose first four header bytes the maps key on: TCP and UDP
+/// (destination port), ICMP and ICMPv6 (type and code, as `th sport`).
+const PORTED: [u32; 4] = [1, 6, 17, 58];
+
+fn is_ported(protocols: flat::Span<u32>) -> bool {
+    protocols.0 == protocols.1 && PORTED.contains(&protocols.0)
+}
+
+/// The L4 boxes of a rule: (protocol, destination port, source port).
+/// `all` and bare protocol numbers cover every port; the protocols of
+/// [`PORTED`] are split out of them (a packet of those always has the four
+/// bytes the ported map reads, or is malformed).
+fn l4_boxes(rule: &Rule) -> Vec<flat::L4> {
+    const ANY_PORT: flat::Span<u32> = (0, 65535);
+    let proto = |p: u32| (p, p);
+    match rule.protocol {
+        Protocol::All => {
+            let mut out: Vec<flat::L4> = PORTED.iter().map(|&p| [proto(p), ANY_PORT, ANY_PORT]).collect();
+            let mut lo = 0;
+            for &p in &PORTED {
+                if lo < p {
+                    out.push([(lo, p - 1), ANY_PORT, ANY_PORT]);
+                }
+                lo = p + 1;
+            }
+            out.push([(lo, 255), ANY_PORT, ANY_PORT]);
+            out
+        }
+        Protocol::Tcp | Protocol::Udp => {
+            let p = if rule.protocol == Protocol::Tcp { 6 } else { 17 };
+            match &rule.ports {
+                Ports::Any => vec![[proto(p), ANY_PORT, ANY_PORT]],
+                Ports::Ranges(ranges) => {
+                    ranges.iter().map(|r| [proto(p), (u32::from(r.first), u32::from(r.last)), ANY_PORT]).collect()
+                }
+            }
+        }
+        Protocol::Icmp | Protocol::Icmpv6 => {
+            let p = if rule.protocol == Protocol::Icmp { 1 } else { 58 };
+            let type_code = match (rule.icmp_type, rule.icmp_code) {
+                (None, _) => ANY_PORT,
+                (Some(t), None) => (u32::from(t) << 8, u32::from(t) << 8 | 0xff),
+                (Some(t), Some(c)) => (u32::from(t) << 8 | u32::from(c), u32::from(t) << 8 | u32::from(c)),
+            };
+            vec![[proto(p), ANY_PORT, type_code]]
+        }
+        Protocol::Other(n) => vec![[proto(u32::from(n)), ANY_PORT, ANY_PORT]],
+    }
+}
+
+/// A network as an address range, in the family's own width.
+fn span(net: IpNet) -> flat::Span<u128> {
+    match net {
+        IpNet::V4(n) => (u128::from(u32::from(n.network())), u128::from(u32::from(n.broadcast()))),
+        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+    }
+}
+
+/// An address range as nftables writes it: a prefix where it is one.
+fn addr_text(family: Family, (lo, hi): flat::Span<u128>) -> String {
+    let addr = |v: u128| match family {
+        Family::V4 => std::net::Ipv4Addr::from(u32::try_from(v).unwrap_or(u32::MAX)).to_string(),
+        Family::V6 => std::net::Ipv6Addr::from(v).to_string(),
+    };
+    let size = hi - lo;
+    let aligned = size.checked_add(1).is_none_or(|n| n.is_power_of_two() && lo % n == 0);
+    if aligned {
+        let bits = if family == Family::V4 { 32 } else { 128 };
+        let len = bits - (u128::BITS - size.leading_zeros());
+        format!("{}/{len}", addr(lo))
+    } else {
+        format!("{}-{}", addr(lo), addr(hi))
+    }
+}
+
+fn range_text((lo, hi): flat::Span<u32>) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
+}
+
+/// `sg/NAME` or `pl/NAME`: the stem of a named peer's sets.
+fn peer_set_stem(target: &PeerTarget) -> String {
+    match target {
+        PeerTarget::Group(name) => format!("sg/{name}"),
+        PeerTarget::PrefixList(name) => format!("pl/{name}"),
+        PeerTarget::Cidr(net) => net.to_string(),
+    }
+}
+
 /// A description as an nftables comment: no quotes or control characters,
 /// at most [`MAX_COMMENT`] bytes.
 fn comment_text(text: &str) -> String {
@@ -463,5 +684,6 @@ fn comment_text(text: &str) -> String {
     out
 }
 
+mod flat;
 #[cfg(test)]
 mod tests;

@@ -136,7 +136,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     );
     report.note(
         "The server's interface carries the 10-rule benchmark policy (the allowing rules last); sgctl filters \
-         ingress and egress on tcx, nftables with the exported ruleset (sets). Client and server share the \
+         ingress and egress on tcx, nftables with the exported ruleset (the default, one-lookup form). Client and server share the \
          machine's 2 cores with each other and with the generator-free rest of the system.",
     );
     report.json["results"] = json!(VARIANTS

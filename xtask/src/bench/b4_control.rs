@@ -67,7 +67,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
             if check_err.is_empty() { outcome(&first) } else { (f64::NAN, f64::NAN, check_err.clone()) };
         let (again_ms, _, _) = if check_err.is_empty() { outcome(&again) } else { (f64::NAN, f64::NAN, String::new()) };
 
-        // The peer: export (sets), then nft -f in the same namespace.
+        // The peer: export (the default form), then nft -f in the same namespace.
         let attach = format!("{IFACE}={}", policies::GROUP);
         let export = measure(&["export", "nftables", path, "--attach", &attach])?;
         let ruleset = dir.join(format!("{}.nft", file.name));

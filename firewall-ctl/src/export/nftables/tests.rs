@@ -41,8 +41,8 @@ fn assert_has(text: &str, line: &str) {
 }
 
 #[test]
-fn web_server_rules_in_order_with_named_counters() {
-    let text = export(&parse(&[("web-server.yaml", WEB)]), &[], Options::default());
+fn linear_web_server_rules_in_order_with_named_counters() {
+    let text = export(&parse(&[("web-server.yaml", WEB)]), &[], Options { linear: true });
     let inbound = chain(&text, "eth0/inbound");
     assert_eq!(
         inbound,
@@ -95,7 +95,7 @@ fn base_chains_pass_established_and_link_control_then_jump_by_interface() {
 }
 
 #[test]
-fn group_references_become_member_sets_with_local_addresses() {
+fn group_references_fold_their_members_with_local_addresses_into_the_map() {
     let policy = parse(&[("app-server.yaml", APP), ("database.yaml", DB)]);
     let ifaces = interfaces(&policy, &[iface("eth0", &["database"])]);
     let addrs: BTreeMap<String, Vec<IpNet>> =
@@ -105,32 +105,30 @@ fn group_references_become_member_sets_with_local_addresses() {
     assert_eq!(
         chain(&text, "eth0/inbound"),
         [
-            "ip saddr @sg/app-server/v4 tcp dport 3306 counter name eth0/database/inbound/0 return comment \
-             \"database/inbound/0\"",
-            "ip6 saddr @sg/app-server/v6 tcp dport 3306 counter name eth0/database/inbound/0 return comment \
-             \"database/inbound/0\"",
+            "ip saddr . meta l4proto . th dport . th sport vmap @eth0/inbound/v4",
+            "ip6 saddr . meta l4proto . th dport . th sport vmap @eth0/inbound/v6",
             "counter name eth0/inbound/dropped_no_rule drop",
         ]
     );
+    assert_has(&text, "elements = { 10.0.1.0/24 . 6 . 3306 . 0-65535 : goto eth0/database/inbound/0 }");
+    assert_has(&text, "elements = { fd00:1::/64 . 6 . 3306 . 0-65535 : goto eth0/database/inbound/0 }");
+    assert_eq!(
+        chain(&text, "eth0/database/inbound/0"),
+        ["counter name eth0/database/inbound/0 comment \"database/inbound/0\""]
+    );
     // `outbound: []`: nothing but the default deny.
     assert_eq!(chain(&text, "eth0/outbound"), ["counter name eth0/outbound/dropped_no_rule drop"]);
-    assert_has(&text, "set sg/app-server/v4 {");
-    assert_has(&text, "elements = { 10.0.1.0/24 }");
-    assert_has(&text, "elements = { fd00:1::/64 }");
-    // Groups the interface's rules do not reference get no set.
-    assert!(!text.contains("sg/database/"), "{text}");
+    assert!(!text.contains("\tset "), "small groups need no set of their own:\n{text}");
 
-    // app-server references database, whose members gain eth0's address.
+    // app-server references database, whose members gain eth1's address.
     let ifaces = interfaces(&policy, &[iface("eth0", &["app-server"]), iface("eth1", &["database"])]);
     let addrs: BTreeMap<String, Vec<IpNet>> =
         [("eth1".to_owned(), vec!["10.0.2.6/32".parse().expect("net")])].into_iter().collect();
     let text = ruleset(&policy, &ifaces, &local_members(&ifaces, &addrs), Options::default()).expect("exports");
-    assert_has(&text, "elements = { 10.0.2.5/32, 10.0.2.6/32 }");
-    assert_has(
-        &text,
-        "ip daddr @sg/database/v4 tcp dport 3306 counter name eth0/app-server/outbound/0 return comment \
-         \"app-server/outbound/0\"",
-    );
+    // Both members, contiguous, in one element; the most specific rule (the
+    // group reference, /32s) gets the credit over `all` to 0.0.0.0/0.
+    assert!(text.contains("10.0.2.5-10.0.2.6 . 6 . 3306 . 0-65535 : goto eth0/app-server/outbound/0"), "{text}");
+    assert!(text.contains("10.0.2.5-10.0.2.6 . 6 . 0-3305 . 0-65535 : goto eth0/app-server/outbound/1"), "{text}");
 }
 
 const LISTS: &str = r#"
@@ -150,31 +148,60 @@ interfaces:
 "#;
 
 #[test]
-fn lists_go_in_named_sets_protocols_in_their_own_family() {
+fn lists_ports_icmp_and_protocols_are_map_elements() {
     let text = export(&parse(&[("lists.yaml", LISTS)]), &[], Options::default());
     assert_eq!(
-        chain(&text, "eth0/inbound")
-            .iter()
-            .map(|l| l.split(" counter name").next().unwrap_or_default())
-            .collect::<Vec<_>>(),
+        chain(&text, "eth0/inbound"),
         [
-            "ip saddr @rule/g/inbound/0/v4 tcp dport @rule/g/inbound/0/ports",
-            "ip6 saddr 2001:db8::/32 tcp dport @rule/g/inbound/0/ports",
-            "ip saddr @pl/nets/v4 meta l4proto udp",
-            "ip6 saddr @pl/nets/v6 meta l4proto udp",
-            "ip saddr 0.0.0.0/0 icmp type 8",
-            "ip6 saddr ::/0 icmpv6 type 128 icmpv6 code 0",
-            "ip saddr 198.51.100.0/24 meta l4proto 47",
+            "ip saddr . meta l4proto . th dport . th sport vmap @eth0/inbound/v4",
+            "ip saddr . meta l4proto vmap @eth0/inbound/v4/proto",
+            "ip6 saddr . meta l4proto . th dport . th sport vmap @eth0/inbound/v6",
             "counter name eth0/inbound/dropped_no_rule drop",
         ]
     );
-    assert_has(&text, "set rule/g/inbound/0/ports {");
-    assert_has(&text, "type inet_service");
-    assert_has(&text, "elements = { 22, 8000-8100 }");
-    assert_has(&text, "elements = { 10.0.0.0/8, 192.0.2.0/24 }");
-    assert_has(&text, "elements = { 10.1.0.0/16, 10.1.2.0/24 }");
-    // A description's quotes cannot end the comment early.
+    for element in [
+        // Port lists and overlapping CIDRs: one element per (address range, port range).
+        "10.0.0.0/16 . 6 . 22 . 0-65535 : goto eth0/g/inbound/0",
+        "10.2.0.0-10.255.255.255 . 6 . 8000-8100 . 0-65535 : goto eth0/g/inbound/0",
+        // The prefix list's /16 (its /24 inside folds into it) inside the rule's /8.
+        "10.1.0.0/16 . 17 . 0-65535 . 0-65535 : goto eth0/g/inbound/1",
+        "10.1.0.0/16 . 6 . 22 . 0-65535 : goto eth0/g/inbound/0",
+        "2001:db8::/48 . 6 . 22 . 0-65535 : goto eth0/g/inbound/0",
+        "2001:db8:1::/48 . 17 . 0-65535 . 0-65535 : goto eth0/g/inbound/1",
+        // ICMP type 8 (any code) in th sport; ICMPv6 128 code 0, for both families' peers.
+        "0.0.0.0-9.255.255.255 . 1 . 0-65535 . 2048-2303 : goto eth0/g/inbound/2",
+        "2001:db9::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff . 1 . 0-65535 . 2048-2303 : goto eth0/g/inbound/2",
+        "0.0.0.0-9.255.255.255 . 58 . 0-65535 . 32768 : goto eth0/g/inbound/3",
+        // A bare protocol number: the (address, protocol) map.
+        "198.51.100.0/24 . 47 : goto eth0/g/inbound/4",
+    ] {
+        assert!(text.contains(element), "no element {element:?} in:\n{text}");
+    }
+    // Descriptions are the counters' comments; quotes cannot end them early.
     assert_has(&text, "comment \"two 'quoted' ports\"");
+}
+
+#[test]
+fn large_named_peers_keep_their_own_set_and_rule() {
+    let mut yaml = String::from(
+        "groups:\n  g:\n    inbound:\n      - { protocol: tcp, ports: 80, source: pl:big }\n      \
+         - { protocol: udp, ports: 53, source: 10.0.0.0/8 }\nprefix_lists:\n  big:\n",
+    );
+    for i in 0..=super::LARGE_NAMED_PEER {
+        yaml.push_str(&format!("    - 172.{}.{}.0/24\n", 16 + i / 256, i % 256));
+    }
+    yaml.push_str("interfaces:\n  eth0: [g]\n");
+    let text = export(&parse(&[("big.yaml", &yaml)]), &[], Options::default());
+    assert_eq!(
+        chain(&text, "eth0/inbound"),
+        [
+            "ip saddr . meta l4proto . th dport . th sport vmap @eth0/inbound/v4",
+            "ip saddr @pl/big/v4 tcp dport 80 goto eth0/g/inbound/0 comment \"g/inbound/0\"",
+            "counter name eth0/inbound/dropped_no_rule drop",
+        ]
+    );
+    assert_has(&text, "elements = { 10.0.0.0/8 . 17 . 53 . 0-65535 : goto eth0/g/inbound/1 }");
+    assert_has(&text, "set pl/big/v4 {");
 }
 
 #[test]
@@ -204,7 +231,7 @@ fn linear_writes_one_rule_per_cidr_and_port_range_without_sets() {
 #[test]
 fn a_group_without_outbound_allows_all_outbound() {
     let policy = parse(&[("p.yaml", "groups:\n  g:\n    inbound: []\ninterfaces:\n  eth1: [g]\n")]);
-    let text = export(&policy, &[], Options::default());
+    let text = export(&policy, &[], Options { linear: true });
     let out = chain(&text, "eth1/outbound");
     assert!(out[0].starts_with("ip daddr 0.0.0.0/0 counter name eth1/g/outbound/0 return"), "{text}");
     assert!(out[1].starts_with("ip6 daddr ::/0 counter name eth1/g/outbound/0 return"), "{text}");
@@ -218,7 +245,7 @@ fn command_line_attachments_add_to_and_override_the_file() {
     // Named twice on the command line: the last one counts, once.
     let got = interfaces(&policy, &[iface("eth9", &["database"]), iface("eth9", &["app-server"])]);
     assert_eq!(got, [iface("eth0", &["web-server"]), iface("eth9", &["app-server"])]);
-    let text = export(&policy, &[iface("eth9", &["app-server", "database", "app-server"])], Options::default());
+    let text = export(&policy, &[iface("eth9", &["app-server", "database", "app-server"])], Options { linear: true });
     // Two groups on one interface: both groups' rules, each once, in order.
     let inbound = chain(&text, "eth9/inbound");
     assert!(inbound[0].contains("eth9/app-server/inbound/0"), "{inbound:?}");
