@@ -1,32 +1,36 @@
 //! `sgctl agent` end to end: its metrics scraped over HTTP against `sgctl
-//! stats`, interfaces that appear after `apply`, and a SIGKILL.
+//! stats` (the tools users point at them read them in e2e_prometheus.rs),
+//! interfaces that appear after `apply`, and a SIGKILL.
 //!
 //! Hosts (one L2 segment): srv 203.0.113.1 carries web-server (seed
 //! Example 1); ssh 203.0.113.10 (the SSH rule's source); other 203.0.113.20.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use common::{agent::*, *};
+use serde_json::Value;
 use Outcome::{Connected, TimedOut};
 
+/// srv 203.0.113.1 and a client, other 203.0.113.20, on one segment.
 struct WebLab {
     lab: Lab,
     srv: LabHost,
-    ssh: LabHost,
     other: LabHost,
 }
 
 fn web_lab(name: &str) -> WebLab {
     let lab = lab(name);
     let srv = host(&lab, "srv", &["203.0.113.1/24"]);
-    let ssh = host(&lab, "ssh", &["203.0.113.10/24"]);
     let other = host(&lab, "other", &["203.0.113.20/24"]);
-    WebLab { lab, srv, ssh, other }
+    WebLab { lab, srv, other }
 }
 
 /// Rule and drop counters of `stats --json` and the same from an exposition.
-fn compare(stats: &serde_json::Value, exposition: &str, what: &str) {
+fn compare(stats: &Value, exposition: &str, what: &str) {
     let s = samples(exposition);
     for rule in stats["rules"].as_array().expect("rules") {
         let id = rule["rule"].as_str().expect("rule id");
@@ -53,29 +57,14 @@ fn compare(stats: &serde_json::Value, exposition: &str, what: &str) {
 }
 
 /// Counters move only with traffic; two reads with none between agree.
-fn stats_and_scrape(sg: &Sgctl, agent: &Agent) -> (serde_json::Value, String) {
+fn stats_and_scrape(sg: &Sgctl, agent: &Agent) -> (Value, String) {
     (sg.stats(), agent.scrape())
 }
 
 #[test]
 fn metrics_scraped_over_http_equal_stats_json() {
-    let WebLab { lab, srv, ssh, other } = web_lab("metrics");
-    let sg = Sgctl::new(&lab, &srv);
-    let _l = listen(&srv, &["203.0.113.1:22", "203.0.113.1:80", "203.0.113.1:8080"]);
-    sg.apply(&[&policy("web-server.yaml")]);
-    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
-    expect_all(
-        "traffic to count",
-        vec![
-            tcp(&ssh, "203.0.113.1:22", Connected),
-            tcp(&other, "203.0.113.1:80", Connected),
-            tcp(&other, "203.0.113.1:22", TimedOut),
-            tcp(&other, "203.0.113.1:8080", TimedOut),
-        ],
-    );
-    expect_all("one more", vec![tcp(&other, "203.0.113.1:80", Connected)]);
-    std::thread::sleep(Duration::from_millis(300));
-    let (stats, text) = stats_and_scrape(&sg, &agent);
+    let Counted { agent, sg, srv, .. } = &counted("metrics");
+    let (stats, text) = stats_and_scrape(sg, agent);
     eprintln!("GET /metrics:\n{text}");
     compare(&stats, &text, "GET /metrics");
     let s = samples(&text);
@@ -103,7 +92,7 @@ fn metrics_scraped_over_http_equal_stats_json() {
 }
 
 /// The `interface` entry of `status --json` named `name`, if filtered.
-fn filtered(sg: &Sgctl, name: &str) -> Option<serde_json::Value> {
+fn filtered(sg: &Sgctl, name: &str) -> Option<Value> {
     sg.status()["interfaces"].as_array().and_then(|i| i.iter().find(|i| i["interface"] == name).cloned())
 }
 
@@ -141,7 +130,7 @@ fn ifindex_in(host: &LabHost, name: &str) -> u64 {
 /// A veth `late0` in `srv` (10.9.0.1/24) whose peer `late1` is in `cli` (10.9.0.2/24).
 fn plug_veth(srv: &LabHost, cli: &LabHost) {
     let ip = |args: &[&str]| {
-        let out = std::process::Command::new("ip").args(args).output().expect("ip");
+        let out = Command::new("ip").args(args).output().expect("ip");
         assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     ip(&["-n", srv.netns(), "link", "add", "late0", "type", "veth", "peer", "name", "late1", "netns", cli.netns()]);

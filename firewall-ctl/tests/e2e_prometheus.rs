@@ -19,38 +19,6 @@ use std::{
 
 use common::{agent::*, *};
 use serde_json::Value;
-use Outcome::{Connected, TimedOut};
-
-/// A lab with web-server on srv, some traffic counted, and an agent.
-struct Counted {
-    _lab_hosts: (LabHost, LabHost),
-    srv: LabHost,
-    sg: Sgctl,
-    agent: Agent,
-    _listeners: Vec<Listener>,
-    _lab: Lab,
-}
-
-fn counted(name: &str) -> Counted {
-    let lab = lab(name);
-    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
-    let ssh = host(&lab, "ssh", &["203.0.113.10/24"]);
-    let other = host(&lab, "other", &["203.0.113.20/24"]);
-    let sg = Sgctl::new(&lab, &srv);
-    let listeners = listen(&srv, &["203.0.113.1:22", "203.0.113.1:80"]);
-    sg.apply(&[&policy("web-server.yaml")]);
-    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
-    expect_all(
-        "traffic to count",
-        vec![
-            tcp(&ssh, "203.0.113.1:22", Connected),
-            tcp(&other, "203.0.113.1:80", Connected),
-            tcp(&other, "203.0.113.1:80", Connected),
-            tcp(&other, "203.0.113.1:22", TimedOut),
-        ],
-    );
-    Counted { _lab_hosts: (ssh, other), srv, sg, agent, _listeners: listeners, _lab: lab }
-}
 
 /// A child process killed and reaped when dropped.
 struct Daemon(Child);

@@ -346,36 +346,25 @@ impl Table<'_> {
             let entries = flat::partition(&atoms);
             let (ported, other): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| is_ported(e.l4[0]));
             let prefix = format!("{} {field}", family.keyword());
-            if !ported.is_empty() {
-                let name = format!("{id}/{direction}/{}", family.suffix());
-                let set_type = format!("{} . inet_proto . inet_service . inet_service", family.set_type());
-                let elements: Vec<String> = ported
+            // (entries, map name suffix, key type after the address, L4 fields, selector)
+            let maps = [
+                (ported, "", " . inet_proto . inet_service . inet_service", 3, "meta l4proto . th dport . th sport"),
+                (other, "/proto", " . inet_proto", 1, "meta l4proto"),
+            ];
+            for (entries, suffix, key, fields, selector) in maps {
+                if entries.is_empty() {
+                    continue;
+                }
+                let name = format!("{id}/{direction}/{}{suffix}", family.suffix());
+                let elements: Vec<String> = entries
                     .iter()
                     .map(|e| {
-                        format!(
-                            "{} . {} . {} . {} : goto {}",
-                            addr_text(family, e.addr),
-                            range_text(e.l4[0]),
-                            range_text(e.l4[1]),
-                            range_text(e.l4[2]),
-                            chains[e.rule]
-                        )
+                        let l4: Vec<String> = e.l4[..fields].iter().map(|r| range_text(*r)).collect();
+                        format!("{} . {} : goto {}", addr_text(family, e.addr), l4.join(" . "), chains[e.rule])
                     })
                     .collect();
-                self.map(&name, &set_type, &elements);
-                lines.push(format!("{prefix} . meta l4proto . th dport . th sport vmap @{name}"));
-            }
-            if !other.is_empty() {
-                let name = format!("{id}/{direction}/{}/proto", family.suffix());
-                let set_type = format!("{} . inet_proto", family.set_type());
-                let elements: Vec<String> = other
-                    .iter()
-                    .map(|e| {
-                        format!("{} . {} : goto {}", addr_text(family, e.addr), range_text(e.l4[0]), chains[e.rule])
-                    })
-                    .collect();
-                self.map(&name, &set_type, &elements);
-                lines.push(format!("{prefix} . meta l4proto vmap @{name}"));
+                self.map(&name, &format!("{}{key}", family.set_type()), &elements);
+                lines.push(format!("{prefix} . {selector} vmap @{name}"));
             }
         }
         for (position, rule_name, peer) in large {

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::Sgctl;
+use super::{expect_all, host, lab, listen, policy, tcp, Lab, LabHost, Listener, Outcome, Sgctl};
 
 /// What a Prometheus 2.x server sends (scrape.go, `scrapeAcceptHeader`).
 pub const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
@@ -105,6 +105,43 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// web-server (seed Example 1) on srv 203.0.113.1 with an agent beside
+/// it, and traffic counted: an SSH flow from ssh 203.0.113.10 and two HTTP
+/// flows from other 203.0.113.20 allowed; other's SSH and 8080 dropped.
+/// Dropped in the order declared: the agent before the lab.
+pub struct Counted {
+    pub agent: Agent,
+    pub sg: Sgctl,
+    _listeners: Vec<Listener>,
+    pub srv: LabHost,
+    _clients: (LabHost, LabHost),
+    _lab: Lab,
+}
+
+pub fn counted(name: &str) -> Counted {
+    use Outcome::{Connected, TimedOut};
+    let lab = lab(name);
+    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
+    let ssh = host(&lab, "ssh", &["203.0.113.10/24"]);
+    let other = host(&lab, "other", &["203.0.113.20/24"]);
+    let sg = Sgctl::new(&lab, &srv);
+    let listeners = listen(&srv, &["203.0.113.1:22", "203.0.113.1:80", "203.0.113.1:8080"]);
+    sg.apply(&[&policy("web-server.yaml")]);
+    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
+    expect_all(
+        "traffic to count",
+        vec![
+            tcp(&ssh, "203.0.113.1:22", Connected),
+            tcp(&other, "203.0.113.1:80", Connected),
+            tcp(&other, "203.0.113.1:22", TimedOut),
+            tcp(&other, "203.0.113.1:8080", TimedOut),
+        ],
+    );
+    expect_all("one more", vec![tcp(&other, "203.0.113.1:80", Connected)]);
+    std::thread::sleep(Duration::from_millis(300));
+    Counted { agent, sg, _listeners: listeners, srv, _clients: (ssh, other), _lab: lab }
 }
 
 /// `name{labels} value` lines of an exposition → value by `name{labels}`.
