@@ -41,11 +41,23 @@ pub struct Sample {
     /// (netns, generation) per scope with a policy.
     pub generations: Vec<(String, u64)>,
     pub interfaces: Vec<IfaceSample>,
+    /// The agent's repairs since it started (none for `sgctl stats`).
+    pub repairs: Vec<Repair>,
+}
+
+/// How often the agent found an interface not as its policy wants and put
+/// it right (`kind`: `attached`, `updated`, `reattached`, `repaired`,
+/// `detached`).
+pub struct Repair {
+    pub netns: String,
+    pub interface: String,
+    pub kind: &'static str,
+    pub count: u64,
 }
 
 /// Reads the counters of every interface of `targets`.
 pub fn sample(targets: &[Target]) -> anyhow::Result<Sample> {
-    let mut sample = Sample { generations: Vec::new(), interfaces: Vec::new() };
+    let mut sample = Sample { generations: Vec::new(), interfaces: Vec::new(), repairs: Vec::new() };
     for target in targets {
         let netns = target.scope.netns().unwrap_or_default().to_owned();
         if let Some(active) = target.active()? {
@@ -120,6 +132,11 @@ pub fn families(sample: &Sample) -> Vec<Family> {
     let mut limit =
         Family::new("sgctl_conntrack_entries_limit", Kind::Gauge, "Capacity of the connection-tracking table");
     let mut generation = Family::new("sgctl_policy_generation", Kind::Gauge, "Policy generation in force");
+    let mut repairs = Family::new(
+        "sgctl_agent_repairs",
+        Kind::Counter,
+        "Interfaces the agent found not as the policy wants and put right, by what it did",
+    );
     let mut build = Family::new("sgctl_build", Kind::Info, "The sgctl that reports");
     build.add(
         vec![
@@ -159,7 +176,11 @@ pub fn families(sample: &Sample) -> Vec<Family> {
         entries.add(at(), i.conntrack_entries);
         limit.add(at(), i.conntrack_limit);
     }
-    vec![flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, generation, build]
+    for r in &sample.repairs {
+        let labels = vec![("netns", r.netns.clone()), ("interface", r.interface.clone()), ("repair", r.kind.to_owned())];
+        repairs.add(labels, r.count);
+    }
+    vec![flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, generation, repairs, build]
 }
 
 /// The two text formats Prometheus reads.
@@ -368,6 +389,7 @@ mod tests {
                 conntrack_limit: 65536,
                 events_suppressed: 9,
             }],
+            repairs: vec![Repair { netns: "ns1".into(), interface: "eth0".into(), kind: "repaired", count: 2 }],
         }
     }
 
@@ -386,6 +408,7 @@ mod tests {
             r#"sgctl_conntrack_entries{netns="ns1",interface="eth0"} 4"#.to_owned(),
             r#"sgctl_conntrack_entries_limit{netns="ns1",interface="eth0"} 65536"#.to_owned(),
             r#"sgctl_policy_generation{netns=""} 3"#.to_owned(),
+            r#"sgctl_agent_repairs_total{netns="ns1",interface="eth0",repair="repaired"} 2"#.to_owned(),
         ]
     }
 

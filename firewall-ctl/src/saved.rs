@@ -89,12 +89,18 @@ impl From<&SavedInterface> for Wanted {
 pub struct Pending {
     /// The generation the apply put in force.
     pub generation: u64,
-    /// Seconds since the Unix epoch.
+    /// Seconds since the Unix epoch, as the wall clock read when armed (for
+    /// people; the rollback goes by `deadline_boottime_ms`).
     pub deadline: u64,
+    /// The deadline on `CLOCK_BOOTTIME`, in milliseconds, in boot `boot_id`.
+    #[serde(default)]
+    pub deadline_boottime_ms: u64,
+    #[serde(default)]
+    pub boot_id: String,
     /// What was in force before (`None`: nothing, so rolling back detaches everything).
     pub previous: Option<Saved>,
-    /// The process waiting to roll back (it checks the generation, so a
-    /// stale one does nothing).
+    /// The process waiting to roll back (it follows this record, and exits
+    /// when there is none).
     pub helper_pid: Option<u32>,
 }
 
@@ -106,6 +112,14 @@ pub struct LibDir {
 impl LibDir {
     pub fn new(root: &Path) -> Self {
         Self { root: root.to_owned() }
+    }
+
+    /// [`Self::new`], refusing a directory that is a symbolic link, not
+    /// root's, or writable by others: what is saved there is put in force
+    /// at boot.
+    pub fn open(root: &Path) -> anyhow::Result<Self> {
+        crate::state::check_private("lib", root)?;
+        Ok(Self::new(root))
     }
 
     fn scope_dir(&self, scope: &Scope) -> PathBuf {

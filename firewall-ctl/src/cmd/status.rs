@@ -2,10 +2,14 @@
 use serde::Serialize;
 
 use crate::{
-    control::Target,
-    datapath::{attach, hooks},
+    control::{restore, Target},
+    datapath::{
+        attach, hooks,
+        links::{self, LinkHealth},
+    },
+    netns,
     output::{print_json, table},
-    state::records::IngressHook,
+    state::records::{IngressHook, Mode},
 };
 
 #[derive(Serialize)]
@@ -23,6 +27,16 @@ struct ScopeStatus {
     kernel_memory: u64,
     /// An `apply --confirm-within` awaiting `sgctl confirm`.
     pending_confirmation: Option<PendingStatus>,
+    /// Interfaces the saved policy names that are not filtered: they do
+    /// not exist, or a restore could not attach them.
+    unfiltered: Vec<Unfiltered>,
+}
+
+#[derive(Serialize)]
+struct Unfiltered {
+    interface: String,
+    /// Whether the interface exists (then its not being filtered is a failure).
+    exists: bool,
 }
 
 #[derive(Serialize)]
@@ -40,6 +54,14 @@ struct IfaceStatus {
     ifindex: u32,
     groups: Vec<String>,
     ingress: IngressHook,
+    /// The hook asked for (`auto`, `xdp`, `tc`); `xdp` with a tc ingress:
+    /// its XDP hook was taken, and tc filters instead.
+    mode: Mode,
+    /// Each link as the kernel has it: `ok`, or what is wrong (`detached`,
+    /// `missing`, `other_device`, `other_program`, `not_first`). A link not
+    /// `ok` is repaired by the next `apply` and by the agent.
+    links: LinkHealth,
+    /// The program ids of links that are `ok`.
     ingress_program_id: Option<u32>,
     egress_program_id: Option<u32>,
     generation: u64,
@@ -58,6 +80,7 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
         let mut interfaces = Vec::new();
         for record in target.interfaces()? {
             let dir = target.state.iface_dir(&target.scope, &record.ifname);
+            let health = links::check(&dir, &record);
             let ids = attach::program_ids(&dir).ok();
             // The kernel's word: it outranks a record a killed sgctl left behind.
             let ingress = attach::ingress_hook(&dir, record.ingress).unwrap_or(record.ingress);
@@ -66,8 +89,10 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
             let other_programs = hooks::other_programs(&record.ifname, &ours).unwrap_or_default();
             interfaces.push(IfaceStatus {
                 other_programs,
-                ingress_program_id: ids.map(|i| i.0),
-                egress_program_id: ids.map(|i| i.1),
+                ingress_program_id: ids.map(|i| i.0).filter(|_| health.ingress.is_ok()),
+                egress_program_id: ids.map(|i| i.1).filter(|_| health.egress.is_ok()),
+                links: health,
+                mode: record.mode,
                 conntrack_entries: maps.flows()?.len(),
                 conntrack_capacity: maps.conntrack_capacity()?,
                 kernel_memory: maps.kernel_memory()?,
@@ -78,7 +103,17 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
                 generation: record.generation,
             });
         }
+        let unfiltered = match target.lib.applied_head(&target.scope)? {
+            Some(saved) => saved
+                .interfaces
+                .into_iter()
+                .filter(|i| !interfaces.iter().any(|f| f.interface == i.ifname))
+                .map(|i| Unfiltered { exists: netns::ifindex(&i.ifname).is_some(), interface: i.ifname })
+                .collect(),
+            None => Vec::new(),
+        };
         status.scopes.push(ScopeStatus {
+            unfiltered,
             netns: target.scope.netns().map(str::to_owned),
             generation: policy.as_ref().map(|p| p.generation),
             sources: policy.map(|p| p.paths()).unwrap_or_default(),
@@ -88,10 +123,14 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
             } else {
                 0
             },
-            pending_confirmation: target.lib.pending(&target.scope)?.map(|p| PendingStatus {
-                generation: p.generation,
-                deadline: p.deadline,
-                seconds_left: p.deadline.saturating_sub(super::restore::unix_now()),
+            pending_confirmation: target.lib.pending(&target.scope)?.map(|p| {
+                // By CLOCK_BOOTTIME: a step of the wall clock moves neither.
+                let left = restore::time_left(&p);
+                PendingStatus {
+                    generation: p.generation,
+                    deadline: restore::unix_now() + left.as_secs(),
+                    seconds_left: left.as_secs(),
+                }
             }),
         });
     }
@@ -134,9 +173,21 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
         let header = ["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK", "KERNEL MEMORY"];
         crate::out!("{}", table(&header, &rows));
         for i in &s.interfaces {
+            for problem in i.links.problems() {
+                crate::outln!("  {}: {problem}: NOT FILTERED as it should be; `sgctl apply` repairs it", i.interface);
+            }
+            if i.mode == Mode::Xdp && !i.ingress.is_xdp() {
+                crate::outln!("  {}: asked for XDP, which it could not have: ingress on tc instead", i.interface);
+            }
             for p in &i.other_programs {
                 let order = if p.before_sgctl { "before" } else { "after" };
                 crate::outln!("  {}: {} program {} ({}) runs {order} sgctl", i.interface, p.hook, p.id, p.name);
+            }
+        }
+        for u in &s.unfiltered {
+            match u.exists {
+                true => crate::outln!("  {}: saved but NOT FILTERED (a restore could not attach it)", u.interface),
+                false => crate::outln!("  {}: saved, does not exist (yet): attached when it appears", u.interface),
             }
         }
         if !s.interfaces.is_empty() {

@@ -6,6 +6,7 @@
 pub mod commit;
 pub mod members;
 pub mod repair;
+pub mod restore;
 
 use std::collections::BTreeMap;
 
@@ -74,10 +75,50 @@ impl Wanted {
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "change")]
 pub enum IfaceChange {
-    Attached { interface: String, ingress: IngressHook },
-    Updated { interface: String },
-    Reattached { interface: String, ingress: IngressHook },
-    Detached { interface: String },
+    Attached {
+        interface: String,
+        ingress: IngressHook,
+    },
+    Updated {
+        interface: String,
+    },
+    Reattached {
+        interface: String,
+        ingress: IngressHook,
+    },
+    /// Links found detached, replaced or not first, put back (`repaired`:
+    /// what was wrong).
+    Repaired {
+        interface: String,
+        ingress: IngressHook,
+        repaired: Vec<String>,
+    },
+    Detached {
+        interface: String,
+    },
+}
+
+impl IfaceChange {
+    pub fn interface(&self) -> &str {
+        match self {
+            Self::Attached { interface, .. }
+            | Self::Updated { interface }
+            | Self::Reattached { interface, .. }
+            | Self::Repaired { interface, .. }
+            | Self::Detached { interface } => interface,
+        }
+    }
+
+    /// What was done, in one word (the agent's repair metric's label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Attached { .. } => "attached",
+            Self::Updated { .. } => "updated",
+            Self::Reattached { .. } => "reattached",
+            Self::Repaired { .. } => "repaired",
+            Self::Detached { .. } => "detached",
+        }
+    }
 }
 
 impl std::fmt::Display for IfaceChange {
@@ -88,6 +129,9 @@ impl std::fmt::Display for IfaceChange {
             }
             Self::Reattached { interface, ingress } => {
                 write!(f, "reattached {interface} without a gap: ingress {ingress}, egress tc (tcx)")
+            }
+            Self::Repaired { interface, ingress, repaired } => {
+                write!(f, "repaired {interface} ({}): ingress {ingress}, egress tc (tcx)", repaired.join(", "))
             }
             Self::Updated { interface } => write!(f, "updated {interface}"),
             Self::Detached { interface } => write!(f, "detached {interface}"),

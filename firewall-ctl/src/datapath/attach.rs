@@ -35,6 +35,9 @@ const LINK_INGRESS: &str = "link_ingress";
 const LINK_EGRESS: &str = "link_egress";
 /// A new ingress link on another hook, pinned until it replaces the old.
 const LINK_INGRESS_NEXT: &str = "link_ingress_next";
+/// A new egress link (the old one was detached or pushed back), pinned
+/// until it replaces the old.
+const LINK_EGRESS_NEXT: &str = "link_egress_next";
 /// A resized conntrack table, pinned until the programs use it.
 const CONNTRACK_NEXT: &str = "CONNTRACK_next";
 
@@ -87,6 +90,12 @@ pub struct Replace {
     pub current: IngressHook,
     /// A conntrack table of this many entries, the tracked flows moved into it.
     pub conntrack_capacity: Option<u32>,
+    /// The ingress link, or the egress link, is detached, on another device
+    /// or not first on its hook: a new link takes its place (attached
+    /// first, beside it, before the old one goes) instead of the program
+    /// being replaced on it.
+    pub relink_ingress: bool,
+    pub relink_egress: bool,
 }
 
 /// Puts a fresh copy of the programs in place of the attached ones without
@@ -131,22 +140,33 @@ fn replace_programs(
     }
     let same_hook = change.at.xdp == change.current.is_xdp();
     // Ingress first: it is the one that can fail (a driver without XDP).
-    let hook = if same_hook {
+    let hook = if same_hook && !change.relink_ingress {
         let prog = if change.current == IngressHook::Tc { PROG_INGRESS_TC } else { PROG_INGRESS_XDP };
         update_link(&mut ebpf, prog, &dir.join(LINK_INGRESS))?;
         change.current
     } else {
         let (link, hook) = attach_ingress(&mut ebpf, ifname, change.at)?;
-        let next = dir.join(LINK_INGRESS_NEXT);
-        let _ = std::fs::remove_file(&next);
-        link.pin(&next)?;
-        // One rename drops the old link's pin (detaching it) and puts the
-        // new one in its place; both filter the same way meanwhile.
-        std::fs::rename(&next, dir.join(LINK_INGRESS)).context("replacing the ingress link")?;
+        put_in_place(link, dir, LINK_INGRESS_NEXT, LINK_INGRESS)?;
         hook
     };
-    update_link(&mut ebpf, PROG_EGRESS_TC, &dir.join(LINK_EGRESS))?;
+    if change.relink_egress {
+        let link = attach_tc(&mut ebpf, PROG_EGRESS_TC, ifname, TcAttachType::Egress)?;
+        put_in_place(link, dir, LINK_EGRESS_NEXT, LINK_EGRESS)?;
+    } else {
+        update_link(&mut ebpf, PROG_EGRESS_TC, &dir.join(LINK_EGRESS))?;
+    }
     Ok(hook)
+}
+
+/// Pins a new `link` as `next`, then renames it over `pin`: one rename drops
+/// the old link's pin (detaching it) and puts the new one in its place; both
+/// filter the same way meanwhile. A kill between leaves `next`, which
+/// [`finish_hook_switch`] puts in place.
+fn put_in_place(link: FdLink, dir: &Path, next: &str, pin: &str) -> anyhow::Result<()> {
+    let next = dir.join(next);
+    let _ = std::fs::remove_file(&next);
+    link.pin(&next)?;
+    std::fs::rename(&next, dir.join(pin)).with_context(|| format!("replacing {pin}"))
 }
 
 /// Completes a resize once the new programs run: the new table takes the
@@ -272,7 +292,7 @@ fn attach_xdp(ebpf: &mut Ebpf, ifname: &str, mode: XdpMode) -> anyhow::Result<Fd
 /// Removes the attachment whose state is in `dir`: unpinning the links
 /// detaches the programs; unpinning the maps frees them.
 pub fn detach(dir: &Path) -> anyhow::Result<()> {
-    for link in [LINK_INGRESS_NEXT, LINK_INGRESS, LINK_EGRESS] {
+    for link in [LINK_INGRESS_NEXT, LINK_EGRESS_NEXT, LINK_INGRESS, LINK_EGRESS] {
         remove_if_present(&dir.join(link))?;
     }
     match std::fs::remove_dir_all(dir) {
@@ -292,15 +312,19 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// A leftover of an `sgctl` killed while moving to another ingress hook:
-/// the new link is attached beside the old. Finishes the move.
+/// A leftover of an `sgctl` killed while moving to another ingress hook or
+/// replacing a broken link: the new link is attached beside the old.
+/// Finishes the move.
 pub fn finish_hook_switch(dir: &Path) -> anyhow::Result<bool> {
-    let next = dir.join(LINK_INGRESS_NEXT);
-    if !next.exists() {
-        return Ok(false);
+    let mut finished = false;
+    for (next, pin) in [(LINK_INGRESS_NEXT, LINK_INGRESS), (LINK_EGRESS_NEXT, LINK_EGRESS)] {
+        let next = dir.join(next);
+        if next.exists() {
+            std::fs::rename(&next, dir.join(pin)).with_context(|| format!("replacing {pin}"))?;
+            finished = true;
+        }
     }
-    std::fs::rename(&next, dir.join(LINK_INGRESS)).context("replacing the ingress link")?;
-    Ok(true)
+    Ok(finished)
 }
 
 /// The ids of the programs the pinned links of `dir` run (ingress, egress).
@@ -325,6 +349,30 @@ pub fn ingress_hook(dir: &Path, recorded: IngressHook) -> anyhow::Result<Ingress
         sys::BPF_LINK_TYPE_XDP => IngressHook::XdpNative,
         _ => IngressHook::Tc,
     })
+}
+
+/// One of an interface's two links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Ingress,
+    Egress,
+}
+
+/// What the kernel says of the pinned `which` link of `dir` (`None`: no
+/// pinned link).
+pub fn link(dir: &Path, which: Which) -> Option<sys::LinkInfo> {
+    link_info(&dir.join(match which {
+        Which::Ingress => LINK_INGRESS,
+        Which::Egress => LINK_EGRESS,
+    }))
+    .ok()
+}
+
+/// Whether program `prog_id` is one of sgctl's for the interface in `dir`:
+/// a program on that interface's own maps (`IFACE_STATS` stands for them).
+pub fn is_ours(dir: &Path, prog_id: u32) -> bool {
+    let Ok(stats) = sys::map_id(&dir.join(maps::IFACE_STATS)) else { return false };
+    sys::prog_map_ids(prog_id).is_ok_and(|ids| ids.contains(&stats))
 }
 
 /// Whether the links of `dir` still hold an interface: false once the

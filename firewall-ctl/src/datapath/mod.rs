@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod generation;
 pub mod hooks;
+pub mod links;
 pub mod maps;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::OnceLock};
