@@ -125,12 +125,8 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
             },
             pending_confirmation: target.lib.pending(&target.scope)?.map(|p| {
                 // By CLOCK_BOOTTIME: a step of the wall clock moves neither.
-                let left = restore::time_left(&p);
-                PendingStatus {
-                    generation: p.generation,
-                    deadline: restore::unix_now() + left.as_secs(),
-                    seconds_left: left.as_secs(),
-                }
+                let left = restore::time_left(&p).as_millis().div_ceil(1000) as u64;
+                PendingStatus { generation: p.generation, deadline: restore::unix_now() + left, seconds_left: left }
             }),
         });
     }

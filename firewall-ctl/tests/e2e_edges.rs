@@ -1,0 +1,412 @@
+//! The edges never fail open (issue 15): each test tries, as an attacker
+//! or an unlucky operator would, one way an edge used to fail open or fail
+//! silently, with real programs, namespaces and connections.
+//!
+//! Hosts (one L2 segment): srv 203.0.113.1 (eth0, seed Example 1's
+//! web-server, with listeners on 22, 80 and 8080), admin 203.0.113.10 (the
+//! SSH rule's source), cli 203.0.113.20.
+mod common;
+
+use std::{
+    net::{TcpListener, TcpStream},
+    os::unix::process::CommandExt as _,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use common::{agent::*, hostile::*, *};
+use serde_json::Value;
+use Outcome::{Connected, TimedOut};
+
+struct WebLab {
+    lab: Lab,
+    srv: LabHost,
+    admin: LabHost,
+    cli: LabHost,
+    _listeners: Vec<Listener>,
+}
+
+fn web_lab(name: &str) -> WebLab {
+    let lab = lab(name);
+    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
+    let admin = host(&lab, "admin", &["203.0.113.10/24"]);
+    let cli = host(&lab, "cli", &["203.0.113.20/24"]);
+    let _listeners = listen(&srv, &["0.0.0.0:22", "0.0.0.0:80", "0.0.0.0:8080"]);
+    WebLab { lab, srv, admin, cli, _listeners }
+}
+
+/// Polls `f` every 50 ms until it is true; false if `within` passes first.
+fn until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The policy of `policies/web-server.yaml` with `extra` interfaces after eth0.
+fn web_with(files: &TempDir, name: &str, extra: &str) -> std::path::PathBuf {
+    let text =
+        replace_once(&policy_text("web-server.yaml"), "  eth0: [web-server]", &format!("  eth0: [web-server]{extra}"));
+    files.write(name, &text)
+}
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// A local user holds the agent's metrics port before it starts, then
+/// opens 1,100 idle connections to it: hotplug attaches new interfaces
+/// within a second throughout, the agent's descriptors stay few, and the
+/// endpoint serves once the port is free and the idle connections are
+/// dropped. (Before: the agent exited on "Address already in use", and
+/// idle connections ran it out of descriptors.)
+#[test]
+fn a_squatted_metrics_port_and_idle_connections_do_not_stop_hotplug() {
+    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("squat");
+    raise_descriptor_limit();
+    let sg = Sgctl::new(&lab, &srv);
+    let files = TempDir::new("squat");
+    let policy = web_with(&files, "late.yaml", "\n  late0: [web-server]\n  late2: [web-server]");
+    sg.json(&["apply", "--allow-missing", policy.to_str().expect("utf-8")]);
+
+    // nobody takes a port on loopback first.
+    let squatter = as_nobody(|| TcpListener::bind("127.0.0.1:0").expect("nobody binds a port"));
+    let port = squatter.local_addr().expect("address").port();
+    let listen = format!("127.0.0.1:{port}");
+    // The agent as a unit without LimitNOFILE would run it: 1024 descriptors.
+    let agent =
+        Agent::start_with(&sg, &["--listen", &listen, "--no-flow-log", "--quiet"], "sgctl agent: ready", |cmd| {
+            // SAFETY: setrlimit in the child before exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let limit = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        });
+    assert!(
+        until(Duration::from_secs(5), || agent.log().contains("cannot listen")),
+        "the lost port is reported:\n{}",
+        agent.log()
+    );
+
+    plug_veth(&srv, &cli);
+    let took = wait_filtered(&sg, "late0", true, None, &agent);
+    eprintln!("late0 attached {took:?} after it appeared, the metrics port squatted");
+    assert!(took < Duration::from_secs(1), "attached within a second, took {took:?}:\n{}", agent.log());
+    expect_all("late0 filtered", vec![tcp(&cli, "10.9.0.1:80", Connected), tcp(&cli, "10.9.0.1:8080", TimedOut)]);
+
+    // The port is free again: the agent takes it.
+    drop(squatter);
+    let addr = agent.addr_within(Duration::from_secs(10)).unwrap_or_else(|| panic!("never bound:\n{}", agent.log()));
+    assert_eq!(addr.port(), port);
+    assert!(agent.scrape().contains("sgctl_policy_generation"));
+
+    // 1,100 idle connections from nobody.
+    let held: Vec<TcpStream> = as_nobody(move || {
+        (0..1100).filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()).collect()
+    });
+    eprintln!("nobody holds {} connections to {addr}", held.len());
+    assert!(held.len() >= 1000, "the connections were made: {}", held.len());
+    let fds = open_fds(agent.pid());
+    assert!(fds < 200, "the agent holds {fds} descriptors");
+    let ip = |args: &[&str]| {
+        let out = srv.run(args).expect("ip");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ip(&["ip", "link", "add", "late2", "type", "veth", "peer", "name", "late3"]);
+    ip(&["ip", "link", "set", "late2", "up"]);
+    let took = wait_filtered(&sg, "late2", true, None, &agent);
+    eprintln!("late2 attached {took:?} after it appeared, 1,100 connections held");
+    assert!(took < Duration::from_secs(1), "attached within a second, took {took:?}:\n{}", agent.log());
+    // Idle connections are dropped: the endpoint serves again while
+    // nobody still holds its sockets.
+    let url = format!("http://{addr}/metrics");
+    assert!(
+        until(Duration::from_secs(20), || ureq::get(&url).call().is_ok()),
+        "the endpoint serves again:\n{}",
+        agent.log()
+    );
+    assert!(open_fds(agent.pid()) < 200, "descriptors held: {}", open_fds(agent.pid()));
+    drop(held);
+}
+
+/// The pinned link of `ifname`'s `which` hook (`ingress`/`egress`) in `sg`'s state.
+fn link_pin(sg: &Sgctl, ifname: &str, which: &str) -> std::path::PathBuf {
+    let scope = format!("netns-{}", sg.netns().replace('.', "%2E"));
+    sg.state_dir().join(scope).join(format!("if-{ifname}")).join(format!("link_{which}"))
+}
+
+fn link_state(status: &Value, which: &str) -> String {
+    status["interfaces"][0]["links"][which]["state"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A link detached behind sgctl's back (`BPF_LINK_DETACH`) let unallowed
+/// traffic through while `status` showed both program ids and a re-apply
+/// said "unchanged". Now `status` says so, any `apply` (of the same files)
+/// puts it back, and so does the agent by itself, counting the repair.
+#[test]
+fn a_link_detached_behind_sgctls_back_is_shown_and_put_back() {
+    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("linkdet");
+    let sg = Sgctl::new(&lab, &srv);
+    let web = policy("web-server.yaml");
+    sg.apply(&[&web]);
+    let filtered = |what: &str| {
+        expect_all(what, vec![tcp(&cli, "203.0.113.1:80", Connected), tcp(&cli, "203.0.113.1:8080", TimedOut)]);
+    };
+    filtered("applied");
+
+    link_detach(&link_pin(&sg, "eth0", "ingress"));
+    expect_all("ingress detached: unfiltered", vec![tcp(&cli, "203.0.113.1:8080", Connected)]);
+    let status = sg.status();
+    assert_eq!(link_state(&status, "ingress"), "detached", "{status:#}");
+    assert_eq!(link_state(&status, "egress"), "ok", "{status:#}");
+    assert_eq!(status["interfaces"][0]["ingress_program_id"], Value::Null, "{status:#}");
+    let text = sg.ok(&["status"]).stdout;
+    assert!(text.contains("ingress link detached"), "{text}");
+
+    // The same files again: the link is put back.
+    let report = sg.apply(&[&web]);
+    assert_eq!(report["changed"], true, "{report:#}");
+    assert_eq!(report["interfaces"][0]["change"], "repaired", "{report:#}");
+    filtered("repaired by apply");
+    let status = sg.status();
+    assert_eq!((link_state(&status, "ingress"), link_state(&status, "egress")), ("ok".into(), "ok".into()));
+
+    // Both links, with the agent running: it puts them back by itself.
+    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
+    link_detach(&link_pin(&sg, "eth0", "ingress"));
+    link_detach(&link_pin(&sg, "eth0", "egress"));
+    let started = Instant::now();
+    assert!(
+        until(Duration::from_secs(10), || {
+            let s = sg.status();
+            link_state(&s, "ingress") == "ok" && link_state(&s, "egress") == "ok"
+        }),
+        "the agent repairs the links: {:#}\n{}",
+        sg.status(),
+        agent.log()
+    );
+    eprintln!("the agent put both links back {:?} after they were detached", started.elapsed());
+    filtered("repaired by the agent");
+    assert!(agent.log().contains("repaired eth0"), "{}", agent.log());
+    let s = samples(&agent.scrape());
+    assert!(sample_of(&s, "sgctl_agent_repairs_total", &[("interface", "eth0"), ("repair", "repaired")]) >= 1);
+}
+
+/// At boot, another XDP program holds the hook one interface was saved
+/// with (`--mode xdp`): restore filters it with tc instead, and every
+/// other interface as saved. (Before: the whole restore failed and no
+/// interface was filtered.)
+#[test]
+fn a_restore_with_one_hook_taken_filters_every_interface() {
+    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("hooktaken");
+    let backend = host(&lab, "backend", &["203.0.113.30/24"]);
+    lab.link(&srv, "eth1", &["10.9.0.1/24"], &backend, "eth1", &["10.9.0.2/24"]).expect("eth1");
+    let sg = Sgctl::new(&lab, &srv);
+    sg.apply(&[&policy("web-server.yaml")]);
+    sg.json(&["attach", "eth1", "--groups", "web-server", "--mode", "xdp"]);
+    assert_eq!(sg.status()["interfaces"][1]["ingress"], "xdp-native");
+
+    // A reboot: bpffs is empty; another program takes eth1's XDP hook first.
+    std::fs::remove_dir_all(sg.state_dir()).expect("wiping the state as a reboot would");
+    let mut other = aya::EbpfLoader::new().load(firewall_ctl::datapath::OBJECT).expect("object loads");
+    let program: &mut aya::programs::Xdp =
+        other.program_mut(firewall_ctl::testrun::PROG_EMPTY_XDP).expect("program").try_into().expect("xdp");
+    program.load().expect("loads");
+    srv.in_netns(|| program.attach("eth1", aya::programs::XdpMode::Driver)).expect("another XDP program on eth1");
+
+    let run = sg.run(&["restore", "--all"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stderr.contains("eth1") && run.stderr.contains("tc instead"), "the fallback is said: {run:?}");
+    let status = sg.status();
+    let eth1 = &status["interfaces"][1];
+    assert_eq!((eth1["interface"].as_str(), eth1["ingress"].as_str()), (Some("eth1"), Some("tc")), "{status:#}");
+    assert_eq!(eth1["mode"], "xdp", "{status:#}");
+    expect_all(
+        "every interface filtered after the restore",
+        vec![
+            tcp(&cli, "203.0.113.1:80", Connected),
+            tcp(&cli, "203.0.113.1:8080", TimedOut),
+            tcp(&backend, "10.9.0.1:80", Connected),
+            tcp(&backend, "10.9.0.1:8080", TimedOut),
+        ],
+    );
+}
+
+const GUARDED: &str = "\
+groups:
+  web-server:
+    inbound:
+      - { protocol: tcp, ports: 22, source: sg:admins }
+      - { protocol: tcp, ports: 80, source: 0.0.0.0/0 }
+    outbound:
+      - { protocol: all, destination: 0.0.0.0/0 }
+  admins: {}
+members:
+  admins: [203.0.113.10]
+interfaces:
+  eth0: [web-server]
+";
+
+/// `apply --confirm-within` of a policy that locks the operator out, then,
+/// before the deadline, an `attach`, a `detach`, a `members` change and an
+/// interface the agent attaches: at the deadline the scope is exactly as
+/// it was before the unconfirmed apply. (Before: any of these changes
+/// silently disarmed the rollback.)
+#[test]
+fn a_confirm_window_crossed_by_other_changes_still_rolls_back() {
+    let WebLab { lab, srv, admin, cli, _listeners } = web_lab("window");
+    let backend = host(&lab, "backend", &["203.0.113.30/24"]);
+    lab.link(&srv, "eth1", &["10.8.0.1/24"], &backend, "eth1", &["10.8.0.2/24"]).expect("eth1");
+    let sg = Sgctl::new(&lab, &srv);
+    let files = TempDir::new("window");
+    let good = files.write("good.yaml", GUARDED);
+    let lockout = files.write(
+        "lockout.yaml",
+        &replace_once(GUARDED, "ports: 22,", "ports: 2222,")
+            .replace("  eth0: [web-server]\n", "  eth0: [web-server]\n  late0: [web-server]\n"),
+    );
+    sg.apply(&[&good]);
+    sg.json(&["attach", "eth1", "--groups", "web-server"]);
+    let ssh = |from: &LabHost| from.tcp_connect("203.0.113.1:22".parse().expect("addr"), Duration::from_millis(500));
+    assert_eq!(ssh(&admin), Connected);
+    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
+
+    let report = sg.json(&["apply", "--allow-missing", "--confirm-within", "8", lockout.to_str().expect("utf-8")]);
+    assert!(report["confirm_by"].is_u64(), "{report:#}");
+    assert_eq!(ssh(&admin), TimedOut, "locked out");
+    // The operator (and the agent) keep working meanwhile.
+    sg.json(&["detach", "eth1"]);
+    sg.json(&["members", "add", "admins", "203.0.113.20"]);
+    sg.json(&["attach", "eth1", "--groups", "web-server"]);
+    sg.json(&["detach", "eth1"]);
+    plug_veth(&srv, &cli);
+    wait_filtered(&sg, "late0", true, None, &agent);
+    let status = sg.status();
+    assert!(status["pending_confirmation"]["generation"].is_u64(), "still armed: {status:#}");
+
+    // At the deadline: the policy before the unconfirmed apply, its
+    // members, its interfaces.
+    assert!(until(Duration::from_secs(15), || ssh(&admin) == Connected), "rolled back:\n{}", agent.log());
+    let status = sg.status();
+    assert_eq!(status["pending_confirmation"], Value::Null, "{status:#}");
+    let names: Vec<&str> =
+        status["interfaces"].as_array().into_iter().flatten().filter_map(|i| i["interface"].as_str()).collect();
+    assert_eq!(names, ["eth0", "eth1"], "{status:#}");
+    expect_all(
+        "as before the unconfirmed apply",
+        vec![
+            tcp(&admin, "203.0.113.1:22", Connected),
+            tcp(&cli, "203.0.113.1:22", TimedOut),
+            tcp(&backend, "10.8.0.1:8080", TimedOut),
+            tcp(&backend, "10.8.0.1:80", Connected),
+        ],
+    );
+}
+
+/// A bpffs that anyone may write (mode 1777, as sgctl used to mount it):
+/// nobody makes the state directory first, or a symbolic link in its
+/// place. sgctl refuses both, and the advice it gives works; sgctl's own
+/// mount of bpffs is root's alone.
+#[test]
+fn a_squatted_state_directory_is_refused_with_advice_that_works() {
+    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("squatdir");
+    let web = policy("web-server.yaml");
+    let mount = Path::new("/run").join(format!("sgctl-squat-{}", std::process::id()));
+    std::fs::create_dir_all(&mount).expect("mount point");
+    let run = |cmd: &[&str]| {
+        let out = std::process::Command::new(cmd[0]).args(&cmd[1..]).output().expect("runs");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["mount", "-t", "bpf", "-o", "mode=1777", "bpf", mount.to_str().expect("utf-8")]);
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let state = mount.join("sgctl");
+    let lib = lab.lib_dir().expect("lib dir");
+    let sgctl = |state: &Path, lib: &Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sgctl"))
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--lib-dir")
+            .arg(lib)
+            .args(["-n", srv.netns()])
+            .args(args)
+            .output()
+            .expect("sgctl runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    {
+        let state = state.clone();
+        as_nobody(move || std::fs::create_dir(&state).expect("nobody makes the directory first"));
+    }
+    let (code, stderr) = sgctl(&state, &lib, &["apply", web.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("belongs to uid 65534"), "{stderr}");
+    expect_all("nothing attached", vec![tcp(&cli, "203.0.113.1:8080", Connected)]);
+    // The advice, word for word.
+    let advice = stderr.split("(rm -r ").nth(1).and_then(|r| r.split(')').next()).expect("advice to remove it");
+    run(&["rm", "-r", advice]);
+    let (code, stderr) = sgctl(&state, &lib, &["apply", web.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "after following the advice: {stderr}");
+    expect_all("filtered", vec![tcp(&cli, "203.0.113.1:8080", TimedOut), tcp(&cli, "203.0.113.1:80", Connected)]);
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(&state).expect("state dir");
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o700));
+    }
+
+    // A symbolic link in its place, to root's real directory: not followed.
+    let link = mount.join("sgctl-link");
+    {
+        let (state, link) = (state.clone(), link.clone());
+        as_nobody(move || std::os::unix::fs::symlink(&state, &link).expect("nobody links"));
+    }
+    let (code, stderr) = sgctl(&link, &lib, &["status"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+
+    // A lib directory that is not root's: what it holds would be put in
+    // force at boot.
+    let lib_squat = mount.parent().expect("/run").join(format!("sgctl-squat-lib-{}", std::process::id()));
+    std::fs::create_dir_all(&lib_squat).expect("lib dir");
+    std::os::unix::fs::chown(&lib_squat, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let (code, stderr) = sgctl(&state, &lib_squat, &["restore"]);
+    let _ = std::fs::remove_dir_all(&lib_squat);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("lib directory") && stderr.contains("belongs to uid 65534"), "{stderr}");
+
+    // sgctl's own mount of bpffs (where none is mounted) is root's, mode 0700.
+    let script = format!(
+        "umount -l /sys/fs/bpf && {} --lib-dir {} -n {} apply {} >/dev/null && stat -c %a /sys/fs/bpf",
+        env!("CARGO_BIN_EXE_sgctl"),
+        lib.display(),
+        srv.netns(),
+        web.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env_remove("SGCTL_STATE_DIR")
+        .output()
+        .expect("unshare");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // (bpffs always adds the sticky bit to its root.)
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1700");
+}
