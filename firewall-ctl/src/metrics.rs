@@ -177,7 +177,8 @@ pub fn families(sample: &Sample) -> Vec<Family> {
         limit.add(at(), i.conntrack_limit);
     }
     for r in &sample.repairs {
-        let labels = vec![("netns", r.netns.clone()), ("interface", r.interface.clone()), ("repair", r.kind.to_owned())];
+        let labels =
+            vec![("netns", r.netns.clone()), ("interface", r.interface.clone()), ("repair", r.kind.to_owned())];
         repairs.add(labels, r.count);
     }
     vec![flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, generation, repairs, build]
