@@ -178,6 +178,17 @@ impl LibDir {
         }
     }
 
+    /// Forgets everything saved for `scope`.
+    pub fn remove_scope(&self, scope: &Scope) -> anyhow::Result<()> {
+        let dir = self.scope_dir(scope);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Every scope with something saved.
     pub fn scopes(&self) -> anyhow::Result<Vec<Scope>> {
         let entries = match std::fs::read_dir(&self.root) {

@@ -410,3 +410,138 @@ fn a_squatted_state_directory_is_refused_with_advice_that_works() {
     // (bpffs always adds the sticky bit to its root.)
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1700");
 }
+
+/// An IPv4 fragment of a UDP datagram from `src`:`sport` to `dst`:`dport`
+/// with IP identification `id`: the first (`first`: the UDP header and 24
+/// bytes, more fragments to come) or the second and last (40 bytes at
+/// offset 32). The datagram is 72 bytes of UDP, no checksum.
+fn udp_fragment(src: [u8; 4], dst: [u8; 4], dport: u16, id: u16, first: bool) -> Vec<u8> {
+    let mut udp = Vec::with_capacity(72);
+    udp.extend_from_slice(&40000u16.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&72u16.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend(std::iter::repeat_n(0x5a, 64));
+    let (payload, flags_offset) = if first { (&udp[..32], 0x2000u16) } else { (&udp[32..], 32 / 8) };
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&id.to_be_bytes());
+    ip.extend_from_slice(&flags_offset.to_be_bytes());
+    ip.extend_from_slice(&[64, 17, 0, 0]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(payload);
+    ip
+}
+
+const FRAGMENTS_POLICY: &str = "\
+groups:
+  svc:
+    mode: audit
+    inbound:
+      - { protocol: udp, ports: 5000, source: 0.0.0.0/0 }
+interfaces:
+  eth0: [svc]
+";
+
+/// A datagram whose first fragment passed, and whose later fragment comes
+/// after `conntrack flush`, or after its group left audit mode (where it
+/// passed as a would-drop): the later fragment is dropped, and the
+/// datagram never reaches the listener. (Before: the datagram's entry in
+/// `FRAGMENTS` outlived both, and the datagram completed.)
+#[test]
+fn fragments_do_not_outlive_a_flush_or_the_end_of_audit() {
+    let lab = lab("fragedge");
+    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
+    let cli = host(&lab, "cli", &["203.0.113.20/24"]);
+    let sg = Sgctl::new(&lab, &srv);
+    let files = TempDir::new("fragedge");
+    sg.apply(&[&files.write("audit.yaml", FRAGMENTS_POLICY)]);
+    let bind = |port: u16| {
+        let socket = srv.in_netns(|| std::net::UdpSocket::bind(("203.0.113.1", port))).expect("bind");
+        socket.set_read_timeout(Some(BLOCKED)).expect("timeout");
+        socket
+    };
+    let (allowed, audited) = (bind(5000), bind(6000));
+    let received = |socket: &std::net::UdpSocket| socket.recv(&mut [0; 128]).is_ok_and(|n| n == 64);
+    let send = |dport: u16, id: u16, first: bool| {
+        cli.send_raw_ipv4(&udp_fragment([203, 0, 113, 20], [203, 0, 113, 1], dport, id, first)).expect("send");
+    };
+    let dropped_fragments = || count(&sg.stats()["interfaces"][0], "dropped_fragment");
+
+    // Both fragments in a row: the datagram arrives (allowed, and audited).
+    for (port, socket, id) in [(5000, &allowed, 1), (6000, &audited, 2)] {
+        send(port, id, true);
+        send(port, id, false);
+        assert!(received(socket), "a whole datagram to {port} arrives");
+    }
+
+    // The first fragment, a flush, the last fragment.
+    send(5000, 3, true);
+    sg.ok(&["conntrack", "flush"]);
+    let before = dropped_fragments();
+    send(5000, 3, false);
+    assert!(!received(&allowed), "the datagram cut by the flush never completes");
+    assert_eq!(dropped_fragments(), before + 1, "its last fragment was dropped");
+
+    // Under audit, the first fragment to 6000 (no rule) passes; the group
+    // goes to enforce; the last fragment comes.
+    send(6000, 4, true);
+    sg.apply(&[&files.write("enforce.yaml", &replace_once(FRAGMENTS_POLICY, "    mode: audit\n", ""))]);
+    let before = dropped_fragments();
+    send(6000, 4, false);
+    assert!(!received(&audited), "the datagram audit let through never completes in enforce mode");
+    assert_eq!(dropped_fragments(), before + 1, "its last fragment was dropped");
+    // Enforce still lets an allowed datagram through.
+    send(5000, 5, true);
+    send(5000, 5, false);
+    assert!(received(&allowed), "an allowed datagram arrives");
+}
+
+const MEMBERS_POLICY: &str = "\
+groups:
+  web:
+    inbound:
+      - { protocol: udp, ports: 5000, source: sg:web }
+interfaces:
+  eth0: [web]
+";
+
+/// `sg:web` matches the addresses of the local interfaces `web` is
+/// attached to (docs/semantics.md item 5): when srv's eth0 gains or loses
+/// an address, the rule follows within seconds, with no `apply` (the agent
+/// watches addresses). (Before: only the next `apply`, `attach` or
+/// `detach` noticed.)
+#[test]
+fn local_group_membership_follows_interface_addresses() {
+    let lab = lab("localsg");
+    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
+    let cli = host(&lab, "cli", &["203.0.113.20/24", "203.0.113.50/32"]);
+    // A datagram from srv's own (new) address arrives from outside: the
+    // kernel takes it only with accept_local (and no reverse-path filter).
+    let sysctl = "echo 1 > /proc/sys/net/ipv4/conf/eth0/accept_local && \
+                  echo 0 > /proc/sys/net/ipv4/conf/all/rp_filter && echo 0 > /proc/sys/net/ipv4/conf/eth0/rp_filter";
+    assert!(srv.run(&["sh", "-c", sysctl]).expect("sysctl").status.success());
+    let sg = Sgctl::new(&lab, &srv);
+    let files = TempDir::new("localsg");
+    sg.apply(&[&files.write("web.yaml", MEMBERS_POLICY)]);
+    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
+    let socket = srv.in_netns(|| std::net::UdpSocket::bind("203.0.113.1:5000")).expect("bind");
+    socket.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    let member_gets_in = || {
+        cli.in_netns(|| {
+            let from = std::net::UdpSocket::bind("203.0.113.50:0").expect("bind .50");
+            from.send_to(b"member?", "203.0.113.1:5000").expect("send")
+        });
+        socket.recv(&mut [0; 16]).is_ok_and(|n| n == 7)
+    };
+    assert!(!member_gets_in(), "203.0.113.50 carries no group yet");
+
+    let ip = |args: &[&str]| assert!(srv.run(args).expect("ip").status.success(), "{args:?}");
+    ip(&["ip", "addr", "add", "203.0.113.50/32", "dev", "eth0"]);
+    let started = Instant::now();
+    assert!(until(Duration::from_secs(5), member_gets_in), "an address of eth0 carries web:\n{}", agent.log());
+    eprintln!("203.0.113.50 became a member of web {:?} after eth0 got it", started.elapsed());
+    ip(&["ip", "addr", "del", "203.0.113.50/32", "dev", "eth0"]);
+    assert!(until(Duration::from_secs(5), || !member_gets_in()), "and stops when eth0 loses it:\n{}", agent.log());
+}

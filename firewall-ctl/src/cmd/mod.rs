@@ -118,17 +118,17 @@ pub fn scope_of(global: &Global) -> Scope {
 /// namespace left); reports read maps and records that are replaced whole,
 /// need no lock, and change nothing.
 pub fn open_target(global: &Global, changes: bool) -> anyhow::Result<(Target, Option<StateLock>)> {
+    let lib = LibDir::open(&global.lib_dir)?;
     let (state, lock) = if changes {
         let state = StateDir::open(&global.state_dir)?;
         let lock = state.lock(Duration::from_secs(global.wait))?;
-        for scope in control::repair::prune_vanished_scopes(&state)? {
-            eprintln!("sgctl: removed the state of {scope}: the namespace no longer exists");
+        for scope in control::repair::prune_vanished_scopes(&state, &lib)? {
+            eprintln!("sgctl: removed the state and saved policy of {scope}: the namespace no longer exists");
         }
         (state, Some(lock))
     } else {
         (StateDir::open_read_only(&global.state_dir)?, None)
     };
-    let lib = LibDir::open(&global.lib_dir)?;
     Ok((Target { state, lib, scope: scope_of(global), memory_limit: global.max_kernel_memory }, lock))
 }
 

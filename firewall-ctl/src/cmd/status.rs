@@ -1,4 +1,6 @@
 //! `sgctl status`: what is attached where, and how full conntrack is.
+use std::path::Path;
+
 use serde::Serialize;
 
 use crate::{
@@ -15,6 +17,10 @@ use crate::{
 #[derive(Serialize)]
 struct Status {
     scopes: Vec<ScopeStatus>,
+    /// Named namespaces with a saved policy (`restore`) that do not exist:
+    /// restored when they do (`sgctl restore`), forgotten by the next change
+    /// once deleted after their state was made.
+    saved_without_namespace: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -74,7 +80,19 @@ struct IfaceStatus {
 }
 
 pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
-    let mut status = Status { scopes: Vec::new() };
+    let saved_without_namespace = match targets.first() {
+        Some(t) => t
+            .lib
+            .scopes()?
+            .into_iter()
+            .filter_map(|scope| match scope {
+                crate::state::Scope::Netns(name) if !Path::new("/run/netns").join(&name).exists() => Some(name),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut status = Status { scopes: Vec::new(), saved_without_namespace };
     for target in targets {
         let policy = target.policy()?;
         let mut interfaces = Vec::new();
@@ -135,6 +153,9 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
     }
     if status.scopes.is_empty() {
         crate::outln!("nothing applied or attached");
+    }
+    for name in &status.saved_without_namespace {
+        crate::outln!("netns {name}: a policy is saved for it, and it does not exist (restored when it does)");
     }
     for s in &status.scopes {
         let scope = s.netns.as_deref().map_or("host".to_owned(), |n| format!("netns {n}"));

@@ -356,6 +356,8 @@ pub fn commit_with(
             // Audit let these through although no rule allowed them; in
             // enforce mode they are cut (docs/semantics.md item 18).
             let _ = maps.remove_flows(|_, e| e.slot == SLOT_AUDIT);
+            // And the datagrams it let through: their later fragments too.
+            let _ = maps.remove_fragments(|slot| slot == SLOT_AUDIT);
         }
     }
     crate::timings::mark("expire flows");
