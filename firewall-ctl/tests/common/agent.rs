@@ -44,9 +44,18 @@ impl Agent {
     ) -> Self {
         let mut args = vec!["agent"];
         args.extend_from_slice(extra);
-        let flow_log = args.windows(2).find(|w| w[0] == "--flow-log").map(|w| PathBuf::from(w[1]));
         let mut cmd = sg.command(&args);
         configure(&mut cmd);
+        Self::spawn(cmd, wait_for)
+    }
+
+    /// Starts `cmd` (an `sgctl agent`, maybe behind wrappers that exec it);
+    /// waits for a line starting with `wait_for` on its stderr.
+    pub fn spawn(mut cmd: std::process::Command, wait_for: &'static str) -> Self {
+        let flow_log = {
+            let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            args.windows(2).find(|w| w[0] == "--flow-log").map(|w| PathBuf::from(&w[1]))
+        };
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
