@@ -2,9 +2,9 @@
 //! or an unlucky operator would, one way an edge used to fail open or fail
 //! silently, with real programs, namespaces and connections.
 //!
-//! Hosts (one L2 segment): srv 203.0.113.1 (eth0, seed Example 1's
+//! Hosts (seed Example 1's lab, one L2 segment): srv 203.0.113.1 (eth0,
 //! web-server, with listeners on 22, 80 and 8080), admin 203.0.113.10 (the
-//! SSH rule's source), cli 203.0.113.20.
+//! SSH rule's source; the seed's `ssh`), cli 203.0.113.20 (its `other`).
 mod common;
 
 use std::{
@@ -14,25 +14,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{agent::*, hostile::*, *};
+use common::{
+    agent::*,
+    hostile::*,
+    seed::{self, WebLab as SeedLab},
+    *,
+};
 use serde_json::Value;
 use Outcome::{Connected, TimedOut};
 
-struct WebLab {
-    lab: Lab,
-    srv: LabHost,
-    admin: LabHost,
-    cli: LabHost,
-    _listeners: Vec<Listener>,
-}
-
-fn web_lab(name: &str) -> WebLab {
-    let lab = lab(name);
-    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
-    let admin = host(&lab, "admin", &["203.0.113.10/24"]);
-    let cli = host(&lab, "cli", &["203.0.113.20/24"]);
-    let _listeners = listen(&srv, &["0.0.0.0:22", "0.0.0.0:80", "0.0.0.0:8080"]);
-    WebLab { lab, srv, admin, cli, _listeners }
+/// Seed Example 1's lab, srv listening on 22, 80 and 8080 of every
+/// address it has or gets (eth1, late0).
+fn web_lab(name: &str) -> (SeedLab, Vec<Listener>) {
+    let w = seed::web_lab(name);
+    let listeners = listen(&w.srv, &["0.0.0.0:22", "0.0.0.0:80", "0.0.0.0:8080"]);
+    (w, listeners)
 }
 
 /// Polls `f` every 50 ms until it is true; false if `within` passes first.
@@ -69,7 +65,7 @@ fn open_fds(pid: u32) -> usize {
 /// idle connections ran it out of descriptors.)
 #[test]
 fn a_squatted_metrics_port_and_idle_connections_do_not_stop_hotplug() {
-    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("squat");
+    let (SeedLab { lab, srv, other: cli, .. }, _listeners) = web_lab("squat");
     raise_descriptor_limit();
     let sg = Sgctl::new(&lab, &srv);
     let files = TempDir::new("squat");
@@ -157,7 +153,7 @@ fn link_state(status: &Value, which: &str) -> String {
 /// puts it back, and so does the agent by itself, counting the repair.
 #[test]
 fn a_link_detached_behind_sgctls_back_is_shown_and_put_back() {
-    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("linkdet");
+    let (SeedLab { lab, srv, other: cli, .. }, _listeners) = web_lab("linkdet");
     let sg = Sgctl::new(&lab, &srv);
     let web = policy("web-server.yaml");
     sg.apply(&[&web]);
@@ -210,7 +206,7 @@ fn a_link_detached_behind_sgctls_back_is_shown_and_put_back() {
 /// interface was filtered.)
 #[test]
 fn a_restore_with_one_hook_taken_filters_every_interface() {
-    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("hooktaken");
+    let (SeedLab { lab, srv, other: cli, .. }, _listeners) = web_lab("hooktaken");
     let backend = host(&lab, "backend", &["203.0.113.30/24"]);
     lab.link(&srv, "eth1", &["10.9.0.1/24"], &backend, "eth1", &["10.9.0.2/24"]).expect("eth1");
     let sg = Sgctl::new(&lab, &srv);
@@ -266,7 +262,7 @@ interfaces:
 /// silently disarmed the rollback.)
 #[test]
 fn a_confirm_window_crossed_by_other_changes_still_rolls_back() {
-    let WebLab { lab, srv, admin, cli, _listeners } = web_lab("window");
+    let (SeedLab { lab, srv, ssh: admin, other: cli }, _listeners) = web_lab("window");
     let backend = host(&lab, "backend", &["203.0.113.30/24"]);
     lab.link(&srv, "eth1", &["10.8.0.1/24"], &backend, "eth1", &["10.8.0.2/24"]).expect("eth1");
     let sg = Sgctl::new(&lab, &srv);
@@ -321,7 +317,7 @@ fn a_confirm_window_crossed_by_other_changes_still_rolls_back() {
 /// mount of bpffs is root's alone.
 #[test]
 fn a_squatted_state_directory_is_refused_with_advice_that_works() {
-    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("squatdir");
+    let (SeedLab { lab, srv, other: cli, .. }, _listeners) = web_lab("squatdir");
     let web = policy("web-server.yaml");
     let mount = Path::new("/run").join(format!("sgctl-squat-{}", std::process::id()));
     std::fs::create_dir_all(&mount).expect("mount point");
@@ -555,7 +551,7 @@ fn local_group_membership_follows_interface_addresses() {
 /// applied as systemd applies them, with setpriv and a mount namespace.)
 #[test]
 fn the_agent_does_its_job_within_its_units_hardening() {
-    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("hardened");
+    let (SeedLab { lab, srv, other: cli, .. }, _listeners) = web_lab("hardened");
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
     let files = TempDir::new("hardened");
     let mut checked = Vec::new();
