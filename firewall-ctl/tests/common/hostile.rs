@@ -24,17 +24,22 @@ pub fn as_nobody<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T
     .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
-/// Raises this process's descriptor limit to at least 8192 (a test that
-/// holds many connections; root may raise the hard limit).
+/// Raises this process's soft descriptor limit to its hard one (a test
+/// that holds many connections), which must allow 4096.
 pub fn raise_descriptor_limit() {
+    let hard = hard_descriptor_limit();
+    assert!(hard >= 4096, "the hard descriptor limit ({hard}) is too low to hold the test's connections");
+    let limit = libc::rlimit { rlim_cur: hard, rlim_max: hard };
+    // SAFETY: setrlimit with a valid struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "setrlimit");
+}
+
+/// This process's hard descriptor limit.
+pub fn hard_descriptor_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: get/setrlimit with a valid struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_max = limit.rlim_max.max(8192);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0, "setrlimit");
-    }
+    // SAFETY: getrlimit with a valid struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    limit.rlim_max
 }
 
 /// `BPF_LINK_DETACH` of the link pinned at `pin`: the link stays (pinned,
