@@ -6,10 +6,7 @@
 //! Example 1); ssh 203.0.113.10 (the SSH rule's source); other 203.0.113.20.
 mod common;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use common::{agent::*, *};
 use serde_json::Value;
