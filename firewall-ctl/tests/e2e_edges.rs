@@ -628,3 +628,53 @@ fn the_agent_does_its_job_within_its_units_hardening() {
     let saved = std::fs::read_to_string(sg.lib_dir().join(format!("netns-{}", srv.netns())).join("applied.json"));
     assert!(saved.expect("saved").contains("late0"), "the agent saved what it attached");
 }
+
+/// libfaketime (Debian's `faketime`), which the test preloads into the
+/// applying `sgctl` and its rollback helper to step their wall clock.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The rollback's deadline is not the wall clock's: a step of it (made by
+/// libfaketime in the helper's process, as `date -s` makes one for the
+/// whole host; the monotonic clocks do not move) neither brings the
+/// rollback forward nor puts it off. (Before: the helper compared the
+/// wall clock with the deadline, so a step forward rolled back at once
+/// and a step back put it off by as much.)
+#[test]
+fn a_step_of_the_wall_clock_does_not_move_the_rollback() {
+    assert!(Path::new(LIBFAKETIME).exists(), "{LIBFAKETIME} missing: run `cargo xtask bootstrap` (Debian's faketime)");
+    let (SeedLab { lab, srv, ssh: admin, .. }, _listeners) = web_lab("clockstep");
+    let sg = Sgctl::new(&lab, &srv);
+    let files = TempDir::new("clockstep");
+    let web = policy_text("web-server.yaml");
+    sg.apply(&[&files.write("good.yaml", &web)]);
+    let lockout = files.write("lockout.yaml", &replace_once(&web, "ports: 22,", "ports: 2222,"));
+    let ssh = || admin.tcp_connect("203.0.113.1:22".parse().expect("addr"), Duration::from_millis(500));
+    assert_eq!(ssh(), Connected);
+
+    let clock = files.write("clock", "+0\n");
+    let mut apply =
+        sg.command(&[std::ffi::OsStr::new("apply"), "--confirm-within".as_ref(), "6".as_ref(), lockout.as_os_str()]);
+    apply
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &clock)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let applied = Instant::now();
+    let out = apply.output().expect("sgctl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ssh(), TimedOut, "locked out");
+
+    // An hour forward: the deadline is not reached.
+    std::fs::write(&clock, "+1h\n").expect("clock step");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ssh(), TimedOut, "a step forward of the wall clock rolled back early");
+    // An hour back: the deadline comes all the same.
+    std::fs::write(&clock, "-1h\n").expect("clock step");
+    assert!(
+        until(Duration::from_secs(12), || ssh() == Connected),
+        "a step back of the wall clock put the rollback off"
+    );
+    let took = applied.elapsed();
+    eprintln!("rolled back {took:?} after the apply (deadline 6 s), the wall clock stepped twice");
+    assert!(took >= Duration::from_secs(5), "rolled back before its deadline: {took:?}");
+}

@@ -18,7 +18,9 @@ use crate::sh;
 /// read sgctl's metrics in `e2e_prometheus.rs`; `python3-venv` makes the
 /// tests' Python environment ([`PYTHON_PACKAGES`]); `cargo xtask package`
 /// (which the tests run) needs `dpkg-dev` (dpkg-shlibdeps, for the
-/// package's Depends) and `lintian`.
+/// package's Depends) and `lintian`; `faketime` (libfaketime) steps the
+/// wall clock of one process, for the test that a confirm-within rollback
+/// does not follow it.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -29,6 +31,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3-venv",
     "dpkg-dev",
     "lintian",
+    "faketime",
 ];
 
 /// PyPI packages the tests run, pinned, in a virtual environment of the
