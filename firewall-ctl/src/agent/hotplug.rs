@@ -173,30 +173,32 @@ pub fn reconcile(shared: &Shared, addresses: bool) -> anyhow::Result<Vec<IfaceCh
         memory_limit: global.max_kernel_memory,
     };
     let due = crate::control::restore::is_due(&target)?;
-    if !due && !addresses && wanted(&target)?.is_none() {
+    if !due && !addresses && !wanted(&target)?.is_some_and(|(_, differs)| differs) {
         return Ok(Vec::new());
     }
     let (target, _lock) = crate::cmd::open_target(global, true)?;
     let mut changes = crate::control::restore::roll_back_if_due(&target)?;
+    // On an address change, a commit of what is wanted anyway (one that
+    // finds the local members unchanged writes nothing).
     let wanted = match wanted(&target)? {
-        Some(wanted) => wanted,
-        None if addresses => target.current_wanted()?,
-        None => return Ok(changes),
+        Some((wanted, differs)) if differs || addresses => wanted,
+        _ => return Ok(changes),
     };
     let Some((record, policy)) = target.parsed_policy()? else { return Ok(changes) };
     changes.extend(commit::commit(&target, &record, &policy, &wanted)?.interfaces);
     Ok(changes)
 }
 
-/// The interfaces the scope should filter now, when that differs from what
-/// it filters; `None` when nothing is to be done.
-fn wanted(target: &Target) -> anyhow::Result<Option<Vec<Wanted>>> {
-    if target.policy()?.is_none() {
+/// The interfaces the scope should filter now, and whether that differs
+/// from what it filters (or a link is not as it should be); `None` when no
+/// policy is in force.
+fn wanted(target: &Target) -> anyhow::Result<Option<(Vec<Wanted>, bool)>> {
+    if target.active()?.is_none() {
         return Ok(None);
     }
     let filtered = target.interfaces()?;
     let mut wanted = target.current_wanted()?;
-    if let Some(saved) = target.lib.applied(&target.scope)? {
+    if let Some(saved) = target.lib.applied_head(&target.scope)? {
         for s in &saved.interfaces {
             if netns::ifindex(&s.ifname).is_some() && !wanted.iter().any(|w| w.ifname == s.ifname) {
                 wanted.push(Wanted::from(s));
@@ -206,5 +208,5 @@ fn wanted(target: &Target) -> anyhow::Result<Option<Vec<Wanted>>> {
     let stale = filtered.iter().any(|r| netns::ifindex(&r.ifname) != Some(r.ifindex));
     let missing = wanted.iter().any(|w| !filtered.iter().any(|r| r.ifname == w.ifname));
     let broken = filtered.iter().any(|r| !links::check(&target.state.iface_dir(&target.scope, &r.ifname), r).is_ok());
-    Ok((stale || missing || broken).then_some(wanted))
+    Ok(Some((wanted, stale || missing || broken)))
 }

@@ -204,7 +204,7 @@ pub fn commit_with(
         .collect();
 
     if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, target)? {
-        save_on_disk(target, parsed, policy, active.generation)?;
+        save_on_disk(target, parsed, policy, active.generation, &in_force)?;
         return Ok(Outcome {
             generation: active.generation,
             changed: false,
@@ -361,7 +361,7 @@ pub fn commit_with(
         }
     }
     crate::timings::mark("expire flows");
-    save_on_disk(target, parsed, policy, generation)?;
+    save_on_disk(target, parsed, policy, generation, &in_force)?;
     crate::timings::mark("save on disk");
     Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros, kernel_memory: Some(estimate) })
 }
@@ -391,9 +391,18 @@ fn in_force_summary(target: &Target, slot: u32) -> anyhow::Result<Option<(Policy
 
 /// Saves `policy` (under `parsed`), in force as `generation`, on disk, for
 /// `sgctl restore` after a reboot, keeping the interfaces saved before that
-/// do not exist now and are still wanted (they are attached when `restore`
-/// runs again). Writes nothing if that is what is saved already.
-pub fn save_on_disk(target: &Target, parsed: &Policy, policy: &PolicyRecord, generation: u64) -> anyhow::Result<()> {
+/// are still wanted and are not filtered now: those that do not exist (they
+/// are attached when they appear), and those that appeared while this
+/// commit ran (not filtered before it, `before_commit`: the agent attaches
+/// them next). One this commit stopped filtering (a `detach`) goes.
+/// Writes nothing if that is what is saved already.
+pub fn save_on_disk(
+    target: &Target,
+    parsed: &Policy,
+    policy: &PolicyRecord,
+    generation: u64,
+    before_commit: &BTreeMap<String, IfaceRecord>,
+) -> anyhow::Result<()> {
     let mut interfaces: Vec<SavedInterface> =
         target.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
     let before = target.lib.applied_head(&target.scope)?;
@@ -402,7 +411,9 @@ pub fn save_on_disk(target: &Target, parsed: &Policy, policy: &PolicyRecord, gen
             i.origin == crate::state::records::Origin::Command
                 || parsed.interfaces.iter().any(|a| a.interface == i.ifname)
         };
-        for missing in before.interfaces.iter().filter(|i| netns::ifindex(&i.ifname).is_none()).filter(still_wanted) {
+        let filtered_before = |name: &str| before_commit.get(name).is_some_and(|r| r.state == IfaceState::Enforce);
+        let unfiltered = |i: &&SavedInterface| netns::ifindex(&i.ifname).is_none() || !filtered_before(&i.ifname);
+        for missing in before.interfaces.iter().filter(unfiltered).filter(still_wanted) {
             if !interfaces.iter().any(|i| i.ifname == missing.ifname) {
                 interfaces.push(missing.clone());
             }

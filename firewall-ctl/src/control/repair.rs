@@ -97,9 +97,12 @@ pub fn prune_vanished_scopes(state: &StateDir, lib: &LibDir) -> anyhow::Result<V
         if alive {
             continue;
         }
+        // The saved policy first: a kill between leaves the state, which
+        // the next command removes; never a saved policy without state,
+        // which nothing would remove.
+        lib.remove_scope(&scope)?;
         std::fs::remove_dir_all(state.scope_dir(&scope))
             .with_context(|| format!("removing the state of vanished netns {name}"))?;
-        lib.remove_scope(&scope)?;
         pruned.push(scope);
     }
     Ok(pruned)
