@@ -61,12 +61,7 @@ fn c_path(path: &Path) -> io::Result<CString> {
 pub fn create_array_with(name: &str, chunk: usize, value: &[u8]) -> io::Result<OwnedFd> {
     debug_assert!(chunk > 0 && value.len().is_multiple_of(chunk));
     let elements = (value.len() / chunk).max(1) as u32;
-    let mut attr = Attr::new();
-    attr.u32_at(0, BPF_MAP_TYPE_ARRAY).u32_at(4, 4).u32_at(8, chunk as u32).u32_at(12, elements);
-    let name = name.as_bytes();
-    let n = name.len().min(15);
-    attr.0[28..28 + n].copy_from_slice(&name[..n]);
-    let fd = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
+    let fd = create_map(name, BPF_MAP_TYPE_ARRAY, (4, chunk as u32), elements, 0, None)?;
     for (i, piece) in value.chunks(chunk).enumerate() {
         let key = i as u32;
         let mut attr = Attr::new();
@@ -165,22 +160,40 @@ pub fn link_info(fd: &OwnedFd) -> io::Result<LinkInfo> {
     Ok(LinkInfo { link_type: word(0), prog_id: word(8), ifindex: word(16) })
 }
 
+/// A new map without BTF: `inner`, for a map of maps, is the template
+/// its inner maps must match. Kernels 5.15-6.1 also compare whether the
+/// template and an inner map carry BTF (their `timer_off`): every map that
+/// goes into a map-in-map slot, and every template, is made without it.
+pub fn create_map(
+    name: &str,
+    map_type: u32,
+    (key_size, value_size): (u32, u32),
+    max_entries: u32,
+    flags: u32,
+    inner: Option<BorrowedFd<'_>>,
+) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, map_type).u32_at(4, key_size).u32_at(8, value_size).u32_at(12, max_entries).u32_at(16, flags);
+    if let Some(inner) = inner {
+        attr.u32_at(20, inner.as_raw_fd() as u32);
+    }
+    let name = name.as_bytes();
+    let n = name.len().min(15);
+    attr.0[28..28 + n].copy_from_slice(&name[..n]);
+    Ok(owned(bpf(BPF_MAP_CREATE, &mut attr)?))
+}
+
+pub const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+pub const BPF_MAP_TYPE_HASH_OF_MAPS: u32 = 13;
+
 /// Returns after one RCU grace period: every eBPF program that was running
 /// when this was called has finished. The kernel waits for one after an
 /// update of a map-in-map from userspace (so that no program still sees the
 /// old inner map); a throwaway one is updated here for that wait.
 pub fn rcu_barrier() -> io::Result<()> {
-    const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
-    let mut attr = Attr::new();
-    attr.u32_at(0, BPF_MAP_TYPE_ARRAY).u32_at(4, 4).u32_at(8, 4).u32_at(12, 1);
-    let inner = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
-    let mut attr = Attr::new();
-    attr.u32_at(0, BPF_MAP_TYPE_ARRAY_OF_MAPS)
-        .u32_at(4, 4)
-        .u32_at(8, 4)
-        .u32_at(12, 1)
-        .u32_at(20, inner.as_raw_fd() as u32);
-    let outer = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
+    use std::os::fd::AsFd as _;
+    let inner = create_map("sg_rcu_inner", BPF_MAP_TYPE_ARRAY, (4, 4), 1, 0, None)?;
+    let outer = create_map("sg_rcu", BPF_MAP_TYPE_ARRAY_OF_MAPS, (4, 4), 1, 0, Some(inner.as_fd()))?;
     let key = 0u32;
     let value = inner.as_raw_fd() as u32;
     let mut attr = Attr::new();
