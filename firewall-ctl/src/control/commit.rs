@@ -44,7 +44,7 @@ use crate::{
     saved::{Saved, SavedInterface},
     state::{
         blob,
-        records::{IfaceRecord, IfaceState, IngressHook, MemberIndex, PolicyRecord, PolicySummary},
+        records::{EgressHook, IfaceRecord, IfaceState, IngressHook, MemberIndex, PolicyRecord, PolicySummary},
         sys,
     },
     InputError,
@@ -129,6 +129,7 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
         let record = IfaceRecord {
             ifindex,
             ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
+            egress: old.map_or(EgressHook::Tc, |r| r.egress),
             generation,
             ..record_of(want, &compiled, &image, assignment.table)
         };
@@ -175,7 +176,7 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
 
     // 3. The new generation, complete, in the slot not in force.
     let mut changes = Vec::new();
-    let mut attached_here = Vec::new();
+    let mut attached_here: Vec<(std::path::PathBuf, String)> = Vec::new();
     let result = (|| -> anyhow::Result<()> {
         for plan in &mut planned {
             let old =
@@ -183,7 +184,7 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
             let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
             let maps = IfaceMaps::at(&dir);
             match old {
-                Some(old) if attach::links_alive(&dir) => {
+                Some(old) if attach::attached(&dir, plan.ifindex)? => {
                     plan.audit_ends = maps.slot_meta(now)?.flags & slot_flags::AUDIT != 0
                         && plan.image.meta.flags & slot_flags::AUDIT == 0;
                     maps.move_flows(&plan.evicted, SLOT_REMOVED)?;
@@ -193,16 +194,16 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
                     // What the kernel runs, not what a record says: a killed
                     // `sgctl` may have moved the hook or resized the table.
                     let capacity = maps.conntrack_capacity()?;
-                    let current = attach::ingress_hook(&dir, old.ingress)?;
-                    plan.record.ingress = current;
+                    let current = attach::hooks(&dir, old.ingress)?;
+                    (plan.record.ingress, plan.record.egress) = (current.ingress, current.egress);
                     let needs = Replace {
                         at: plan.at,
                         current,
                         conntrack_capacity: (capacity != plan.conntrack_capacity).then_some(plan.conntrack_capacity),
                     };
-                    let other_hook = plan.at.xdp != current.is_xdp();
+                    let other_hook = !plan.at.fits(current);
                     if needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object {
-                        let hook =
+                        let hooks =
                             attach::replace(&dir, target.state.active_path(&target.scope), &plan.want.ifname, &needs)
                                 .with_context(|| {
                                 format!(
@@ -210,30 +211,30 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
                                     plan.want.ifname
                                 )
                             })?;
-                        plan.record.ingress = hook;
-                        changes.push(IfaceChange::Reattached { interface: plan.want.ifname.clone(), ingress: hook });
+                        (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
+                        changes.push(IfaceChange::Reattached { interface: plan.want.ifname.clone(), hooks });
                     } else {
                         changes.push(IfaceChange::Updated { interface: plan.want.ifname.clone() });
                     }
                 }
                 _ => {
                     // New here (or recreated: the old device and its links are gone).
-                    attach::detach(&dir)?;
+                    attach::detach(&dir, &plan.want.ifname)?;
                     let mut ebpf = attach::prepare_new(
                         &dir,
                         target.state.active_path(&target.scope),
                         plan.conntrack_capacity,
                         plan.at.link,
                     )?;
-                    attached_here.push(dir.clone());
+                    attached_here.push((dir.clone(), plan.want.ifname.clone()));
                     // Unfiltered until the switch, as it was before.
                     generation::write_meta(&maps, now, &unfiltered(), &[])?;
                     generation::write(&maps, next, &plan.image, None)
                         .with_context(|| format!("interface {}", plan.want.ifname))?;
                     maps.set_timeouts(plan.timeouts)?;
-                    let hook = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.at)?;
-                    plan.record.ingress = hook;
-                    changes.push(IfaceChange::Attached { interface: plan.want.ifname.clone(), ingress: hook });
+                    let hooks = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.at)?;
+                    (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
+                    changes.push(IfaceChange::Attached { interface: plan.want.ifname.clone(), hooks });
                 }
             }
             crate::timings::mark("maps and programs");
@@ -261,8 +262,8 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
     })();
     if let Err(e) = result {
         // Interfaces attached by this commit were passing everything: as before.
-        for dir in attached_here {
-            let _ = attach::detach(&dir);
+        for (dir, ifname) in attached_here {
+            let _ = attach::detach(&dir, &ifname);
         }
         return Err(e.context("nothing was switched: the previous policy is still in force"));
     }
@@ -371,6 +372,7 @@ pub fn record_of(want: &Wanted, compiled: &CompiledInterface, image: &Image, slo
         origin: want.origin,
         mode: want.mode,
         ingress: IngressHook::Tc,
+        egress: EgressHook::Tc,
         generation: 0,
         conntrack_capacity: compiled.conntrack_capacity,
         rules: compiled.rules.clone(),
@@ -424,11 +426,12 @@ fn unchanged(
     }
     for plan in planned {
         let Some(old) = in_force.get(&plan.want.ifname) else { return Ok(false) };
-        let same = IfaceRecord { generation: old.generation, ingress: old.ingress, ..plan.record.clone() };
+        let same =
+            IfaceRecord { generation: old.generation, ingress: old.ingress, egress: old.egress, ..plan.record.clone() };
         let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
-        let kernel_agrees = attach::links_alive(&dir)
+        let kernel_agrees = attach::attached(&dir, plan.ifindex)?
             && target.maps(&plan.want.ifname).conntrack_capacity()? == plan.conntrack_capacity
-            && attach::ingress_hook(&dir, old.ingress)?.is_xdp() == plan.at.xdp;
+            && plan.at.fits(attach::hooks(&dir, old.ingress)?);
         if same != *old || !kernel_agrees {
             return Ok(false);
         }

@@ -15,14 +15,17 @@ use ipnet::IpNet;
 
 use crate::{
     compile::{self, CompiledInterface},
-    datapath::maps::{self, IfaceMaps},
+    datapath::{
+        attach::Hooks,
+        maps::{self, IfaceMaps},
+    },
     membership::MemberEdits,
     netns,
     policy::Policy,
     saved::{LibDir, Saved, SavedInterface},
     state::{
         blob,
-        records::{IfaceRecord, IfaceState, IngressHook, Mode, Origin, PolicyRecord, PolicySummary},
+        records::{IfaceRecord, IfaceState, Mode, Origin, PolicyRecord, PolicySummary},
         Scope, StateDir,
     },
     InputError,
@@ -74,20 +77,32 @@ impl Wanted {
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "change")]
 pub enum IfaceChange {
-    Attached { interface: String, ingress: IngressHook },
-    Updated { interface: String },
-    Reattached { interface: String, ingress: IngressHook },
-    Detached { interface: String },
+    Attached {
+        interface: String,
+        #[serde(flatten)]
+        hooks: Hooks,
+    },
+    Updated {
+        interface: String,
+    },
+    Reattached {
+        interface: String,
+        #[serde(flatten)]
+        hooks: Hooks,
+    },
+    Detached {
+        interface: String,
+    },
 }
 
 impl std::fmt::Display for IfaceChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Attached { interface, ingress } => {
-                write!(f, "attached {interface}: ingress {ingress}, egress tc (tcx)")
+            Self::Attached { interface, hooks } => {
+                write!(f, "attached {interface}: ingress {}, egress {}", hooks.ingress, hooks.egress)
             }
-            Self::Reattached { interface, ingress } => {
-                write!(f, "reattached {interface} without a gap: ingress {ingress}, egress tc (tcx)")
+            Self::Reattached { interface, hooks } => {
+                write!(f, "reattached {interface} without a gap: ingress {}, egress {}", hooks.ingress, hooks.egress)
             }
             Self::Updated { interface } => write!(f, "updated {interface}"),
             Self::Detached { interface } => write!(f, "detached {interface}"),

@@ -1,9 +1,12 @@
 //! The kernel side as userspace sees it: loading the programs, attaching
 //! them, and reading and writing their pinned maps.
 pub mod attach;
+pub mod clsact;
 pub mod generation;
 pub mod hooks;
+pub mod kernel;
 pub mod maps;
+mod rtnetlink;
 
 use std::{
     collections::BTreeMap,

@@ -15,6 +15,7 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
@@ -204,6 +205,14 @@ pub fn rcu_barrier() -> io::Result<()> {
     Ok(())
 }
 
+/// The id of the program open as `fd` (`bpf_prog_info.id`).
+pub fn prog_info_id(fd: &OwnedFd) -> io::Result<u32> {
+    // struct bpf_prog_info: type, id, ...
+    let mut info = [0u8; 64];
+    obj_info(fd, &mut info)?;
+    Ok(u32::from_ne_bytes([info[4], info[5], info[6], info[7]]))
+}
+
 /// `(value_size, max_entries)` of a map.
 fn map_sizes(fd: &OwnedFd) -> io::Result<(u32, u32)> {
     // struct bpf_map_info: type, id, key_size, value_size, max_entries, ...
@@ -212,6 +221,19 @@ fn map_sizes(fd: &OwnedFd) -> io::Result<(u32, u32)> {
     let word = |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
     Ok((word(12), word(16)))
 }
+
+/// How many programs are attached to `ifindex` at `attach_type`
+/// (`BPF_PROG_QUERY`; tcx answers for a device, older kernels refuse its
+/// attach types with EINVAL).
+pub fn prog_query_count(ifindex: u32, attach_type: u32) -> io::Result<u32> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, ifindex).u32_at(4, attach_type);
+    bpf(BPF_PROG_QUERY, &mut attr)?;
+    Ok(u32::from_ne_bytes([attr.0[24], attr.0[25], attr.0[26], attr.0[27]]))
+}
+
+/// `BPF_TCX_INGRESS`.
+pub const BPF_TCX_INGRESS: u32 = 46;
 
 pub fn obj_pin(fd: &OwnedFd, path: &Path) -> io::Result<()> {
     let path = c_path(path)?;
