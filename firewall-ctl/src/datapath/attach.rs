@@ -213,6 +213,13 @@ fn attach_side(
         pin_fresh(|p| Ok(sys::obj_pin(&fd, p)?), &dir.join(prog_pin))?;
         clsact::ensure_qdisc(ifindex)?;
         let priority = clsact::free_priority(&clsact::filters(ifindex, side)?);
+        if priority != clsact::PRIORITY {
+            eprintln!(
+                "note: {ifname}: clsact {side:?} priority {} is taken by another filter, which runs before \
+                 sgctl's (priority {priority}); `sgctl status` lists it",
+                clsact::PRIORITY
+            );
+        }
         clsact::add(ifindex, side, priority, clsact::HANDLE, &clsact::Program { fd: fd.as_fd(), name: prog })
             .with_context(|| format!("attaching {prog} to {ifname} (clsact)"))?;
         return Ok(IngressHook::Clsact);
@@ -645,16 +652,22 @@ pub fn links_alive(dir: &Path) -> bool {
     SIDES.iter().any(|s| link_info(&dir.join(pinned(*s).link)).is_ok_and(|info| info.ifindex != 0))
 }
 
-/// Whether sgctl's programs of `dir` are still on interface `ifindex` of
-/// this network namespace: a link holding a device, or a clsact filter of
-/// the device running one of its programs.
+/// Whether both of sgctl's programs of `dir` are still on interface
+/// `ifindex` of this network namespace: each side's link holds that
+/// device, or a clsact filter of the device runs its program.
 pub fn attached(dir: &Path, ifindex: u32) -> anyhow::Result<bool> {
-    if links_alive(dir) {
-        return Ok(true);
+    for side in SIDES {
+        let names = pinned(side);
+        if let Ok(info) = link_info(&dir.join(names.link)) {
+            if info.ifindex != ifindex {
+                return Ok(false);
+            }
+            continue;
+        }
+        let Ok(id) = prog_id(&dir.join(names.prog)) else { return Ok(false) };
+        if !filters_on(&[id], ifindex)?.iter().any(|f| f.side == side) {
+            return Ok(false);
+        }
     }
-    let ids: Vec<u32> = SIDES.iter().filter_map(|s| prog_id(&dir.join(pinned(*s).prog)).ok()).collect();
-    if ids.is_empty() {
-        return Ok(false);
-    }
-    Ok(!filters_on(&ids, ifindex)?.is_empty())
+    Ok(true)
 }
