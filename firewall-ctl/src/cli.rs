@@ -84,7 +84,8 @@ pub enum Command {
         /// Groups to attach, comma-separated.
         #[arg(long, value_delimiter = ',', required = true, value_name = "A,B", add = ArgValueCompleter::new(group))]
         groups: Vec<String>,
-        /// Ingress hook: XDP (native, real NICs), tcx (veth, virtual devices), or chosen per device.
+        /// Hooks: auto (XDP on real NICs, tc on virtual devices), xdp, tc (tcx where the kernel has it, else
+        /// clsact), or clsact (ingress and egress on the legacy tc hook even where tcx exists).
         #[arg(long, value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
     },

@@ -22,7 +22,6 @@
 //! The limit applies to the peak: while a change is put in force, the new
 //! generation of the policy maps is built beside the one in force, so a
 //! policy needs its steady figure plus a second copy of its policy maps.
-use std::sync::OnceLock;
 
 use aya_obj::generated::bpf_map_type::{
     BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_LRU_HASH,
@@ -132,40 +131,9 @@ impl Estimate {
     }
 }
 
-/// A map definition of the eBPF object.
-#[derive(Clone, Debug)]
-struct ObjectMap {
-    name: String,
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    flags: u32,
-    /// The inner map's definition, for a map of maps.
-    inner: Option<(u32, u32)>,
-}
-
-/// The maps of [`datapath::OBJECT`], by name (empty if the object is missing).
-fn object_maps() -> &'static [ObjectMap] {
-    static MAPS: OnceLock<Vec<ObjectMap>> = OnceLock::new();
-    MAPS.get_or_init(|| {
-        let Ok(object) = aya_obj::Object::parse(datapath::OBJECT) else { return Vec::new() };
-        let mut maps: Vec<ObjectMap> = object
-            .maps
-            .iter()
-            .map(|(name, m)| ObjectMap {
-                name: name.clone(),
-                map_type: m.map_type(),
-                key_size: m.key_size(),
-                value_size: m.value_size(),
-                max_entries: m.max_entries(),
-                flags: m.map_flags(),
-                inner: m.inner().map(|i| (i.key_size(), i.value_size())),
-            })
-            .collect();
-        maps.sort_by(|a, b| a.name.cmp(&b.name));
-        maps
-    })
+/// The maps of [`datapath::OBJECT`] (one list, shared with the loader).
+fn object_maps() -> &'static [datapath::MapDef] {
+    datapath::object_maps()
 }
 
 /// CPUs the kernel sizes per-CPU maps for (possible CPUs, not online ones).
@@ -189,7 +157,7 @@ pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record
         maps.push(use_);
         // The generation in force of each policy map.
         let Some(kind) = Kind::ALL.into_iter().find(|k| k.map_name() == m.name) else { continue };
-        let Some((key_size, value_size)) = m.inner else { continue };
+        let Some((key_size, value_size)) = m.inner.as_deref().map(|i| (i.key_size, i.value_size)) else { continue };
         let entries = image.len(kind) as u64;
         let mut inner = if kind == Kind::Classes {
             let slots = image.len(kind) + generation::CLASS_HEADROOM;
@@ -542,8 +510,8 @@ mod tests {
             (n::CONNTRACK_PREV, size(size_of::<FlowKey>()), size(size_of::<FlowEntry>())),
         ];
         for (name, key, value) in inner {
-            assert_eq!(find(name).inner, Some((key, value)), "{name}");
+            assert_eq!(find(name).inner.as_deref().map(|i| (i.key_size, i.value_size)), Some((key, value)), "{name}");
         }
-        assert_eq!(find(n::ADDR4).inner.map(|(_, v)| v), Some(size(size_of::<AddrEntry>())), "ADDR4");
+        assert_eq!(find(n::ADDR4).inner.as_deref().map(|i| i.value_size), Some(size(size_of::<AddrEntry>())), "ADDR4");
     }
 }

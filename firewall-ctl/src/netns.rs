@@ -23,6 +23,11 @@ pub fn ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
+/// The index of every interface of the current namespace.
+pub fn ifindexes() -> anyhow::Result<Vec<u32>> {
+    Ok(nix::net::if_::if_nameindex().context("listing interfaces")?.iter().map(|i| i.index()).collect())
+}
+
 /// Addresses of every interface of the current namespace.
 pub fn addresses() -> anyhow::Result<BTreeMap<String, Vec<IpNet>>> {
     let mut out: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();

@@ -345,13 +345,21 @@ fn a_reattach_has_no_gap_and_keeps_tracked_flows() {
     reattached(&mode("xdp"));
     assert_eq!(sg.status()["interfaces"][0]["ingress"], "xdp-native");
     reattached(&mode("tc"));
-    assert_eq!(sg.status()["interfaces"][0]["ingress"], "tc");
+    assert_eq!(sg.status()["interfaces"][0]["ingress"], tc_hook());
     let resized = sg.apply(&[&files.write("b.yaml", &web(false, Some(4096)))]);
     assert!(resized["interfaces"].to_string().contains("reattached"), "{resized:#}");
     assert_eq!(sg.status()["interfaces"][0]["conntrack_capacity"], 4096);
     reattached(&mode("xdp"));
     let resized = sg.apply(&[&files.write("c.yaml", &web(false, Some(65536)))]);
     assert!(resized["interfaces"].to_string().contains("reattached"), "{resized:#}");
+    // The legacy tc hook: moved onto, its filters' programs replaced in
+    // place by a resize, and moved off, all under the same traffic.
+    reattached(&mode("clsact"));
+    assert_eq!(sg.status()["interfaces"][0]["egress"], "clsact");
+    let resized = sg.apply(&[&files.write("d.yaml", &web(false, Some(8192)))]);
+    assert!(resized["interfaces"].to_string().contains("reattached"), "{resized:#}");
+    assert_eq!(sg.status()["interfaces"][0]["ingress"], "clsact");
+    reattached(&mode("xdp"));
 
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -487,12 +495,19 @@ fn a_killed_mode_or_capacity_change_leaves_the_interface_filtered() {
     sg.ok(&["attach", "eth0", "--groups", "web-server", "--mode", "xdp"]);
     let took = started.elapsed();
     let mut seed = 0xc0ffee_u64 ^ u64::from(std::process::id());
-    for i in 0..50 {
-        let args: Vec<&str> = match i % 4 {
-            0 => vec!["attach", "eth0", "--groups", "web-server", "--mode", "tc"],
+    // Every move between the three hooks (tcx, clsact, XDP), and table
+    // resizes on each, killed at random instants: clsact filters are no
+    // links, so a kill leaves them attached, and the next sgctl must keep
+    // or remove them.
+    let attach = |mode: &'static str| vec!["attach", "eth0", "--groups", "web-server", "--mode", mode];
+    for i in 0..60 {
+        let args: Vec<&str> = match i % 6 {
+            0 => attach("tc"),
             1 => vec!["apply", &large],
-            2 => vec!["attach", "eth0", "--groups", "web-server", "--mode", "xdp"],
-            _ => vec!["apply", &small],
+            2 => attach("clsact"),
+            3 => vec!["apply", &small],
+            4 => attach("xdp"),
+            _ => attach("clsact"),
         };
         if let Some((code, stderr)) = run_and_kill(&sg, &args, took * 2, &mut seed) {
             assert_eq!(code, 0, "iteration {i}: {args:?} failed: {stderr}");
@@ -500,12 +515,24 @@ fn a_killed_mode_or_capacity_change_leaves_the_interface_filtered() {
         assert_eq!(in_force(&cli), "A", "iteration {i} ({args:?}): the policy must stay enforced");
     }
     // The next commands repair whatever was left and work.
-    sg.ok(&["attach", "eth0", "--groups", "web-server", "--mode", "tc"]);
+    sg.ok(&attach("clsact"));
     sg.ok(&["apply", &large]);
     let status = sg.status();
-    assert_eq!(status["interfaces"][0]["ingress"], "tc", "{status:#}");
-    assert_eq!(status["interfaces"][0]["conntrack_capacity"], 8192, "{status:#}");
+    let eth0 = &status["interfaces"][0];
+    assert_eq!((&eth0["ingress"], &eth0["egress"]), (&"clsact".into(), &"clsact".into()), "{status:#}");
+    assert_eq!(eth0["conntrack_capacity"], 8192, "{status:#}");
+    // Exactly sgctl's filter on each clsact hook: no filter left behind by a killed run.
+    for side in ["ingress", "egress"] {
+        assert_eq!(clsact_filters(&srv, side).len(), 1, "{side}: {:?}", clsact_filters(&srv, side));
+        assert_eq!(eth0["standing"][side]["first"], true, "{status:#}");
+    }
+    sg.ok(&attach("tc"));
     assert_eq!(in_force(&cli), "A");
+    let status = sg.status();
+    assert_eq!(status["interfaces"][0]["ingress"], "tc", "{status:#}");
+    for side in ["ingress", "egress"] {
+        assert!(clsact_filters(&srv, side).is_empty(), "{side}: {:?}", clsact_filters(&srv, side));
+    }
     let leftovers: Vec<String> = std::fs::read_dir(sg.state_dir().join(format!("netns-{}/if-eth0", srv.netns())))
         .expect("interface state")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -180,6 +180,92 @@ fn a_tcx_program_attached_before_sgctl_cannot_skip_its_verdict() {
     assert!(text.contains(&format!("tcx ingress program {other_id}")) && text.contains("runs after sgctl"), "{text}");
 }
 
+/// Runs `cmd` in `host`, which must succeed.
+fn must(host: &LabHost, cmd: &[&str]) {
+    let out = host.run(cmd).expect("runs");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Another tool's clsact filter on `host`'s eth0 ingress: a cls_bpf
+/// direct-action filter whose program passes every packet at once
+/// (TC_ACT_OK ends the classification), at `priority` (0: as `tc` picks).
+/// Detached when the returned object is dropped. Returns it and the id.
+fn pass_filter(host: &LabHost, priority: u16) -> (aya::Ebpf, u32) {
+    let mut other = aya::EbpfLoader::new().load(firewall_ctl::datapath::OBJECT).expect("object loads");
+    let program: &mut SchedClassifier =
+        other.program_mut("test_tcx_pass").expect("test program").try_into().expect("classifier");
+    program.load().expect("test program loads");
+    let id = program.info().expect("info").id();
+    let options = TcAttachOptions::Netlink(aya::programs::tc::NlOptions { priority, ..Default::default() });
+    host.in_netns(|| {
+        let _ = aya::programs::tc::qdisc_add_clsact("eth0");
+        program.attach_with_options("eth0", TcAttachType::Ingress, options)
+    })
+    .expect("another tool's clsact filter attached");
+    (other, id)
+}
+
+#[test]
+fn on_the_legacy_tc_hook_sgctl_goes_first_and_a_deleted_filter_is_put_back() {
+    let lab = lab("clsact");
+    let srv = host(&lab, "srv", &[&format!("{SRV}/24")]);
+    let cli = host(&lab, "cli", &[&format!("{CLI}/24")]);
+    let _listeners = listen(&srv, &[&format!("{SRV}:80"), &format!("{SRV}:8080")]);
+    // Another tool's filter, there before sgctl: it passes every packet,
+    // at the priority tc picks by default.
+    let (_other, other_id) = pass_filter(&srv, 0);
+
+    let (sg, _files) = apply(&lab, &srv, "web", &WEB.replace("interfaces:\n  eth0: [web]\n", ""));
+    let attach = ["attach", "eth0", "--groups", "web", "--mode", "clsact"];
+    sg.ok(&attach);
+    let enforced = |what: &str| {
+        expect_all(what, vec![tcp(&cli, &format!("{SRV}:80"), Connected), tcp(&cli, &format!("{SRV}:8080"), TimedOut)]);
+    };
+    enforced("sgctl's filter runs before the one that passes everything");
+    let status = sg.status();
+    let eth0 = &status["interfaces"][0];
+    assert_eq!((&eth0["ingress"], &eth0["egress"]), (&"clsact".into(), &"clsact".into()), "{status:#}");
+    assert_eq!(eth0["standing"]["ingress"]["first"], true, "{status:#}");
+    let others = eth0["other_programs"].as_array().cloned().unwrap_or_default();
+    let listed = others.iter().find(|p| p["id"] == other_id).unwrap_or_else(|| panic!("{status:#}"));
+    assert_eq!((&listed["hook"], &listed["before_sgctl"]), (&"clsact ingress".into(), &false.into()), "{status:#}");
+    let text = sg.ok(&["status"]).stdout;
+    assert!(
+        text.contains(&format!("clsact ingress program {other_id}")) && text.contains("runs after sgctl"),
+        "{text}"
+    );
+
+    // Someone deletes sgctl's filter (no link to hold it): status says so,
+    // and the next apply of the same policy puts it back.
+    must(&srv, &["tc", "filter", "del", "dev", "eth0", "ingress", "pref", "1"]);
+    expect_all("sgctl's ingress filter deleted", vec![tcp(&cli, &format!("{SRV}:8080"), Connected)]);
+    let status = sg.status();
+    assert_eq!(status["interfaces"][0]["standing"]["ingress"]["attached"], false, "{status:#}");
+    assert!(sg.ok(&["status"]).stdout.contains("is NOT on clsact ingress"), "{status:#}");
+    let again = sg.json(&attach);
+    assert_eq!(again[0]["change"], "attached", "{again:#}");
+    enforced("the filter is back");
+    assert_eq!(sg.status()["interfaces"][0]["standing"]["ingress"]["first"], true);
+
+    // A filter that holds priority 1 before sgctl arrives runs first: sgctl
+    // says so when it attaches, and status shows it before sgctl.
+    sg.ok(&["detach", "eth0"]);
+    assert!(clsact_filters(&srv, "ingress").iter().all(|f| !f.contains("sg_")), "detach removes sgctl's filters");
+    let (_first, first_id) = pass_filter(&srv, 1);
+    let run = sg.run(&attach);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stderr.contains("priority 1 is taken"), "{run:?}");
+    let status = sg.status();
+    let eth0 = &status["interfaces"][0];
+    assert_eq!(eth0["standing"]["ingress"]["first"], false, "{status:#}");
+    let first = eth0["other_programs"].as_array().and_then(|o| o.iter().find(|p| p["id"] == first_id)).cloned();
+    assert_eq!(
+        first.map(|p| (p["priority"].clone(), p["before_sgctl"].clone())),
+        Some((1.into(), true.into())),
+        "{status:#}"
+    );
+}
+
 #[test]
 fn xdp_mode_does_not_replace_another_xdp_program() {
     let lab = lab("xdpown");

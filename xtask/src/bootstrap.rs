@@ -68,6 +68,7 @@ pub fn run() -> anyhow::Result<()> {
     let llvm = llvm_prefix()?;
     bpf_linker(&llvm)?;
     cargo_tool("cargo-deb", CARGO_DEB_VERSION)?;
+    crate::guest::install()?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod build;
 mod demo;
 mod fuzz;
 mod gates;
+mod guest;
 mod install;
 mod man;
 mod package;
@@ -25,8 +26,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what builds and tests need (idempotent): rust-src, bpf-linker, Debian packages.
+    /// Install what builds and tests need (idempotent): rust-src, bpf-linker, Debian packages, the 6.1 guest.
     Bootstrap,
+    /// Run shell commands as root in Debian 12's own kernel (6.1) under QEMU, over a copy-on-write view of this root.
+    Guest {
+        /// Shell command lines, run in order in the workspace root; the first that fails ends the run.
+        #[arg(required = true, value_name = "COMMAND")]
+        commands: Vec<String>,
+    },
     /// Bootstrap, then build the eBPF object and the `sgctl` binary (release).
     Build,
     /// Bootstrap, check formatting and clippy, then run every test of the workspace (needs root).
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Bootstrap => bootstrap::run(),
         Task::Build => build::run(),
+        Task::Guest { commands } => guest::run_cli(&commands),
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Bench { only } => bench::run(&only),

@@ -34,6 +34,7 @@ pub fn run() -> anyhow::Result<()> {
     build::build_sgctl()?;
     stage(&build::sgctl_path())?;
     let deb = build_deb()?;
+    add_md5sums(&deb)?;
     lint(&deb)?;
     sh::step("package", &format!("{} ready", deb.display()));
     println!("list it with `dpkg-deb -c {}`; install it with `apt install {}`", deb.display(), deb.display());
@@ -84,6 +85,50 @@ fn build_deb() -> anyhow::Result<PathBuf> {
         Some(deb) if deb.is_file() => Ok(deb),
         _ => bail!("cargo deb did not name the package it wrote: {printed}"),
     }
+}
+
+/// Repacks the package with `DEBIAN/md5sums`, as dh_md5sums writes it for
+/// every Debian package: cargo-deb writes none, and without it `dpkg
+/// --verify sgctl` (or debsums) cannot tell that `/usr/sbin/sgctl` was
+/// changed. dpkg-deb builds the archive again with the same modes, root
+/// ownership and mtimes clamped to the ones cargo-deb wrote.
+fn add_md5sums(deb: &Path) -> anyhow::Result<()> {
+    let tree = out_dir().join("tree");
+    sh::run(Command::new("dpkg-deb").arg("--raw-extract").arg(deb).arg(&tree))?;
+    let mut files = Vec::new();
+    collect_files(&tree, &tree, &mut files)?;
+    files.sort();
+    let sums = sh::stdout(Command::new("md5sum").args(&files).current_dir(&tree))?;
+    fs::write(tree.join("DEBIAN/md5sums"), sums)?;
+    let epoch = fs::metadata(tree.join("usr/sbin/sgctl"))?.modified()?;
+    let epoch = epoch.duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    sh::run(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&tree)
+            .arg(deb)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+    )?;
+    fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
+    Ok(())
+}
+
+/// The regular files under `dir` outside `DEBIAN/`, relative to `root`.
+fn collect_files(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let rel = path.strip_prefix(root)?.to_path_buf();
+        if rel == Path::new("DEBIAN") {
+            continue;
+        }
+        let kind = fs::symlink_metadata(&path)?.file_type();
+        if kind.is_dir() {
+            collect_files(root, &path, files)?;
+        } else if kind.is_file() {
+            files.push(rel);
+        }
+    }
+    Ok(())
 }
 
 /// lintian at its default level (errors and warnings): any tag fails, unless

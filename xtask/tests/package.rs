@@ -4,7 +4,8 @@
 //! scripts run against that root: the units are enabled there and nothing
 //! on this host), and the installed `/usr/sbin/sgctl` filters a lab host as
 //! the README says. Upgrade, remove and purge never change what the kernel
-//! enforces; purge, and only purge, deletes the saved policy.
+//! enforces; purge, and only purge, deletes the saved policy. `dpkg
+//! --verify` tells a changed binary (the package carries md5sums).
 //!
 //! Needs root (dpkg, namespaces, eBPF): it fails, never skips, without it.
 use std::{
@@ -165,7 +166,11 @@ fn the_package_installs_into_a_root_and_its_sgctl_filters() {
         assert!(entry(path).is_some(), "{path} is not in the package:\n{listing}");
     }
     let sbin = entry("./usr/sbin/sgctl").unwrap_or_default();
-    assert!(sbin.starts_with("-rwxr-xr-x 0/0"), "/usr/sbin/sgctl is root's and executable: {sbin}");
+    let (mode, owner) = (sbin.split_whitespace().next(), sbin.split_whitespace().nth(1));
+    assert!(
+        mode == Some("-rwxr-xr-x") && matches!(owner, Some("root/root" | "0/0")),
+        "/usr/sbin/sgctl is root's and executable: {sbin}"
+    );
     assert!(!listing.contains("/usr/local"), "nothing under /usr/local:\n{listing}");
     let version = run(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Version"));
     assert_eq!(version.trim(), format!("{}-1", env!("CARGO_PKG_VERSION")), "package version");
@@ -211,6 +216,18 @@ fn the_package_installs_into_a_root_and_its_sgctl_filters() {
     // Upgrade (the same version again runs the upgrade paths of every script).
     root.dpkg(&["-i".as_ref(), deb.as_os_str()]);
     expect_web_server_filtering("after an upgrade", &ssh, &other);
+
+    // md5sums: dpkg --verify tells an intact install from a changed binary.
+    let intact = root.dpkg(&["--verify".as_ref(), "sgctl".as_ref()]);
+    assert_eq!(intact, "", "dpkg --verify of the installed package");
+    let mut tampered = std::fs::OpenOptions::new().append(true).open(&bin).expect("open the installed binary");
+    std::io::Write::write_all(&mut tampered, b"\0").expect("append a byte");
+    // dpkg 1.21 exits 0 either way; what it prints is the verdict.
+    let said = root.dpkg(&["--verify".as_ref(), "sgctl".as_ref()]);
+    assert!(
+        said.contains("??5??????") && said.contains("/usr/sbin/sgctl"),
+        "dpkg --verify names the changed binary: {said}"
+    );
 
     root.dpkg(&["-r".as_ref(), "sgctl".as_ref()]);
     assert!(!bin.exists(), "remove deletes the binary");

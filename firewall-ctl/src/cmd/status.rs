@@ -11,7 +11,7 @@ use crate::{
     },
     netns,
     output::{print_json, table},
-    state::records::{IngressHook, Mode},
+    state::records::{EgressHook, IngressHook, Mode},
 };
 
 #[derive(Serialize)]
@@ -68,15 +68,27 @@ struct IfaceStatus {
     /// `ok` is repaired by the next `apply` and by the agent.
     links: LinkHealth,
     /// The program ids of links that are `ok`.
+    egress: EgressHook,
     ingress_program_id: Option<u32>,
     egress_program_id: Option<u32>,
+    /// Where sgctl's programs stand on their hooks, from the kernel:
+    /// attached, and first on their side (`null` with `hooks_error`).
+    standing: Option<Standing>,
+    /// Why the hooks could not be read.
+    hooks_error: Option<String>,
     generation: u64,
     conntrack_entries: usize,
     conntrack_capacity: u32,
     /// Bytes the kernel charges for the interface's maps and records (their `memlock`).
     kernel_memory: u64,
-    /// Programs of others on the same hooks (XDP, tcx ingress and egress).
+    /// Programs of others on the same hooks (XDP, tcx and clsact, ingress and egress), in the order they run.
     other_programs: Vec<hooks::OtherProgram>,
+}
+
+#[derive(Serialize)]
+struct Standing {
+    ingress: hooks::Standing,
+    egress: hooks::Standing,
 }
 
 pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
@@ -101,11 +113,17 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
             let health = links::check(&dir, &record);
             let ids = attach::program_ids(&dir).ok();
             // The kernel's word: it outranks a record a killed sgctl left behind.
-            let ingress = attach::ingress_hook(&dir, record.ingress).unwrap_or(record.ingress);
+            let hooks_now = attach::hooks(&dir, record.ingress).ok();
             let maps = target.maps(&record.ifname);
-            let ours: Vec<u32> = ids.map(|(i, e)| vec![i, e]).unwrap_or_default();
-            let other_programs = hooks::other_programs(&record.ifname, &ours).unwrap_or_default();
+            let (standing, other_programs, hooks_error) = match hooks::survey(&record.ifname, &dir, record.ingress) {
+                Ok(s) => (Some(Standing { ingress: s.ingress, egress: s.egress }), s.others, None),
+                Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
+            };
             interfaces.push(IfaceStatus {
+                ingress: hooks_now.map_or(record.ingress, |h| h.ingress),
+                egress: hooks_now.map_or(record.egress, |h| h.egress),
+                standing,
+                hooks_error,
                 other_programs,
                 ingress_program_id: ids.map(|i| i.0).filter(|_| health.ingress.is_ok()),
                 egress_program_id: ids.map(|i| i.1).filter(|_| health.egress.is_ok()),
@@ -117,7 +135,6 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
                 interface: record.ifname,
                 ifindex: record.ifindex,
                 groups: record.groups,
-                ingress,
                 generation: record.generation,
             });
         }
@@ -180,6 +197,7 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
                     i.interface.clone(),
                     i.groups.join(","),
                     i.ingress.to_string(),
+                    i.egress.to_string(),
                     format!("{}/{}", id(i.ingress_program_id), id(i.egress_program_id)),
                     i.generation.to_string(),
                     format!("{}/{}", i.conntrack_entries, i.conntrack_capacity),
@@ -187,7 +205,8 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        let header = ["INTERFACE", "GROUPS", "INGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK", "KERNEL MEMORY"];
+        let header =
+            ["INTERFACE", "GROUPS", "INGRESS", "EGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK", "KERNEL MEMORY"];
         crate::out!("{}", table(&header, &rows));
         for i in &s.interfaces {
             for problem in i.links.problems() {
@@ -196,9 +215,27 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
             if i.mode == Mode::Xdp && !i.ingress.is_xdp() {
                 crate::outln!("  {}: asked for XDP, which it could not have: ingress on tc instead", i.interface);
             }
+            if let Some(e) = &i.hooks_error {
+                crate::outln!("  {}: cannot read its hooks: {e}", i.interface);
+            }
+            for side in i.standing.iter().flat_map(|s| [&s.ingress, &s.egress]) {
+                if !side.attached {
+                    crate::outln!(
+                        "  {}: sgctl's program {} is NOT on {}: the interface is not filtered that way",
+                        i.interface,
+                        side.program_id,
+                        side.hook
+                    );
+                }
+            }
             for p in &i.other_programs {
                 let order = if p.before_sgctl { "before" } else { "after" };
-                crate::outln!("  {}: {} program {} ({}) runs {order} sgctl", i.interface, p.hook, p.id, p.name);
+                let what = match p.priority {
+                    Some(prio) if p.id == 0 => format!("filter {} (priority {prio})", p.name),
+                    Some(prio) => format!("program {} ({}, priority {prio})", p.id, p.name),
+                    None => format!("program {} ({})", p.id, p.name),
+                };
+                crate::outln!("  {}: {} {what} runs {order} sgctl", i.interface, p.hook);
             }
         }
         for u in &s.unfiltered {

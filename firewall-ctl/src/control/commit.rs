@@ -45,7 +45,7 @@ use crate::{
     saved::{Saved, SavedInterface},
     state::{
         blob,
-        records::{IfaceRecord, IfaceState, IngressHook, MemberIndex, Mode, PolicyRecord, PolicySummary},
+        records::{EgressHook, IfaceRecord, IfaceState, IngressHook, MemberIndex, Mode, PolicyRecord, PolicySummary},
         sys,
     },
     InputError,
@@ -110,8 +110,8 @@ pub fn failed_interface(e: &anyhow::Error) -> Option<String> {
 }
 
 /// Puts `policy` in force with the interfaces `wanted`, or changes nothing
-/// if they are what is in force (and every link filters as it should).
-/// `policy.generation` is ignored: the next number is taken.
+/// if they are what is in force (and every attachment filters as it
+/// should). `policy.generation` is ignored: the next number is taken.
 pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wanted]) -> anyhow::Result<Outcome> {
     commit_with(target, policy, parsed, wanted, Options::default())
 }
@@ -175,6 +175,7 @@ pub fn commit_with(
             let record = IfaceRecord {
                 ifindex,
                 ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
+                egress: old.map_or(EgressHook::Tc, |r| r.egress),
                 generation,
                 ..record_of(want, &compiled, &image, assignment.table)
             };
@@ -224,7 +225,7 @@ pub fn commit_with(
 
     // 3. The new generation, complete, in the slot not in force.
     let mut changes = Vec::new();
-    let mut attached_here = Vec::new();
+    let mut attached_here: Vec<(std::path::PathBuf, String)> = Vec::new();
     let result = (|| -> anyhow::Result<()> {
         for plan in &mut planned {
             let old =
@@ -234,8 +235,9 @@ pub fn commit_with(
             let step = (|| -> anyhow::Result<IfaceChange> {
                 match old {
                     Some(old) => {
-                        // The kernel's word on each link: one detached, replaced
-                        // or pushed back behind sgctl's back is put back here.
+                        // The kernel's word on each side: one detached,
+                        // replaced or pushed back behind sgctl's back is put
+                        // back here, on the same maps.
                         let health = links::check(&dir, old);
                         plan.audit_ends = maps.slot_meta(now)?.flags & slot_flags::AUDIT != 0
                             && plan.image.meta.flags & slot_flags::AUDIT == 0;
@@ -246,8 +248,9 @@ pub fn commit_with(
                         // What the kernel runs, not what a record says: a killed
                         // `sgctl` may have moved the hook or resized the table.
                         let capacity = maps.conntrack_capacity()?;
-                        let current = attach::ingress_hook(&dir, old.ingress).unwrap_or(old.ingress);
-                        plan.record.ingress = current;
+                        let current = attach::hooks(&dir, old.ingress)
+                            .unwrap_or(attach::Hooks { ingress: old.ingress, egress: old.egress });
+                        (plan.record.ingress, plan.record.egress) = (current.ingress, current.egress);
                         let needs = Replace {
                             at: plan.at,
                             current,
@@ -256,11 +259,11 @@ pub fn commit_with(
                             relink_ingress: relink(&health.ingress),
                             relink_egress: relink(&health.egress),
                         };
-                        let other_hook = plan.at.xdp != current.is_xdp();
+                        let other_hook = !plan.at.fits(current);
                         let change =
                             needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object;
                         if change || !health.is_ok() {
-                            let hook = attach::replace(
+                            let hooks = attach::replace(
                                 &dir,
                                 target.state.active_path(&target.scope),
                                 &plan.want.ifname,
@@ -272,12 +275,12 @@ pub fn commit_with(
                                     plan.want.ifname
                                 )
                             })?;
-                            plan.record.ingress = hook;
+                            (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
                             let interface = plan.want.ifname.clone();
                             if change {
-                                Ok(IfaceChange::Reattached { interface, ingress: hook })
+                                Ok(IfaceChange::Reattached { interface, hooks })
                             } else {
-                                Ok(IfaceChange::Repaired { interface, ingress: hook, repaired: health.problems() })
+                                Ok(IfaceChange::Repaired { interface, hooks, repaired: health.problems() })
                             }
                         } else {
                             Ok(IfaceChange::Updated { interface: plan.want.ifname.clone() })
@@ -285,22 +288,22 @@ pub fn commit_with(
                     }
                     None => {
                         // New here (or recreated: the old device and its links are gone).
-                        attach::detach(&dir)?;
+                        attach::detach(&dir, &plan.want.ifname)?;
                         let mut ebpf = attach::prepare_new(
                             &dir,
                             target.state.active_path(&target.scope),
                             plan.conntrack_capacity,
                             plan.at.link,
                         )?;
-                        attached_here.push(dir.clone());
+                        attached_here.push((dir.clone(), plan.want.ifname.clone()));
                         // Unfiltered until the switch, as it was before.
                         generation::write_meta(&maps, now, &unfiltered(), &[])?;
                         generation::write(&maps, next, &plan.image, None)
                             .with_context(|| format!("interface {}", plan.want.ifname))?;
                         maps.set_timeouts(plan.timeouts)?;
-                        let hook = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.at)?;
-                        plan.record.ingress = hook;
-                        Ok(IfaceChange::Attached { interface: plan.want.ifname.clone(), ingress: hook })
+                        let hooks = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.at)?;
+                        (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
+                        Ok(IfaceChange::Attached { interface: plan.want.ifname.clone(), hooks })
                     }
                 }
             })()
@@ -331,8 +334,8 @@ pub fn commit_with(
     })();
     if let Err(e) = result {
         // Interfaces attached by this commit were passing everything: as before.
-        for dir in attached_here {
-            let _ = attach::detach(&dir);
+        for (dir, ifname) in attached_here {
+            let _ = attach::detach(&dir, &ifname);
         }
         return Err(e.context("nothing was switched: the previous policy is still in force"));
     }
@@ -364,15 +367,6 @@ pub fn commit_with(
     save_on_disk(target, parsed, policy, generation, &in_force)?;
     crate::timings::mark("save on disk");
     Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros, kernel_memory: Some(estimate) })
-}
-
-/// Whether `e` refuses XDP on a device (taken by another program, or no
-/// Ethernet header) that tc can filter.
-fn xdp_unavailable(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<InputError>(),
-        Some(InputError::XdpHookTaken { .. } | InputError::XdpWithoutEthernet { .. })
-    )
 }
 
 /// The summary and membership edits of the policy in slot `slot`: what
@@ -463,6 +457,7 @@ pub fn record_of(want: &Wanted, compiled: &CompiledInterface, image: &Image, slo
         origin: want.origin,
         mode: want.mode,
         ingress: IngressHook::Tc,
+        egress: EgressHook::Tc,
         generation: 0,
         conntrack_capacity: compiled.conntrack_capacity,
         rules: compiled.rules.clone(),
@@ -494,10 +489,19 @@ fn estimate(planned: &[Planned], policy: &PolicyRecord, parsed: &Policy) -> memo
     memory::Estimate::new(interfaces, memory::scope(memory::json_len(policy), summary))
 }
 
-/// Whether a link in `state` needs a new link (rather than its program
-/// put back in place, `BPF_LINK_UPDATE`).
+/// Whether a side in `state` needs a new attachment (rather than its
+/// program put back in place on the one it has).
 fn relink(state: &LinkState) -> bool {
     !matches!(state, LinkState::Ok | LinkState::OtherProgram { .. })
+}
+
+/// Whether `e` refuses XDP on a device (taken by another program, or no
+/// Ethernet header) that tc can filter.
+fn xdp_unavailable(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<InputError>(),
+        Some(InputError::XdpHookTaken { .. } | InputError::XdpWithoutEthernet { .. })
+    )
 }
 
 /// A generation slot in which an interface is not filtered.
@@ -522,11 +526,12 @@ fn unchanged(
     }
     for plan in planned {
         let Some(old) = in_force.get(&plan.want.ifname) else { return Ok(false) };
-        let same = IfaceRecord { generation: old.generation, ingress: old.ingress, ..plan.record.clone() };
+        let same =
+            IfaceRecord { generation: old.generation, ingress: old.ingress, egress: old.egress, ..plan.record.clone() };
         let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
         let kernel_agrees = links::check(&dir, old).is_ok()
             && target.maps(&plan.want.ifname).conntrack_capacity()? == plan.conntrack_capacity
-            && attach::ingress_hook(&dir, old.ingress)?.is_xdp() == plan.at.xdp;
+            && plan.at.fits(attach::hooks(&dir, old.ingress)?);
         if same != *old || !kernel_agrees {
             return Ok(false);
         }

@@ -16,14 +16,17 @@ use ipnet::IpNet;
 
 use crate::{
     compile::{self, CompiledInterface},
-    datapath::maps::{self, IfaceMaps},
+    datapath::{
+        attach::Hooks,
+        maps::{self, IfaceMaps},
+    },
     membership::MemberEdits,
     netns,
     policy::Policy,
     saved::{LibDir, Saved, SavedInterface},
     state::{
         blob,
-        records::{IfaceRecord, IfaceState, IngressHook, Mode, Origin, PolicyRecord, PolicySummary},
+        records::{IfaceRecord, IfaceState, Mode, Origin, PolicyRecord, PolicySummary},
         Scope, StateDir,
     },
     InputError,
@@ -77,20 +80,23 @@ impl Wanted {
 pub enum IfaceChange {
     Attached {
         interface: String,
-        ingress: IngressHook,
+        #[serde(flatten)]
+        hooks: Hooks,
     },
     Updated {
         interface: String,
     },
     Reattached {
         interface: String,
-        ingress: IngressHook,
+        #[serde(flatten)]
+        hooks: Hooks,
     },
     /// Links found detached, replaced or not first, put back (`repaired`:
     /// what was wrong).
     Repaired {
         interface: String,
-        ingress: IngressHook,
+        #[serde(flatten)]
+        hooks: Hooks,
         repaired: Vec<String>,
     },
     Detached {
@@ -124,14 +130,15 @@ impl IfaceChange {
 impl std::fmt::Display for IfaceChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Attached { interface, ingress } => {
-                write!(f, "attached {interface}: ingress {ingress}, egress tc (tcx)")
+            Self::Attached { interface, hooks } => {
+                write!(f, "attached {interface}: ingress {}, egress {}", hooks.ingress, hooks.egress)
             }
-            Self::Reattached { interface, ingress } => {
-                write!(f, "reattached {interface} without a gap: ingress {ingress}, egress tc (tcx)")
+            Self::Reattached { interface, hooks } => {
+                write!(f, "reattached {interface} without a gap: ingress {}, egress {}", hooks.ingress, hooks.egress)
             }
-            Self::Repaired { interface, ingress, repaired } => {
-                write!(f, "repaired {interface} ({}): ingress {ingress}, egress tc (tcx)", repaired.join(", "))
+            Self::Repaired { interface, hooks, repaired } => {
+                let (ingress, egress) = (hooks.ingress, hooks.egress);
+                write!(f, "repaired {interface} ({}): ingress {ingress}, egress {egress}", repaired.join(", "))
             }
             Self::Updated { interface } => write!(f, "updated {interface}"),
             Self::Detached { interface } => write!(f, "detached {interface}"),

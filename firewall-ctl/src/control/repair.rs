@@ -9,8 +9,9 @@
 //!   everything (the interface was unfiltered), and it is removed;
 //! - an interface whose record in force says `detaching` was being removed
 //!   after a switch: its programs already pass everything; the links go;
-//! - a new ingress link pinned beside the old (a hook change cut short):
-//!   the move is finished;
+//! - a new attachment pinned beside the old (a hook change, or a clsact
+//!   filter's program replacement, cut short): the move is finished if the
+//!   new one runs, undone if not;
 //! - a resized conntrack table not yet in place: the resize is finished if
 //!   the programs already use it, undone if not (`attach::finish_resize`);
 //! - the old generation's large policy maps still installed: they are freed;
@@ -39,10 +40,10 @@ pub fn repair_scope(target: &Target) -> anyhow::Result<()> {
             None => None,
         };
         if committed.is_none() {
-            attach::detach(&dir).with_context(|| format!("removing the uncommitted attach of {ifname}"))?;
+            attach::detach(&dir, &ifname).with_context(|| format!("removing the uncommitted attach of {ifname}"))?;
             continue;
         }
-        attach::finish_hook_switch(&dir)?;
+        attach::finish_moves(&dir, &ifname).with_context(|| format!("finishing the move of {ifname}'s programs"))?;
         attach::finish_resize(&dir).with_context(|| format!("finishing the conntrack resize of {ifname}"))?;
     }
     finish_scope(target)
@@ -62,7 +63,7 @@ pub fn finish_scope(target: &Target) -> anyhow::Result<()> {
             continue;
         };
         match record.state {
-            IfaceState::Detaching => attach::detach(&dir).with_context(|| format!("detaching {ifname}"))?,
+            IfaceState::Detaching => attach::detach(&dir, &ifname).with_context(|| format!("detaching {ifname}"))?,
             IfaceState::Enforce => generation::free_old(&maps::IfaceMaps::at(&dir), active.slot, 1 - active.slot)
                 .with_context(|| format!("freeing the old maps of {ifname}"))?,
         }

@@ -1,15 +1,36 @@
 //! Attaching an interface's programs, replacing them without a gap, and
-//! detaching them. The links are pinned, so the attachments outlive
-//! `sgctl`; a link that was attached but not yet pinned when `sgctl` dies
-//! goes with the process, detached by the kernel.
+//! detaching them, on either kind of hook (the state directory of the
+//! interface says which each side is on):
 //!
-//! Replacing (another ingress hook, a resized conntrack table, a newer
-//! object) never leaves the interface unfiltered: the new programs share
-//! every map with the old ones (the pins are reused, see `Pins`) and take
-//! their place on the same links (`BPF_LINK_UPDATE`, atomic), or, for
-//! another ingress hook, are attached beside them before the old link is
-//! removed. If anything fails, the old programs stay attached.
-use std::path::{Path, PathBuf};
+//! - **Links** (XDP, tcx): pinned as `link_ingress` / `link_egress`. A
+//!   link attached but not yet pinned when `sgctl` dies goes with the
+//!   process, detached by the kernel.
+//! - **The legacy tc hook** (clsact, where the kernel has no tcx, or
+//!   `--mode clsact`): a `cls_bpf` filter, which is no link and outlives the
+//!   process on its own. Its program is pinned as `prog_ingress` /
+//!   `prog_egress` *before* the filter is added, so a filter left by an
+//!   `sgctl` killed at any instant runs a program the directory names: the
+//!   next `sgctl` finds it by that program's id (on whichever device it is)
+//!   and keeps it or removes it. "Still ours" is always that id.
+//!
+//! Replacing (another hook, a resized conntrack table, a newer object)
+//! never leaves the interface unfiltered. The new programs share every map
+//! with the old ones (the pins are reused, see `Pins`), then:
+//! - on the same hook they take the old ones' place atomically: a link gets
+//!   the new program (`BPF_LINK_UPDATE`); a clsact filter keeps its
+//!   priority and handle and gets the new program in place (cls_bpf swaps
+//!   the two with one RCU update), its pin `prog_*_next` until then;
+//! - on another hook the new attachment is made beside the old one
+//!   (`link_*_next` or `prog_*_next`), the old one removed, and the new one
+//!   renamed into place; both judge alike meanwhile.
+//!
+//! If anything fails, the old programs stay attached; a kill between any
+//! two steps leaves the old attachment or the new one running, and the
+//! next `sgctl` finishes the move ([`finish_moves`]).
+use std::{
+    os::fd::{AsFd as _, OwnedFd},
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -22,34 +43,104 @@ use aya::{
 use firewall_common::conntrack::{FlowEntry, FlowKey};
 
 use super::{
+    clsact::{self, Direction},
     hooks::LinkLayer,
     maps::{self, CONNTRACK, CONNTRACK_PREV},
     Pins, PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP,
 };
-use crate::state::{
-    records::{IngressHook, Mode},
-    sys,
+use crate::{
+    netns,
+    state::{
+        records::{EgressHook, IngressHook, Mode},
+        sys,
+    },
 };
 
-const LINK_INGRESS: &str = "link_ingress";
-const LINK_EGRESS: &str = "link_egress";
-/// A new ingress link on another hook, pinned until it replaces the old.
-const LINK_INGRESS_NEXT: &str = "link_ingress_next";
-/// A new egress link (the old one was detached or pushed back), pinned
-/// until it replaces the old.
-const LINK_EGRESS_NEXT: &str = "link_egress_next";
 /// A resized conntrack table, pinned until the programs use it.
 const CONNTRACK_NEXT: &str = "CONNTRACK_next";
 
+/// The pins of one side of an interface.
+struct Pinned {
+    /// Its link (XDP or tcx).
+    link: &'static str,
+    /// Its program, when a clsact filter runs it.
+    prog: &'static str,
+    /// A new attachment beside the old one, until it takes the old one's place.
+    link_next: &'static str,
+    prog_next: &'static str,
+}
+
+const fn pinned(side: Direction) -> Pinned {
+    match side {
+        Direction::Ingress => Pinned {
+            link: "link_ingress",
+            prog: "prog_ingress",
+            link_next: "link_ingress_next",
+            prog_next: "prog_ingress_next",
+        },
+        Direction::Egress => Pinned {
+            link: "link_egress",
+            prog: "prog_egress",
+            link_next: "link_egress_next",
+            prog_next: "prog_egress_next",
+        },
+    }
+}
+
+const SIDES: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
 /// How an interface's programs sit on it: how they find the network header,
-/// and whether ingress is on XDP (see `hooks::plan`, which decides it).
+/// whether ingress is on XDP, and which tc hook the tc programs take (see
+/// `hooks::plan`, which decides it).
 #[derive(Clone, Copy, Debug)]
 pub struct Placement {
     pub link: LinkLayer,
     pub xdp: bool,
-    /// With `xdp`: what `--mode` asked for (`auto` falls back to tcx where
+    /// With `xdp`: what `--mode` asked for (`auto` falls back to tc where
     /// native XDP fails; `xdp` to generic XDP).
     pub mode: Mode,
+    /// The tc programs go on the clsact hook (no tcx here, or `--mode clsact`).
+    pub clsact: bool,
+}
+
+impl Placement {
+    /// Whether programs on `hooks` sit as this placement wants (XDP native
+    /// or generic alike).
+    pub fn fits(self, hooks: Hooks) -> bool {
+        let ingress = if self.xdp { hooks.ingress.is_xdp() } else { hooks.ingress == self.tc_hook() };
+        ingress && hook_of(hooks.egress) == self.tc_hook()
+    }
+
+    /// The hook a tc program of this placement takes.
+    fn tc_hook(self) -> IngressHook {
+        if self.clsact {
+            IngressHook::Clsact
+        } else {
+            IngressHook::Tc
+        }
+    }
+}
+
+/// Where both programs of an interface run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Hooks {
+    pub ingress: IngressHook,
+    pub egress: EgressHook,
+}
+
+fn egress_of(hook: IngressHook) -> EgressHook {
+    if hook == IngressHook::Clsact {
+        EgressHook::Clsact
+    } else {
+        EgressHook::Tc
+    }
+}
+
+fn hook_of(egress: EgressHook) -> IngressHook {
+    match egress {
+        EgressHook::Tc => IngressHook::Tc,
+        EgressHook::Clsact => IngressHook::Clsact,
+    }
 }
 
 /// Loads a fresh copy of the object for a new interface, its maps created
@@ -66,41 +157,103 @@ pub fn prepare_new(dir: &Path, active: PathBuf, conntrack_capacity: u32, link: L
 }
 
 /// Attaches a new interface's programs (egress first, so flows opened from
-/// now on are tracked when ingress filtering starts) and pins the links.
-/// On failure nothing stays attached; the caller removes `dir`.
-pub fn attach_links(ebpf: &mut Ebpf, dir: &Path, ifname: &str, at: Placement) -> anyhow::Result<IngressHook> {
+/// now on are tracked when ingress filtering starts) and pins them. On
+/// failure nothing stays attached; the caller removes `dir`.
+pub fn attach_links(ebpf: &mut Ebpf, dir: &Path, ifname: &str, at: Placement) -> anyhow::Result<Hooks> {
     let result = (|| {
-        attach_tc(ebpf, PROG_EGRESS_TC, ifname, TcAttachType::Egress)?.pin(dir.join(LINK_EGRESS))?;
-        let (link, hook) = attach_ingress(ebpf, ifname, at)?;
-        link.pin(dir.join(LINK_INGRESS))?;
-        Ok(hook)
+        let ifindex = ifindex_of(ifname)?;
+        let egress = attach_side(ebpf, dir, ifname, ifindex, Direction::Egress, at, false)?;
+        let ingress = attach_side(ebpf, dir, ifname, ifindex, Direction::Ingress, at, false)?;
+        Ok(Hooks { ingress, egress: egress_of(egress) })
     })();
     if result.is_err() {
-        for link in [LINK_INGRESS, LINK_EGRESS] {
-            let _ = std::fs::remove_file(dir.join(link));
-        }
+        let _ = remove_attachments(dir, ifname);
     }
     result
+}
+
+fn ifindex_of(ifname: &str) -> anyhow::Result<u32> {
+    netns::ifindex(ifname).ok_or_else(|| crate::InputError::InterfaceNotFound(ifname.to_owned()).into())
+}
+
+/// Attaches `side`'s program of `ebpf` where `at` says, pinned under its
+/// name in `dir` (its `_next` name with `next`). Returns the hook.
+fn attach_side(
+    ebpf: &mut Ebpf,
+    dir: &Path,
+    ifname: &str,
+    ifindex: u32,
+    side: Direction,
+    at: Placement,
+    next: bool,
+) -> anyhow::Result<IngressHook> {
+    let names = pinned(side);
+    let (link_pin, prog_pin) = if next { (names.link_next, names.prog_next) } else { (names.link, names.prog) };
+    if side == Direction::Ingress && at.xdp {
+        let xdp = match attach_xdp(ebpf, ifname, XdpMode::Driver) {
+            Ok(link) => Some((link, IngressHook::XdpNative)),
+            // `auto` on a NIC whose driver lacks native XDP: tc beats generic XDP.
+            Err(_) if at.mode == Mode::Auto => None,
+            Err(native) => {
+                let link = attach_xdp(ebpf, ifname, XdpMode::Skb)
+                    .with_context(|| format!("native XDP failed too: {native:#}"))?;
+                Some((link, IngressHook::XdpGeneric))
+            }
+        };
+        if let Some((link, hook)) = xdp {
+            pin_fresh(|p| Ok(link.pin(p).map(|_| ())?), &dir.join(link_pin))?;
+            return Ok(hook);
+        }
+    }
+    let prog = if side == Direction::Ingress { PROG_INGRESS_TC } else { PROG_EGRESS_TC };
+    if at.clsact {
+        // Pinned before the filter exists: a filter never runs a program
+        // the state directory does not name.
+        let fd = loaded(ebpf, prog)?;
+        pin_fresh(|p| Ok(sys::obj_pin(&fd, p)?), &dir.join(prog_pin))?;
+        clsact::ensure_qdisc(ifindex)?;
+        let priority = clsact::free_priority(&clsact::filters(ifindex, side)?);
+        if priority != clsact::PRIORITY {
+            eprintln!(
+                "note: {ifname}: clsact {side:?} priority {} is taken by another filter, which runs before \
+                 sgctl's (priority {priority}); `sgctl status` lists it",
+                clsact::PRIORITY
+            );
+        }
+        clsact::add(ifindex, side, priority, clsact::HANDLE, &clsact::Program { fd: fd.as_fd(), name: prog })
+            .with_context(|| format!("attaching {prog} to {ifname} (clsact)"))?;
+        return Ok(IngressHook::Clsact);
+    }
+    let at_type = if side == Direction::Ingress { TcAttachType::Ingress } else { TcAttachType::Egress };
+    let link = attach_tcx(ebpf, prog, ifname, at_type)?;
+    pin_fresh(|p| Ok(link.pin(p).map(|_| ())?), &dir.join(link_pin))?;
+    Ok(IngressHook::Tc)
+}
+
+/// Pins with `pin` at `path`, replacing a stale pin of a killed run.
+fn pin_fresh(pin: impl FnOnce(&Path) -> anyhow::Result<()>, path: &Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    pin(path).with_context(|| format!("pinning {}", path.display()))
 }
 
 /// What to change about an attached interface's programs.
 pub struct Replace {
     pub at: Placement,
-    /// The ingress hook in use now.
-    pub current: IngressHook,
+    /// The hooks in use now.
+    pub current: Hooks,
     /// A conntrack table of this many entries, the tracked flows moved into it.
     pub conntrack_capacity: Option<u32>,
-    /// The ingress link, or the egress link, is detached, on another device
-    /// or not first on its hook: a new link takes its place (attached
-    /// first, beside it, before the old one goes) instead of the program
-    /// being replaced on it.
+    /// The ingress, or egress, attachment is detached, on another device,
+    /// gone or not first on its hook (`links::check`): a new one is made
+    /// beside it, as for a move to another hook, instead of its program
+    /// being replaced in place.
     pub relink_ingress: bool,
     pub relink_egress: bool,
 }
 
 /// Puts a fresh copy of the programs in place of the attached ones without
 /// a moment unfiltered (see the module comment). `dir` holds the pins.
-pub fn replace(dir: &Path, active: PathBuf, ifname: &str, change: &Replace) -> anyhow::Result<IngressHook> {
+pub fn replace(dir: &Path, active: PathBuf, ifname: &str, change: &Replace) -> anyhow::Result<Hooks> {
     let next_table = dir.join(CONNTRACK_NEXT);
     let _ = std::fs::remove_file(&next_table);
     let mut pins = Pins::new(dir, active);
@@ -124,13 +277,7 @@ pub fn replace(dir: &Path, active: PathBuf, ifname: &str, change: &Replace) -> a
     result
 }
 
-fn replace_programs(
-    dir: &Path,
-    pins: Pins,
-    capacity: u32,
-    ifname: &str,
-    change: &Replace,
-) -> anyhow::Result<IngressHook> {
+fn replace_programs(dir: &Path, pins: Pins, capacity: u32, ifname: &str, change: &Replace) -> anyhow::Result<Hooks> {
     let mut ebpf = super::load(&pins, capacity, change.at.link, 0)?;
     if change.conntrack_capacity.is_some() {
         // Until every flow has moved, the new programs look in the old table
@@ -138,35 +285,126 @@ fn replace_programs(
         let old = maps::open(&dir.join(CONNTRACK))?;
         set_previous_table(dir, Some(&old))?;
     }
-    let same_hook = change.at.xdp == change.current.is_xdp();
+    let ifindex = ifindex_of(ifname)?;
     // Ingress first: it is the one that can fail (a driver without XDP).
-    let hook = if same_hook && !change.relink_ingress {
-        let prog = if change.current == IngressHook::Tc { PROG_INGRESS_TC } else { PROG_INGRESS_XDP };
-        update_link(&mut ebpf, prog, &dir.join(LINK_INGRESS))?;
-        change.current
-    } else {
-        let (link, hook) = attach_ingress(&mut ebpf, ifname, change.at)?;
-        put_in_place(link, dir, LINK_INGRESS_NEXT, LINK_INGRESS)?;
-        hook
+    let wanted_ingress = if change.at.xdp { None } else { Some(change.at.tc_hook()) };
+    let ingress = match (change.current.ingress, wanted_ingress) {
+        _ if change.relink_ingress => move_side(&mut ebpf, dir, ifname, ifindex, Direction::Ingress, change.at)?,
+        // XDP stays XDP (native or generic, as it is).
+        (current, None) if current.is_xdp() => {
+            update_link(&mut ebpf, PROG_INGRESS_XDP, &dir.join(pinned(Direction::Ingress).link))?;
+            current
+        }
+        (current, Some(wanted)) if current == wanted => {
+            replace_in_place(&mut ebpf, dir, ifindex, Direction::Ingress, current)?;
+            current
+        }
+        _ => move_side(&mut ebpf, dir, ifname, ifindex, Direction::Ingress, change.at)?,
     };
-    if change.relink_egress {
-        let link = attach_tc(&mut ebpf, PROG_EGRESS_TC, ifname, TcAttachType::Egress)?;
-        put_in_place(link, dir, LINK_EGRESS_NEXT, LINK_EGRESS)?;
+    let egress = if !change.relink_egress && hook_of(change.current.egress) == change.at.tc_hook() {
+        replace_in_place(&mut ebpf, dir, ifindex, Direction::Egress, hook_of(change.current.egress))?;
+        change.current.egress
     } else {
-        update_link(&mut ebpf, PROG_EGRESS_TC, &dir.join(LINK_EGRESS))?;
+        egress_of(move_side(&mut ebpf, dir, ifname, ifindex, Direction::Egress, change.at)?)
+    };
+    Ok(Hooks { ingress, egress })
+}
+
+/// Gives `side`'s attachment on `hook` (tcx or clsact) the program of
+/// `ebpf`, atomically, on the same hook.
+fn replace_in_place(
+    ebpf: &mut Ebpf,
+    dir: &Path,
+    ifindex: u32,
+    side: Direction,
+    hook: IngressHook,
+) -> anyhow::Result<()> {
+    let names = pinned(side);
+    let prog = if side == Direction::Ingress { PROG_INGRESS_TC } else { PROG_EGRESS_TC };
+    if hook != IngressHook::Clsact {
+        return update_link(ebpf, prog, &dir.join(names.link));
     }
+    let old_id = prog_id(&dir.join(names.prog))?;
+    let filter = clsact::filters(ifindex, side)?
+        .into_iter()
+        .find(|f| f.prog_id == Some(old_id))
+        .with_context(|| format!("no clsact {side:?} filter runs sgctl's program {old_id} any more"))?;
+    let fd = loaded(ebpf, prog)?;
+    pin_fresh(|p| Ok(sys::obj_pin(&fd, p)?), &dir.join(names.prog_next))?;
+    clsact::replace(ifindex, side, filter.priority, filter.handle, &clsact::Program { fd: fd.as_fd(), name: prog })?;
+    finish_side(dir, Some(ifindex), side)?;
+    Ok(())
+}
+
+/// Moves `side` to the hook `at` says: the new attachment beside the
+/// old, then the old one removed.
+fn move_side(
+    ebpf: &mut Ebpf,
+    dir: &Path,
+    ifname: &str,
+    ifindex: u32,
+    side: Direction,
+    at: Placement,
+) -> anyhow::Result<IngressHook> {
+    let names = pinned(side);
+    for stale in [names.link_next, names.prog_next] {
+        remove_if_present(&dir.join(stale))?;
+    }
+    let hook = attach_side(ebpf, dir, ifname, ifindex, side, at, true)?;
+    finish_side(dir, Some(ifindex), side)?;
     Ok(hook)
 }
 
-/// Pins a new `link` as `next`, then renames it over `pin`: one rename drops
-/// the old link's pin (detaching it) and puts the new one in its place; both
-/// filter the same way meanwhile. A kill between leaves `next`, which
-/// [`finish_hook_switch`] puts in place.
-fn put_in_place(link: FdLink, dir: &Path, next: &str, pin: &str) -> anyhow::Result<()> {
-    let next = dir.join(next);
-    let _ = std::fs::remove_file(&next);
-    link.pin(&next)?;
-    std::fs::rename(&next, dir.join(pin)).with_context(|| format!("replacing {pin}"))
+/// Finishes a move of `side` that a new attachment (`*_next`) started: if
+/// the new attachment runs, the old one goes and the new one takes its
+/// name; if it never got onto its hook, it goes. Returns whether there
+/// was anything to finish. `ifindex`: where the interface's filters are
+/// looked for first.
+fn finish_side(dir: &Path, ifindex: Option<u32>, side: Direction) -> anyhow::Result<bool> {
+    let names = pinned(side);
+    let (link_next, prog_next) = (dir.join(names.link_next), dir.join(names.prog_next));
+    let new_runs = if link_next.exists() {
+        // A pinned link is attached.
+        true
+    } else if prog_next.exists() {
+        let id = prog_id(&prog_next)?;
+        !find_filters(&[id], ifindex)?.is_empty()
+    } else {
+        return Ok(false);
+    };
+    if !new_runs {
+        remove_if_present(&prog_next)?;
+        return Ok(true);
+    }
+    // The old attachment goes: its filters (none if it was replaced in
+    // place), its program pin, its link.
+    let old_prog = dir.join(names.prog);
+    if old_prog.exists() {
+        let old = prog_id(&old_prog)?;
+        delete_filters(&find_filters(&[old], ifindex)?)?;
+    }
+    if link_next.exists() {
+        remove_if_present(&old_prog)?;
+        // One rename drops the old link's pin (detaching it) and puts the
+        // new one in its place.
+        std::fs::rename(&link_next, dir.join(names.link)).context("replacing the link")?;
+    } else {
+        remove_if_present(&dir.join(names.link))?;
+        std::fs::rename(&prog_next, &old_prog).context("replacing the program pin")?;
+    }
+    Ok(true)
+}
+
+/// A leftover of an `sgctl` killed while moving a side to another hook or
+/// replacing a clsact filter's program: finishes the move (see
+/// [`finish_side`]). Returns whether there was one.
+pub fn finish_moves(dir: &Path, ifname: &str) -> anyhow::Result<bool> {
+    let ifindex = netns::ifindex(ifname);
+    let mut any = false;
+    for side in SIDES {
+        any |= finish_side(dir, ifindex, side)?;
+    }
+    Ok(any)
 }
 
 /// Completes a resize once the new programs run: the new table takes the
@@ -229,44 +467,36 @@ fn programs_use_map(dir: &Path, map_id: u32) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-/// Makes the link pinned at `pin` run `prog` of `ebpf` (loaded here).
-fn update_link(ebpf: &mut Ebpf, prog: &str, pin: &Path) -> anyhow::Result<()> {
+/// `prog` of `ebpf`, loaded (here, unless it is already), as a descriptor.
+fn loaded(ebpf: &mut Ebpf, prog: &str) -> anyhow::Result<OwnedFd> {
     let fd = match ebpf.program_mut(prog).with_context(|| format!("program {prog} missing"))? {
         aya::programs::Program::SchedClassifier(p) => {
-            p.load().with_context(|| format!("loading {prog}"))?;
-            p.fd()?.try_clone()?
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {prog}"))?;
+            }
+            p.fd()?.as_fd().try_clone_to_owned()?
         }
         aya::programs::Program::Xdp(p) => {
-            p.load().with_context(|| format!("loading {prog}"))?;
-            p.fd()?.try_clone()?
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {prog}"))?;
+            }
+            p.fd()?.as_fd().try_clone_to_owned()?
         }
         _ => anyhow::bail!("{prog}: unexpected program type"),
     };
+    Ok(fd)
+}
+
+/// Makes the link pinned at `pin` run `prog` of `ebpf` (loaded here).
+fn update_link(ebpf: &mut Ebpf, prog: &str, pin: &Path) -> anyhow::Result<()> {
+    let fd = loaded(ebpf, prog)?;
     let link = sys::obj_get(pin).with_context(|| format!("opening {}", pin.display()))?;
-    use std::os::fd::AsFd as _;
     sys::link_update(link.as_fd(), fd.as_fd())
         .with_context(|| format!("replacing the program of {}", pin.display()))?;
     Ok(())
 }
 
-/// Attaches the ingress program on the hook `at` says.
-fn attach_ingress(ebpf: &mut Ebpf, ifname: &str, at: Placement) -> anyhow::Result<(FdLink, IngressHook)> {
-    if at.xdp {
-        match attach_xdp(ebpf, ifname, XdpMode::Driver) {
-            Ok(link) => return Ok((link, IngressHook::XdpNative)),
-            // `auto` on a NIC whose driver lacks native XDP: tcx beats generic XDP.
-            Err(_) if at.mode == Mode::Auto => {}
-            Err(native) => {
-                let link = attach_xdp(ebpf, ifname, XdpMode::Skb)
-                    .with_context(|| format!("native XDP failed too: {native:#}"))?;
-                return Ok((link, IngressHook::XdpGeneric));
-            }
-        }
-    }
-    Ok((attach_tc(ebpf, PROG_INGRESS_TC, ifname, TcAttachType::Ingress)?, IngressHook::Tc))
-}
-
-fn attach_tc(ebpf: &mut Ebpf, prog: &str, ifname: &str, at: TcAttachType) -> anyhow::Result<FdLink> {
+fn attach_tcx(ebpf: &mut Ebpf, prog: &str, ifname: &str, at: TcAttachType) -> anyhow::Result<FdLink> {
     let program: &mut SchedClassifier =
         ebpf.program_mut(prog).with_context(|| format!("program {prog} missing"))?.try_into()?;
     if program.fd().is_err() {
@@ -289,18 +519,36 @@ fn attach_xdp(ebpf: &mut Ebpf, ifname: &str, mode: XdpMode) -> anyhow::Result<Fd
     Ok(FdLink::try_from(program.take_link(id)?)?)
 }
 
-/// Removes the attachment whose state is in `dir`: unpinning the links
-/// detaches the programs; unpinning the maps frees them.
-pub fn detach(dir: &Path) -> anyhow::Result<()> {
-    for link in [LINK_INGRESS_NEXT, LINK_EGRESS_NEXT, LINK_INGRESS, LINK_EGRESS] {
-        remove_if_present(&dir.join(link))?;
-    }
+/// Removes the attachment whose state is in `dir`: its clsact filters are
+/// deleted, and unpinning the links detaches the programs; unpinning the
+/// maps frees them. `ifname` is where its filters are looked for first.
+pub fn detach(dir: &Path, ifname: &str) -> anyhow::Result<()> {
+    remove_attachments(dir, ifname)?;
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("removing {}", dir.display()))
         }
         _ => Ok(()),
     }
+}
+
+/// Deletes every filter that runs a program pinned in `dir`, then unpins
+/// the programs and links. A kill half way leaves the pins, and so what
+/// the next try needs to find the filters.
+fn remove_attachments(dir: &Path, ifname: &str) -> anyhow::Result<()> {
+    let progs: Vec<PathBuf> =
+        SIDES.iter().flat_map(|s| [pinned(*s).prog, pinned(*s).prog_next]).map(|n| dir.join(n)).collect();
+    let ids: Vec<u32> = progs.iter().filter_map(|p| prog_id(p).ok()).collect();
+    if !ids.is_empty() {
+        delete_filters(&find_filters(&ids, netns::ifindex(ifname))?)?;
+    }
+    for side in SIDES {
+        let names = pinned(side);
+        for name in [names.link_next, names.link, names.prog_next, names.prog] {
+            remove_if_present(&dir.join(name))?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> anyhow::Result<()> {
@@ -312,25 +560,70 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// A leftover of an `sgctl` killed while moving to another ingress hook or
-/// replacing a broken link: the new link is attached beside the old.
-/// Finishes the move.
-pub fn finish_hook_switch(dir: &Path) -> anyhow::Result<bool> {
-    let mut finished = false;
-    for (next, pin) in [(LINK_INGRESS_NEXT, LINK_INGRESS), (LINK_EGRESS_NEXT, LINK_EGRESS)] {
-        let next = dir.join(next);
-        if next.exists() {
-            std::fs::rename(&next, dir.join(pin)).with_context(|| format!("replacing {pin}"))?;
-            finished = true;
-        }
-    }
-    Ok(finished)
+/// A clsact filter running one of sgctl's programs, and where.
+#[derive(Clone, Debug)]
+struct Found {
+    ifindex: u32,
+    side: Direction,
+    filter: clsact::Filter,
 }
 
-/// The ids of the programs the pinned links of `dir` run (ingress, egress).
+/// The clsact filters of this network namespace that run a program of
+/// `ids`: on `hint` (the interface's index by name) if any are there, else
+/// on any device (the interface may have been renamed).
+fn find_filters(ids: &[u32], hint: Option<u32>) -> anyhow::Result<Vec<Found>> {
+    if let Some(ifindex) = hint {
+        let found = filters_on(ids, ifindex)?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    let mut found = Vec::new();
+    for ifindex in netns::ifindexes()? {
+        if Some(ifindex) != hint {
+            found.extend(filters_on(ids, ifindex)?);
+        }
+    }
+    Ok(found)
+}
+
+/// The clsact filters of device `ifindex` that run a program of `ids`.
+fn filters_on(ids: &[u32], ifindex: u32) -> anyhow::Result<Vec<Found>> {
+    let mut found = Vec::new();
+    for side in SIDES {
+        for filter in clsact::filters(ifindex, side)? {
+            if filter.prog_id.is_some_and(|id| ids.contains(&id)) {
+                found.push(Found { ifindex, side, filter });
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn delete_filters(found: &[Found]) -> anyhow::Result<()> {
+    for f in found {
+        clsact::delete(f.ifindex, f.side, f.filter.priority, f.filter.handle)?;
+    }
+    Ok(())
+}
+
+/// The id of the program pinned at `pin`.
+fn prog_id(pin: &Path) -> anyhow::Result<u32> {
+    let fd = sys::obj_get(pin).with_context(|| format!("opening {}", pin.display()))?;
+    Ok(sys::prog_info_id(&fd)?)
+}
+
+/// The ids of sgctl's programs of `dir` (ingress, egress): those its links
+/// run, or its clsact filters (whether or not a filter still runs them).
 pub fn program_ids(dir: &Path) -> anyhow::Result<(u32, u32)> {
-    let id = |name: &str| -> anyhow::Result<u32> { Ok(link_info(&dir.join(name))?.prog_id) };
-    Ok((id(LINK_INGRESS)?, id(LINK_EGRESS)?))
+    let id = |side: Direction| -> anyhow::Result<u32> {
+        let names = pinned(side);
+        match link_info(&dir.join(names.link)) {
+            Ok(info) => Ok(info.prog_id),
+            Err(_) => prog_id(&dir.join(names.prog)),
+        }
+    };
+    Ok((id(Direction::Ingress)?, id(Direction::Egress)?))
 }
 
 fn link_info(pin: &Path) -> anyhow::Result<sys::LinkInfo> {
@@ -338,34 +631,50 @@ fn link_info(pin: &Path) -> anyhow::Result<sys::LinkInfo> {
     Ok(sys::link_info(&fd)?)
 }
 
-/// The ingress hook the pinned ingress link of `dir` is on, from the kernel
-/// (it may differ from a record when an `sgctl` was killed while moving
-/// hooks). Native and generic XDP look alike to the kernel's link info, so
+/// The hooks the programs of `dir` are on, from what is pinned (it may
+/// differ from a record when an `sgctl` was killed while moving hooks).
+/// Native and generic XDP look alike to the kernel's link info, so
 /// `recorded` tells them apart when it says XDP.
-pub fn ingress_hook(dir: &Path, recorded: IngressHook) -> anyhow::Result<IngressHook> {
-    let path = dir.join(LINK_INGRESS);
-    Ok(match link_info(&path)?.link_type {
-        sys::BPF_LINK_TYPE_XDP if recorded.is_xdp() => recorded,
-        sys::BPF_LINK_TYPE_XDP => IngressHook::XdpNative,
-        _ => IngressHook::Tc,
-    })
+pub fn hooks(dir: &Path, recorded: IngressHook) -> anyhow::Result<Hooks> {
+    let side = |side: Direction| -> anyhow::Result<IngressHook> {
+        let names = pinned(side);
+        let link = dir.join(names.link);
+        if link.exists() {
+            return Ok(match link_info(&link)?.link_type {
+                sys::BPF_LINK_TYPE_XDP if recorded.is_xdp() => recorded,
+                sys::BPF_LINK_TYPE_XDP => IngressHook::XdpNative,
+                _ => IngressHook::Tc,
+            });
+        }
+        anyhow::ensure!(dir.join(names.prog).exists(), "no {side:?} attachment in {}", dir.display());
+        Ok(IngressHook::Clsact)
+    };
+    Ok(Hooks { ingress: side(Direction::Ingress)?, egress: egress_of(side(Direction::Egress)?) })
 }
 
-/// One of an interface's two links.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Which {
-    Ingress,
-    Egress,
+/// What the kernel says of `side`'s attachment in `dir`: a pinned link
+/// (XDP, tcx), or the clsact filters of interface `ifindex` that run its
+/// pinned program; `None` when neither is pinned.
+pub fn attachment(dir: &Path, ifindex: u32, side: Direction) -> Option<Attachment> {
+    let names = pinned(side);
+    if let Ok(info) = link_info(&dir.join(names.link)) {
+        return Some(Attachment::Link(info));
+    }
+    let id = prog_id(&dir.join(names.prog)).ok()?;
+    let filters = clsact::filters(ifindex, side).unwrap_or_default();
+    Some(Attachment::Filter { prog_id: id, runs: filters.iter().any(|f| f.prog_id == Some(id)), filters })
 }
 
-/// What the kernel says of the pinned `which` link of `dir` (`None`: no
-/// pinned link).
-pub fn link(dir: &Path, which: Which) -> Option<sys::LinkInfo> {
-    link_info(&dir.join(match which {
-        Which::Ingress => LINK_INGRESS,
-        Which::Egress => LINK_EGRESS,
-    }))
-    .ok()
+/// One side's attachment, as the kernel has it.
+pub enum Attachment {
+    Link(sys::LinkInfo),
+    /// A clsact filter's program, whether a filter of the interface runs
+    /// it, and the side's filters in the order they run.
+    Filter {
+        prog_id: u32,
+        runs: bool,
+        filters: Vec<clsact::Filter>,
+    },
 }
 
 /// Whether program `prog_id` is one of sgctl's for the interface in `dir`:
@@ -377,6 +686,27 @@ pub fn is_ours(dir: &Path, prog_id: u32) -> bool {
 
 /// Whether the links of `dir` still hold an interface: false once the
 /// device (or its whole network namespace) is gone, which detaches them.
+/// Clsact filters are not links and say nothing here: see [`attached`].
 pub fn links_alive(dir: &Path) -> bool {
-    [LINK_INGRESS, LINK_EGRESS].iter().any(|name| link_info(&dir.join(name)).is_ok_and(|info| info.ifindex != 0))
+    SIDES.iter().any(|s| link_info(&dir.join(pinned(*s).link)).is_ok_and(|info| info.ifindex != 0))
+}
+
+/// Whether both of sgctl's programs of `dir` are still on interface
+/// `ifindex` of this network namespace: each side's link holds that
+/// device, or a clsact filter of the device runs its program.
+pub fn attached(dir: &Path, ifindex: u32) -> anyhow::Result<bool> {
+    for side in SIDES {
+        let names = pinned(side);
+        if let Ok(info) = link_info(&dir.join(names.link)) {
+            if info.ifindex != ifindex {
+                return Ok(false);
+            }
+            continue;
+        }
+        let Ok(id) = prog_id(&dir.join(names.prog)) else { return Ok(false) };
+        if !filters_on(&[id], ifindex)?.iter().any(|f| f.side == side) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -1,19 +1,28 @@
-//! What an interface is and what else runs on its hooks, asked of the
-//! kernel: its link-layer type and XDP program over rtnetlink (RTM_GETLINK),
-//! its tcx programs with BPF_PROG_QUERY. `attach` uses this to refuse what
-//! sgctl cannot filter and to stay first in line; `status` to show what
-//! runs beside sgctl.
+//! What an interface is and what runs on its hooks, asked of the kernel:
+//! its link-layer type and XDP program over rtnetlink (RTM_GETLINK), its
+//! tcx programs with BPF_PROG_QUERY, its clsact filters over rtnetlink.
+//! `attach` uses this to refuse what sgctl cannot filter and to stay first
+//! in line; `status` (and anything that checks the hooks) to see whether
+//! sgctl's programs are still there, first, and what runs beside them.
+use std::path::Path;
+
 use anyhow::{bail, Context as _};
 use aya::programs::{tc::TcAttachType, SchedClassifier};
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::{
     link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached},
     RouteNetlinkMessage,
 };
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use serde::Serialize;
 
-use crate::{datapath::attach::Placement, state::records::Mode, InputError};
+use crate::{
+    datapath::{
+        attach::{self, Placement},
+        clsact::{self, Direction},
+        kernel, rtnetlink,
+    },
+    state::records::{EgressHook, IngressHook, Mode},
+    InputError,
+};
 
 /// How the programs find the network header on a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,70 +124,155 @@ fn xdp_program(attrs: &[LinkXdp]) -> Option<XdpProgram> {
 
 /// One RTM_GETLINK request and its answer.
 fn rtnetlink_get(request: LinkMessage) -> anyhow::Result<LinkMessage> {
-    let mut socket = Socket::new(NETLINK_ROUTE).context("opening a NETLINK_ROUTE socket")?;
-    socket.bind_auto().context("binding the netlink socket")?;
-    socket.connect(&SocketAddr::new(0, 0)).context("connecting the netlink socket")?;
-    let mut packet =
-        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(RouteNetlinkMessage::GetLink(request)));
-    packet.header.flags = NLM_F_REQUEST;
-    packet.header.sequence_number = 1;
-    packet.finalize();
-    let mut buf = vec![0; packet.buffer_len()];
-    packet.serialize(&mut buf);
-    socket.send(&buf, 0).context("sending RTM_GETLINK")?;
-    let mut answer = vec![0; 65536];
-    let size = socket.recv(&mut &mut answer[..], 0).context("receiving the RTM_GETLINK answer")?;
-    let message: NetlinkMessage<RouteNetlinkMessage> =
-        NetlinkMessage::deserialize(&answer[..size]).context("parsing the RTM_GETLINK answer")?;
-    match message.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Ok(link),
-        NetlinkPayload::Error(e) => Err(e.to_io()).context("RTM_GETLINK"),
+    match rtnetlink::request(RouteNetlinkMessage::GetLink(request), 0)?.into_iter().next() {
+        Some(RouteNetlinkMessage::NewLink(link)) => Ok(link),
         other => bail!("unexpected RTM_GETLINK answer: {other:?}"),
     }
 }
 
-/// A program on one of the interface's hooks that is not sgctl's.
+/// A program (or classifier) on one of the interface's hooks that is not sgctl's.
 #[derive(Clone, Debug, Serialize)]
 pub struct OtherProgram {
-    /// `xdp`, `tcx ingress` or `tcx egress`.
+    /// `xdp`, `tcx ingress`, `tcx egress`, `clsact ingress` or `clsact egress`.
     pub hook: &'static str,
+    /// The program's id; 0 for a clsact filter that runs no program
+    /// (`u32`, `flower`, … with actions).
     pub id: u32,
+    /// The program's name, or a clsact filter's classifier.
     pub name: String,
-    /// Whether it runs before sgctl's program on the same hook: a program
+    /// A clsact filter's priority (lower runs first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u16>,
+    /// Whether it runs before sgctl's program on that side: a program
     /// there that passes a packet early, or redirects it, takes it past
-    /// sgctl. XDP always runs before tcx.
+    /// sgctl. XDP runs before tcx, tcx before clsact.
     pub before_sgctl: bool,
 }
 
-/// The programs on `ifname`'s XDP and tcx hooks other than `ours`
-/// (sgctl's ingress and egress program ids), in the order they run.
-pub fn other_programs(ifname: &str, ours: &[u32]) -> anyhow::Result<Vec<OtherProgram>> {
+/// Where sgctl's program of one side stands, as the kernel has it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Standing {
+    /// `xdp`, `tcx ingress`, `tcx egress`, `clsact ingress` or `clsact egress`.
+    pub hook: &'static str,
+    pub program_id: u32,
+    /// The program is on its hook of this interface: its link holds the
+    /// device, or a clsact filter of the device runs it.
+    pub attached: bool,
+    /// Attached, and no other program of that side runs before it.
+    pub first: bool,
+}
+
+/// What runs on an interface's hooks: sgctl's two programs and the others.
+#[derive(Clone, Debug, Serialize)]
+pub struct Survey {
+    pub ingress: Standing,
+    pub egress: Standing,
+    /// In the order they run, ingress first.
+    pub others: Vec<OtherProgram>,
+}
+
+impl Survey {
+    /// Both of sgctl's programs attached and first on their sides.
+    pub fn first_everywhere(&self) -> bool {
+        self.ingress.first && self.egress.first
+    }
+}
+
+/// Where sgctl's programs pinned in `dir` stand on `ifname` (in the
+/// current network namespace), and what else runs on its hooks. `recorded`
+/// tells native from generic XDP (the kernel's link info does not).
+pub fn survey(ifname: &str, dir: &Path, recorded: IngressHook) -> anyhow::Result<Survey> {
+    let ifindex = crate::netns::ifindex(ifname).ok_or_else(|| InputError::InterfaceNotFound(ifname.to_owned()))?;
+    let hooks = attach::hooks(dir, recorded)?;
+    let (ingress_id, egress_id) = attach::program_ids(dir)?;
+    let links_alive = attach::links_alive(dir);
     let mut others = Vec::new();
-    if let Some(xdp) = link_facts(ifname)?.xdp {
-        if !ours.contains(&xdp.id) {
-            let name = aya::programs::loaded_programs()
-                .filter_map(Result::ok)
-                .find(|p| p.id() == xdp.id)
-                .and_then(|p| p.name_as_str().map(str::to_owned))
-                .unwrap_or_default();
-            others.push(OtherProgram { hook: "xdp", id: xdp.id, name, before_sgctl: true });
-        }
-    }
-    for (hook, at) in [("tcx ingress", TcAttachType::Ingress), ("tcx egress", TcAttachType::Egress)] {
-        let (_, programs) =
-            SchedClassifier::query_tcx(ifname, at).with_context(|| format!("querying {hook} of {ifname}"))?;
-        // Programs run in the order listed; with no sgctl program on the
-        // hook (ingress by XDP), they all run after sgctl's verdict.
-        let sgctl_at = programs.iter().position(|p| ours.contains(&p.id()));
-        for (i, p) in programs.iter().enumerate() {
-            if Some(i) == sgctl_at {
-                continue;
+    let mut standings = Vec::new();
+    for (side, ours, hook) in [
+        (Direction::Ingress, ingress_id, hooks.ingress),
+        (
+            Direction::Egress,
+            egress_id,
+            match hooks.egress {
+                EgressHook::Tc => IngressHook::Tc,
+                EgressHook::Clsact => IngressHook::Clsact,
+            },
+        ),
+    ] {
+        let mut attached = false;
+        let mut before = 0;
+        // XDP first (ingress only), then tcx, then clsact: the kernel's order.
+        if side == Direction::Ingress {
+            if let Some(xdp) = link_facts(ifname)?.xdp {
+                if xdp.id == ours {
+                    attached = true;
+                } else {
+                    before += 1;
+                    others.push(other("xdp", xdp.id, program_name(xdp.id), None, true));
+                }
             }
-            let name = p.name_as_str().unwrap_or_default().to_owned();
-            others.push(OtherProgram { hook, id: p.id(), name, before_sgctl: sgctl_at.is_some_and(|at| i < at) });
         }
+        if kernel::has_tcx() {
+            let (name, at) = match side {
+                Direction::Ingress => ("tcx ingress", TcAttachType::Ingress),
+                Direction::Egress => ("tcx egress", TcAttachType::Egress),
+            };
+            let (_, programs) =
+                SchedClassifier::query_tcx(ifname, at).with_context(|| format!("querying {name} of {ifname}"))?;
+            let ours_at = programs.iter().position(|p| p.id() == ours);
+            attached |= ours_at.is_some() && links_alive;
+            for (i, p) in programs.iter().enumerate().filter(|(i, _)| Some(*i) != ours_at) {
+                // Before sgctl: ahead of it on tcx, or anywhere on tcx when sgctl is on clsact.
+                let runs_before = ours_at.map_or(hook == IngressHook::Clsact, |at| i < at);
+                before += usize::from(runs_before);
+                others.push(other(name, p.id(), p.name_as_str().unwrap_or_default().to_owned(), None, runs_before));
+            }
+        }
+        let name = match side {
+            Direction::Ingress => "clsact ingress",
+            Direction::Egress => "clsact egress",
+        };
+        let filters = clsact::filters(ifindex, side)?;
+        let ours_at = filters.iter().position(|f| f.prog_id == Some(ours) && f.chain == 0);
+        attached |= ours_at.is_some();
+        for (i, f) in filters.iter().enumerate().filter(|(i, _)| Some(*i) != ours_at) {
+            let runs_before = ours_at.is_some_and(|at| i < at) && f.chain == 0;
+            before += usize::from(runs_before);
+            let label = f.prog_name.clone().unwrap_or_else(|| f.kind.clone());
+            others.push(other(name, f.prog_id.unwrap_or(0), label, Some(f.priority), runs_before));
+        }
+        standings.push(Standing {
+            hook: hook_name(hook, side),
+            program_id: ours,
+            attached,
+            first: attached && before == 0,
+        });
     }
-    Ok(others)
+    let egress = standings.pop().context("egress standing")?;
+    let ingress = standings.pop().context("ingress standing")?;
+    Ok(Survey { ingress, egress, others })
+}
+
+fn other(hook: &'static str, id: u32, name: String, priority: Option<u16>, before_sgctl: bool) -> OtherProgram {
+    OtherProgram { hook, id, name, priority, before_sgctl }
+}
+
+fn program_name(id: u32) -> String {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn hook_name(hook: IngressHook, side: Direction) -> &'static str {
+    match (hook, side) {
+        (IngressHook::XdpNative | IngressHook::XdpGeneric, _) => "xdp",
+        (IngressHook::Tc, Direction::Ingress) => "tcx ingress",
+        (IngressHook::Tc, Direction::Egress) => "tcx egress",
+        (IngressHook::Clsact, Direction::Ingress) => "clsact ingress",
+        (IngressHook::Clsact, Direction::Egress) => "clsact egress",
+    }
 }
 
 /// Refuses, with one line that says why, a device sgctl cannot filter
@@ -197,7 +291,7 @@ fn ingress_hook(ifname: &str, mode: Mode, facts: &LinkFacts) -> anyhow::Result<(
     let use_xdp = match mode {
         Mode::Auto => link == LinkLayer::Ethernet && crate::netns::is_physical(ifname),
         Mode::Xdp => true,
-        Mode::Tc => false,
+        Mode::Tc | Mode::Clsact => false,
     };
     if use_xdp && link == LinkLayer::BareIp {
         return Err(InputError::XdpWithoutEthernet { ifname: ifname.to_owned(), link_type: facts.link_type }.into());
@@ -228,5 +322,7 @@ pub fn plan(ifname: &str, mode: Mode, ours: &[u32]) -> anyhow::Result<Placement>
             return Err(InputError::XdpHookTaken { ifname: ifname.to_owned(), id: other.id, mode: other.mode }.into())
         }
     };
-    Ok(Placement { link, xdp, mode })
+    // Before tcx (Linux 6.6), the tc programs go on the legacy hook.
+    let clsact = mode == Mode::Clsact || !kernel::has_tcx();
+    Ok(Placement { link, xdp, mode, clsact })
 }

@@ -7,14 +7,19 @@
 //! Each link is checked for: the program it runs (sgctl's own, on this
 //! interface's maps), the device it is attached to (the recorded ifindex),
 //! and its place on the hook (first among the tcx programs; XDP holds one
-//! program). `status` shows the result, and `apply` and the agent put back
+//! program). A side on the legacy tc hook has no link: its clsact filter
+//! must run the pinned program, on the interface, before every other
+//! filter. `status` shows the result, and `apply` and the agent put back
 //! what is not right (`attach::replace`).
 use std::path::Path;
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
 use serde::Serialize;
 
-use super::attach;
+use super::{
+    attach::{self, Attachment},
+    clsact::Direction,
+};
 use crate::state::{records::IfaceRecord, sys};
 
 /// What is wrong with one link, if anything.
@@ -79,37 +84,57 @@ impl LinkHealth {
     }
 }
 
-/// The links of the interface whose state is in `dir`, filtered as `record` says.
+/// The attachments of the interface whose state is in `dir`, filtered as
+/// `record` says.
 pub fn check(dir: &Path, record: &IfaceRecord) -> LinkHealth {
-    let state = |which: attach::Which| {
-        let Some(link) = attach::link(dir, which) else { return LinkState::Missing };
-        if link.ifindex == 0 {
-            return LinkState::Detached;
+    let state = |side: Direction| match attach::attachment(dir, record.ifindex, side) {
+        None => LinkState::Missing,
+        Some(Attachment::Link(link)) => {
+            if link.ifindex == 0 {
+                return LinkState::Detached;
+            }
+            if link.ifindex != record.ifindex {
+                return LinkState::OtherDevice { ifindex: link.ifindex };
+            }
+            if !attach::is_ours(dir, link.prog_id) {
+                return LinkState::OtherProgram { id: link.prog_id };
+            }
+            match tcx_before(&record.ifname, side, &link) {
+                Ok(before) if !before.is_empty() => LinkState::NotFirst { before },
+                // A hook that cannot be asked is no evidence against the link.
+                _ => LinkState::Ok,
+            }
         }
-        if link.ifindex != record.ifindex {
-            return LinkState::OtherDevice { ifindex: link.ifindex };
-        }
-        if !attach::is_ours(dir, link.prog_id) {
-            return LinkState::OtherProgram { id: link.prog_id };
-        }
-        match programs_before(&record.ifname, which, &link) {
-            Ok(before) if !before.is_empty() => LinkState::NotFirst { before },
-            // A hook that cannot be asked is no evidence against the link.
-            _ => LinkState::Ok,
+        Some(Attachment::Filter { prog_id, runs, filters }) => {
+            if !runs {
+                return LinkState::Detached;
+            }
+            // Filters run in priority order: ours must come first.
+            let ours = filters.iter().filter(|f| f.prog_id == Some(prog_id)).map(|f| f.priority).min();
+            let before: Vec<u32> = filters
+                .iter()
+                .filter(|f| ours.is_some_and(|p| f.priority < p))
+                .map(|f| f.prog_id.unwrap_or_default())
+                .collect();
+            if before.is_empty() {
+                LinkState::Ok
+            } else {
+                LinkState::NotFirst { before }
+            }
         }
     };
-    LinkHealth { ingress: state(attach::Which::Ingress), egress: state(attach::Which::Egress) }
+    LinkHealth { ingress: state(Direction::Ingress), egress: state(Direction::Egress) }
 }
 
 /// The programs that run before `link`'s on its hook: on a tcx hook, those
 /// listed before it; XDP holds one program.
-fn programs_before(ifname: &str, which: attach::Which, link: &sys::LinkInfo) -> anyhow::Result<Vec<u32>> {
+fn tcx_before(ifname: &str, side: Direction, link: &sys::LinkInfo) -> anyhow::Result<Vec<u32>> {
     if link.link_type != sys::BPF_LINK_TYPE_TCX {
         return Ok(Vec::new());
     }
-    let hook = match which {
-        attach::Which::Ingress => TcAttachType::Ingress,
-        attach::Which::Egress => TcAttachType::Egress,
+    let hook = match side {
+        Direction::Ingress => TcAttachType::Ingress,
+        Direction::Egress => TcAttachType::Egress,
     };
     let (_, programs) = SchedClassifier::query_tcx(ifname, hook)?;
     Ok(programs.iter().map(aya::programs::ProgramInfo::id).take_while(|id| *id != link.prog_id).collect())

@@ -1,16 +1,25 @@
 //! The kernel side as userspace sees it: loading the programs, attaching
 //! them, and reading and writing their pinned maps.
 pub mod attach;
+pub mod clsact;
 pub mod generation;
 pub mod hooks;
+pub mod kernel;
 pub mod links;
 pub mod maps;
+mod rtnetlink;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::OnceLock};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
 use firewall_common::map_names;
+
+use crate::state::sys;
 
 /// The kernel programs, built by build.rs from `firewall-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall"));
@@ -37,7 +46,7 @@ pub struct Pins(BTreeMap<&'static str, PathBuf>);
 impl Pins {
     /// Every map of the interface in `dir`, and the scope's `ACTIVE` and
     /// event rings (pinned beside `ACTIVE`).
-    pub fn new(dir: &std::path::Path, active: PathBuf) -> Self {
+    pub fn new(dir: &Path, active: PathBuf) -> Self {
         // Every map of the object but `SCRATCH`, each program copy's own.
         let mut pins: BTreeMap<&'static str, PathBuf> = map_names::ALL
             .into_iter()
@@ -87,8 +96,89 @@ pub fn load_object(
         .map_max_entries(maps::CONNTRACK, conntrack_capacity)
         .override_global("LINK_BARE_IP", &bare_ip, true)
         .override_global("LINK_NET_OFFSET", &net_offset, true);
+    let defs = if std::ptr::eq(object, OBJECT) { object_maps().to_vec() } else { map_defs(object)? };
     for (name, path) in &pins.0 {
+        if let Some(def) = defs.iter().find(|d| d.name == *name) {
+            create_outer_map(def, path)?;
+        }
         loader.map_pin_path(name, path.as_path());
     }
     loader.load(object).context("loading the eBPF object")
+}
+
+/// A map the object declares, as the loader creates it.
+#[derive(Clone, Debug)]
+pub struct MapDef {
+    pub name: String,
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+    /// The template of the inner maps, for a map of maps.
+    pub inner: Option<Box<MapDef>>,
+}
+
+/// The maps of [`OBJECT`] (empty if the object is missing).
+pub fn object_maps() -> &'static [MapDef] {
+    static MAPS: OnceLock<Vec<MapDef>> = OnceLock::new();
+    MAPS.get_or_init(|| map_defs(OBJECT).unwrap_or_default())
+}
+
+/// The maps `object` declares, by name.
+fn map_defs(object: &[u8]) -> anyhow::Result<Vec<MapDef>> {
+    fn def(name: String, m: &aya_obj::Map) -> MapDef {
+        MapDef {
+            inner: m.inner().map(|i| Box::new(def(format!("{name}.inner"), &i))),
+            name,
+            map_type: m.map_type(),
+            key_size: m.key_size(),
+            value_size: m.value_size(),
+            max_entries: m.max_entries(),
+            flags: m.map_flags(),
+        }
+    }
+    let object = aya_obj::Object::parse(object).context("parsing the eBPF object")?;
+    let mut maps: Vec<MapDef> = object.maps.iter().map(|(name, m)| def(name.clone(), m)).collect();
+    maps.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(maps)
+}
+
+/// Creates and pins at `pin` the map of maps `def` (unless the pin exists)
+/// with a template without BTF, as every inner map sgctl puts in its slots
+/// is (see `sys::create_map`). aya would make the template from the
+/// object's BTF definition, with BTF: kernels 5.15-6.1 then refuse every
+/// inner map without it (`bpf_map_update_elem`: EINVAL). The loader reuses
+/// the pin. Other maps are left to the loader.
+fn create_outer_map(def: &MapDef, pin: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsFd as _;
+    let Some(inner) = def.inner.as_deref() else { return Ok(()) };
+    if pin.exists() {
+        return Ok(());
+    }
+    let template = sys::create_map(
+        "sg_template",
+        inner.map_type,
+        (inner.key_size, inner.value_size),
+        inner.max_entries,
+        inner.flags,
+        None,
+    )
+    .with_context(|| format!("creating the template of {}", def.name))?;
+    let outer = sys::create_map(
+        &def.name,
+        def.map_type,
+        (def.key_size, def.value_size),
+        def.max_entries,
+        def.flags,
+        Some(template.as_fd()),
+    )
+    .with_context(|| format!("creating {}", def.name))?;
+    // Pinned beside, then renamed: a kill never leaves a half-made pin.
+    // (bpffs refuses names with a dot.)
+    let tmp = pin.with_file_name(format!("{}_new", def.name));
+    let _ = std::fs::remove_file(&tmp);
+    sys::obj_pin(&outer, &tmp).with_context(|| format!("pinning {}", tmp.display()))?;
+    std::fs::rename(&tmp, pin).with_context(|| format!("pinning {}", pin.display()))?;
+    Ok(())
 }

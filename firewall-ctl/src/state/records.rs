@@ -139,7 +139,11 @@ pub enum Origin {
 pub enum IngressHook {
     XdpNative,
     XdpGeneric,
+    /// tc ingress through tcx (6.6 and later): a pinned link, first in line.
     Tc,
+    /// tc ingress through the legacy clsact qdisc: a cls_bpf filter,
+    /// first among the clsact filters, after every tcx program.
+    Clsact,
 }
 
 impl IngressHook {
@@ -154,6 +158,26 @@ impl std::fmt::Display for IngressHook {
             Self::XdpNative => "xdp (native)",
             Self::XdpGeneric => "xdp (generic)",
             Self::Tc => "tc (tcx)",
+            Self::Clsact => "tc (clsact)",
+        })
+    }
+}
+
+/// Which hook runs the egress program: tc, through tcx or clsact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressHook {
+    /// Records of an sgctl before clsact have no egress hook: it was tcx.
+    #[default]
+    Tc,
+    Clsact,
+}
+
+impl std::fmt::Display for EgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tc => "tc (tcx)",
+            Self::Clsact => "tc (clsact)",
         })
     }
 }
@@ -162,11 +186,16 @@ impl std::fmt::Display for IngressHook {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// XDP on physical NICs, tcx on veth and other virtual devices.
+    /// XDP on physical NICs, tc on veth and other virtual devices.
     #[default]
     Auto,
+    /// Ingress on XDP (native, else generic).
     Xdp,
+    /// Ingress on tc: tcx where the kernel has it (6.6+), else clsact.
     Tc,
+    /// Ingress and egress on the legacy tc hook (clsact qdisc, cls_bpf)
+    /// even where the kernel has tcx.
+    Clsact,
 }
 
 /// Whether an interface is filtered in a generation.
@@ -189,6 +218,8 @@ pub struct IfaceRecord {
     pub origin: Origin,
     pub mode: Mode,
     pub ingress: IngressHook,
+    #[serde(default)]
+    pub egress: EgressHook,
     /// Policy generation of this record.
     pub generation: u64,
     pub conntrack_capacity: u32,

@@ -16,6 +16,7 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
@@ -62,12 +63,7 @@ fn c_path(path: &Path) -> io::Result<CString> {
 pub fn create_array_with(name: &str, chunk: usize, value: &[u8]) -> io::Result<OwnedFd> {
     debug_assert!(chunk > 0 && value.len().is_multiple_of(chunk));
     let elements = (value.len() / chunk).max(1) as u32;
-    let mut attr = Attr::new();
-    attr.u32_at(0, BPF_MAP_TYPE_ARRAY).u32_at(4, 4).u32_at(8, chunk as u32).u32_at(12, elements);
-    let name = name.as_bytes();
-    let n = name.len().min(15);
-    attr.0[28..28 + n].copy_from_slice(&name[..n]);
-    let fd = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
+    let fd = create_map(name, BPF_MAP_TYPE_ARRAY, (4, chunk as u32), elements, 0, None)?;
     for (i, piece) in value.chunks(chunk).enumerate() {
         let key = i as u32;
         let mut attr = Attr::new();
@@ -193,23 +189,40 @@ pub fn map_id(path: &Path) -> io::Result<u32> {
     // struct bpf_map_info: type, id, ...
     Ok(u32::from_ne_bytes([info[4], info[5], info[6], info[7]]))
 }
+/// A new map without BTF: `inner`, for a map of maps, is the template
+/// its inner maps must match. Kernels 5.15-6.1 also compare whether the
+/// template and an inner map carry BTF (their `timer_off`): every map that
+/// goes into a map-in-map slot, and every template, is made without it.
+pub fn create_map(
+    name: &str,
+    map_type: u32,
+    (key_size, value_size): (u32, u32),
+    max_entries: u32,
+    flags: u32,
+    inner: Option<BorrowedFd<'_>>,
+) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, map_type).u32_at(4, key_size).u32_at(8, value_size).u32_at(12, max_entries).u32_at(16, flags);
+    if let Some(inner) = inner {
+        attr.u32_at(20, inner.as_raw_fd() as u32);
+    }
+    let name = name.as_bytes();
+    let n = name.len().min(15);
+    attr.0[28..28 + n].copy_from_slice(&name[..n]);
+    Ok(owned(bpf(BPF_MAP_CREATE, &mut attr)?))
+}
+
+pub const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+pub const BPF_MAP_TYPE_HASH_OF_MAPS: u32 = 13;
 
 /// Returns after one RCU grace period: every eBPF program that was running
 /// when this was called has finished. The kernel waits for one after an
 /// update of a map-in-map from userspace (so that no program still sees the
 /// old inner map); a throwaway one is updated here for that wait.
 pub fn rcu_barrier() -> io::Result<()> {
-    const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
-    let mut attr = Attr::new();
-    attr.u32_at(0, BPF_MAP_TYPE_ARRAY).u32_at(4, 4).u32_at(8, 4).u32_at(12, 1);
-    let inner = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
-    let mut attr = Attr::new();
-    attr.u32_at(0, BPF_MAP_TYPE_ARRAY_OF_MAPS)
-        .u32_at(4, 4)
-        .u32_at(8, 4)
-        .u32_at(12, 1)
-        .u32_at(20, inner.as_raw_fd() as u32);
-    let outer = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
+    use std::os::fd::AsFd as _;
+    let inner = create_map("sg_rcu_inner", BPF_MAP_TYPE_ARRAY, (4, 4), 1, 0, None)?;
+    let outer = create_map("sg_rcu", BPF_MAP_TYPE_ARRAY_OF_MAPS, (4, 4), 1, 0, Some(inner.as_fd()))?;
     let key = 0u32;
     let value = inner.as_raw_fd() as u32;
     let mut attr = Attr::new();
@@ -220,6 +233,14 @@ pub fn rcu_barrier() -> io::Result<()> {
     Ok(())
 }
 
+/// The id of the program open as `fd` (`bpf_prog_info.id`).
+pub fn prog_info_id(fd: &OwnedFd) -> io::Result<u32> {
+    // struct bpf_prog_info: type, id, ...
+    let mut info = [0u8; 64];
+    obj_info(fd, &mut info)?;
+    Ok(u32::from_ne_bytes([info[4], info[5], info[6], info[7]]))
+}
+
 /// `(value_size, max_entries)` of a map.
 fn map_sizes(fd: &OwnedFd) -> io::Result<(u32, u32)> {
     // struct bpf_map_info: type, id, key_size, value_size, max_entries, ...
@@ -228,6 +249,19 @@ fn map_sizes(fd: &OwnedFd) -> io::Result<(u32, u32)> {
     let word = |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
     Ok((word(12), word(16)))
 }
+
+/// How many programs are attached to `ifindex` at `attach_type`
+/// (`BPF_PROG_QUERY`; tcx answers for a device, older kernels refuse its
+/// attach types with EINVAL).
+pub fn prog_query_count(ifindex: u32, attach_type: u32) -> io::Result<u32> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, ifindex).u32_at(4, attach_type);
+    bpf(BPF_PROG_QUERY, &mut attr)?;
+    Ok(u32::from_ne_bytes([attr.0[24], attr.0[25], attr.0[26], attr.0[27]]))
+}
+
+/// `BPF_TCX_INGRESS`.
+pub const BPF_TCX_INGRESS: u32 = 46;
 
 pub fn obj_pin(fd: &OwnedFd, path: &Path) -> io::Result<()> {
     let path = c_path(path)?;

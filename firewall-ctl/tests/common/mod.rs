@@ -486,3 +486,21 @@ pub fn python(script: &str, args: &[&std::ffi::OsStr], stdin: &str) -> String {
     assert!(out.status.success(), "{script} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{script}: output is not UTF-8: {e}"))
 }
+
+/// The filters on `host`'s eth0 clsact hook `side` (`ingress` or
+/// `egress`), as `tc filter show` lists them (one line per filter).
+pub fn clsact_filters(host: &LabHost, side: &str) -> Vec<String> {
+    let out = host.run(&["tc", "filter", "show", "dev", "eth0", side]).expect("tc runs");
+    assert!(out.status.success(), "tc filter show: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("handle")).map(str::to_owned).collect()
+}
+
+/// What `status` names the tc hook `--mode tc` takes on this kernel:
+/// `tc` (tcx, Linux 6.6 and later) or `clsact` (older kernels).
+pub fn tc_hook() -> &'static str {
+    if firewall_ctl::datapath::kernel::has_tcx() {
+        "tc"
+    } else {
+        "clsact"
+    }
+}
