@@ -7,10 +7,11 @@
 //! Each link is checked for: the program it runs (sgctl's own, on this
 //! interface's maps), the device it is attached to (the recorded ifindex),
 //! and its place on the hook (first among the tcx programs; XDP holds one
-//! program). A side on the legacy tc hook has no link: its clsact filter
-//! must run the pinned program, on the interface, before every other
-//! filter. `status` shows the result, and `apply` and the agent put back
-//! what is not right (`attach::replace`).
+//! program). A side on the legacy tc hook has no link: a clsact filter of
+//! the interface must run its pinned program (one that runs after another
+//! tool's filter is shown by `status`, but sgctl cannot take the other's
+//! priority). `status` shows the result, and `apply` and the agent put
+//! back what is not right (`attach::replace`).
 use std::path::Path;
 
 use aya::programs::{tc::TcAttachType, SchedClassifier};
@@ -105,21 +106,14 @@ pub fn check(dir: &Path, record: &IfaceRecord) -> LinkHealth {
                 _ => LinkState::Ok,
             }
         }
-        Some(Attachment::Filter { prog_id, runs, filters }) => {
-            if !runs {
-                return LinkState::Detached;
-            }
-            // Filters run in priority order: ours must come first.
-            let ours = filters.iter().filter(|f| f.prog_id == Some(prog_id)).map(|f| f.priority).min();
-            let before: Vec<u32> = filters
-                .iter()
-                .filter(|f| ours.is_some_and(|p| f.priority < p))
-                .map(|f| f.prog_id.unwrap_or_default())
-                .collect();
-            if before.is_empty() {
+        // A clsact filter that runs sgctl's program is as good as it gets:
+        // a filter another tool holds at a lower priority is shown by
+        // `status` (`standing`), but sgctl cannot take its place.
+        Some(Attachment::Filter { runs, .. }) => {
+            if runs {
                 LinkState::Ok
             } else {
-                LinkState::NotFirst { before }
+                LinkState::Detached
             }
         }
     };
