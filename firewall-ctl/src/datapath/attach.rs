@@ -662,18 +662,15 @@ pub fn attachment(dir: &Path, ifindex: u32, side: Direction) -> Option<Attachmen
     }
     let id = prog_id(&dir.join(names.prog)).ok()?;
     let filters = clsact::filters(ifindex, side).unwrap_or_default();
-    Some(Attachment::Filter { prog_id: id, runs: filters.iter().any(|f| f.prog_id == Some(id)), filters })
+    Some(Attachment::Filter { runs: filters.iter().any(|f| f.prog_id == Some(id)) })
 }
 
 /// One side's attachment, as the kernel has it.
 pub enum Attachment {
     Link(sys::LinkInfo),
-    /// A clsact filter's program, whether a filter of the interface runs
-    /// it, and the side's filters in the order they run.
+    /// A clsact filter's program: whether a filter of the interface runs it.
     Filter {
-        prog_id: u32,
         runs: bool,
-        filters: Vec<clsact::Filter>,
     },
 }
 
