@@ -7,6 +7,11 @@
 //! enforces; purge, and only purge, deletes the saved policy. `dpkg
 //! --verify` tells a changed binary (the package carries md5sums).
 //!
+//! Then the same package on the kernel Debian 12 users run: installed with
+//! `dpkg -i` in the Linux 6.1 guest (`cargo xtask guest`, whose root is
+//! copy-on-write), where `/usr/sbin/sgctl apply policies/web-server.yaml`
+//! must filter a real connection.
+//!
 //! Needs root (dpkg, namespaces, eBPF): it fails, never skips, without it.
 use std::{
     net::SocketAddr,
@@ -30,8 +35,13 @@ fn run(cmd: &mut Command) -> String {
     stdout.into_owned()
 }
 
-/// The one .deb `cargo xtask package` left.
+/// The one .deb `cargo xtask package` left (built once per test run).
 fn build_package() -> PathBuf {
+    static DEB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DEB.get_or_init(build_package_now).clone()
+}
+
+fn build_package_now() -> PathBuf {
     let started = std::time::Instant::now();
     run(Command::new(env!("CARGO_BIN_EXE_xtask")).arg("package").current_dir(root_dir()));
     eprintln!("cargo xtask package took {:.1?}", started.elapsed());
@@ -240,4 +250,51 @@ fn the_package_installs_into_a_root_and_its_sgctl_filters() {
         assert!(root.path(link).symlink_metadata().is_err(), "purge removes {link}");
     }
     expect_web_server_filtering("after purge (the kernel is never touched by dpkg)", &ssh, &other);
+}
+
+/// A guest command that opens a TCP connection from namespace `cli` to
+/// 203.0.113.1:`port`, prints whether it `connected`, was `refused` or
+/// `timed out`, and fails unless that is `want` (bash's /dev/tcp under
+/// `timeout`: quick to start under TCG, unlike a Python probe).
+fn guest_probe(port: u16, want: &str) -> String {
+    format!(
+        "ip netns exec cli timeout 3 bash -c 'exec 3<>/dev/tcp/203.0.113.1/{port}'; rc=$?; \
+         case $rc in 0) got=connected;; 124) got='timed out';; *) got=refused;; esac; \
+         echo \"port {port}: $got (want {want})\"; test \"$got\" = '{want}'"
+    )
+}
+
+#[test]
+fn the_package_installs_and_filters_on_debian_12s_kernel() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (QEMU, dpkg): run `cargo xtask test`");
+    let deb = build_package();
+    let deb = deb.strip_prefix(root_dir()).expect("the package is in the workspace").display().to_string();
+    let commands = [
+        // The guest's /usr, /var and /etc are overlays: nothing reaches this host.
+        // man-db's trigger rebuilds its index, minutes under TCG: off, as in Debian's container images.
+        format!("rm -f /var/lib/man-db/auto-update && dpkg -i {deb}"),
+        "test \"$(readlink /etc/systemd/system/sysinit.target.wants/sgctl-restore.service)\" = \
+         /lib/systemd/system/sgctl-restore.service"
+            .to_owned(),
+        "ip netns add srv && ip netns add cli && ip link add eth0 netns srv type veth peer name eth0 netns cli \
+         && ip -n srv addr add 203.0.113.1/24 dev eth0 && ip -n cli addr add 203.0.113.20/24 dev eth0 \
+         && ip -n srv link set lo up && ip -n srv link set eth0 up && ip -n cli link set eth0 up"
+            .to_owned(),
+        // Listeners on 80 (allowed) and 8080 (no rule), both reachable before.
+        "for p in 80 8080; do ip netns exec srv busybox nc -ll -p $p -e /bin/true & done; sleep 0.5".to_owned(),
+        guest_probe(80, "connected"),
+        guest_probe(8080, "connected"),
+        "/usr/sbin/sgctl -n srv apply policies/web-server.yaml && /usr/sbin/sgctl -n srv status".to_owned(),
+        guest_probe(80, "connected"),
+        guest_probe(8080, "timed out"),
+    ];
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).arg("guest").args(&commands).current_dir(root_dir()).output();
+    let out = out.unwrap_or_else(|e| panic!("cargo xtask guest: {e}"));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{said}\nthe guest run took {:.0?}", started.elapsed());
+    assert!(out.status.success(), "the package in the Debian 12 guest: {}", out.status);
+    assert!(said.contains("guest kernel 6.1."), "ran on Linux 6.1: {said}");
+    assert!(said.contains("port 8080: timed out (want timed out)"), "{said}");
 }
