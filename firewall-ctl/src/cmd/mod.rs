@@ -98,7 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach { iface, groups, mode } => attach::attach(&target, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&target, &iface, json),
         Command::Members { action } => members::run(&target, &action, json),
-        Command::Status => status::run(&targets_in_view(global, &target)?, json),
+        Command::Status => status::run(&targets_in_view(global, &target)?, json, Duration::from_secs(global.wait)),
         Command::Stats { watch, format } => {
             let format = format.unwrap_or(if json { StatsFormat::Json } else { StatsFormat::Table });
             stats::run(&targets_in_view(global, &target)?, watch, format)

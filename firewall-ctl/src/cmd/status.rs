@@ -91,7 +91,7 @@ struct Standing {
     egress: hooks::Standing,
 }
 
-pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
+pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow::Result<()> {
     let saved_without_namespace = match targets.first() {
         Some(t) => t
             .lib
@@ -106,6 +106,15 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
     };
     let mut status = Status { scopes: Vec::new(), saved_without_namespace };
     for target in targets {
+        // Reports do not wait for changes, except a rollback whose deadline
+        // has passed: it is under way (or about to be), and the report waits
+        // for it (at most `wait`) rather than show half of each policy, such
+        // as the old policy back in force beside the pending record it is
+        // about to remove.
+        let _settled = match target.lib.pending(&target.scope)? {
+            Some(p) if restore::time_left(&p).is_zero() => target.state.lock_shared(wait).ok(),
+            _ => None,
+        };
         let policy = target.policy()?;
         let mut interfaces = Vec::new();
         for record in target.interfaces()? {
@@ -160,8 +169,12 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
             },
             pending_confirmation: target.lib.pending(&target.scope)?.map(|p| {
                 // By CLOCK_BOOTTIME: a step of the wall clock moves neither.
-                let left = restore::time_left(&p).as_millis().div_ceil(1000) as u64;
-                PendingStatus { generation: p.generation, deadline: restore::unix_now() + left, seconds_left: left }
+                let left = restore::time_left(&p);
+                PendingStatus {
+                    generation: p.generation,
+                    deadline: restore::wall_deadline(left),
+                    seconds_left: left.as_millis().div_ceil(1000) as u64,
+                }
             }),
         });
     }

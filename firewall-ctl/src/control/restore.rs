@@ -34,7 +34,18 @@ use crate::{
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    unix_now_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The wall-clock second by which `left` from now has passed (rounded up:
+/// a deadline shown is never earlier than the real one).
+pub fn wall_deadline(left: Duration) -> u64 {
+    (unix_now_ms() + left.as_millis() as u64).div_ceil(1000)
 }
 
 /// Milliseconds of `CLOCK_BOOTTIME`: since boot, suspend included.
@@ -169,7 +180,7 @@ pub fn arm(target: &Target, spawn_helper: impl FnOnce() -> anyhow::Result<u32>, 
     };
     let mut pending = Pending {
         generation: target.active()?.map_or(0, |a| a.generation) + 1,
-        deadline: unix_now() + within,
+        deadline: wall_deadline(Duration::from_secs(within)),
         deadline_boottime_ms: boottime_ms() + within * 1000,
         boot_id: boot_id(),
         previous,

@@ -164,15 +164,24 @@ impl StateDir {
     /// at most `wait`: two applies interleaving their map writes would leave
     /// a mix of both policies.
     pub fn lock(&self, wait: std::time::Duration) -> anyhow::Result<StateLock> {
-        use nix::{
-            errno::Errno,
-            fcntl::{Flock, FlockArg},
-        };
+        self.flock(nix::fcntl::FlockArg::LockExclusiveNonblock, wait)
+    }
+
+    /// Takes the state directory for reading, beside other readers: a
+    /// report that must not see a change half made (the rollback puts the
+    /// old policy in force, then drops its pending record) waits, for at
+    /// most `wait`, while a verb that changes state holds it.
+    pub fn lock_shared(&self, wait: std::time::Duration) -> anyhow::Result<StateLock> {
+        self.flock(nix::fcntl::FlockArg::LockSharedNonblock, wait)
+    }
+
+    fn flock(&self, how: nix::fcntl::FlockArg, wait: std::time::Duration) -> anyhow::Result<StateLock> {
+        use nix::{errno::Errno, fcntl::Flock};
         let deadline = std::time::Instant::now() + wait;
         let mut said = false;
         let mut dir = std::fs::File::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
         loop {
-            match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+            match Flock::lock(dir, how) {
                 Ok(held) => return Ok(StateLock(held)),
                 Err((back, Errno::EWOULDBLOCK)) => dir = back,
                 Err((_, e)) => return Err(e).with_context(|| format!("locking {}", self.root.display())),
