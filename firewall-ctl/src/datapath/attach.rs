@@ -662,13 +662,21 @@ pub fn attachment(dir: &Path, ifindex: u32, side: Direction) -> Option<Attachmen
     }
     let id = prog_id(&dir.join(names.prog)).ok()?;
     let filters = clsact::filters(ifindex, side).unwrap_or_default();
-    Some(Attachment::Filter { runs: filters.iter().any(|f| f.prog_id == Some(id)) })
+    Some(Attachment::Filter { runs: filters.iter().any(|f| f.prog_id == Some(id) && judges(f)) })
+}
+
+/// Whether a clsact filter's program judges every packet of its hook: in
+/// chain 0 (other chains run only when an action jumps there) and
+/// direct-action (else its verdict would be read as a class id).
+fn judges(filter: &clsact::Filter) -> bool {
+    filter.chain == 0 && filter.direct_action
 }
 
 /// One side's attachment, as the kernel has it.
 pub enum Attachment {
     Link(sys::LinkInfo),
-    /// A clsact filter's program: whether a filter of the interface runs it.
+    /// A clsact filter's program: whether a filter of the interface runs
+    /// it on every packet of the hook.
     Filter {
         runs: bool,
     },
@@ -683,27 +691,7 @@ pub fn is_ours(dir: &Path, prog_id: u32) -> bool {
 
 /// Whether the links of `dir` still hold an interface: false once the
 /// device (or its whole network namespace) is gone, which detaches them.
-/// Clsact filters are not links and say nothing here: see [`attached`].
+/// Clsact filters are not links and say nothing here: see [`attachment`].
 pub fn links_alive(dir: &Path) -> bool {
     SIDES.iter().any(|s| link_info(&dir.join(pinned(*s).link)).is_ok_and(|info| info.ifindex != 0))
-}
-
-/// Whether both of sgctl's programs of `dir` are still on interface
-/// `ifindex` of this network namespace: each side's link holds that
-/// device, or a clsact filter of the device runs its program.
-pub fn attached(dir: &Path, ifindex: u32) -> anyhow::Result<bool> {
-    for side in SIDES {
-        let names = pinned(side);
-        if let Ok(info) = link_info(&dir.join(names.link)) {
-            if info.ifindex != ifindex {
-                return Ok(false);
-            }
-            continue;
-        }
-        let Ok(id) = prog_id(&dir.join(names.prog)) else { return Ok(false) };
-        if !filters_on(&[id], ifindex)?.iter().any(|f| f.side == side) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
