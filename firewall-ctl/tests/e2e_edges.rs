@@ -116,12 +116,8 @@ fn a_squatted_metrics_port_and_idle_connections_do_not_stop_hotplug() {
     assert!(held.len() >= 1000, "the connections were made: {}", held.len());
     let fds = open_fds(agent.pid());
     assert!(fds < 200, "the agent holds {fds} descriptors");
-    let ip = |args: &[&str]| {
-        let out = srv.run(args).expect("ip");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    ip(&["ip", "link", "add", "late2", "type", "veth", "peer", "name", "late3"]);
-    ip(&["ip", "link", "set", "late2", "up"]);
+    ip(&srv, &["link", "add", "late2", "type", "veth", "peer", "name", "late3"]);
+    ip(&srv, &["link", "set", "late2", "up"]);
     let took = wait_filtered(&sg, "late2", true, None, &agent);
     eprintln!("late2 attached {took:?} after it appeared, 1,100 connections held");
     assert!(took < Duration::from_secs(1), "attached within a second, took {took:?}:\n{}", agent.log());
@@ -545,6 +541,52 @@ fn local_group_membership_follows_interface_addresses() {
     eprintln!("203.0.113.50 became a member of web {:?} after eth0 got it", started.elapsed());
     ip(&["ip", "addr", "del", "203.0.113.50/32", "dev", "eth0"]);
     assert!(until(Duration::from_secs(5), || !member_gets_in()), "and stops when eth0 loses it:\n{}", agent.log());
+}
+
+/// udev renames a NIC after the kernel made it (`eth5` becomes `late0`, the
+/// name the policy gives it), after `sgctl restore` may already have run
+/// (its unit waits for `udevadm settle`, but a NIC can come later): the
+/// agent follows the rename and filters the device under its new name; a
+/// filtered device renamed away is no longer the interface the policy
+/// names, and its state goes. (Before: nothing looked at names after the
+/// first attach.)
+#[test]
+fn an_interface_renamed_as_udev_does_is_followed() {
+    let (SeedLab { lab, srv, other: cli, .. }, _listeners) = web_lab("rename");
+    let sg = Sgctl::new(&lab, &srv);
+    let files = TempDir::new("rename");
+    sg.json(&[
+        "apply",
+        "--allow-missing",
+        web_with(&files, "late.yaml", "\n  late0: [web-server]").to_str().expect("utf-8"),
+    ]);
+    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
+    // The NIC appears under the kernel's name: nothing names it.
+    plug_veth_named(&srv, "eth5", &cli);
+    expect_all("eth5 is not the policy's", vec![tcp(&cli, "10.9.0.1:8080", Connected)]);
+    assert!(filtered(&sg, "eth5").is_none(), "{:#}", sg.status());
+
+    // udev renames it (a device is renamed while down).
+    ip(&srv, &["link", "set", "eth5", "down"]);
+    ip(&srv, &["link", "set", "eth5", "name", "late0"]);
+    ip(&srv, &["link", "set", "late0", "up"]);
+    let took = wait_filtered(&sg, "late0", true, Some(ifindex_in(&srv, "late0")), &agent);
+    eprintln!("late0 filtered {took:?} after the rename");
+    expect_all("renamed to late0", vec![tcp(&cli, "10.9.0.1:80", Connected), tcp(&cli, "10.9.0.1:8080", TimedOut)]);
+
+    // Renamed away: no longer the policy's late0.
+    ip(&srv, &["link", "set", "late0", "down"]);
+    ip(&srv, &["link", "set", "late0", "name", "eth6"]);
+    ip(&srv, &["link", "set", "eth6", "up"]);
+    wait_filtered(&sg, "late0", false, None, &agent);
+    let status = sg.status();
+    let unfiltered = status["unfiltered"].as_array().cloned().unwrap_or_default();
+    assert!(
+        unfiltered.iter().any(|u| u["interface"] == "late0" && u["exists"] == false),
+        "the saved policy still names late0, shown as absent: {status:#}"
+    );
+    expect_all("renamed away", vec![tcp(&cli, "10.9.0.1:8080", Connected)]);
+    assert!(agent.log().contains("late0"), "the agent says what it did:\n{}", agent.log());
 }
 
 /// The agent's unit file and what it restricts: `systemd-analyze verify`

@@ -268,13 +268,21 @@ pub fn ifindex_in(host: &LabHost, name: &str) -> u64 {
 
 /// A veth `late0` in `srv` (10.9.0.1/24) whose peer `late1` is in `cli` (10.9.0.2/24).
 pub fn plug_veth(srv: &LabHost, cli: &LabHost) {
-    let ip = |args: &[&str]| {
-        let out = std::process::Command::new("ip").args(args).output().expect("ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    ip(&["-n", srv.netns(), "link", "add", "late0", "type", "veth", "peer", "name", "late1", "netns", cli.netns()]);
-    ip(&["-n", srv.netns(), "addr", "add", "10.9.0.1/24", "dev", "late0"]);
-    ip(&["-n", cli.netns(), "addr", "add", "10.9.0.2/24", "dev", "late1"]);
-    ip(&["-n", cli.netns(), "link", "set", "late1", "up"]);
-    ip(&["-n", srv.netns(), "link", "set", "late0", "up"]);
+    plug_veth_named(srv, "late0", cli);
+}
+
+/// A veth `name` in `srv` (10.9.0.1/24) whose peer `late1` is in `cli` (10.9.0.2/24).
+pub fn plug_veth_named(srv: &LabHost, name: &str, cli: &LabHost) {
+    ip(srv, &["link", "add", name, "type", "veth", "peer", "name", "late1", "netns", cli.netns()]);
+    ip(srv, &["addr", "add", "10.9.0.1/24", "dev", name]);
+    ip(cli, &["addr", "add", "10.9.0.2/24", "dev", "late1"]);
+    ip(cli, &["link", "set", "late1", "up"]);
+    ip(srv, &["link", "set", name, "up"]);
+}
+
+/// `ip -n HOST ARGS…`, which must succeed.
+#[track_caller]
+pub fn ip(host: &LabHost, args: &[&str]) {
+    let out = std::process::Command::new("ip").args(["-n", host.netns()]).args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
