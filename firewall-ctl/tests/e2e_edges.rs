@@ -614,6 +614,22 @@ fn the_agent_does_its_job_within_its_units_hardening() {
     let unit = std::fs::read_to_string(units.join("sgctl-agent.service")).expect("unit");
     let value = |key: &str| unit.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_owned);
     assert_eq!(value("Type").as_deref(), Some("notify"));
+    // The network waits for the agent (ready once reconciled) and for the
+    // restore, which waits for udev's renames of the NICs present at boot.
+    let restore = std::fs::read_to_string(units.join("sgctl-restore.service")).expect("unit");
+    for (name, text) in [("agent", &unit), ("restore", &restore)] {
+        let has = |key: &str, word: &str| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+                .any(|v| v.split_whitespace().any(|w| w == word))
+        };
+        assert!(
+            has("Before", "network-pre.target") && has("Wants", "network-pre.target"),
+            "{name}: before the network"
+        );
+        assert!(has("After", "systemd-udev-trigger.service"), "{name}: after udev has handled the devices at boot");
+    }
+    assert!(restore.lines().any(|l| l.starts_with("ExecStartPre=") && l.contains("udevadm settle")), "{restore}");
     assert_eq!(value("NoNewPrivileges").as_deref(), Some("yes"));
     assert_eq!(value("ProtectSystem").as_deref(), Some("strict"));
     // LimitNOFILE, as far as this sandbox's hard limit goes (its root lacks
