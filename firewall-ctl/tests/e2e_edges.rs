@@ -196,6 +196,44 @@ fn a_link_detached_behind_sgctls_back_is_shown_and_put_back() {
     assert!(sample_of(&s, "sgctl_agent_repairs_total", &[("interface", "eth0"), ("repair", "repaired")]) >= 1);
 }
 
+/// Another tool with root puts a program first on eth0's tcx ingress
+/// after sgctl attached, one that passes every packet (`TCX_PASS` ends the
+/// chain, so sgctl never judges): `status` says sgctl's ingress link is
+/// not first and names the program, and an `apply` of the same files puts
+/// sgctl first again. (Before: the pinned link looked alive and `status`
+/// healthy while traffic went through unjudged.)
+#[test]
+fn a_program_put_before_sgctl_is_shown_and_sgctl_put_first_again() {
+    use aya::programs::{tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType};
+    let (SeedLab { lab, srv, other: cli, .. }, _listeners) = web_lab("linkorder");
+    let sg = Sgctl::new(&lab, &srv);
+    let web = policy("web-server.yaml");
+    sg.apply(&[&web]);
+    let mut other = aya::EbpfLoader::new().load(firewall_ctl::datapath::OBJECT).expect("object loads");
+    let program: &mut SchedClassifier =
+        other.program_mut("test_tcx_pass").expect("test program").try_into().expect("classifier");
+    program.load().expect("test program loads");
+    let other_id = program.info().expect("info").id();
+    srv.in_netns(|| {
+        program.attach_with_options("eth0", TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::first()))
+    })
+    .expect("attached before sgctl");
+    expect_all("a pass-all program first: unjudged", vec![tcp(&cli, "203.0.113.1:8080", Connected)]);
+    let status = sg.status();
+    let ingress = &status["interfaces"][0]["links"]["ingress"];
+    assert_eq!((ingress["state"].as_str(), &ingress["before"]), (Some("not_first"), &serde_json::json!([other_id])));
+    assert!(sg.ok(&["status"]).stdout.contains("not first on its hook"), "{status:#}");
+
+    let report = sg.apply(&[&web]);
+    assert_eq!(report["interfaces"][0]["change"], "repaired", "{report:#}");
+    expect_all(
+        "sgctl first again",
+        vec![tcp(&cli, "203.0.113.1:80", Connected), tcp(&cli, "203.0.113.1:8080", TimedOut)],
+    );
+    assert_eq!(link_state(&sg.status(), "ingress"), "ok");
+    drop(other);
+}
+
 /// At boot, another XDP program holds the hook one interface was saved
 /// with (`--mode xdp`): restore filters it with tc instead, and every
 /// other interface as saved. (Before: the whole restore failed and no
