@@ -124,6 +124,26 @@ pub fn cidrs_policy(cidrs: usize, interfaces: bool) -> String {
     out
 }
 
+/// [`cidrs_policy`] with single addresses only: `pl:big` holds `hosts`
+/// varied hosts (half IPv4 /32 in 10.0.0.0/8, half IPv6 /128 in
+/// 2001:db8::/33), a million peers as a fleet or an allow list names them,
+/// which the datapath finds by one exact-match lookup.
+pub fn hosts_policy(hosts: usize) -> String {
+    let mut out = String::new();
+    header(&mut out, &format!("{hosts} single addresses in a prefix list"));
+    out.push_str("      - { protocol: tcp, ports: 80, source: pl:big }\n");
+    out.push_str("      - { protocol: udp, ports: 5001, source: pl:big }\n");
+    allowed_rules(&mut out);
+    out.push_str("prefix_lists:\n  big:\n");
+    let mut rng = Rng::new(0x5eed_4057);
+    for i in 0..hosts {
+        let host = if i % 2 == 0 { random_v4_host(&mut rng) } else { random_v6_host(&mut rng) };
+        let _ = writeln!(out, "    - \"{host}\"");
+    }
+    footer(&mut out, true, None);
+    out
+}
+
 /// The issue's scale target: `rules` rules in all — filler rules of one /24
 /// each (as [`rules_policy`]), TCP 80 and UDP 5001 from `pl:big`, then the
 /// four [`allowed_rules`] — with `pl:big` a prefix list of `cidrs` varied
@@ -147,6 +167,15 @@ pub fn rules_and_cidrs_policy(rules: usize, cidrs: usize) -> String {
 /// A network in 10.0.0.0/8 with a prefix of /16 to /32, host bits zero.
 pub fn random_v4(rng: &mut Rng) -> String {
     let len = rng.range(16, 32) as u32;
+    v4_net(rng, len)
+}
+
+/// A single address in 10.0.0.0/8, as a /32.
+pub fn random_v4_host(rng: &mut Rng) -> String {
+    v4_net(rng, 32)
+}
+
+fn v4_net(rng: &mut Rng, len: u32) -> String {
     let addr = (10_u32 << 24) | (rng.next() as u32 & 0x00ff_ffff);
     let mask = if len == 32 { u32::MAX } else { !(u32::MAX >> len) };
     format!("{}/{len}", std::net::Ipv4Addr::from(addr & mask))
@@ -155,6 +184,15 @@ pub fn random_v4(rng: &mut Rng) -> String {
 /// A network in 2001:db8::/33 with a prefix of /48 to /128, host bits zero.
 pub fn random_v6(rng: &mut Rng) -> String {
     let len = rng.range(48, 128) as u32;
+    v6_net(rng, len)
+}
+
+/// A single address in 2001:db8::/33, as a /128.
+pub fn random_v6_host(rng: &mut Rng) -> String {
+    v6_net(rng, 128)
+}
+
+fn v6_net(rng: &mut Rng, len: u32) -> String {
     let low = (u128::from(rng.next()) << 64 | u128::from(rng.next())) & ((1_u128 << 95) - 1);
     let addr = (0x2001_0db8_u128 << 96) | low;
     let mask = if len == 128 { u128::MAX } else { !(u128::MAX >> len) };
@@ -205,6 +243,14 @@ pub fn control_set(dir: &Path) -> anyhow::Result<Vec<PolicyFile>> {
     let mut out = scale_set(dir)?;
     let path = write(dir, "rules-1000-cidrs-100k", &rules_and_cidrs_policy(1000, 100_000))?;
     out.push(PolicyFile { name: "rules-1000-cidrs-100k".into(), path, rules: 1000, cidrs: 100_000 });
+    Ok(out)
+}
+
+/// B1's policies: [`scale_set`], and a million single addresses.
+pub fn packet_set(dir: &Path) -> anyhow::Result<Vec<PolicyFile>> {
+    let mut out = scale_set(dir)?;
+    let path = write(dir, "hosts-1m", &hosts_policy(1_000_000))?;
+    out.push(PolicyFile { name: "hosts-1m".into(), path, rules: 6, cidrs: 1_000_000 });
     Ok(out)
 }
 
@@ -260,6 +306,11 @@ mod tests {
 
         let cidrs = cidrs_policy(1000, false);
         assert_eq!(cidrs.lines().filter(|l| l.starts_with("    - \"")).count(), 1000);
+        let hosts = hosts_policy(1000);
+        assert_eq!(
+            hosts.lines().filter(|l| l.starts_with("    - \"") && (l.contains("/32") || l.contains("/128"))).count(),
+            1000
+        );
         assert_eq!(cidrs, cidrs_policy(1000, false), "deterministic");
 
         let both = rules_and_cidrs_policy(1000, 500);
