@@ -110,18 +110,20 @@ pub fn rules_policy(rules: usize, cidrs_per_rule: usize, interfaces: bool, connt
 /// list of `cidrs` varied networks (half IPv4 in 10.0.0.0/8, /16 to /32;
 /// half IPv6 in 2001:db8::/33, /48 to /128), so lookups spread over the trie.
 pub fn cidrs_policy(cidrs: usize, interfaces: bool) -> String {
-    let mut out = String::new();
-    header(&mut out, &format!("{cidrs} CIDRs in a prefix list"));
-    out.push_str("      - { protocol: tcp, ports: 80, source: pl:big }\n");
-    out.push_str("      - { protocol: udp, ports: 5001, source: pl:big }\n");
-    allowed_rules(&mut out);
-    out.push_str("prefix_lists:\n  big:\n");
-    let mut rng = Rng::new(0x5eed_c1d5);
-    for i in 0..cidrs {
-        let _ = writeln!(out, "    - \"{}\"", if i % 2 == 0 { random_v4(&mut rng) } else { random_v6(&mut rng) });
-    }
-    footer(&mut out, interfaces, None);
-    out
+    let what = format!("{cidrs} CIDRs in a prefix list");
+    big_list_policy(
+        &what,
+        cidrs,
+        interfaces,
+        Rng::new(0x5eed_c1d5),
+        |rng, v4| {
+            if v4 {
+                random_v4(rng)
+            } else {
+                random_v6(rng)
+            }
+        },
+    )
 }
 
 /// [`cidrs_policy`] with single addresses only: `pl:big` holds `hosts`
@@ -129,18 +131,41 @@ pub fn cidrs_policy(cidrs: usize, interfaces: bool) -> String {
 /// 2001:db8::/33), a million peers as a fleet or an allow list names them,
 /// which the datapath finds by one exact-match lookup.
 pub fn hosts_policy(hosts: usize) -> String {
+    let what = format!("{hosts} single addresses in a prefix list");
+    big_list_policy(
+        &what,
+        hosts,
+        true,
+        Rng::new(0x5eed_4057),
+        |rng, v4| {
+            if v4 {
+                v4_net(rng, 32)
+            } else {
+                v6_net(rng, 128)
+            }
+        },
+    )
+}
+
+/// TCP 80 and UDP 5001 from `pl:big`, then the [`allowed_rules`]; `pl:big`
+/// holds `entries` entries made by `entry`, IPv4 and IPv6 in turn.
+fn big_list_policy(
+    what: &str,
+    entries: usize,
+    interfaces: bool,
+    mut rng: Rng,
+    mut entry: impl FnMut(&mut Rng, bool) -> String,
+) -> String {
     let mut out = String::new();
-    header(&mut out, &format!("{hosts} single addresses in a prefix list"));
+    header(&mut out, what);
     out.push_str("      - { protocol: tcp, ports: 80, source: pl:big }\n");
     out.push_str("      - { protocol: udp, ports: 5001, source: pl:big }\n");
     allowed_rules(&mut out);
     out.push_str("prefix_lists:\n  big:\n");
-    let mut rng = Rng::new(0x5eed_4057);
-    for i in 0..hosts {
-        let host = if i % 2 == 0 { random_v4_host(&mut rng) } else { random_v6_host(&mut rng) };
-        let _ = writeln!(out, "    - \"{host}\"");
+    for i in 0..entries {
+        let _ = writeln!(out, "    - \"{}\"", entry(&mut rng, i % 2 == 0));
     }
-    footer(&mut out, true, None);
+    footer(&mut out, interfaces, None);
     out
 }
 
@@ -170,11 +195,7 @@ pub fn random_v4(rng: &mut Rng) -> String {
     v4_net(rng, len)
 }
 
-/// A single address in 10.0.0.0/8, as a /32.
-pub fn random_v4_host(rng: &mut Rng) -> String {
-    v4_net(rng, 32)
-}
-
+/// A random network of 10.0.0.0/8 with prefix `len`.
 fn v4_net(rng: &mut Rng, len: u32) -> String {
     let addr = (10_u32 << 24) | (rng.next() as u32 & 0x00ff_ffff);
     let mask = if len == 32 { u32::MAX } else { !(u32::MAX >> len) };
@@ -187,11 +208,7 @@ pub fn random_v6(rng: &mut Rng) -> String {
     v6_net(rng, len)
 }
 
-/// A single address in 2001:db8::/33, as a /128.
-pub fn random_v6_host(rng: &mut Rng) -> String {
-    v6_net(rng, 128)
-}
-
+/// A random network of 2001:db8::/33 with prefix `len`.
 fn v6_net(rng: &mut Rng, len: u32) -> String {
     let low = (u128::from(rng.next()) << 64 | u128::from(rng.next())) & ((1_u128 << 95) - 1);
     let addr = (0x2001_0db8_u128 << 96) | low;
