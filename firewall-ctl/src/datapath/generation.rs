@@ -48,6 +48,9 @@ pub fn write(
 ) -> anyhow::Result<Written> {
     let started = Instant::now();
     let mut written = Written::default();
+    // The interface may run programs of an older sgctl, without some of
+    // these maps: they are made now, and the new programs take them.
+    super::create_missing_outer_maps(maps.dir())?;
     let mut chosen = Vec::new();
     let mut emptied = Vec::new();
     for kind in Kind::ALL {
