@@ -494,38 +494,44 @@ fn complete(target: &Target, journal: &Journal, records: Option<Vec<IfaceRecord>
     blob::remove(&target.state.members_journal_path(&target.scope))
 }
 
-/// Writes `entries` into the single-address hashes of slot `slot`. A
-/// family's hash that the slot has none of yet is made, filled and then
-/// installed with one write (packets see no hash, or all of it).
+/// Writes `entries` into the single-address hashes of slot `slot`.
 fn write_hosts(
     maps: &crate::datapath::maps::IfaceMaps,
     slot: u32,
     entries: &[(IpAddr, Option<u64>)],
 ) -> anyhow::Result<()> {
-    for kind in [Kind::Host4, Kind::Host6] {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for (addr, class) in entries {
-            match addr {
-                IpAddr::V4(a) if kind == Kind::Host4 => v4.push((a.octets(), *class)),
-                IpAddr::V6(a) if kind == Kind::Host6 => v6.push((addr6_from_octets(a.octets()), *class)),
-                _ => {}
-            }
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (addr, class) in entries {
+        match addr {
+            IpAddr::V4(a) => v4.push((a.octets(), *class)),
+            IpAddr::V6(a) => v6.push((addr6_from_octets(a.octets()), *class)),
         }
-        if v4.is_empty() && v6.is_empty() {
-            continue;
-        }
-        let mut outer = maps.outer(kind.map_name())?;
-        let (map, new) = match outer.get(&slot, 0) {
-            Ok(map) => (map, false),
-            Err(_) if kind == Kind::Host4 => (generation::new_hosts::<Addr4>(kind, 0)?, true),
-            Err(_) => (generation::new_hosts::<Addr6>(kind, 0)?, true),
-        };
-        let map = if kind == Kind::Host4 { write_entries(map, &v4)? } else { write_entries(map, &v6)? };
-        if new {
-            // Waits one RCU grace period inside the kernel.
-            outer.set(slot, &map, 0).with_context(|| format!("installing {} in slot {slot}", kind.map_name()))?;
-        }
+    }
+    write_family(maps, slot, Kind::Host4, &v4)?;
+    write_family(maps, slot, Kind::Host6, &v6)
+}
+
+/// Writes `entries` into slot `slot`'s hash of `kind`. A hash the slot has
+/// none of yet is made, filled and then installed with one write (packets
+/// see no hash, or all of it).
+fn write_family<K: aya::Pod>(
+    maps: &crate::datapath::maps::IfaceMaps,
+    slot: u32,
+    kind: Kind,
+    entries: &[(K, Option<u64>)],
+) -> anyhow::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut outer = maps.outer(kind.map_name())?;
+    let (map, new) = match outer.get(&slot, 0) {
+        Ok(map) => (map, false),
+        Err(_) => (generation::new_hosts::<K>(kind, 0)?, true),
+    };
+    let map = write_entries(map, entries)?;
+    if new {
+        // Waits one RCU grace period inside the kernel.
+        outer.set(slot, &map, 0).with_context(|| format!("installing {} in slot {slot}", kind.map_name()))?;
     }
     Ok(())
 }
