@@ -166,3 +166,51 @@ fn single_addresses_are_in_the_hashes_and_only_there() {
     assert_eq!(lengths, [24]);
     assert!(inner(map_names::HOST6).is_err(), "no IPv6 single address, no IPv6 hash");
 }
+
+/// Thousands of single addresses in both families, named by a prefix list
+/// and a group's members, every other address of their networks left to
+/// the trie: each host gets its own rule, the network's rule and, where it
+/// is a member, the group's; each neighbour only the network's (the trie's
+/// answer for an address the hash does not hold).
+#[test]
+fn many_hosts_each_find_their_entry_and_their_neighbours_the_trie() {
+    const HOSTS: u16 = 3000;
+    let v4 = |i: u16| format!("10.50.{}.{}", i / 100, (i % 100) * 2 + 1);
+    let v4_neighbour = |i: u16| format!("10.50.{}.{}", i / 100, (i % 100) * 2 + 2);
+    let v6 = |i: u16| format!("fd50::{:x}", u32::from(i) * 2 + 1);
+    let v6_neighbour = |i: u16| format!("fd50::{:x}", u32::from(i) * 2 + 2);
+    let member = |i: u16| i.is_multiple_of(7);
+    let mut yaml = String::from(
+        "groups:
+  g:
+    inbound:
+      - { protocol: tcp, ports: 80, source: pl:many }
+      - { protocol: tcp, ports: 22, source: [10.50.0.0/16, \"fd50::/64\"] }
+      - { protocol: tcp, ports: 443, source: sg:fleet }
+  fleet: {}
+members:
+  fleet:
+",
+    );
+    for i in (0..HOSTS).filter(|i| member(*i)) {
+        let _ = writeln!(yaml, "    - {}\n    - \"{}\"", v4(i), v6(i));
+    }
+    yaml += "prefix_lists:\n  many:\n";
+    for i in 0..HOSTS {
+        let _ = writeln!(yaml, "    - {}/32\n    - \"{}/128\"", v4(i), v6(i));
+    }
+    use firewall_ctl::policy::RuleDirection::Inbound as In;
+    let mut cases = Vec::new();
+    // Every 7th host is a member: a sample that holds members and others.
+    for i in (0..HOSTS).step_by(3) {
+        for (host, neighbour, local) in [(v4(i), v4_neighbour(i), LOCAL4), (v6(i), v6_neighbour(i), LOCAL6)] {
+            let tls = if member(i) { "g/inbound/2" } else { "drop" };
+            cases.push((packet(In, &host, local, tcp(80)), "g/inbound/0"));
+            cases.push((packet(In, &host, local, tcp(22)), "g/inbound/1"));
+            cases.push((packet(In, &host, local, tcp(443)), tls));
+            cases.push((packet(In, &neighbour, local, tcp(80)), "drop"));
+            cases.push((packet(In, &neighbour, local, tcp(22)), "g/inbound/1"));
+        }
+    }
+    assert_cases(&yaml, &["g"], &cases);
+}
