@@ -10,6 +10,8 @@ pub const RULE_SLOTS: &str = "RULE_SLOTS";
 pub const L4_RULES: &str = "L4_RULES";
 pub const ADDR4: &str = "ADDR4";
 pub const ADDR6: &str = "ADDR6";
+pub const HOST4: &str = "HOST4";
+pub const HOST6: &str = "HOST6";
 pub const CLASSES: &str = "CLASSES";
 pub const CONNTRACK: &str = "CONNTRACK";
 pub const CONNTRACK_PREV: &str = "CONNTRACK_PREV";
@@ -27,13 +29,15 @@ pub const EVENTS: &str = "EVENTS";
 pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
 
 /// Every map the eBPF object declares.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 21] = [
     ACTIVE,
     SLOT_META,
     RULE_SLOTS,
     L4_RULES,
     ADDR4,
     ADDR6,
+    HOST4,
+    HOST6,
     CLASSES,
     CONNTRACK,
     CONNTRACK_PREV,

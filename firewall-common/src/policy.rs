@@ -21,6 +21,17 @@
 //! the entries that contain it (its ancestors). Any prefix that contains
 //! the looked-up point is an ancestor of the longest match, so the longest
 //! match alone carries every rule that applies.
+//!
+//! Single addresses (an IPv4 /32, an IPv6 /128: `sg:` members, host
+//! entries of prefix lists) are kept out of the address tries, in an
+//! exact-match hash per family (`HOST4`, `HOST6`) that the datapath asks
+//! first. A single address is the longest match of nothing but itself, so
+//! its entry, ancestors folded in like any other, is what the trie would
+//! have answered for it; every other address finds what it found before in
+//! the trie. A new flow from one of a million hosts then costs one hash
+//! lookup instead of a walk of some twenty trie nodes. A generation without
+//! single addresses installs no hash, and the datapath goes straight to the
+//! trie.
 
 /// Rule-set width in 64-bit words. 16 words = 1024 rules per interface,
 /// counting both directions; `sgctl check` refuses more.
@@ -116,7 +127,8 @@ pub mod l4_prefix {
     pub const ICMP_TYPE: u32 = 24;
 }
 
-/// Value of the address tries (`ADDR4`, `ADDR6`): peer address → class.
+/// Value of the address tries (`ADDR4`, `ADDR6`) and of the single-address
+/// hashes (`HOST4`, `HOST6`): peer address → class.
 ///
 /// The rules themselves live in `CLASSES`, keyed by the class: entries with
 /// the same rules share one class, so a trie of a million prefix-list CIDRs
@@ -268,6 +280,13 @@ pub mod slot_flags {
 pub mod template {
     pub const L4: u32 = 1;
     pub const ADDRS: u32 = 1;
+    pub const HOSTS: u32 = 1;
     pub const CLASSES: u32 = 1;
     pub const CONNTRACK: u32 = 1;
+    /// Map flags of the single-address hashes, which an installed map must
+    /// share with its template: `BPF_F_NO_PREALLOC`, so that the room kept
+    /// for `sgctl members` costs nothing until used (as a trie's does), and
+    /// an element replaced or deleted in place is freed only after every
+    /// program reading it has finished.
+    pub const HOST_FLAGS: u32 = 1;
 }

@@ -20,16 +20,20 @@ use serde::{Deserialize, Serialize};
 use crate::compile::{credit_tiers, identity::fnv1a, source, CompiledInterface, Trie};
 
 /// The policy maps held in map-in-map slots, by their names in the object.
+/// (The single-address hashes come last: records of an older sgctl hold
+/// digests of the first four only.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
     L4,
     Addr4,
     Addr6,
     Classes,
+    Host4,
+    Host6,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Self::L4, Self::Addr4, Self::Addr6, Self::Classes];
+    pub const ALL: [Kind; 6] = [Self::L4, Self::Addr4, Self::Addr6, Self::Classes, Self::Host4, Self::Host6];
 
     /// The outer map's name in the object.
     pub fn map_name(self) -> &'static str {
@@ -38,12 +42,33 @@ impl Kind {
             Self::Addr4 => map_names::ADDR4,
             Self::Addr6 => map_names::ADDR6,
             Self::Classes => map_names::CLASSES,
+            Self::Host4 => map_names::HOST4,
+            Self::Host6 => map_names::HOST6,
+        }
+    }
+
+    /// Whether a generation installs no map of this kind when it has no
+    /// entries for it (the datapath then skips the lookup): the
+    /// single-address hashes. Every other kind is always installed.
+    pub fn optional(self) -> bool {
+        matches!(self, Self::Host4 | Self::Host6)
+    }
+
+    /// The single-address hash of a family (4 or 6).
+    pub fn hosts(family: u8) -> Self {
+        if family == 4 {
+            Self::Host4
+        } else {
+            Self::Host6
         }
     }
 }
 
 /// `(prefix length, key data, value)` of one trie entry.
 pub type TrieEntry<K, V> = (u32, K, V);
+
+/// `(address, value)` of one single-address hash entry.
+pub type HostEntry<K> = (K, AddrEntry);
 
 /// One interface's maps for one generation.
 #[derive(Clone, Debug)]
@@ -52,23 +77,41 @@ pub struct Image {
     /// Counter slot of each rule id.
     pub rule_slots: Vec<u32>,
     pub l4: Vec<TrieEntry<L4Key, RuleSet>>,
+    /// The address tries: every prefix but single addresses.
     pub addr4: Vec<TrieEntry<Addr4, AddrEntry>>,
     pub addr6: Vec<TrieEntry<Addr6, AddrEntry>>,
+    /// Single addresses (/32, /128), each with the entry the trie would
+    /// have held for it.
+    pub host4: Vec<HostEntry<Addr4>>,
+    pub host6: Vec<HostEntry<Addr6>>,
     pub classes: Vec<(u64, ClassRules)>,
     pub digests: Digests,
     /// What each class is made of, for `sgctl members` (kept in the
     /// interface's record).
     pub class_table: Vec<ClassInfo>,
     /// Intermediate nodes the kernel adds to each trie (`Kind::ALL` order;
-    /// 0 for `CLASSES`), for the memory estimate.
-    pub intermediate: [usize; 4],
+    /// 0 for the hashes), for the memory estimate.
+    pub intermediate: [usize; Kind::ALL.len()],
 }
 
 /// A digest of each map's content, in [`Kind::ALL`] order: the wrapping sum
 /// of a hash of each entry, so that changing entries in place changes it by
-/// their hashes alone (see [`entry_hash`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Digests(pub [u64; 4]);
+/// their hashes alone (see [`entry_hash`]). A record of an older sgctl has
+/// fewer: the missing ones read as 0, an empty map's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Digests(pub [u64; Kind::ALL.len()]);
+
+impl<'de> Deserialize<'de> for Digests {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let read = Vec::<u64>::deserialize(d)?;
+        let mut digests = [0; Kind::ALL.len()];
+        if read.len() > digests.len() {
+            return Err(serde::de::Error::invalid_length(read.len(), &"at most one digest per policy map"));
+        }
+        digests[..read.len()].copy_from_slice(&read);
+        Ok(Self(digests))
+    }
+}
 
 impl Digests {
     pub fn get(&self, kind: Kind) -> u64 {
@@ -90,6 +133,8 @@ impl Image {
             Kind::Addr4 => self.addr4.len(),
             Kind::Addr6 => self.addr6.len(),
             Kind::Classes => self.classes.len(),
+            Kind::Host4 => self.host4.len(),
+            Kind::Host6 => self.host6.len(),
         }
     }
 }
@@ -138,8 +183,9 @@ pub struct ClassInfo {
 pub fn build(compiled: &CompiledInterface, rule_slots: &[u32]) -> Result<Image, ImageError> {
     debug_assert_eq!(compiled.rules.len(), rule_slots.len());
     let mut classes = Classes { rule_slots, by_key: BTreeMap::new(), table: Vec::new() };
-    let addr4 = classes.entries(4, &compiled.addr4, &compiled.any4, &compiled.member_groups)?;
-    let addr6 = classes.entries(6, &compiled.addr6, &compiled.any6, &compiled.member_groups)?;
+    let (addr4, host4) = hosts_apart(classes.entries(4, &compiled.addr4, &compiled.any4, &compiled.member_groups)?, 32);
+    let (addr6, host6) =
+        hosts_apart(classes.entries(6, &compiled.addr6, &compiled.any6, &compiled.member_groups)?, 128);
     let class_table = std::mem::take(&mut classes.table);
     let classes: Vec<(u64, ClassRules)> = classes.by_key.into_iter().map(|(k, (_, v))| (k, v)).collect();
     let l4: Vec<TrieEntry<L4Key, RuleSet>> =
@@ -149,6 +195,8 @@ pub fn build(compiled: &CompiledInterface, rule_slots: &[u32]) -> Result<Image, 
         digest(addr4.iter().map(|(len, k, v)| entry_hash(*len, k, v))),
         digest(addr6.iter().map(|(len, k, v)| entry_hash(*len, &addr6_octets(*k), v))),
         digest(classes.iter().map(|(k, v)| class_hash(*k, v))),
+        digest(host4.iter().map(|(k, v)| entry_hash(32, k, v))),
+        digest(host6.iter().map(|(k, v)| entry_hash(128, &addr6_octets(*k), v))),
     ]);
     Ok(Image {
         meta: SlotMeta {
@@ -161,11 +209,24 @@ pub fn build(compiled: &CompiledInterface, rule_slots: &[u32]) -> Result<Image, 
         l4,
         addr4,
         addr6,
+        host4,
+        host6,
         classes,
         digests,
         class_table,
-        intermediate: [compiled.l4.intermediate, compiled.addr4.intermediate, compiled.addr6.intermediate, 0],
+        intermediate: [compiled.l4.intermediate, compiled.addr4.intermediate, compiled.addr6.intermediate, 0, 0, 0],
     })
+}
+
+/// The entries of an address trie split into those the kernel's trie
+/// holds and the single addresses (prefix length `full`), which go to the
+/// family's hash with the very entry the trie would have held.
+fn hosts_apart<K>(
+    entries: Vec<TrieEntry<K, AddrEntry>>,
+    full: u32,
+) -> (Vec<TrieEntry<K, AddrEntry>>, Vec<HostEntry<K>>) {
+    let (hosts, trie): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(len, _, _)| *len == full);
+    (trie, hosts.into_iter().map(|(_, key, value)| (key, value)).collect())
 }
 
 /// The key of the class whose chain has tiers counting on `tier_slots`

@@ -159,11 +159,19 @@ pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record
         let Some(kind) = Kind::ALL.into_iter().find(|k| k.map_name() == m.name) else { continue };
         let Some((key_size, value_size)) = m.inner.as_deref().map(|i| (i.key_size, i.value_size)) else { continue };
         let entries = image.len(kind) as u64;
-        let mut inner = if kind == Kind::Classes {
-            let slots = image.len(kind) + generation::CLASS_HEADROOM;
-            of_map(BPF_MAP_TYPE_HASH as u32, key_size, value_size, slots as u32, 0, cpus)
-        } else {
-            trie(key_size, value_size, entries, image.intermediate[kind as usize] as u64)
+        if kind.optional() && entries == 0 {
+            // Not installed (generation.rs).
+            continue;
+        }
+        let mut inner = match kind {
+            Kind::Classes => {
+                let slots = image.len(kind) + generation::CLASS_HEADROOM;
+                of_map(BPF_MAP_TYPE_HASH as u32, key_size, value_size, slots as u32, 0, cpus)
+            }
+            Kind::Host4 | Kind::Host6 => hosts(key_size, value_size, entries),
+            Kind::L4 | Kind::Addr4 | Kind::Addr6 => {
+                trie(key_size, value_size, entries, image.intermediate[kind as usize] as u64)
+            }
         };
         inner.map = format!("{} (in force)", m.name);
         inner.per_generation = true;
@@ -237,6 +245,23 @@ fn trie(key_size: u32, value_size: u32, entries: u64, intermediate: u64) -> MapU
         entries,
         accounted: node * entries,
         resident: kmalloc_size(node + LLIST_NODE) * (entries + intermediate),
+        per_generation: false,
+    }
+}
+
+/// A single-address hash of `entries` entries (`generation::new_hosts`: no
+/// preallocation, room for `sgctl members`): the kernel charges its bucket
+/// array and each element with its free-list link; each element comes from
+/// a slab cache of the next size up.
+fn hosts(key_size: u32, value_size: u32, entries: u64) -> MapUse {
+    let capacity = entries + generation::trie_headroom(entries as usize) as u64;
+    let base = HTAB_BASE + HTAB_BUCKET * capacity.next_power_of_two();
+    let element = HTAB_ELEM + round8(key_size) + round8(value_size) + LLIST_NODE;
+    MapUse {
+        map: String::new(),
+        entries,
+        accounted: base + element * entries,
+        resident: base + kmalloc_size(element) * entries,
         per_generation: false,
     }
 }
@@ -439,6 +464,10 @@ mod tests {
         assert_eq!((t.accounted, t.resident), (36_000, 64 * 1999));
         // The L4 trie's 128-byte rule sets: 168 charged, kmalloc-192.
         assert_eq!(trie(12, 128, 10, 0).resident, 1920);
+        // IPv4 single addresses: 48 + 8 + 8 + 8 = 72 bytes charged per
+        // element, kmalloc-96; 1000 entries and 1024 of room, 2048 buckets.
+        let h = hosts(4, 8, 1000);
+        assert_eq!((h.accounted, h.resident), (896 + 16 * 2048 + 72_000, 896 + 16 * 2048 + 96_000));
     }
 
     #[test]
@@ -484,7 +513,7 @@ mod tests {
             counters::{ReasonCounters, RuleCounters},
             events::{EventBudget, TraceMatch},
             map_names as n,
-            policy::{Active, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta},
+            policy::{Active, Addr4, Addr6, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta},
         };
         let size = |t: usize| u32::try_from(t).expect("small type");
         let expected = [
@@ -506,6 +535,8 @@ mod tests {
         // Map-in-map: the inner maps' key and value.
         let inner = [
             (n::L4_RULES, size(size_of::<L4Key>()) + 4, size(size_of::<RuleSet>())),
+            (n::HOST4, size(size_of::<Addr4>()), size(size_of::<AddrEntry>())),
+            (n::HOST6, size(size_of::<Addr6>()), size(size_of::<AddrEntry>())),
             (n::CLASSES, size(size_of::<u64>()), size(size_of::<ClassRules>())),
             (n::CONNTRACK_PREV, size(size_of::<FlowKey>()), size(size_of::<FlowEntry>())),
         ];

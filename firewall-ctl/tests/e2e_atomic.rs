@@ -7,6 +7,7 @@ mod common;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -448,6 +449,40 @@ fn run_and_kill(sg: &Sgctl, args: &[&str], max: Duration, seed: &mut u64) -> Opt
     out.status.code().map(|code| (code, String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
+/// Applies policy files `a` and `b` (`in_force` tells them apart) in turn
+/// `rounds` times, each killed at a random instant: after every one,
+/// exactly one of them is in force; then the next apply repairs whatever
+/// was left.
+fn killed_applies_leave_a_or_b(sg: &Sgctl, cli: &LabHost, a: &Path, b: &Path, rounds: u32) {
+    let (a, b) = (a.to_str().expect("utf-8"), b.to_str().expect("utf-8"));
+    sg.ok(&["apply", a]);
+    assert_eq!(in_force(cli), "A");
+    let started = Instant::now();
+    sg.ok(&["apply", b]);
+    let took = started.elapsed();
+    assert_eq!(in_force(cli), "B");
+    let mut seed = 0x5eed_u64 ^ u64::from(std::process::id());
+    let mut seen = [0; 3];
+    for i in 0..rounds {
+        let target = if i % 2 == 0 { a } else { b };
+        match run_and_kill(sg, &["apply", target], took, &mut seed) {
+            Some((0, _)) => seen[2] += 1,
+            Some((code, stderr)) => panic!("iteration {i}: apply failed with {code}: {stderr}"),
+            None => {}
+        }
+        let now = in_force(cli);
+        seen[usize::from(now == "B")] += 1;
+    }
+    eprintln!(
+        "after {rounds} killed applies: A {} times, B {} times ({} applies finished first)",
+        seen[0], seen[1], seen[2]
+    );
+    sg.ok(&["apply", a]);
+    assert_eq!(in_force(cli), "A");
+    sg.ok(&["apply", b]);
+    assert_eq!(in_force(cli), "B");
+}
+
 #[test]
 fn a_killed_apply_leaves_the_old_policy_or_the_new_one() {
     let WebLab { lab, srv, cli, _listeners, .. } = web_lab("crash");
@@ -455,31 +490,29 @@ fn a_killed_apply_leaves_the_old_policy_or_the_new_one() {
     let files = TempDir::new("crash");
     // A: 80 open; B: 8080 open, with a rule inserted first (every id shifts).
     let a = files.write("a.yaml", &web(false, None));
-    let b_text = web(true, None).replace("ports: 80, ", "ports: 8080,");
-    let b = files.write("b.yaml", &b_text);
-    let (a, b) = (a.to_str().expect("utf-8").to_owned(), b.to_str().expect("utf-8").to_owned());
-    sg.ok(&["apply", &a]);
-    let started = Instant::now();
-    sg.ok(&["apply", &b]);
-    let took = started.elapsed();
-    let mut seed = 0x5eed_u64 ^ u64::from(std::process::id());
-    let mut seen = [0; 3];
-    for i in 0..50 {
-        let target = if i % 2 == 0 { &a } else { &b };
-        match run_and_kill(&sg, &["apply", target], took, &mut seed) {
-            Some((0, _)) => seen[2] += 1,
-            Some((code, stderr)) => panic!("iteration {i}: apply failed with {code}: {stderr}"),
-            None => {}
-        }
-        let now = in_force(&cli);
-        seen[usize::from(now == "B")] += 1;
-    }
-    eprintln!("after 50 killed applies: A {} times, B {} times ({} applies finished first)", seen[0], seen[1], seen[2]);
-    // The next apply repairs whatever was left.
-    sg.ok(&["apply", &a]);
-    assert_eq!(in_force(&cli), "A");
-    sg.ok(&["apply", &b]);
-    assert_eq!(in_force(&cli), "B");
+    let b = files.write("b.yaml", &web(true, None).replace("ports: 80, ", "ports: 8080,"));
+    killed_applies_leave_a_or_b(&sg, &cli, &a, &b, 50);
+}
+
+/// The single-address hashes switch with the rest of a generation: A
+/// opens 80 to `cli` by its own address (an IPv4 /32 and an IPv6 /128, in
+/// the hashes), B opens 8080 to its network (in the trie; B's generation
+/// has no hash at all). Killed at random instants, every apply leaves A or
+/// B whole, never A's hash beside B's trie or a slot with neither.
+#[test]
+fn a_killed_apply_between_host_entries_and_a_prefix_leaves_one_or_the_other() {
+    let WebLab { lab, srv, cli, _listeners, .. } = web_lab("crashhost");
+    let sg = Sgctl::new(&lab, &srv);
+    let files = TempDir::new("crashhost");
+    let policy = |rules: &str| {
+        format!(
+            "groups:\n  web-server:\n    inbound:\n{rules}    outbound:\n      - {{ protocol: all, destination: 0.0.0.0/0 }}\ninterfaces:\n  eth0: [web-server]\n"
+        )
+    };
+    let hosts = "      - { protocol: tcp, ports: 80, source: 203.0.113.20/32 }\n      - { protocol: tcp, ports: 80, source: \"2001:db8::20/128\" }\n";
+    let a = files.write("a.yaml", &policy(hosts));
+    let b = files.write("b.yaml", &policy("      - { protocol: tcp, ports: 8080, source: 203.0.113.0/24 }\n"));
+    killed_applies_leave_a_or_b(&sg, &cli, &a, &b, 30);
 }
 
 #[test]

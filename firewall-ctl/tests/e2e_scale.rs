@@ -127,9 +127,18 @@ fn the_memory_check_predicts_is_what_the_kernel_charges() {
     let second = files.write("memory2.yaml", &text.replace("DESCRIPTION", "second"));
 
     let predicted = sg.json(&["check", first.to_str().expect("utf-8")])["kernel_memory"].clone();
-    sg.apply(&[&first]);
+    let applied = sg.apply(&[&first]);
     sg.apply(&[&second]);
     let status = sg.status();
+    // The single addresses (the members, the list's /32s and /128s) are
+    // counted in their hashes, in the check and in the apply report alike.
+    for report in [&predicted, &applied["kernel_memory"]] {
+        let maps = report["detail"]["interfaces"][0]["maps"].as_array().expect("maps");
+        for hash in ["HOST4 (in force)", "HOST6 (in force)"] {
+            let entries = maps.iter().find(|m| m["map"] == hash).map(|m| count(m, "entries"));
+            assert!(entries.is_some_and(|n| n > 0), "{hash} not counted: {report:#}");
+        }
+    }
 
     // The maps the kernel holds pinned or installed in a generation slot
     // (the programs' own scratch and read-only data are neither).

@@ -5,7 +5,7 @@
 //! ## Two generations, switched with one write (docs/semantics.md item 16)
 //!
 //! The policy maps are map-in-map slots: each of `L4_RULES`, `ADDR4`,
-//! `ADDR6` and `CLASSES` is an array of two inner maps, and
+//! `ADDR6`, `HOST4`, `HOST6` and `CLASSES` is an array of two inner maps, and
 //! `SLOT_META` and `RULE_SLOTS` have one part per slot. `ACTIVE` (one value,
 //! shared by every interface of a host) says which slot is in force; a
 //! packet reads it once and then looks only at that slot, so it is judged
@@ -71,6 +71,21 @@ pub static L4_RULES: ArrayOfMaps<BtfLpmTrie<L4Key, RuleSet, { template::L4 as us
 pub static ADDR4: ArrayOfMaps<BtfLpmTrie<Addr4, AddrEntry, { template::ADDRS as usize }>, SLOTS> = ArrayOfMaps::new();
 #[btf_map]
 pub static ADDR6: ArrayOfMaps<BtfLpmTrie<Addr6, AddrEntry, { template::ADDRS as usize }>, SLOTS> = ArrayOfMaps::new();
+
+/// Single peer addresses (IPv4 /32, IPv6 /128) → their class, asked before
+/// the trie: what the trie would answer for them, which then holds none of
+/// them (firewall_common::policy). A slot with no single address has no map
+/// installed, and the lookup goes straight to the trie.
+#[btf_map]
+pub static HOST4: ArrayOfMaps<
+    BtfHashMap<Addr4, AddrEntry, { template::HOSTS as usize }, { template::HOST_FLAGS as usize }>,
+    SLOTS,
+> = ArrayOfMaps::new();
+#[btf_map]
+pub static HOST6: ArrayOfMaps<
+    BtfHashMap<Addr6, AddrEntry, { template::HOSTS as usize }, { template::HOST_FLAGS as usize }>,
+    SLOTS,
+> = ArrayOfMaps::new();
 
 /// Class key (`AddrEntry::class`) → the rules of the address entries of
 /// that class.

@@ -1,6 +1,8 @@
 //! The policy decision for a packet that opens a new flow: three lookups
-//! (`L4_RULES`, the address trie, its class) and an AND of fixed-width
-//! rule sets decide it. No loop over rules.
+//! (`L4_RULES`, the peer's address entry, its class) and an AND of
+//! fixed-width rule sets decide it. No loop over rules. The address entry
+//! comes from the single-address hash when it holds the peer, else from the
+//! trie (firewall_common::policy).
 //!
 //! Every lookup is in the maps of one generation (`slot`, read once per
 //! packet from `ACTIVE`, see maps.rs), so a packet is judged entirely by
@@ -13,12 +15,12 @@
 //! with an allowed rule gives its lowest id.
 use aya_ebpf::btf_maps::lpm_trie::Key;
 use firewall_common::{
-    policy::{l4_prefix, ClassRules, L4Key, RuleSet, SlotMeta, MAX_TIERS, RULE_WORDS},
+    policy::{l4_prefix, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta, MAX_TIERS, RULE_WORDS},
     Direction,
 };
 
 use crate::{
-    maps::{ADDR4, ADDR6, CLASSES, L4_RULES},
+    maps::{ADDR4, ADDR6, CLASSES, HOST4, HOST6, L4_RULES},
     parse::Packet,
 };
 
@@ -34,18 +36,30 @@ pub fn allowed_rule(slot: u32, meta: &SlotMeta, direction: Direction, packet: &P
         Direction::Inbound => &tuple.src,
         Direction::Outbound => &tuple.dst,
     };
-    let (entry, any) = if tuple.family == 4 {
-        (ADDR4.get(slot)?.get(&Key::new(32, peer[0].to_ne_bytes())), &meta.any4)
+    // A generation always has both tries (fail closed without them); the
+    // hash only where it has single addresses.
+    let (class_key, any) = if tuple.family == 4 {
+        let addr = peer[0].to_ne_bytes();
+        let trie = ADDR4.get(slot)?;
+        // SAFETY: the entry is copied out at once; `sgctl members` replaces
+        // or deletes an element of a hash in force, and the kernel frees
+        // the old one only after every program reading it has finished
+        // (BPF_F_NO_PREALLOC).
+        let host = HOST4.get(slot).and_then(|hosts| unsafe { hosts.get(&addr) }).map(AddrEntry::class_key);
+        (host.or_else(|| trie.get(&Key::new(32, addr)).map(AddrEntry::class_key)), &meta.any4)
     } else {
-        (ADDR6.get(slot)?.get(&Key::new(128, *peer)), &meta.any6)
+        let trie = ADDR6.get(slot)?;
+        // SAFETY: as above.
+        let host = HOST6.get(slot).and_then(|hosts| unsafe { hosts.get(peer) }).map(AddrEntry::class_key);
+        (host.or_else(|| trie.get(&Key::new(128, *peer)).map(AddrEntry::class_key)), &meta.any6)
     };
-    let Some(entry) = entry else {
+    let Some(class_key) = class_key else {
         // No prefix contains the peer: only the rules for every address.
         return first_common(l4, any);
     };
     // SAFETY: read within this program run; userspace never rewrites the
     // classes of a generation in force (it installs new maps).
-    let class = unsafe { CLASSES.get(slot)?.get(entry.class_key())? };
+    let class = unsafe { CLASSES.get(slot)?.get(class_key)? };
     credited(l4, class)
 }
 

@@ -92,8 +92,11 @@ impl RawEntry {
 /// their sources combined), then gives each its chain: its own rules, its
 /// source, then its parent's chain (interned: entries whose own rules,
 /// source and ancestry are alike share one). Also counts the intermediate
-/// nodes the kernel's trie will need for these entries.
-pub fn build<K: LpmKey>(mut raw: Vec<RawEntry>, sets: &[RuleSet]) -> Trie<K> {
+/// nodes the kernel's trie will need for these entries, leaving out those
+/// of length `apart`: single addresses, which the kernel holds in a hash
+/// beside the trie (firewall_common::policy). An entry of full length is
+/// nobody's ancestor, so leaving it out changes no other entry's chain.
+pub fn build<K: LpmKey>(mut raw: Vec<RawEntry>, sets: &[RuleSet], apart: Option<u32>) -> Trie<K> {
     // Ordered by (bits, prefix length): an ancestor always sorts before its
     // descendants, and everything between an entry and its descendant lies
     // inside that entry, so the ancestors of the current entry are exactly
@@ -126,13 +129,15 @@ pub fn build<K: LpmKey>(mut raw: Vec<RawEntry>, sets: &[RuleSet]) -> Trie<K> {
         // Where this entry leaves the path to the one before it, the kernel
         // puts an intermediate node, unless an entry is there already (see
         // `intermediate_nodes_match_the_kernels_insertion` below).
-        if let Some((b, l)) = previous.filter(|&(b, l)| !contains(b, l, bits, len)) {
-            let split = common_prefix(b, bits).min(l).min(len);
-            if stack.last().is_none_or(|&(_, parent_len, _)| parent_len < split) {
-                intermediate += 1;
+        if apart != Some(len) {
+            if let Some((b, l)) = previous.filter(|&(b, l)| !contains(b, l, bits, len)) {
+                let split = common_prefix(b, bits).min(l).min(len);
+                if stack.last().is_none_or(|&(_, parent_len, _)| parent_len < split) {
+                    intermediate += 1;
+                }
             }
+            previous = Some((bits, len));
         }
-        previous = Some((bits, len));
         let parent = stack.last().map(|(_, _, chain)| *chain);
         let chain = *interned.entry((own, parent, tag)).or_insert_with(|| {
             let mut rules = owns.sets[own as usize];
@@ -234,6 +239,10 @@ mod tests {
     }
 
     fn build_rules(raw: &[(u32, Addr4, u32)]) -> Trie<Addr4> {
+        build_apart(raw, None)
+    }
+
+    fn build_apart(raw: &[(u32, Addr4, u32)], apart: Option<u32>) -> Trie<Addr4> {
         let sets: Vec<RuleSet> = (0..50)
             .map(|r| {
                 let mut s = RuleSet::EMPTY;
@@ -241,7 +250,8 @@ mod tests {
                 s
             })
             .collect();
-        build(raw.iter().map(|(len, key, rule)| RawEntry::new(*len, *key, *rule, source::STATIC)).collect(), &sets)
+        let raw = raw.iter().map(|(len, key, rule)| RawEntry::new(*len, *key, *rule, source::STATIC)).collect();
+        build(raw, &sets, apart)
     }
 
     /// Every entry holds its own rules and every containing entry's, for a
@@ -345,6 +355,32 @@ mod tests {
             }
             assert_eq!(kernel.nodes.len(), built.entries.len() + kernel.intermediate());
             assert_eq!(built.intermediate, kernel.intermediate(), "seed {seed}");
+        }
+    }
+
+    /// With single addresses kept apart (in the kernel's hash), the count
+    /// is that of the trie holding only the other entries, and every
+    /// entry, single addresses too, keeps the chain it had.
+    #[test]
+    fn single_addresses_apart_leave_the_trie_and_keep_their_chains() {
+        for seed in 1..40 {
+            let mut raw = nested(10 + seed as u32 * 7, seed * 0x9abc_def0_1234);
+            // Hosts under the other prefixes, and the first addresses again as hosts.
+            let hosts: Vec<(u32, Addr4, u32)> = raw.iter().take(12).map(|(_, a, r)| (32, *a, (r + 1) % 50)).collect();
+            raw.extend(hosts);
+            let all = build_rules(&raw);
+            let apart = build_apart(&raw, Some(32));
+            assert_eq!(all.entries, apart.entries, "seed {seed}");
+            for e in &all.entries {
+                assert_eq!(all.tiers(e.chain), apart.tiers(e.chain), "seed {seed}");
+            }
+            let mut kernel = KernelTrie::default();
+            let in_trie: Vec<_> = apart.entries.iter().filter(|e| e.prefix_len < 32).collect();
+            for e in in_trie.iter().rev() {
+                kernel.insert(e.key.to_bits(), e.prefix_len, 32);
+            }
+            assert_eq!(kernel.nodes.len(), in_trie.len() + kernel.intermediate());
+            assert_eq!(apart.intermediate, kernel.intermediate(), "seed {seed}");
         }
     }
 }

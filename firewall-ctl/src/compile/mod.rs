@@ -94,7 +94,8 @@ pub struct Trie<K> {
     pub entries: Vec<LpmEntry<K>>,
     pub chains: Vec<Chain>,
     /// Intermediate nodes the kernel's trie adds where the paths to two
-    /// entries part without an entry there (they take memory like entries).
+    /// entries part without an entry there (they take memory like entries);
+    /// single addresses, which go to a hash, left out.
     pub intermediate: usize,
 }
 
@@ -319,9 +320,10 @@ pub fn compile_interface(
     identity::disambiguate(&mut infos);
     Ok(CompiledInterface {
         rules: infos,
-        l4: lpm::build(l4, &l4_sets),
-        addr4: lpm::build(raw.addr4, &raw.sets),
-        addr6: lpm::build(raw.addr6, &raw.sets),
+        l4: lpm::build(l4, &l4_sets, None),
+        // Single addresses live in a hash beside each address trie.
+        addr4: lpm::build(raw.addr4, &raw.sets, Some(32)),
+        addr6: lpm::build(raw.addr6, &raw.sets, Some(128)),
         any4: raw.any4,
         any6: raw.any6,
         member_groups,

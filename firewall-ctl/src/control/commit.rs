@@ -469,7 +469,7 @@ pub fn record_of(want: &Wanted, compiled: &CompiledInterface, image: &Image, slo
             any4: compiled.any4.iter().collect(),
             any6: compiled.any6.iter().collect(),
             classes: image.class_table.clone(),
-            entries: [image.addr4.len() as u64, image.addr6.len() as u64],
+            hosts: Some([image.host4.len() as u64, image.host6.len() as u64]),
             indexed: true,
         },
     }

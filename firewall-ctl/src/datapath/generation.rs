@@ -9,17 +9,19 @@
 //! sized to its content, filled completely, and only then installed. An
 //! installed map is never written again, so a kill at any point leaves
 //! nothing half-written where a program could see it; a map built but not
-//! installed is freed when `sgctl` exits.
+//! installed is freed when `sgctl` exits. A single-address hash with no
+//! entries is not installed at all (the slot is emptied), so the datapath
+//! skips its lookup.
 use std::{os::fd::AsFd as _, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{lpm_trie::Key, Array, Map, MapData};
 use aya_obj::generated::bpf_map_type::{BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE};
-use firewall_common::policy::{ClassRules, SlotMeta, MAX_RULES};
+use firewall_common::policy::{template, AddrEntry, ClassRules, SlotMeta, MAX_RULES};
 
 use super::maps::{IfaceMaps, RULE_SLOTS, SLOT_META};
 use crate::{
-    image::{Image, Kind, TrieEntry},
+    image::{HostEntry, Image, Kind, TrieEntry},
     state::sys,
 };
 
@@ -46,9 +48,17 @@ pub fn write(
 ) -> anyhow::Result<Written> {
     let started = Instant::now();
     let mut written = Written::default();
+    // The interface may run programs of an older sgctl, without some of
+    // these maps: they are made now, and the new programs take them.
+    super::create_missing_outer_maps(maps.dir())?;
     let mut chosen = Vec::new();
+    let mut emptied = Vec::new();
     for kind in Kind::ALL {
         let outer = maps.outer(kind.map_name())?;
+        if kind.optional() && image.len(kind) == 0 {
+            emptied.push((kind, outer));
+            continue;
+        }
         let shared = match in_force {
             Some((active, digests)) if digests.get(kind) == image.digests.get(kind) => outer.get(&active, 0).ok(),
             _ => None,
@@ -87,6 +97,11 @@ pub fn write(
             outer.set(slot, &map, 0).with_context(|| format!("installing {} in slot {slot}", kind.map_name()))?;
         }
     }
+    for (kind, outer) in emptied {
+        if outer.get(&slot, 0).is_ok() {
+            empty_slot(maps, kind, slot)?;
+        }
+    }
     write_meta(maps, slot, &image.meta, &image.rule_slots)?;
     written.micros = started.elapsed().as_micros();
     Ok(written)
@@ -110,18 +125,33 @@ pub fn write_meta(maps: &IfaceMaps, slot: u32, meta: &SlotMeta, rule_slots: &[u3
 const FREE_ABOVE: u32 = 16_384;
 
 /// Frees the large policy maps of slot `to` that slot `from` does not use,
-/// by giving slot `to` slot `from`'s (after a switch to `from`).
+/// by giving slot `to` slot `from`'s (after a switch to `from`), or none
+/// where `from` has none.
 pub fn free_old(maps: &IfaceMaps, from: u32, to: u32) -> anyhow::Result<()> {
     for kind in Kind::ALL {
         let mut outer = maps.outer(kind.map_name())?;
-        let Ok(map) = outer.get(&from, 0) else { continue };
         let Ok(old) = outer.get(&to, 0) else { continue };
-        let (old, new) = (old.info()?, map.info()?);
-        if old.id() != new.id() && old.max_entries() > FREE_ABOVE {
-            outer.set(to, &map, 0).with_context(|| format!("freeing the old {}", kind.map_name()))?;
+        let old = old.info()?;
+        if old.max_entries() <= FREE_ABOVE {
+            continue;
+        }
+        match outer.get(&from, 0) {
+            Ok(map) if map.info()?.id() != old.id() => {
+                outer.set(to, &map, 0).with_context(|| format!("freeing the old {}", kind.map_name()))?;
+            }
+            Ok(_) => {}
+            Err(_) => empty_slot(maps, kind, to)?,
         }
     }
     Ok(())
+}
+
+/// Removes the map of `kind` from slot `slot` (waits one RCU grace period
+/// inside the kernel, as an install does).
+fn empty_slot(maps: &IfaceMaps, kind: Kind, slot: u32) -> anyhow::Result<()> {
+    // aya 0.14 cannot delete from a map-in-map: the raw syscall.
+    let outer = sys::obj_get(&maps.dir().join(kind.map_name()))?;
+    sys::map_delete_u32(&outer, slot).with_context(|| format!("emptying slot {slot} of {}", kind.map_name()))
 }
 
 /// A new map of `kind` holding exactly the image's entries.
@@ -130,6 +160,8 @@ fn build(kind: Kind, image: &Image) -> anyhow::Result<MapData> {
         Kind::L4 => fill_trie(kind, &image.l4),
         Kind::Addr4 => fill_trie(kind, &image.addr4),
         Kind::Addr6 => fill_trie(kind, &image.addr6),
+        Kind::Host4 => fill_hosts(kind, &image.host4),
+        Kind::Host6 => fill_hosts(kind, &image.host6),
         Kind::Classes => {
             let capacity = image.classes.len() + CLASS_HEADROOM;
             let map = create::<u64, ClassRules>(BPF_MAP_TYPE_HASH as u32, capacity, 0, kind)?;
@@ -150,6 +182,23 @@ pub const CLASS_HEADROOM: usize = 64;
 /// room costs nothing until used.
 pub fn trie_headroom(entries: usize) -> usize {
     (entries / 4).max(1024)
+}
+
+/// A new single-address hash holding `entries`, with the same room as a
+/// trie's for `sgctl members` (elements are allocated as they come, so the
+/// room costs only its share of the bucket array).
+fn fill_hosts<K: aya::Pod>(kind: Kind, entries: &[HostEntry<K>]) -> anyhow::Result<MapData> {
+    let map = new_hosts::<K>(kind, entries.len())?;
+    let (keys, values): (Vec<K>, Vec<AddrEntry>) = entries.iter().copied().unzip();
+    fill(&map, &keys, &values)?;
+    Ok(map)
+}
+
+/// A new, empty single-address hash of `kind` with room for `entries` and
+/// the room `sgctl members` may use.
+pub fn new_hosts<K>(kind: Kind, entries: usize) -> anyhow::Result<MapData> {
+    let capacity = entries + trie_headroom(entries);
+    create::<K, AddrEntry>(BPF_MAP_TYPE_HASH as u32, capacity, template::HOST_FLAGS, kind)
 }
 
 fn fill_trie<K: aya::Pod, V: aya::Pod>(kind: Kind, entries: &[TrieEntry<K, V>]) -> anyhow::Result<MapData> {

@@ -251,6 +251,10 @@ impl IfaceMaps {
         let mut total = pinned_memory(&self.dir)?;
         let mut seen = HashSet::new();
         for name in crate::image::Kind::ALL.map(crate::image::Kind::map_name).into_iter().chain([CONNTRACK_PREV]) {
+            if !self.dir.join(name).exists() {
+                // Programs of an older sgctl, which had no such map.
+                continue;
+            }
             let outer = self.outer(name)?;
             for slot in 0..2 {
                 let Ok(inner) = outer.get(&slot, 0) else { continue };

@@ -144,6 +144,17 @@ fn map_defs(object: &[u8]) -> anyhow::Result<Vec<MapDef>> {
     Ok(maps)
 }
 
+/// Creates the maps of maps of the object that the interface directory
+/// `dir` has no pin of (programs of an older sgctl, whose object declared
+/// fewer), as loading the object would: a generation can then be written
+/// into them before the new programs are put on them.
+pub fn create_missing_outer_maps(dir: &Path) -> anyhow::Result<()> {
+    for def in object_maps().iter().filter(|d| d.inner.is_some()) {
+        create_outer_map(def, &dir.join(&def.name))?;
+    }
+    Ok(())
+}
+
 /// Creates and pins at `pin` the map of maps `def` (unless the pin exists)
 /// with a template without BTF, as every inner map sgctl puts in its slots
 /// is (see `sys::create_map`). aya would make the template from the

@@ -254,8 +254,11 @@ pub struct MemberIndex {
     pub any6: Vec<u32>,
     /// Every class of the generation's address entries.
     pub classes: Vec<ClassInfo>,
-    /// Entries of the IPv4 and IPv6 address tries.
-    pub entries: [u64; 2],
+    /// Entries of the IPv4 and IPv6 single-address hashes, where `sgctl
+    /// members` writes. `None` in the records of an sgctl that kept single
+    /// addresses in the tries (whose programs do not look in the hashes):
+    /// their interfaces take full changes only.
+    pub hosts: Option<[u64; 2]>,
     /// Written by an sgctl that keeps this index (an older one's record
     /// has none: its interface takes full changes only).
     pub indexed: bool,

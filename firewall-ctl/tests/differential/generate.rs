@@ -331,7 +331,10 @@ impl fmt::Display for ProtoSpec {
 
 /// A network around an anchor (so networks nest), of any prefix length.
 /// One anchor per family is favoured, so that some addresses sit under
-/// more nested prefixes than the kernel's crediting walk visits.
+/// more nested prefixes than the kernel's crediting walk visits. Single
+/// addresses (a /32, a /128) at or beside an anchor are favoured too: the
+/// kernel keeps them in a hash of their own, apart from the trie that holds
+/// the prefixes covering them, and must still find those prefixes' rules.
 pub fn net() -> impl Strategy<Value = IpNet> {
     prop_oneof![
         3 => (0u8..=32).prop_map(|len| v4_net(V4_ANCHORS[1], len)),
@@ -340,6 +343,10 @@ pub fn net() -> impl Strategy<Value = IpNet> {
         2 => (select(&V6_ANCHORS[..]), 0u8..=128).prop_map(|(a, len)| v6_net(a, len)),
         1 => (any::<u32>(), 0u8..=32).prop_map(|(a, len)| v4_net(Ipv4Addr::from(a), len)),
         1 => (any::<u128>(), 0u8..=128).prop_map(|(a, len)| v6_net(Ipv6Addr::from(a), len)),
+        2 => (select(&V4_ANCHORS[..]), 0u32..3)
+            .prop_map(|(a, d)| v4_net(Ipv4Addr::from(u32::from(a).wrapping_add(d)), 32)),
+        2 => (select(&V6_ANCHORS[..]), 0u128..3)
+            .prop_map(|(a, d)| v6_net(Ipv6Addr::from(u128::from(a).wrapping_add(d)), 128)),
     ]
 }
 

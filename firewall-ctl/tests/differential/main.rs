@@ -12,6 +12,7 @@
 //! Each disagreement found also has an explicit test in `regressions.rs`.
 
 mod generate;
+mod hosts;
 mod kernel;
 mod regressions;
 
@@ -64,6 +65,10 @@ struct Tally {
     deeper_than_walk: Cell<u64>,
     /// ... and whose most specific allowing prefix lies past the walk.
     credited_past_walk: Cell<u64>,
+    /// Allowed packets from a single address the policy names (its own
+    /// entry in the kernel's single-address hash) that shorter prefixes of
+    /// the policy contain too (in the trie): IPv4, IPv6.
+    hosts_under_prefixes: [Cell<u64>; 2],
 }
 
 fn bump(c: &Cell<u64>) {
@@ -112,7 +117,7 @@ fn kernel_and_simulate_agree_with_the_model() {
     println!(
         "differential (seed {seed}): {} policies ({} with over 64 rules), {} packets ({} program runs) in {:.1} s: {} allowed, {} dropped, \
          {} unfiltered; {} allowed under more than {CREDIT_DEPTH} nested prefixes, {} of them credited past the \
-         kernel's walk",
+         kernel's walk; {} / {} allowed from a single address under shorter prefixes (IPv4 / IPv6)",
         t(&tally.policies),
         t(&tally.wide_policies),
         t(&tally.packets),
@@ -123,6 +128,8 @@ fn kernel_and_simulate_agree_with_the_model() {
         t(&tally.unfiltered),
         t(&tally.deeper_than_walk),
         t(&tally.credited_past_walk),
+        t(&tally.hosts_under_prefixes[0]),
+        t(&tally.hosts_under_prefixes[1]),
     );
     if cases.is_none() {
         assert!(t(&tally.packets) >= MIN_CASES, "only {} packets", t(&tally.packets));
@@ -134,6 +141,12 @@ fn kernel_and_simulate_agree_with_the_model() {
         t(&tally.unfiltered) > 0 && t(&tally.credited_past_walk) > 0 && t(&tally.wide_policies) > 0,
         "some outcomes never generated"
     );
+    if cases.is_none() {
+        assert!(
+            tally.hosts_under_prefixes.iter().all(|c| t(c) > 0),
+            "no allowed packet from a single address under shorter prefixes in some family"
+        );
+    }
 }
 
 /// The programs loaded for the last policy, kept while shrinking tries
@@ -198,8 +211,13 @@ fn check(
             Verdict::Allowed(_) => {
                 bump(&tally.allowed);
                 if let PacketSpec::Ip { direction, peer, local, transport, .. } = packet {
-                    if model.rules().nested_prefix_lengths(*peer).len() > CREDIT_DEPTH {
+                    let nested = model.rules().nested_prefix_lengths(*peer);
+                    if nested.len() > CREDIT_DEPTH {
                         bump(&tally.deeper_than_walk);
+                    }
+                    let full = if peer.is_ipv4() { 32 } else { 128 };
+                    if nested.len() > 1 && nested.first() == Some(&full) {
+                        bump(&tally.hosts_under_prefixes[usize::from(peer.is_ipv6())]);
                     }
                     let (protocol, key) = ip_packet(*direction, *peer, *local, *transport).rule_key();
                     if model.rules().credit(*direction, protocol, key, *peer).is_some_and(|c| c.past_walk) {

@@ -20,7 +20,7 @@ use crate::{
 
 const PLAIN: Shape = Shape { vlan_tags: 0, ip_extra: 0, first_fragment: false };
 
-fn packet(direction: RuleDirection, peer: &str, local: &str, transport: Transport) -> PacketSpec {
+pub(crate) fn packet(direction: RuleDirection, peer: &str, local: &str, transport: Transport) -> PacketSpec {
     let addr = |s: &str| -> IpAddr { s.parse().expect("test address") };
     PacketSpec::Ip { direction, peer: addr(peer), local: addr(local), transport, shape: PLAIN }
 }
@@ -28,7 +28,7 @@ fn packet(direction: RuleDirection, peer: &str, local: &str, transport: Transpor
 /// Runs each `(packet, verdict)` through every hook of its direction,
 /// `simulate` and the model; `verdict` is a rule name, "drop" or
 /// "unfiltered".
-fn assert_cases(yaml: &str, groups: &[&str], cases: &[(PacketSpec, &str)]) {
+pub(crate) fn assert_cases(yaml: &str, groups: &[&str], cases: &[(PacketSpec, &str)]) {
     assert!(nix::unistd::Uid::effective().is_root(), "the differential test loads eBPF programs: run it as root");
     let policy = policy::parse_sources(&[("test.yaml".into(), yaml.into())]).expect("test policy parses");
     let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();

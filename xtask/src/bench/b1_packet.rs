@@ -13,7 +13,7 @@ use crate::sh;
 
 pub fn run(b: &Bench) -> anyhow::Result<Report> {
     let dir = b.work.join("policies");
-    policies::scale_set(&dir)?;
+    policies::packet_set(&dir)?;
     let out = b.work.join("b1.json");
     let mut cmd = sh::cargo();
     cmd.args(["bench", "-p", "firewall-ctl", "--bench", "datapath", "--", "--policies"])
@@ -90,7 +90,8 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
          round. New flow: {} fresh flows per round, one run per call, floor measured the same way (so both \
          include the call's own overhead). `rules-N`: N rules, one /24 each, the allowing rules last; \
          `cidrs-N`: N varied CIDRs (half IPv4, half IPv6, prefixes /16-/32 and /48-/128) in a prefix list the \
-         allowing rule uses, probes drawn from random hosts of random CIDRs of the list.",
+         allowing rule uses, probes drawn from random hosts of random CIDRs of the list; `hosts-1m`: the same \
+         with a million single addresses (/32 and /128), probes drawn from them.",
         doc["rounds"], doc["sources"], doc["repeat"], doc["new_flows"]
     ));
     report.json["results"] = json!(rows);

@@ -110,15 +110,60 @@ pub fn rules_policy(rules: usize, cidrs_per_rule: usize, interfaces: bool, connt
 /// list of `cidrs` varied networks (half IPv4 in 10.0.0.0/8, /16 to /32;
 /// half IPv6 in 2001:db8::/33, /48 to /128), so lookups spread over the trie.
 pub fn cidrs_policy(cidrs: usize, interfaces: bool) -> String {
+    let what = format!("{cidrs} CIDRs in a prefix list");
+    big_list_policy(
+        &what,
+        cidrs,
+        interfaces,
+        Rng::new(0x5eed_c1d5),
+        |rng, v4| {
+            if v4 {
+                random_v4(rng)
+            } else {
+                random_v6(rng)
+            }
+        },
+    )
+}
+
+/// [`cidrs_policy`] with single addresses only: `pl:big` holds `hosts`
+/// varied hosts (half IPv4 /32 in 10.0.0.0/8, half IPv6 /128 in
+/// 2001:db8::/33), a million peers as a fleet or an allow list names them,
+/// which the datapath finds by one exact-match lookup.
+pub fn hosts_policy(hosts: usize) -> String {
+    let what = format!("{hosts} single addresses in a prefix list");
+    big_list_policy(
+        &what,
+        hosts,
+        true,
+        Rng::new(0x5eed_4057),
+        |rng, v4| {
+            if v4 {
+                v4_net(rng, 32)
+            } else {
+                v6_net(rng, 128)
+            }
+        },
+    )
+}
+
+/// TCP 80 and UDP 5001 from `pl:big`, then the [`allowed_rules`]; `pl:big`
+/// holds `entries` entries made by `entry`, IPv4 and IPv6 in turn.
+fn big_list_policy(
+    what: &str,
+    entries: usize,
+    interfaces: bool,
+    mut rng: Rng,
+    mut entry: impl FnMut(&mut Rng, bool) -> String,
+) -> String {
     let mut out = String::new();
-    header(&mut out, &format!("{cidrs} CIDRs in a prefix list"));
+    header(&mut out, what);
     out.push_str("      - { protocol: tcp, ports: 80, source: pl:big }\n");
     out.push_str("      - { protocol: udp, ports: 5001, source: pl:big }\n");
     allowed_rules(&mut out);
     out.push_str("prefix_lists:\n  big:\n");
-    let mut rng = Rng::new(0x5eed_c1d5);
-    for i in 0..cidrs {
-        let _ = writeln!(out, "    - \"{}\"", if i % 2 == 0 { random_v4(&mut rng) } else { random_v6(&mut rng) });
+    for i in 0..entries {
+        let _ = writeln!(out, "    - \"{}\"", entry(&mut rng, i % 2 == 0));
     }
     footer(&mut out, interfaces, None);
     out
@@ -147,6 +192,11 @@ pub fn rules_and_cidrs_policy(rules: usize, cidrs: usize) -> String {
 /// A network in 10.0.0.0/8 with a prefix of /16 to /32, host bits zero.
 pub fn random_v4(rng: &mut Rng) -> String {
     let len = rng.range(16, 32) as u32;
+    v4_net(rng, len)
+}
+
+/// A random network of 10.0.0.0/8 with prefix `len`.
+fn v4_net(rng: &mut Rng, len: u32) -> String {
     let addr = (10_u32 << 24) | (rng.next() as u32 & 0x00ff_ffff);
     let mask = if len == 32 { u32::MAX } else { !(u32::MAX >> len) };
     format!("{}/{len}", std::net::Ipv4Addr::from(addr & mask))
@@ -155,6 +205,11 @@ pub fn random_v4(rng: &mut Rng) -> String {
 /// A network in 2001:db8::/33 with a prefix of /48 to /128, host bits zero.
 pub fn random_v6(rng: &mut Rng) -> String {
     let len = rng.range(48, 128) as u32;
+    v6_net(rng, len)
+}
+
+/// A random network of 2001:db8::/33 with prefix `len`.
+fn v6_net(rng: &mut Rng, len: u32) -> String {
     let low = (u128::from(rng.next()) << 64 | u128::from(rng.next())) & ((1_u128 << 95) - 1);
     let addr = (0x2001_0db8_u128 << 96) | low;
     let mask = if len == 128 { u128::MAX } else { !(u128::MAX >> len) };
@@ -205,6 +260,14 @@ pub fn control_set(dir: &Path) -> anyhow::Result<Vec<PolicyFile>> {
     let mut out = scale_set(dir)?;
     let path = write(dir, "rules-1000-cidrs-100k", &rules_and_cidrs_policy(1000, 100_000))?;
     out.push(PolicyFile { name: "rules-1000-cidrs-100k".into(), path, rules: 1000, cidrs: 100_000 });
+    Ok(out)
+}
+
+/// B1's policies: [`scale_set`], and a million single addresses.
+pub fn packet_set(dir: &Path) -> anyhow::Result<Vec<PolicyFile>> {
+    let mut out = scale_set(dir)?;
+    let path = write(dir, "hosts-1m", &hosts_policy(1_000_000))?;
+    out.push(PolicyFile { name: "hosts-1m".into(), path, rules: 6, cidrs: 1_000_000 });
     Ok(out)
 }
 
@@ -260,6 +323,11 @@ mod tests {
 
         let cidrs = cidrs_policy(1000, false);
         assert_eq!(cidrs.lines().filter(|l| l.starts_with("    - \"")).count(), 1000);
+        let hosts = hosts_policy(1000);
+        assert_eq!(
+            hosts.lines().filter(|l| l.starts_with("    - \"") && (l.contains("/32") || l.contains("/128"))).count(),
+            1000
+        );
         assert_eq!(cidrs, cidrs_policy(1000, false), "deterministic");
 
         let both = rules_and_cidrs_policy(1000, 500);
