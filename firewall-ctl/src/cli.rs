@@ -105,6 +105,9 @@ pub enum Command {
     },
     /// Filtered interfaces, hooks, program ids, policy generation, conntrack use.
     Status,
+    /// What this kernel can do for sgctl (version, bpf, bpffs, BTF, tcx or clsact, memlock) and the hooks each
+    /// interface gets; exits 1 when it lacks something sgctl needs.
+    Doctor,
     /// Per-rule and per-interface counters.
     Stats {
         /// Print again every SECS seconds.

@@ -5,6 +5,7 @@ mod attach;
 mod check;
 mod completions;
 mod conntrack;
+mod doctor;
 mod explain;
 mod export;
 mod flows;
@@ -43,6 +44,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flows(args) => return flows::run(args, global.json),
         _ => {}
     }
+    if let Command::Doctor = &cli.command {
+        // Reports, and probes only in a network namespace of its own: no
+        // privilege needed to run it (the probes say what lacking one costs).
+        if let Some(name) = &global.netns {
+            netns::enter(name)?;
+        }
+        return doctor::run(&global.state_dir, global.json);
+    }
     if let Command::Export { format } = &cli.command {
         // Reads the namespace's interface addresses (for `sg:` members) only.
         if let Some(name) = &global.netns {
@@ -67,6 +76,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(name) = &global.netns {
         netns::enter(name)?;
     }
+    if attaches(&cli.command) {
+        // A kernel sgctl cannot filter with is refused before anything changes.
+        crate::datapath::kernel::require()?;
+    }
     let (target, _lock) = open_target(global, changes_state(&cli.command))?;
     if changes_state(&cli.command) && !matches!(cli.command, Command::Restore { .. }) {
         // An unconfirmed apply past its deadline (its helper killed) is
@@ -83,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Completions { .. }
         | Command::ManPages { .. }
         | Command::Export { .. }
+        | Command::Doctor
         | Command::Agent(_)
         | Command::Flows(_) => unreachable!("handled above"),
         Command::Trace(args) => trace::run(&target, &args, json),
@@ -186,6 +200,16 @@ fn targets_in_view(global: &Global, target: &Target) -> anyhow::Result<Vec<Targe
     Ok(target.state.scopes()?.into_iter().map(at).collect())
 }
 
+/// Whether the verb may put programs on hooks (and so needs the kernel to
+/// have what sgctl needs): `detach` and reports never do.
+fn attaches(command: &Command) -> bool {
+    match command {
+        Command::Apply { dry_run, .. } => !dry_run,
+        Command::Attach { .. } | Command::Members { .. } | Command::Restore { .. } | Command::Rollback => true,
+        _ => false,
+    }
+}
+
 fn changes_state(command: &Command) -> bool {
     match command {
         Command::Apply { dry_run, .. } => !dry_run,
@@ -201,6 +225,7 @@ fn changes_state(command: &Command) -> bool {
         | Command::Flows(_)
         | Command::Trace(_)
         | Command::Status
+        | Command::Doctor
         | Command::Stats { .. }
         | Command::Explain(_)
         | Command::Import { .. }
@@ -221,6 +246,7 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Detach { .. } => "detach",
         Command::Members { .. } => "members",
         Command::Status => "status",
+        Command::Doctor => "doctor",
         Command::Agent(_) => "agent",
         Command::Flows(_) => "flows",
         Command::Trace(_) => "trace",

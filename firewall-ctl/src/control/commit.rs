@@ -124,6 +124,9 @@ pub fn commit_with(
     wanted: &[Wanted],
     options: Options,
 ) -> anyhow::Result<Outcome> {
+    if !wanted.is_empty() {
+        datapath::kernel::require()?;
+    }
     repair::repair_scope(target)?;
     crate::timings::mark("repair");
     let active_path = target.state.active_path(&target.scope);

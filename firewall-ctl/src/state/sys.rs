@@ -18,7 +18,10 @@ const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_LINK_UPDATE: libc::c_long = 29;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+const BPF_PROG_LOAD: libc::c_long = 5;
 
 /// `union bpf_attr`, as bytes: every command reads its fields at fixed offsets.
 #[repr(C, align(8))]
@@ -258,6 +261,21 @@ pub fn prog_query_count(ifindex: u32, attach_type: u32) -> io::Result<u32> {
     attr.u32_at(0, ifindex).u32_at(4, attach_type);
     bpf(BPF_PROG_QUERY, &mut attr)?;
     Ok(u32::from_ne_bytes([attr.0[24], attr.0[25], attr.0[26], attr.0[27]]))
+}
+
+/// Loads a tc classifier that lets every packet go on (`TC_ACT_UNSPEC`):
+/// what `sgctl doctor` attaches to probe a hook.
+pub fn load_pass_classifier() -> io::Result<OwnedFd> {
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    // r0 = -1; exit
+    let insns: [u64; 2] = [0xffff_ffff_0000_00b7_u64.to_le(), 0x95_u64.to_le()];
+    let license = b"GPL\0";
+    let mut attr = Attr::new();
+    attr.u32_at(0, BPF_PROG_TYPE_SCHED_CLS)
+        .u32_at(4, 2)
+        .u64_at(8, insns.as_ptr() as u64)
+        .u64_at(16, license.as_ptr() as u64);
+    Ok(owned(bpf(BPF_PROG_LOAD, &mut attr)?))
 }
 
 /// `BPF_TCX_INGRESS`.
