@@ -275,9 +275,11 @@ fn restore_puts_the_saved_policy_back_after_a_reboot_and_reports_missing_interfa
     };
     enforced("applied");
 
-    // A reboot: bpffs is empty (the programs go with it), eth1 not there yet.
+    // A reboot: bpffs is empty (the programs go with it, and the devices'
+    // qdiscs with the clsact filters of kernels without tcx), eth1 not there yet.
     srv.run(&["ip", "link", "del", "eth1"]).expect("ip");
     std::fs::remove_dir_all(sg.state_dir()).expect("wiping the state as a reboot would");
+    let _ = srv.run(&["tc", "qdisc", "del", "dev", "eth0", "clsact"]);
     expect_all("unfiltered after the reboot", vec![tcp(&cli, "203.0.113.1:8080", Connected)]);
 
     // What the shipped unit runs at boot.
@@ -345,14 +347,19 @@ fn a_reattach_has_no_gap_and_keeps_tracked_flows() {
     let reattached = |v: &Value| assert_eq!(v[0]["change"], "reattached", "{v:#}");
     reattached(&mode("xdp"));
     assert_eq!(sg.status()["interfaces"][0]["ingress"], "xdp-native");
-    reattached(&mode("tc"));
-    assert_eq!(sg.status()["interfaces"][0]["ingress"], tc_hook());
-    let resized = sg.apply(&[&files.write("b.yaml", &web(false, Some(4096)))]);
-    assert!(resized["interfaces"].to_string().contains("reattached"), "{resized:#}");
-    assert_eq!(sg.status()["interfaces"][0]["conntrack_capacity"], 4096);
-    reattached(&mode("xdp"));
-    let resized = sg.apply(&[&files.write("c.yaml", &web(false, Some(65536)))]);
-    assert!(resized["interfaces"].to_string().contains("reattached"), "{resized:#}");
+    // Under emulation (the Debian 12 guest of `cargo xtask test`) a
+    // reattach takes seconds: there the moves that differ from this kernel
+    // (onto and off the legacy tc hook, its in-place replacement) are enough.
+    if std::env::var_os("SGCTL_E2E_EMULATED").is_none() {
+        reattached(&mode("tc"));
+        assert_eq!(sg.status()["interfaces"][0]["ingress"], tc_hook());
+        let resized = sg.apply(&[&files.write("b.yaml", &web(false, Some(4096)))]);
+        assert!(resized["interfaces"].to_string().contains("reattached"), "{resized:#}");
+        assert_eq!(sg.status()["interfaces"][0]["conntrack_capacity"], 4096);
+        reattached(&mode("xdp"));
+        let resized = sg.apply(&[&files.write("c.yaml", &web(false, Some(65536)))]);
+        assert!(resized["interfaces"].to_string().contains("reattached"), "{resized:#}");
+    }
     // The legacy tc hook: moved onto, its filters' programs replaced in
     // place by a resize, and moved off, all under the same traffic.
     reattached(&mode("clsact"));
@@ -562,9 +569,13 @@ fn a_killed_mode_or_capacity_change_leaves_the_interface_filtered() {
     sg.ok(&attach("tc"));
     assert_eq!(in_force(&cli), "A");
     let status = sg.status();
-    assert_eq!(status["interfaces"][0]["ingress"], "tc", "{status:#}");
+    assert_eq!(status["interfaces"][0]["ingress"], tc_hook(), "{status:#}");
     for side in ["ingress", "egress"] {
-        assert!(clsact_filters(&srv, side).is_empty(), "{side}: {:?}", clsact_filters(&srv, side));
+        assert!(
+            tc_hook() == "clsact" || clsact_filters(&srv, side).is_empty(),
+            "{side}: {:?}",
+            clsact_filters(&srv, side)
+        );
     }
     let leftovers: Vec<String> = std::fs::read_dir(sg.state_dir().join(format!("netns-{}/if-eth0", srv.netns())))
         .expect("interface state")

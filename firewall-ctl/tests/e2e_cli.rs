@@ -150,7 +150,8 @@ fn lifecycle_attach_detach_and_hooks() {
         );
     };
 
-    // Auto mode on a veth: tcx ingress. Each sgctl run has exited by now.
+    // Auto mode on a veth: tc ingress (tcx, or clsact before Linux 6.6).
+    // Each sgctl run has exited by now.
     let policy = policy("web-server.yaml");
     sg.apply(&[&policy]);
     let status = sg.status();
@@ -159,15 +160,24 @@ fn lifecycle_attach_detach_and_hooks() {
     let eth0 = &status["interfaces"][0];
     assert_eq!(eth0["interface"], "eth0", "{status:#}");
     assert_eq!(eth0["groups"], serde_json::json!(["web-server"]), "{status:#}");
-    assert_eq!(eth0["ingress"], "tc", "auto mode on veth uses tcx ingress: {status:#}");
-    program_ids(eth0);
+    assert_eq!(eth0["ingress"], tc_hook(), "auto mode on veth uses tc ingress: {status:#}");
+    let (tc_in, tc_out) = program_ids(eth0);
     assert!(!ip_link(&srv).contains("xdp"), "no XDP program on eth0 in tc mode:\n{}", ip_link(&srv));
-    enforced("applied, tcx ingress");
+    if tc_hook() == "clsact" {
+        for (side, id) in [("ingress", tc_in), ("egress", tc_out)] {
+            let filters = clsact_filters(&srv, side);
+            assert!(filters.iter().any(|f| f.contains(&format!(" id {id} "))), "{side}: {filters:?}");
+        }
+    }
+    enforced("applied, tc ingress");
 
-    // Detach: unfiltered again, state gone.
+    // Detach: unfiltered again, state gone, no filter left on the clsact hooks.
     let changes = sg.json(&["detach", "eth0"]);
     assert_eq!(changes[0]["change"], "detached", "{changes:#}");
     assert_eq!(sg.status()["interfaces"], serde_json::json!([]));
+    for side in ["ingress", "egress"] {
+        assert!(clsact_filters(&srv, side).is_empty(), "{side}: {:?}", clsact_filters(&srv, side));
+    }
     unfiltered("detached");
 
     // Native XDP on the veth: the same policy, the same verdicts.
@@ -390,4 +400,50 @@ fn conntrack_settings_reach_the_kernel() {
     assert!((40..=45).contains(&udp), "one-way UDP expires by udp_timeout 45 s: {udp} ({flows})");
     let tcp = expiry(6);
     assert!((3590..=3600).contains(&tcp), "established TCP expires by 3600 s: {tcp} ({flows})");
+}
+
+#[test]
+fn doctor_says_what_the_kernel_has_and_an_older_kernel_is_refused_before_anything_changes() {
+    let (lab, srv, cli) = srv_lab("doctor");
+    let _listener = listen(&srv, &["203.0.113.1:8080"]);
+    let sg = Sgctl::new(&lab, &srv);
+    let doctor = sg.json(&["doctor"]);
+    assert_eq!(doctor["ok"], true, "{doctor:#}");
+    let check = |feature: &str| {
+        doctor["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["feature"] == feature))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {feature} check: {doctor:#}"))
+    };
+    for feature in ["kernel", "bpf", "map-in-map", "ring buffer", "clsact"] {
+        assert_eq!(check(feature)["ok"], true, "{feature}: {doctor:#}");
+    }
+    let tcx = check("tcx")["detail"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(tcx.starts_with("present"), tc_hook() == "tc", "{doctor:#}");
+    assert_eq!(check("clsact")["required"], tc_hook() == "clsact", "clsact is needed where tcx is not: {doctor:#}");
+    let eth0 = doctor["interfaces"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["interface"] == "eth0"))
+        .cloned()
+        .unwrap_or_else(|| panic!("eth0 missing: {doctor:#}"));
+    assert_eq!((eth0["kind"].as_str(), eth0["ingress"].as_str()), (Some("veth"), Some(tc_hook())), "{doctor:#}");
+    let text = sg.ok(&["doctor"]).stdout;
+    assert!(text.contains("clsact") && text.contains("eth0"), "{text}");
+
+    // A kernel below the floor (stood for by the test-only override): every
+    // verb that attaches is refused in one line naming it, nothing changes.
+    let policy = policy("web-server.yaml");
+    for args in [vec!["apply", policy.to_str().expect("utf-8")], vec!["attach", "eth0", "--groups", "web-server"]] {
+        let out = sg.command(&args).env("SGCTL_TEST_KERNEL_RELEASE", "5.15.0-91-generic").output().expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("Linux 5.15.0-91-generic") && stderr.contains("older than 6.1"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    let status = sg.status();
+    assert_eq!((&status["generation"], &status["interfaces"]), (&Value::Null, &serde_json::json!([])), "{status:#}");
+    expect_all("refused: still unfiltered", vec![tcp(&cli, "203.0.113.1:8080", Connected)]);
+    let doctor = sg.command(&["doctor", "--json"]).env("SGCTL_TEST_KERNEL_RELEASE", "5.15.0").output().expect("runs");
+    assert_eq!(doctor.status.code(), Some(1), "doctor fails on a kernel below the floor");
 }

@@ -30,8 +30,11 @@ enum Task {
     Bootstrap,
     /// Run shell commands as root in Debian 12's own kernel (6.1) under QEMU, over a copy-on-write view of this root.
     Guest {
+        /// Run the end-to-end tests `cargo xtask test` runs in the guest (built first), instead of commands.
+        #[arg(long, conflicts_with = "commands")]
+        tests: bool,
         /// Shell command lines, run in order in the workspace root; the first that fails ends the run.
-        #[arg(required = true, value_name = "COMMAND")]
+        #[arg(required_unless_present = "tests", value_name = "COMMAND")]
         commands: Vec<String>,
     },
     /// Bootstrap, then build the eBPF object and the `sgctl` binary (release).
@@ -73,7 +76,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Bootstrap => bootstrap::run(),
         Task::Build => build::run(),
-        Task::Guest { commands } => guest::run_cli(&commands),
+        Task::Guest { tests, commands } => guest::run_cli(tests, &commands),
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Bench { only } => bench::run(&only),

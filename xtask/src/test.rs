@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::{bootstrap, gates, sh};
+use crate::{bootstrap, gates, guest, sh};
 
 pub fn run() -> anyhow::Result<()> {
     sh::require_root("test")?;
@@ -34,9 +34,26 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
     let status = child.wait().with_context(|| format!("waiting for `{what}`"))?;
+
+    // The same programs and tests on the kernel Debian 12 users run.
+    let guest = guest::run_tests(parse_result);
+    match &guest {
+        Ok(g) => {
+            sh::step(
+                &format!("guest (Debian 12, Linux {})", g.release),
+                &format!("{} passed, {} failed in {:.0} s", g.passed, g.failed, g.duration.as_secs_f64()),
+            );
+            passed += g.passed;
+            failed += g.failed;
+        }
+        Err(e) => {
+            eprintln!("error: the Debian 12 guest's tests did not run: {e:#}");
+            failed += 1;
+        }
+    }
     println!("xtask test: {passed} passed, {failed} failed");
     if !status.success() || failed > 0 {
-        bail!("`{what}` failed ({status})");
+        bail!("`{what}` failed ({status}), or the guest's tests did");
     }
     if passed == 0 {
         bail!("no test ran");
@@ -45,7 +62,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// `test result: ok. 3 passed; 0 failed; 0 ignored; …` → (3, 0).
-fn parse_result(line: &str) -> Option<(u64, u64)> {
+pub fn parse_result(line: &str) -> Option<(u64, u64)> {
     let (_, counts) = line.strip_prefix("test result: ")?.split_once(". ")?;
     let (mut passed, mut failed) = (None, None);
     for part in counts.split(';') {

@@ -212,15 +212,28 @@ fn attach_side(
         let fd = loaded(ebpf, prog)?;
         pin_fresh(|p| Ok(sys::obj_pin(&fd, p)?), &dir.join(prog_pin))?;
         clsact::ensure_qdisc(ifindex)?;
-        let priority = clsact::free_priority(&clsact::filters(ifindex, side)?);
-        if priority != clsact::PRIORITY {
-            eprintln!(
-                "note: {ifname}: clsact {side:?} priority {} is taken by another filter, which runs before \
-                 sgctl's (priority {priority}); `sgctl status` lists it",
-                clsact::PRIORITY
-            );
-        }
-        clsact::add(ifindex, side, priority, clsact::HANDLE, &clsact::Program { fd: fd.as_fd(), name: prog })
+        let filters = clsact::filters(ifindex, side)?;
+        let program = clsact::Program { fd: fd.as_fd(), name: prog };
+        // A filter of an sgctl whose state was lost (bpffs wiped without a
+        // reboot) still judges with its last policy, at priority 1: the new
+        // program takes its place in place, so the interface is never
+        // unfiltered and sgctl stays first.
+        let orphan = filters.iter().find(|f| f.chain == 0 && f.kind == "bpf" && f.prog_name.as_deref() == Some(prog));
+        let (slot, how) = match orphan {
+            Some(f) => (f.slot(), clsact::Put::Replace),
+            None => {
+                let priority = clsact::free_priority(&filters);
+                if priority != clsact::PRIORITY {
+                    eprintln!(
+                        "note: {ifname}: clsact {side:?} priority {} is taken by another filter, which runs before \
+                         sgctl's (priority {priority}); `sgctl status` lists it",
+                        clsact::PRIORITY
+                    );
+                }
+                (clsact::Slot { priority, handle: clsact::HANDLE }, clsact::Put::Add)
+            }
+        };
+        clsact::put(ifindex, side, slot, &program, how)
             .with_context(|| format!("attaching {prog} to {ifname} (clsact)"))?;
         return Ok(IngressHook::Clsact);
     }
@@ -331,7 +344,8 @@ fn replace_in_place(
         .with_context(|| format!("no clsact {side:?} filter runs sgctl's program {old_id} any more"))?;
     let fd = loaded(ebpf, prog)?;
     pin_fresh(|p| Ok(sys::obj_pin(&fd, p)?), &dir.join(names.prog_next))?;
-    clsact::replace(ifindex, side, filter.priority, filter.handle, &clsact::Program { fd: fd.as_fd(), name: prog })?;
+    let program = clsact::Program { fd: fd.as_fd(), name: prog };
+    clsact::put(ifindex, side, filter.slot(), &program, clsact::Put::Replace)?;
     finish_side(dir, Some(ifindex), side)?;
     Ok(())
 }
@@ -602,7 +616,7 @@ fn filters_on(ids: &[u32], ifindex: u32) -> anyhow::Result<Vec<Found>> {
 
 fn delete_filters(found: &[Found]) -> anyhow::Result<()> {
     for f in found {
-        clsact::delete(f.ifindex, f.side, f.filter.priority, f.filter.handle)?;
+        clsact::delete(f.ifindex, f.side, f.filter.slot())?;
     }
     Ok(())
 }

@@ -59,6 +59,12 @@ const ETH_P_ALL_BE: u16 = 0x0003_u16.to_be();
 pub const PRIORITY: u16 = 1;
 pub const HANDLE: u32 = 1;
 
+impl Filter {
+    pub fn slot(&self) -> Slot {
+        Slot { priority: self.priority, handle: self.handle }
+    }
+}
+
 fn message(ifindex: u32, parent: TcHandle, handle: u32, info: u32) -> TcMessage {
     let mut m = TcMessage::default();
     m.header = TcHeader { family: AddressFamily::Unspec, index: ifindex as i32, handle: handle.into(), parent, info };
@@ -130,10 +136,10 @@ pub struct Program<'a> {
     pub name: &'a str,
 }
 
-fn filter_message(ifindex: u32, direction: Direction, priority: u16, handle: u32, program: &Program<'_>) -> TcMessage {
+fn filter_message(ifindex: u32, direction: Direction, slot: Slot, program: &Program<'_>) -> TcMessage {
     use std::os::fd::AsRawFd as _;
-    let info = (u32::from(priority) << 16) | u32::from(ETH_P_ALL_BE);
-    let mut m = message(ifindex, direction.parent(), handle, info);
+    let info = (u32::from(slot.priority) << 16) | u32::from(ETH_P_ALL_BE);
+    let mut m = message(ifindex, direction.parent(), slot.handle, info);
     m.attributes.push(TcAttribute::Kind("bpf".into()));
     m.attributes.push(TcAttribute::Options(vec![
         TcOption::Bpf(TcFilterBpfOption::ProgFd(program.fd.as_raw_fd() as u32)),
@@ -143,40 +149,42 @@ fn filter_message(ifindex: u32, direction: Direction, priority: u16, handle: u32
     m
 }
 
-/// Adds a direct-action filter running `program` at `priority`/`handle`;
-/// fails if one is there already (EEXIST).
-pub fn add(
-    ifindex: u32,
-    direction: Direction,
-    priority: u16,
-    handle: u32,
-    program: &Program<'_>,
-) -> anyhow::Result<()> {
-    let m = filter_message(ifindex, direction, priority, handle, program);
-    rtnetlink::request(RouteNetlinkMessage::NewTrafficFilter(m), NLM_F_CREATE | NLM_F_EXCL)
-        .with_context(|| format!("adding a clsact {direction:?} filter at priority {priority}"))?;
+/// Where a filter sits on its hook: its priority (lower runs first) and
+/// its handle among the filters of that priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub priority: u16,
+    pub handle: u32,
+}
+
+/// How [`put`] treats a filter already at the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// A new filter; fails if one is there already (EEXIST).
+    Add,
+    /// The filter there runs `program` instead, in place: cls_bpf swaps the
+    /// programs with one RCU pointer update, so every packet meets the old
+    /// program or the new one, never neither. Without NLM_F_CREATE this
+    /// never adds a filter: a filter that is gone is an error.
+    Replace,
+}
+
+/// Puts a direct-action filter running `program` at `slot` of `ifindex`'s
+/// `direction` hook.
+pub fn put(ifindex: u32, direction: Direction, slot: Slot, program: &Program<'_>, how: Put) -> anyhow::Result<()> {
+    let m = filter_message(ifindex, direction, slot, program);
+    let flags = match how {
+        Put::Add => NLM_F_CREATE | NLM_F_EXCL,
+        Put::Replace => 0,
+    };
+    rtnetlink::request(RouteNetlinkMessage::NewTrafficFilter(m), flags)
+        .with_context(|| format!("{how:?} the clsact {direction:?} filter at priority {}", slot.priority))?;
     Ok(())
 }
 
-/// Makes the filter at `priority`/`handle` run `program` instead, in
-/// place: cls_bpf swaps the programs with one RCU pointer update, so every
-/// packet meets the old program or the new one, never neither. Without
-/// NLM_F_CREATE this never adds a filter: a filter that is gone is an error.
-pub fn replace(
-    ifindex: u32,
-    direction: Direction,
-    priority: u16,
-    handle: u32,
-    program: &Program<'_>,
-) -> anyhow::Result<()> {
-    let m = filter_message(ifindex, direction, priority, handle, program);
-    rtnetlink::request(RouteNetlinkMessage::NewTrafficFilter(m), 0)
-        .with_context(|| format!("replacing the program of the clsact {direction:?} filter at priority {priority}"))?;
-    Ok(())
-}
-
-/// Deletes the filter at `priority`/`handle` (nothing if it is gone, or its device).
-pub fn delete(ifindex: u32, direction: Direction, priority: u16, handle: u32) -> anyhow::Result<()> {
+/// Deletes the filter at `slot` (nothing if it is gone, or its device).
+pub fn delete(ifindex: u32, direction: Direction, slot: Slot) -> anyhow::Result<()> {
+    let (priority, handle) = (slot.priority, slot.handle);
     let info = (u32::from(priority) << 16) | u32::from(ETH_P_ALL_BE);
     let mut m = message(ifindex, direction.parent(), handle, info);
     m.attributes.push(TcAttribute::Kind("bpf".into()));
@@ -193,4 +201,28 @@ pub fn delete(ifindex: u32, direction: Direction, priority: u16, handle: u32) ->
 /// before it are others' (shown by `status`).
 pub fn free_priority(filters: &[Filter]) -> u16 {
     (PRIORITY..u16::MAX).find(|p| !filters.iter().any(|f| f.priority == *p)).unwrap_or(u16::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(priority: u16) -> Filter {
+        Filter {
+            priority,
+            handle: 1,
+            kind: "bpf".into(),
+            prog_id: Some(7),
+            prog_name: None,
+            direct_action: true,
+            chain: 0,
+        }
+    }
+
+    #[test]
+    fn sgctl_takes_priority_1_unless_another_filter_holds_it() {
+        assert_eq!(free_priority(&[]), 1);
+        assert_eq!(free_priority(&[at(49152)]), 1, "tc's default priority runs after sgctl's");
+        assert_eq!(free_priority(&[at(1), at(2), at(49152)]), 3);
+    }
 }

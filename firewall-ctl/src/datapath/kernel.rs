@@ -188,7 +188,8 @@ fn probe_clsact() -> std::io::Result<()> {
         let io = |e: anyhow::Error| std::io::Error::other(format!("{e:#}"));
         clsact::ensure_qdisc(1).map_err(io)?;
         let program = clsact::Program { fd: std::os::fd::AsFd::as_fd(&program), name: "sg_probe" };
-        clsact::add(1, clsact::Direction::Ingress, clsact::PRIORITY, clsact::HANDLE, &program).map_err(io)
+        let slot = clsact::Slot { priority: clsact::PRIORITY, handle: clsact::HANDLE };
+        clsact::put(1, clsact::Direction::Ingress, slot, &program, clsact::Put::Add).map_err(io)
     })
     .join()
     .unwrap_or_else(|_| Err(std::io::Error::other("the probe thread panicked")))
@@ -203,7 +204,7 @@ fn bpffs_at(state_dir: &Path) -> (bool, String) {
         dir = parent;
     }
     match nix::sys::statfs::statfs(dir) {
-        Ok(fs) if fs.filesystem_type().0 as i64 == BPF_FS_MAGIC => (true, format!("{} is on bpffs", dir.display())),
+        Ok(fs) if fs.filesystem_type().0 == BPF_FS_MAGIC => (true, format!("{} is on bpffs", dir.display())),
         Ok(_) => (
             false,
             format!(
