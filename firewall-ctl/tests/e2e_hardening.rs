@@ -249,13 +249,13 @@ fn on_the_legacy_tc_hook_sgctl_goes_first_and_a_deleted_filter_is_put_back() {
     assert_eq!(sg.status()["interfaces"][0]["standing"]["ingress"]["first"], true);
 
     // sgctl's state lost without a reboot (bpffs wiped): its filters are no
-    // links and keep judging with the last policy; the next apply takes
-    // their place, in place, still first.
+    // links and keep judging with the last policy; `restore` (the saved
+    // policy) takes their place, in place, still first.
     std::fs::remove_dir_all(sg.state_dir()).expect("wiping sgctl's state");
     enforced("the state is gone, the filters still judge");
-    let again = sg.json(&attach);
-    assert_eq!(again[0]["change"], "attached", "{again:#}");
-    enforced("attached again over the orphaned filters");
+    let restored = sg.json(&["restore"]);
+    assert_eq!(restored["attached"], serde_json::json!(["eth0"]), "{restored:#}");
+    enforced("restored over the orphaned filters");
     for side in ["ingress", "egress"] {
         let sgctl: Vec<String> = clsact_filters(&srv, side).into_iter().filter(|f| f.contains(" sg_")).collect();
         assert_eq!(sgctl.len(), 1, "{side}: one sgctl filter, not an orphan beside a new one: {sgctl:?}");
