@@ -161,9 +161,9 @@ pub fn prepare_new(dir: &Path, active: PathBuf, conntrack_capacity: u32, link: L
 /// failure nothing stays attached; the caller removes `dir`.
 pub fn attach_links(ebpf: &mut Ebpf, dir: &Path, ifname: &str, at: Placement) -> anyhow::Result<Hooks> {
     let result = (|| {
-        let ifindex = ifindex_of(ifname)?;
-        let egress = attach_side(ebpf, dir, ifname, ifindex, Direction::Egress, at, false)?;
-        let ingress = attach_side(ebpf, dir, ifname, ifindex, Direction::Ingress, at, false)?;
+        let site = Site { dir, ifname, ifindex: ifindex_of(ifname)? };
+        let egress = attach_side(ebpf, site, Direction::Egress, at, false)?;
+        let ingress = attach_side(ebpf, site, Direction::Ingress, at, false)?;
         Ok(Hooks { ingress, egress: egress_of(egress) })
     })();
     if result.is_err() {
@@ -176,17 +176,25 @@ fn ifindex_of(ifname: &str) -> anyhow::Result<u32> {
     netns::ifindex(ifname).ok_or_else(|| crate::InputError::InterfaceNotFound(ifname.to_owned()).into())
 }
 
+/// The interface a side is attached to: its state directory (where the
+/// links and programs are pinned), its name and its index.
+#[derive(Clone, Copy)]
+struct Site<'a> {
+    dir: &'a Path,
+    ifname: &'a str,
+    ifindex: u32,
+}
+
 /// Attaches `side`'s program of `ebpf` where `at` says, pinned under its
-/// name in `dir` (its `_next` name with `next`). Returns the hook.
+/// name in the site's directory (its `_next` name with `next`). Returns the hook.
 fn attach_side(
     ebpf: &mut Ebpf,
-    dir: &Path,
-    ifname: &str,
-    ifindex: u32,
+    site: Site<'_>,
     side: Direction,
     at: Placement,
     next: bool,
 ) -> anyhow::Result<IngressHook> {
+    let Site { dir, ifname, ifindex } = site;
     let names = pinned(side);
     let (link_pin, prog_pin) = if next { (names.link_next, names.prog_next) } else { (names.link, names.prog) };
     if side == Direction::Ingress && at.xdp {
@@ -299,10 +307,11 @@ fn replace_programs(dir: &Path, pins: Pins, capacity: u32, ifname: &str, change:
         set_previous_table(dir, Some(&old))?;
     }
     let ifindex = ifindex_of(ifname)?;
+    let site = Site { dir, ifname, ifindex };
     // Ingress first: it is the one that can fail (a driver without XDP).
     let wanted_ingress = if change.at.xdp { None } else { Some(change.at.tc_hook()) };
     let ingress = match (change.current.ingress, wanted_ingress) {
-        _ if change.relink_ingress => move_side(&mut ebpf, dir, ifname, ifindex, Direction::Ingress, change.at)?,
+        _ if change.relink_ingress => move_side(&mut ebpf, site, Direction::Ingress, change.at)?,
         // XDP stays XDP (native or generic, as it is).
         (current, None) if current.is_xdp() => {
             update_link(&mut ebpf, PROG_INGRESS_XDP, &dir.join(pinned(Direction::Ingress).link))?;
@@ -312,13 +321,13 @@ fn replace_programs(dir: &Path, pins: Pins, capacity: u32, ifname: &str, change:
             replace_in_place(&mut ebpf, dir, ifindex, Direction::Ingress, current)?;
             current
         }
-        _ => move_side(&mut ebpf, dir, ifname, ifindex, Direction::Ingress, change.at)?,
+        _ => move_side(&mut ebpf, site, Direction::Ingress, change.at)?,
     };
     let egress = if !change.relink_egress && hook_of(change.current.egress) == change.at.tc_hook() {
         replace_in_place(&mut ebpf, dir, ifindex, Direction::Egress, hook_of(change.current.egress))?;
         change.current.egress
     } else {
-        egress_of(move_side(&mut ebpf, dir, ifname, ifindex, Direction::Egress, change.at)?)
+        egress_of(move_side(&mut ebpf, site, Direction::Egress, change.at)?)
     };
     Ok(Hooks { ingress, egress })
 }
@@ -352,20 +361,13 @@ fn replace_in_place(
 
 /// Moves `side` to the hook `at` says: the new attachment beside the
 /// old, then the old one removed.
-fn move_side(
-    ebpf: &mut Ebpf,
-    dir: &Path,
-    ifname: &str,
-    ifindex: u32,
-    side: Direction,
-    at: Placement,
-) -> anyhow::Result<IngressHook> {
+fn move_side(ebpf: &mut Ebpf, site: Site<'_>, side: Direction, at: Placement) -> anyhow::Result<IngressHook> {
     let names = pinned(side);
     for stale in [names.link_next, names.prog_next] {
-        remove_if_present(&dir.join(stale))?;
+        remove_if_present(&site.dir.join(stale))?;
     }
-    let hook = attach_side(ebpf, dir, ifname, ifindex, side, at, true)?;
-    finish_side(dir, Some(ifindex), side)?;
+    let hook = attach_side(ebpf, site, side, at, true)?;
+    finish_side(site.dir, Some(site.ifindex), side)?;
     Ok(hook)
 }
 
