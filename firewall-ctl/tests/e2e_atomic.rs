@@ -312,6 +312,74 @@ fn restore_puts_the_saved_policy_back_after_a_reboot_and_reports_missing_interfa
     );
 }
 
+/// A reboot into another kernel under saved state: the saved policy names
+/// each interface's `--mode`, not its hook, so `restore` puts it on the
+/// hooks of the kernel it meets: clsact on one without tcx (Debian 12's
+/// 6.1, stood for here by the test-only `SGCTL_TEST_NO_TCX`), tcx back on
+/// this one. (The guest run restores on the real 6.1.)
+#[test]
+fn restore_after_a_reboot_into_another_kernel_uses_the_hooks_that_kernel_has() {
+    assert_eq!(tc_hook(), "tc", "this test moves between tcx and clsact: it needs a kernel with tcx (6.6+)");
+    let WebLab { lab, srv, admin, cli, _listeners } = web_lab("rekernel");
+    let sg = Sgctl::new(&lab, &srv);
+    let files = TempDir::new("rekernel");
+    sg.apply(&[&files.write("web.yaml", &web(false, None))]);
+    let enforced = |what: &str| {
+        expect_all(
+            what,
+            vec![
+                tcp(&cli, "203.0.113.1:80", Connected),
+                tcp(&cli, "203.0.113.1:8080", TimedOut),
+                tcp(&admin, "203.0.113.1:22", Connected),
+            ],
+        )
+    };
+    enforced("applied with tcx");
+    // On the kernel `no_tcx` stands for: `args` with `--json`, its output.
+    let on = |no_tcx: bool, args: &[&str]| -> Value {
+        let mut cmd = sg.command(&[args, &["--json"]].concat());
+        if no_tcx {
+            cmd.env("SGCTL_TEST_NO_TCX", "1");
+        }
+        let out = cmd.output().expect("sgctl runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let reboot = || {
+        std::fs::remove_dir_all(sg.state_dir()).expect("wiping the state as a reboot would");
+        let _ = srv.run(&["tc", "qdisc", "del", "dev", "eth0", "clsact"]);
+        expect_all("unfiltered after the reboot", vec![tcp(&cli, "203.0.113.1:8080", Connected)]);
+    };
+    let hooks = |no_tcx: bool| {
+        let status = on(no_tcx, &["status"]);
+        let eth0 = &status["scopes"][0]["interfaces"][0];
+        (eth0["ingress"].as_str().map(str::to_owned), eth0["egress"].as_str().map(str::to_owned))
+    };
+    let sgctl_filters =
+        |side: &str| -> Vec<String> { clsact_filters(&srv, side).into_iter().filter(|f| f.contains(" sg_")).collect() };
+
+    // Into a kernel without tcx: both sides on clsact, sgctl's filters first.
+    reboot();
+    let restored = on(true, &["restore"]);
+    assert_eq!(restored["attached"], serde_json::json!(["eth0"]), "{restored:#}");
+    enforced("restored on clsact");
+    assert_eq!(hooks(true), (Some("clsact".into()), Some("clsact".into())));
+    for side in ["ingress", "egress"] {
+        let ours = sgctl_filters(side);
+        assert!(ours.len() == 1 && ours[0].contains("pref 1 "), "{side}: {ours:?}");
+    }
+
+    // And back: tcx again, no filter left on clsact.
+    reboot();
+    let restored = on(false, &["restore"]);
+    assert_eq!(restored["attached"], serde_json::json!(["eth0"]), "{restored:#}");
+    enforced("restored on tcx");
+    assert_eq!(hooks(false), (Some("tc".into()), Some("tc".into())));
+    for side in ["ingress", "egress"] {
+        assert!(sgctl_filters(side).is_empty(), "{side}: {:?}", sgctl_filters(side));
+    }
+}
+
 /// Echoes on `conn` until stopped; the echoes that failed.
 fn keep_echoing(mut conn: Conn, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, Vec<String>)> {
     std::thread::spawn(move || {

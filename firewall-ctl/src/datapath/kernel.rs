@@ -19,9 +19,12 @@ pub const FLOOR: (u32, u32) = (6, 1);
 /// every network namespace), which older kernels refuse with EINVAL.
 pub fn has_tcx() -> bool {
     static TCX: OnceLock<bool> = OnceLock::new();
-    *TCX.get_or_init(|| match sys::prog_query_count(1, sys::BPF_TCX_INGRESS) {
-        Ok(_) => true,
-        Err(e) => e.raw_os_error() != Some(libc::EINVAL),
+    *TCX.get_or_init(|| {
+        !override_no_tcx()
+            && match sys::prog_query_count(1, sys::BPF_TCX_INGRESS) {
+                Ok(_) => true,
+                Err(e) => e.raw_os_error() != Some(libc::EINVAL),
+            }
     })
 }
 
@@ -55,6 +58,18 @@ fn override_release() -> Option<String> {
 #[cfg(not(feature = "test-support"))]
 fn override_release() -> Option<String> {
     None
+}
+
+/// Tests stand for a kernel without tcx (a reboot into 6.1 under saved
+/// state) with `SGCTL_TEST_NO_TCX=1`; the shipped `sgctl` has no such knob.
+#[cfg(feature = "test-support")]
+fn override_no_tcx() -> bool {
+    std::env::var_os("SGCTL_TEST_NO_TCX").is_some()
+}
+
+#[cfg(not(feature = "test-support"))]
+fn override_no_tcx() -> bool {
+    false
 }
 
 /// Every check, in the order `doctor` prints them. `clsact` is probed in
