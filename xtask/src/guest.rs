@@ -386,11 +386,19 @@ pub fn run_tests(parse_result: fn(&str) -> Option<(u64, u64)>) -> anyhow::Result
     let guest = install()?;
     let targets: Vec<&str> = TESTS.iter().map(|(t, _)| *t).collect();
     let binaries = test_binaries(&targets)?;
+    // The labs run the release `sgctl` (the package's): unoptimized, each
+    // command costs seconds under TCG, and the guest part must stay short.
+    crate::build::build_sgctl()?;
+    let sgctl = crate::build::sgctl_path();
     let mut commands = vec!["modprobe -a tun wireguard ipip ip_gre sch_ingress cls_bpf veth".to_owned()];
     for (target, filters) in TESTS {
         let (_, exe) =
             binaries.iter().find(|(name, _)| name == target).with_context(|| format!("no test binary for {target}"))?;
-        let mut command = format!("SGCTL_E2E_EMULATED=1 {} --test-threads=1 --include-ignored", exe.display());
+        let mut command = format!(
+            "SGCTL_E2E_EMULATED=1 SGCTL_E2E_SGCTL={} {} --test-threads=1 --include-ignored",
+            sgctl.display(),
+            exe.display()
+        );
         for filter in *filters {
             command.push(' ');
             command.push_str(filter);

@@ -32,6 +32,14 @@ pub const BLOCKED: Duration = Duration::from_secs(1);
 /// a busy 2-core machine; it takes milliseconds when things work).
 pub const ALLOWED: Duration = Duration::from_secs(3);
 
+/// The `sgctl` the labs run: this build's, or the one `SGCTL_E2E_SGCTL`
+/// names. The Debian 12 guest of `cargo xtask test` runs the release build
+/// (the one the package ships): under QEMU's emulation an unoptimized
+/// `sgctl` spends seconds on each command, and the guest part must stay short.
+pub fn sgctl_bin() -> PathBuf {
+    std::env::var_os("SGCTL_E2E_SGCTL").map_or_else(|| env!("CARGO_BIN_EXE_sgctl").into(), Into::into)
+}
+
 /// Fails the test (never skips) unless we are root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -171,7 +179,7 @@ impl Sgctl {
 
     /// The command line `run` uses, to start `sgctl` some other way.
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgctl"));
+        let mut cmd = Command::new(sgctl_bin());
         cmd.arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--lib-dir")
