@@ -18,13 +18,14 @@ use super::{
 type Render = fn(&Value, &mut Markdown);
 
 /// The benchmarks, in order, with the title of their section.
-const SECTIONS: [(&str, &str, Render); 6] = [
+const SECTIONS: [(&str, &str, Render); 7] = [
     ("b1", "per-packet cost (BPF_PROG_TEST_RUN, XDP, beside an empty program)", b1),
     ("b2", "packet rate on a real path (veth, UDP floods, one core)", b2),
     ("b3", "TCP throughput and latency through the filter", b3),
     ("b4", "control plane: check, apply and nft -f", b4),
     ("b5", "connection tracking under a flood of new connections", b5),
     ("b6", "program load time (BPF_PROG_LOAD: verifier and JIT)", b6),
+    ("b7", "the fleet: a membership change from one host to another's maps through etcd", b7),
 ];
 
 /// Markdown being written: headings, tables, notes, figures.
@@ -71,16 +72,14 @@ impl Markdown {
     }
 }
 
-/// BENCHMARKS.md's "Latest results": every benchmark that has been run,
-/// its machine in one line, its tables and figure.
+/// BENCHMARKS.md's "Latest results": every benchmark that has been run
+/// (one with no stored results has no section), its machine in one line,
+/// its tables and figure.
 pub fn latest_results(results: &Results, figures: &[(&str, &str)]) -> String {
     let mut md = Markdown::default();
     for (id, title, render) in SECTIONS {
+        let Some(doc) = results.get(id) else { continue };
         md.heading(3, &format!("{}: {title}", id.to_uppercase()));
-        let Some(doc) = results.get(id) else {
-            md.note(&format!("Not measured yet: `cargo xtask bench {id}`."));
-            continue;
-        };
         md.note(&machine(&doc["machine"]));
         if let Some((alt, path)) = figures.iter().find(|(_, p)| p.contains(&format!("/{id}"))) {
             md.figure(alt, path);
@@ -358,6 +357,64 @@ fn b6(doc: &Value, md: &mut Markdown) {
         &format!("Load time of each program, median of {runs}"),
         &["link layer", "program", "load ms (median)", "insns the verifier processed"],
         &table,
+    );
+}
+
+fn b7(doc: &Value, md: &mut Markdown) {
+    let p = |v: &Value| [cell(num(&v["p50"]), 1), cell(num(&v["p99"]), 1), cell(num(&v["max"]), 1)];
+    let three: Vec<Vec<String>> = doc["three_hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let mut row = vec![format!("{} ({})", text(&r["change"]), r["count"])];
+            row.extend(p(&r["from_put_ms"]));
+            row.extend(p(&r["from_change_ms"]));
+            row
+        })
+        .collect();
+    md.table(
+        "Three hosts: an address of app1 joins `app` (and leaves it) on db, ms",
+        &["change", "put → db p50", "p99", "max", "change on app1 → db p50", "p99", "max"],
+        &three,
+    );
+    let sim = &doc["simulated"];
+    if sim.is_null() {
+        return;
+    }
+    let change = |what: &str, v: &Value| {
+        let mut row = vec![what.to_owned(), v["count"].to_string()];
+        row.extend(p(v));
+        row
+    };
+    md.table(
+        &format!(
+            "{} simulated hosts × {} addresses, {} changes/s for {} s (each: one address joins, one leaves), put → \
+             db's maps, ms",
+            sim["hosts"], sim["addresses_per_host"], sim["changes_per_sec"], sim["secs"]
+        ),
+        &["change", "count", "p50", "p99", "max"],
+        &[change("join", &sim["join_ms"]), change("leave", &sim["leave_ms"])],
+    );
+    let (in_place, full) = (num(&sim["in_place_change_ms"]["p50"]), num(&sim["full_apply_ms"]));
+    let kib = |k: &str| cell(num(&sim[k]) / 1024.0, 1);
+    md.table(
+        "db's agent under that churn, and the cost of one change",
+        &["what", "value"],
+        &[
+            vec!["agent CPU over the churn (% of one core)".into(), cell(num(&sim["agent_cpu_percent"]), 1)],
+            vec!["agent resident memory after (MiB)".into(), kib("agent_rss_kib")],
+            vec!["agent peak resident memory (MiB)".into(), kib("agent_hwm_kib")],
+            vec!["first read of all members: all puts (s)".into(), cell(num(&sim["load_puts_s"]), 2)],
+            vec!["first read of all members: puts → all in force (s)".into(), cell(num(&sim["load_in_force_s"]), 2)],
+            vec![
+                "in-place change of one address, p50 / p99 (ms)".into(),
+                format!("{} / {}", cell(in_place, 2), cell(num(&sim["in_place_change_ms"]["p99"]), 2)),
+            ],
+            vec!["the same change as a full `sgctl apply` of the membership file (ms, median)".into(), cell(full, 1)],
+            vec!["full apply vs in place".into(), ratio(full, in_place)],
+            vec!["changes not seen within 30 s".into(), sim["missing"].to_string()],
+        ],
     );
 }
 
@@ -663,6 +720,25 @@ mod tests {
         let text = md.finish();
         assert!(text.contains("| 2 | 1 | 4 / 10 (40.0%) |"), "{text}");
         assert!(text.contains("| sgctl (tcx) | 5 | 1.00× | 9 | 1 | 7 | 1.00 | 1.00 | 1/1 |"), "{text}");
+    }
+
+    #[test]
+    fn b7_shows_the_three_hosts_and_the_simulated_fleet() {
+        let pct = json!({"p50": 12.0, "p99": 30.5, "max": 41.0, "count": 600});
+        let doc = json!({
+            "three_hosts": [{"change": "join", "count": 100, "from_put_ms": pct, "from_change_ms": pct}],
+            "simulated": {"hosts": 1000, "addresses_per_host": 10, "changes_per_sec": 10, "secs": 60,
+                "join_ms": pct, "leave_ms": pct, "agent_cpu_percent": 3.25, "agent_rss_kib": 20480,
+                "agent_hwm_kib": 30720, "load_puts_s": 1.5, "load_in_force_s": 2.0,
+                "in_place_change_ms": {"p50": 1.0, "p99": 2.0}, "full_apply_ms": 250.0, "missing": 0},
+        });
+        let mut md = Markdown::default();
+        b7(&doc, &mut md);
+        let text = md.finish();
+        assert!(text.contains("| join (100) | 12.0 | 30.5 | 41.0 | 12.0 | 30.5 | 41.0 |"), "{text}");
+        assert!(text.contains("1000 simulated hosts × 10 addresses, 10 changes/s for 60 s"), "{text}");
+        assert!(text.contains("| full apply vs in place | 250.00× |"), "{text}");
+        assert!(text.contains("| agent resident memory after (MiB) | 20.0 |"), "{text}");
     }
 
     #[test]
