@@ -43,11 +43,14 @@ enum Task {
     Test,
     /// Bootstrap and build, then show the web-server policy at work in throwaway namespaces.
     Demo,
-    /// The benchmark suite (B1-B6, or those named), each beside its peer in the same run (needs root).
+    /// The benchmark suite (B1-B6, or those named), each beside its peer in the same run (needs root); then the tables and figures.
     Bench {
         /// Benchmarks to run (b1 b2 b3 b4 b5 b6); all when none is named.
         #[arg(value_name = "BENCHMARK")]
         only: Vec<String>,
+        /// Run nothing: rewrite BENCHMARKS.md's and README.md's generated sections and bench/figures/ from bench/results/*.json.
+        #[arg(long, conflicts_with = "only")]
+        report: bool,
     },
     /// Build and install sgctl and its boot-time restore unit (systemd), enabled (needs root).
     Install {
@@ -79,7 +82,8 @@ fn main() -> ExitCode {
         Task::Guest { tests, commands } => guest::run_cli(tests, &commands),
         Task::Test => test::run(),
         Task::Demo => demo::run(),
-        Task::Bench { only } => bench::run(&only),
+        Task::Bench { report: true, .. } => bench::report(),
+        Task::Bench { only, .. } => bench::run(&only),
         Task::Install { prefix, no_enable } => install::run(&prefix, !no_enable),
         Task::Man => man::run(),
         Task::Package => package::run(),

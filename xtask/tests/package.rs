@@ -151,6 +151,7 @@ const EXPECTED: &[&str] = &[
     "./usr/share/doc/sgctl/copyright",
     "./usr/share/doc/sgctl/changelog.Debian.gz",
     "./usr/share/doc/sgctl/README.md",
+    "./usr/share/doc/sgctl/bench/figures/b2.svg",
     "./usr/share/doc/sgctl/docs/cli.md",
     "./usr/share/doc/sgctl/docs/semantics.md",
     "./usr/share/doc/sgctl/docs/policy-format.md",

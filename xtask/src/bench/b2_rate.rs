@@ -20,7 +20,7 @@ use testlab::{Lab, LabHost};
 
 use super::{
     flood::{self, Flood, Wire},
-    harness::{self, cell, median, ratio, Bench, Report, Sgctl},
+    harness::{self, median, Bench, Report, Sgctl},
     policies::{self, IFACE},
 };
 
@@ -123,57 +123,16 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
 
     let mut report = Report::new("b2", "packet rate on a real path (veth, UDP floods, one core)");
     let mut json_rows = Vec::new();
-    for (f, flow) in
-        ["dropped (no rule allows UDP 9)", "allowed (the last rule allows UDP 5001; 4,352 flows)"].iter().enumerate()
-    {
-        let mut rows = Vec::new();
+    for (f, flood) in ["dropped", "allowed"].into_iter().enumerate() {
         for (s, size) in sizes.iter().enumerate() {
-            let m: Vec<f64> = (0..VARIANTS.len()).map(|v| median(&samples[s][v][f])).collect();
-            let mut row = vec![size.label.to_owned()];
-            row.extend(m.iter().map(|pps| cell(pps / 1e3, 0)));
-            row.push(ratio(m[2], m[3]));
-            row.push(ratio(m[1], m[3]));
-            row.push(ratio(m[1], m[4]));
-            row.push(ratio(m[1], m[0]));
-            rows.push(row);
             for (v, variant) in VARIANTS.iter().enumerate() {
                 json_rows.push(json!({
-                    "flood": if f == 0 { "dropped" } else { "allowed" },
-                    "rules": size.label, "variant": variant.label(),
-                    "pps_median": m[v], "pps_samples": samples[s][v][f],
+                    "flood": flood, "rules": size.label, "variant": variant.label(),
+                    "pps_median": median(&samples[s][v][f]), "pps_samples": samples[s][v][f],
                 }));
             }
         }
-        report.table(
-            &format!("Flood {flow}: thousand packets per second at the receiver (median of {ROUNDS})"),
-            &[
-                "rules",
-                "none",
-                "sgctl tcx",
-                "sgctl XDP",
-                "nft expert",
-                "nft linear",
-                "XDP / nft expert",
-                "tcx / nft expert",
-                "tcx / nft linear",
-                "tcx / none",
-            ],
-            &rows,
-        );
     }
-    report.note(
-        "Counted at the receiver: for the dropped flood, the firewall's own drop counter (sgctl `dropped_no_rule`, \
-         nft `r0/inbound/dropped_no_rule`; with no firewall, the UDP layer's count); for the allowed flood, the \
-         datagrams that reached the receiver's UDP layer (`/proc/net/snmp` InDatagrams + InErrors + NoPorts). \
-         trafgen runs as one process pinned to CPU 0 and the veth receive path runs in its softirq on the same \
-         CPU, so these are packets per second on one core. '10,000 rules' is 1,000 rules of 10 CIDRs each: \
-         10,000 rules in the linear export, still one lookup per family in the expert export (its maps hold \
-         one element per address range and port range: about 10,000); sgctl takes at most 1,024 rules per \
-         interface. The allowed rule is the last one, the worst place for a linear ruleset. nftables tracks a \
-         UDP flow that never saw a reply as `ct state new`, so every allowed packet is judged again (a map \
-         lookup in the expert form, a walk of the rules in the linear one); sgctl tracks it after its first \
-         packet.",
-    );
     report.json["results"] = json!(json_rows);
     Ok(report)
 }

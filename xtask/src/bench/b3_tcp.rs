@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use testlab::{Lab, LabHost};
 
 use super::{
-    harness::{self, cell, median, ratio, Bench, Report, Sgctl},
+    harness::{self, Bench, Report, Sgctl},
     policies::{self, IFACE},
 };
 
@@ -109,36 +109,6 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     }
 
     let mut report = Report::new("b3", "TCP throughput and latency through the filter");
-    let m: Vec<[f64; 4]> =
-        samples.iter().map(|s| [median(&s[0]), median(&s[1]), median(&s[2]), median(&s[3])]).collect();
-    let rows: Vec<Vec<String>> = VARIANTS
-        .iter()
-        .enumerate()
-        .map(|(v, variant)| {
-            vec![
-                variant.label().to_owned(),
-                cell(m[v][0], 2),
-                ratio(m[v][0], m[0][0]),
-                cell(m[v][1], 2),
-                ratio(m[v][1], m[0][1]),
-                cell(m[v][2], 1),
-                cell(m[v][3], 1),
-                ratio(m[v][3], m[0][3]),
-            ]
-        })
-        .collect();
-    report.table(
-        &format!(
-            "iperf3 ({IPERF_SECS} s) and 64-byte request/response ({ROUND_TRIPS} round trips), median of {ROUNDS}"
-        ),
-        &["filter", "1 stream Gbit/s", "vs none", "4 streams Gbit/s", "vs none", "p50 µs", "p99 µs", "p99 vs none"],
-        &rows,
-    );
-    report.note(
-        "The server's interface carries the 10-rule benchmark policy (the allowing rules last); sgctl filters \
-         ingress and egress on tcx, nftables with the exported ruleset (the default, one-lookup form). Client and server share the \
-         machine's 2 cores with each other and with the generator-free rest of the system.",
-    );
     report.json["results"] = json!(VARIANTS
         .iter()
         .enumerate()

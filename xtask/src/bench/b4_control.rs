@@ -12,13 +12,13 @@ use serde_json::json;
 use testlab::Lab;
 
 use super::{
-    harness::{self, cell, median, ratio, Bench, Measured, Report, Sgctl},
+    harness::{self, median, Bench, Measured, Report, Sgctl},
     policies::{self, IFACE},
 };
 
 const RUNS: usize = 3;
 
-/// A cell for a command that may have failed: its median time, or why not.
+/// A command that may have failed: its median time and RSS, or why not.
 fn outcome(runs: &[Measured]) -> (f64, f64, String) {
     match runs.iter().find(|m| !m.success) {
         Some(bad) => (f64::NAN, f64::NAN, bad.why()),
@@ -40,7 +40,6 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     let sg = Sgctl { bin: &b.sgctl, state: state.clone(), lib: lab.lib_dir()?, netns: srv.netns().to_owned() };
     let files = policies::control_set(&b.work.join("policies"))?;
 
-    let mut rows = Vec::new();
     let mut results = Vec::new();
     for file in &files {
         let path = file.path.to_str().unwrap_or_default();
@@ -95,21 +94,6 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
         );
 
         let status = if first_err.is_empty() { String::new() } else { format!("failed: {first_err}") };
-        rows.push(vec![
-            file.name.clone(),
-            cell(check_ms, 1),
-            cell(check_rss, 1),
-            cell(first_ms, 1),
-            cell(again_ms, 1),
-            cell(first_rss, 1),
-            cell(charged_kib / 1024.0, 1),
-            format!("{} ({})", cell(resident_kib / 1024.0, 1), cell(peak_kib / 1024.0, 1)),
-            if nft_err.is_empty() { cell(nft_ms, 1) } else { format!("failed: {nft_err}") },
-            cell(nft_rss, 1),
-            cell(nft_kib / 1024.0, 1),
-            ratio(first_ms, nft_ms),
-            status.clone(),
-        ]);
         results.push(json!({
             "policy": file.name, "rules": file.rules, "cidrs": file.cidrs,
             "check_ms": check_ms, "check_rss_mib": check_rss,
@@ -122,49 +106,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     }
 
     let mut report = Report::new("b4", "control plane: check, apply and nft -f");
-    report.table(
-        &format!("Wall time (ms) and peak RSS (MiB), median of {RUNS} (1M CIDRs: one run)"),
-        &[
-            "policy",
-            "check ms",
-            "check MiB",
-            "apply ms (load+attach)",
-            "re-apply ms",
-            "apply MiB",
-            "kernel MiB charged (memlock)",
-            "kernel MiB held (peak), est.",
-            "nft -f ms",
-            "nft MiB",
-            "nft kernel MiB (≈)",
-            "apply / nft -f",
-            "status",
-        ],
-        &rows,
-    );
-    report.note(
-        "`rules-N`: N rules, one /24 each; `cidrs-N`: N varied CIDRs (half IPv4, half IPv6) in one prefix list \
-         used by two rules; `rules-1000-cidrs-100k`: both (the issue's target). sgctl runs with `-n` in a lab \
-         namespace whose `r0` the policies name; `apply` is measured from a detached interface (load, verify, \
-         attach three programs) and again at once (nothing changed: parse, compile, compare). Kernel memory \
-         charged is what `sgctl status` reports, the sum of every map's `memlock` (pinned maps, the policy \
-         maps installed in a generation slot, the records); held is sgctl's estimate of what the maps really \
-         hold (tries' intermediate nodes and slab rounding, which `memlock` leaves out; docs/cli.md, Kernel \
-         memory) once in force, and in parentheses while a change is put in force (a second generation of the \
-         policy maps). nftables' kernel memory is the growth of unreclaimable slab while loading, approximate \
-         (other work on the machine moves it too).",
-    );
-
-    let (membership_rows, membership) = membership_change(b, &sg, &srv, &dir)?;
-    report.table(
-        &format!("A one-address membership change in `sg:fleet` (100,000 members), median of {}", RUNS * 4),
-        &["step", "sgctl", "nftables"],
-        &membership_rows,
-    );
-    report.note(
-        "sgctl `members add|remove` changes the one address entry in the maps in force (docs/cli.md, `sgctl \
-         members`); `apply` of the edited file rebuilds the group's address map as a new generation. Wall time of \
-         the whole command, process start included. nftables: `nft add|delete element` on the exported set.",
-    );
+    let membership = membership_change(b, &sg, &srv, &dir)?;
     report.json["results"] = json!(results);
     report.json["membership_change"] = membership;
     Ok(report)
@@ -179,7 +121,7 @@ fn membership_change(
     sg: &Sgctl<'_>,
     srv: &testlab::LabHost,
     dir: &Path,
-) -> anyhow::Result<(Vec<Vec<String>>, serde_json::Value)> {
+) -> anyhow::Result<serde_json::Value> {
     let base = policies::write(dir, "members-100k", &policies::members_policy(100_000, false))?;
     let changed = policies::write(dir, "members-100k-changed", &policies::members_policy(100_000, true))?;
     let (base, changed) = (base.to_str().unwrap_or_default(), changed.to_str().unwrap_or_default());
@@ -229,23 +171,10 @@ fn membership_change(
         ]))?);
     }
     let _ = harness::nft(srv, &["delete", "table", "inet", "sgctl"]);
-    let ms = |v: &[f64]| cell(median(v), 1) + " ms";
-    let rows = vec![
-        vec!["load the 100k-member policy".to_owned(), cell(first.ms(), 1) + " ms", cell(load.ms(), 1) + " ms"],
-        vec![
-            "change one member in place (`sgctl members add/remove`; `nft add/delete element`)".to_owned(),
-            ms(&in_place),
-            ms(&nft_change),
-        ],
-        vec!["change one member by applying the edited file".to_owned(), ms(&by_apply), "—".to_owned()],
-    ];
-    Ok((
-        rows,
-        json!({
-            "sgctl_first_ms": first.ms(), "sgctl_members_ms": in_place, "sgctl_apply_edited_ms": by_apply,
-            "nft_load_ms": load.ms(), "nft_element_ms": nft_change,
-        }),
-    ))
+    Ok(json!({
+        "sgctl_first_ms": first.ms(), "sgctl_members_ms": in_place, "sgctl_apply_edited_ms": by_apply,
+        "nft_load_ms": load.ms(), "nft_element_ms": nft_change,
+    }))
 }
 
 /// What the kernel charges for sgctl's maps in the lab's scope (`sgctl

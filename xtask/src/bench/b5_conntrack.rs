@@ -19,7 +19,7 @@ use testlab::{Lab, LabHost};
 
 use super::{
     flood::{self, Flood},
-    harness::{self, cell, median, ratio, Bench, Report, Sgctl},
+    harness::{self, Bench, Report, Sgctl},
     policies::{self, IFACE},
 };
 
@@ -76,28 +76,8 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     }
 
     let mut report = Report::new("b5", "connection tracking under a flood of new connections");
-    let mut rows = Vec::new();
     let mut json_rows = Vec::new();
-    let first_second: Vec<f64> = samples
-        .iter()
-        .map(|s| median(&s.iter().map(|x| x.admitted.first().copied().unwrap_or(f64::NAN)).collect::<Vec<_>>()))
-        .collect();
-    for (v, label) in ["sgctl (tcx)", "nf_conntrack (nftables export)"].iter().enumerate() {
-        let runs = &samples[v];
-        let m = |f: &dyn Fn(&Sample) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-        let last = |x: &Sample| x.admitted.last().copied().unwrap_or(f64::NAN);
-        let refused_last = |x: &Sample| x.refused.last().copied().unwrap_or(f64::NAN);
-        rows.push(vec![
-            (*label).to_owned(),
-            cell(first_second[v], 0),
-            ratio(first_second[v], first_second[1]),
-            cell(m(&|x| x.entries as f64), 0),
-            cell(m(&last), 0),
-            cell(m(&refused_last), 0),
-            cell(m(&|x| x.gbps_before), 2),
-            cell(m(&|x| x.gbps_during), 2),
-            format!("{}/{}", runs.iter().filter(|x| x.survived).count(), runs.len()),
-        ]);
+    for (runs, label) in samples.iter().zip(["sgctl (tcx)", "nf_conntrack (nftables export)"]) {
         json_rows.push(json!({
             "variant": label,
             "runs": runs.iter().map(|x| json!({
@@ -107,31 +87,6 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
             })).collect::<Vec<Value>>(),
         }));
     }
-    report.table(
-        &format!(
-            "SYN flood to an allowed port, table size {max} (nf_conntrack_max), {FLOOD_SECS} s, median of {ROUNDS}"
-        ),
-        &[
-            "tracker",
-            "new flows/s admitted (1st s)",
-            "vs nf_conntrack",
-            "entries at the end",
-            "new flows/s admitted (last s)",
-            "new flows/s refused (last s)",
-            "iperf3 Gbit/s before",
-            "iperf3 Gbit/s during",
-            "established flow survived",
-        ],
-        &rows,
-    );
-    report.note(
-        "Admitted: flows the allowing rule opened (sgctl: the rule's `flows` counter; nftables: the packets its \
-         rule accepted, one per new flow). Refused: sgctl's `dropped_conntrack_full`; nf_conntrack's `drop` \
-         (new packets it could not track) from /proc/net/stat/nf_conntrack. When full, sgctl refuses new flows \
-         and keeps every tracked one (semantics.md item 12); nf_conntrack evicts entries that never saw a \
-         reply to make room (`early_drop`), so it keeps admitting. The SYNs' source addresses are the \
-         generator's own (a local route makes 198.18.0.0/16 local to it).",
-    );
     report.json["results"] = json!(json_rows);
     report.json["table_size"] = json!(max);
     Ok(report)

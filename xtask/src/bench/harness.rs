@@ -1,9 +1,7 @@
 //! What every benchmark shares: the machine record, medians, timed runs
 //! with peak memory, `sgctl` and `nft` in lab namespaces, counters read
-//! inside a namespace, and the result writer (Markdown + JSON in
-//! `bench/results/`).
+//! inside a namespace, and the result writer (JSON in `bench/results/`).
 use std::{
-    fmt::Write as _,
     fs::File,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -254,62 +252,25 @@ pub fn slab_unreclaimable_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// One benchmark's results: Markdown tables with notes, and JSON.
+/// One benchmark's results as JSON (`bench/results/ID.json`): the
+/// machine, the medians and every sample. The tables and figures are made
+/// from it by `report`, never by the benchmark itself.
 pub struct Report {
     pub id: &'static str,
-    pub title: &'static str,
-    pub markdown: String,
     pub json: Value,
 }
 
 impl Report {
     pub fn new(id: &'static str, title: &'static str) -> Self {
-        Self {
-            id,
-            title,
-            markdown: String::new(),
-            json: json!({ "benchmark": id, "title": title, "machine": machine() }),
-        }
+        Self { id, json: json!({ "benchmark": id, "title": title, "machine": machine() }) }
     }
 
-    /// A table under a heading.
-    pub fn table(&mut self, heading: &str, headers: &[&str], rows: &[Vec<String>]) {
-        let _ = writeln!(self.markdown, "\n### {heading}\n");
-        let _ = writeln!(self.markdown, "| {} |", headers.join(" | "));
-        let _ = writeln!(self.markdown, "|{}|", headers.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
-        for row in rows {
-            let _ = writeln!(self.markdown, "| {} |", row.join(" | "));
-        }
-    }
-
-    pub fn note(&mut self, text: &str) {
-        let _ = writeln!(self.markdown, "\n{text}");
-    }
-
-    /// Writes `bench/results/ID.md` and `ID.json`, and prints the Markdown.
+    /// Writes `bench/results/ID.json`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        let m = &self.json["machine"];
-        let md = format!(
-            "## {}: {}\n\nMachine: {} cores, {}, kernel {}, {}; measured {}.\n{}",
-            self.id.to_uppercase(),
-            self.title,
-            m["cores"],
-            m["cpu"].as_str().unwrap_or_default(),
-            m["kernel"].as_str().unwrap_or_default(),
-            m["nft"].as_str().unwrap_or_default(),
-            m["date"].as_str().unwrap_or_default(),
-            self.markdown
-        );
-        println!("{md}");
-        let md_path = dir.join(format!("{}.md", self.id));
-        std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
         let json_path = dir.join(format!("{}.json", self.id));
         std::fs::write(&json_path, serde_json::to_string_pretty(&self.json)? + "\n")
             .with_context(|| format!("writing {}", json_path.display()))?;
-        sh::step(
-            &format!("bench {}", self.id),
-            &format!("results in {} and {}", md_path.display(), json_path.display()),
-        );
+        sh::step(&format!("bench {}", self.id), &format!("results in {}", json_path.display()));
         Ok(())
     }
 }

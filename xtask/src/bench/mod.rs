@@ -1,8 +1,10 @@
 //! `cargo xtask bench [b1 b2 b3 b4 b5 b6]`: the benchmark suite (never part of
 //! the test run). Each benchmark measures sgctl beside its peer (an empty
 //! program, no firewall, nftables) in the same run, alternating, repeated,
-//! and writes `bench/results/bN.md` and `bN.json` with the machine it ran
-//! on. With no argument, all six run; BENCHMARKS.md explains each.
+//! and writes `bench/results/bN.json` with the machine it ran on; then the
+//! tables of BENCHMARKS.md and README.md and the figures are made again
+//! from the stored JSON (`report`). With no argument, all six run;
+//! BENCHMARKS.md explains each.
 //!
 //! - `b1_packet`: per-packet cost under BPF_PROG_TEST_RUN;
 //! - `b2_rate`: packet rate of UDP floods over veth;
@@ -13,15 +15,22 @@
 //!
 //! Shared: `harness` (medians, timed runs, results), `policies` (the
 //! generated inputs), `flood` (trafgen and the receiver's counters).
+//! Reporting: `results` (the stored JSON read back), `tables` (Markdown),
+//! `figures` (SVG), `report` (the generated sections and files, and the
+//! test that holds the committed ones to the JSON).
 mod b1_packet;
 mod b2_rate;
 mod b3_tcp;
 mod b4_control;
 mod b5_conntrack;
 mod b6_load;
+mod figures;
 mod flood;
 mod harness;
 mod policies;
+mod report;
+mod results;
+mod tables;
 
 use anyhow::bail;
 
@@ -41,6 +50,8 @@ const ALL: [(&str, Benchmark); 6] = [
 /// Debian packages only the benchmarks need: a packet generator
 /// (trafgen), iperf3, and GNU time (peak RSS of a command).
 const BENCH_PACKAGES: &[&str] = &["netsniff-ng", "iperf3", "time"];
+
+pub use report::run as report;
 
 pub fn run(only: &[String]) -> anyhow::Result<()> {
     sh::require_root("bench")?;
@@ -63,5 +74,5 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
         report.write(&bench.results)?;
         sh::step(&format!("bench {name}"), &format!("done in {:.0} s", started.elapsed().as_secs_f64()));
     }
-    Ok(())
+    report::run()
 }
