@@ -4,7 +4,7 @@
 //! share one set of maps per interface:
 //! - `sg_ingress_xdp`: inbound, as native XDP (physical NICs);
 //! - `sg_ingress_tc`: inbound, as tcx ingress (veth and virtual devices, where
-//!   XDP would cost most of the TCP throughput, see platform-notes.md);
+//!   XDP would cost most of the TCP throughput: ARCHITECTURE.md, "Hooks");
 //! - `sg_egress_tc`: outbound, as tcx egress.
 #![no_std]
 #![no_main]
