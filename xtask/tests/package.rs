@@ -191,6 +191,13 @@ fn the_package_installs_into_a_root_and_its_sgctl_filters() {
         ENABLED.iter().map(|(l, _)| Path::new("/").join(l).symlink_metadata().is_ok()).collect();
     root.dpkg(&["-i".as_ref(), deb.as_os_str()]);
     let bin = root.path("/usr/sbin/sgctl");
+    let shipped = std::fs::read(&bin).expect("the installed sgctl");
+    for test_program in ["bench_empty_xdp", "test_tcx_pass"] {
+        assert!(
+            !shipped.windows(test_program.len()).any(|w| w == test_program.as_bytes()),
+            "the shipped object carries the test program {test_program}"
+        );
+    }
     assert_eq!(run(Command::new(&bin).arg("--version")).trim(), format!("sgctl {}", env!("CARGO_PKG_VERSION")));
     for (link, target) in ENABLED {
         let got = std::fs::read_link(root.path(link)).unwrap_or_else(|e| panic!("{link} in the root: {e}"));
