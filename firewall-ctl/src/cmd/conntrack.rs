@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     cli::ConntrackAction,
     control::Target,
-    datapath::maps::{idle_ns, monotonic_ns},
+    datapath::{clock::clock, conntrack::Tracked, maps::idle},
     output::{print_json, table},
     state::records::IfaceRecord,
     InputError,
@@ -25,6 +25,9 @@ struct Flow {
     src: String,
     dst: String,
     state: &'static str,
+    /// `confirmed` (nothing evicts it) or `pending` (evictable until the
+    /// other side answers; docs/semantics.md item 12).
+    table: &'static str,
     /// Rule the flow was allowed by (its counters get the traffic).
     rule: String,
     idle_secs: u64,
@@ -75,20 +78,21 @@ pub fn run(targets: &[Target], action: &ConntrackAction, json: bool) -> anyhow::
             }
             Ok(())
         }
-        ConntrackAction::Gc => remove(targets, json, |maps, _| maps.expire_flows(&maps.timeouts()?)),
+        ConntrackAction::Gc => remove(targets, json, |maps, _| maps.expire_flows()),
     }
 }
 
 fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
-    let now = monotonic_ns();
+    let clock = clock();
+    let now = clock.now();
     let mut flows = Vec::new();
     for target in targets {
         for record in target.interfaces()? {
             let maps = target.maps(&record.ifname);
             let timeouts = maps.timeouts()?;
-            for (key, entry) in maps.flows()? {
+            for Tracked { key, entry, table } in maps.flows()? {
                 let state = FlowState::from_u8(entry.state);
-                let idle = idle_ns(&entry, now);
+                let idle = idle(&entry, now);
                 let timeout = timeouts.for_flow(key.protocol, state);
                 if idle > timeout {
                     continue; // expired: the datapath no longer honours it
@@ -101,14 +105,15 @@ fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
                     src,
                     dst,
                     state: state.name(),
+                    table: table.name(),
                     rule: match record.rule_of_slot(entry.slot) {
                         Some((rule, false)) => rule.to_string(),
                         Some((rule, true)) => format!("{rule} (removed)"),
                         None if entry.slot == firewall_common::policy::SLOT_AUDIT => "(audit: would drop)".to_owned(),
                         None => "(removed rule)".to_owned(),
                     },
-                    idle_secs: idle / 1_000_000_000,
-                    expires_in_secs: (timeout - idle) / 1_000_000_000,
+                    idle_secs: clock.secs(idle),
+                    expires_in_secs: clock.secs(timeout - idle),
                 });
             }
         }
@@ -125,13 +130,17 @@ fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
                 f.src.clone(),
                 f.dst.clone(),
                 f.state.to_owned(),
+                f.table.to_owned(),
                 f.rule.clone(),
                 f.idle_secs.to_string(),
                 f.expires_in_secs.to_string(),
             ]
         })
         .collect();
-    crate::out!("{}", table(&["INTERFACE", "PROTO", "FROM", "TO", "STATE", "RULE", "IDLE S", "EXPIRES S"], &rows));
+    crate::out!(
+        "{}",
+        table(&["INTERFACE", "PROTO", "FROM", "TO", "STATE", "TABLE", "RULE", "IDLE S", "EXPIRES S"], &rows)
+    );
     Ok(())
 }
 

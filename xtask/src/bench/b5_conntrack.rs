@@ -8,8 +8,18 @@
 //! sgctl's table is given nf_conntrack's size (`nf_conntrack_max`, a
 //! host-wide setting this benchmark reads and never changes), so both
 //! fill up; the table shows what each does then.
+//!
+//! Beside the flood, a legitimate client (the generator's own address,
+//! 198.18.0.1, through its kernel's TCP stack) opens one connection after
+//! another to the same port and round-trips a few bytes on each: what a
+//! real user of the host sees while the flood runs, second by second.
 use std::{
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -28,6 +38,8 @@ const ROUNDS: usize = 3;
 const FLOOD_SECS: u64 = 12;
 /// The rule that allows TCP 80 in the 10-rule policy (see `policies::rules_policy`).
 const RULE: &str = "bench/inbound/6";
+/// How long the legitimate client waits for a connection and its echo.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -45,6 +57,10 @@ struct Sample {
     gbps_before: f64,
     gbps_during: f64,
     survived: bool,
+    /// The legitimate client's connections started in each second of the
+    /// flood, and how many of those connected and echoed.
+    attempted: Vec<u64>,
+    completed: Vec<u64>,
 }
 
 pub fn run(b: &Bench) -> anyhow::Result<Report> {
@@ -62,11 +78,14 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
         for (v, variant) in [Variant::Sgctl, Variant::Nft].into_iter().enumerate() {
             let s = one_run(b, &dir, &policy, variant)?;
             println!(
-                "b5: round {round}, {}: admitted/s {:?}, entries {:?}, refused {:?}, iperf3 {:.2} -> {:.2} Gbit/s{}",
+                "b5: round {round}, {}: admitted/s {:?}, entries {:?}, refused {:?}, client {:?} of {:?}, iperf3 \
+                 {:.2} -> {:.2} Gbit/s{}",
                 if variant == Variant::Sgctl { "sgctl" } else { "nft" },
                 s.admitted.iter().map(|x| x.round()).collect::<Vec<_>>(),
                 s.entries,
                 s.refused.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                s.completed,
+                s.attempted,
                 s.gbps_before,
                 s.gbps_during,
                 if s.survived { "" } else { " (the established flow failed)" }
@@ -84,12 +103,55 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
                 "admitted_per_second": x.admitted, "entries_at_end": x.entries,
                 "refused_per_second": x.refused, "gbps_before": x.gbps_before,
                 "gbps_during": x.gbps_during, "survived": x.survived,
+                "client_attempted_per_second": x.attempted, "client_completed_per_second": x.completed,
             })).collect::<Vec<Value>>(),
         }));
     }
     report.json["results"] = json!(json_rows);
     report.json["table_size"] = json!(max);
     Ok(report)
+}
+
+/// A legitimate client opening one connection after another to `to` from
+/// `from`, each round-tripping a few bytes, until stopped: when each
+/// started, and whether it completed.
+struct LegitClient {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<(Instant, bool)>>,
+}
+
+impl LegitClient {
+    fn start(from: &LabHost, to: std::net::SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, from) = (stop.clone(), from.clone());
+        let thread = std::thread::spawn(move || {
+            let mut tries = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let ok = from.tcp_connect(to, CLIENT_TIMEOUT) == testlab::Outcome::Connected;
+                tries.push((started, ok));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            tries
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops; per second since `since` (`seconds` of them), the
+    /// connections started and those of them that completed.
+    fn stop(self, since: Instant, seconds: usize) -> (Vec<u64>, Vec<u64>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let tries = self.thread.join().unwrap_or_default();
+        let (mut attempted, mut completed) = (vec![0; seconds], vec![0; seconds]);
+        for (at, ok) in tries {
+            let Some(s) = at.checked_duration_since(since).map(|d| d.as_secs() as usize) else { continue };
+            if s < seconds {
+                attempted[s] += 1;
+                completed[s] += u64::from(ok);
+            }
+        }
+        (attempted, completed)
+    }
 }
 
 /// Rates between consecutive `(time, count)` samples, per second.
@@ -175,7 +237,7 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
     let start = Instant::now();
     harness::sleep_until(start + Duration::from_secs(2));
     let mut samples = vec![counters()?];
-    {
+    let (attempted, completed) = {
         let _flood = Flood::start(
             &b.work,
             &gen,
@@ -185,11 +247,13 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
             Duration::from_secs(FLOOD_SECS),
         )?;
         let flood_start = Instant::now();
+        let client = LegitClient::start(&gen, std::net::SocketAddr::from(([198, 19, 0, 1], 80)));
         for s in 1..=FLOOD_SECS - 1 {
             harness::sleep_until(flood_start + Duration::from_secs(s));
             samples.push(counters()?);
         }
-    }
+        client.stop(flood_start, FLOOD_SECS as usize - 1)
+    };
     let entries = entries()?;
     let output = client.wait_with_output().context("waiting for iperf3 -c")?;
     let v: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
@@ -214,6 +278,8 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
         gbps_before,
         gbps_during,
         survived,
+        attempted,
+        completed,
     })
 }
 
