@@ -66,6 +66,8 @@ pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
     // loopback), also when the agent works on a named namespace.
     let listener = TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     listener.set_nonblocking(true)?;
+    // The fleet's etcd session also lives there (docs/fleet.md).
+    let home = std::fs::File::open("/proc/self/ns/net").context("opening this process's network namespace")?;
     if let Some(name) = &global.netns {
         netns::enter(name)?;
     }
@@ -84,6 +86,9 @@ pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
     if !args.no_hotplug {
         hotplug::start(shared.clone())?;
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _fleet =
+        args.fleet.enabled().then(|| crate::fleet::start(global, &args.fleet, &home, stop.clone())).transpose()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -93,6 +98,7 @@ pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let served = runtime.block_on(http::serve(listener, shared.clone()));
     shared.stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
     }

@@ -23,6 +23,8 @@ struct ScopeStatus {
     kernel_memory: u64,
     /// An `apply --confirm-within` awaiting `sgctl confirm`.
     pending_confirmation: Option<PendingStatus>,
+    /// The fleet, as `sgctl agent --etcd` last reported it (docs/fleet.md).
+    fleet: Option<crate::fleet::report::FleetStatus>,
 }
 
 #[derive(Serialize)]
@@ -110,6 +112,7 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
                 deadline: p.deadline,
                 seconds_left: p.deadline.saturating_sub(super::restore::unix_now()),
             }),
+            fleet: crate::fleet::report::status(&target.lib, &target.scope)?,
         });
     }
     if json {
@@ -179,6 +182,9 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
         if !s.interfaces.is_empty() {
             let total = s.kernel_memory + s.interfaces.iter().map(|i| i.kernel_memory).sum::<u64>();
             crate::outln!("kernel memory charged to the maps: {} (memlock)", crate::memory::human(total));
+        }
+        for line in s.fleet.iter().flat_map(crate::fleet::report::lines) {
+            crate::outln!("{line}");
         }
     }
     Ok(())

@@ -1,0 +1,209 @@
+//! Security groups across a fleet through etcd (issue 18, docs/fleet.md),
+//! end to end: real etcd (Debian's etcd-server) on loopback, three hosts —
+//! network namespaces on one bridge, each with its own state and lib
+//! directories and its own `sgctl agent -n HOST --etcd …` — and real
+//! connections between them.
+//!
+//! - db 198.51.100.1 carries `db` (3306 from `sg:app`);
+//! - app1 198.51.100.2 carries `app` (3306 to `sg:db`, nothing else out);
+//! - app2 198.51.100.3 carries `batch` (everything out, but it is not `app`).
+//!
+//! Nobody lists anybody's address: db learns app1's from etcd, app1 db's.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{agent::Agent, etcd::Etcd, *};
+use serde_json::Value;
+use Outcome::{Connected, TimedOut};
+
+const DB: &str = "198.51.100.1:3306";
+/// Short: a host's keys go this long after its agent dies.
+const TTL: &str = "2";
+
+const GROUPS: &str = "\
+groups:
+  db:
+    description: database
+    inbound:
+      - { protocol: tcp, ports: 3306, source: sg:app, description: MySQL from the app servers }
+    outbound: []
+  app:
+    description: app servers
+    inbound: []
+    outbound:
+      - { protocol: tcp, ports: 3306, destination: sg:db, description: MySQL }
+  batch:
+    description: batch hosts
+    inbound: []
+    outbound:
+      - { protocol: all, destination: 0.0.0.0/0 }
+";
+
+/// Three hosts on one bridge, each an `Sgctl` with directories of its own.
+struct Fleet {
+    dir: TempDir,
+    _db: LabHost,
+    app1: LabHost,
+    app2: LabHost,
+    sg: [Sgctl; 3],
+    _listeners: Vec<Listener>,
+    _lab: Lab,
+}
+
+fn fleet(name: &str) -> Fleet {
+    let lab = lab(name);
+    let db = host(&lab, "db", &["198.51.100.1/24"]);
+    let app1 = host(&lab, "app1", &["198.51.100.2/24"]);
+    let app2 = host(&lab, "app2", &["198.51.100.3/24"]);
+    let sg = [Sgctl::own_dirs(&lab, &db), Sgctl::own_dirs(&lab, &app1), Sgctl::own_dirs(&lab, &app2)];
+    let listeners = listen(&db, &[DB]);
+    Fleet { dir: TempDir::new(name), _db: db, app1, app2, sg, _listeners: listeners, _lab: lab }
+}
+
+impl Fleet {
+    /// Each host applies the shared groups and its own `interfaces:`.
+    fn apply_own_files(&self) {
+        let groups = self.dir.path().join("groups.yaml");
+        std::fs::write(&groups, GROUPS).expect("writing groups.yaml");
+        for (sg, group) in self.sg.iter().zip(["db", "app", "batch"]) {
+            let own = self.dir.path().join(format!("{group}-host.yaml"));
+            std::fs::write(&own, format!("interfaces:\n  eth0: [{group}]\n")).expect("writing a host's file");
+            sg.apply(&[&groups, &own]);
+        }
+    }
+
+    /// `sgctl agent -n HOST --etcd ENDPOINTS --host-id NAME` for each host.
+    fn agents(&self, endpoints: &str) -> Vec<Agent> {
+        self.sg.iter().zip(["db", "app1", "app2"]).map(|(sg, id)| agent(sg, endpoints, id)).collect()
+    }
+}
+
+fn agent(sg: &Sgctl, endpoints: &str, id: &str) -> Agent {
+    Agent::start(
+        sg,
+        &["--no-flow-log", "--quiet", "--no-hotplug", "--etcd", endpoints, "--host-id", id, "--lease-ttl", TTL],
+    )
+}
+
+/// The fleet part of `sgctl status --json` of `sg`'s scope.
+fn fleet_status(sg: &Sgctl) -> Value {
+    let status = sg.run(&["--json", "status"]).ok().json();
+    status["scopes"][0]["fleet"].clone()
+}
+
+/// Polls `what` until it holds, or fails after `within`, saying what it last saw.
+#[track_caller]
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if Instant::now() > deadline => panic!("{what}: not within {within:?}; last: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Connects from `from` to `to` again and again (each attempt `attempt`
+/// long) until one connects: when the successful attempt started.
+fn first_connect(from: &LabHost, to: &str, attempt: Duration, within: Duration) -> Option<Instant> {
+    let addr = to.parse().expect("socket address");
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        if from.tcp_connect(addr, attempt) == Connected {
+            return Some(started);
+        }
+        if let Some(rest) = attempt.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    None
+}
+
+#[test]
+fn three_hosts_share_membership_and_fail_static() {
+    let f = fleet("fleet3");
+    f.apply_own_files();
+    // Before any agent: nobody knows anybody.
+    expect_all("no fleet yet", vec![tcp(&f.app1, DB, TimedOut), tcp(&f.app2, DB, TimedOut)]);
+
+    let mut etcd = Etcd::single();
+    let watch = etcd.watch("/sgctl/v1/hosts/");
+    let mut agents = f.agents(&etcd.endpoints());
+    // Within 1 s of the later of the two puts it needs (app1's `app` on
+    // db, db's `db` on app1), app1 connects. Attempts of 100 ms: the
+    // successful one started at most 100 ms after the membership arrived.
+    let app1_key = watch.seen("/sgctl/v1/hosts/app1/members/app", Duration::from_secs(10));
+    let db_key = watch.seen("/sgctl/v1/hosts/db/members/db", Duration::from_secs(10));
+    let published = app1_key.zip(db_key).map(|(a, b)| a.max(b)).expect("both agents published");
+    let connected = first_connect(&f.app1, DB, Duration::from_millis(100), Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("app1 never connected; db's agent:\n{}", agents[0].log()));
+    let took = connected.saturating_duration_since(published);
+    eprintln!("propagation: app1 connected {took:?} after the later of the two puts");
+    assert!(
+        took < Duration::from_secs(1),
+        "app1 connected {took:?} after publishing; db's agent:\n{}",
+        agents[0].log()
+    );
+    expect_all("fleet in force", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
+    let db = fleet_status(&f.sg[0]);
+    assert_eq!(db["connected"], true, "{db:#}");
+    assert_eq!(db["members"]["app"], 1, "{db:#}");
+    assert_eq!(db["publishing"]["db"][0], "198.51.100.1", "{db:#}");
+
+    // etcd stops: nothing changes, and everyone says so.
+    etcd.kill(0);
+    eventually("db reports etcd unreachable", Duration::from_secs(15), || {
+        let s = fleet_status(&f.sg[0]);
+        if s["connected"] == false {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    let text = f.sg[0].run(&["status"]).ok().stdout;
+    assert!(text.contains("NOT CONNECTED"), "{text}");
+    assert!(agents[0].log().contains("lost etcd"), "{}", agents[0].log());
+    expect_all("etcd down: fail static", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
+
+    // etcd back: every agent reads the prefix again.
+    let resyncs = db["resyncs"].as_u64().expect("resyncs");
+    etcd.start(0);
+    etcd.wait_healthy();
+    for sg in &f.sg {
+        eventually("agents back in sync", Duration::from_secs(20), || {
+            let s = fleet_status(sg);
+            let again = s["resyncs"].as_u64().unwrap_or_default() > resyncs;
+            if s["connected"] == true && again {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        });
+    }
+    expect_all("resynchronised", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
+
+    // app1's agent SIGKILLed: after its lease, app1 has left `app` on db.
+    agents[1].kill9();
+    let killed = Instant::now();
+    eventually("app1's keys expire", Duration::from_secs(15), || {
+        let keys = etcd.keys("/sgctl/v1/hosts/app1/");
+        if keys.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{keys:?}"))
+        }
+    });
+    eventually("db drops app1 after its lease", Duration::from_secs(5), || {
+        match f.app1.tcp_connect(DB.parse().expect("address"), BLOCKED) {
+            TimedOut => Ok(()),
+            other => Err(format!("{other}")),
+        }
+    });
+    eprintln!("app1 out {:?} after its agent was killed (lease {TTL} s)", killed.elapsed());
+    let db = fleet_status(&f.sg[0]);
+    assert!(db["members"]["app"].is_null(), "{db:#}");
+    drop(agents);
+}
