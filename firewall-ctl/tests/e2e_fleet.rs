@@ -207,3 +207,204 @@ fn three_hosts_share_membership_and_fail_static() {
     assert!(db["members"]["app"].is_null(), "{db:#}");
     drop(agents);
 }
+
+/// GROUPS, and 5432 besides 3306 between app and db.
+fn groups_v2() -> String {
+    let text = replace_once(
+        GROUPS,
+        "      - { protocol: tcp, ports: 3306, source: sg:app, description: MySQL from the app servers }\n",
+        "      - { protocol: tcp, ports: 3306, source: sg:app, description: MySQL from the app servers }\n      - { protocol: tcp, ports: 5432, source: sg:app, description: PostgreSQL }\n",
+    );
+    replace_once(
+        &text,
+        "      - { protocol: tcp, ports: 3306, destination: sg:db, description: MySQL }\n",
+        "      - { protocol: tcp, ports: 3306, destination: sg:db, description: MySQL }\n      - { protocol: tcp, ports: 5432, destination: sg:db, description: PostgreSQL }\n",
+    )
+}
+
+#[test]
+fn a_cluster_member_dies_and_published_generations_switch_atomically() {
+    let f = fleet("fleetpub");
+    let mut etcd = Etcd::cluster(3);
+    let endpoints = etcd.endpoints();
+    let groups = f.dir.path().join("groups.yaml");
+    std::fs::write(&groups, GROUPS).expect("writing groups.yaml");
+    let published =
+        f.sg[0].run(&["--json", "publish", groups.to_str().expect("path"), "--etcd", &endpoints]).ok().json();
+    assert_eq!(published["generation"], 1, "{published:#}");
+    // Hosts with nothing applied take the published policy, then attach its groups.
+    let agents = f.agents(&endpoints);
+    for sg in &f.sg {
+        eventually("generation 1 in force", Duration::from_secs(10), || {
+            let s = fleet_status(sg);
+            if s["applied_generation"] == 1 {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        });
+    }
+    for (sg, group) in f.sg.iter().zip(["db", "app", "batch"]) {
+        sg.attach("eth0", group);
+    }
+    eventually("app1 admitted", Duration::from_secs(10), || {
+        match f.app1.tcp_connect(DB.parse().expect("address"), ALLOWED) {
+            Connected => Ok(()),
+            other => Err(format!("{other}")),
+        }
+    });
+    expect_all("published fleet in force", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
+    let generations: Vec<Value> = f.sg.iter().map(|sg| sg.status()["generation"].clone()).collect();
+
+    // One member of three killed: the cluster goes on, and so does every host.
+    etcd.kill(0);
+    std::thread::sleep(Duration::from_secs(3));
+    for sg in &f.sg {
+        eventually("connected to the rest of the cluster", Duration::from_secs(20), || {
+            let s = fleet_status(sg);
+            if s["connected"] == true {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        });
+    }
+    expect_all("a member down changes nothing", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
+    let after: Vec<Value> = f.sg.iter().map(|sg| sg.status()["generation"].clone()).collect();
+    assert_eq!(generations, after, "policy generations moved although nothing changed");
+
+    // Generation 2 adds 5432. While hosts switch, 3306 (allowed by both)
+    // never fails: each host switches in one step.
+    let _pg = listen(&f._db, &["198.51.100.1:5432"]);
+    let v2 = f.dir.path().join("groups-v2.yaml");
+    std::fs::write(&v2, groups_v2()).expect("writing groups-v2.yaml");
+    let running = std::sync::atomic::AtomicBool::new(true);
+    let failures = std::thread::scope(|s| {
+        let prober = s.spawn(|| {
+            let mut failures = Vec::new();
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let outcome = f.app1.tcp_connect(DB.parse().expect("address"), ALLOWED);
+                if outcome != Connected {
+                    failures.push(outcome);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            failures
+        });
+        let published =
+            f.sg[0].run(&["--json", "publish", v2.to_str().expect("path"), "--etcd", &endpoints]).ok().json();
+        assert_eq!(published["generation"], 2, "{published:#}");
+        for sg in &f.sg {
+            eventually("generation 2 in force everywhere", Duration::from_secs(15), || {
+                let s = fleet_status(sg);
+                if s["applied_generation"] == 2 {
+                    Ok(())
+                } else {
+                    Err(s.to_string())
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        prober.join().expect("prober")
+    });
+    assert!(failures.is_empty(), "3306 failed while the hosts switched generation: {failures:?}");
+    expect_all(
+        "generation 2 in force",
+        vec![tcp(&f.app1, "198.51.100.1:5432", Connected), tcp(&f.app2, "198.51.100.1:5432", TimedOut)],
+    );
+    // Each host's status says which generation every other host runs.
+    eventually("db sees the generation each host runs", Duration::from_secs(10), || {
+        let s = fleet_status(&f.sg[0]);
+        let hosts = s["hosts"].as_array().cloned().unwrap_or_default();
+        let all = hosts.len() == 2 && hosts.iter().all(|h| h["policy_generation"] == 2);
+        if all {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    let text = f.sg[0].run(&["status"]).ok().stdout;
+    assert!(text.contains("published generation 2 in force"), "{text}");
+    drop(agents);
+}
+
+#[test]
+fn hostile_values_under_the_prefix_are_refused_and_enforcement_stays() {
+    let f = fleet("fleetbad");
+    f.apply_own_files();
+    let etcd = Etcd::single();
+    let agents = f.agents(&etcd.endpoints());
+    eventually("app1 admitted", Duration::from_secs(10), || {
+        match f.app1.tcp_connect(DB.parse().expect("address"), ALLOWED) {
+            Connected => Ok(()),
+            other => Err(format!("{other}")),
+        }
+    });
+    let before = f.sg[0].status()["generation"].clone();
+    let evil = "/sgctl/v1/hosts/evil/members/app";
+    let huge: Vec<String> =
+        (0..5000).map(|i| format!("\"10.{}.{}.{}\"", i / 65536 + 1, (i / 256) % 256, i % 256 + 1)).collect();
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        (evil, b"this is not JSON".to_vec()),
+        (evil, br#"{"addresses": ["198.51.100.3/32"]}"#.to_vec()),
+        (evil, br#"{"addresses": ["not-an-address"]}"#.to_vec()),
+        (evil, br#"{"addresses": ["127.0.0.1"]}"#.to_vec()),
+        (evil, br#"{"addresses": ["198.51.100.3"], "also": "this"}"#.to_vec()),
+        (evil, format!(r#"{{"addresses": [{}]}}"#, huge.join(",")).into_bytes()),
+        (evil, vec![b' '; 70_000]),
+        ("/sgctl/v1/hosts/evil/members/nosuch", br#"{"addresses": ["198.51.100.3"]}"#.to_vec()),
+        ("/sgctl/v1/hosts/EVIL/members/app", br#"{"addresses": ["198.51.100.3"]}"#.to_vec()),
+        ("/sgctl/v1/policy", b"nonsense".to_vec()),
+        (
+            "/sgctl/v1/policy",
+            br#"{"generation": 9, "published_at": 0, "sources": [{"path": "x.yaml", "text": "groups: {web: {}}\ninterfaces: {eth0: [web]}\n"}]}"#.to_vec(),
+        ),
+        // app1's own key, overwritten: db keeps its last good value, app1 puts it back.
+        ("/sgctl/v1/hosts/app1/members/app", b"{}".to_vec()),
+    ];
+    for (key, value) in &hostile {
+        etcd.put(key, value);
+        expect_all(
+            &format!("after a hostile put of {key}"),
+            vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)],
+        );
+    }
+    assert_eq!(f.sg[0].status()["generation"], before, "a refused value changed the policy generation");
+    eventually("app1 put its own key back", Duration::from_secs(5), || {
+        let value = etcd.ctl(&["get", "--print-value-only", "/sgctl/v1/hosts/app1/members/app"]);
+        if value.contains("198.51.100.2") {
+            Ok(())
+        } else {
+            Err(value)
+        }
+    });
+    let db = fleet_status(&f.sg[0]);
+    let refused = db["refused"].as_object().cloned().unwrap_or_default();
+    for key in [evil, "/sgctl/v1/hosts/evil/members/nosuch", "/sgctl/v1/hosts/EVIL/members/app", "/sgctl/v1/policy"] {
+        let listed = refused.keys().any(|k| k == key || (key.ends_with("nosuch") && k.ends_with("/members/nosuch")));
+        assert!(listed, "{key} is not reported as refused: {db:#}");
+    }
+    assert_eq!(db["members"]["app"], 1, "{db:#}");
+    let text = f.sg[0].run(&["status"]).ok().stdout;
+    assert!(text.contains("refused /sgctl/v1/hosts/evil/members/app"), "{text}");
+    assert!(agents[0].log().contains("refused /sgctl/v1/policy"), "{}", agents[0].log());
+
+    // What the prefix's writers are trusted with: a valid value from anyone
+    // who may write it is believed (docs/fleet.md, Security).
+    etcd.put(evil, br#"{"addresses": ["198.51.100.3"]}"#);
+    eventually("app2 admitted by a writer of the prefix", Duration::from_secs(5), || {
+        match f.app2.tcp_connect(DB.parse().expect("address"), Duration::from_millis(300)) {
+            Connected => Ok(()),
+            other => Err(format!("{other}")),
+        }
+    });
+    etcd.ctl(&["del", evil]);
+    eventually("and out again when the key goes", Duration::from_secs(5), || {
+        match f.app2.tcp_connect(DB.parse().expect("address"), Duration::from_millis(300)) {
+            TimedOut => Ok(()),
+            other => Err(format!("{other}")),
+        }
+    });
+    drop(agents);
+}
