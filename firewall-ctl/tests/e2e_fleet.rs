@@ -13,8 +13,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{agent::Agent, etcd::Etcd, *};
+use common::{agent::Agent, *};
 use serde_json::Value;
+use testlab::etcd::Etcd;
 use Outcome::{Connected, TimedOut};
 
 const DB: &str = "198.51.100.1:3306";
@@ -129,8 +130,8 @@ fn three_hosts_share_membership_and_fail_static() {
     // Before any agent: nobody knows anybody.
     expect_all("no fleet yet", vec![tcp(&f.app1, DB, TimedOut), tcp(&f.app2, DB, TimedOut)]);
 
-    let mut etcd = Etcd::single();
-    let watch = etcd.watch("/sgctl/v1/hosts/");
+    let mut etcd = Etcd::single().expect("etcd");
+    let watch = etcd.watch("/sgctl/v1/hosts/").expect("etcdctl watch");
     let mut agents = f.agents(&etcd.endpoints());
     // Within 1 s of the later of the two puts it needs (app1's `app` on
     // db, db's `db` on app1), app1 connects. Attempts of 100 ms: the
@@ -170,8 +171,8 @@ fn three_hosts_share_membership_and_fail_static() {
 
     // etcd back: every agent reads the prefix again.
     let resyncs = db["resyncs"].as_u64().expect("resyncs");
-    etcd.start(0);
-    etcd.wait_healthy();
+    etcd.start(0).expect("etcd restarted");
+    etcd.wait_healthy().expect("etcd healthy again");
     for sg in &f.sg {
         eventually("agents back in sync", Duration::from_secs(20), || {
             let s = fleet_status(sg);
@@ -189,7 +190,7 @@ fn three_hosts_share_membership_and_fail_static() {
     agents[1].kill9();
     let killed = Instant::now();
     eventually("app1's keys expire", Duration::from_secs(15), || {
-        let keys = etcd.keys("/sgctl/v1/hosts/app1/");
+        let keys = etcd.keys("/sgctl/v1/hosts/app1/").expect("etcdctl get");
         if keys.is_empty() {
             Ok(())
         } else {
@@ -225,7 +226,7 @@ fn groups_v2() -> String {
 #[test]
 fn a_cluster_member_dies_and_published_generations_switch_atomically() {
     let f = fleet("fleetpub");
-    let mut etcd = Etcd::cluster(3);
+    let mut etcd = Etcd::cluster(3).expect("etcd cluster");
     let endpoints = etcd.endpoints();
     let groups = f.dir.path().join("groups.yaml");
     std::fs::write(&groups, GROUPS).expect("writing groups.yaml");
@@ -333,7 +334,7 @@ fn a_cluster_member_dies_and_published_generations_switch_atomically() {
 fn hostile_values_under_the_prefix_are_refused_and_enforcement_stays() {
     let f = fleet("fleetbad");
     f.apply_own_files();
-    let etcd = Etcd::single();
+    let etcd = Etcd::single().expect("etcd");
     let agents = f.agents(&etcd.endpoints());
     eventually("app1 admitted", Duration::from_secs(10), || {
         match f.app1.tcp_connect(DB.parse().expect("address"), ALLOWED) {
@@ -364,7 +365,7 @@ fn hostile_values_under_the_prefix_are_refused_and_enforcement_stays() {
         ("/sgctl/v1/hosts/app1/members/app", b"{}".to_vec()),
     ];
     for (key, value) in &hostile {
-        etcd.put(key, value);
+        etcd.put(key, value).expect("etcdctl put");
         expect_all(
             &format!("after a hostile put of {key}"),
             vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)],
@@ -372,7 +373,7 @@ fn hostile_values_under_the_prefix_are_refused_and_enforcement_stays() {
     }
     assert_eq!(f.sg[0].status()["generation"], before, "a refused value changed the policy generation");
     eventually("app1 put its own key back", Duration::from_secs(5), || {
-        let value = etcd.ctl(&["get", "--print-value-only", "/sgctl/v1/hosts/app1/members/app"]);
+        let value = etcd.ctl(&["get", "--print-value-only", "/sgctl/v1/hosts/app1/members/app"]).expect("etcdctl get");
         if value.contains("198.51.100.2") {
             Ok(())
         } else {
@@ -392,14 +393,14 @@ fn hostile_values_under_the_prefix_are_refused_and_enforcement_stays() {
 
     // What the prefix's writers are trusted with: a valid value from anyone
     // who may write it is believed (docs/fleet.md, Security).
-    etcd.put(evil, br#"{"addresses": ["198.51.100.3"]}"#);
+    etcd.put(evil, br#"{"addresses": ["198.51.100.3"]}"#).expect("etcdctl put");
     eventually("app2 admitted by a writer of the prefix", Duration::from_secs(5), || {
         match f.app2.tcp_connect(DB.parse().expect("address"), Duration::from_millis(300)) {
             Connected => Ok(()),
             other => Err(format!("{other}")),
         }
     });
-    etcd.ctl(&["del", evil]);
+    etcd.ctl(&["del", evil]).expect("etcdctl del");
     eventually("and out again when the key goes", Duration::from_secs(5), || {
         match f.app2.tcp_connect(DB.parse().expect("address"), Duration::from_millis(300)) {
             TimedOut => Ok(()),

@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod build;
 mod demo;
+mod demo_fleet;
 mod fuzz;
 mod gates;
 mod guest;
@@ -39,10 +40,15 @@ enum Task {
     /// Bootstrap, check formatting and clippy, then run every test of the workspace (needs root).
     Test,
     /// Bootstrap and build, then show the web-server policy at work in throwaway namespaces.
-    Demo,
-    /// The benchmark suite (B1-B6, or those named), each beside its peer in the same run (needs root).
+    Demo {
+        /// Instead: three hosts and one etcd — an app server joins the fleet, the database admits it, the app
+        /// server dies and its lease expires (docs/fleet.md).
+        #[arg(long)]
+        fleet: bool,
+    },
+    /// The benchmark suite (B1-B7, or those named), each beside its peer in the same run (needs root).
     Bench {
-        /// Benchmarks to run (b1 b2 b3 b4 b5 b6); all when none is named.
+        /// Benchmarks to run (b1 b2 b3 b4 b5 b6 b7); all when none is named.
         #[arg(value_name = "BENCHMARK")]
         only: Vec<String>,
     },
@@ -75,7 +81,8 @@ fn main() -> ExitCode {
         Task::Build => build::run(),
         Task::Guest { commands } => guest::run_cli(&commands),
         Task::Test => test::run(),
-        Task::Demo => demo::run(),
+        Task::Demo { fleet: false } => demo::run(),
+        Task::Demo { fleet: true } => demo_fleet::run(),
         Task::Bench { only } => bench::run(&only),
         Task::Install { prefix, no_enable } => install::run(&prefix, !no_enable),
         Task::Man => man::run(),

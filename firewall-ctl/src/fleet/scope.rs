@@ -489,7 +489,12 @@ fn set(layer: &mut BTreeMap<String, BTreeSet<IpNet>>, group: &str, addresses: BT
 }
 
 fn log_outcome(group: &str, addresses: &[IpNet], add: bool, outcome: &members::Outcome) {
-    let list = addresses.iter().map(|a| a.addr().to_string()).collect::<Vec<_>>().join(" ");
+    // Each address of a small change (the usual one); a count for a large one (a first read).
+    let list = if addresses.len() <= 16 {
+        addresses.iter().map(|a| a.addr().to_string()).collect::<Vec<_>>().join(" ")
+    } else {
+        format!("{} addresses", addresses.len())
+    };
     let verb = if add { "joined" } else { "left" };
     let how = if outcome.in_place {
         format!("in place, {} entries written, {:.1} ms", outcome.entries_written, outcome.micros as f64 / 1000.0)

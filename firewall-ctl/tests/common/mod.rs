@@ -17,7 +17,6 @@ use std::{
 };
 
 pub mod agent;
-pub mod etcd;
 pub mod flood;
 pub mod seed;
 
