@@ -71,17 +71,23 @@ impl MemberEdits {
         Self { fleet: BTreeMap::new(), ..self.clone() }
     }
 
-    /// The policy with the edits on top: removed addresses leave every
-    /// `members:` list of their group, added ones (and then the fleet's)
-    /// join its first list (or a new one at the group's definition) unless
-    /// a list has them already.
+    /// The policy with the edits on top: the fleet's members and added
+    /// addresses join the group's first `members:` list (or a new one at
+    /// the group's definition) unless a list has them already; removed
+    /// addresses leave every list, also the fleet's (what an operator
+    /// removes with `sgctl members` stays removed whatever hosts publish).
     pub fn apply(&self, policy: &mut Policy) {
+        Self::join(policy, &self.fleet);
         for (group, gone) in &self.removed {
             for m in policy.members.iter_mut().filter(|m| &m.group == group) {
                 m.addresses.retain(|a| !gone.contains(a));
             }
         }
-        for (group, new) in self.added.iter().chain(&self.fleet) {
+        Self::join(policy, &self.added);
+    }
+
+    fn join(policy: &mut Policy, joining: &BTreeMap<String, BTreeSet<IpNet>>) {
+        for (group, new) in joining {
             let present: BTreeSet<IpNet> = policy.members_of(group).collect();
             let missing: Vec<IpNet> = new.iter().filter(|a| !present.contains(a)).copied().collect();
             if missing.is_empty() {
@@ -136,8 +142,9 @@ mod tests {
         let text = "groups:\n  web: {}\nmembers:\n  web: [10.0.0.1]\n";
         let mut policy = parse_sources(&[("p.yaml".into(), text.into())]).expect("parses");
         let mut edits = MemberEdits::default();
-        edits.record("web", false, &[net("10.0.0.2/32")]);
-        edits.fleet.insert("web".into(), [net("10.0.0.2/32"), net("10.0.0.3/32")].into());
+        edits.fleet.insert("web".into(), [net("10.0.0.2/32"), net("10.0.0.3/32"), net("10.0.0.4/32")].into());
+        // An operator's removal beats what hosts publish.
+        edits.record("web", false, &[net("10.0.0.4/32")]);
         // A group this policy does not define joins nothing.
         edits.fleet.insert("gone".into(), [net("10.0.0.9/32")].into());
         assert!(!edits.is_empty());

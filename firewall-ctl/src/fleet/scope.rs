@@ -348,9 +348,12 @@ impl Scope {
             if old == new {
                 continue;
             }
-            // Addresses the files or `sgctl members` give the group keep it.
+            // Addresses the files or `sgctl members` give the group keep it;
+            // those `sgctl members remove` took out stay out (`MemberEdits::apply`).
             let own = statics.get(&group).cloned().unwrap_or_default();
-            let added: Vec<IpNet> = new.difference(&old).filter(|a| !own.contains(a)).copied().collect();
+            let out = facts.edits.removed.get(&group).cloned().unwrap_or_default();
+            let added: Vec<IpNet> =
+                new.difference(&old).filter(|a| !own.contains(a) && !out.contains(a)).copied().collect();
             let removed: Vec<IpNet> = old.difference(&new).filter(|a| !own.contains(a)).copied().collect();
             if !added.is_empty() {
                 let mut after = if removed.is_empty() { new.clone() } else { old.union(&new).copied().collect() };
