@@ -409,3 +409,85 @@ fn hostile_values_under_the_prefix_are_refused_and_enforcement_stays() {
     });
     drop(agents);
 }
+
+#[test]
+fn tls_with_client_certificates_and_passwords() {
+    let f = fleet("fleettls");
+    f.apply_own_files();
+    let mut etcd = Etcd::single_tls().expect("etcd with TLS");
+    etcd.enable_auth("fleet", "s3cret", "/sgctl/").expect("etcd auth");
+    let tls = etcd.tls().expect("certificates").clone();
+    let endpoint = etcd.endpoints();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let (ca, cert, key) = (
+        tls.ca.to_str().expect("path"),
+        tls.client_cert.to_str().expect("path"),
+        tls.client_key.to_str().expect("path"),
+    );
+    let secured = |id: &'static str, user: &'static str| -> Vec<String> {
+        ["--no-flow-log", "--quiet", "--no-hotplug", "--etcd", &endpoint, "--host-id", id, "--lease-ttl", TTL]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(
+                ["--etcd-cacert", ca, "--etcd-cert", cert, "--etcd-key", key, "--etcd-user", user].map(str::to_owned),
+            )
+            .collect()
+    };
+    let start = |sg: &Sgctl, args: Vec<String>| Agent::start(sg, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let agents = [start(&f.sg[0], secured("db", "fleet:s3cret")), start(&f.sg[1], secured("app1", "fleet:s3cret"))];
+    eventually("app1 admitted over TLS", Duration::from_secs(10), || {
+        match f.app1.tcp_connect(DB.parse().expect("address"), ALLOWED) {
+            Connected => Ok(()),
+            other => Err(format!("{other}")),
+        }
+    });
+    assert_eq!(fleet_status(&f.sg[0])["connected"], true);
+
+    // A wrong password: the agent keeps trying, says why, and changes nothing.
+    let wrong = start(&f.sg[2], secured("app2", "fleet:wrong"));
+    eventually("app2's agent reports the refusal", Duration::from_secs(10), || {
+        let s = fleet_status(&f.sg[2]);
+        let why = s["last_error"].as_str().unwrap_or_default().to_owned();
+        if s["connected"] == false && why.contains("authentication failed") {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    expect_all("a refused agent changes nothing", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
+
+    // publish with the same options, the password from the environment.
+    let groups = f.dir.path().join("groups.yaml");
+    let publish = |password: &str| {
+        let out = f.sg[0]
+            .command(&[
+                "publish",
+                groups.to_str().expect("path"),
+                "--etcd",
+                &endpoint,
+                "--etcd-cacert",
+                ca,
+                "--etcd-cert",
+                cert,
+                "--etcd-key",
+                key,
+                "--etcd-user",
+                "fleet",
+            ])
+            .env("SGCTL_ETCD_PASSWORD", password)
+            .output()
+            .expect("running sgctl publish");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, text) = publish("wrong");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("authentication failed"), "{text}");
+    let (code, text) = publish("s3cret");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("published policy generation 1"), "{text}");
+    // An https endpoint without the CA is a usage error, before any connection.
+    let run = f.sg[0].run(&["publish", groups.to_str().expect("path"), "--etcd", &endpoint]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    drop(wrong);
+    drop(agents);
+}

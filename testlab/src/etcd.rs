@@ -33,6 +33,78 @@ pub struct Etcd {
     cluster: String,
     token: String,
     dir: PathBuf,
+    tls: Option<Tls>,
+    /// `USER:PASSWORD` of etcd's root, once auth is on.
+    root: Option<String>,
+}
+
+/// Certificates of an etcd that serves TLS and asks clients for theirs
+/// (`--client-cert-auth`), made with `openssl` in the etcd's directory.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// The CA that signed both.
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// A client certificate (CN `client`) and its key.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Tls {
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate.
+    fn make(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let openssl = |args: &[&str]| -> anyhow::Result<()> {
+            let out = Command::new("openssl").args(args).current_dir(dir).stdin(Stdio::null()).output()?;
+            if !out.status.success() {
+                bail!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            }
+            Ok(())
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=testlab-ca"],
+            ]
+            .concat(),
+        )?;
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )?;
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+        for (name, cn) in [("server", "/CN=127.0.0.1"), ("client", "/CN=client")] {
+            let (key, csr, pem, ext) =
+                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+            openssl(&[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", cn]].concat())?;
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ])?;
+        }
+        Ok(Self {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        })
+    }
 }
 
 /// A loopback port nobody listens on now.
@@ -60,15 +132,26 @@ impl Etcd {
 
     /// `n` members forming one cluster, started and answering.
     pub fn cluster(n: usize) -> anyhow::Result<Self> {
+        Self::new(n, false)
+    }
+
+    /// One member that serves TLS only, to clients with a certificate of its CA.
+    pub fn single_tls() -> anyhow::Result<Self> {
+        Self::new(1, true)
+    }
+
+    fn new(n: usize, tls: bool) -> anyhow::Result<Self> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let dir = std::env::temp_dir().join(format!("testlab-etcd-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tls = if tls { Some(Tls::make(&dir)?) } else { None };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut members = Vec::new();
         for i in 0..n {
             let name = format!("m{i}");
             members.push(Member {
                 data: dir.join(&name),
-                client: format!("http://127.0.0.1:{}", free_port()?),
+                client: format!("{scheme}://127.0.0.1:{}", free_port()?),
                 peer: format!("http://127.0.0.1:{}", free_port()?),
                 name,
                 child: None,
@@ -76,7 +159,7 @@ impl Etcd {
         }
         let cluster = members.iter().map(|m| format!("{}={}", m.name, m.peer)).collect::<Vec<_>>().join(",");
         let token = format!("testlab-{}-{nanos}", std::process::id());
-        let mut etcd = Self { members, cluster, token, dir };
+        let mut etcd = Self { members, cluster, token, dir, tls, root: None };
         for i in 0..n {
             etcd.start(i)?;
         }
@@ -108,6 +191,17 @@ impl Etcd {
             .args(["--initial-cluster", &self.cluster, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .args(["--logger", "zap", "--log-level", "error"])
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    "--cert-file".into(),
+                    t.server_cert.clone().into_os_string(),
+                    "--key-file".into(),
+                    t.server_key.clone().into_os_string(),
+                    "--trusted-ca-file".into(),
+                    t.ca.clone().into_os_string(),
+                    "--client-cert-auth".into(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -140,10 +234,37 @@ impl Etcd {
         }
     }
 
+    /// The certificates, for an etcd made with [`Self::single_tls`].
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// Turns authentication on: a root user, and `user` with `password`
+    /// and read-write access to keys under `prefix`. Later `etcdctl` calls
+    /// of this value run as root.
+    pub fn enable_auth(&mut self, user: &str, password: &str, prefix: &str) -> anyhow::Result<()> {
+        let root = "root:testlab-root".to_owned();
+        self.ctl(&["user", "add", &root])?;
+        self.ctl(&["auth", "enable"])?;
+        self.root = Some(root);
+        self.ctl(&["user", "add", &format!("{user}:{password}")])?;
+        self.ctl(&["role", "add", user])?;
+        self.ctl(&["role", "grant-permission", user, "--prefix=true", "readwrite", prefix])?;
+        self.ctl(&["user", "grant-role", user, user])?;
+        Ok(())
+    }
+
     /// `etcdctl --endpoints <running members> ARGS…`, to be run.
     fn etcdctl(&self, args: &[&str]) -> anyhow::Result<Command> {
         let mut cmd = Command::new(binary("etcdctl")?);
-        cmd.args(["--endpoints", &self.running()]).args(args).env("ETCDCTL_API", "3").stdin(Stdio::null());
+        cmd.args(["--endpoints", &self.running()]).env("ETCDCTL_API", "3").stdin(Stdio::null());
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.client_cert).arg("--key").arg(&t.client_key);
+        }
+        if let Some(root) = &self.root {
+            cmd.args(["--user", root]);
+        }
+        cmd.args(args);
         Ok(cmd)
     }
 

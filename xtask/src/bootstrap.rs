@@ -24,7 +24,8 @@ use crate::sh;
 /// directory; `protobuf-compiler` (`protoc`) and `libprotobuf-dev` (the
 /// well-known types, `google/protobuf/descriptor.proto`, that etcd's .proto
 /// files import) build the etcd client crate's gRPC bindings (its build
-/// script runs protoc).
+/// script runs protoc); `openssl` makes the certificates of the fleet's TLS
+/// test.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -39,6 +40,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "etcd-client",
     "protobuf-compiler",
     "libprotobuf-dev",
+    "openssl",
 ];
 
 /// PyPI packages the tests run, pinned, in a virtual environment of the

@@ -55,8 +55,9 @@ impl Connection {
     /// Checks the options and reads the TLS files (once: a file that
     /// changes later needs a restart, as with etcdctl).
     pub fn new(args: &EtcdArgs) -> anyhow::Result<Self> {
+        let usage = |why: String| anyhow::Error::from(crate::InputError::EtcdOptions(why));
         if args.endpoints.is_empty() {
-            bail!("--etcd names no endpoint");
+            return Err(usage("--etcd names no endpoint".into()));
         }
         // A dead endpoint is seen within a few seconds: HTTP/2 pings on an
         // idle connection, and a watch on a member without a leader fails
@@ -70,7 +71,7 @@ impl Connection {
         if tls {
             let mut config = TlsOptions::new();
             if let Some(ca) = &args.etcd_cacert {
-                let pem = std::fs::read(ca).with_context(|| format!("reading --etcd-cacert {}", ca.display()))?;
+                let pem = read(ca)?;
                 config = config.ca_certificate(Certificate::from_pem(pem));
             }
             if let (Some(cert), Some(key)) = (&args.etcd_cert, &args.etcd_key) {
@@ -90,9 +91,12 @@ impl Connection {
             .map(|e| {
                 let https = e.starts_with("https://");
                 match (https, tls) {
-                    (true, false) => bail!("{e}: an https endpoint needs --etcd-cacert (and --etcd-cert/--etcd-key for client certificates)"),
+                    (true, false) => Err(usage(format!(
+                        "{e}: an https endpoint needs --etcd-cacert (and --etcd-cert/--etcd-key for client \
+                         certificates)"
+                    ))),
                     (false, true) if e.starts_with("http://") => {
-                        bail!("{e}: the TLS options need https:// endpoints")
+                        Err(usage(format!("{e}: the TLS options need https:// endpoints")))
                     }
                     _ => Ok(e.clone()),
                 }
@@ -110,6 +114,11 @@ impl Connection {
             })?
             .with_context(|| format!("connecting to {}", self.endpoints.join(",")))
     }
+}
+
+/// A TLS file named on the command line (unreadable: invalid input).
+fn read(path: &std::path::Path) -> Result<Vec<u8>, crate::InputError> {
+    std::fs::read(path).map_err(|error| crate::InputError::Unreadable { path: path.to_owned(), error })
 }
 
 /// Runs `request` with the session's request timeout.
