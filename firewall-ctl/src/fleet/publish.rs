@@ -50,7 +50,7 @@ pub fn publish(args: &EtcdArgs, files: &[PathBuf]) -> anyhow::Result<Published> 
 /// Puts `sources` as the generation after the one published, retrying when
 /// another publisher got there first; returns (generation, revision).
 async fn put_next(connection: &Connection, layout: &Layout, sources: &[Source]) -> anyhow::Result<(u64, i64)> {
-    let mut client = connection.connect().await?;
+    let mut client = connection.connect(&layout.policy()).await?;
     let key = layout.policy();
     for _ in 0..10 {
         let read = timed("reading the published policy", client.get(key.clone(), None)).await?;

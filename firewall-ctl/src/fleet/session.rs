@@ -18,7 +18,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    sync::{mpsc, Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, Arc, Mutex, PoisonError,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -49,6 +52,8 @@ const TXN_OPS: usize = 100;
 pub struct Connection {
     pub endpoints: Vec<String>,
     options: ConnectOptions,
+    /// The endpoint the next connection tries first.
+    next: Arc<AtomicUsize>,
 }
 
 impl Connection {
@@ -102,17 +107,43 @@ impl Connection {
                 }
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Self { endpoints, options })
+        Ok(Self { endpoints, options, next: Arc::default() })
     }
 
-    pub async fn connect(&self) -> anyhow::Result<Client> {
-        let connect = Client::connect(&self.endpoints, Some(self.options.clone()));
-        tokio::time::timeout(REQUEST_TIMEOUT, connect)
+    /// A client of one member: the first endpoint that answers a read of
+    /// `probe` (a key the caller may read), starting after the one the
+    /// previous connection used, so a session that ended on a dead member
+    /// goes on with the next. One member, not all: etcd-client balances
+    /// requests over every endpoint it is given and keeps routing some to
+    /// a dead one, so a session through all of them fails on whichever of
+    /// its requests lands there (a cluster with a member down would look
+    /// down).
+    pub async fn connect(&self, probe: &str) -> anyhow::Result<Client> {
+        let count = self.endpoints.len();
+        let first = self.next.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for at in (first..first + count).map(|i| i % count) {
+            let endpoint = &self.endpoints[at];
+            match self.connect_one(endpoint, probe).await {
+                Ok(client) => {
+                    self.next.store((at + 1) % count, Ordering::Relaxed);
+                    return Ok(client);
+                }
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        bail!("{}", failures.join("; "))
+    }
+
+    async fn connect_one(&self, endpoint: &str, probe: &str) -> anyhow::Result<Client> {
+        let connect = Client::connect([endpoint], Some(self.options.clone()));
+        let mut client = tokio::time::timeout(REQUEST_TIMEOUT, connect)
             .await
-            .with_context(|| {
-                format!("connecting to {}: no answer within {REQUEST_TIMEOUT:?}", self.endpoints.join(","))
-            })?
-            .with_context(|| format!("connecting to {}", self.endpoints.join(",")))
+            .with_context(|| format!("connecting to {endpoint}: no answer within {REQUEST_TIMEOUT:?}"))?
+            .with_context(|| format!("connecting to {endpoint}"))?;
+        let read = client.get(probe, Some(GetOptions::new().with_count_only()));
+        timed(&format!("reading from {endpoint}"), read).await?;
+        Ok(client)
     }
 }
 
@@ -247,7 +278,7 @@ async fn session_inner(
     lease: &mut Option<i64>,
 ) -> anyhow::Result<std::convert::Infallible> {
     let ttl_secs = i64::try_from(link.ttl.as_secs()).unwrap_or(i64::MAX);
-    let mut client = connection.connect().await?;
+    let mut client = connection.connect(link.layout.root()).await?;
     // The lease: the one this host had while etcd still holds it, else a new one.
     let kept = match *lease {
         Some(id) => {
