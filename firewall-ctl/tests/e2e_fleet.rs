@@ -11,9 +11,15 @@
 //! Nobody lists anybody's address: db learns app1's from etcd, app1 db's.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
-use common::{agent::Agent, *};
+use common::{
+    agent::{sample_of, samples, Agent},
+    *,
+};
 use serde_json::Value;
 use testlab::etcd::Etcd;
 use Outcome::{Connected, TimedOut};
@@ -106,6 +112,45 @@ fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> Result<()
     }
 }
 
+/// Polls `sg`'s fleet status until `holds` says yes, or fails after `within`.
+#[track_caller]
+fn eventually_status(what: &str, sg: &Sgctl, within: Duration, holds: impl Fn(&Value) -> bool) {
+    eventually(what, within, || {
+        let s = fleet_status(sg);
+        if holds(&s) {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+}
+
+/// Connects from `from` (from `src` when given) to `to` until the
+/// connection comes to `want`, or fails after `within`.
+#[track_caller]
+fn eventually_tcp(from: &LabHost, src: Option<&str>, to: &str, want: Outcome, within: Duration) {
+    let addr: SocketAddr = to.parse().expect("socket address");
+    let local = src.map(|s| SocketAddr::new(s.parse().expect("address"), 0));
+    let attempt = if want == Connected { ALLOWED } else { BLOCKED };
+    eventually(&format!("{} ({src:?}) -> {to}: {want}", from.name()), within, || {
+        let got = match local {
+            Some(local) => from.tcp_connect_from(local, addr, attempt),
+            None => from.tcp_connect(addr, attempt),
+        };
+        if got == want {
+            Ok(())
+        } else {
+            Err(got.to_string())
+        }
+    });
+}
+
+/// The value of `name{labels…}` in db's agent's `/metrics`.
+#[track_caller]
+fn metric(agent: &Agent, name: &str, with: &[(&str, &str)]) -> u64 {
+    sample_of(&samples(&agent.scrape()), name, with)
+}
+
 /// Connects from `from` to `to` again and again (each attempt `attempt`
 /// long) until one connects: when the successful attempt started.
 fn first_connect(from: &LabHost, to: &str, attempt: Duration, within: Duration) -> Option<Instant> {
@@ -153,19 +198,28 @@ fn three_hosts_share_membership_and_fail_static() {
     assert_eq!(db["connected"], true, "{db:#}");
     assert_eq!(db["members"]["app"], 1, "{db:#}");
     assert_eq!(db["publishing"]["db"][0], "198.51.100.1", "{db:#}");
+    // The same on db's agent's /metrics (written at most once a second).
+    eventually("db's metrics say connected", Duration::from_secs(5), || {
+        let text = agents[0].scrape();
+        let s = samples(&text);
+        let members =
+            s.iter().any(|(k, v)| k.starts_with("sgctl_fleet_members{") && k.contains("group=\"app\"") && *v == 1.0);
+        if members && s.iter().any(|(k, v)| k.starts_with("sgctl_fleet_connected{") && *v == 1.0) {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+    assert!(metric(&agents[0], "sgctl_fleet_last_sync_timestamp_seconds", &[("host", "db")]) > 1_700_000_000);
+    assert!(metric(&agents[0], "sgctl_fleet_resyncs_total", &[("host", "db")]) >= 1);
+    assert_eq!(metric(&agents[0], "sgctl_fleet_refused_keys", &[("host", "db")]), 0);
 
     // etcd stops: nothing changes, and everyone says so.
     etcd.kill(0);
-    eventually("db reports etcd unreachable", Duration::from_secs(15), || {
-        let s = fleet_status(&f.sg[0]);
-        if s["connected"] == false {
-            Ok(())
-        } else {
-            Err(s.to_string())
-        }
-    });
+    eventually_status("db reports etcd unreachable", &f.sg[0], Duration::from_secs(15), |s| s["connected"] == false);
     let text = f.sg[0].run(&["status"]).ok().stdout;
     assert!(text.contains("NOT CONNECTED"), "{text}");
+    assert_eq!(metric(&agents[0], "sgctl_fleet_connected", &[("host", "db")]), 0);
     assert!(agents[0].log().contains("lost etcd"), "{}", agents[0].log());
     expect_all("etcd down: fail static", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
 
@@ -174,17 +228,37 @@ fn three_hosts_share_membership_and_fail_static() {
     etcd.start(0).expect("etcd restarted");
     etcd.wait_healthy().expect("etcd healthy again");
     for sg in &f.sg {
-        eventually("agents back in sync", Duration::from_secs(20), || {
-            let s = fleet_status(sg);
+        eventually_status("agents back in sync", sg, Duration::from_secs(20), |s| {
             let again = s["resyncs"].as_u64().unwrap_or_default() > resyncs;
-            if s["connected"] == true && again {
-                Ok(())
-            } else {
-                Err(s.to_string())
-            }
+            s["connected"] == true && again
         });
     }
     expect_all("resynchronised", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
+    assert_eq!(metric(&agents[0], "sgctl_fleet_connected", &[("host", "db")]), 1);
+
+    // A host's own changes are republished at once: an address added on
+    // app1's interface joins `app` on db (and leaves when it goes) ...
+    let second = "198.51.100.12";
+    let ip = |verb: &str| {
+        let out = f.app1.run(&["ip", "addr", verb, &format!("{second}/24"), "dev", "eth0"]).expect("ip addr");
+        assert!(out.status.success(), "ip addr {verb}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ip("add");
+    let added = Instant::now();
+    eventually_tcp(&f.app1, Some(second), DB, Connected, Duration::from_secs(5));
+    eprintln!("an address added on app1 admitted on db after {:?}", added.elapsed());
+    assert!(added.elapsed() < Duration::from_secs(2), "{:?}; db's agent:\n{}", added.elapsed(), agents[0].log());
+    ip("del");
+    eventually_status("db drops app1's removed address", &f.sg[0], Duration::from_secs(2), |s| {
+        s["members"]["app"] == 1
+    });
+    // ... and db detached leaves `db` on app1 (whose outbound then refuses
+    // db), attached again joins it.
+    f.sg[0].ok(&["detach", "eth0"]);
+    eventually_tcp(&f.app1, None, DB, TimedOut, Duration::from_secs(3));
+    f.sg[0].attach("eth0", "db");
+    eventually_tcp(&f.app1, None, DB, Connected, Duration::from_secs(3));
+    expect_all("attached again", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
 
     // app1's agent SIGKILLed: after its lease, app1 has left `app` on db.
     agents[1].kill9();
@@ -197,12 +271,7 @@ fn three_hosts_share_membership_and_fail_static() {
             Err(format!("{keys:?}"))
         }
     });
-    eventually("db drops app1 after its lease", Duration::from_secs(5), || {
-        match f.app1.tcp_connect(DB.parse().expect("address"), BLOCKED) {
-            TimedOut => Ok(()),
-            other => Err(format!("{other}")),
-        }
-    });
+    eventually_tcp(&f.app1, None, DB, TimedOut, Duration::from_secs(5));
     eprintln!("app1 out {:?} after its agent was killed (lease {TTL} s)", killed.elapsed());
     let db = fleet_status(&f.sg[0]);
     assert!(db["members"]["app"].is_null(), "{db:#}");
@@ -236,24 +305,12 @@ fn a_cluster_member_dies_and_published_generations_switch_atomically() {
     // Hosts with nothing applied take the published policy, then attach its groups.
     let agents = f.agents(&endpoints);
     for sg in &f.sg {
-        eventually("generation 1 in force", Duration::from_secs(10), || {
-            let s = fleet_status(sg);
-            if s["applied_generation"] == 1 {
-                Ok(())
-            } else {
-                Err(s.to_string())
-            }
-        });
+        eventually_status("generation 1 in force", sg, Duration::from_secs(10), |s| s["applied_generation"] == 1);
     }
     for (sg, group) in f.sg.iter().zip(["db", "app", "batch"]) {
         sg.attach("eth0", group);
     }
-    eventually("app1 admitted", Duration::from_secs(10), || {
-        match f.app1.tcp_connect(DB.parse().expect("address"), ALLOWED) {
-            Connected => Ok(()),
-            other => Err(format!("{other}")),
-        }
-    });
+    eventually_tcp(&f.app1, None, DB, Connected, Duration::from_secs(10));
     expect_all("published fleet in force", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
     let generations: Vec<Value> = f.sg.iter().map(|sg| sg.status()["generation"].clone()).collect();
 
@@ -261,13 +318,8 @@ fn a_cluster_member_dies_and_published_generations_switch_atomically() {
     etcd.kill(0);
     std::thread::sleep(Duration::from_secs(3));
     for sg in &f.sg {
-        eventually("connected to the rest of the cluster", Duration::from_secs(20), || {
-            let s = fleet_status(sg);
-            if s["connected"] == true {
-                Ok(())
-            } else {
-                Err(s.to_string())
-            }
+        eventually_status("connected to the rest of the cluster", sg, Duration::from_secs(20), |s| {
+            s["connected"] == true
         });
     }
     expect_all("a member down changes nothing", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
@@ -296,13 +348,8 @@ fn a_cluster_member_dies_and_published_generations_switch_atomically() {
             f.sg[0].run(&["--json", "publish", v2.to_str().expect("path"), "--etcd", &endpoints]).ok().json();
         assert_eq!(published["generation"], 2, "{published:#}");
         for sg in &f.sg {
-            eventually("generation 2 in force everywhere", Duration::from_secs(15), || {
-                let s = fleet_status(sg);
-                if s["applied_generation"] == 2 {
-                    Ok(())
-                } else {
-                    Err(s.to_string())
-                }
+            eventually_status("generation 2 in force everywhere", sg, Duration::from_secs(15), |s| {
+                s["applied_generation"] == 2
             });
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -315,18 +362,30 @@ fn a_cluster_member_dies_and_published_generations_switch_atomically() {
         vec![tcp(&f.app1, "198.51.100.1:5432", Connected), tcp(&f.app2, "198.51.100.1:5432", TimedOut)],
     );
     // Each host's status says which generation every other host runs.
-    eventually("db sees the generation each host runs", Duration::from_secs(10), || {
-        let s = fleet_status(&f.sg[0]);
+    eventually_status("db sees the generation each host runs", &f.sg[0], Duration::from_secs(10), |s| {
         let hosts = s["hosts"].as_array().cloned().unwrap_or_default();
-        let all = hosts.len() == 2 && hosts.iter().all(|h| h["policy_generation"] == 2);
-        if all {
-            Ok(())
-        } else {
-            Err(s.to_string())
-        }
+        hosts.len() == 2 && hosts.iter().all(|h| h["policy_generation"] == 2)
     });
     let text = f.sg[0].run(&["status"]).ok().stdout;
     assert!(text.contains("published generation 2 in force"), "{text}");
+
+    // An older generation put over it (generation 1's policy again, as a
+    // replayed value would be) is refused everywhere; 5432 stays open.
+    let current = etcd.ctl(&["get", "--print-value-only", "/sgctl/v1/policy"]).expect("etcdctl get");
+    let mut older: Value = serde_json::from_str(current.trim()).expect("the published value is JSON");
+    older["generation"] = 1.into();
+    older["sources"][0]["text"] = GROUPS.into();
+    etcd.put("/sgctl/v1/policy", older.to_string().as_bytes()).expect("etcdctl put");
+    for sg in &f.sg {
+        eventually_status("the older generation refused", sg, Duration::from_secs(10), |s| {
+            let refused = s["refused"]["/sgctl/v1/policy"].as_str().unwrap_or_default().to_owned();
+            refused.contains("not newer") && s["applied_generation"] == 2
+        });
+    }
+    expect_all(
+        "generation 2 still in force",
+        vec![tcp(&f.app1, "198.51.100.1:5432", Connected), tcp(&f.app2, "198.51.100.1:5432", TimedOut)],
+    );
     drop(agents);
 }
 
@@ -336,12 +395,7 @@ fn hostile_values_under_the_prefix_are_refused_and_enforcement_stays() {
     f.apply_own_files();
     let etcd = Etcd::single().expect("etcd");
     let agents = f.agents(&etcd.endpoints());
-    eventually("app1 admitted", Duration::from_secs(10), || {
-        match f.app1.tcp_connect(DB.parse().expect("address"), ALLOWED) {
-            Connected => Ok(()),
-            other => Err(format!("{other}")),
-        }
-    });
+    eventually_tcp(&f.app1, None, DB, Connected, Duration::from_secs(10));
     let before = f.sg[0].status()["generation"].clone();
     let evil = "/sgctl/v1/hosts/evil/members/app";
     let huge: Vec<String> =
@@ -387,6 +441,7 @@ fn hostile_values_under_the_prefix_are_refused_and_enforcement_stays() {
         assert!(listed, "{key} is not reported as refused: {db:#}");
     }
     assert_eq!(db["members"]["app"], 1, "{db:#}");
+    assert!(metric(&agents[0], "sgctl_fleet_refused_keys", &[("host", "db")]) >= 4);
     let text = f.sg[0].run(&["status"]).ok().stdout;
     assert!(text.contains("refused /sgctl/v1/hosts/evil/members/app"), "{text}");
     assert!(agents[0].log().contains("refused /sgctl/v1/policy"), "{}", agents[0].log());
@@ -394,19 +449,9 @@ fn hostile_values_under_the_prefix_are_refused_and_enforcement_stays() {
     // What the prefix's writers are trusted with: a valid value from anyone
     // who may write it is believed (docs/fleet.md, Security).
     etcd.put(evil, br#"{"addresses": ["198.51.100.3"]}"#).expect("etcdctl put");
-    eventually("app2 admitted by a writer of the prefix", Duration::from_secs(5), || {
-        match f.app2.tcp_connect(DB.parse().expect("address"), Duration::from_millis(300)) {
-            Connected => Ok(()),
-            other => Err(format!("{other}")),
-        }
-    });
+    eventually_tcp(&f.app2, None, DB, Connected, Duration::from_secs(5));
     etcd.ctl(&["del", evil]).expect("etcdctl del");
-    eventually("and out again when the key goes", Duration::from_secs(5), || {
-        match f.app2.tcp_connect(DB.parse().expect("address"), Duration::from_millis(300)) {
-            TimedOut => Ok(()),
-            other => Err(format!("{other}")),
-        }
-    });
+    eventually_tcp(&f.app2, None, DB, TimedOut, Duration::from_secs(5));
     drop(agents);
 }
 
@@ -435,24 +480,14 @@ fn tls_with_client_certificates_and_passwords() {
     };
     let start = |sg: &Sgctl, args: Vec<String>| Agent::start(sg, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let agents = [start(&f.sg[0], secured("db", "fleet:s3cret")), start(&f.sg[1], secured("app1", "fleet:s3cret"))];
-    eventually("app1 admitted over TLS", Duration::from_secs(10), || {
-        match f.app1.tcp_connect(DB.parse().expect("address"), ALLOWED) {
-            Connected => Ok(()),
-            other => Err(format!("{other}")),
-        }
-    });
+    eventually_tcp(&f.app1, None, DB, Connected, Duration::from_secs(10));
     assert_eq!(fleet_status(&f.sg[0])["connected"], true);
 
     // A wrong password: the agent keeps trying, says why, and changes nothing.
     let wrong = start(&f.sg[2], secured("app2", "fleet:wrong"));
-    eventually("app2's agent reports the refusal", Duration::from_secs(10), || {
-        let s = fleet_status(&f.sg[2]);
+    eventually_status("app2's agent reports the refusal", &f.sg[2], Duration::from_secs(10), |s| {
         let why = s["last_error"].as_str().unwrap_or_default().to_owned();
-        if s["connected"] == false && why.contains("authentication failed") {
-            Ok(())
-        } else {
-            Err(s.to_string())
-        }
+        s["connected"] == false && why.contains("authentication failed")
     });
     expect_all("a refused agent changes nothing", vec![tcp(&f.app1, DB, Connected), tcp(&f.app2, DB, TimedOut)]);
 
