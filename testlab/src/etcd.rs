@@ -320,17 +320,24 @@ impl Etcd {
         let mut child =
             self.etcdctl(&["watch", "--prefix", prefix])?.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
         let stdout = child.stdout.take().context("etcdctl's stdout")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((Instant::now(), line));
-                }
-            });
-        }
-        Ok(Watch { child, lines })
+        Ok(Watch { child, lines: timed_lines(stdout) })
     }
+}
+
+/// Lines read from `from` on a thread of their own, each with the instant
+/// it arrived (what a watcher of a child's output needs to time it).
+pub type TimedLines = Arc<Mutex<Vec<(Instant, String)>>>;
+
+/// Starts reading `from` into [`TimedLines`] until it ends.
+pub fn timed_lines(from: impl std::io::Read + Send + 'static) -> TimedLines {
+    let lines = TimedLines::default();
+    let into = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            into.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((Instant::now(), line));
+        }
+    });
+    lines
 }
 
 impl Drop for Etcd {
@@ -345,7 +352,7 @@ impl Drop for Etcd {
 /// A running `etcdctl watch`.
 pub struct Watch {
     child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    lines: TimedLines,
 }
 
 impl Watch {

@@ -16,17 +16,18 @@
 //!   what a fleet without etcd re-applies on every host).
 use std::{
     collections::HashMap,
-    io::{BufRead as _, BufReader},
     net::Ipv4Addr,
     path::Path,
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 use serde_json::json;
-use testlab::{etcd::Etcd, Lab, LabHost};
+use testlab::{
+    etcd::{self, Etcd},
+    Lab, LabHost,
+};
 
 use super::harness::{self, cell, ratio, Bench, Report};
 
@@ -51,23 +52,14 @@ groups:
 /// An agent in the background whose stderr lines are kept with the instant each arrived.
 struct Agent {
     child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    lines: etcd::TimedLines,
 }
 
 impl Agent {
     fn start(cmd: &mut Command) -> anyhow::Result<Self> {
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("starting sgctl agent")?;
         let stderr = child.stderr.take().context("the agent's stderr")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((Instant::now(), line));
-                }
-            });
-        }
-        Ok(Self { child, lines })
+        Ok(Self { child, lines: etcd::timed_lines(stderr) })
     }
 
     /// Every membership change logged so far: (when, joined?, address, ms of the change).
