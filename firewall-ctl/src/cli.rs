@@ -76,14 +76,7 @@ pub enum Command {
     },
     /// Wait for an unconfirmed apply's deadline and roll it back (started by `apply --confirm-within`).
     #[command(hide = true)]
-    Rollback {
-        /// The generation the unconfirmed apply put in force.
-        #[arg(long)]
-        generation: u64,
-        /// Seconds since the Unix epoch.
-        #[arg(long)]
-        deadline: u64,
-    },
+    Rollback,
     /// Filter an interface with groups of the applied policy.
     Attach {
         #[arg(value_name = "IFACE", add = ArgValueCompleter::new(interface))]

@@ -144,12 +144,27 @@ pub enum InputError {
     #[error("state directory {} is not on a bpffs mount (mount -t bpf bpf DIR)", dir.display())]
     NotBpffs { dir: PathBuf },
     #[error(
-        "state directory {} is writable by others (owner uid {uid}, mode {mode:o}): it must be root's, mode 0700 \
+        "{what} directory {} is writable by others (owner uid {uid}, mode {mode:o}): it must be root's, mode 0700 \
          (chmod 700 {})",
         dir.display(),
         dir.display()
     )]
-    StateDirNotPrivate { dir: PathBuf, uid: u32, mode: u32 },
+    StateDirNotPrivate { what: &'static str, dir: PathBuf, uid: u32, mode: u32 },
+    #[error(
+        "{what} directory {} belongs to uid {uid}, not root: someone else made it, and nothing in it can be trusted; \
+         remove it (rm -r {}) and run sgctl again, which makes it afresh (mode 0700), or give another with --{what}-dir",
+        dir.display(),
+        dir.display()
+    )]
+    DirNotRoots { what: &'static str, dir: PathBuf, uid: u32 },
+    #[error(
+        "{what} directory {} is a symbolic link (to {}): sgctl does not follow it; remove the link (rm {}) and run \
+         sgctl again, or give the real directory with --{what}-dir",
+        dir.display(),
+        target.display(),
+        dir.display()
+    )]
+    DirIsSymlink { what: &'static str, dir: PathBuf, target: PathBuf },
     #[error("network namespace {name:?} not found ({path}: {error})")]
     NoSuchNetns { name: String, path: String, error: io::Error },
     #[error(

@@ -44,11 +44,24 @@ pub struct Sample {
     /// (netns, the fleet as its `sgctl agent --etcd` last reported it) per
     /// scope whose agent ever ran with `--etcd` (docs/fleet.md).
     pub fleets: Vec<(String, FleetStatus)>,
+    /// The agent's repairs since it started (none for `sgctl stats`).
+    pub repairs: Vec<Repair>,
+}
+
+/// How often the agent found an interface not as its policy wants and put
+/// it right (`kind`: `attached`, `updated`, `reattached`, `repaired`,
+/// `detached`).
+pub struct Repair {
+    pub netns: String,
+    pub interface: String,
+    pub kind: &'static str,
+    pub count: u64,
 }
 
 /// Reads the counters of every interface of `targets`.
 pub fn sample(targets: &[Target]) -> anyhow::Result<Sample> {
-    let mut sample = Sample { generations: Vec::new(), interfaces: Vec::new(), fleets: Vec::new() };
+    let mut sample =
+        Sample { generations: Vec::new(), interfaces: Vec::new(), repairs: Vec::new(), fleets: Vec::new() };
     for target in targets {
         let netns = target.scope.netns().unwrap_or_default().to_owned();
         if let Some(fleet) = crate::fleet::report::status(&target.lib, &target.scope)? {
@@ -126,6 +139,11 @@ pub fn families(sample: &Sample) -> Vec<Family> {
     let mut limit =
         Family::new("sgctl_conntrack_entries_limit", Kind::Gauge, "Capacity of the connection-tracking table");
     let mut generation = Family::new("sgctl_policy_generation", Kind::Gauge, "Policy generation in force");
+    let mut repairs = Family::new(
+        "sgctl_agent_repairs",
+        Kind::Counter,
+        "Interfaces the agent found not as the policy wants and put right, by what it did",
+    );
     let mut build = Family::new("sgctl_build", Kind::Info, "The sgctl that reports");
     build.add(
         vec![
@@ -165,7 +183,13 @@ pub fn families(sample: &Sample) -> Vec<Family> {
         entries.add(at(), i.conntrack_entries);
         limit.add(at(), i.conntrack_limit);
     }
-    let mut families = vec![flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, generation, build];
+    for r in &sample.repairs {
+        let labels =
+            vec![("netns", r.netns.clone()), ("interface", r.interface.clone()), ("repair", r.kind.to_owned())];
+        repairs.add(labels, r.count);
+    }
+    let mut families =
+        vec![flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, generation, repairs, build];
     families.extend(fleet_families(&sample.fleets));
     families
 }
@@ -418,6 +442,7 @@ mod tests {
                 events_suppressed: 9,
             }],
             fleets: vec![("ns1".into(), fleet())],
+            repairs: vec![Repair { netns: "ns1".into(), interface: "eth0".into(), kind: "repaired", count: 2 }],
         }
     }
 
@@ -456,6 +481,7 @@ mod tests {
             r#"sgctl_fleet_refused_keys{netns="ns1",host="db"} 1"#.to_owned(),
             r#"sgctl_fleet_policy_generation{netns="ns1",host="db"} 4"#.to_owned(),
             r#"sgctl_fleet_resyncs_total{netns="ns1",host="db"} 2"#.to_owned(),
+            r#"sgctl_agent_repairs_total{netns="ns1",interface="eth0",repair="repaired"} 2"#.to_owned(),
         ]
     }
 

@@ -90,12 +90,18 @@ impl From<&SavedInterface> for Wanted {
 pub struct Pending {
     /// The generation the apply put in force.
     pub generation: u64,
-    /// Seconds since the Unix epoch.
+    /// Seconds since the Unix epoch, as the wall clock read when armed (for
+    /// people; the rollback goes by `deadline_boottime_ms`).
     pub deadline: u64,
+    /// The deadline on `CLOCK_BOOTTIME`, in milliseconds, in boot `boot_id`.
+    #[serde(default)]
+    pub deadline_boottime_ms: u64,
+    #[serde(default)]
+    pub boot_id: String,
     /// What was in force before (`None`: nothing, so rolling back detaches everything).
     pub previous: Option<Saved>,
-    /// The process waiting to roll back (it checks the generation, so a
-    /// stale one does nothing).
+    /// The process waiting to roll back (it follows this record, and exits
+    /// when there is none).
     pub helper_pid: Option<u32>,
 }
 
@@ -107,6 +113,14 @@ pub struct LibDir {
 impl LibDir {
     pub fn new(root: &Path) -> Self {
         Self { root: root.to_owned() }
+    }
+
+    /// [`Self::new`], refusing a directory that is a symbolic link, not
+    /// root's, or writable by others: what is saved there is put in force
+    /// at boot.
+    pub fn open(root: &Path) -> anyhow::Result<Self> {
+        crate::state::check_private("lib", root)?;
+        Ok(Self::new(root))
     }
 
     fn scope_dir(&self, scope: &Scope) -> PathBuf {
@@ -173,6 +187,17 @@ impl LibDir {
 
     pub fn save_fleet<T: Serialize>(&self, scope: &Scope, record: &T) -> anyhow::Result<()> {
         write(&self.scope_dir(scope), "fleet.json", record)
+    }
+
+    /// Forgets everything saved for `scope`.
+    pub fn remove_scope(&self, scope: &Scope) -> anyhow::Result<()> {
+        let dir = self.scope_dir(scope);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Every scope with something saved.

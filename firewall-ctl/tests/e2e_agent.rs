@@ -6,10 +6,7 @@
 //! Example 1); ssh 203.0.113.10 (the SSH rule's source); other 203.0.113.20.
 mod common;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use common::{agent::*, *};
 use serde_json::Value;
@@ -89,55 +86,6 @@ fn metrics_scraped_over_http_equal_stats_json() {
     let textfile = sg.ok(&["stats", "--format", "prometheus"]).stdout;
     compare(&sg.stats(), &textfile, "stats --format prometheus");
     assert_eq!(samples(&textfile), samples(&agent.scrape()), "the textfile form is the endpoint's exposition");
-}
-
-/// The `interface` entry of `status --json` named `name`, if filtered.
-fn filtered(sg: &Sgctl, name: &str) -> Option<Value> {
-    sg.status()["interfaces"].as_array().and_then(|i| i.iter().find(|i| i["interface"] == name).cloned())
-}
-
-/// Polls until `filtered(name)` is `want` (and its ifindex `ifindex` when
-/// given); returns how long that took.
-#[track_caller]
-fn wait_filtered(sg: &Sgctl, name: &str, want: bool, ifindex: Option<u64>, agent: &Agent) -> Duration {
-    let started = Instant::now();
-    loop {
-        let now = filtered(sg, name);
-        let ok = match (&now, ifindex) {
-            (Some(i), Some(idx)) => want && i["ifindex"] == idx,
-            (Some(_), None) => want,
-            (None, _) => !want,
-        };
-        if ok {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{name} should be {} within 5 s; status: {:#}\nagent log:\n{}",
-            if want { "filtered" } else { "gone" },
-            sg.status(),
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn ifindex_in(host: &LabHost, name: &str) -> u64 {
-    let out = host.run(&["cat", &format!("/sys/class/net/{name}/ifindex")]).expect("cat ifindex");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|e| panic!("ifindex of {name}: {e}"))
-}
-
-/// A veth `late0` in `srv` (10.9.0.1/24) whose peer `late1` is in `cli` (10.9.0.2/24).
-fn plug_veth(srv: &LabHost, cli: &LabHost) {
-    let ip = |args: &[&str]| {
-        let out = Command::new("ip").args(args).output().expect("ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    ip(&["-n", srv.netns(), "link", "add", "late0", "type", "veth", "peer", "name", "late1", "netns", cli.netns()]);
-    ip(&["-n", srv.netns(), "addr", "add", "10.9.0.1/24", "dev", "late0"]);
-    ip(&["-n", cli.netns(), "addr", "add", "10.9.0.2/24", "dev", "late1"]);
-    ip(&["-n", cli.netns(), "link", "set", "late1", "up"]);
-    ip(&["-n", srv.netns(), "link", "set", "late0", "up"]);
 }
 
 #[test]

@@ -243,7 +243,8 @@ fn on_the_legacy_tc_hook_sgctl_goes_first_and_a_deleted_filter_is_put_back() {
     assert_eq!(status["interfaces"][0]["standing"]["ingress"]["attached"], false, "{status:#}");
     assert!(sg.ok(&["status"]).stdout.contains("is NOT on clsact ingress"), "{status:#}");
     let again = sg.json(&attach);
-    assert_eq!(again[0]["change"], "attached", "{again:#}");
+    // Put back on the same maps: flows and counters kept.
+    assert_eq!(again[0]["change"], "repaired", "{again:#}");
     enforced("the filter is back");
     assert_eq!(sg.status()["interfaces"][0]["standing"]["ingress"]["first"], true);
 

@@ -129,6 +129,10 @@ fn state_of_a_deleted_namespace_is_pruned_by_the_next_change_not_by_a_report() {
     assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stderr));
     assert!(status.stderr.is_empty(), "{}", String::from_utf8_lossy(&status.stderr));
     assert!(gone_state.exists(), "a read-only verb removed state");
+    let shown: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(shown["saved_without_namespace"], serde_json::json!([gone.netns()]), "{shown:#}");
+    let gone_saved = lab.lib_dir().expect("lib dir").join(format!("netns-{}", gone.netns()));
+    assert!(gone_saved.exists(), "its policy was saved");
 
     // The next change (here in the other namespace) removes it.
     let gc = sgctl_all(&lab, &["conntrack", "gc", "--json"]);
@@ -136,6 +140,7 @@ fn state_of_a_deleted_namespace_is_pruned_by_the_next_change_not_by_a_report() {
     let stderr = String::from_utf8_lossy(&gc.stderr);
     assert!(stderr.contains(gone.netns()) && stderr.contains("no longer exists"), "{stderr}");
     assert!(!gone_state.exists(), "its pinned maps are gone");
+    assert!(!gone_saved.exists(), "its saved policy is gone: never restored at a boot again");
     assert_eq!(scopes(&sgctl_all(&lab, &["status", "--json"])), [stays.netns()]);
 }
 

@@ -108,7 +108,7 @@ fn promtool_accepts_the_textfile_and_the_endpoint_text() {
     let textfile = c.sg.ok(&["stats", "--format", "prometheus"]).stdout;
     promtool_accepts(&textfile, "stats --format prometheus");
 
-    let url = format!("http://{}/metrics", c.agent.addr);
+    let url = format!("http://{}/metrics", c.agent.addr());
     let (ct, text) = get(&url, Some("text/plain;version=0.0.4"));
     assert!(ct.starts_with("text/plain; version=0.0.4"), "content type {ct:?}");
     promtool_accepts(&text, "GET /metrics (Accept: text/plain)");
@@ -181,7 +181,7 @@ impl PromServer {
             &format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: sgctl\n    \
                  static_configs:\n      - targets: ['{}']\n",
-                agent.addr
+                agent.addr()
             ),
         );
         let port = free_port();
@@ -251,7 +251,7 @@ fn a_prometheus_server_scrapes_the_agent_and_queries_a_counter() {
     let up = prom.poll("up", 10, |v| v["value"][1].as_str().map(str::to_owned));
     assert_eq!(up, "1");
     let scraped = prom.poll("scrape_samples_scraped", 10, value);
-    let exposed = samples(&get(&format!("http://{}/metrics", c.agent.addr), None).1).len();
+    let exposed = samples(&get(&format!("http://{}/metrics", c.agent.addr()), None).1).len();
     assert_eq!(scraped as usize, exposed, "Prometheus took every sample the agent exposes");
 }
 
@@ -334,7 +334,7 @@ fn the_grafana_dashboard_queries_what_the_agent_serves() {
     let c = counted("grafana");
     let mut served = std::collections::BTreeSet::new();
     for accept in [None, Some(PROMETHEUS_ACCEPT)] {
-        let text = get(&format!("http://{}/metrics", c.agent.addr), accept).1;
+        let text = get(&format!("http://{}/metrics", c.agent.addr()), accept).1;
         served.extend(samples(&text).into_keys().filter_map(|k| Some(k.split(['{', ' ']).next()?.to_owned())));
     }
     let mut named = std::collections::BTreeSet::new();

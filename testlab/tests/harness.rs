@@ -226,3 +226,18 @@ fn state_dir_is_private_to_the_lab_and_removed_on_drop() {
     drop(a);
     assert!(!dir.exists(), "{} still there", dir.display());
 }
+
+/// What `sgctl` saves for a lab (its `--lib-dir`: demo, bench and tests
+/// pass it) is the lab's own and goes with it, so no lab run leaves saved
+/// scopes in the host's /var/lib/sgctl for `restore --all` to walk at boot.
+#[test]
+fn lib_dir_is_private_to_the_lab_and_removed_on_drop() {
+    let (a, b) = (new_lab(), new_lab());
+    let dir = a.lib_dir().expect("lib dir");
+    assert_eq!(a.lib_dir().expect("lib dir"), dir, "one per lab");
+    assert_ne!(b.lib_dir().expect("lib dir"), dir);
+    assert!(!dir.starts_with("/var/lib/sgctl") && dir.to_string_lossy().contains(a.prefix()), "{}", dir.display());
+    std::fs::create_dir_all(dir.join("netns-x")).expect("a saved scope");
+    drop(a);
+    assert!(!dir.exists(), "{} still there", dir.display());
+}

@@ -18,7 +18,9 @@ use crate::sh;
 /// read sgctl's metrics in `e2e_prometheus.rs`; `python3-venv` makes the
 /// tests' Python environment ([`PYTHON_PACKAGES`]); `cargo xtask package`
 /// (which the tests run) needs `dpkg-dev` (dpkg-shlibdeps, for the
-/// package's Depends) and `lintian`; `etcd-server` (etcd 3.4, the store of
+/// package's Depends) and `lintian`; `faketime` (libfaketime) steps the
+/// wall clock of one process, for the test that a confirm-within rollback
+/// does not follow it; `etcd-server` (etcd 3.4, the store of
 /// `sgctl agent --etcd`) and `etcd-client` (`etcdctl`) run the fleet's tests,
 /// demo and benchmark, each etcd on private loopback ports in a temporary
 /// directory; `protobuf-compiler` (`protoc`) and `libprotobuf-dev` (the
@@ -36,6 +38,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3-venv",
     "dpkg-dev",
     "lintian",
+    "faketime",
     "etcd-server",
     "etcd-client",
     "protobuf-compiler",

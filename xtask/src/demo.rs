@@ -51,10 +51,14 @@ pub fn run() -> anyhow::Result<()> {
 
     title("Apply seed Example 1, the web-server group, to the server's eth0");
     let netns = server.netns();
-    let state = lab.state_dir()?;
-    println!("  (sgctl keeps this demo's state in {}, through SGCTL_STATE_DIR)", state.display());
+    let (state, lib) = (lab.state_dir()?, lab.lib_dir()?);
+    println!(
+        "  (sgctl keeps this demo's state in {} and what it saves in {}, through SGCTL_STATE_DIR and SGCTL_LIB_DIR)",
+        state.display(),
+        lib.display()
+    );
     // Declared after the lab, so dropped (detached) before the namespaces go.
-    let detach = Detach { sgctl: Sgctl { bin: sgctl, state }, netns: netns.to_owned() };
+    let detach = Detach { sgctl: Sgctl { bin: sgctl, state, lib }, netns: netns.to_owned() };
     let sgctl = &detach.sgctl;
     sgctl.step(netns, &["apply", &policy.to_string_lossy()])?;
     let flow_log = std::env::temp_dir().join(format!("sgctl-demo-{}-flows.log", std::process::id()));
@@ -118,10 +122,12 @@ pub(crate) fn title(text: &str) {
     println!("\n== {text}");
 }
 
-/// The freshly built `sgctl`, with the lab's own state directory.
+/// The freshly built `sgctl`, with the lab's own state and lib directories
+/// (never the host's: `/var/lib/sgctl` is what the host restores at boot).
 struct Sgctl {
     bin: PathBuf,
     state: PathBuf,
+    lib: PathBuf,
 }
 
 impl Sgctl {
@@ -129,7 +135,11 @@ impl Sgctl {
     fn step(&self, netns: &str, args: &[&str]) -> anyhow::Result<()> {
         println!("$ sgctl -n {netns} {}", args.join(" "));
         let mut cmd = Command::new(&self.bin);
-        cmd.current_dir(sh::root()).env("SGCTL_STATE_DIR", &self.state).args(["-n", netns]).args(args);
+        cmd.current_dir(sh::root())
+            .env("SGCTL_STATE_DIR", &self.state)
+            .env("SGCTL_LIB_DIR", &self.lib)
+            .args(["-n", netns])
+            .args(args);
         sh::run(&mut cmd).with_context(|| format!("sgctl {} failed", args.join(" ")))
     }
 }
@@ -150,6 +160,7 @@ impl Sgctl {
         println!("$ sgctl -n {netns} agent --listen 127.0.0.1:0 --window 1 --flow-log {} &", flow_log.display());
         let child = Command::new(&self.bin)
             .env("SGCTL_STATE_DIR", &self.state)
+            .env("SGCTL_LIB_DIR", &self.lib)
             .args(["-n", netns, "agent", "--listen", "127.0.0.1:0", "--window", "1", "--quiet", "--no-hotplug"])
             .arg("--flow-log")
             .arg(flow_log)

@@ -1,12 +1,22 @@
 //! `sgctl agent`: the one long-running part of sgctl, never needed for
-//! enforcement (docs/cli.md, "The agent"). It
+//! enforcement (docs/cli.md, "The agent"). Its three duties run apart, so
+//! that none can stop another:
 //!
-//! - serves Prometheus metrics on `/metrics` ([`http`], default
-//!   `127.0.0.1:9617`, loopback only), read from the kernel on each scrape;
-//! - reads the datapath's flow events and writes flow logs ([`flows`]);
-//! - watches netlink for interfaces that come and go ([`hotplug`]) and
-//!   attaches those the applied (or saved) policy names, through the normal
-//!   commit path, holding the state lock only for that commit.
+//! - [`hotplug`]: brings the scope to what its policy wants, on every link
+//!   notification (rtnetlink) and every few seconds besides — interfaces
+//!   that appeared attached, vanished ones forgotten, links detached or
+//!   replaced behind sgctl's back put back — through the normal commit
+//!   path, holding the state lock only for that commit;
+//! - [`flows`]: reads the datapath's flow events and writes flow logs;
+//! - [`http`]: serves Prometheus metrics on `/metrics` (default
+//!   `127.0.0.1:9617`, loopback only), read from the kernel on each scrape.
+//!   A port it cannot bind is reported and tried again; the server caps its
+//!   connections and drops idle ones, so no local user can take the
+//!   agent's descriptors.
+//!
+//! Each runs on threads of its own; one that fails is reported and started
+//! again. The agent tells systemd it is ready (`Type=notify`) once the first
+//! reconcile is done, so units ordered after it find the interfaces filtered.
 //!
 //! It keeps nothing the kernel needs: killed, enforcement carries on, the
 //! counters are the kernel's, and a restarted agent picks up where they
@@ -16,10 +26,10 @@ pub mod hotplug;
 pub mod http;
 
 use std::{
-    net::TcpListener,
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -38,13 +48,15 @@ use crate::{
 pub struct Shared {
     pub global: Global,
     pub stop: AtomicBool,
+    /// Repairs made since the agent started, by (interface, what was done).
+    pub repairs: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Shared {
     /// The scopes in view: the one `-n` names, else every scope with state.
     pub fn targets(&self) -> anyhow::Result<Vec<Target>> {
         let state = StateDir::open_read_only(&self.global.state_dir)?;
-        let lib = LibDir::new(&self.global.lib_dir);
+        let lib = LibDir::open(&self.global.lib_dir)?;
         let scopes = match &self.global.netns {
             Some(_) => vec![crate::cmd::scope_of(&self.global)],
             None => state.scopes()?,
@@ -59,32 +71,48 @@ impl Shared {
             })
             .collect())
     }
+
+    /// Counts one repair of `interface` (`kind`: what was done).
+    pub fn count_repair(&self, interface: &str, kind: &'static str) {
+        let mut repairs = self.repairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *repairs.entry((interface.to_owned(), kind)).or_default() += 1;
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
+/// How long a duty that failed waits before it starts again.
+const RESTART_AFTER: Duration = Duration::from_secs(2);
+
 pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     // The metrics socket lives where sgctl was started (the initial namespace's
-    // loopback), also when the agent works on a named namespace.
-    let listener = TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
-    listener.set_nonblocking(true)?;
+    // loopback), also when the agent works on a named namespace: its
+    // namespace is kept to bind in, again and again if need be.
     // The fleet's etcd session also lives there (docs/fleet.md).
     let home = std::fs::File::open("/proc/self/ns/net").context("opening this process's network namespace")?;
     if let Some(name) = &global.netns {
         netns::enter(name)?;
     }
-    eprintln!("sgctl agent: metrics on http://{}/metrics", listener.local_addr()?);
-    let shared = Arc::new(Shared { global: Global::clone(global), stop: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        global: Global::clone(global),
+        stop: AtomicBool::new(false),
+        repairs: Mutex::new(BTreeMap::new()),
+    });
 
     let mut threads = Vec::new();
     {
         let (shared, args) = (shared.clone(), args.clone());
-        threads.push(std::thread::Builder::new().name("flows".into()).spawn(move || {
-            if let Err(e) = flows::run(&shared, &args) {
-                eprintln!("sgctl agent: flow logs stopped: {e:#}");
-            }
-        })?);
+        threads.push(supervise("flows", shared.clone(), move || flows::run(&shared, &args))?);
     }
-    if !args.no_hotplug {
-        hotplug::start(shared.clone())?;
+    if args.no_hotplug {
+        notify_ready();
+    } else {
+        let shared = shared.clone();
+        let mut ready = Some(notify_ready as fn());
+        supervise("hotplug", shared.clone(), move || hotplug::run(&shared, &mut ready))?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let _fleet =
@@ -96,12 +124,65 @@ pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let served = runtime.block_on(http::serve(listener, shared.clone()));
+    runtime.block_on(async {
+        tokio::select! {
+            () = http::serve_forever(args.listen, home, shared.clone()) => {}
+            () = stop_signal() => {}
+        }
+    });
     shared.stop.store(true, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
-    served
+    Ok(())
+}
+
+/// Runs `duty` on a thread of its own, starting it again (after
+/// [`RESTART_AFTER`]) whenever it fails, until the agent stops.
+fn supervise(
+    name: &'static str,
+    shared: Arc<Shared>,
+    mut duty: impl FnMut() -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
+        while !shared.stopping() {
+            match duty() {
+                Ok(()) => return,
+                Err(e) => eprintln!("sgctl agent: {name} failed: {e:#}; starting it again in {RESTART_AFTER:?}"),
+            }
+            std::thread::sleep(RESTART_AFTER);
+        }
+    })?;
+    Ok(handle)
+}
+
+/// Tells systemd the agent is ready (nothing when not started by it).
+fn notify_ready() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    eprintln!("sgctl agent: ready");
+}
+
+/// The soft descriptor limit up to the hard one: the endpoint's connection
+/// cap leaves the rest to hotplug, which opens a descriptor per map.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("sgctl agent: stopping");
 }

@@ -28,6 +28,11 @@ struct Report {
     /// for `sgctl confirm`, after which the previous policy comes back.
     #[serde(skip_serializing_if = "Option::is_none")]
     confirm_by: Option<u64>,
+    /// Without `--confirm-within` while an earlier apply awaits
+    /// confirmation: that apply's generation, whose rollback (to the policy
+    /// before it) is still armed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    still_armed: Option<u64>,
     /// What the policy's maps take in the kernel (absent when nothing changed).
     #[serde(skip_serializing_if = "Option::is_none")]
     kernel_memory: Option<MemorySummary>,
@@ -98,29 +103,30 @@ pub fn run(target: &Target, global: &crate::cli::Global, files: &[PathBuf], opti
             interfaces: Vec::new(),
             switch_micros: 0,
             confirm_by: None,
+            still_armed: None,
             kernel_memory: Some(MemorySummary::new(estimate, target.memory_limit)),
             missing: missing.clone(),
         }
     } else {
         // The rollback is armed before the switch: a kill right after it
         // still rolls back.
-        let pending = confirm_within.map(|secs| super::restore::arm_rollback(target, global, secs)).transpose()?;
+        let armed = confirm_within.map(|secs| super::restore::arm_rollback(target, global, secs)).transpose()?;
         let outcome = match commit::commit(target, &record, &parsed, &wanted) {
             Ok(outcome) => outcome,
             Err(e) => {
-                if let Some(p) = &pending {
-                    super::restore::disarm(target, p.generation)?;
+                if let Some(armed) = &armed {
+                    super::restore::disarm(target, armed)?;
                 }
                 return Err(e);
             }
         };
-        match &pending {
-            // Nothing changed: nothing to confirm.
-            Some(p) if !outcome.changed => super::restore::disarm(target, p.generation)?,
-            Some(_) => {}
-            // An apply without --confirm-within keeps what it applies.
-            None => target.lib.remove_pending(&target.scope)?,
+        if let Some(armed) = armed.as_ref().filter(|_| !outcome.changed) {
+            // Nothing changed: nothing (new) to confirm.
+            super::restore::disarm(target, armed)?;
         }
+        // Only `sgctl confirm` disarms an apply awaiting confirmation:
+        // this one does not (docs/cli.md).
+        let still_armed = armed.is_none().then(|| target.lib.pending(&target.scope)).transpose()?.flatten();
         Report {
             netns: target.scope.netns().map(str::to_owned),
             generation: outcome.generation,
@@ -129,7 +135,8 @@ pub fn run(target: &Target, global: &crate::cli::Global, files: &[PathBuf], opti
             groups,
             interfaces: outcome.interfaces,
             switch_micros: outcome.switch_micros,
-            confirm_by: pending.filter(|_| outcome.changed).map(|p| p.deadline),
+            confirm_by: armed.filter(|_| outcome.changed).map(|a| a.pending.deadline),
+            still_armed: still_armed.map(|p| p.generation),
             kernel_memory: outcome.kernel_memory.map(|e| MemorySummary::new(e, target.memory_limit)),
             missing,
         }
@@ -165,8 +172,14 @@ fn print_report(r: &Report) {
         crate::outln!("{name}: does not exist (yet); attached when it appears (`sgctl agent`, or `sgctl restore`)");
     }
     if let Some(deadline) = r.confirm_by {
-        let left = deadline.saturating_sub(super::restore::unix_now());
+        let left = deadline.saturating_sub(control::restore::unix_now());
         crate::outln!("run `sgctl confirm` within {left} s, or the previous policy comes back by itself");
+    }
+    if let Some(generation) = r.still_armed {
+        crate::outln!(
+            "note: generation {generation} still awaits `sgctl confirm`: at its deadline the policy before it comes \
+             back, undoing this apply too"
+        );
     }
 }
 

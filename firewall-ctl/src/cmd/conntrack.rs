@@ -42,7 +42,12 @@ pub fn run(targets: &[Target], action: &ConntrackAction, json: bool) -> anyhow::
     match action {
         ConntrackAction::List => list(targets, json),
         ConntrackAction::Flush { group: None, rule: None } => {
-            remove(targets, json, |maps, _| maps.remove_flows(|_, _| true))
+            // The datagrams in flight go with the flows: their later
+            // fragments would otherwise still pass.
+            remove(targets, json, |maps, _| {
+                maps.remove_fragments(|_| true)?;
+                maps.remove_flows(|_, _| true)
+            })
         }
         ConntrackAction::Flush { group, rule } => {
             let mut matched = false;
@@ -59,6 +64,7 @@ pub fn run(targets: &[Target], action: &ConntrackAction, json: bool) -> anyhow::
                     .map(|(slot, _)| *slot)
                     .collect();
                 matched |= !slots.is_empty();
+                maps.remove_fragments(|slot| slots.contains(&slot))?;
                 maps.remove_flows(|_, e| slots.contains(&e.slot))
             })?;
             if !matched {

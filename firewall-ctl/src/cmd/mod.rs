@@ -56,11 +56,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     privilege::require(verb_name(&cli.command))?;
     match &cli.command {
         // Waits for its deadline first, and takes the lock only then.
-        Command::Rollback { generation, deadline } => {
+        Command::Rollback => {
             if let Some(name) = &global.netns {
                 netns::enter(name)?;
             }
-            return restore::rollback_at_deadline(global, *generation, *deadline);
+            return restore::rollback_at_deadline(global);
         }
         Command::Restore { all: true } => return restore_all(global),
         // Binds its socket before entering the namespace.
@@ -71,10 +71,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         netns::enter(name)?;
     }
     let (target, _lock) = open_target(global, changes_state(&cli.command))?;
+    if changes_state(&cli.command) && !matches!(cli.command, Command::Restore { .. }) {
+        // An unconfirmed apply past its deadline (its helper killed) is
+        // rolled back before anything else changes.
+        for change in control::restore::roll_back_if_due(&target)? {
+            eprintln!("sgctl: {change}");
+        }
+    }
     let json = global.json;
     match cli.command {
         Command::Check { .. }
-        | Command::Rollback { .. }
+        | Command::Rollback
         | Command::Import { .. }
         | Command::Completions { .. }
         | Command::ManPages { .. }
@@ -87,11 +94,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             apply::run(&target, global, &files, apply::Options { dry_run, confirm_within, allow_missing })
         }
         Command::Confirm => restore::confirm(&target, json),
-        Command::Restore { .. } => restore::restore(&target, json),
+        Command::Restore { .. } => {
+            let complete = restore::restore(&target, global, json)?;
+            anyhow::ensure!(complete, PartialRestore(vec![target.scope.to_string()]));
+            Ok(())
+        }
         Command::Attach { iface, groups, mode } => attach::attach(&target, &iface, &groups, mode, json),
         Command::Detach { iface } => attach::detach(&target, &iface, json),
         Command::Members { action } => members::run(&target, &action, json),
-        Command::Status => status::run(&targets_in_view(global, &target)?, json),
+        Command::Status => status::run(&targets_in_view(global, &target)?, json, Duration::from_secs(global.wait)),
         Command::Stats { watch, format } => {
             let format = format.unwrap_or(if json { StatsFormat::Json } else { StatsFormat::Table });
             stats::run(&targets_in_view(global, &target)?, watch, format)
@@ -111,17 +122,17 @@ pub fn scope_of(global: &Global) -> Scope {
 /// namespace left); reports read maps and records that are replaced whole,
 /// need no lock, and change nothing.
 pub fn open_target(global: &Global, changes: bool) -> anyhow::Result<(Target, Option<StateLock>)> {
+    let lib = LibDir::open(&global.lib_dir)?;
     let (state, lock) = if changes {
         let state = StateDir::open(&global.state_dir)?;
         let lock = state.lock(Duration::from_secs(global.wait))?;
-        for scope in control::repair::prune_vanished_scopes(&state)? {
-            eprintln!("sgctl: removed the state of {scope}: the namespace no longer exists");
+        for scope in control::repair::prune_vanished_scopes(&state, &lib)? {
+            eprintln!("sgctl: removed the state and saved policy of {scope}: the namespace no longer exists");
         }
         (state, Some(lock))
     } else {
         (StateDir::open_read_only(&global.state_dir)?, None)
     };
-    let lib = LibDir::new(&global.lib_dir);
     Ok((Target { state, lib, scope: scope_of(global), memory_limit: global.max_kernel_memory }, lock))
 }
 
@@ -130,7 +141,7 @@ pub fn open_target(global: &Global, changes: bool) -> anyhow::Result<(Target, Op
 fn restore_all(global: &Global) -> anyhow::Result<()> {
     let (target, _lock) = open_target(global, true)?;
     let home = std::fs::File::open("/proc/self/ns/net")?;
-    let mut failed = Vec::new();
+    let (mut failed, mut partial) = (Vec::new(), Vec::new());
     for scope in target.lib.scopes()? {
         if let Scope::Netns(name) = &scope {
             if netns::enter(name).is_err() {
@@ -141,14 +152,33 @@ fn restore_all(global: &Global) -> anyhow::Result<()> {
             }
         }
         let here = Target { scope: scope.clone(), ..target.clone() };
-        if let Err(e) = restore::restore(&here, global.json) {
-            eprintln!("sgctl: restoring {scope}: {e:#}");
-            failed.push(scope.to_string());
+        match restore::restore(&here, global, global.json) {
+            Ok(true) => {}
+            Ok(false) => partial.push(scope.to_string()),
+            Err(e) => {
+                eprintln!("sgctl: restoring {scope}: {e:#}");
+                failed.push(scope.to_string());
+            }
         }
         nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET)?;
     }
     anyhow::ensure!(failed.is_empty(), "could not restore {}", failed.join(", "));
+    anyhow::ensure!(partial.is_empty(), PartialRestore(partial));
     Ok(())
+}
+
+/// A restore that left interfaces that exist unfiltered.
+#[derive(Debug)]
+struct PartialRestore(Vec<String>);
+
+impl std::fmt::Display for PartialRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "partial restore ({}): interfaces that exist were left unfiltered (above); `sgctl status` lists them",
+            self.0.join(", ")
+        )
+    }
 }
 
 /// The scopes a verb covers: the one `-n` names, else all.
@@ -169,7 +199,7 @@ fn changes_state(command: &Command) -> bool {
         | Command::Members { .. }
         | Command::Confirm
         | Command::Restore { .. }
-        | Command::Rollback { .. } => true,
+        | Command::Rollback => true,
         Command::Agent(_) => false,
         Command::Check { .. }
         | Command::Flows(_)
@@ -191,7 +221,7 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Apply { .. } => "apply",
         Command::Confirm => "confirm",
         Command::Restore { .. } => "restore",
-        Command::Rollback { .. } => "rollback",
+        Command::Rollback => "rollback",
         Command::Attach { .. } => "attach",
         Command::Detach { .. } => "detach",
         Command::Members { .. } => "members",

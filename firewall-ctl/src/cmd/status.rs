@@ -1,16 +1,26 @@
 //! `sgctl status`: what is attached where, and how full conntrack is.
+use std::path::Path;
+
 use serde::Serialize;
 
 use crate::{
-    control::Target,
-    datapath::{attach, hooks},
+    control::{restore, Target},
+    datapath::{
+        attach, hooks,
+        links::{self, LinkHealth},
+    },
+    netns,
     output::{print_json, table},
-    state::records::{EgressHook, IngressHook},
+    state::records::{EgressHook, IngressHook, Mode},
 };
 
 #[derive(Serialize)]
 struct Status {
     scopes: Vec<ScopeStatus>,
+    /// Named namespaces with a saved policy (`restore`) that do not exist:
+    /// restored when they do (`sgctl restore`), forgotten by the next change
+    /// once deleted after their state was made.
+    saved_without_namespace: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -25,6 +35,16 @@ struct ScopeStatus {
     pending_confirmation: Option<PendingStatus>,
     /// The fleet, as `sgctl agent --etcd` last reported it (docs/fleet.md).
     fleet: Option<crate::fleet::report::FleetStatus>,
+    /// Interfaces the saved policy names that are not filtered: they do
+    /// not exist, or a restore could not attach them.
+    unfiltered: Vec<Unfiltered>,
+}
+
+#[derive(Serialize)]
+struct Unfiltered {
+    interface: String,
+    /// Whether the interface exists (then its not being filtered is a failure).
+    exists: bool,
 }
 
 #[derive(Serialize)]
@@ -42,6 +62,14 @@ struct IfaceStatus {
     ifindex: u32,
     groups: Vec<String>,
     ingress: IngressHook,
+    /// The hook asked for (`auto`, `xdp`, `tc`); `xdp` with a tc ingress:
+    /// its XDP hook was taken, and tc filters instead.
+    mode: Mode,
+    /// Each link as the kernel has it: `ok`, or what is wrong (`detached`,
+    /// `missing`, `other_device`, `other_program`, `not_first`). A link not
+    /// `ok` is repaired by the next `apply` and by the agent.
+    links: LinkHealth,
+    /// The program ids of links that are `ok`.
     egress: EgressHook,
     ingress_program_id: Option<u32>,
     egress_program_id: Option<u32>,
@@ -65,13 +93,35 @@ struct Standing {
     egress: hooks::Standing,
 }
 
-pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
-    let mut status = Status { scopes: Vec::new() };
+pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow::Result<()> {
+    let saved_without_namespace = match targets.first() {
+        Some(t) => t
+            .lib
+            .scopes()?
+            .into_iter()
+            .filter_map(|scope| match scope {
+                crate::state::Scope::Netns(name) if !Path::new("/run/netns").join(&name).exists() => Some(name),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut status = Status { scopes: Vec::new(), saved_without_namespace };
     for target in targets {
+        // Reports do not wait for changes, except a rollback whose deadline
+        // has passed: it is under way (or about to be), and the report waits
+        // for it (at most `wait`) rather than show half of each policy, such
+        // as the old policy back in force beside the pending record it is
+        // about to remove.
+        let _settled = match target.lib.pending(&target.scope)? {
+            Some(p) if restore::time_left(&p).is_zero() => target.state.lock_shared(wait).ok(),
+            _ => None,
+        };
         let policy = target.policy()?;
         let mut interfaces = Vec::new();
         for record in target.interfaces()? {
             let dir = target.state.iface_dir(&target.scope, &record.ifname);
+            let health = links::check(&dir, &record);
             let ids = attach::program_ids(&dir).ok();
             // The kernel's word: it outranks a record a killed sgctl left behind.
             let hooks_now = attach::hooks(&dir, record.ingress).ok();
@@ -86,8 +136,10 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
                 standing,
                 hooks_error,
                 other_programs,
-                ingress_program_id: ids.map(|i| i.0),
-                egress_program_id: ids.map(|i| i.1),
+                ingress_program_id: ids.map(|i| i.0).filter(|_| health.ingress.is_ok()),
+                egress_program_id: ids.map(|i| i.1).filter(|_| health.egress.is_ok()),
+                links: health,
+                mode: record.mode,
                 conntrack_entries: maps.flows()?.len(),
                 conntrack_capacity: maps.conntrack_capacity()?,
                 kernel_memory: maps.kernel_memory()?,
@@ -97,7 +149,17 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
                 generation: record.generation,
             });
         }
+        let unfiltered = match target.lib.applied_head(&target.scope)? {
+            Some(saved) => saved
+                .interfaces
+                .into_iter()
+                .filter(|i| !interfaces.iter().any(|f| f.interface == i.ifname))
+                .map(|i| Unfiltered { exists: netns::ifindex(&i.ifname).is_some(), interface: i.ifname })
+                .collect(),
+            None => Vec::new(),
+        };
         status.scopes.push(ScopeStatus {
+            unfiltered,
             netns: target.scope.netns().map(str::to_owned),
             generation: policy.as_ref().map(|p| p.generation),
             sources: policy.map(|p| p.paths()).unwrap_or_default(),
@@ -107,10 +169,14 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
             } else {
                 0
             },
-            pending_confirmation: target.lib.pending(&target.scope)?.map(|p| PendingStatus {
-                generation: p.generation,
-                deadline: p.deadline,
-                seconds_left: p.deadline.saturating_sub(super::restore::unix_now()),
+            pending_confirmation: target.lib.pending(&target.scope)?.map(|p| {
+                // By CLOCK_BOOTTIME: a step of the wall clock moves neither.
+                let left = restore::time_left(&p);
+                PendingStatus {
+                    generation: p.generation,
+                    deadline: restore::wall_deadline(left),
+                    seconds_left: left.as_millis().div_ceil(1000) as u64,
+                }
             }),
             fleet: crate::fleet::report::status(&target.lib, &target.scope)?,
         });
@@ -120,6 +186,9 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
     }
     if status.scopes.is_empty() {
         crate::outln!("nothing applied or attached");
+    }
+    for name in &status.saved_without_namespace {
+        crate::outln!("netns {name}: a policy is saved for it, and it does not exist (restored when it does)");
     }
     for s in &status.scopes {
         let scope = s.netns.as_deref().map_or("host".to_owned(), |n| format!("netns {n}"));
@@ -156,6 +225,12 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
             ["INTERFACE", "GROUPS", "INGRESS", "EGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK", "KERNEL MEMORY"];
         crate::out!("{}", table(&header, &rows));
         for i in &s.interfaces {
+            for problem in i.links.problems() {
+                crate::outln!("  {}: {problem}: NOT FILTERED as it should be; `sgctl apply` repairs it", i.interface);
+            }
+            if i.mode == Mode::Xdp && !i.ingress.is_xdp() {
+                crate::outln!("  {}: asked for XDP, which it could not have: ingress on tc instead", i.interface);
+            }
             if let Some(e) = &i.hooks_error {
                 crate::outln!("  {}: cannot read its hooks: {e}", i.interface);
             }
@@ -177,6 +252,12 @@ pub fn run(targets: &[Target], json: bool) -> anyhow::Result<()> {
                     None => format!("program {} ({})", p.id, p.name),
                 };
                 crate::outln!("  {}: {} {what} runs {order} sgctl", i.interface, p.hook);
+            }
+        }
+        for u in &s.unfiltered {
+            match u.exists {
+                true => crate::outln!("  {}: saved but NOT FILTERED (a restore could not attach it)", u.interface),
+                false => crate::outln!("  {}: saved, does not exist (yet): attached when it appears", u.interface),
             }
         }
         if !s.interfaces.is_empty() {

@@ -35,6 +35,7 @@ use crate::{
         self,
         attach::{self, Replace},
         generation, hooks,
+        links::{self, LinkState},
         maps::{self, IfaceMaps},
     },
     image::{self, Image},
@@ -44,7 +45,7 @@ use crate::{
     saved::{Saved, SavedInterface},
     state::{
         blob,
-        records::{EgressHook, IfaceRecord, IfaceState, IngressHook, MemberIndex, PolicyRecord, PolicySummary},
+        records::{EgressHook, IfaceRecord, IfaceState, IngressHook, MemberIndex, Mode, PolicyRecord, PolicySummary},
         sys,
     },
     InputError,
@@ -84,10 +85,45 @@ struct Planned {
     audit_ends: bool,
 }
 
+/// How a commit may deviate from what it is asked.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// An interface whose XDP hook is taken by another program gets tc
+    /// instead of an error (restore and the agent: never unfiltered).
+    pub hook_fallback: bool,
+}
+
+/// The context of an error that concerns one interface only: restore
+/// leaves that interface out and tries the others again.
+#[derive(Debug)]
+pub struct OnInterface(pub String);
+
+impl std::fmt::Display for OnInterface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interface {}", self.0)
+    }
+}
+
+/// The interface a failed commit's error concerns alone, if any.
+pub fn failed_interface(e: &anyhow::Error) -> Option<String> {
+    e.downcast_ref::<OnInterface>().map(|o| o.0.clone())
+}
+
 /// Puts `policy` in force with the interfaces `wanted`, or changes nothing
-/// if they are what is in force. `policy.generation` is ignored: the next
-/// number is taken.
+/// if they are what is in force (and every attachment filters as it
+/// should). `policy.generation` is ignored: the next number is taken.
 pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &[Wanted]) -> anyhow::Result<Outcome> {
+    commit_with(target, policy, parsed, wanted, Options::default())
+}
+
+/// [`commit`] with `options`.
+pub fn commit_with(
+    target: &Target,
+    policy: &PolicyRecord,
+    parsed: &Policy,
+    wanted: &[Wanted],
+    options: Options,
+) -> anyhow::Result<Outcome> {
     repair::repair_scope(target)?;
     crate::timings::mark("repair");
     let active_path = target.state.active_path(&target.scope);
@@ -105,46 +141,59 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
     crate::timings::mark("compile");
     let mut planned = Vec::with_capacity(wanted.len());
     for (want, compiled) in wanted.iter().zip(compiled) {
-        let ifindex = netns::ifindex(&want.ifname)
-            .ok_or_else(|| InputError::NoSuchInterface { ifname: want.ifname.clone(), scope: target.scope.clone() })?;
-        let old = in_force.get(&want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == ifindex);
-        // Devices sgctl cannot filter (or not with that hook) are refused
-        // here, before anything changes.
-        let ours: Vec<u32> = old
-            .and_then(|_| attach::program_ids(&target.state.iface_dir(&target.scope, &want.ifname)).ok())
-            .map(|(ingress, _)| vec![ingress])
-            .unwrap_or_default();
-        let at = hooks::plan(&want.ifname, want.mode, &ours)?;
-        let previous_slots = old.map_or_else(SlotTable::default, |r| r.slots.clone());
-        let maps = target.maps(&want.ifname);
-        let assignment = counter_slots::assign(&previous_slots, &compiled.rules, generation, || {
-            // Only when a retired slot must be reused: which ones flows still credit.
-            if old.is_some() {
-                maps.slots_in_use().unwrap_or_default()
-            } else {
-                Default::default()
-            }
-        });
-        let image = image::build(&compiled, &assignment.by_rule)?;
-        let record = IfaceRecord {
-            ifindex,
-            ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
-            egress: old.map_or(EgressHook::Tc, |r| r.egress),
-            generation,
-            ..record_of(want, &compiled, &image, assignment.table)
-        };
-        planned.push(Planned {
-            want: want.clone(),
-            ifindex,
-            at,
-            image,
-            record,
-            fresh: assignment.fresh,
-            evicted: assignment.evicted,
-            conntrack_capacity: compiled.conntrack_capacity,
-            timeouts: compiled.timeouts,
-            audit_ends: false,
-        });
+        // What goes wrong here concerns this interface alone.
+        let plan = (|| -> anyhow::Result<Planned> {
+            let ifindex = netns::ifindex(&want.ifname).ok_or_else(|| InputError::NoSuchInterface {
+                ifname: want.ifname.clone(),
+                scope: target.scope.clone(),
+            })?;
+            let old = in_force.get(&want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == ifindex);
+            // Devices sgctl cannot filter (or not with that hook) are refused
+            // here, before anything changes.
+            let ours: Vec<u32> = old
+                .and_then(|_| attach::program_ids(&target.state.iface_dir(&target.scope, &want.ifname)).ok())
+                .map(|(ingress, _)| vec![ingress])
+                .unwrap_or_default();
+            let at = match hooks::plan(&want.ifname, want.mode, &ours) {
+                Err(e) if options.hook_fallback && xdp_unavailable(&e) => {
+                    eprintln!("note: {}: {e}; filtered with tc instead", want.ifname);
+                    attach::Placement { xdp: false, ..hooks::plan(&want.ifname, Mode::Tc, &ours)? }
+                }
+                other => other?,
+            };
+            let previous_slots = old.map_or_else(SlotTable::default, |r| r.slots.clone());
+            let maps = target.maps(&want.ifname);
+            let assignment = counter_slots::assign(&previous_slots, &compiled.rules, generation, || {
+                // Only when a retired slot must be reused: which ones flows still credit.
+                if old.is_some() {
+                    maps.slots_in_use().unwrap_or_default()
+                } else {
+                    Default::default()
+                }
+            });
+            let image = image::build(&compiled, &assignment.by_rule)?;
+            let record = IfaceRecord {
+                ifindex,
+                ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
+                egress: old.map_or(EgressHook::Tc, |r| r.egress),
+                generation,
+                ..record_of(want, &compiled, &image, assignment.table)
+            };
+            Ok(Planned {
+                want: want.clone(),
+                ifindex,
+                at,
+                image,
+                record,
+                fresh: assignment.fresh,
+                evicted: assignment.evicted,
+                conntrack_capacity: compiled.conntrack_capacity,
+                timeouts: compiled.timeouts,
+                audit_ends: false,
+            })
+        })()
+        .context(OnInterface(want.ifname.clone()))?;
+        planned.push(plan);
     }
     crate::timings::mark("images");
     // What the new generation takes in the kernel, before anything is loaded.
@@ -156,7 +205,7 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
         .collect();
 
     if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, target)? {
-        save_on_disk(target, parsed, policy, active.generation)?;
+        save_on_disk(target, parsed, policy, active.generation, &in_force)?;
         return Ok(Outcome {
             generation: active.generation,
             changed: false,
@@ -183,60 +232,83 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
                 in_force.get(&plan.want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == plan.ifindex);
             let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
             let maps = IfaceMaps::at(&dir);
-            match old {
-                Some(old) if attach::attached(&dir, plan.ifindex)? => {
-                    plan.audit_ends = maps.slot_meta(now)?.flags & slot_flags::AUDIT != 0
-                        && plan.image.meta.flags & slot_flags::AUDIT == 0;
-                    maps.move_flows(&plan.evicted, SLOT_REMOVED)?;
-                    maps.reset_rule_counters(&plan.fresh)?;
-                    generation::write(&maps, next, &plan.image, Some((now, &old.digests)))
-                        .with_context(|| format!("interface {}", plan.want.ifname))?;
-                    // What the kernel runs, not what a record says: a killed
-                    // `sgctl` may have moved the hook or resized the table.
-                    let capacity = maps.conntrack_capacity()?;
-                    let current = attach::hooks(&dir, old.ingress)?;
-                    (plan.record.ingress, plan.record.egress) = (current.ingress, current.egress);
-                    let needs = Replace {
-                        at: plan.at,
-                        current,
-                        conntrack_capacity: (capacity != plan.conntrack_capacity).then_some(plan.conntrack_capacity),
-                    };
-                    let other_hook = !plan.at.fits(current);
-                    if needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object {
-                        let hooks =
-                            attach::replace(&dir, target.state.active_path(&target.scope), &plan.want.ifname, &needs)
-                                .with_context(|| {
+            let step = (|| -> anyhow::Result<IfaceChange> {
+                match old {
+                    Some(old) => {
+                        // The kernel's word on each side: one detached,
+                        // replaced or pushed back behind sgctl's back is put
+                        // back here, on the same maps.
+                        let health = links::check(&dir, old);
+                        plan.audit_ends = maps.slot_meta(now)?.flags & slot_flags::AUDIT != 0
+                            && plan.image.meta.flags & slot_flags::AUDIT == 0;
+                        maps.move_flows(&plan.evicted, SLOT_REMOVED)?;
+                        maps.reset_rule_counters(&plan.fresh)?;
+                        generation::write(&maps, next, &plan.image, Some((now, &old.digests)))
+                            .with_context(|| format!("interface {}", plan.want.ifname))?;
+                        // What the kernel runs, not what a record says: a killed
+                        // `sgctl` may have moved the hook or resized the table.
+                        let capacity = maps.conntrack_capacity()?;
+                        let current = attach::hooks(&dir, old.ingress)
+                            .unwrap_or(attach::Hooks { ingress: old.ingress, egress: old.egress });
+                        (plan.record.ingress, plan.record.egress) = (current.ingress, current.egress);
+                        let needs = Replace {
+                            at: plan.at,
+                            current,
+                            conntrack_capacity: (capacity != plan.conntrack_capacity)
+                                .then_some(plan.conntrack_capacity),
+                            relink_ingress: relink(&health.ingress),
+                            relink_egress: relink(&health.egress),
+                        };
+                        let other_hook = !plan.at.fits(current);
+                        let change =
+                            needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object;
+                        if change || !health.is_ok() {
+                            let hooks = attach::replace(
+                                &dir,
+                                target.state.active_path(&target.scope),
+                                &plan.want.ifname,
+                                &needs,
+                            )
+                            .with_context(|| {
                                 format!(
                                     "interface {}: the previous programs stay attached and enforcing",
                                     plan.want.ifname
                                 )
                             })?;
+                            (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
+                            let interface = plan.want.ifname.clone();
+                            if change {
+                                Ok(IfaceChange::Reattached { interface, hooks })
+                            } else {
+                                Ok(IfaceChange::Repaired { interface, hooks, repaired: health.problems() })
+                            }
+                        } else {
+                            Ok(IfaceChange::Updated { interface: plan.want.ifname.clone() })
+                        }
+                    }
+                    None => {
+                        // New here (or recreated: the old device and its links are gone).
+                        attach::detach(&dir, &plan.want.ifname)?;
+                        let mut ebpf = attach::prepare_new(
+                            &dir,
+                            target.state.active_path(&target.scope),
+                            plan.conntrack_capacity,
+                            plan.at.link,
+                        )?;
+                        attached_here.push((dir.clone(), plan.want.ifname.clone()));
+                        // Unfiltered until the switch, as it was before.
+                        generation::write_meta(&maps, now, &unfiltered(), &[])?;
+                        generation::write(&maps, next, &plan.image, None)
+                            .with_context(|| format!("interface {}", plan.want.ifname))?;
+                        maps.set_timeouts(plan.timeouts)?;
+                        let hooks = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.at)?;
                         (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
-                        changes.push(IfaceChange::Reattached { interface: plan.want.ifname.clone(), hooks });
-                    } else {
-                        changes.push(IfaceChange::Updated { interface: plan.want.ifname.clone() });
+                        Ok(IfaceChange::Attached { interface: plan.want.ifname.clone(), hooks })
                     }
                 }
-                _ => {
-                    // New here (or recreated: the old device and its links are gone).
-                    attach::detach(&dir, &plan.want.ifname)?;
-                    let mut ebpf = attach::prepare_new(
-                        &dir,
-                        target.state.active_path(&target.scope),
-                        plan.conntrack_capacity,
-                        plan.at.link,
-                    )?;
-                    attached_here.push((dir.clone(), plan.want.ifname.clone()));
-                    // Unfiltered until the switch, as it was before.
-                    generation::write_meta(&maps, now, &unfiltered(), &[])?;
-                    generation::write(&maps, next, &plan.image, None)
-                        .with_context(|| format!("interface {}", plan.want.ifname))?;
-                    maps.set_timeouts(plan.timeouts)?;
-                    let hooks = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.at)?;
-                    (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
-                    changes.push(IfaceChange::Attached { interface: plan.want.ifname.clone(), hooks });
-                }
-            }
+            })()
+            .context(OnInterface(plan.want.ifname.clone()))?;
+            changes.push(step);
             crate::timings::mark("maps and programs");
             blob::write(&target.state.iface_record_path(&target.scope, &plan.want.ifname, next), &plan.record)?;
             crate::timings::mark("interface record");
@@ -287,10 +359,12 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
             // Audit let these through although no rule allowed them; in
             // enforce mode they are cut (docs/semantics.md item 18).
             let _ = maps.remove_flows(|_, e| e.slot == SLOT_AUDIT);
+            // And the datagrams it let through: their later fragments too.
+            let _ = maps.remove_fragments(|slot| slot == SLOT_AUDIT);
         }
     }
     crate::timings::mark("expire flows");
-    save_on_disk(target, parsed, policy, generation)?;
+    save_on_disk(target, parsed, policy, generation, &in_force)?;
     crate::timings::mark("save on disk");
     Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros, kernel_memory: Some(estimate) })
 }
@@ -311,9 +385,18 @@ fn in_force_summary(target: &Target, slot: u32) -> anyhow::Result<Option<(Policy
 
 /// Saves `policy` (under `parsed`), in force as `generation`, on disk, for
 /// `sgctl restore` after a reboot, keeping the interfaces saved before that
-/// do not exist now and are still wanted (they are attached when `restore`
-/// runs again). Writes nothing if that is what is saved already.
-pub fn save_on_disk(target: &Target, parsed: &Policy, policy: &PolicyRecord, generation: u64) -> anyhow::Result<()> {
+/// are still wanted and are not filtered now: those that do not exist (they
+/// are attached when they appear), and those that appeared while this
+/// commit ran (not filtered before it, `before_commit`: the agent attaches
+/// them next). One this commit stopped filtering (a `detach`) goes.
+/// Writes nothing if that is what is saved already.
+pub fn save_on_disk(
+    target: &Target,
+    parsed: &Policy,
+    policy: &PolicyRecord,
+    generation: u64,
+    before_commit: &BTreeMap<String, IfaceRecord>,
+) -> anyhow::Result<()> {
     let mut interfaces: Vec<SavedInterface> =
         target.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
     let before = target.lib.applied_head(&target.scope)?;
@@ -322,7 +405,9 @@ pub fn save_on_disk(target: &Target, parsed: &Policy, policy: &PolicyRecord, gen
             i.origin == crate::state::records::Origin::Command
                 || parsed.interfaces.iter().any(|a| a.interface == i.ifname)
         };
-        for missing in before.interfaces.iter().filter(|i| netns::ifindex(&i.ifname).is_none()).filter(still_wanted) {
+        let filtered_before = |name: &str| before_commit.get(name).is_some_and(|r| r.state == IfaceState::Enforce);
+        let unfiltered = |i: &&SavedInterface| netns::ifindex(&i.ifname).is_none() || !filtered_before(&i.ifname);
+        for missing in before.interfaces.iter().filter(unfiltered).filter(still_wanted) {
             if !interfaces.iter().any(|i| i.ifname == missing.ifname) {
                 interfaces.push(missing.clone());
             }
@@ -336,7 +421,7 @@ pub fn save_on_disk(target: &Target, parsed: &Policy, policy: &PolicyRecord, gen
                 ifname: a.interface.clone(),
                 groups: a.groups.clone(),
                 origin: crate::state::records::Origin::Policy,
-                mode: crate::state::records::Mode::Auto,
+                mode: Mode::Auto,
             });
         }
     }
@@ -404,6 +489,21 @@ fn estimate(planned: &[Planned], policy: &PolicyRecord, parsed: &Policy) -> memo
     memory::Estimate::new(interfaces, memory::scope(memory::json_len(policy), summary))
 }
 
+/// Whether a side in `state` needs a new attachment (rather than its
+/// program put back in place on the one it has).
+fn relink(state: &LinkState) -> bool {
+    !matches!(state, LinkState::Ok | LinkState::OtherProgram { .. })
+}
+
+/// Whether `e` refuses XDP on a device (taken by another program, or no
+/// Ethernet header) that tc can filter.
+fn xdp_unavailable(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<InputError>(),
+        Some(InputError::XdpHookTaken { .. } | InputError::XdpWithoutEthernet { .. })
+    )
+}
+
 /// A generation slot in which an interface is not filtered.
 fn unfiltered() -> SlotMeta {
     SlotMeta { state: slot_state::UNFILTERED, flags: 0, any4: Default::default(), any6: Default::default() }
@@ -429,7 +529,7 @@ fn unchanged(
         let same =
             IfaceRecord { generation: old.generation, ingress: old.ingress, egress: old.egress, ..plan.record.clone() };
         let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
-        let kernel_agrees = attach::attached(&dir, plan.ifindex)?
+        let kernel_agrees = links::check(&dir, old).is_ok()
             && target.maps(&plan.want.ifname).conntrack_capacity()? == plan.conntrack_capacity
             && plan.at.fits(attach::hooks(&dir, old.ingress)?);
         if same != *old || !kernel_agrees {

@@ -6,6 +6,7 @@
 pub mod commit;
 pub mod members;
 pub mod repair;
+pub mod restore;
 
 use std::collections::BTreeMap;
 
@@ -90,9 +91,40 @@ pub enum IfaceChange {
         #[serde(flatten)]
         hooks: Hooks,
     },
+    /// Links found detached, replaced or not first, put back (`repaired`:
+    /// what was wrong).
+    Repaired {
+        interface: String,
+        #[serde(flatten)]
+        hooks: Hooks,
+        repaired: Vec<String>,
+    },
     Detached {
         interface: String,
     },
+}
+
+impl IfaceChange {
+    pub fn interface(&self) -> &str {
+        match self {
+            Self::Attached { interface, .. }
+            | Self::Updated { interface }
+            | Self::Reattached { interface, .. }
+            | Self::Repaired { interface, .. }
+            | Self::Detached { interface } => interface,
+        }
+    }
+
+    /// What was done, in one word (the agent's repair metric's label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Attached { .. } => "attached",
+            Self::Updated { .. } => "updated",
+            Self::Reattached { .. } => "reattached",
+            Self::Repaired { .. } => "repaired",
+            Self::Detached { .. } => "detached",
+        }
+    }
 }
 
 impl std::fmt::Display for IfaceChange {
@@ -103,6 +135,10 @@ impl std::fmt::Display for IfaceChange {
             }
             Self::Reattached { interface, hooks } => {
                 write!(f, "reattached {interface} without a gap: ingress {}, egress {}", hooks.ingress, hooks.egress)
+            }
+            Self::Repaired { interface, hooks, repaired } => {
+                let (ingress, egress) = (hooks.ingress, hooks.egress);
+                write!(f, "repaired {interface} ({}): ingress {ingress}, egress {egress}", repaired.join(", "))
             }
             Self::Updated { interface } => write!(f, "updated {interface}"),
             Self::Detached { interface } => write!(f, "detached {interface}"),

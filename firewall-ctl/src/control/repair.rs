@@ -22,6 +22,7 @@ use anyhow::Context as _;
 use super::Target;
 use crate::{
     datapath::{attach, generation, maps},
+    saved::LibDir,
     state::{blob, records::IfaceState, Scope, StateDir},
 };
 
@@ -81,8 +82,11 @@ struct RecordState {
 /// no `/run/netns` name, and no link of theirs still holding a device (a
 /// namespace deleted by name while a process keeps it alive still has its
 /// interfaces, filtered). Their pinned maps would otherwise hold kernel
-/// memory for ever. Only under the state lock. Returns the scopes removed.
-pub fn prune_vanished_scopes(state: &StateDir) -> anyhow::Result<Vec<Scope>> {
+/// memory for ever, and their saved policy (in `lib`) would be restored at
+/// every boot for ever. A saved policy without state on bpffs (after a
+/// boot, before its namespace is made) stays: `status` shows it. Only
+/// under the state lock. Returns the scopes removed.
+pub fn prune_vanished_scopes(state: &StateDir, lib: &LibDir) -> anyhow::Result<Vec<Scope>> {
     let mut pruned = Vec::new();
     for scope in state.scopes()? {
         let Scope::Netns(name) = &scope else { continue };
@@ -94,6 +98,10 @@ pub fn prune_vanished_scopes(state: &StateDir) -> anyhow::Result<Vec<Scope>> {
         if alive {
             continue;
         }
+        // The saved policy first: a kill between leaves the state, which
+        // the next command removes; never a saved policy without state,
+        // which nothing would remove.
+        lib.remove_scope(&scope)?;
         std::fs::remove_dir_all(state.scope_dir(&scope))
             .with_context(|| format!("removing the state of vanished netns {name}"))?;
         pruned.push(scope);

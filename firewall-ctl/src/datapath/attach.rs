@@ -243,6 +243,12 @@ pub struct Replace {
     pub current: Hooks,
     /// A conntrack table of this many entries, the tracked flows moved into it.
     pub conntrack_capacity: Option<u32>,
+    /// The ingress, or egress, attachment is detached, on another device,
+    /// gone or not first on its hook (`links::check`): a new one is made
+    /// beside it, as for a move to another hook, instead of its program
+    /// being replaced in place.
+    pub relink_ingress: bool,
+    pub relink_egress: bool,
 }
 
 /// Puts a fresh copy of the programs in place of the attached ones without
@@ -283,6 +289,7 @@ fn replace_programs(dir: &Path, pins: Pins, capacity: u32, ifname: &str, change:
     // Ingress first: it is the one that can fail (a driver without XDP).
     let wanted_ingress = if change.at.xdp { None } else { Some(change.at.tc_hook()) };
     let ingress = match (change.current.ingress, wanted_ingress) {
+        _ if change.relink_ingress => move_side(&mut ebpf, dir, ifname, ifindex, Direction::Ingress, change.at)?,
         // XDP stays XDP (native or generic, as it is).
         (current, None) if current.is_xdp() => {
             update_link(&mut ebpf, PROG_INGRESS_XDP, &dir.join(pinned(Direction::Ingress).link))?;
@@ -294,7 +301,7 @@ fn replace_programs(dir: &Path, pins: Pins, capacity: u32, ifname: &str, change:
         }
         _ => move_side(&mut ebpf, dir, ifname, ifindex, Direction::Ingress, change.at)?,
     };
-    let egress = if hook_of(change.current.egress) == change.at.tc_hook() {
+    let egress = if !change.relink_egress && hook_of(change.current.egress) == change.at.tc_hook() {
         replace_in_place(&mut ebpf, dir, ifindex, Direction::Egress, hook_of(change.current.egress))?;
         change.current.egress
     } else {
@@ -645,29 +652,46 @@ pub fn hooks(dir: &Path, recorded: IngressHook) -> anyhow::Result<Hooks> {
     Ok(Hooks { ingress: side(Direction::Ingress)?, egress: egress_of(side(Direction::Egress)?) })
 }
 
-/// Whether the links of `dir` still hold an interface: false once the
-/// device (or its whole network namespace) is gone, which detaches them.
-/// Clsact filters are not links and say nothing here: see [`attached`].
-pub fn links_alive(dir: &Path) -> bool {
-    SIDES.iter().any(|s| link_info(&dir.join(pinned(*s).link)).is_ok_and(|info| info.ifindex != 0))
+/// What the kernel says of `side`'s attachment in `dir`: a pinned link
+/// (XDP, tcx), or the clsact filters of interface `ifindex` that run its
+/// pinned program; `None` when neither is pinned.
+pub fn attachment(dir: &Path, ifindex: u32, side: Direction) -> Option<Attachment> {
+    let names = pinned(side);
+    if let Ok(info) = link_info(&dir.join(names.link)) {
+        return Some(Attachment::Link(info));
+    }
+    let id = prog_id(&dir.join(names.prog)).ok()?;
+    let filters = clsact::filters(ifindex, side).unwrap_or_default();
+    Some(Attachment::Filter { runs: filters.iter().any(|f| f.prog_id == Some(id) && judges(f)) })
 }
 
-/// Whether both of sgctl's programs of `dir` are still on interface
-/// `ifindex` of this network namespace: each side's link holds that
-/// device, or a clsact filter of the device runs its program.
-pub fn attached(dir: &Path, ifindex: u32) -> anyhow::Result<bool> {
-    for side in SIDES {
-        let names = pinned(side);
-        if let Ok(info) = link_info(&dir.join(names.link)) {
-            if info.ifindex != ifindex {
-                return Ok(false);
-            }
-            continue;
-        }
-        let Ok(id) = prog_id(&dir.join(names.prog)) else { return Ok(false) };
-        if !filters_on(&[id], ifindex)?.iter().any(|f| f.side == side) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+/// Whether a clsact filter's program judges every packet of its hook: in
+/// chain 0 (other chains run only when an action jumps there) and
+/// direct-action (else its verdict would be read as a class id).
+fn judges(filter: &clsact::Filter) -> bool {
+    filter.chain == 0 && filter.direct_action
+}
+
+/// One side's attachment, as the kernel has it.
+pub enum Attachment {
+    Link(sys::LinkInfo),
+    /// A clsact filter's program: whether a filter of the interface runs
+    /// it on every packet of the hook.
+    Filter {
+        runs: bool,
+    },
+}
+
+/// Whether program `prog_id` is one of sgctl's for the interface in `dir`:
+/// a program on that interface's own maps (`IFACE_STATS` stands for them).
+pub fn is_ours(dir: &Path, prog_id: u32) -> bool {
+    let Ok(stats) = sys::map_id(&dir.join(maps::IFACE_STATS)) else { return false };
+    sys::prog_map_ids(prog_id).is_ok_and(|ids| ids.contains(&stats))
+}
+
+/// Whether the links of `dir` still hold an interface: false once the
+/// device (or its whole network namespace) is gone, which detaches them.
+/// Clsact filters are not links and say nothing here: see [`attachment`].
+pub fn links_alive(dir: &Path) -> bool {
+    SIDES.iter().any(|s| link_info(&dir.join(pinned(*s).link)).is_ok_and(|info| info.ifindex != 0))
 }

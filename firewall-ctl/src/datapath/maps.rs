@@ -206,6 +206,20 @@ impl IfaceMaps {
         Ok(removed)
     }
 
+    /// Forgets the datagrams whose first fragment passed crediting a
+    /// counter slot `doomed` selects: their later fragments are dropped from
+    /// now on, as the flows of those slots are cut (a flush, the end of audit
+    /// mode). Returns how many.
+    pub fn remove_fragments(&self, doomed: impl Fn(u32) -> bool) -> anyhow::Result<usize> {
+        // The key (`FragmentKey` of the eBPF crate: two 16-byte addresses,
+        // the IP identification, protocol, family, padding) as bytes: aya
+        // checks its size against the map's.
+        let mut map: HashMap<MapData, [u8; 40], u32> = HashMap::try_from(Map::LruHashMap(self.data(FRAGMENTS)?))?;
+        let keys: Vec<[u8; 40]> =
+            map.iter().filter_map(Result::ok).filter(|(_, slot)| doomed(*slot)).map(|(k, _)| k).collect();
+        Ok(keys.iter().filter(|k| map.remove(k).is_ok()).count())
+    }
+
     /// Deletes flows idle past their timeout (the datapath ignores them
     /// already; this frees their slots).
     pub fn expire_flows(&self, timeouts: &Timeouts) -> anyhow::Result<usize> {

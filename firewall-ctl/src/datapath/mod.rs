@@ -5,6 +5,7 @@ pub mod clsact;
 pub mod generation;
 pub mod hooks;
 pub mod kernel;
+pub mod links;
 pub mod maps;
 mod rtnetlink;
 

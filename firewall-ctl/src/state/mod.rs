@@ -97,7 +97,7 @@ impl StateDir {
     pub fn open_read_only(root: &Path) -> anyhow::Result<Self> {
         let dir = Self { root: root.to_owned() };
         if root.exists() {
-            check_private(root)?;
+            check_private("state", root)?;
             match blob::read::<LayoutRecord>(&root.join("layout"))? {
                 Some(r) if r.layout != LAYOUT => anyhow::bail!(
                     "state directory {} has layout {} and this sgctl knows layout {LAYOUT}: use the sgctl that wrote it",
@@ -115,9 +115,13 @@ impl StateDir {
     /// mounted if `/sys/fs/bpf` is not.
     pub fn open(root: &Path) -> anyhow::Result<Self> {
         if root == Path::new(DEFAULT_STATE_DIR) && !is_bpffs(Path::new("/sys/fs/bpf")) {
-            nix::mount::mount(Some("bpf"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            // Root's alone (systemd mounts it so too): on a bpffs others
+            // may write, anyone could make the state directory first.
+            nix::mount::mount(Some("bpf"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
                 .context("mounting bpffs on /sys/fs/bpf")?;
         }
+        // Never through a symbolic link, whoever made it.
+        check_private("state", root)?;
         if !root.exists() {
             use std::os::unix::fs::DirBuilderExt as _;
             std::fs::DirBuilder::new()
@@ -129,7 +133,7 @@ impl StateDir {
         if !is_bpffs(root) {
             anyhow::bail!(crate::InputError::NotBpffs { dir: root.to_owned() });
         }
-        check_private(root)?;
+        check_private("state", root)?;
         let dir = Self { root: root.to_owned() };
         dir.check_layout()?;
         Ok(dir)
@@ -160,15 +164,24 @@ impl StateDir {
     /// at most `wait`: two applies interleaving their map writes would leave
     /// a mix of both policies.
     pub fn lock(&self, wait: std::time::Duration) -> anyhow::Result<StateLock> {
-        use nix::{
-            errno::Errno,
-            fcntl::{Flock, FlockArg},
-        };
+        self.flock(nix::fcntl::FlockArg::LockExclusiveNonblock, wait)
+    }
+
+    /// Takes the state directory for reading, beside other readers: a
+    /// report that must not see a change half made (the rollback puts the
+    /// old policy in force, then drops its pending record) waits, for at
+    /// most `wait`, while a verb that changes state holds it.
+    pub fn lock_shared(&self, wait: std::time::Duration) -> anyhow::Result<StateLock> {
+        self.flock(nix::fcntl::FlockArg::LockSharedNonblock, wait)
+    }
+
+    fn flock(&self, how: nix::fcntl::FlockArg, wait: std::time::Duration) -> anyhow::Result<StateLock> {
+        use nix::{errno::Errno, fcntl::Flock};
         let deadline = std::time::Instant::now() + wait;
         let mut said = false;
         let mut dir = std::fs::File::open(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
         loop {
-            match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+            match Flock::lock(dir, how) {
                 Ok(held) => return Ok(StateLock(held)),
                 Err((back, Errno::EWOULDBLOCK)) => dir = back,
                 Err((_, e)) => return Err(e).with_context(|| format!("locking {}", self.root.display())),
@@ -268,13 +281,27 @@ fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
 }
 
-/// Refuses a state directory that anyone but its owner, root, could write:
-/// whoever can write it can replace a pinned program or record.
-fn check_private(root: &Path) -> anyhow::Result<()> {
+/// Refuses a `what` (`state` or `lib`) directory that is a symbolic link,
+/// is not root's, or that others could write: whoever can write it can
+/// replace a pinned program or a saved policy. One that does not exist
+/// passes (sgctl makes it, mode 0700).
+pub fn check_private(what: &'static str, root: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(root).with_context(|| format!("reading {}", root.display()))?;
-    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+    let meta = match std::fs::symlink_metadata(root) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", root.display())),
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(root).unwrap_or_default();
+        anyhow::bail!(crate::InputError::DirIsSymlink { what, dir: root.to_owned(), target });
+    }
+    if meta.uid() != 0 {
+        anyhow::bail!(crate::InputError::DirNotRoots { what, dir: root.to_owned(), uid: meta.uid() });
+    }
+    if meta.mode() & 0o022 != 0 {
         anyhow::bail!(crate::InputError::StateDirNotPrivate {
+            what,
             dir: root.to_owned(),
             uid: meta.uid(),
             mode: meta.mode() & 0o7777

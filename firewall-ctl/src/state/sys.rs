@@ -14,6 +14,7 @@ const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_LINK_UPDATE: libc::c_long = 29;
@@ -161,6 +162,33 @@ pub fn link_info(fd: &OwnedFd) -> io::Result<LinkInfo> {
     Ok(LinkInfo { link_type: word(0), prog_id: word(8), ifindex: word(16) })
 }
 
+/// The ids of the maps program `prog_id` uses (empty if it is gone).
+pub fn prog_map_ids(prog_id: u32) -> io::Result<Vec<u32>> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, prog_id);
+    let fd = owned(bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?);
+    // struct bpf_prog_info: nr_map_ids (u32) at 52, map_ids (u64 pointer) at 56.
+    let mut info = [0u8; 232];
+    obj_info(&fd, &mut info)?;
+    let count = u32::from_ne_bytes([info[52], info[53], info[54], info[55]]);
+    let mut ids = vec![0u32; count as usize];
+    let mut info = [0u8; 232];
+    info[52..56].copy_from_slice(&count.to_ne_bytes());
+    info[56..64].copy_from_slice(&(ids.as_mut_ptr() as u64).to_ne_bytes());
+    obj_info(&fd, &mut info)?;
+    let written = u32::from_ne_bytes([info[52], info[53], info[54], info[55]]).min(count);
+    ids.truncate(written as usize);
+    Ok(ids)
+}
+
+/// The id of the map pinned at `path`.
+pub fn map_id(path: &Path) -> io::Result<u32> {
+    let fd = obj_get(path)?;
+    let mut info = [0u8; 80];
+    obj_info(&fd, &mut info)?;
+    // struct bpf_map_info: type, id, ...
+    Ok(u32::from_ne_bytes([info[4], info[5], info[6], info[7]]))
+}
 /// A new map without BTF: `inner`, for a map of maps, is the template
 /// its inner maps must match. Kernels 5.15-6.1 also compare whether the
 /// template and an inner map carry BTF (their `timer_off`): every map that

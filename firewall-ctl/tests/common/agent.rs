@@ -19,7 +19,8 @@ pub const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,
 
 pub struct Agent {
     child: Child,
-    pub addr: SocketAddr,
+    addr_rx: Mutex<std::sync::mpsc::Receiver<String>>,
+    addr: Mutex<Option<SocketAddr>>,
     /// Everything it printed on stderr so far.
     pub log: Arc<Mutex<String>>,
     pub flow_log: Option<PathBuf>,
@@ -28,11 +29,34 @@ pub struct Agent {
 impl Agent {
     /// `sgctl agent --listen 127.0.0.1:0 EXTRA…`; waits until it serves.
     pub fn start(sg: &Sgctl, extra: &[&str]) -> Self {
-        let mut args = vec!["agent", "--listen", "127.0.0.1:0"];
+        let mut args = vec!["--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let flow_log = args.windows(2).find(|w| w[0] == "--flow-log").map(|w| PathBuf::from(w[1]));
-        let mut child = sg
-            .command(&args)
+        Self::start_with(sg, &args, "sgctl agent: metrics on http://", |_| {})
+    }
+
+    /// `sgctl agent ARGS…`, set up by `configure` before it starts; waits
+    /// for a line starting with `wait_for` on its stderr.
+    pub fn start_with(
+        sg: &Sgctl,
+        extra: &[&str],
+        wait_for: &'static str,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Self {
+        let mut args = vec!["agent"];
+        args.extend_from_slice(extra);
+        let mut cmd = sg.command(&args);
+        configure(&mut cmd);
+        Self::spawn(cmd, wait_for)
+    }
+
+    /// Starts `cmd` (an `sgctl agent`, maybe behind wrappers that exec it);
+    /// waits for a line starting with `wait_for` on its stderr.
+    pub fn spawn(mut cmd: std::process::Command, wait_for: &'static str) -> Self {
+        let flow_log = {
+            let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            args.windows(2).find(|w| w[0] == "--flow-log").map(|w| PathBuf::from(&w[1]))
+        };
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -40,12 +64,16 @@ impl Agent {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Some(addr) = line.strip_prefix("sgctl agent: metrics on http://") {
-                        let _ = tx.send(addr.trim_end_matches("/metrics").to_owned());
+                        let _ = addr_tx.send(addr.trim_end_matches("/metrics").to_owned());
+                    }
+                    if line.starts_with(wait_for) {
+                        let _ = tx.send(());
                     }
                     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
                     log.push_str(&line);
@@ -53,21 +81,34 @@ impl Agent {
                 }
             });
         }
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("sgctl agent did not say where it serves: {}", log.lock().expect("log")));
-        let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("agent address {addr:?}: {e}"));
-        Self { child, addr, log, flow_log }
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("sgctl agent did not say {wait_for:?}: {}", log.lock().expect("log")));
+        Self { child, addr_rx: Mutex::new(addr_rx), addr: Mutex::new(None), log, flow_log }
+    }
+
+    /// Where it serves metrics (waits up to `within` for it to say so).
+    pub fn addr_within(&self, within: Duration) -> Option<SocketAddr> {
+        let mut known = self.addr.lock().unwrap_or_else(|p| p.into_inner());
+        if known.is_none() {
+            let addr = self.addr_rx.lock().unwrap_or_else(|p| p.into_inner()).recv_timeout(within).ok()?;
+            *known = Some(addr.parse().unwrap_or_else(|e| panic!("agent address {addr:?}: {e}")));
+        }
+        *known
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Where it serves metrics.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr_within(Duration::from_secs(10)).unwrap_or_else(|| panic!("no metrics address: {}", self.log()))
+    }
+
     /// GET /metrics with a real HTTP client, asking as a Prometheus server
     /// does (so the answer is OpenMetrics).
     pub fn scrape(&self) -> String {
-        let url = format!("http://{}/metrics", self.addr);
+        let url = format!("http://{}/metrics", self.addr());
         let mut response =
             ureq::get(&url).header("Accept", PROMETHEUS_ACCEPT).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
         assert_eq!(response.status(), 200, "GET {url}");
@@ -187,4 +228,61 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The `interface` entry of `status --json` named `name`, if filtered.
+pub fn filtered(sg: &Sgctl, name: &str) -> Option<serde_json::Value> {
+    sg.status()["interfaces"].as_array().and_then(|i| i.iter().find(|i| i["interface"] == name).cloned())
+}
+
+/// Polls until `filtered(name)` is `want` (and its ifindex `ifindex` when
+/// given); returns how long that took.
+#[track_caller]
+pub fn wait_filtered(sg: &Sgctl, name: &str, want: bool, ifindex: Option<u64>, agent: &Agent) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = filtered(sg, name);
+        let ok = match (&now, ifindex) {
+            (Some(i), Some(idx)) => want && i["ifindex"] == idx,
+            (Some(_), None) => want,
+            (None, _) => !want,
+        };
+        if ok {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name} should be {} within 5 s; status: {:#}\nagent log:\n{}",
+            if want { "filtered" } else { "gone" },
+            sg.status(),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn ifindex_in(host: &LabHost, name: &str) -> u64 {
+    let out = host.run(&["cat", &format!("/sys/class/net/{name}/ifindex")]).expect("cat ifindex");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|e| panic!("ifindex of {name}: {e}"))
+}
+
+/// A veth `late0` in `srv` (10.9.0.1/24) whose peer `late1` is in `cli` (10.9.0.2/24).
+pub fn plug_veth(srv: &LabHost, cli: &LabHost) {
+    plug_veth_named(srv, "late0", cli);
+}
+
+/// A veth `name` in `srv` (10.9.0.1/24) whose peer `late1` is in `cli` (10.9.0.2/24).
+pub fn plug_veth_named(srv: &LabHost, name: &str, cli: &LabHost) {
+    ip(srv, &["link", "add", name, "type", "veth", "peer", "name", "late1", "netns", cli.netns()]);
+    ip(srv, &["addr", "add", "10.9.0.1/24", "dev", name]);
+    ip(cli, &["addr", "add", "10.9.0.2/24", "dev", "late1"]);
+    ip(cli, &["link", "set", "late1", "up"]);
+    ip(srv, &["link", "set", name, "up"]);
+}
+
+/// `ip -n HOST ARGS…`, which must succeed.
+#[track_caller]
+pub fn ip(host: &LabHost, args: &[&str]) {
+    let out = std::process::Command::new("ip").args(["-n", host.netns()]).args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -18,6 +18,7 @@ use std::{
 
 pub mod agent;
 pub mod flood;
+pub mod hostile;
 pub mod seed;
 
 use serde_json::Value;

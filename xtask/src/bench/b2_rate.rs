@@ -79,7 +79,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     // The allowed flood's sink: bound, never read (its queue fills, then
     // the UDP layer drops and counts).
     let _sink = rcv.in_netns(|| UdpSocket::bind(("198.19.0.1", policies::ALLOWED_UDP))).context("UDP sink")?;
-    let sg = Sgctl { bin: &b.sgctl, state: lab.state_dir()?, netns: rcv.netns().to_owned() };
+    let sg = Sgctl { bin: &b.sgctl, state: lab.state_dir()?, lib: lab.lib_dir()?, netns: rcv.netns().to_owned() };
 
     let mut sizes = Vec::new();
     for (label, rules, per_rule) in SIZES {

@@ -60,7 +60,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     let srv = lab.host("srv", &[])?;
     lab.link(&cli, "c0", &["198.18.0.1/15"], &srv, IFACE, &["198.19.0.1/15"])?;
     let policy = policies::write(&dir, "b3", &policies::rules_policy(10, 1, false, None))?;
-    let sg = Sgctl { bin: &b.sgctl, state: lab.state_dir()?, netns: srv.netns().to_owned() };
+    let sg = Sgctl { bin: &b.sgctl, state: lab.state_dir()?, lib: lab.lib_dir()?, netns: srv.netns().to_owned() };
     let ruleset = dir.join("b3.nft");
     let attach = format!("{IFACE}={}", policies::GROUP);
     std::fs::write(

@@ -37,7 +37,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     let peer = lab.host("peer", &[])?;
     lab.link(&srv, IFACE, &["198.19.0.1/15"], &peer, "p0", &["198.18.0.1/15"])?;
     let state = lab.state_dir()?;
-    let sg = Sgctl { bin: &b.sgctl, state: state.clone(), netns: srv.netns().to_owned() };
+    let sg = Sgctl { bin: &b.sgctl, state: state.clone(), lib: lab.lib_dir()?, netns: srv.netns().to_owned() };
     let files = policies::control_set(&b.work.join("policies"))?;
 
     let mut rows = Vec::new();

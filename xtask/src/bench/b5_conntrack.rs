@@ -158,7 +158,7 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
     let gen = lab.host("gen", &[])?;
     let srv = lab.host("srv", &[])?;
     let wire = flood::wire_up(&lab, &gen, &srv, IFACE)?;
-    let sg = Sgctl { bin: &b.sgctl, state: lab.state_dir()?, netns: srv.netns().to_owned() };
+    let sg = Sgctl { bin: &b.sgctl, state: lab.state_dir()?, lib: lab.lib_dir()?, netns: srv.netns().to_owned() };
     let path = policy.to_str().unwrap_or_default();
     match variant {
         Variant::Sgctl => {

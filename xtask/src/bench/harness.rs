@@ -136,17 +136,27 @@ pub fn measured(work: &Path, cmd: &Command) -> anyhow::Result<Measured> {
     })
 }
 
-/// `sgctl --state-dir DIR -n NETNS …`.
+/// `sgctl --state-dir DIR --lib-dir DIR -n NETNS …`: the lab's own state
+/// and saved policy, never the host's (`/var/lib/sgctl` is what the
+/// host restores at boot).
 pub struct Sgctl<'a> {
     pub bin: &'a Path,
     pub state: PathBuf,
+    pub lib: PathBuf,
     pub netns: String,
 }
 
 impl Sgctl<'_> {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.bin);
-        cmd.arg("--state-dir").arg(&self.state).args(["-n", &self.netns]).args(args).env_remove("SGCTL_STATE_DIR");
+        cmd.arg("--state-dir")
+            .arg(&self.state)
+            .arg("--lib-dir")
+            .arg(&self.lib)
+            .args(["-n", &self.netns])
+            .args(args)
+            .env_remove("SGCTL_STATE_DIR")
+            .env_remove("SGCTL_LIB_DIR");
         cmd
     }
 
