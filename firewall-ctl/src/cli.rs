@@ -156,6 +156,17 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         out_dir: PathBuf,
     },
+    /// Put policy files' groups, prefix lists and conntrack settings in etcd for every `sgctl agent --etcd`.
+    ///
+    /// Checked first as each agent checks them (they parse, name no interfaces, each group compiles); published
+    /// with the next generation, which every agent of the prefix puts in force, keeping its host's attachments.
+    /// Needs no privilege on this host, only write access to the prefix.
+    Publish {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
     /// Write the policy in another firewall's format (changes nothing).
     Export {
         #[command(subcommand)]
@@ -192,6 +203,73 @@ pub struct AgentArgs {
     /// Do not watch for interfaces that appear or vanish.
     #[arg(long)]
     pub no_hotplug: bool,
+    /// The fleet: membership and policy through etcd (docs/fleet.md).
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// `sgctl agent`'s fleet options: with `--etcd`, it publishes this host's
+/// groups and addresses and takes every other host's into `sg:` membership.
+#[derive(Clone, Debug, Args)]
+pub struct FleetArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// This host's name in the fleet (its keys are PREFIX/v1/hosts/NAME/…): a-z 0-9 . _ -, unique in the fleet.
+    #[arg(long, value_name = "NAME", requires = "endpoints")]
+    pub host_id: Option<String>,
+    /// Seconds this host's keys outlive its agent (the etcd lease, renewed every third of it).
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease_ttl: u64,
+}
+
+impl FleetArgs {
+    /// Whether the agent takes part in a fleet.
+    pub fn enabled(&self) -> bool {
+        !self.etcd.endpoints.is_empty()
+    }
+}
+
+/// How to reach etcd: endpoints, prefix, TLS and auth, as etcdctl names them.
+#[derive(Clone, Debug, Args)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma-separated: http://127.0.0.1:2379, or https://… with the TLS options below.
+    #[arg(long = "etcd", value_delimiter = ',', value_name = "URL[,URL...]")]
+    pub endpoints: Vec<String>,
+    /// The key prefix the fleet shares.
+    #[arg(long, default_value = "/sgctl", value_name = "PREFIX")]
+    pub etcd_prefix: String,
+    /// The CA certificate (PEM) that signed etcd's server certificates.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// This client's certificate (PEM), for etcd's client certificate authentication.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, as etcdctl's --user: USER or USER:PASSWORD.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub etcd_user: Option<String>,
+    /// The etcd user's password (better from the environment than on the command line).
+    #[arg(long, env = "SGCTL_ETCD_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    pub etcd_password: Option<String>,
+}
+
+impl EtcdArgs {
+    /// (user, password) when a user is given.
+    pub fn credentials(&self) -> Result<Option<(String, String)>, crate::InputError> {
+        let Some(user) = &self.etcd_user else { return Ok(None) };
+        let (name, inline) = match user.split_once(':') {
+            Some((name, password)) => (name, Some(password)),
+            None => (user.as_str(), None),
+        };
+        let password = inline.map(str::to_owned).or_else(|| self.etcd_password.clone()).ok_or_else(|| {
+            crate::InputError::EtcdOptions(format!(
+                "--etcd-user {name}: no password (USER:PASSWORD, --etcd-password or SGCTL_ETCD_PASSWORD)"
+            ))
+        })?;
+        Ok(Some((name.to_owned(), password)))
+    }
 }
 
 #[derive(Clone, Debug, Args)]

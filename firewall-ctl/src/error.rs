@@ -130,6 +130,9 @@ pub enum InputError {
          shows them)"
     )]
     NoSuchRule { what: String },
+    /// `sgctl agent --etcd` and `sgctl publish`: options that cannot reach etcd.
+    #[error("{0}")]
+    EtcdOptions(String),
     #[error("export prints a ruleset, not JSON: drop --json")]
     ExportAsJson,
     #[error("`-` (standard input) given twice")]

@@ -15,6 +15,7 @@ pub mod counter_slots;
 pub mod datapath;
 pub mod error;
 pub mod export;
+pub mod fleet;
 pub mod flowlog;
 pub mod image;
 pub mod import;

@@ -17,7 +17,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{compile::RuleInfo, control::Target, datapath::conntrack::Usage};
+use crate::{compile::RuleInfo, control::Target, datapath::conntrack::Usage, fleet::report::FleetStatus};
 
 /// The content type of [`Format::OpenMetrics`].
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -40,6 +40,9 @@ pub struct Sample {
     /// (netns, generation) per scope with a policy.
     pub generations: Vec<(String, u64)>,
     pub interfaces: Vec<IfaceSample>,
+    /// (netns, the fleet as its `sgctl agent --etcd` last reported it) per
+    /// scope whose agent ever ran with `--etcd` (docs/fleet.md).
+    pub fleets: Vec<(String, FleetStatus)>,
     /// The agent's repairs since it started (none for `sgctl stats`).
     pub repairs: Vec<Repair>,
 }
@@ -56,9 +59,13 @@ pub struct Repair {
 
 /// Reads the counters of every interface of `targets`.
 pub fn sample(targets: &[Target]) -> anyhow::Result<Sample> {
-    let mut sample = Sample { generations: Vec::new(), interfaces: Vec::new(), repairs: Vec::new() };
+    let mut sample =
+        Sample { generations: Vec::new(), interfaces: Vec::new(), repairs: Vec::new(), fleets: Vec::new() };
     for target in targets {
         let netns = target.scope.netns().unwrap_or_default().to_owned();
+        if let Some(fleet) = crate::fleet::report::status(&target.lib, &target.scope)? {
+            sample.fleets.push((netns.clone(), fleet));
+        }
         if let Some(active) = target.active()? {
             sample.generations.push((netns.clone(), active.generation));
         }
@@ -206,10 +213,54 @@ pub fn families(sample: &Sample) -> Vec<Family> {
             vec![("netns", r.netns.clone()), ("interface", r.interface.clone()), ("repair", r.kind.to_owned())];
         repairs.add(labels, r.count);
     }
-    vec![
+    let mut families =
+        vec![
         flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, promoted, refused, evicted, opened,
         generation, repairs, build,
-    ]
+    ];
+    families.extend(fleet_families(&sample.fleets));
+    families
+}
+
+/// The fleet's families (docs/fleet.md), one sample per scope whose agent
+/// runs with `--etcd` (and per group for the members). A report of an agent
+/// that no longer runs counts as not connected: nobody keeps it in sync.
+fn fleet_families(fleets: &[(String, FleetStatus)]) -> Vec<Family> {
+    let mut connected =
+        Family::new("sgctl_fleet_connected", Kind::Gauge, "Whether the agent reaches etcd (1) or not (0)");
+    let mut last_sync = Family::new(
+        "sgctl_fleet_last_sync_timestamp_seconds",
+        Kind::Gauge,
+        "When the agent's view last matched etcd, seconds since the Unix epoch",
+    );
+    let mut members =
+        Family::new("sgctl_fleet_members", Kind::Gauge, "Members from other hosts in force here, by group");
+    let mut refused =
+        Family::new("sgctl_fleet_refused_keys", Kind::Gauge, "Keys under the prefix whose value is refused");
+    let mut generation = Family::new(
+        "sgctl_fleet_policy_generation",
+        Kind::Gauge,
+        "The published policy generation in force (0: the host's own files)",
+    );
+    let mut resyncs =
+        Family::new("sgctl_fleet_resyncs", Kind::Counter, "Full reads of the prefix (start, and after etcd was lost)");
+    for (netns, fleet) in fleets {
+        let r = &fleet.record;
+        let at = || vec![("netns", netns.clone()), ("host", r.host_id.clone())];
+        connected.add(at(), u64::from(r.connected && fleet.agent_running));
+        if let Some(t) = r.last_sync {
+            last_sync.add(at(), t);
+        }
+        for (group, n) in &r.members {
+            let mut labels = at();
+            labels.push(("group", group.clone()));
+            members.add(labels, *n as u64);
+        }
+        refused.add(at(), r.refused.len() as u64);
+        generation.add(at(), r.applied_generation.unwrap_or_default());
+        resyncs.add(at(), r.resyncs);
+    }
+    vec![connected, last_sync, members, refused, generation, resyncs]
 }
 
 /// The two text formats Prometheus reads.
@@ -425,8 +476,23 @@ mod tests {
                 },
                 events_suppressed: 9,
             }],
+            fleets: vec![("ns1".into(), fleet())],
             repairs: vec![Repair { netns: "ns1".into(), interface: "eth0".into(), kind: "repaired", count: 2 }],
         }
+    }
+
+    fn fleet() -> FleetStatus {
+        let record = crate::fleet::FleetRecord {
+            host_id: "db".into(),
+            connected: true,
+            last_sync: Some(1_700_000_000),
+            resyncs: 2,
+            applied_generation: Some(4),
+            members: [("app".to_owned(), 3)].into(),
+            refused: [("/sgctl/v1/hosts/evil/members/app".to_owned(), "not JSON".to_owned())].into(),
+            ..Default::default()
+        };
+        FleetStatus { record, agent_running: true, seconds_since_sync: Some(1) }
     }
 
     const RULE: &str = r#"{netns="ns1",interface="eth0",group="web",direction="inbound",rule="web/inbound/1"}"#;
@@ -449,6 +515,12 @@ mod tests {
             r#"sgctl_conntrack_pending_evicted_total{netns="ns1",interface="eth0"} 6"#.to_owned(),
             r#"sgctl_conntrack_pending_opened_total{netns="ns1",interface="eth0"} 12"#.to_owned(),
             r#"sgctl_policy_generation{netns=""} 3"#.to_owned(),
+            r#"sgctl_fleet_connected{netns="ns1",host="db"} 1"#.to_owned(),
+            r#"sgctl_fleet_last_sync_timestamp_seconds{netns="ns1",host="db"} 1700000000"#.to_owned(),
+            r#"sgctl_fleet_members{netns="ns1",host="db",group="app"} 3"#.to_owned(),
+            r#"sgctl_fleet_refused_keys{netns="ns1",host="db"} 1"#.to_owned(),
+            r#"sgctl_fleet_policy_generation{netns="ns1",host="db"} 4"#.to_owned(),
+            r#"sgctl_fleet_resyncs_total{netns="ns1",host="db"} 2"#.to_owned(),
             r#"sgctl_agent_repairs_total{netns="ns1",interface="eth0",repair="repaired"} 2"#.to_owned(),
         ]
     }
@@ -487,6 +559,14 @@ mod tests {
             assert!(text.contains(&format!("# HELP {}", f.name)), "{} in 0.0.4", f.name);
             assert!(om.contains(&format!("# HELP {}", f.name)), "{} in OpenMetrics", f.name);
         }
+    }
+
+    #[test]
+    fn a_fleet_report_of_an_agent_gone_is_not_connected() {
+        let mut s = sample();
+        s.fleets[0].1.agent_running = false;
+        let text = encode_sample(&s, Format::Text).expect("encodes");
+        assert!(text.lines().any(|l| l == r#"sgctl_fleet_connected{netns="ns1",host="db"} 0"#), "{text}");
     }
 
     #[test]

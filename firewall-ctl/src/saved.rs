@@ -7,6 +7,7 @@
 //!   <scope>/                    `host`, or `netns-NAME`
 //!     applied.json              the policy in force: its files' text, its interfaces
 //!     pending-confirm.json      an apply awaiting `sgctl confirm`, and what came before it
+//!     fleet.json                `sgctl agent --etcd`: the fleet as it last saw it (docs/fleet.md)
 //! ```
 //!
 //! Each file is written whole to a temporary name, synced, and renamed over
@@ -176,6 +177,16 @@ impl LibDir {
             }
             _ => Ok(()),
         }
+    }
+
+    /// `fleet.json`: what `sgctl agent --etcd` keeps of the fleet
+    /// (`crate::fleet::FleetRecord`), for `sgctl status` and its next start.
+    pub fn fleet<T: DeserializeOwned>(&self, scope: &Scope) -> anyhow::Result<Option<T>> {
+        read(&self.scope_dir(scope).join("fleet.json"))
+    }
+
+    pub fn save_fleet<T: Serialize>(&self, scope: &Scope, record: &T) -> anyhow::Result<()> {
+        write(&self.scope_dir(scope), "fleet.json", record)
     }
 
     /// Forgets everything saved for `scope`.

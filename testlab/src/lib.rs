@@ -1,4 +1,5 @@
-//! Throwaway network namespaces joined by veth, for end-to-end tests and the demo.
+//! Throwaway network namespaces joined by veth, for end-to-end tests and the demo;
+//! and a real etcd on loopback ([`etcd`]) for the fleet's.
 //!
 //! A [`Lab`] is one private L2 segment: a "switch" namespace holding a bridge,
 //! and one namespace per [`LabHost`], each with an `eth0` (a veth whose peer is a
@@ -26,6 +27,7 @@
 //! Everything here needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2;
 //! without them [`Lab::new`] fails with a message saying so.
 mod bpffs;
+pub mod etcd;
 mod lab;
 mod netns;
 mod raw;

@@ -20,7 +20,14 @@ use crate::sh;
 /// (which the tests run) needs `dpkg-dev` (dpkg-shlibdeps, for the
 /// package's Depends) and `lintian`; `faketime` (libfaketime) steps the
 /// wall clock of one process, for the test that a confirm-within rollback
-/// does not follow it.
+/// does not follow it; `etcd-server` (etcd 3.4, the store of
+/// `sgctl agent --etcd`) and `etcd-client` (`etcdctl`) run the fleet's tests,
+/// demo and benchmark, each etcd on private loopback ports in a temporary
+/// directory; `protobuf-compiler` (`protoc`) and `libprotobuf-dev` (the
+/// well-known types, `google/protobuf/descriptor.proto`, that etcd's .proto
+/// files import) build the etcd client crate's gRPC bindings (its build
+/// script runs protoc); `openssl` makes the certificates of the fleet's TLS
+/// test.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
@@ -32,6 +39,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "dpkg-dev",
     "lintian",
     "faketime",
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
+    "libprotobuf-dev",
+    "openssl",
 ];
 
 /// PyPI packages the tests run, pinned, in a virtual environment of the
@@ -45,7 +57,7 @@ const PYTHON_PACKAGES: &[&str] = &["pyyaml==6.0.3", "boto3==1.44.5", "moto[ec2]=
 /// Services of those packages that Debian would start (and enable) on the
 /// host's default ports. The tests start their own, on private ports in
 /// temporary directories; these stay stopped and masked.
-const DEBIAN_SERVICES: &[&str] = &["prometheus.service", "prometheus-node-exporter.service"];
+const DEBIAN_SERVICES: &[&str] = &["prometheus.service", "prometheus-node-exporter.service", "etcd.service"];
 
 /// The bpf-linker release the eBPF build is known to work with.
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -118,7 +118,7 @@ pub fn run() -> anyhow::Result<()> {
     checks.finish()
 }
 
-fn title(text: &str) {
+pub(crate) fn title(text: &str) {
     println!("\n== {text}");
 }
 
@@ -189,14 +189,14 @@ impl Drop for Detach {
 }
 
 #[derive(Default)]
-struct Checks {
+pub(crate) struct Checks {
     run: u32,
     wrong: u32,
 }
 
 impl Checks {
     /// One TCP connection from `from` to `to`, said and checked against `want`.
-    fn expect(&mut self, from: &LabHost, to: &str, want: Outcome, why: &str) {
+    pub(crate) fn expect(&mut self, from: &LabHost, to: &str, want: Outcome, why: &str) {
         let addr: SocketAddr = to.parse().expect("demo addresses are valid literals");
         let got = from.tcp_connect(addr, TIMEOUT);
         self.run += 1;
@@ -210,7 +210,7 @@ impl Checks {
         }
     }
 
-    fn finish(self) -> anyhow::Result<()> {
+    pub(crate) fn finish(self) -> anyhow::Result<()> {
         if self.wrong > 0 {
             bail!("{} of {} connections did not behave as the policy says", self.wrong, self.run);
         }

@@ -4,6 +4,7 @@ mod bench;
 mod bootstrap;
 mod build;
 mod demo;
+mod demo_fleet;
 mod fuzz;
 mod gates;
 mod guest;
@@ -42,10 +43,15 @@ enum Task {
     /// Bootstrap, check formatting and clippy, then run every test of the workspace (needs root).
     Test,
     /// Bootstrap and build, then show the web-server policy at work in throwaway namespaces.
-    Demo,
-    /// The benchmark suite (B1-B6, or those named), each beside its peer in the same run (needs root); then the tables and figures.
+    Demo {
+        /// Instead: three hosts and one etcd — an app server joins the fleet, the database admits it, the app
+        /// server dies and its lease expires (docs/fleet.md).
+        #[arg(long)]
+        fleet: bool,
+    },
+    /// The benchmark suite (B1-B7, or those named), each beside its peer in the same run (needs root); then the tables and figures.
     Bench {
-        /// Benchmarks to run (b1 b2 b3 b4 b5 b6); all when none is named.
+        /// Benchmarks to run (b1 b2 b3 b4 b5 b6 b7); all when none is named.
         #[arg(value_name = "BENCHMARK")]
         only: Vec<String>,
         /// Run nothing: rewrite BENCHMARKS.md's and README.md's generated sections and bench/figures/ from bench/results/*.json.
@@ -81,7 +87,8 @@ fn main() -> ExitCode {
         Task::Build => build::run(),
         Task::Guest { tests, commands } => guest::run_cli(tests, &commands),
         Task::Test => test::run(),
-        Task::Demo => demo::run(),
+        Task::Demo { fleet: false } => demo::run(),
+        Task::Demo { fleet: true } => demo_fleet::run(),
         Task::Bench { report: true, .. } => bench::report(),
         Task::Bench { only, .. } => bench::run(&only),
         Task::Install { prefix, no_enable } => install::run(&prefix, !no_enable),

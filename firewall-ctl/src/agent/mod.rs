@@ -91,6 +91,7 @@ pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
     // The metrics socket lives where sgctl was started (the initial namespace's
     // loopback), also when the agent works on a named namespace: its
     // namespace is kept to bind in, again and again if need be.
+    // The fleet's etcd session also lives there (docs/fleet.md).
     let home = std::fs::File::open("/proc/self/ns/net").context("opening this process's network namespace")?;
     if let Some(name) = &global.netns {
         netns::enter(name)?;
@@ -113,6 +114,9 @@ pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
         let mut ready = Some(notify_ready as fn());
         supervise("hotplug", shared.clone(), move || hotplug::run(&shared, &mut ready))?;
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _fleet =
+        args.fleet.enabled().then(|| crate::fleet::start(global, &args.fleet, &home, stop.clone())).transpose()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -127,6 +131,7 @@ pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
         }
     });
     shared.stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
     }

@@ -71,7 +71,12 @@ pub fn run(target: &Target, global: &crate::cli::Global, files: &[PathBuf], opti
     let missing: Vec<String> =
         parsed.interfaces.iter().map(|a| a.interface.clone()).filter(|name| netns::ifindex(name).is_none()).collect();
     crate::timings::mark("parse");
-    let record = PolicyRecord::of(texts.into_iter().map(|(path, text)| Source { path, text }).collect());
+    let mut record = PolicyRecord::of(texts.into_iter().map(|(path, text)| Source { path, text }).collect());
+    // The fleet's members (`sgctl agent --etcd`) outlive an apply of files:
+    // the agent owns them, and the files never named them.
+    if let Some(active) = target.active()? {
+        record.member_edits.fleet = target.member_edits(active.slot)?.fleet;
+    }
     // What is in force, from its summary (its text is not read again).
     let old = match target.summary()? {
         Some(summary) => Some(summary),

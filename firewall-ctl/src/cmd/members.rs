@@ -30,7 +30,7 @@ pub fn run(target: &Target, action: &MembersAction, json: bool) -> anyhow::Resul
     };
     let addresses = texts.iter().map(|t| address(t)).collect::<Result<Vec<_>, _>>()?;
     let change = Change { group: group.clone(), add, addresses: addresses.clone() };
-    let outcome = members::change(target, &change)?;
+    let outcome = members::change(target, &change, members::Record::Edit)?;
     crate::timings::mark("done");
     let (added, removed) = if add { (addresses, Vec::new()) } else { (Vec::new(), addresses) };
     let report =

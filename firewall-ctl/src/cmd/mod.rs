@@ -11,6 +11,7 @@ mod export;
 mod flows;
 mod import;
 mod members;
+mod publish;
 mod restore;
 mod stats;
 mod status;
@@ -42,6 +43,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ManPages { out_dir } => return completions::man_pages(out_dir),
         // Reads the agent's log file: whoever may read the file may run it.
         Command::Flows(args) => return flows::run(args, global.json),
+        // Talks to etcd only: whoever holds the credentials may run it.
+        Command::Publish { files, etcd } => return publish::run(files, etcd, global.json),
         _ => {}
     }
     if let Command::Doctor = &cli.command {
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Export { .. }
         | Command::Doctor
         | Command::Agent(_)
+        | Command::Publish { .. }
         | Command::Flows(_) => unreachable!("handled above"),
         Command::Trace(args) => trace::run(&target, &args, json),
         Command::Apply { files, dry_run, confirm_within, allow_missing } => {
@@ -231,7 +235,8 @@ fn changes_state(command: &Command) -> bool {
         | Command::Import { .. }
         | Command::Completions { .. }
         | Command::ManPages { .. }
-        | Command::Export { .. } => false,
+        | Command::Export { .. }
+        | Command::Publish { .. } => false,
     }
 }
 
@@ -257,5 +262,6 @@ fn verb_name(command: &Command) -> &'static str {
         Command::Completions { .. } => "completions",
         Command::ManPages { .. } => "man-pages",
         Command::Export { .. } => "export",
+        Command::Publish { .. } => "publish",
     }
 }

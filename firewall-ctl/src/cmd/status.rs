@@ -35,6 +35,8 @@ struct ScopeStatus {
     kernel_memory: u64,
     /// An `apply --confirm-within` awaiting `sgctl confirm`.
     pending_confirmation: Option<PendingStatus>,
+    /// The fleet, as `sgctl agent --etcd` last reported it (docs/fleet.md).
+    fleet: Option<crate::fleet::report::FleetStatus>,
     /// Interfaces the saved policy names that are not filtered: they do
     /// not exist, or a restore could not attach them.
     unfiltered: Vec<Unfiltered>,
@@ -184,6 +186,7 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
                     seconds_left: left.as_millis().div_ceil(1000) as u64,
                 }
             }),
+            fleet: crate::fleet::report::status(&target.lib, &target.scope)?,
         });
     }
     if json {
@@ -288,6 +291,9 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
         if !s.interfaces.is_empty() {
             let total = s.kernel_memory + s.interfaces.iter().map(|i| i.kernel_memory).sum::<u64>();
             crate::outln!("kernel memory charged to the maps: {} (memlock)", crate::memory::human(total));
+        }
+        for line in s.fleet.iter().flat_map(crate::fleet::report::lines) {
+            crate::outln!("{line}");
         }
     }
     Ok(())

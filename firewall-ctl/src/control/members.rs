@@ -41,7 +41,11 @@
 //! the old membership; after it, some writes may be done and the next
 //! command that changes state replays the journal ([`finish_journal`]):
 //! every write there is idempotent, so the new membership is completed.
-use std::{collections::HashMap, net::IpAddr, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    time::Instant,
+};
 
 use anyhow::Context as _;
 use aya::maps::{lpm_trie::Key, HashMap as BpfHashMap, LpmTrie, Map, MapData, MapError};
@@ -84,22 +88,39 @@ pub struct Outcome {
     pub micros: u128,
 }
 
-/// Puts `change` in force in `target`'s scope.
-pub fn change(target: &Target, change: &Change) -> anyhow::Result<Outcome> {
+/// Where a change is recorded, beside the maps.
+#[derive(Clone, Copy, Debug)]
+pub enum Record<'a> {
+    /// As an `sgctl members` edit (`MemberEdits::record`), within
+    /// [`MAX_EDITED_ADDRESSES`].
+    Edit,
+    /// As the fleet's layer afterwards (`MemberEdits::fleet`, `crate::fleet`),
+    /// whose groups the caller knows the policy defines: a change of a group
+    /// no interface's rules name writes no map, only the layer.
+    Fleet(&'a BTreeMap<String, BTreeSet<IpNet>>),
+}
+
+/// Puts `change` in force in `target`'s scope, recorded as `record` says.
+pub fn change(target: &Target, change: &Change, record: Record<'_>) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     repair::repair_scope(target)?;
     let active = target.active()?.ok_or_else(|| InputError::NoPolicyApplied { scope: target.scope.clone() })?;
     let mut edits = target.member_edits(active.slot)?;
-    edits.record(&change.group, change.add, &change.addresses);
-    if edits.len() > MAX_EDITED_ADDRESSES {
-        return Err(InputError::TooManyMemberEdits { max: MAX_EDITED_ADDRESSES }.into());
+    match record {
+        Record::Edit => {
+            edits.record(&change.group, change.add, &change.addresses);
+            if edits.len() > MAX_EDITED_ADDRESSES {
+                return Err(InputError::TooManyMemberEdits { max: MAX_EDITED_ADDRESSES }.into());
+            }
+        }
+        Record::Fleet(fleet) => edits.fleet = fleet.clone(),
     }
     let records = target.records(active.slot)?;
     let records: Vec<IfaceRecord> =
         records.into_values().filter(|r| r.state == crate::state::records::IfaceState::Enforce).collect();
     crate::timings::mark("read the records in force");
 
-    let plans = match plan(target, active.slot, &records, change) {
+    let plans = match plan(target, active.slot, &records, change, matches!(record, Record::Fleet(_))) {
         Ok(plans) => plans,
         Err(Fallback(why)) => return full_change(target, change, edits, started, why),
     };
@@ -151,8 +172,19 @@ fn full_change(
 struct Fallback(String);
 
 /// The writes each interface needs, or why they cannot be made in place.
-fn plan(target: &Target, slot: u32, records: &[IfaceRecord], change: &Change) -> Result<Vec<IfacePlan>, Fallback> {
+/// `group_checked`: the caller knows the policy defines the group, so one
+/// that no interface's rules name needs no write at all.
+fn plan(
+    target: &Target,
+    slot: u32,
+    records: &[IfaceRecord],
+    change: &Change,
+    group_checked: bool,
+) -> Result<Vec<IfacePlan>, Fallback> {
     let known = records.iter().any(|r| r.members.groups.iter().any(|(g, _)| g == &change.group));
+    if !known && group_checked {
+        return Ok(Vec::new());
+    }
     if !known {
         // No interface's rules name the group (or an older record does not
         // say): a full change checks the group and puts the edit in force.

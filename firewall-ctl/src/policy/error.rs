@@ -96,6 +96,11 @@ pub enum ErrorKind {
     )]
     TooManyAddresses { max: usize },
     #[error(
+        "interfaces are each host's own: `sgctl publish` puts groups, prefix lists and conntrack settings for the \
+         fleet; attach on each host (its own files, or `sgctl attach`)"
+    )]
+    PublishedInterfaces,
+    #[error(
         "no group listed for interface \"{0}\": an interface without groups is not filtered, so remove the entry \
          to leave it unfiltered, or list the groups that filter it (eth0: [web-server])"
     )]

@@ -25,7 +25,7 @@ pub use model::{
     Attachment, Conntrack, Group, GroupMode, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol,
     Rule, RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
 };
-pub use values::{parse_cidr, CidrError};
+pub use values::{is_valid_name, parse_cidr, CidrError};
 pub use yaml::yaml_lines;
 
 /// Reads and parses policy files, merged in the order given. Reading stops

@@ -175,6 +175,15 @@ impl Sgctl {
         Self { bin: bin.to_owned(), ..self }
     }
 
+    /// `sgctl` for `host` with a state and a lib directory of its own
+    /// (inside the lab's), as a separate machine has: no lock shared with
+    /// the lab's other hosts.
+    pub fn own_dirs(lab: &Lab, host: &LabHost) -> Self {
+        let state_dir = lab.state_dir().unwrap_or_else(|e| panic!("lab state dir: {e:#}")).join(host.name());
+        let lib_dir = lab.lib_dir().unwrap_or_else(|e| panic!("lab lib dir: {e:#}")).join(host.name());
+        Self { state_dir, lib_dir, netns: host.netns().to_owned() }
+    }
+
     /// The lab's state directory (bpffs).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir

@@ -1,9 +1,9 @@
-//! `cargo xtask bench [b1 b2 b3 b4 b5 b6]`: the benchmark suite (never part of
+//! `cargo xtask bench [b1 b2 b3 b4 b5 b6 b7]`: the benchmark suite (never part of
 //! the test run). Each benchmark measures sgctl beside its peer (an empty
 //! program, no firewall, nftables) in the same run, alternating, repeated,
 //! and writes `bench/results/bN.json` with the machine it ran on; then the
 //! tables of BENCHMARKS.md and README.md and the figures are made again
-//! from the stored JSON (`report`). With no argument, all six run;
+//! from the stored JSON (`report`). With no argument, all seven run;
 //! BENCHMARKS.md explains each.
 //!
 //! - `b1_packet`: per-packet cost under BPF_PROG_TEST_RUN;
@@ -11,7 +11,8 @@
 //! - `b3_tcp`: TCP throughput and latency;
 //! - `b4_control`: check/apply time, memory, membership change;
 //! - `b5_conntrack`: a flood of new connections against the tracker;
-//! - `b6_load`: how long the kernel takes to load each program.
+//! - `b6_load`: how long the kernel takes to load each program;
+//! - `b7_fleet`: membership through etcd, from one host's change to another's maps.
 //!
 //! Shared: `harness` (medians, timed runs, results), `policies` (the
 //! generated inputs), `flood` (trafgen and the receiver's counters).
@@ -24,6 +25,7 @@ mod b3_tcp;
 mod b4_control;
 mod b5_conntrack;
 mod b6_load;
+mod b7_fleet;
 mod figures;
 mod flood;
 mod harness;
@@ -38,13 +40,14 @@ use crate::{bootstrap, build, sh};
 
 type Benchmark = fn(&harness::Bench) -> anyhow::Result<harness::Report>;
 
-const ALL: [(&str, Benchmark); 6] = [
+const ALL: [(&str, Benchmark); 7] = [
     ("b1", b1_packet::run),
     ("b2", b2_rate::run),
     ("b3", b3_tcp::run),
     ("b4", b4_control::run),
     ("b5", b5_conntrack::run),
     ("b6", b6_load::run),
+    ("b7", b7_fleet::run),
 ];
 
 /// Debian packages only the benchmarks need: a packet generator
@@ -57,7 +60,7 @@ pub fn run(only: &[String]) -> anyhow::Result<()> {
     sh::require_root("bench")?;
     for name in only {
         if !ALL.iter().any(|(n, _)| n == name) {
-            bail!("unknown benchmark {name:?}: expected some of b1 b2 b3 b4 b5 b6");
+            bail!("unknown benchmark {name:?}: expected some of b1 b2 b3 b4 b5 b6 b7");
         }
     }
     bootstrap::run()?;
