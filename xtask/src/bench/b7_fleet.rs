@@ -29,7 +29,7 @@ use testlab::{
     Lab, LabHost,
 };
 
-use super::harness::{self, cell, ratio, Bench, Report};
+use super::harness::{self, Bench, Report};
 
 const JOINS: usize = 100;
 const SIM_HOSTS: u32 = 1000;
@@ -191,13 +191,6 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     let mut report = Report::new("b7", "the fleet: membership through etcd, from one host's change to another's maps");
     three_hosts(b, &dir, &mut report)?;
     simulated(b, &dir, &mut report)?;
-    report.note(
-        "Propagation ends when db's agent logs the change, which it does once the address's entry is written in \
-         the maps in force (`control::members`, in place). From the put: etcd's watch to db's agent, one state \
-         lock, the in-place change (a journal, the map writes, the records, `members.json` saved with fsync). From \
-         the change on app1: plus app1's agent noticing it (it looks at its addresses every 250 ms) and its put. \
-         The machine is shared with other engineers' builds: the lead re-runs figures on a quiet machine.",
-    );
     Ok(report)
 }
 
@@ -236,28 +229,13 @@ fn three_hosts(b: &Bench, dir: &Path, report: &mut Report) -> anyhow::Result<()>
             samples[side][1].push(ms(seen.saturating_duration_since(changed)));
         }
     }
-    let mut rows = Vec::new();
     let mut results = Vec::new();
     for (side, what) in [(0, "join"), (1, "leave")] {
         let (p50, p99, max) = percentiles(&mut samples[side][0]);
         let (l50, l99, lmax) = percentiles(&mut samples[side][1]);
-        rows.push(vec![
-            format!("{what} ({JOINS})"),
-            cell(p50, 1),
-            cell(p99, 1),
-            cell(max, 1),
-            cell(l50, 1),
-            cell(l99, 1),
-            cell(lmax, 1),
-        ]);
         results.push(json!({"change": what, "count": JOINS, "from_put_ms": {"p50": p50, "p99": p99, "max": max},
             "from_change_ms": {"p50": l50, "p99": l99, "max": lmax}}));
     }
-    report.table(
-        "Three hosts: an address of app1 joins `app` (and leaves it) on db, ms",
-        &["change", "put → db p50", "p99", "max", "change on app1 → db p50", "p99", "max"],
-        &rows,
-    );
     report.json["three_hosts"] = json!(results);
     Ok(())
 }
@@ -376,38 +354,6 @@ fn simulated(b: &Bench, dir: &Path, report: &mut Report) -> anyhow::Result<()> {
     let (l50, l99, lmax) = percentiles(&mut leaves);
     let (w50, w99, _) = percentiles(&mut writes);
     let full_median = harness::median(&full_ms);
-    report.table(
-        &format!(
-            "{SIM_HOSTS} simulated hosts × {SIM_ADDRESSES} addresses, {CHURN_PER_SEC} changes/s for {CHURN_SECS} s \
-             (each: one address joins, one leaves), put → db's maps, ms"
-        ),
-        &["change", "count", "p50", "p99", "max"],
-        &[
-            vec!["join".into(), joins.len().to_string(), cell(j50, 1), cell(j99, 1), cell(jmax, 1)],
-            vec!["leave".into(), leaves.len().to_string(), cell(l50, 1), cell(l99, 1), cell(lmax, 1)],
-        ],
-    );
-    report.table(
-        "db's agent under that churn, and the cost of one change",
-        &["what", "value"],
-        &[
-            vec!["agent CPU over the churn (% of one core)".into(), cell(cpu, 1)],
-            vec!["agent resident memory after (MiB)".into(), cell(rss as f64 / 1024.0, 1)],
-            vec!["agent peak resident memory (MiB)".into(), cell(hwm as f64 / 1024.0, 1)],
-            vec!["first read of 10,000 members: all puts (s)".into(), cell(put_all.as_secs_f64(), 2)],
-            vec!["first read of 10,000 members: puts → all in force (s)".into(), cell(load.as_secs_f64(), 2)],
-            vec![
-                "in-place change of one address, p50 / p99 (ms)".into(),
-                format!("{} / {}", cell(w50, 2), cell(w99, 2)),
-            ],
-            vec![
-                "the same change as a full `sgctl apply` of the membership file (ms, median of 5)".into(),
-                cell(full_median, 1),
-            ],
-            vec!["full apply vs in place".into(), ratio(full_median, w50)],
-            vec!["changes not seen within 30 s".into(), missing.to_string()],
-        ],
-    );
     report.json["simulated"] = json!({
         "hosts": SIM_HOSTS, "addresses_per_host": SIM_ADDRESSES, "changes_per_sec": CHURN_PER_SEC, "secs": CHURN_SECS,
         "join_ms": {"count": joins.len(), "p50": j50, "p99": j99, "max": jmax},
