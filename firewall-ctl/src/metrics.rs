@@ -213,8 +213,7 @@ pub fn families(sample: &Sample) -> Vec<Family> {
             vec![("netns", r.netns.clone()), ("interface", r.interface.clone()), ("repair", r.kind.to_owned())];
         repairs.add(labels, r.count);
     }
-    let mut families =
-        vec![
+    let mut families = vec![
         flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, promoted, refused, evicted, opened,
         generation, repairs, build,
     ];
