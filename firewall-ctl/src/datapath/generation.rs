@@ -129,6 +129,11 @@ const FREE_ABOVE: u32 = 16_384;
 /// where `from` has none.
 pub fn free_old(maps: &IfaceMaps, from: u32, to: u32) -> anyhow::Result<()> {
     for kind in Kind::ALL {
+        if !maps.dir().join(kind.map_name()).exists() {
+            // Programs of an older sgctl, whose object had no such map:
+            // nothing of it to free (the next write creates it).
+            continue;
+        }
         let mut outer = maps.outer(kind.map_name())?;
         let Ok(old) = outer.get(&to, 0) else { continue };
         let old = old.info()?;
