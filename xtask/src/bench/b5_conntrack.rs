@@ -8,8 +8,18 @@
 //! sgctl's table is given nf_conntrack's size (`nf_conntrack_max`, a
 //! host-wide setting this benchmark reads and never changes), so both
 //! fill up; the table shows what each does then.
+//!
+//! Beside the flood, a legitimate client (the generator's own address,
+//! 198.18.0.1, through its kernel's TCP stack) opens one connection after
+//! another to the same port and round-trips a few bytes on each: what a
+//! real user of the host sees while the flood runs, second by second.
 use std::{
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -28,6 +38,8 @@ const ROUNDS: usize = 3;
 const FLOOD_SECS: u64 = 12;
 /// The rule that allows TCP 80 in the 10-rule policy (see `policies::rules_policy`).
 const RULE: &str = "bench/inbound/6";
+/// How long the legitimate client waits for a connection and its echo.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -45,6 +57,10 @@ struct Sample {
     gbps_before: f64,
     gbps_during: f64,
     survived: bool,
+    /// The legitimate client's connections started in each second of the
+    /// flood, and how many of those connected and echoed.
+    attempted: Vec<u64>,
+    completed: Vec<u64>,
 }
 
 pub fn run(b: &Bench) -> anyhow::Result<Report> {
@@ -62,11 +78,14 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
         for (v, variant) in [Variant::Sgctl, Variant::Nft].into_iter().enumerate() {
             let s = one_run(b, &dir, &policy, variant)?;
             println!(
-                "b5: round {round}, {}: admitted/s {:?}, entries {:?}, refused {:?}, iperf3 {:.2} -> {:.2} Gbit/s{}",
+                "b5: round {round}, {}: admitted/s {:?}, entries {:?}, refused {:?}, client {:?} of {:?}, iperf3 \
+                 {:.2} -> {:.2} Gbit/s{}",
                 if variant == Variant::Sgctl { "sgctl" } else { "nft" },
                 s.admitted.iter().map(|x| x.round()).collect::<Vec<_>>(),
                 s.entries,
                 s.refused.iter().map(|x| x.round()).collect::<Vec<_>>(),
+                s.completed,
+                s.attempted,
                 s.gbps_before,
                 s.gbps_during,
                 if s.survived { "" } else { " (the established flow failed)" }
@@ -104,6 +123,7 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
                 "admitted_per_second": x.admitted, "entries_at_end": x.entries,
                 "refused_per_second": x.refused, "gbps_before": x.gbps_before,
                 "gbps_during": x.gbps_during, "survived": x.survived,
+                "client_attempted_per_second": x.attempted, "client_completed_per_second": x.completed,
             })).collect::<Vec<Value>>(),
         }));
     }
@@ -132,9 +152,99 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
          reply to make room (`early_drop`), so it keeps admitting. The SYNs' source addresses are the \
          generator's own (a local route makes 198.18.0.0/16 local to it).",
     );
+    per_second_table(&mut report, &samples);
     report.json["results"] = json!(json_rows);
     report.json["table_size"] = json!(max);
     Ok(report)
+}
+
+/// Each second of the flood side by side: new flows admitted by each
+/// tracker, and the legitimate client's connections started and completed
+/// (medians over the rounds), with the share completed.
+fn per_second_table(report: &mut Report, samples: &[Vec<Sample>; 2]) {
+    let per_second = |runs: &[Sample], f: &dyn Fn(&Sample) -> &[f64], s: usize| {
+        median(&runs.iter().map(|x| f(x).get(s).copied().unwrap_or(f64::NAN)).collect::<Vec<_>>())
+    };
+    let counts = |runs: &[Sample], f: &dyn Fn(&Sample) -> &[u64], s: usize| {
+        median(&runs.iter().map(|x| f(x).get(s).map_or(f64::NAN, |n| *n as f64)).collect::<Vec<_>>())
+    };
+    let seconds = samples.iter().flatten().map(|x| x.admitted.len()).max().unwrap_or(0);
+    let mut rows = Vec::new();
+    for s in 0..seconds {
+        let mut row = vec![(s + 1).to_string()];
+        for runs in samples {
+            let attempted = counts(runs, &|x| &x.attempted, s);
+            let completed = counts(runs, &|x| &x.completed, s);
+            row.push(cell(per_second(runs, &|x| &x.admitted, s), 0));
+            row.push(format!("{} / {}", cell(completed, 0), cell(attempted, 0)));
+            row.push(if attempted > 0.0 { format!("{:.1}%", 100.0 * completed / attempted) } else { "—".to_owned() });
+        }
+        rows.push(row);
+    }
+    report.table(
+        "Each second of the flood: new flows admitted, and the legitimate client's connections completed / \
+         started (median of the rounds)",
+        &[
+            "second",
+            "sgctl admitted/s",
+            "sgctl client completed / started",
+            "sgctl client %",
+            "nf_conntrack admitted/s",
+            "nf_conntrack client completed / started",
+            "nf_conntrack client %",
+        ],
+        &rows,
+    );
+    report.note(&format!(
+        "The legitimate client connects from the generator's own address (198.18.0.1) through its kernel's TCP \
+         stack, one connection after another, and counts a connection completed when the handshake finished \
+         and {} bytes came back from the server within {} s. The flood's random sources may hit 198.18.0.1 \
+         too, on other ports.",
+        b"testlab probe\n".len(),
+        CLIENT_TIMEOUT.as_secs()
+    ));
+}
+
+/// A legitimate client opening one connection after another to `to` from
+/// `from`, each round-tripping a few bytes, until stopped: when each
+/// started, and whether it completed.
+struct LegitClient {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<(Instant, bool)>>,
+}
+
+impl LegitClient {
+    fn start(from: &LabHost, to: std::net::SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, from) = (stop.clone(), from.clone());
+        let thread = std::thread::spawn(move || {
+            let mut tries = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let ok = from.tcp_connect(to, CLIENT_TIMEOUT) == testlab::Outcome::Connected;
+                tries.push((started, ok));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            tries
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops; per second since `since` (`seconds` of them), the
+    /// connections started and those of them that completed.
+    fn stop(self, since: Instant, seconds: usize) -> (Vec<u64>, Vec<u64>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let tries = self.thread.join().unwrap_or_default();
+        let (mut attempted, mut completed) = (vec![0; seconds], vec![0; seconds]);
+        for (at, ok) in tries {
+            let Some(s) = at.checked_duration_since(since).map(|d| d.as_secs() as usize) else { continue };
+            if s < seconds {
+                attempted[s] += 1;
+                completed[s] += u64::from(ok);
+            }
+        }
+        (attempted, completed)
+    }
 }
 
 /// Rates between consecutive `(time, count)` samples, per second.
@@ -220,7 +330,7 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
     let start = Instant::now();
     harness::sleep_until(start + Duration::from_secs(2));
     let mut samples = vec![counters()?];
-    {
+    let (attempted, completed) = {
         let _flood = Flood::start(
             &b.work,
             &gen,
@@ -230,11 +340,13 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
             Duration::from_secs(FLOOD_SECS),
         )?;
         let flood_start = Instant::now();
+        let client = LegitClient::start(&gen, std::net::SocketAddr::from(([198, 19, 0, 1], 80)));
         for s in 1..=FLOOD_SECS - 1 {
             harness::sleep_until(flood_start + Duration::from_secs(s));
             samples.push(counters()?);
         }
-    }
+        client.stop(flood_start, FLOOD_SECS as usize - 1)
+    };
     let entries = entries()?;
     let output = client.wait_with_output().context("waiting for iperf3 -c")?;
     let v: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
@@ -259,6 +371,8 @@ fn one_run(b: &Bench, dir: &std::path::Path, policy: &std::path::Path, variant: 
         gbps_before,
         gbps_during,
         survived,
+        attempted,
+        completed,
     })
 }
 
