@@ -32,8 +32,8 @@ pub struct FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEntry {
-    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the last packet.
-    pub last_seen_ns: u64,
+    /// The datapath's clock (`bpf_jiffies64`, ticks) at the last packet.
+    pub last_seen: u64,
     /// Counter slot of the rule that allowed the first packet (see
     /// `policy::COUNTER_SLOTS`): its counters get the flow's traffic, and
     /// it names the rule across policy changes.
@@ -120,61 +120,81 @@ impl FlowState {
     }
 }
 
-/// Idle timeouts in nanoseconds, one array entry (`CT_CONFIG[0]`), written by
-/// `sgctl apply` from the policy's `conntrack:` section.
+/// Idle timeouts. Nanoseconds in `sgctl` (the policy's `conntrack:`
+/// section, [`Timeouts::AWS_DEFAULT`]); clock ticks of the datapath in its
+/// `CT_TIMEOUTS[0]`, which `sgctl apply` writes ([`Timeouts::in_ticks`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    pub tcp_established_ns: u64,
+    pub tcp_established: u64,
     /// TCP while opening (handshake in progress) or closing (FIN/RST seen).
-    pub tcp_transitory_ns: u64,
+    pub tcp_transitory: u64,
     /// UDP seen in one direction only.
-    pub udp_single_ns: u64,
+    pub udp_single: u64,
     /// UDP with replies seen.
-    pub udp_stream_ns: u64,
-    pub icmp_ns: u64,
-    pub other_ns: u64,
+    pub udp_stream: u64,
+    pub icmp: u64,
+    pub other: u64,
 }
 
-const SEC: u64 = 1_000_000_000;
+pub const SEC_NS: u64 = 1_000_000_000;
 
 impl Timeouts {
-    /// The AWS defaults (docs/semantics.md item 10).
+    /// The AWS defaults (docs/semantics.md item 10), in nanoseconds.
     pub const AWS_DEFAULT: Self = Self {
-        tcp_established_ns: 432_000 * SEC,
-        tcp_transitory_ns: 120 * SEC,
-        udp_single_ns: 30 * SEC,
-        udp_stream_ns: 180 * SEC,
-        icmp_ns: 30 * SEC,
-        other_ns: 600 * SEC,
+        tcp_established: 432_000 * SEC_NS,
+        tcp_transitory: 120 * SEC_NS,
+        udp_single: 30 * SEC_NS,
+        udp_stream: 180 * SEC_NS,
+        icmp: 30 * SEC_NS,
+        other: 600 * SEC_NS,
     };
 
-    /// Whether `CT_CONFIG[0]` holds no timeouts (zero: never written), so
+    /// Whether `CT_TIMEOUTS[0]` holds no timeouts (zero: never written), so
     /// the AWS defaults apply.
     #[inline(always)]
     pub const fn is_unset(&self) -> bool {
-        self.tcp_established_ns == 0
+        self.tcp_established == 0
     }
 
-    /// The timeouts in force given what `CT_CONFIG[0]` holds. By value: a
-    /// reference to `AWS_DEFAULT` would be one into the object's `.rodata`,
-    /// which the kernel side must not read on the per-packet path.
-    pub fn in_force(configured: Option<Self>) -> Self {
+    /// These timeouts, given in nanoseconds, in ticks of a clock that ticks
+    /// `hz` times a second, rounded up (never shorter than asked).
+    #[inline(always)]
+    pub const fn in_ticks(&self, hz: u64) -> Self {
+        const fn ticks(ns: u64, hz: u64) -> u64 {
+            // In two parts, so a timeout of days times a large HZ cannot overflow.
+            (ns / SEC_NS) * hz + ((ns % SEC_NS) * hz).div_ceil(SEC_NS)
+        }
+        Self {
+            tcp_established: ticks(self.tcp_established, hz),
+            tcp_transitory: ticks(self.tcp_transitory, hz),
+            udp_single: ticks(self.udp_single, hz),
+            udp_stream: ticks(self.udp_stream, hz),
+            icmp: ticks(self.icmp, hz),
+            other: ticks(self.other, hz),
+        }
+    }
+
+    /// The timeouts in force given what `CT_TIMEOUTS[0]` holds, in ticks of
+    /// a clock of `hz`. By value: a reference to `AWS_DEFAULT` would be one
+    /// into the object's `.rodata`, which the kernel side must not read on
+    /// the per-packet path.
+    pub fn in_force(configured: Option<Self>, hz: u64) -> Self {
         match configured {
             Some(t) if !t.is_unset() => t,
-            _ => Self::AWS_DEFAULT,
+            _ => Self::AWS_DEFAULT.in_ticks(hz),
         }
     }
 
     /// Idle timeout of a flow of `protocol` in `state`.
     pub fn for_flow(&self, protocol: u8, state: FlowState) -> u64 {
         match (protocol, state) {
-            (crate::proto::TCP, FlowState::Established) => self.tcp_established_ns,
-            (crate::proto::TCP, _) => self.tcp_transitory_ns,
-            (crate::proto::UDP, FlowState::Opening) => self.udp_single_ns,
-            (crate::proto::UDP, _) => self.udp_stream_ns,
-            (crate::proto::ICMP | crate::proto::ICMPV6, _) => self.icmp_ns,
-            _ => self.other_ns,
+            (crate::proto::TCP, FlowState::Established) => self.tcp_established,
+            (crate::proto::TCP, _) => self.tcp_transitory,
+            (crate::proto::UDP, FlowState::Opening) => self.udp_single,
+            (crate::proto::UDP, _) => self.udp_stream,
+            (crate::proto::ICMP | crate::proto::ICMPV6, _) => self.icmp,
+            _ => self.other,
         }
     }
 }
@@ -182,3 +202,21 @@ impl Timeouts {
 /// Default capacity of one interface's conntrack table (settable with
 /// `conntrack: { max_entries: N }`).
 pub const DEFAULT_CAPACITY: u32 = 65536;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_in_ticks_round_up_and_never_overflow() {
+        let t = Timeouts { udp_single: 50_000_000, ..Timeouts::AWS_DEFAULT }.in_ticks(250);
+        assert_eq!(t.udp_single, 13, "50 ms is 12.5 ticks of 4 ms: never shorter");
+        assert_eq!(t.tcp_established, 432_000 * 250);
+        assert_eq!(t.icmp, 30 * 250);
+        assert_eq!(Timeouts::AWS_DEFAULT.in_ticks(1000).tcp_transitory, 120_000);
+        assert_eq!(
+            Timeouts { other: u64::MAX, ..Timeouts::AWS_DEFAULT }.in_ticks(1000).other / 1000,
+            u64::MAX / SEC_NS
+        );
+    }
+}

@@ -35,8 +35,8 @@ pub const NO_SLOT: u32 = u32::MAX;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEvent {
-    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE).
-    pub ts_ns: u64,
+    /// The datapath's clock (`bpf_jiffies64`, ticks); `sgctl` converts.
+    pub ts: u64,
     pub src: [u32; 4],
     pub dst: [u32; 4],
     /// Host order; for ICMP echo the identifier, else 0 where no ports.
@@ -69,8 +69,8 @@ pub struct FlowEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventBudget {
-    /// Start of the current one-second window (coarse monotonic ns).
-    pub window_start_ns: u64,
+    /// Start of the current one-second window (the datapath's clock, ticks).
+    pub window_start: u64,
     /// Events emitted in the window, or tried when the ring was full.
     pub sent: u64,
     /// Events held back since the interface was attached (rate limit or
@@ -79,13 +79,13 @@ pub struct EventBudget {
 }
 
 /// Value of `TRACE[0]` (per interface): which packets `sgctl trace` wants.
-/// Off unless `until_ns` is in the future; `sgctl trace` pushes it forward
+/// Off unless `until` is in the future; `sgctl trace` pushes it forward
 /// every second, so a killed trace stops by itself.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TraceMatch {
-    /// Coarse monotonic ns after which the trace is off; 0 off.
-    pub until_ns: u64,
+    /// The datapath's clock (ticks) after which the trace is off; 0 off.
+    pub until: u64,
     /// A packet matches when `src & src_mask == src` and likewise for dst.
     pub src: [u32; 4],
     pub src_mask: [u32; 4],

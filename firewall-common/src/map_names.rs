@@ -16,7 +16,7 @@ pub const CLASSES: &str = "CLASSES";
 pub const CONNTRACK: &str = "CONNTRACK";
 pub const CONNTRACK_PREV: &str = "CONNTRACK_PREV";
 pub const CT_SWEPT_AT: &str = "CT_SWEPT_AT";
-pub const CT_CONFIG: &str = "CT_CONFIG";
+pub const CT_TIMEOUTS: &str = "CT_TIMEOUTS";
 pub const FRAGMENTS: &str = "FRAGMENTS";
 /// Per-CPU working memory of one program copy; never pinned.
 pub const SCRATCH: &str = "SCRATCH";
@@ -42,7 +42,7 @@ pub const ALL: [&str; 21] = [
     CONNTRACK,
     CONNTRACK_PREV,
     CT_SWEPT_AT,
-    CT_CONFIG,
+    CT_TIMEOUTS,
     FRAGMENTS,
     SCRATCH,
     RULE_STATS,

@@ -520,7 +520,7 @@ mod tests {
             (n::ACTIVE, size(size_of::<u32>()), size(size_of::<Active>())),
             (n::SLOT_META, size(size_of::<u32>()), size(size_of::<SlotMeta>())),
             (n::CONNTRACK, size(size_of::<FlowKey>()), size(size_of::<FlowEntry>())),
-            (n::CT_CONFIG, size(size_of::<u32>()), size(size_of::<Timeouts>())),
+            (n::CT_TIMEOUTS, size(size_of::<u32>()), size(size_of::<Timeouts>())),
             (n::RULE_STATS, size(size_of::<u32>()), size(size_of::<RuleCounters>())),
             (n::IFACE_STATS, size(size_of::<u32>()), size(size_of::<ReasonCounters>())),
             (n::EVENT_BUDGET, size(size_of::<u32>()), size(size_of::<EventBudget>())),

@@ -90,7 +90,7 @@ fn trace_shows_each_judged_packet_with_verdict_rule_and_conntrack_state() {
     let entry: aya::maps::Array<aya::maps::MapData, firewall_common::events::TraceMatch> =
         aya::maps::Array::try_from(aya::maps::Map::Array(firewall_ctl::datapath::maps::open(&pin).expect("TRACE pin")))
             .expect("TRACE is an array");
-    assert_eq!(entry.get(&0, 0).expect("TRACE[0]").until_ns, 0, "trace off after sgctl trace exits");
+    assert_eq!(entry.get(&0, 0).expect("TRACE[0]").until, 0, "trace off after sgctl trace exits");
     std::thread::sleep(Duration::from_millis(100));
     let left = sg.ok(&["trace", "--dport", "80", "--count", "1", "--duration", "1", "--json"]).stdout;
     assert!(left.is_empty(), "nothing left over from the earlier traces: {left}");

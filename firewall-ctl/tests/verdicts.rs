@@ -427,19 +427,18 @@ fn full_table_drops_new_flows_and_keeps_tracked_ones() {
 
 #[test]
 fn idle_flows_expire_after_their_timeout() {
-    let dp = Datapath::with(WEB, &["web-server"], |c| c.timeouts.udp_single_ns = 50_000_000);
+    let dp = Datapath::with(WEB, &["web-server"], |c| c.timeouts.udp_single = 50_000_000);
     let out = ip(proto::UDP, a("10.0.0.1"), a("192.0.2.53"), &udp(5353, 53, b"q"));
     let back = ip(proto::UDP, a("192.0.2.53"), a("10.0.0.1"), &udp(53, 5353, b"a"));
     assert_eq!(dp.outbound(&out), Verdict::Pass);
     std::thread::sleep(std::time::Duration::from_millis(120));
     assert_eq!(dp.inbound_xdp(&back), Verdict::Drop, "the one-way UDP flow timed out");
-    let timeouts = dp.maps().timeouts().unwrap();
-    assert_eq!(dp.maps().expire_flows(&timeouts).unwrap(), 1, "sgctl's sweep removes it");
+    assert_eq!(dp.maps().expire_flows().unwrap(), 1, "sgctl's sweep removes it");
 }
 
 #[test]
 fn a_reply_turns_udp_into_a_stream_with_the_longer_timeout() {
-    let dp = Datapath::with(WEB, &["web-server"], |c| c.timeouts.udp_single_ns = 50_000_000);
+    let dp = Datapath::with(WEB, &["web-server"], |c| c.timeouts.udp_single = 50_000_000);
     let out = ip(proto::UDP, a("10.0.0.1"), a("192.0.2.53"), &udp(5353, 53, b"q"));
     let back = ip(proto::UDP, a("192.0.2.53"), a("10.0.0.1"), &udp(53, 5353, b"a"));
     assert_eq!(dp.outbound(&out), Verdict::Pass);
@@ -452,7 +451,7 @@ fn a_reply_turns_udp_into_a_stream_with_the_longer_timeout() {
 fn a_table_full_of_expired_flows_is_swept_by_the_datapath_itself() {
     let dp = Datapath::with(WEB, &["web-server"], |c| {
         c.conntrack_capacity = 4;
-        c.timeouts.udp_single_ns = 50_000_000;
+        c.timeouts.udp_single = 50_000_000;
     });
     for port in 1..=4 {
         let out = ip(proto::UDP, a("10.0.0.1"), a("192.0.2.53"), &udp(port, 53, b"q"));

@@ -11,10 +11,7 @@ use core::{mem::MaybeUninit, ptr::addr_of_mut};
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{
-        bpf_ktime_get_coarse_ns,
-        generated::{bpf_for_each_map_elem, bpf_map_delete_elem},
-    },
+    helpers::generated::{bpf_for_each_map_elem, bpf_map_delete_elem},
 };
 use firewall_common::{
     conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
@@ -24,18 +21,16 @@ use firewall_common::{
 };
 
 use crate::{
-    fragments,
-    maps::{CONNTRACK, CONNTRACK_PREV, CT_CONFIG, CT_SWEPT_AT, FRAGMENTS},
+    clock, fragments,
+    maps::{CONNTRACK, CONNTRACK_PREV, CT_SWEPT_AT, CT_TIMEOUTS, FRAGMENTS},
     parse::{Packet, Track, Tuple, TCP_ACK, TCP_RST, TCP_SYN},
     tcp, words,
 };
 
-/// `last_seen_ns` is rewritten at most this often unless the state changes:
-/// a write per packet would bounce the entry's cache line between CPUs.
-const REFRESH_NS: u64 = 1_000_000_000;
-
-/// The datapath sweeps a full table at most this often.
-const SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
+// `last_seen` is rewritten at most once a second (`clock::ticks_per_sec`)
+// unless the state changes: a write per packet would bounce the entry's
+// cache line between CPUs. The datapath sweeps a full table at most once a
+// second too.
 
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = 17;
@@ -99,20 +94,13 @@ pub enum Lookup {
     New { stale: Option<*mut FlowEntry> },
 }
 
-/// The coarse clock (a jiffy, a few ms, of resolution) costs a fraction
-/// of the precise one, and timeouts are seconds long.
+/// Idle timeout of a flow in clock ticks, from `CT_TIMEOUTS` (AWS
+/// defaults until set).
 #[inline(always)]
-pub fn now_ns() -> u64 {
-    // SAFETY: plain helper call.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
-
-/// Idle timeout of a flow, from `CT_CONFIG` (AWS defaults until set).
-#[inline(always)]
-fn timeout_ns(protocol: u8, state: FlowState) -> u64 {
-    match CT_CONFIG.get(0) {
+fn timeout(protocol: u8, state: FlowState) -> u64 {
+    match CT_TIMEOUTS.get(0) {
         Some(t) if !t.is_unset() => t.for_flow(protocol, state),
-        _ => Timeouts::AWS_DEFAULT.for_flow(protocol, state),
+        _ => Timeouts::AWS_DEFAULT.in_ticks(clock::ticks_per_sec()).for_flow(protocol, state),
     }
 }
 
@@ -148,11 +136,11 @@ pub fn track(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup {
     let e = unsafe { &mut *entry };
     let state = FlowState::from_u8(e.state);
     let protocol = flow.key.protocol;
-    let idle = now.saturating_sub(e.last_seen_ns);
+    let idle = now.saturating_sub(e.last_seen);
     let is_tcp = protocol == proto::TCP;
     // `packet.tcp` is only written for TCP.
     let bare_syn = is_tcp && packet.tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if idle > timeout_ns(protocol, state) || (bare_syn && state == FlowState::Closing) {
+    if idle > timeout(protocol, state) || (bare_syn && state == FlowState::Closing) {
         // Expired, or a closed TCP flow reopened with the same ports: the
         // rules decide again.
         return Lookup::New { stale: Some(entry) };
@@ -168,9 +156,9 @@ pub fn track(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup {
     } else {
         state
     };
-    if next != state || idle > REFRESH_NS {
+    if next != state || idle > clock::ticks_per_sec() {
         e.state = next as u8;
-        e.last_seen_ns = now;
+        e.last_seen = now;
     }
     Lookup::Tracked { slot: e.slot, reason: Reason::PassTracked }
 }
@@ -211,7 +199,7 @@ pub fn open(
     // SAFETY: every field is written before the entry is read; all-zero
     // `TcpSeen`s are valid.
     let entry = unsafe {
-        (*e).last_seen_ns = now;
+        (*e).last_seen = now;
         (*e).slot = slot;
         (*e).state = FlowState::Opening as u8;
         (*e).opened_by_lo = u8::from(flow.sender_is_lo);
@@ -257,14 +245,14 @@ struct Sweep {
     now: u64,
 }
 
-/// Deletes every expired flow, unless the last sweep was less than
-/// [`SWEEP_INTERVAL_NS`] ago; returns whether it swept.
+/// Deletes every expired flow, unless the last sweep was less than a
+/// second ago; returns whether it swept.
 #[inline(always)]
 fn sweep_expired(now: u64) -> bool {
     let Some(swept_at) = CT_SWEPT_AT.get_ptr_mut(0) else { return false };
     // SAFETY: array value pointer; racing CPUs at worst both sweep.
     unsafe {
-        if now.saturating_sub(*swept_at) < SWEEP_INTERVAL_NS {
+        if now.saturating_sub(*swept_at) < clock::ticks_per_sec() {
             return false;
         }
         *swept_at = now;
@@ -290,8 +278,8 @@ extern "C" fn sweep_one(map: *mut c_void, key: *mut FlowKey, value: *mut FlowEnt
     // SAFETY: the helper passes valid key, value and our context.
     unsafe {
         let (key_ref, entry, sweep) = (&*key, &*value, &*ctx);
-        let idle = sweep.now.saturating_sub(entry.last_seen_ns);
-        if idle > timeout_ns(key_ref.protocol, FlowState::from_u8(entry.state)) {
+        let idle = sweep.now.saturating_sub(entry.last_seen);
+        if idle > timeout(key_ref.protocol, FlowState::from_u8(entry.state)) {
             bpf_map_delete_elem(map, key.cast());
         }
     }
@@ -316,9 +304,9 @@ pub fn related_counter(packet: &Packet, flow: &mut FlowRef, now: u64) -> Option<
             let e = find(&flow.key)?;
             // SAFETY: map value pointer, read at once; racing writers only
             // move timestamps and states.
-            let (last_seen_ns, state, slot) = unsafe { ((*e).last_seen_ns, (*e).state, (*e).slot) };
-            let idle = now.saturating_sub(last_seen_ns);
-            if idle > timeout_ns(flow.key.protocol, FlowState::from_u8(state)) {
+            let (last_seen, state, slot) = unsafe { ((*e).last_seen, (*e).state, (*e).slot) };
+            let idle = now.saturating_sub(last_seen);
+            if idle > timeout(flow.key.protocol, FlowState::from_u8(state)) {
                 return None;
             }
             Some(slot)

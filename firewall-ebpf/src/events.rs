@@ -19,7 +19,7 @@ use firewall_common::{
     proto, Direction,
 };
 
-use crate::{conntrack::FlowRef, maps::CONNTRACK, parse::Packet, words};
+use crate::{clock, conntrack::FlowRef, maps::CONNTRACK, parse::Packet, words};
 
 /// Flow events of every interface of the scope (pinned at `<scope>/EVENTS`,
 /// shared like `ACTIVE`): read by `sgctl agent`. 1 MiB holds ~14,000 events.
@@ -36,11 +36,9 @@ pub static TRACE_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 18, 0);
 pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
 
 /// `[0]`: the packets `sgctl trace` wants from this interface (off unless
-/// `until_ns` lies ahead).
+/// `until` lies ahead).
 #[map]
 pub static TRACE: Array<TraceMatch> = Array::with_max_entries(1, 0);
-
-const WINDOW_NS: u64 = 1_000_000_000;
 
 /// The interface a program runs on.
 pub trait Ifindex {
@@ -74,14 +72,14 @@ pub struct Judged<'a> {
     /// Whether `packet` holds the packet's addresses (false when it could
     /// not be parsed).
     pub parsed: bool,
-    /// The clock as the verdict read it, when it read it.
+    /// The clock (ticks) as the verdict read it, when it read it.
     pub now: Option<u64>,
 }
 
 impl Judged<'_> {
     #[inline(always)]
     fn now(&self) -> u64 {
-        self.now.unwrap_or_else(crate::conntrack::now_ns)
+        self.now.unwrap_or_else(clock::now)
     }
 }
 
@@ -107,8 +105,8 @@ fn flow_event(frame: &impl Ifindex, j: &Judged, event_kind: u8) {
     let now = j.now();
     // SAFETY: per-CPU slot; nothing else writes it while we run.
     let budget = unsafe { &mut *budget };
-    if now.wrapping_sub(budget.window_start_ns) >= WINDOW_NS {
-        budget.window_start_ns = now;
+    if now.wrapping_sub(budget.window_start) >= clock::ticks_per_sec() {
+        budget.window_start = now;
         budget.sent = 0;
     }
     if budget.sent >= EVENTS_PER_SEC {
@@ -134,7 +132,7 @@ fn fill(e: *mut FlowEvent, ifindex: u32, j: &Judged, event_kind: u8, now: u64, c
     let t = &j.packet.tuple;
     // SAFETY: `e` points at a reserved ring entry of the right size.
     unsafe {
-        (*e).ts_ns = now;
+        (*e).ts = now;
         if j.parsed {
             words::copy(addr_of_mut!((*e).src), &t.src);
             words::copy(addr_of_mut!((*e).dst), &t.dst);
@@ -171,11 +169,11 @@ fn fill(e: *mut FlowEvent, ifindex: u32, j: &Judged, event_kind: u8, now: u64, c
 #[inline(always)]
 fn trace(frame: &impl Ifindex, j: &Judged) {
     let Some(cfg) = TRACE.get(0) else { return };
-    if cfg.until_ns == 0 {
+    if cfg.until == 0 {
         return;
     }
     let now = j.now();
-    if now > cfg.until_ns || !matches(cfg, j) {
+    if now > cfg.until || !matches(cfg, j) {
         return;
     }
     let ct_state = match j.reason {

@@ -6,6 +6,7 @@ use firewall_common::{
 };
 
 use crate::{
+    clock,
     conntrack::{self, FlowRef, Lookup},
     events::{self, Ifindex, Judged},
     fragments,
@@ -43,8 +44,8 @@ pub fn judge(frame: &(impl Frame + Ifindex), direction: Direction) -> Reason {
         stats::count_reason(direction, reason, bytes);
         return reason;
     }
-    // The clock is read once, and only for IP packets (a helper call costs
-    // several ns); the reports below reuse it.
+    // The clock is read once, and only for IP packets; the reports below
+    // reuse it.
     let mut now = None;
     let (reason, counter, parsed) = match parse::parse(frame, packet) {
         Parsed::NotIp | Parsed::Ipv6LinkControl => (Reason::PassUnfiltered, None, false),
@@ -57,7 +58,7 @@ pub fn judge(frame: &(impl Frame + Ifindex), direction: Direction) -> Reason {
             None => (Reason::DropFragment, None, true),
         },
         Parsed::Ip => {
-            let at = conntrack::now_ns();
+            let at = clock::now();
             now = Some(at);
             let (reason, counter) = judge_ip(packet, flow, direction, bytes, slot, meta, at);
             if let (true, Some(counter)) = (packet.first_fragment, counter) {

@@ -17,6 +17,7 @@
     reason = "map keys are passed in place, not copied onto the BPF stack"
 )]
 
+mod clock;
 mod conntrack;
 mod events;
 mod filter;

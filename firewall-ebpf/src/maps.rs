@@ -109,14 +109,15 @@ pub static CONNTRACK: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(DE
 pub static CONNTRACK_PREV: ArrayOfMaps<BtfHashMap<FlowKey, FlowEntry, { template::CONNTRACK as usize }>, 1> =
     ArrayOfMaps::new();
 
-/// `[0]`: `bpf_ktime_get_coarse_ns` of the datapath's last sweep of expired flows
+/// `[0]`: the clock (ticks) of the datapath's last sweep of expired flows
 /// (see `conntrack::sweep_expired`), which runs at most once per second.
 #[map]
 pub static CT_SWEPT_AT: Array<u64> = Array::with_max_entries(1, 0);
 
-/// `[0]`: idle timeouts. Missing or zero means the AWS defaults.
+/// `[0]`: idle timeouts in clock ticks (see `clock`). Missing or zero
+/// means the AWS defaults.
 #[map]
-pub static CT_CONFIG: Array<Timeouts> = Array::with_max_entries(1, 0);
+pub static CT_TIMEOUTS: Array<Timeouts> = Array::with_max_entries(1, 0);
 
 /// Fragmented datagrams whose first fragment passed (docs/semantics.md item 14):
 /// later fragments carry no ports, so they pass if and only if their

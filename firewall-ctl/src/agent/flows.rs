@@ -16,7 +16,7 @@ use super::Shared;
 use crate::{
     cli::AgentArgs,
     control::Target,
-    datapath::maps::{self, monotonic_ns},
+    datapath::{clock::clock, maps},
     flowlog::{
         aggregate::{IfaceInfo, Window},
         file::Writer,
@@ -133,8 +133,8 @@ fn flush(source: &mut Source, bounds: (u64, u64)) -> Vec<Record> {
         return Vec::new();
     }
     let infos = iface_infos(&source.target).unwrap_or_default();
-    let offset = unix_now_ns().saturating_sub(monotonic_ns());
-    window.records(|ifindex| infos.get(&ifindex).cloned(), |ts| (ts + offset) / 1_000_000_000, &suppressed, bounds)
+    let clock = clock();
+    window.records(|ifindex| infos.get(&ifindex).cloned(), |ts| clock.unix_ns(ts) / 1_000_000_000, &suppressed, bounds)
 }
 
 /// Per ifindex, the events held back since the last call.

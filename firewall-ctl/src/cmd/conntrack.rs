@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     cli::ConntrackAction,
     control::Target,
-    datapath::maps::{idle_ns, monotonic_ns},
+    datapath::{clock::clock, maps::idle},
     output::{print_json, table},
     state::records::IfaceRecord,
     InputError,
@@ -75,12 +75,13 @@ pub fn run(targets: &[Target], action: &ConntrackAction, json: bool) -> anyhow::
             }
             Ok(())
         }
-        ConntrackAction::Gc => remove(targets, json, |maps, _| maps.expire_flows(&maps.timeouts()?)),
+        ConntrackAction::Gc => remove(targets, json, |maps, _| maps.expire_flows()),
     }
 }
 
 fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
-    let now = monotonic_ns();
+    let clock = clock();
+    let now = clock.now();
     let mut flows = Vec::new();
     for target in targets {
         for record in target.interfaces()? {
@@ -88,7 +89,7 @@ fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
             let timeouts = maps.timeouts()?;
             for (key, entry) in maps.flows()? {
                 let state = FlowState::from_u8(entry.state);
-                let idle = idle_ns(&entry, now);
+                let idle = idle(&entry, now);
                 let timeout = timeouts.for_flow(key.protocol, state);
                 if idle > timeout {
                     continue; // expired: the datapath no longer honours it
@@ -107,8 +108,8 @@ fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
                         None if entry.slot == firewall_common::policy::SLOT_AUDIT => "(audit: would drop)".to_owned(),
                         None => "(removed rule)".to_owned(),
                     },
-                    idle_secs: idle / 1_000_000_000,
-                    expires_in_secs: (timeout - idle) / 1_000_000_000,
+                    idle_secs: clock.secs(idle),
+                    expires_in_secs: clock.secs(timeout - idle),
                 });
             }
         }

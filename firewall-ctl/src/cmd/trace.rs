@@ -35,7 +35,7 @@ use ipnet::IpNet;
 use crate::{
     cli::TraceArgs,
     control::Target,
-    datapath::maps::{self, monotonic_ns},
+    datapath::{clock::clock, maps},
     state::records::IfaceRecord,
     InputError,
 };
@@ -109,7 +109,7 @@ fn trace_loop(
             return Ok(());
         }
         if Instant::now() >= renew_at {
-            let lease = TraceMatch { until_ns: monotonic_ns() + LEASE.as_nanos() as u64, ..*wanted };
+            let lease = TraceMatch { until: clock().now() + clock().ticks(LEASE), ..*wanted };
             for r in records {
                 set(target, r, &lease)?;
             }

@@ -303,7 +303,7 @@ fn summary_counts_groups_rules_and_entries() {
 fn conntrack_settings_reach_the_compiled_interface() {
     let p = policy("groups:\n  a: {}\nconntrack:\n  udp_timeout: 60\n  max_entries: 2048\n");
     let c = compile(&p, &["a"]);
-    assert_eq!(c.timeouts.udp_single_ns, 60_000_000_000);
+    assert_eq!(c.timeouts.udp_single, 60_000_000_000);
     assert_eq!(c.conntrack_capacity, 2048);
 }
 

@@ -354,7 +354,7 @@ pub fn commit_with(
     for plan in &planned {
         let maps = target.maps(&plan.want.ifname);
         maps.set_timeouts(plan.timeouts)?;
-        let _ = maps.expire_flows(&plan.timeouts);
+        let _ = maps.expire_flows();
         if plan.audit_ends {
             // Audit let these through although no rule allowed them; in
             // enforce mode they are cut (docs/semantics.md item 18).

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 // The names are firewall-common's, shared with the eBPF program's statics.
 pub use firewall_common::map_names::{
-    ACTIVE, CONNTRACK, CONNTRACK_PREV, CT_CONFIG, CT_SWEPT_AT, EVENTS, EVENT_BUDGET, FRAGMENTS, IFACE_STATS,
+    ACTIVE, CONNTRACK, CONNTRACK_PREV, CT_SWEPT_AT, CT_TIMEOUTS, EVENTS, EVENT_BUDGET, FRAGMENTS, IFACE_STATS,
     RULE_SLOTS, RULE_STATS, SLOT_META, TRACE, TRACE_EVENTS,
 };
 use firewall_common::{
@@ -19,6 +19,8 @@ use firewall_common::{
     events::EventBudget,
     policy::{Active, SlotMeta},
 };
+
+use super::clock;
 
 /// Opens the pinned map at `path`.
 pub fn open(path: &Path) -> anyhow::Result<MapData> {
@@ -220,24 +222,33 @@ impl IfaceMaps {
         Ok(keys.iter().filter(|k| map.remove(k).is_ok()).count())
     }
 
-    /// Deletes flows idle past their timeout (the datapath ignores them
-    /// already; this frees their slots).
-    pub fn expire_flows(&self, timeouts: &Timeouts) -> anyhow::Result<usize> {
-        let now = monotonic_ns();
-        self.remove_flows(|k, e| idle_ns(e, now) > timeouts.for_flow(k.protocol, FlowState::from_u8(e.state)))
+    /// Deletes flows idle past their timeout by more than the clock's
+    /// margin of error (the datapath ignores them already; this frees
+    /// their slots).
+    pub fn expire_flows(&self) -> anyhow::Result<usize> {
+        let timeouts = self.timeouts()?;
+        let clock = clock::clock();
+        let (now, margin) = (clock.now(), clock.margin());
+        self.remove_flows(|k, e| {
+            idle(e, now) > timeouts.for_flow(k.protocol, FlowState::from_u8(e.state)).saturating_add(margin)
+        })
     }
 
+    /// Sets the idle timeouts (`timeouts` in nanoseconds; the datapath
+    /// keeps them in its clock's ticks).
     pub fn set_timeouts(&self, timeouts: Timeouts) -> anyhow::Result<()> {
-        let mut config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_CONFIG)?))?;
-        if config.get(&0, 0)? != timeouts {
-            config.set(0, timeouts, 0).context(CT_CONFIG)?;
+        let ticks = timeouts.in_ticks(clock::clock().hz());
+        let mut config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_TIMEOUTS)?))?;
+        if config.get(&0, 0)? != ticks {
+            config.set(0, ticks, 0).context(CT_TIMEOUTS)?;
         }
         Ok(())
     }
 
+    /// The idle timeouts in force, in ticks of the datapath's clock.
     pub fn timeouts(&self) -> anyhow::Result<Timeouts> {
-        let config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_CONFIG)?))?;
-        Ok(Timeouts::in_force(Some(config.get(&0, 0)?)))
+        let config: Array<MapData, Timeouts> = Array::try_from(Map::Array(self.data(CT_TIMEOUTS)?))?;
+        Ok(Timeouts::in_force(Some(config.get(&0, 0)?), clock::clock().hz()))
     }
 
     pub fn conntrack_capacity(&self) -> anyhow::Result<u32> {
@@ -288,14 +299,7 @@ pub fn memlock(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
     info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
 }
 
-/// Nanoseconds since `e` last saw a packet.
-pub fn idle_ns(e: &FlowEntry, now: u64) -> u64 {
-    now.saturating_sub(e.last_seen_ns)
-}
-
-/// CLOCK_MONOTONIC_COARSE, the clock of `bpf_ktime_get_coarse_ns` that the
-/// datapath stamps flows with.
-pub fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
-        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+/// Ticks of the datapath's clock since `e` last saw a packet, at `now`.
+pub fn idle(e: &FlowEntry, now: u64) -> u64 {
+    now.saturating_sub(e.last_seen)
 }

@@ -1,6 +1,7 @@
 //! The kernel side as userspace sees it: loading the programs, attaching
 //! them, and reading and writing their pinned maps.
 pub mod attach;
+pub mod clock;
 pub mod clsact;
 pub mod generation;
 pub mod hooks;
@@ -91,11 +92,13 @@ pub fn load_object(
     net_offset: u32,
 ) -> anyhow::Result<Ebpf> {
     let bare_ip = u32::from(link == hooks::LinkLayer::BareIp);
+    let hz = clock::clock().hz();
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(maps::CONNTRACK, conntrack_capacity)
         .override_global("LINK_BARE_IP", &bare_ip, true)
-        .override_global("LINK_NET_OFFSET", &net_offset, true);
+        .override_global("LINK_NET_OFFSET", &net_offset, true)
+        .override_global("TICKS_PER_SEC", &hz, true);
     let defs = if std::ptr::eq(object, OBJECT) { object_maps().to_vec() } else { map_defs(object)? };
     for (name, path) in &pins.0 {
         if let Some(def) = defs.iter().find(|d| d.name == *name) {

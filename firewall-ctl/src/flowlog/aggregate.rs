@@ -57,8 +57,9 @@ struct FlowId {
 struct Tally {
     packets: u64,
     bytes: u64,
-    first_ns: u64,
-    last_ns: u64,
+    /// The datapath's clock (ticks) at the first and last event.
+    first: u64,
+    last: u64,
     tcp_flags: u8,
 }
 
@@ -108,11 +109,11 @@ impl Window {
             *self.skipped.entry(e.ifindex).or_default() += 1;
             return;
         }
-        let t = self.flows.entry(id).or_insert(Tally { first_ns: e.ts_ns, ..Tally::default() });
+        let t = self.flows.entry(id).or_insert(Tally { first: e.ts, ..Tally::default() });
         t.packets += 1;
         t.bytes += u64::from(e.bytes);
-        t.first_ns = t.first_ns.min(e.ts_ns);
-        t.last_ns = t.last_ns.max(e.ts_ns);
+        t.first = t.first.min(e.ts);
+        t.last = t.last.max(e.ts);
         t.tcp_flags |= e.tcp_flags;
     }
 
@@ -121,7 +122,7 @@ impl Window {
     }
 
     /// The window's records, oldest first. `unix_secs` turns an event's
-    /// monotonic timestamp into seconds since the epoch; `suppressed` is,
+    /// timestamp (the datapath's clock) into seconds since the epoch; `suppressed` is,
     /// per ifindex, how many events the kernel held back in the window;
     /// `window` the window's bounds in seconds since the epoch (for
     /// SKIPDATA records).
@@ -133,7 +134,7 @@ impl Window {
         window: (u64, u64),
     ) -> Vec<Record> {
         let mut flows: Vec<(FlowId, Tally)> = self.flows.into_iter().collect();
-        flows.sort_by_key(|(id, t)| (t.first_ns, id.ifindex, id.direction));
+        flows.sort_by_key(|(id, t)| (t.first, id.ifindex, id.direction));
         let mut out = Vec::with_capacity(flows.len());
         let unknown = |ifindex: u32| IfaceInfo { ifname: format!("if{ifindex}"), ..IfaceInfo::default() };
         for (id, t) in flows {
@@ -176,8 +177,8 @@ fn flow_record(id: &FlowId, t: &Tally, info: &IfaceInfo, unix_secs: &impl Fn(u64
     }
     r.set("packets", t.packets);
     r.set("bytes", t.bytes);
-    r.set("start", unix_secs(t.first_ns));
-    r.set("end", unix_secs(t.last_ns));
+    r.set("start", unix_secs(t.first));
+    r.set("end", unix_secs(t.last));
     r.set("action", id.action.field());
     r.set("log-status", "OK");
     r.set("flow-direction", if id.direction == Direction::Inbound as u8 { "ingress" } else { "egress" });
@@ -211,7 +212,7 @@ mod tests {
 
     fn event(kind: u8, src: [u8; 4], dport: u16, reason: Reason, slot: u32, ts: u64) -> FlowEvent {
         FlowEvent {
-            ts_ns: ts,
+            ts,
             src: [u32::from_ne_bytes(src), 0, 0, 0],
             dst: [u32::from_ne_bytes([203, 0, 113, 1]), 0, 0, 0],
             sport: 40000,

@@ -273,9 +273,9 @@ impl Default for Conntrack {
         const NS: u64 = 1_000_000_000;
         let aws = firewall_common::conntrack::Timeouts::AWS_DEFAULT;
         Self {
-            tcp_established_timeout: secs(aws.tcp_established_ns / NS),
-            udp_stream_timeout: secs(aws.udp_stream_ns / NS),
-            udp_timeout: secs(aws.udp_single_ns / NS),
+            tcp_established_timeout: secs(aws.tcp_established / NS),
+            udp_stream_timeout: secs(aws.udp_stream / NS),
+            udp_timeout: secs(aws.udp_single / NS),
             max_entries: firewall_common::conntrack::DEFAULT_CAPACITY,
         }
     }
@@ -286,14 +286,14 @@ fn secs(v: u64) -> u32 {
 }
 
 impl Conntrack {
-    /// The kernel's timeout record; the timeouts `conntrack:` cannot set keep
-    /// the AWS defaults.
+    /// The idle timeouts in nanoseconds; the timeouts `conntrack:` cannot
+    /// set keep the AWS defaults.
     pub fn timeouts(&self) -> firewall_common::conntrack::Timeouts {
         const NS: u64 = 1_000_000_000;
         firewall_common::conntrack::Timeouts {
-            tcp_established_ns: u64::from(self.tcp_established_timeout) * NS,
-            udp_stream_ns: u64::from(self.udp_stream_timeout) * NS,
-            udp_single_ns: u64::from(self.udp_timeout) * NS,
+            tcp_established: u64::from(self.tcp_established_timeout) * NS,
+            udp_stream: u64::from(self.udp_stream_timeout) * NS,
+            udp_single: u64::from(self.udp_timeout) * NS,
             ..firewall_common::conntrack::Timeouts::AWS_DEFAULT
         }
     }

@@ -147,10 +147,10 @@ fn conntrack_section() {
     assert_eq!(p.conntrack.capacity(), firewall_common::conntrack::DEFAULT_CAPACITY);
     let p = ok("conntrack:\n  tcp_established_timeout: 3600\n  udp_stream_timeout: 60\n  udp_timeout: 45\n  max_entries: 1024\n");
     let t = p.conntrack.timeouts();
-    assert_eq!(t.tcp_established_ns, 3600 * 1_000_000_000);
-    assert_eq!(t.udp_stream_ns, 60 * 1_000_000_000);
-    assert_eq!(t.udp_single_ns, 45 * 1_000_000_000);
-    assert_eq!(t.icmp_ns, firewall_common::conntrack::Timeouts::AWS_DEFAULT.icmp_ns);
+    assert_eq!(t.tcp_established, 3600 * 1_000_000_000);
+    assert_eq!(t.udp_stream, 60 * 1_000_000_000);
+    assert_eq!(t.udp_single, 45 * 1_000_000_000);
+    assert_eq!(t.icmp, firewall_common::conntrack::Timeouts::AWS_DEFAULT.icmp);
     assert_eq!(p.conntrack.capacity(), 1024);
 }
 
