@@ -1,11 +1,53 @@
-//! Connection tracking: one table per filtered interface.
+//! Connection tracking (docs/semantics.md items 7-12): per filtered
+//! interface and address family, two tables.
 //!
-//! A flow is stored once, under a key whose two endpoints are put in a fixed
-//! order (the lower `(address, port)` first), so a packet of either
-//! direction finds it with one lookup.
+//! - **Confirmed** (`CT4`, `CT6`): flows whose other side has shown it
+//!   receives the opener's packets — a TCP handshake completed, or a reply
+//!   to a flow the host opened. A plain hash: nothing evicts an entry; a
+//!   flow leaves it only when it times out, closes, or `sgctl` removes it.
+//! - **Pending** (`CT4_PENDING`, `CT6_PENDING`): every other flow, from its
+//!   first packet. A BPF LRU hash: when it is full, a new flow evicts the
+//!   flows least recently used, so a flood of flows nobody answers (spoofed
+//!   SYNs, one-way UDP, echo requests) churns this table and never closes
+//!   the host to new clients nor touches a confirmed flow.
+//!
+//! A flow is stored once, under a key whose two endpoints are put in a
+//! fixed order (the lower `(address, port)` first), so a packet of either
+//! direction finds it with one lookup per table. IPv4 keys are 16 bytes
+//! (the kernel hashes and compares every byte of a key on every lookup),
+//! IPv6 keys 40.
 
-/// Key of `CONNTRACK`. Addresses are [`crate::policy::Addr6`] words; an IPv4
-/// address is the first word, the rest zero; `family` keeps the two apart.
+use crate::policy::Addr6;
+
+/// Key of the IPv4 tables (`CT4`, `CT4_PENDING`). Addresses in network
+/// order, ports in host order; see [`FlowKey`] for what identifies a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey4 {
+    pub addr_lo: u32,
+    pub addr_hi: u32,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the IPv6 tables (`CT6`, `CT6_PENDING`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey6 {
+    pub addr_lo: Addr6,
+    pub addr_hi: Addr6,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+/// A tracked flow as `sgctl` names it, either family; also the key of the
+/// single table of sgctl before the two-table layout ([`legacy`]), which
+/// had this very layout. Addresses are [`Addr6`] words; an IPv4 address is
+/// the first word, the rest zero; `family` keeps the two apart.
 ///
 /// Flow identity follows docs/semantics.md item 8: TCP and UDP use both ports;
 /// other protocols use ports 0. An ICMP/ICMPv6 echo flow is the one
@@ -28,7 +70,81 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of `CONNTRACK`.
+impl From<FlowKey4> for FlowKey {
+    fn from(k: FlowKey4) -> Self {
+        Self {
+            addr_lo: [k.addr_lo, 0, 0, 0],
+            addr_hi: [k.addr_hi, 0, 0, 0],
+            port_lo: k.port_lo,
+            port_hi: k.port_hi,
+            protocol: k.protocol,
+            family: 4,
+            _pad: [0; 2],
+        }
+    }
+}
+
+impl From<FlowKey6> for FlowKey {
+    fn from(k: FlowKey6) -> Self {
+        Self {
+            addr_lo: k.addr_lo,
+            addr_hi: k.addr_hi,
+            port_lo: k.port_lo,
+            port_hi: k.port_hi,
+            protocol: k.protocol,
+            family: 6,
+            _pad: [0; 2],
+        }
+    }
+}
+
+impl FlowKey {
+    /// The key of the IPv4 tables, if this is an IPv4 flow.
+    pub fn v4(&self) -> Option<FlowKey4> {
+        (self.family == 4).then_some(FlowKey4 {
+            addr_lo: self.addr_lo[0],
+            addr_hi: self.addr_hi[0],
+            port_lo: self.port_lo,
+            port_hi: self.port_hi,
+            protocol: self.protocol,
+            _pad: [0; 3],
+        })
+    }
+
+    /// The key of the IPv6 tables, if this is an IPv6 flow.
+    pub fn v6(&self) -> Option<FlowKey6> {
+        (self.family == 6).then_some(FlowKey6 {
+            addr_lo: self.addr_lo,
+            addr_hi: self.addr_hi,
+            port_lo: self.port_lo,
+            port_hi: self.port_hi,
+            protocol: self.protocol,
+            _pad: [0; 3],
+        })
+    }
+}
+
+/// Which table holds a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Confirmed,
+    Pending,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Pending => "pending",
+        }
+    }
+}
+
+/// Value of every conntrack table.
+///
+/// Room to grow: per-flow packet and byte counts (issue 19) would go after
+/// `tcp`, in tables of a new name, moved into by the upgrade path that moves
+/// the [`legacy`] table today; `flags` has bits to spare.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEntry {
@@ -44,11 +160,36 @@ pub struct FlowEntry {
     pub opened_by_lo: u8,
     /// [`crate::Direction`] of the first packet.
     pub direction: u8,
-    pub _pad: u8,
+    /// [`entry_flags`] bits.
+    pub flags: u8,
     /// TCP only: what each side has sent, `[opener, other side]`, for the
     /// sequence-window checks of semantics.md item 10. Zero for other
     /// protocols.
     pub tcp: [TcpSeen; 2],
+}
+
+impl FlowEntry {
+    /// Whether the flow belongs in the confirmed table: its other side has
+    /// shown it receives the opener's packets. TCP: the handshake completed
+    /// (its last ACK acknowledged the responder's initial sequence number,
+    /// which a sender of spoofed SYNs never sees), or a flow picked up
+    /// mid-stream was answered. Other protocols: a reply to a flow the host
+    /// opened. A reply to a flow a remote opened proves nothing (the host
+    /// answers a spoofed DNS query or echo request too), so such a flow
+    /// stays pending, evictable.
+    #[inline(always)]
+    pub fn is_confirmable(&self, protocol: u8) -> bool {
+        self.state == FlowState::Established as u8
+            && (protocol == crate::proto::TCP || self.direction == crate::Direction::Outbound as u8)
+    }
+}
+
+/// Bits of [`FlowEntry::flags`].
+pub mod entry_flags {
+    /// The flow qualified for the confirmed table when it was full: it
+    /// stays pending (counted once as `promotion_refused`), and moves over
+    /// when room is made, tried at most once a second.
+    pub const PROMOTION_REFUSED: u8 = 1;
 }
 
 /// One side of a TCP flow as its packets showed it: the window a packet of
@@ -64,6 +205,10 @@ pub struct TcpSeen {
     pub max_end: u32,
     /// The largest window this side advertised, scaled; 0 until it sent.
     pub max_win: u32,
+    /// The highest acknowledgement this side sent (its `RCV.NXT` as it
+    /// announced it), valid once [`tcp_seen::ACKED`] is set: with `end`, what
+    /// makes a RST exact (RFC 5961).
+    pub max_ack: u32,
     /// Window scale shift this side announced in its SYN (RFC 7323); applies
     /// only when both sides announced one.
     pub scale: u8,
@@ -78,6 +223,8 @@ pub mod tcp_seen {
     pub const SCALE: u8 = 1;
     /// The flow began with this side's SYN (not picked up mid-stream).
     pub const SYN: u8 = 2;
+    /// `max_ack` holds an acknowledgement this side sent.
+    pub const ACKED: u8 = 4;
 }
 
 /// Where a flow stands; chooses its idle timeout.
@@ -199,9 +346,87 @@ impl Timeouts {
     }
 }
 
-/// Default capacity of one interface's conntrack table (settable with
-/// `conntrack: { max_entries: N }`).
+/// Default capacity of each of an interface's conntrack tables (settable
+/// with `conntrack: { max_entries: N }`).
 pub const DEFAULT_CAPACITY: u32 = 65536;
+
+/// The layout of sgctl before the two tables: one plain hash per
+/// interface, `CONNTRACK`, keyed by [`FlowKey`], whose values were
+/// [`legacy::FlowEntry`] stamped by `bpf_ktime_get_coarse_ns`. An interface
+/// an older sgctl filtered is moved to the new tables by the next `apply`
+/// or `restore`, its flows with it.
+pub mod legacy {
+    /// The pinned name of the old table.
+    pub const CONNTRACK: &str = "CONNTRACK";
+
+    /// One side of a TCP flow, as the old layout kept it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TcpSeen {
+        pub end: u32,
+        pub max_end: u32,
+        pub max_win: u32,
+        pub scale: u8,
+        pub flags: u8,
+        pub _pad: [u8; 2],
+    }
+
+    /// Value of the old `CONNTRACK`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct FlowEntry {
+        /// CLOCK_MONOTONIC_COARSE, ns, at the last packet.
+        pub last_seen_ns: u64,
+        pub slot: u32,
+        pub state: u8,
+        pub opened_by_lo: u8,
+        pub direction: u8,
+        pub _pad: u8,
+        pub tcp: [TcpSeen; 2],
+    }
+
+    /// Writes `old` in today's layout into `out`, its timestamp
+    /// `last_seen` in the datapath's ticks (the caller converts the
+    /// clocks). What the old layout did not keep is taken as the most it
+    /// can be: each side has acknowledged everything the other sent. Field
+    /// by field, for the kernel side (a struct copy would be a byte loop
+    /// for the verifier).
+    ///
+    /// # Safety
+    /// `out` points to a writable `FlowEntry`.
+    #[inline(always)]
+    pub unsafe fn upgrade_into(old: &FlowEntry, out: *mut super::FlowEntry, last_seen: u64) {
+        // SAFETY: the caller's promise; every field of `*out` is written.
+        unsafe {
+            (*out).last_seen = last_seen;
+            (*out).slot = old.slot;
+            (*out).state = old.state;
+            (*out).opened_by_lo = old.opened_by_lo;
+            (*out).direction = old.direction;
+            (*out).flags = 0;
+            for (i, other) in [(0, 1), (1, 0)] {
+                let (s, r, t) = (&old.tcp[i], &old.tcp[other], &mut (*out).tcp[i]);
+                t.end = s.end;
+                t.max_end = s.max_end;
+                t.max_win = s.max_win;
+                t.max_ack = r.end;
+                t.scale = s.scale;
+                t.flags = if s.max_win != 0 { s.flags | super::tcp_seen::ACKED } else { s.flags };
+                t._pad = [0; 2];
+            }
+        }
+    }
+
+    /// [`upgrade_into`], for `sgctl`.
+    pub fn upgraded(old: &FlowEntry, last_seen: u64) -> super::FlowEntry {
+        let mut out = core::mem::MaybeUninit::uninit();
+        // SAFETY: `upgrade_into` writes every field.
+        unsafe {
+            upgrade_into(old, out.as_mut_ptr(), last_seen);
+            out.assume_init()
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -41,7 +41,9 @@ pub enum Reason {
     /// unknown or too many IPv6 extension headers, a TCP flag combination no
     /// TCP sends, a non-IP packet on a device without an Ethernet header.
     DropMalformed = 5,
-    /// Would open a new flow but the conntrack table is full.
+    /// Would open a new flow but it could not be tracked: the pending table
+    /// refused it (the kernel's LRU found no entry to evict, which only
+    /// memory pressure causes).
     DropConntrackFull = 6,
     /// A non-first IP fragment whose first fragment was not allowed (or not
     /// seen): it has no ports to judge, so it never passes unjudged.
@@ -114,6 +116,58 @@ impl Reason {
             Self::DropNoRule | Self::DropMalformed | Self::DropConntrackFull | Self::DropFragment | Self::DropNoPolicy
         )
     }
+}
+
+/// What happened to tracked flows beyond the packets' verdicts: the
+/// entries of `CT_STATS` (per CPU, summed by `sgctl`), shown by `status`,
+/// `stats` and the metrics. The datapath counts its own events; the entries
+/// marked *sgctl* are written by `sgctl` alone (CPU 0's value), for what it
+/// adds to or removes from the pending tables, so the flows the kernel's
+/// LRU evicted can be worked out: BPF LRU maps evict without telling
+/// anyone ([`pending_evicted`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtEvent {
+    /// A new flow entered a pending table.
+    Opened = 0,
+    /// A pending flow moved to the confirmed table.
+    Promoted = 1,
+    /// A flow qualified for the confirmed table while it was full: it
+    /// stays pending, evictable (counted once per flow).
+    PromotionRefused = 2,
+    /// *sgctl*: flows it put into the pending tables (moved from a table of
+    /// another size or layout).
+    AddedBySgctl = 3,
+    /// *sgctl*: pending flows it removed (`conntrack flush`, `gc`, audit
+    /// mode ending).
+    RemovedBySgctl = 4,
+}
+
+impl CtEvent {
+    pub const COUNT: u32 = 5;
+    pub const ALL: [CtEvent; Self::COUNT as usize] =
+        [Self::Opened, Self::Promoted, Self::PromotionRefused, Self::AddedBySgctl, Self::RemovedBySgctl];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opened => "pending_opened",
+            Self::Promoted => "promoted",
+            Self::PromotionRefused => "promotion_refused",
+            Self::AddedBySgctl => "pending_added_by_sgctl",
+            Self::RemovedBySgctl => "pending_removed_by_sgctl",
+        }
+    }
+}
+
+/// Pending flows the LRU evicted to make room, given `CT_STATS` summed over
+/// CPUs (index [`CtEvent`]) and the pending entries present now: every flow
+/// that entered a pending table and is neither there, nor promoted, nor
+/// removed by sgctl. Read at one moment while packets flow, the parts may
+/// disagree by the flows of that moment; never below zero.
+pub fn pending_evicted(events: &[u64], pending_now: u64) -> u64 {
+    let get = |e: CtEvent| events.get(e as usize).copied().unwrap_or(0);
+    (get(CtEvent::Opened) + get(CtEvent::AddedBySgctl))
+        .saturating_sub(get(CtEvent::Promoted) + get(CtEvent::RemovedBySgctl) + pending_now)
 }
 
 /// Entries of `IFACE_STATS`: one per (direction, reason).

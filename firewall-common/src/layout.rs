@@ -5,15 +5,19 @@
 use core::mem::size_of;
 
 use crate::{
-    conntrack::{FlowEntry, FlowKey, TcpSeen, Timeouts},
+    conntrack::{legacy, FlowEntry, FlowKey, FlowKey4, FlowKey6, TcpSeen, Timeouts},
     counters::{ReasonCounters, RuleCounters},
     events::{EventBudget, FlowEvent, TraceMatch},
     policy::{Active, Addr4, Addr6, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta},
 };
 
 const _: () = assert!(size_of::<FlowKey>() == 40);
-const _: () = assert!(size_of::<FlowEntry>() == 48);
-const _: () = assert!(size_of::<TcpSeen>() == 16);
+const _: () = assert!(size_of::<FlowKey4>() == 16);
+const _: () = assert!(size_of::<FlowKey6>() == 40);
+const _: () = assert!(size_of::<FlowEntry>() == 56);
+const _: () = assert!(size_of::<TcpSeen>() == 20);
+const _: () = assert!(size_of::<legacy::FlowEntry>() == 48);
+const _: () = assert!(size_of::<legacy::TcpSeen>() == 16);
 const _: () = assert!(size_of::<Timeouts>() == 48);
 const _: () = assert!(size_of::<RuleCounters>() == 24);
 const _: () = assert!(size_of::<ReasonCounters>() == 16);

@@ -13,10 +13,24 @@ pub const ADDR6: &str = "ADDR6";
 pub const HOST4: &str = "HOST4";
 pub const HOST6: &str = "HOST6";
 pub const CLASSES: &str = "CLASSES";
-pub const CONNTRACK: &str = "CONNTRACK";
+/// Confirmed flows, IPv4 and IPv6 (firewall_common::conntrack).
+pub const CT4: &str = "CT4";
+pub const CT6: &str = "CT6";
+/// Flows not confirmed yet, evictable.
+pub const CT4_PENDING: &str = "CT4_PENDING";
+pub const CT6_PENDING: &str = "CT6_PENDING";
+/// While `sgctl` moves flows into tables of another size: the previous
+/// confirmed tables (and pending ones).
+pub const CT4_PREV: &str = "CT4_PREV";
+pub const CT6_PREV: &str = "CT6_PREV";
+pub const CT4_PEND_PREV: &str = "CT4_PEND_PREV";
+pub const CT6_PEND_PREV: &str = "CT6_PEND_PREV";
+/// While `sgctl` moves an interface an older sgctl filtered to these
+/// tables: its single table (`conntrack::legacy`).
 pub const CONNTRACK_PREV: &str = "CONNTRACK_PREV";
-pub const CT_SWEPT_AT: &str = "CT_SWEPT_AT";
 pub const CT_TIMEOUTS: &str = "CT_TIMEOUTS";
+/// Per CPU: `counters::CtEvent`.
+pub const CT_STATS: &str = "CT_STATS";
 pub const FRAGMENTS: &str = "FRAGMENTS";
 /// Per-CPU working memory of one program copy; never pinned.
 pub const SCRATCH: &str = "SCRATCH";
@@ -29,7 +43,7 @@ pub const EVENTS: &str = "EVENTS";
 pub const TRACE_EVENTS: &str = "TRACE_EVENTS";
 
 /// Every map the eBPF object declares.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 28] = [
     ACTIVE,
     SLOT_META,
     RULE_SLOTS,
@@ -39,10 +53,17 @@ pub const ALL: [&str; 21] = [
     HOST4,
     HOST6,
     CLASSES,
-    CONNTRACK,
+    CT4,
+    CT6,
+    CT4_PENDING,
+    CT6_PENDING,
+    CT4_PREV,
+    CT6_PREV,
+    CT4_PEND_PREV,
+    CT6_PEND_PREV,
     CONNTRACK_PREV,
-    CT_SWEPT_AT,
     CT_TIMEOUTS,
+    CT_STATS,
     FRAGMENTS,
     SCRATCH,
     RULE_STATS,

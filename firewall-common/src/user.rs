@@ -1,6 +1,6 @@
 //! `aya::Pod` for every map key and value: only on the userspace side.
 use crate::{
-    conntrack::{FlowEntry, FlowKey, Timeouts},
+    conntrack::{legacy, FlowEntry, FlowKey, FlowKey4, FlowKey6, Timeouts},
     counters::{ReasonCounters, RuleCounters},
     events::{EventBudget, FlowEvent, TraceMatch},
     policy::{Active, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta},
@@ -15,6 +15,9 @@ unsafe impl aya::Pod for ClassRules {}
 unsafe impl aya::Pod for Active {}
 unsafe impl aya::Pod for SlotMeta {}
 unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for FlowKey4 {}
+unsafe impl aya::Pod for FlowKey6 {}
+unsafe impl aya::Pod for legacy::FlowEntry {}
 unsafe impl aya::Pod for FlowEntry {}
 unsafe impl aya::Pod for Timeouts {}
 unsafe impl aya::Pod for RuleCounters {}

@@ -141,9 +141,9 @@ pub fn possible_cpus() -> u64 {
     aya::util::nr_cpus().map_or(1, |n| n as u64)
 }
 
-/// The maps of one interface carrying `image`, with a conntrack table of
-/// `conntrack_capacity` flows and interface records of `record_bytes` JSON
-/// bytes.
+/// The maps of one interface carrying `image`, with conntrack tables of
+/// `conntrack_capacity` flows each and interface records of `record_bytes`
+/// JSON bytes.
 pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record_bytes: usize) -> IfaceMemory {
     let cpus = possible_cpus();
     let mut maps = Vec::new();
@@ -151,8 +151,12 @@ pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record
         if scope_wide(&m.name) {
             continue;
         }
-        let max_entries = if m.name == datapath::maps::CONNTRACK { conntrack_capacity } else { m.max_entries };
-        let mut use_ = of_map(m.map_type, m.key_size, m.value_size, max_entries, m.flags, cpus);
+        let conntrack = datapath::conntrack::TABLES.iter().any(|t| t.name == m.name);
+        let max_entries = if conntrack { conntrack_capacity } else { m.max_entries };
+        // The confirmed tables are allocated as flows arrive: counted full,
+        // what they hold at worst.
+        let flags = if conntrack { m.flags & !BPF_F_NO_PREALLOC } else { m.flags };
+        let mut use_ = of_map(m.map_type, m.key_size, m.value_size, max_entries, flags, cpus);
         use_.map.clone_from(&m.name);
         maps.push(use_);
         // The generation in force of each policy map.
@@ -486,7 +490,7 @@ mod tests {
     fn every_map_of_the_object_is_counted() {
         let maps = object_maps();
         assert!(maps.len() >= 13, "{maps:?}");
-        for name in ["CONNTRACK", "ADDR4", "CLASSES", "RULE_STATS", "FRAGMENTS"] {
+        for name in ["CT4", "CT6_PENDING", "ADDR4", "CLASSES", "RULE_STATS", "FRAGMENTS"] {
             assert!(maps.iter().any(|m| m.name == name), "{name} missing from {maps:?}");
         }
     }
@@ -509,7 +513,7 @@ mod tests {
         use std::mem::size_of;
 
         use firewall_common::{
-            conntrack::{FlowEntry, FlowKey, Timeouts},
+            conntrack::{legacy, FlowEntry, FlowKey, FlowKey4, FlowKey6, Timeouts},
             counters::{ReasonCounters, RuleCounters},
             events::{EventBudget, TraceMatch},
             map_names as n,
@@ -519,7 +523,11 @@ mod tests {
         let expected = [
             (n::ACTIVE, size(size_of::<u32>()), size(size_of::<Active>())),
             (n::SLOT_META, size(size_of::<u32>()), size(size_of::<SlotMeta>())),
-            (n::CONNTRACK, size(size_of::<FlowKey>()), size(size_of::<FlowEntry>())),
+            (n::CT4, size(size_of::<FlowKey4>()), size(size_of::<FlowEntry>())),
+            (n::CT6, size(size_of::<FlowKey6>()), size(size_of::<FlowEntry>())),
+            (n::CT4_PENDING, size(size_of::<FlowKey4>()), size(size_of::<FlowEntry>())),
+            (n::CT6_PENDING, size(size_of::<FlowKey6>()), size(size_of::<FlowEntry>())),
+            (n::CT_STATS, size(size_of::<u32>()), size(size_of::<u64>())),
             (n::CT_TIMEOUTS, size(size_of::<u32>()), size(size_of::<Timeouts>())),
             (n::RULE_STATS, size(size_of::<u32>()), size(size_of::<RuleCounters>())),
             (n::IFACE_STATS, size(size_of::<u32>()), size(size_of::<ReasonCounters>())),
@@ -538,7 +546,11 @@ mod tests {
             (n::HOST4, size(size_of::<Addr4>()), size(size_of::<AddrEntry>())),
             (n::HOST6, size(size_of::<Addr6>()), size(size_of::<AddrEntry>())),
             (n::CLASSES, size(size_of::<u64>()), size(size_of::<ClassRules>())),
-            (n::CONNTRACK_PREV, size(size_of::<FlowKey>()), size(size_of::<FlowEntry>())),
+            (n::CONNTRACK_PREV, size(size_of::<FlowKey>()), size(size_of::<legacy::FlowEntry>())),
+            (n::CT4_PREV, size(size_of::<FlowKey4>()), size(size_of::<FlowEntry>())),
+            (n::CT6_PREV, size(size_of::<FlowKey6>()), size(size_of::<FlowEntry>())),
+            (n::CT4_PEND_PREV, size(size_of::<FlowKey4>()), size(size_of::<FlowEntry>())),
+            (n::CT6_PEND_PREV, size(size_of::<FlowKey6>()), size(size_of::<FlowEntry>())),
         ];
         for (name, key, value) in inner {
             assert_eq!(find(name).inner.as_deref().map(|i| (i.key_size, i.value_size)), Some((key, value)), "{name}");

@@ -17,7 +17,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{compile::RuleInfo, control::Target, fleet::report::FleetStatus};
+use crate::{compile::RuleInfo, control::Target, datapath::conntrack::Usage, fleet::report::FleetStatus};
 
 /// The content type of [`Format::OpenMetrics`].
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,8 +31,7 @@ pub struct IfaceSample {
     pub rules: Vec<(RuleInfo, RuleCounters)>,
     /// Index `counters::reason_slot(direction, reason)`.
     pub reasons: Vec<ReasonCounters>,
-    pub conntrack_entries: u64,
-    pub conntrack_limit: u64,
+    pub conntrack: Usage,
     pub events_suppressed: u64,
 }
 
@@ -78,8 +77,7 @@ pub fn sample(targets: &[Target]) -> anyhow::Result<Sample> {
                 interface: record.ifname.clone(),
                 rules: record.rules.iter().cloned().zip(counters).collect(),
                 reasons: maps.reason_counters()?,
-                conntrack_entries: maps.flow_count()? as u64,
-                conntrack_limit: u64::from(maps.conntrack_capacity()?),
+                conntrack: maps.conntrack_usage()?,
                 events_suppressed: maps.events_suppressed()?,
             });
         }
@@ -135,9 +133,27 @@ pub fn families(sample: &Sample) -> Vec<Family> {
         Kind::Counter,
         "Flow events the kernel held back (rate limit per interface, or the ring full)",
     );
-    let mut entries = Family::new("sgctl_conntrack_entries", Kind::Gauge, "Tracked flows");
+    let mut entries =
+        Family::new("sgctl_conntrack_entries", Kind::Gauge, "Tracked flows, by table (confirmed, pending)");
     let mut limit =
-        Family::new("sgctl_conntrack_entries_limit", Kind::Gauge, "Capacity of the connection-tracking table");
+        Family::new("sgctl_conntrack_entries_limit", Kind::Gauge, "Capacity of each connection-tracking table");
+    let mut promoted = Family::new(
+        "sgctl_conntrack_promoted",
+        Kind::Counter,
+        "Flows confirmed: moved from the pending table to the confirmed one",
+    );
+    let mut refused = Family::new(
+        "sgctl_conntrack_promotions_refused",
+        Kind::Counter,
+        "Flows kept pending (evictable) because the confirmed table was full",
+    );
+    let mut evicted = Family::new(
+        "sgctl_conntrack_pending_evicted",
+        Kind::Counter,
+        "Pending flows evicted to make room for newer ones (a flood of flows nobody answers)",
+    );
+    let mut opened =
+        Family::new("sgctl_conntrack_pending_opened", Kind::Counter, "New flows tracked (they start pending)");
     let mut generation = Family::new("sgctl_policy_generation", Kind::Gauge, "Policy generation in force");
     let mut repairs = Family::new(
         "sgctl_agent_repairs",
@@ -180,16 +196,27 @@ pub fn families(sample: &Sample) -> Vec<Family> {
             would_drop.add(labels, per(Reason::PassAudit));
         }
         suppressed.add(at(), i.events_suppressed);
-        entries.add(at(), i.conntrack_entries);
-        limit.add(at(), i.conntrack_limit);
+        let c = &i.conntrack;
+        for (table, n) in [("confirmed", c.confirmed), ("pending", c.pending)] {
+            let mut labels = at();
+            labels.push(("table", table.to_owned()));
+            entries.add(labels.clone(), n);
+            limit.add(labels, u64::from(c.capacity));
+        }
+        promoted.add(at(), c.promoted);
+        refused.add(at(), c.promotion_refused);
+        evicted.add(at(), c.pending_evicted);
+        opened.add(at(), c.pending_opened);
     }
     for r in &sample.repairs {
         let labels =
             vec![("netns", r.netns.clone()), ("interface", r.interface.clone()), ("repair", r.kind.to_owned())];
         repairs.add(labels, r.count);
     }
-    let mut families =
-        vec![flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, generation, repairs, build];
+    let mut families = vec![
+        flows, packets, bytes, dropped, would_drop, suppressed, entries, limit, promoted, refused, evicted, opened,
+        generation, repairs, build,
+    ];
     families.extend(fleet_families(&sample.fleets));
     families
 }
@@ -437,8 +464,15 @@ mod tests {
                 interface: "eth0".into(),
                 rules: vec![(rule, RuleCounters { flows: 2, packets: 12, bytes: 960 })],
                 reasons,
-                conntrack_entries: 4,
-                conntrack_limit: 65536,
+                conntrack: Usage {
+                    capacity: 65536,
+                    confirmed: 4,
+                    pending: 1,
+                    pending_opened: 12,
+                    promoted: 5,
+                    promotion_refused: 0,
+                    pending_evicted: 6,
+                },
                 events_suppressed: 9,
             }],
             fleets: vec![("ns1".into(), fleet())],
@@ -472,8 +506,13 @@ mod tests {
                 .to_owned(),
             r#"sgctl_audit_would_drop_packets_total{netns="ns1",interface="eth0",direction="outbound"} 2"#.to_owned(),
             r#"sgctl_flow_events_suppressed_total{netns="ns1",interface="eth0"} 9"#.to_owned(),
-            r#"sgctl_conntrack_entries{netns="ns1",interface="eth0"} 4"#.to_owned(),
-            r#"sgctl_conntrack_entries_limit{netns="ns1",interface="eth0"} 65536"#.to_owned(),
+            r#"sgctl_conntrack_entries{netns="ns1",interface="eth0",table="confirmed"} 4"#.to_owned(),
+            r#"sgctl_conntrack_entries{netns="ns1",interface="eth0",table="pending"} 1"#.to_owned(),
+            r#"sgctl_conntrack_entries_limit{netns="ns1",interface="eth0",table="pending"} 65536"#.to_owned(),
+            r#"sgctl_conntrack_promoted_total{netns="ns1",interface="eth0"} 5"#.to_owned(),
+            r#"sgctl_conntrack_promotions_refused_total{netns="ns1",interface="eth0"} 0"#.to_owned(),
+            r#"sgctl_conntrack_pending_evicted_total{netns="ns1",interface="eth0"} 6"#.to_owned(),
+            r#"sgctl_conntrack_pending_opened_total{netns="ns1",interface="eth0"} 12"#.to_owned(),
             r#"sgctl_policy_generation{netns=""} 3"#.to_owned(),
             r#"sgctl_fleet_connected{netns="ns1",host="db"} 1"#.to_owned(),
             r#"sgctl_fleet_last_sync_timestamp_seconds{netns="ns1",host="db"} 1700000000"#.to_owned(),

@@ -672,11 +672,11 @@ fn established_only_after_the_handshake_and_not_shortened_by_blind_packets() {
     let loaded = load(false);
     let state = |sport: u16| {
         let flows = loaded.maps().flows().unwrap();
-        let (_, e) = flows
+        let flow = flows
             .iter()
-            .find(|(k, _)| k.protocol == proto::TCP && (k.port_lo == sport || k.port_hi == sport))
+            .find(|f| f.key.protocol == proto::TCP && (f.key.port_lo == sport || f.key.port_hi == sport))
             .unwrap_or_else(|| panic!("no flow with port {sport}"));
-        FlowState::from_u8(e.state)
+        FlowState::from_u8(flow.entry.state)
     };
     let xdp = datapath::PROG_INGRESS_XDP;
     let egress = datapath::PROG_EGRESS_TC;

@@ -5,7 +5,8 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use firewall_common::{
-    counters::{reason_slot, Reason, RuleCounters},
+    conntrack::{FlowEntry, FlowKey4, FlowState, Table},
+    counters::{reason_slot, CtEvent, Reason, RuleCounters},
     proto, Direction,
 };
 use firewall_ctl::{
@@ -411,18 +412,98 @@ fn later_fragments_follow_their_first_fragment() {
     assert_eq!(rule.flows, 2, "one per family: the first fragments opened them");
 }
 
+/// A TCP handshake from `client:sport` to the web server's port 80,
+/// through XDP ingress and tc egress: SYN, SYN-ACK, ACK.
+fn handshake(dp: &Datapath, client: IpAddr, sport: u16) -> [Verdict; 3] {
+    let host = a("10.0.0.1");
+    [
+        dp.inbound_xdp(&ip(proto::TCP, client, host, &tcp_seq(sport, 80, TCP_SYN, 1000, 0))),
+        dp.outbound(&ip(proto::TCP, host, client, &tcp_seq(80, sport, TCP_SYN | TCP_ACK, 5000, 1001))),
+        dp.inbound_xdp(&ip(proto::TCP, client, host, &tcp_seq(sport, 80, TCP_ACK, 1001, 5001))),
+    ]
+}
+
+/// The client's next data packet on a flow [`handshake`] opened.
+fn data(client: IpAddr, sport: u16) -> Vec<u8> {
+    ip(proto::TCP, client, a("10.0.0.1"), &tcp_seq(sport, 80, TCP_ACK, 1001, 5001))
+}
+
+fn v4(i: u32) -> IpAddr {
+    IpAddr::from(std::net::Ipv4Addr::from(0xc612_0000 + i))
+}
+
+fn ct_event(dp: &Datapath, event: CtEvent) -> u64 {
+    dp.maps().ct_events().unwrap()[event as usize]
+}
+
 #[test]
-fn full_table_drops_new_flows_and_keeps_tracked_ones() {
-    let dp = Datapath::with(WEB, &["web-server"], |c| c.conntrack_capacity = 4);
-    let syn = |port| ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(port, 80, TCP_SYN));
-    for port in 1..=4 {
-        assert_eq!(dp.inbound_xdp(&syn(port)), Verdict::Pass, "flow {port} fits");
+fn a_flood_of_flows_nobody_answers_evicts_pending_flows_and_never_a_confirmed_one() {
+    const CAPACITY: u32 = 1024;
+    let dp = Datapath::with(WEB, &["web-server"], |c| c.conntrack_capacity = CAPACITY);
+    let held: Vec<IpAddr> = (0..8).map(|i| v4(100_000 + i)).collect();
+    for client in &held {
+        assert_eq!(handshake(&dp, *client, 40000), [Verdict::Pass; 3], "{client}");
     }
-    assert_eq!(dp.inbound_xdp(&syn(5)), Verdict::Drop, "fifth flow: table full");
-    assert_eq!(dp.reason(Direction::Inbound, Reason::DropConntrackFull), 1);
-    let ack = ip(proto::TCP, a("10.0.0.1"), a("198.51.100.7"), &tcp(80, 1, TCP_SYN | TCP_ACK));
-    assert_eq!(dp.outbound(&ack), Verdict::Pass, "a tracked flow carries on");
-    assert_eq!(dp.maps().flows().unwrap().len(), 4, "nothing was evicted");
+    let confirmed =
+        |dp: &Datapath| dp.maps().flows().unwrap().into_iter().filter(|f| f.table == Table::Confirmed).count();
+    assert_eq!(confirmed(&dp), 8, "completed handshakes are confirmed");
+    assert_eq!(ct_event(&dp, CtEvent::Promoted), 8);
+
+    // Ten times the table in SYNs from sources nobody answers for.
+    let flood = 10 * CAPACITY;
+    for i in 0..flood {
+        let syn = ip(proto::TCP, v4(i), a("10.0.0.1"), &tcp_seq(1024 + (i % 60000) as u16, 80, TCP_SYN, i, 0));
+        assert_eq!(dp.inbound_xdp(&syn), Verdict::Pass, "SYN {i} is admitted: the pending table makes room");
+    }
+    assert_eq!(dp.reason(Direction::Inbound, Reason::DropConntrackFull), 0);
+    assert_eq!(confirmed(&dp), 8, "no confirmed flow was evicted");
+    let tracked_before = dp.reason(Direction::Inbound, Reason::PassTracked);
+    for client in &held {
+        assert_eq!(dp.inbound_xdp(&data(*client, 40000)), Verdict::Pass);
+    }
+    assert_eq!(dp.reason(Direction::Inbound, Reason::PassTracked), tracked_before + 8, "the held flows are tracked");
+    let usage = dp.maps().conntrack_usage().unwrap();
+    assert!(usage.pending <= u64::from(CAPACITY), "{usage:?}");
+    assert_eq!(usage.pending_opened, u64::from(flood) + 8);
+    assert!(usage.pending_evicted >= u64::from(flood - CAPACITY), "evictions counted: {usage:?}");
+    // The newest flood flow is still pending: its SYN-ACK rides it.
+    let last = flood - 1;
+    let syn_ack = ip(
+        proto::TCP,
+        a("10.0.0.1"),
+        v4(last),
+        &tcp_seq(80, 1024 + (last % 60000) as u16, TCP_SYN | TCP_ACK, 7, last + 1),
+    );
+    assert_eq!(dp.outbound(&syn_ack), Verdict::Pass);
+    assert_eq!(dp.reason(Direction::Outbound, Reason::PassTracked), 8 + 1, "8 handshakes' SYN-ACKs and this one");
+}
+
+#[test]
+fn a_full_confirmed_table_keeps_new_flows_pending_and_counts_it() {
+    const CAPACITY: u32 = 1024;
+    let dp = Datapath::with(WEB, &["web-server"], |c| c.conntrack_capacity = CAPACITY);
+    for i in 0..CAPACITY {
+        assert_eq!(handshake(&dp, v4(i), 40000), [Verdict::Pass; 3], "handshake {i}");
+    }
+    let usage = dp.maps().conntrack_usage().unwrap();
+    assert_eq!((usage.confirmed, usage.pending, usage.promotion_refused), (u64::from(CAPACITY), 0, 0), "{usage:?}");
+
+    // One more completes its handshake: it stays pending, counted once.
+    let late = v4(CAPACITY);
+    assert_eq!(handshake(&dp, late, 40000), [Verdict::Pass; 3]);
+    assert_eq!(dp.inbound_xdp(&data(late, 40000)), Verdict::Pass);
+    let usage = dp.maps().conntrack_usage().unwrap();
+    assert_eq!((usage.confirmed, usage.pending, usage.promotion_refused), (u64::from(CAPACITY), 1, 1), "{usage:?}");
+    let flows = dp.maps().flows().unwrap();
+    let pending = flows.iter().find(|f| f.table == Table::Pending).unwrap();
+    assert_eq!(FlowState::from_u8(pending.entry.state), FlowState::Established, "established, but pending");
+
+    // Room made: within a second its next packet moves it over.
+    assert_eq!(dp.maps().remove_flows(|k, _| k.addr_lo[0] == u32::from_ne_bytes([198, 18, 0, 0])).unwrap(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(dp.inbound_xdp(&data(late, 40000)), Verdict::Pass);
+    let usage = dp.maps().conntrack_usage().unwrap();
+    assert_eq!((usage.confirmed, usage.pending, usage.promotion_refused), (u64::from(CAPACITY), 0, 1), "{usage:?}");
 }
 
 #[test]
@@ -436,6 +517,41 @@ fn idle_flows_expire_after_their_timeout() {
     assert_eq!(dp.maps().expire_flows().unwrap(), 1, "sgctl's sweep removes it");
 }
 
+/// Issue 15: `conntrack gc` listed the expired flows, then deleted them by
+/// key; a flow reused in between (an expired entry that a new packet
+/// replaced with a live flow of the same key) was deleted with them. Shown
+/// here with the old way, then not happening with gc's.
+#[test]
+fn gc_never_removes_a_flow_reused_between_its_listing_and_its_removal() {
+    let dp = Datapath::with(WEB, &["web-server"], |c| c.timeouts.udp_single = 50_000_000);
+    let out = ip(proto::UDP, a("10.0.0.1"), a("192.0.2.53"), &udp(5353, 53, b"q"));
+    let back = ip(proto::UDP, a("192.0.2.53"), a("10.0.0.1"), &udp(53, 5353, b"a"));
+    let expire = |dp: &Datapath| {
+        assert_eq!(dp.outbound(&out), Verdict::Pass);
+        std::thread::sleep(std::time::Duration::from_millis(120));
+    };
+
+    // The old way: list the expired flows, then delete each by key.
+    expire(&dp);
+    let listed: Vec<_> = dp.maps().flows().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(dp.outbound(&out), Verdict::Pass, "the flow is reused: a new packet replaces the expired entry");
+    let pending = aya::maps::Map::LruHashMap(dp.maps().data(datapath::maps::CT4_PENDING).unwrap());
+    let mut table: aya::maps::HashMap<_, FlowKey4, FlowEntry> = aya::maps::HashMap::try_from(pending).unwrap();
+    table.remove(&listed[0].key.v4().unwrap()).unwrap();
+    assert_eq!(dp.inbound_xdp(&back), Verdict::Drop, "the live flow went with the expired one: its reply is dropped");
+
+    // gc: what it removes is what it checked.
+    expire(&dp);
+    let gc = dp.maps().expire_flows_with(|| {
+        assert_eq!(dp.outbound(&out), Verdict::Pass, "reused between listing and removal");
+    });
+    assert_eq!(gc.unwrap(), 0, "the reused flow is not expired any more");
+    assert_eq!(dp.inbound_xdp(&back), Verdict::Pass, "and its reply rides it");
+    expire(&dp);
+    assert_eq!(dp.maps().expire_flows().unwrap(), 1, "an expired flow nobody reused goes");
+}
+
 #[test]
 fn a_reply_turns_udp_into_a_stream_with_the_longer_timeout() {
     let dp = Datapath::with(WEB, &["web-server"], |c| c.timeouts.udp_single = 50_000_000);
@@ -445,23 +561,6 @@ fn a_reply_turns_udp_into_a_stream_with_the_longer_timeout() {
     assert_eq!(dp.inbound_xdp(&back), Verdict::Pass);
     std::thread::sleep(std::time::Duration::from_millis(120));
     assert_eq!(dp.inbound_xdp(&back), Verdict::Pass, "stream timeout (180 s) applies now");
-}
-
-#[test]
-fn a_table_full_of_expired_flows_is_swept_by_the_datapath_itself() {
-    let dp = Datapath::with(WEB, &["web-server"], |c| {
-        c.conntrack_capacity = 4;
-        c.timeouts.udp_single = 50_000_000;
-    });
-    for port in 1..=4 {
-        let out = ip(proto::UDP, a("10.0.0.1"), a("192.0.2.53"), &udp(port, 53, b"q"));
-        assert_eq!(dp.outbound(&out), Verdict::Pass);
-    }
-    std::thread::sleep(std::time::Duration::from_millis(120));
-    let syn = ip(proto::TCP, a("198.51.100.7"), a("10.0.0.1"), &tcp(40000, 80, TCP_SYN));
-    assert_eq!(dp.inbound_xdp(&syn), Verdict::Pass, "expired flows make room, no sgctl needed");
-    assert_eq!(dp.reason(Direction::Inbound, Reason::DropConntrackFull), 0);
-    assert_eq!(dp.maps().flows().unwrap().len(), 1, "only the new flow is left");
 }
 
 #[test]

@@ -19,7 +19,7 @@ use firewall_common::{
     proto, Direction,
 };
 
-use crate::{clock, conntrack::FlowRef, maps::CONNTRACK, parse::Packet, words};
+use crate::{clock, conntrack::FlowRef, parse::Packet, words};
 
 /// Flow events of every interface of the scope (pinned at `<scope>/EVENTS`,
 /// shared like `ACTIVE`): read by `sgctl agent`. 1 MiB holds ~14,000 events.
@@ -177,10 +177,7 @@ fn trace(frame: &impl Ifindex, j: &Judged) {
         return;
     }
     let ct_state = match j.reason {
-        Reason::PassTracked | Reason::PassNewFlow | Reason::PassAudit => {
-            // SAFETY: a copy of one byte of the value, read at once.
-            unsafe { CONNTRACK.get(&j.flow.key).map_or(0, |e| e.state + 1) }
-        }
+        Reason::PassTracked | Reason::PassNewFlow | Reason::PassAudit => crate::conntrack::sg_ct_state(j.flow) as u8,
         _ => 0,
     };
     let Some(mut entry) = TRACE_EVENTS.reserve::<FlowEvent>(0) else { return };

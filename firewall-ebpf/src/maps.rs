@@ -18,13 +18,13 @@
 //! The switch itself costs one array write; the inner maps are sized to the
 //! compiled policy, so a policy of any size that fits in memory loads.
 use aya_ebpf::{
-    btf_maps::{ArrayOfMaps, HashMap as BtfHashMap, LpmTrie as BtfLpmTrie},
+    btf_maps::{ArrayOfMaps, HashMap as BtfHashMap, LpmTrie as BtfLpmTrie, LruHashMap as BtfLruHashMap},
     macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use firewall_common::{
-    conntrack::{FlowEntry, FlowKey, Timeouts, DEFAULT_CAPACITY},
-    counters::{ReasonCounters, RuleCounters, REASON_SLOTS},
+    conntrack::{legacy, FlowEntry, FlowKey, FlowKey4, FlowKey6, Timeouts, DEFAULT_CAPACITY},
+    counters::{CtEvent, ReasonCounters, RuleCounters, REASON_SLOTS},
     policy::{
         template, Active, Addr4, Addr6, AddrEntry, ClassRules, L4Key, RuleSet, SlotMeta, COUNTER_SLOTS, MAX_RULES,
     },
@@ -93,26 +93,67 @@ pub static HOST6: ArrayOfMaps<
 pub static CLASSES: ArrayOfMaps<BtfHashMap<u64, ClassRules, { template::CLASSES as usize }>, SLOTS> =
     ArrayOfMaps::new();
 
-// ---- Connection tracking.
+// ---- Connection tracking (firewall_common::conntrack): per family, a
+// confirmed and a pending table, each `sgctl`-sized at load (`max_entries`).
 
-/// Tracked flows, see `FlowKey`. A plain (not LRU) hash: when it is full, new
-/// flows are dropped and counted, and nothing an outsider sends can evict a
-/// tracked flow (docs/semantics.md item 12). `sgctl` sets the capacity at load.
+/// Confirmed flows. A plain hash, allocated as flows arrive
+/// (`BPF_F_NO_PREALLOC`: most hosts use a fraction of it, and a deleted
+/// entry is freed after an RCU grace period instead of being handed to the
+/// next insert at once). Nothing evicts an entry: when it is full, flows
+/// that would be confirmed stay pending (docs/semantics.md item 12).
 #[map]
-pub static CONNTRACK: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(DEFAULT_CAPACITY, 0);
+pub static CT4: HashMap<FlowKey4, FlowEntry> = HashMap::with_max_entries(DEFAULT_CAPACITY, BPF_F_NO_PREALLOC);
+#[map]
+pub static CT6: HashMap<FlowKey6, FlowEntry> = HashMap::with_max_entries(DEFAULT_CAPACITY, BPF_F_NO_PREALLOC);
 
-/// `[0]`, while `sgctl` moves the tracked flows into a table of another
-/// capacity: the previous table. A packet that finds no flow in
-/// `CONNTRACK` looks there and takes its flow over, so no flow is lost
-/// while the old and new programs swap places. Empty otherwise.
+/// Flows not confirmed yet. A BPF LRU hash: a new flow always finds room,
+/// evicting the least recently used pending flows.
+#[map]
+pub static CT4_PENDING: LruHashMap<FlowKey4, FlowEntry> = LruHashMap::with_max_entries(DEFAULT_CAPACITY, PENDING_FLAGS);
+#[map]
+pub static CT6_PENDING: LruHashMap<FlowKey6, FlowEntry> = LruHashMap::with_max_entries(DEFAULT_CAPACITY, PENDING_FLAGS);
+
+/// Flags of the pending tables: one LRU list for all CPUs (see BENCHMARKS.md,
+/// B5, for per-CPU lists measured against it).
+const PENDING_FLAGS: u32 = 0;
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// `[0]`, while `sgctl` moves the tracked flows into tables of another
+/// capacity: the previous confirmed and pending tables. A packet that finds
+/// no flow in the tables in force looks there and takes its flow over, so
+/// no flow is lost while the old and new programs swap places. Empty
+/// otherwise.
 #[btf_map]
-pub static CONNTRACK_PREV: ArrayOfMaps<BtfHashMap<FlowKey, FlowEntry, { template::CONNTRACK as usize }>, 1> =
+pub static CT4_PREV: ArrayOfMaps<
+    BtfHashMap<FlowKey4, FlowEntry, { template::CONNTRACK as usize }, { BPF_F_NO_PREALLOC as usize }>,
+    1,
+> = ArrayOfMaps::new();
+#[btf_map]
+pub static CT6_PREV: ArrayOfMaps<
+    BtfHashMap<FlowKey6, FlowEntry, { template::CONNTRACK as usize }, { BPF_F_NO_PREALLOC as usize }>,
+    1,
+> = ArrayOfMaps::new();
+#[btf_map]
+pub static CT4_PEND_PREV: ArrayOfMaps<
+    BtfLruHashMap<FlowKey4, FlowEntry, { template::CONNTRACK as usize }, { PENDING_FLAGS as usize }>,
+    1,
+> = ArrayOfMaps::new();
+#[btf_map]
+pub static CT6_PEND_PREV: ArrayOfMaps<
+    BtfLruHashMap<FlowKey6, FlowEntry, { template::CONNTRACK as usize }, { PENDING_FLAGS as usize }>,
+    1,
+> = ArrayOfMaps::new();
+
+/// `[0]`, while `sgctl` moves an interface filtered by an older sgctl to
+/// these tables: its single table (`conntrack::legacy`), which the
+/// programs take flows over from, converting them, as from the tables above.
+#[btf_map]
+pub static CONNTRACK_PREV: ArrayOfMaps<BtfHashMap<FlowKey, legacy::FlowEntry, { template::CONNTRACK as usize }>, 1> =
     ArrayOfMaps::new();
 
-/// `[0]`: the clock (ticks) of the datapath's last sweep of expired flows
-/// (see `conntrack::sweep_expired`), which runs at most once per second.
+/// `[counters::CtEvent]`, per CPU: what happened to tracked flows.
 #[map]
-pub static CT_SWEPT_AT: Array<u64> = Array::with_max_entries(1, 0);
+pub static CT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CtEvent::COUNT, 0);
 
 /// `[0]`: idle timeouts in clock ticks (see `clock`). Missing or zero
 /// means the AWS defaults.

@@ -67,23 +67,32 @@ pub fn allowed_rule(slot: u32, meta: &SlotMeta, direction: Direction, packet: &P
 #[inline(always)]
 fn credited(l4: &RuleSet, class: &ClassRules) -> Option<u32> {
     // The verdict: does any rule allow it at all?
-    if !any_set(|w| l4.words[w] & class.rules.words[w]) {
+    if !any_set(|w| word(l4, w) & class.rules.words[w]) {
         return None;
     }
     // The first tier holding an allowed rule; the first one usually does.
     for tier in &class.tiers[..MAX_TIERS] {
-        if any_set(|w| l4.words[w] & tier.words[w]) {
+        if any_set(|w| word(l4, w) & tier.words[w]) {
             return first_common(l4, tier);
         }
     }
     None
 }
 
+/// Word `w` of `set`, read from the map value each time it is used: kept
+/// in registers across the tiers instead, the 16 words spilled to the
+/// stack (128 bytes of the 512 every call below the program shares).
+#[inline(always)]
+fn word(set: &RuleSet, w: usize) -> u64 {
+    // SAFETY: an element of the array behind the reference.
+    unsafe { core::ptr::read_volatile(&raw const set.words[w]) }
+}
+
 /// Lowest rule id in `l4 & set`.
 #[inline(always)]
 fn first_common(l4: &RuleSet, set: &RuleSet) -> Option<u32> {
     for w in 0..RULE_WORDS {
-        let bits = l4.words[w] & set.words[w];
+        let bits = word(l4, w) & set.words[w];
         if bits != 0 {
             return Some(w as u32 * 64 + lowest_bit(bits));
         }

@@ -1,10 +1,10 @@
 //! Per-CPU counters; `sgctl stats` sums the CPUs.
 use firewall_common::{
-    counters::{reason_slot, Reason},
+    counters::{reason_slot, CtEvent, Reason},
     Direction,
 };
 
-use crate::maps::{IFACE_STATS, RULE_STATS};
+use crate::maps::{CT_STATS, IFACE_STATS, RULE_STATS};
 
 #[inline(always)]
 pub fn count_reason(direction: Direction, reason: Reason, bytes: u64) {
@@ -28,5 +28,14 @@ pub fn count_rule(counter: u32, bytes: u64, new_flow: bool) {
             (*c).packets += 1;
             (*c).bytes += bytes;
         }
+    }
+}
+
+/// One conntrack event (`CtEvent`).
+#[inline(always)]
+pub fn count_ct(event: CtEvent) {
+    if let Some(c) = CT_STATS.get_ptr_mut(event as u32) {
+        // SAFETY: per-CPU slot; nothing else writes it while we run.
+        unsafe { *c += 1 };
     }
 }

@@ -8,10 +8,21 @@
 //! retransmission tracking): a blind RST or FIN with a guessed 4-tuple and
 //! a wrong sequence number changes nothing.
 //!
+//! Only an exact RST cuts a flow (RFC 5961, section 3): one whose sequence
+//! number is the next one the receiver expects — the sender's next byte as
+//! its packets showed it, or the highest acknowledgement the receiver sent
+//! (what Linux conntrack checks, `td_maxack`). The host's TCP answers any
+//! other RST inside the window with a challenge ACK and stays connected; so
+//! does the flow here. A SYN on a synchronized flow (established, or
+//! closing but for a bare SYN that reopens it) likewise changes nothing
+//! (RFC 5961, section 4).
+//!
 //! A flow picked up mid-stream (its first packet was not a SYN, e.g. after
 //! `sgctl conntrack flush`) has no window to hold packets to; as in Linux
 //! ("be liberal" for picked-up connections) every packet of it fits, and it
-//! is established once the other side answers.
+//! is established once the other side answers. Its sides' next sequence
+//! numbers and acknowledgements are still recorded, so a RST must be exact
+//! once they are known.
 use firewall_common::conntrack::{tcp_seen, FlowEntry, FlowState, TcpSeen};
 
 use crate::parse::{Tcp, NO_WSCALE, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -77,22 +88,29 @@ fn from_syn(s: &mut TcpSeen, t: &Tcp, end: u32) {
 pub fn next_state(e: &mut FlowEntry, t: &Tcp, from_opener: bool, state: FlowState) -> Option<FlowState> {
     let flags = t.flags;
     let (syn, ack, rst) = (flags & TCP_SYN != 0, flags & TCP_ACK != 0, flags & TCP_RST != 0);
+    if syn && matches!(state, FlowState::Established | FlowState::Closing) {
+        // RFC 5961 §4: the host answers with a challenge ACK.
+        return None;
+    }
     let picked_up = e.tcp[0].flags & tcp_seen::SYN == 0;
-    if !picked_up {
-        if state == FlowState::Opening && !from_opener {
-            // Before the SYN-ACK, the other side can only answer the SYN:
-            // a SYN-ACK or a RST that acknowledges it exactly (RFC 9293).
-            if !(ack && (syn || rst) && t.ack == e.tcp[0].end) {
-                return None;
-            }
-        }
-        let handshake = matches!(state, FlowState::Opening | FlowState::SynReceived);
-        let [opener, other] = &mut e.tcp;
-        let fits =
-            if from_opener { in_window(opener, other, t, handshake) } else { in_window(other, opener, t, handshake) };
-        if !fits {
-            return None;
-        }
+    let syn_end = e.tcp[0].end;
+    let handshake = matches!(state, FlowState::Opening | FlowState::SynReceived);
+    let [opener, other] = &mut e.tcp;
+    let (s, r) = if from_opener { (opener, other) } else { (other, opener) };
+    // Before the SYN-ACK, the other side can only answer the SYN: a SYN-ACK
+    // or a RST that acknowledges it exactly (RFC 9293); that RST's
+    // sequence number is whatever it is.
+    let answering_syn = !picked_up && state == FlowState::Opening && !from_opener;
+    if answering_syn && !(ack && (syn || rst) && t.ack == syn_end) {
+        return None;
+    }
+    if rst && !answering_syn && !exact_rst(s, r, t) {
+        return None;
+    }
+    if picked_up {
+        record_liberally(s, t);
+    } else if !in_window(s, r, t, handshake) {
+        return None;
     }
     Some(match state {
         _ if rst || flags & TCP_FIN != 0 => FlowState::Closing,
@@ -108,6 +126,41 @@ pub fn next_state(e: &mut FlowEntry, t: &Tcp, from_opener: bool, state: FlowStat
         FlowState::SynReceived if from_opener && ack && !syn => FlowState::Established,
         other => other,
     })
+}
+
+/// Whether a RST from `s` (the receiver being `r`) carries exactly the next
+/// sequence number expected: `s`'s next byte, or the highest
+/// acknowledgement `r` has sent. A side that has shown neither (a flow
+/// picked up whose sides never spoke) takes any RST.
+#[inline(always)]
+fn exact_rst(s: &TcpSeen, r: &TcpSeen, t: &Tcp) -> bool {
+    let known_end = s.max_win != 0;
+    let known_ack = r.flags & tcp_seen::ACKED != 0;
+    (known_end && t.seq == s.end) || (known_ack && t.seq == r.max_ack) || (!known_end && !known_ack)
+}
+
+/// A packet of a flow picked up mid-stream: no window to check, but the
+/// side's next sequence number and acknowledgement are kept for the RST
+/// check. Written only when they change.
+#[inline(always)]
+fn record_liberally(s: &mut TcpSeen, t: &Tcp) {
+    let end = seq_end(t);
+    if s.max_win == 0 {
+        s.max_win = u32::from(t.window).max(1);
+        s.end = end;
+    } else if after(end, s.end) {
+        s.end = end;
+    }
+    record_ack(s, t);
+}
+
+/// The highest acknowledgement side `s` has sent.
+#[inline(always)]
+fn record_ack(s: &mut TcpSeen, t: &Tcp) {
+    if t.flags & TCP_ACK != 0 && (s.flags & tcp_seen::ACKED == 0 || after(t.ack, s.max_ack)) {
+        s.max_ack = t.ack;
+        s.flags |= tcp_seen::ACKED;
+    }
 }
 
 /// Whether a packet from `s` (the other side being `r`) fits the windows
@@ -197,5 +250,6 @@ fn fits_and_record(s: &mut TcpSeen, r: &mut TcpSeen, t: &Tcp) -> bool {
     if after(allowed, r_max_end.wrapping_sub(1)) {
         r.max_end = allowed.wrapping_add(u32::from(win == 0));
     }
+    record_ack(s, t);
     true
 }

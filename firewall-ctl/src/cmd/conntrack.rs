@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     cli::ConntrackAction,
     control::Target,
-    datapath::{clock::clock, maps::idle},
+    datapath::{clock::clock, conntrack::Tracked, maps::idle},
     output::{print_json, table},
     state::records::IfaceRecord,
     InputError,
@@ -25,6 +25,9 @@ struct Flow {
     src: String,
     dst: String,
     state: &'static str,
+    /// `confirmed` (nothing evicts it) or `pending` (evictable until the
+    /// other side answers; docs/semantics.md item 12).
+    table: &'static str,
     /// Rule the flow was allowed by (its counters get the traffic).
     rule: String,
     idle_secs: u64,
@@ -87,7 +90,7 @@ fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
         for record in target.interfaces()? {
             let maps = target.maps(&record.ifname);
             let timeouts = maps.timeouts()?;
-            for (key, entry) in maps.flows()? {
+            for Tracked { key, entry, table } in maps.flows()? {
                 let state = FlowState::from_u8(entry.state);
                 let idle = idle(&entry, now);
                 let timeout = timeouts.for_flow(key.protocol, state);
@@ -102,6 +105,7 @@ fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
                     src,
                     dst,
                     state: state.name(),
+                    table: table.name(),
                     rule: match record.rule_of_slot(entry.slot) {
                         Some((rule, false)) => rule.to_string(),
                         Some((rule, true)) => format!("{rule} (removed)"),
@@ -126,13 +130,17 @@ fn list(targets: &[Target], json: bool) -> anyhow::Result<()> {
                 f.src.clone(),
                 f.dst.clone(),
                 f.state.to_owned(),
+                f.table.to_owned(),
                 f.rule.clone(),
                 f.idle_secs.to_string(),
                 f.expires_in_secs.to_string(),
             ]
         })
         .collect();
-    crate::out!("{}", table(&["INTERFACE", "PROTO", "FROM", "TO", "STATE", "RULE", "IDLE S", "EXPIRES S"], &rows));
+    crate::out!(
+        "{}",
+        table(&["INTERFACE", "PROTO", "FROM", "TO", "STATE", "TABLE", "RULE", "IDLE S", "EXPIRES S"], &rows)
+    );
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use crate::{
     cli::StatsFormat,
     compile::RuleInfo,
     control::Target,
+    datapath::conntrack::Usage,
     metrics,
     output::{print_json, table},
 };
@@ -47,6 +48,8 @@ pub struct IfaceStats {
     /// Packets per verdict reason and direction, for the curious.
     pub inbound: BTreeMap<&'static str, u64>,
     pub outbound: BTreeMap<&'static str, u64>,
+    /// Both conntrack tables' use, and what happened to their flows.
+    pub conntrack: Usage,
 }
 
 pub fn run(targets: &[Target], watch: Option<u64>, format: StatsFormat) -> anyhow::Result<()> {
@@ -90,7 +93,7 @@ pub fn collect(targets: &[Target]) -> anyhow::Result<Stats> {
                 entry.packets += c.packets;
                 entry.bytes += c.bytes;
             }
-            interfaces.push(iface_stats(&record.ifname, target, &maps.reason_counters()?));
+            interfaces.push(iface_stats(&record.ifname, target, &maps.reason_counters()?, maps.conntrack_usage()?));
         }
     }
     Ok(Stats { rules: rules.into_values().collect(), interfaces })
@@ -100,7 +103,7 @@ fn sort_key(info: &RuleInfo) -> (String, String, u32) {
     (info.group.clone(), info.direction.to_string(), info.index)
 }
 
-fn iface_stats(ifname: &str, target: &Target, counters: &[ReasonCounters]) -> IfaceStats {
+fn iface_stats(ifname: &str, target: &Target, counters: &[ReasonCounters], conntrack: Usage) -> IfaceStats {
     let per_direction = |d: Direction| -> BTreeMap<&'static str, u64> {
         Reason::ALL.iter().map(|r| (r.name(), counters[reason_slot(d, *r) as usize].packets)).collect()
     };
@@ -116,6 +119,7 @@ fn iface_stats(ifname: &str, target: &Target, counters: &[ReasonCounters]) -> If
         would_drop: both(Reason::PassAudit),
         inbound,
         outbound,
+        conntrack,
     }
 }
 

@@ -6,7 +6,9 @@ use serde::Serialize;
 use crate::{
     control::{restore, Target},
     datapath::{
-        attach, hooks,
+        attach,
+        conntrack::Usage,
+        hooks,
         links::{self, LinkHealth},
     },
     netns,
@@ -79,8 +81,12 @@ struct IfaceStatus {
     /// Why the hooks could not be read.
     hooks_error: Option<String>,
     generation: u64,
-    conntrack_entries: usize,
+    /// Flows tracked, both tables.
+    conntrack_entries: u64,
+    /// Flows each conntrack table holds at most.
     conntrack_capacity: u32,
+    /// Both tables' use, and what happened to their flows.
+    conntrack: Usage,
     /// Bytes the kernel charges for the interface's maps and records (their `memlock`).
     kernel_memory: u64,
     /// Programs of others on the same hooks (XDP, tcx and clsact, ingress and egress), in the order they run.
@@ -130,6 +136,7 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
                 Ok(s) => (Some(Standing { ingress: s.ingress, egress: s.egress }), s.others, None),
                 Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
             };
+            let conntrack = maps.conntrack_usage()?;
             interfaces.push(IfaceStatus {
                 ingress: hooks_now.map_or(record.ingress, |h| h.ingress),
                 egress: hooks_now.map_or(record.egress, |h| h.egress),
@@ -140,8 +147,9 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
                 egress_program_id: ids.map(|i| i.1).filter(|_| health.egress.is_ok()),
                 links: health,
                 mode: record.mode,
-                conntrack_entries: maps.flows()?.len(),
-                conntrack_capacity: maps.conntrack_capacity()?,
+                conntrack_entries: conntrack.confirmed + conntrack.pending,
+                conntrack_capacity: conntrack.capacity,
+                conntrack,
                 kernel_memory: maps.kernel_memory()?,
                 interface: record.ifname,
                 ifindex: record.ifindex,
@@ -216,13 +224,14 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
                     i.egress.to_string(),
                     format!("{}/{}", id(i.ingress_program_id), id(i.egress_program_id)),
                     i.generation.to_string(),
-                    format!("{}/{}", i.conntrack_entries, i.conntrack_capacity),
+                    format!("{}/{}", i.conntrack.confirmed, i.conntrack.capacity),
+                    format!("{}/{}", i.conntrack.pending, i.conntrack.capacity),
                     crate::memory::human(i.kernel_memory),
                 ]
             })
             .collect();
         let header =
-            ["INTERFACE", "GROUPS", "INGRESS", "EGRESS", "PROG IDS (IN/OUT)", "GEN", "CONNTRACK", "KERNEL MEMORY"];
+            ["INTERFACE", "GROUPS", "INGRESS", "EGRESS", "PROG IDS (IN/OUT)", "GEN", "CONFIRMED", "PENDING", "KERNEL MEMORY"];
         crate::out!("{}", table(&header, &rows));
         for i in &s.interfaces {
             for problem in i.links.problems() {
@@ -243,6 +252,16 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
                         side.hook
                     );
                 }
+            }
+            let c = &i.conntrack;
+            if c.promotion_refused + c.pending_evicted > 0 {
+                crate::outln!(
+                    "  {}: conntrack: {} pending flows evicted by newer ones, {} kept pending because the \
+                     confirmed table was full",
+                    i.interface,
+                    c.pending_evicted,
+                    c.promotion_refused
+                );
             }
             for p in &i.other_programs {
                 let order = if p.before_sgctl { "before" } else { "after" };

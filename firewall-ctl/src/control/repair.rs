@@ -12,8 +12,9 @@
 //! - a new attachment pinned beside the old (a hook change, or a clsact
 //!   filter's program replacement, cut short): the move is finished if the
 //!   new one runs, undone if not;
-//! - a resized conntrack table not yet in place: the resize is finished if
-//!   the programs already use it, undone if not (`attach::finish_resize`);
+//! - resized conntrack tables not yet in place, or the table of an older
+//!   sgctl not yet moved into today's: the move is finished if the programs
+//!   already use the new tables, undone if not (`attach::finish_table_moves`);
 //! - the old generation's large policy maps still installed: they are freed;
 //! - a membership change (`sgctl members`) cut short: it is finished from
 //!   its journal (see [`super::members`]).
@@ -44,7 +45,7 @@ pub fn repair_scope(target: &Target) -> anyhow::Result<()> {
             continue;
         }
         attach::finish_moves(&dir, &ifname).with_context(|| format!("finishing the move of {ifname}'s programs"))?;
-        attach::finish_resize(&dir).with_context(|| format!("finishing the conntrack resize of {ifname}"))?;
+        attach::finish_table_moves(&dir).with_context(|| format!("finishing the conntrack move of {ifname}"))?;
     }
     finish_scope(target)
 }

@@ -27,25 +27,35 @@
 //! If anything fails, the old programs stay attached; a kill between any
 //! two steps leaves the old attachment or the new one running, and the
 //! next `sgctl` finishes the move ([`finish_moves`]).
+//!
+//! Conntrack tables that change (another size, or the single table of an
+//! older sgctl, `conntrack::legacy`) are moved in three steps, each safe to
+//! be killed after: the new tables are made and the old ones put where the
+//! new programs look for flows they do not find (the `*_PREV` maps); the
+//! programs are replaced; the old tables' flows are copied over and the old
+//! tables let go ([`finish_table_moves`], which the next `sgctl` also runs).
 use std::{
     os::fd::{AsFd as _, OwnedFd},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::Context as _;
 use aya::{
-    maps::{ArrayOfMaps, HashMap, Map, MapData},
+    maps::{ArrayOfMaps, Map, MapData},
     programs::{
         links::FdLink, loaded_programs, tc::TcAttachOptions, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
     Ebpf,
 };
-use firewall_common::conntrack::{FlowEntry, FlowKey};
+use firewall_common::conntrack::{legacy, FlowEntry, FlowKey, Table};
 
 use super::{
+    clock,
     clsact::{self, Direction},
+    conntrack::{TableId, Tracked, TABLES},
     hooks::LinkLayer,
-    maps::{self, CONNTRACK, CONNTRACK_PREV},
+    maps::{self, IfaceMaps, CONNTRACK_PREV},
     Pins, PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP,
 };
 use crate::{
@@ -56,8 +66,23 @@ use crate::{
     },
 };
 
-/// A resized conntrack table, pinned until the programs use it.
-const CONNTRACK_NEXT: &str = "CONNTRACK_next";
+/// Where a resized table is pinned until the programs use it.
+fn next_pin(dir: &Path, table: &str) -> PathBuf {
+    dir.join(format!("{table}_next"))
+}
+
+/// The map-in-map where the new programs find table `t`'s predecessor.
+fn previous_of(t: TableId) -> &'static str {
+    match (t.table, t.family) {
+        (Table::Confirmed, 4) => maps::CT4_PREV,
+        (Table::Confirmed, _) => maps::CT6_PREV,
+        (Table::Pending, 4) => maps::CT4_PEND_PREV,
+        (Table::Pending, _) => maps::CT6_PEND_PREV,
+    }
+}
+
+/// The maps of the old layout's conntrack, as it pinned them.
+const LEGACY_PINS: [&str; 4] = [legacy::CONNTRACK, "CONNTRACK_next", "CT_SWEPT_AT", "CT_CONFIG"];
 
 /// The pins of one side of an interface.
 struct Pinned {
@@ -254,36 +279,58 @@ pub struct Replace {
 /// Puts a fresh copy of the programs in place of the attached ones without
 /// a moment unfiltered (see the module comment). `dir` holds the pins.
 pub fn replace(dir: &Path, active: PathBuf, ifname: &str, change: &Replace) -> anyhow::Result<Hooks> {
-    let next_table = dir.join(CONNTRACK_NEXT);
-    let _ = std::fs::remove_file(&next_table);
+    for t in TABLES {
+        let _ = std::fs::remove_file(next_pin(dir, t.name));
+    }
     let mut pins = Pins::new(dir, active);
-    let capacity = match change.conntrack_capacity {
-        Some(capacity) => {
-            pins = pins.with(CONNTRACK, next_table.clone());
+    // An interface of the old layout gets its new tables at their own pins,
+    // of the size asked for; only tables of today's layout are resized.
+    let resize = change.conntrack_capacity.filter(|_| dir.join(maps::CT4).exists());
+    let capacity = match (resize, change.conntrack_capacity) {
+        (Some(capacity), _) => {
+            for t in TABLES {
+                pins = pins.with(t.name, next_pin(dir, t.name));
+            }
             capacity
         }
-        None => maps::IfaceMaps::at(dir).conntrack_capacity()?,
+        (None, Some(capacity)) => capacity,
+        (None, None) => IfaceMaps::at(dir).conntrack_capacity()?,
     };
-    let result = replace_programs(dir, pins, capacity, ifname, change);
-    if change.conntrack_capacity.is_some() {
-        if result.is_err() {
-            // The old programs and table stay; the new table goes.
-            let _ = std::fs::remove_file(&next_table);
-            let _ = set_previous_table(dir, None);
-        } else {
-            finish_resize(dir)?;
+    let result = replace_programs(dir, pins, capacity, ifname, change, resize.is_some());
+    if result.is_err() {
+        // The old programs and tables stay; the new tables go.
+        for t in TABLES {
+            let _ = std::fs::remove_file(next_pin(dir, t.name));
+            let _ = set_previous(dir, previous_of(t), None);
         }
+        let _ = set_previous(dir, CONNTRACK_PREV, None);
+    } else {
+        finish_table_moves(dir)?;
     }
     result
 }
 
-fn replace_programs(dir: &Path, pins: Pins, capacity: u32, ifname: &str, change: &Replace) -> anyhow::Result<Hooks> {
+fn replace_programs(
+    dir: &Path,
+    pins: Pins,
+    capacity: u32,
+    ifname: &str,
+    change: &Replace,
+    resize: bool,
+) -> anyhow::Result<Hooks> {
     let mut ebpf = super::load(&pins, capacity, change.at.link, 0)?;
-    if change.conntrack_capacity.is_some() {
-        // Until every flow has moved, the new programs look in the old table
-        // for the flows they do not find in theirs.
-        let old = maps::open(&dir.join(CONNTRACK))?;
-        set_previous_table(dir, Some(&old))?;
+    // Until every flow has moved, the new programs look in the old tables
+    // for the flows they do not find in theirs.
+    if resize {
+        for t in TABLES {
+            set_previous(dir, previous_of(t), Some(&maps::open(&dir.join(t.name))?))?;
+        }
+    }
+    let legacy_table = dir.join(legacy::CONNTRACK);
+    if legacy_table.exists() {
+        // The old programs still run: their own repair first, so one table holds every flow.
+        finish_legacy_resize(dir)?;
+        set_previous(dir, CONNTRACK_PREV, Some(&maps::open(&legacy_table)?))?;
     }
     let ifindex = ifindex_of(ifname)?;
     // Ingress first: it is the one that can fail (a driver without XDP).
@@ -407,48 +454,134 @@ pub fn finish_moves(dir: &Path, ifname: &str) -> anyhow::Result<bool> {
     Ok(any)
 }
 
-/// Completes a resize once the new programs run: the new table takes the
-/// `CONNTRACK` pin, every flow of the old one is copied over (a flow the
-/// programs took over already is kept as it is), and the old table is
-/// forgotten. Also finishes the job of an `sgctl` killed half way.
-pub fn finish_resize(dir: &Path) -> anyhow::Result<()> {
-    let next_table = dir.join(CONNTRACK_NEXT);
-    if next_table.exists() {
-        let next_id = maps::open(&next_table)?.info()?.id();
-        if !programs_use_map(dir, next_id)? {
-            // Killed before the programs were replaced: the old table is in use.
-            std::fs::remove_file(&next_table).context("removing an unused conntrack table")?;
-            return set_previous_table(dir, None);
-        }
-        let old = maps::open(&dir.join(CONNTRACK))?;
-        set_previous_table(dir, Some(&old))?;
-        std::fs::rename(&next_table, dir.join(CONNTRACK)).context("installing the resized conntrack table")?;
-    }
-    let outer: ArrayOfMaps<MapData, MapData> =
-        ArrayOfMaps::try_from(Map::ArrayOfMaps(maps::open(&dir.join(CONNTRACK_PREV))?))?;
-    let Ok(old) = outer.get(&0, 0) else { return Ok(()) };
-    let old: HashMap<MapData, FlowKey, FlowEntry> = HashMap::try_from(Map::HashMap(old))?;
-    let mut new: HashMap<MapData, FlowKey, FlowEntry> =
-        HashMap::try_from(Map::HashMap(maps::open(&dir.join(CONNTRACK))?))?;
-    for item in old.iter() {
-        let Ok((key, entry)) = item else { continue };
-        // BPF_NOEXIST: the programs may have taken the flow over already.
-        // A full new table keeps the flows that fit (the user asked for it).
-        let _ = new.insert(key, entry, 1);
-    }
-    set_previous_table(dir, None)
+/// Completes every move of conntrack tables once the new programs run
+/// (see the module comment); also finishes the job of an `sgctl` killed
+/// half way, or undoes a move whose programs never ran.
+pub fn finish_table_moves(dir: &Path) -> anyhow::Result<()> {
+    finish_resize(dir)?;
+    finish_upgrade(dir)
 }
 
-/// Sets (or clears) `CONNTRACK_PREV[0]`.
-fn set_previous_table(dir: &Path, table: Option<&MapData>) -> anyhow::Result<()> {
-    let path = dir.join(CONNTRACK_PREV);
+/// A resize: each new table takes its table's pin (the old one going to
+/// the new programs' `*_PREV`), every flow of the old tables is copied over
+/// (one the programs took over already is kept as it is), and the old
+/// tables are forgotten.
+fn finish_resize(dir: &Path) -> anyhow::Result<()> {
+    for t in TABLES {
+        let next = next_pin(dir, t.name);
+        if !next.exists() {
+            continue;
+        }
+        if !programs_use_map(dir, maps::open(&next)?.info()?.id())? {
+            // Killed before the programs were replaced: the old table is in use.
+            std::fs::remove_file(&next).context("removing an unused conntrack table")?;
+            set_previous(dir, previous_of(t), None)?;
+            continue;
+        }
+        set_previous(dir, previous_of(t), Some(&maps::open(&dir.join(t.name))?))?;
+        std::fs::rename(&next, dir.join(t.name)).context("installing a resized conntrack table")?;
+    }
+    let iface = IfaceMaps::at(dir);
+    for t in TABLES {
+        let outer = iface.outer(previous_of(t))?;
+        let Ok(old) = outer.get(&0, 0) else { continue };
+        let (keys, values) = sys::read_all(old.fd().as_fd(), t.key_size(), size_of::<FlowEntry>())?;
+        let flows = keys.chunks_exact(t.key_size()).zip(values.chunks_exact(size_of::<FlowEntry>()));
+        // A full new table keeps the flows that fit (the user asked for it).
+        iface.add_flows(flows.map(|(k, v)| Tracked { key: t.flow_key(k), entry: read_pod(v), table: t.table }))?;
+        set_previous(dir, previous_of(t), None)?;
+    }
+    Ok(())
+}
+
+/// An interface an older sgctl filtered, once the new programs run: the
+/// flows of its single table are converted into the new tables (each to
+/// the table its state calls for) and the old layout's maps unpinned.
+fn finish_upgrade(dir: &Path) -> anyhow::Result<()> {
+    let legacy_table = dir.join(legacy::CONNTRACK);
+    if !legacy_table.exists() {
+        return set_previous(dir, CONNTRACK_PREV, None);
+    }
+    if !dir.join(maps::CT4).exists() || !programs_use_map(dir, maps::open(&dir.join(maps::CT4))?.info()?.id())? {
+        // The old programs still run on their table (the next replace moves
+        // it): only what their own sgctl would have finished.
+        return finish_legacy_resize(dir);
+    }
+    let old = maps::open(&legacy_table)?;
+    let (keys, values) = sys::read_all(old.fd().as_fd(), size_of::<FlowKey>(), size_of::<legacy::FlowEntry>())?;
+    let clock = clock::clock();
+    let (now, now_coarse_ns) = (clock.now(), coarse_ns());
+    let flows = keys.chunks_exact(size_of::<FlowKey>()).zip(values.chunks_exact(size_of::<legacy::FlowEntry>())).map(
+        |(k, v)| {
+            let key: FlowKey = read_pod(k);
+            let old: legacy::FlowEntry = read_pod(v);
+            let idle = clock.ticks(Duration::from_nanos(now_coarse_ns.saturating_sub(old.last_seen_ns)));
+            let entry = legacy::upgraded(&old, now.saturating_sub(idle));
+            let table = if entry.is_confirmable(key.protocol) { Table::Confirmed } else { Table::Pending };
+            Tracked { key, entry, table }
+        },
+    );
+    IfaceMaps::at(dir).add_flows(flows)?;
+    set_previous(dir, CONNTRACK_PREV, None)?;
+    for name in LEGACY_PINS {
+        remove_if_present(&dir.join(name))?;
+    }
+    Ok(())
+}
+
+/// A resize of the old layout's table cut short, finished as that layout's
+/// own sgctl would have: `CONNTRACK_next` replaces `CONNTRACK` if the
+/// programs use it (else it goes), and the flows of the table in
+/// `CONNTRACK_PREV` are copied into `CONNTRACK`.
+fn finish_legacy_resize(dir: &Path) -> anyhow::Result<()> {
+    let (table, next) = (dir.join(legacy::CONNTRACK), dir.join(LEGACY_PINS[1]));
+    if next.exists() {
+        if !programs_use_map(dir, maps::open(&next)?.info()?.id())? {
+            std::fs::remove_file(&next).context("removing an unused conntrack table")?;
+            return set_previous(dir, CONNTRACK_PREV, None);
+        }
+        set_previous(dir, CONNTRACK_PREV, Some(&maps::open(&table)?))?;
+        std::fs::rename(&next, &table).context("installing the resized conntrack table")?;
+    }
+    let outer = IfaceMaps::at(dir).outer(CONNTRACK_PREV)?;
+    if let Ok(old) = outer.get(&0, 0) {
+        let into = maps::open(&table)?;
+        let (keys, values) = sys::read_all(old.fd().as_fd(), size_of::<FlowKey>(), size_of::<legacy::FlowEntry>())?;
+        let entries = keys.chunks_exact(size_of::<FlowKey>()).zip(values.chunks_exact(size_of::<legacy::FlowEntry>()));
+        for (key, value) in entries {
+            // There already, or the table is full: either way it stays as it is.
+            let _ = sys::update_with(into.fd().as_fd(), key, value, sys::NOEXIST);
+        }
+        set_previous(dir, CONNTRACK_PREV, None)?;
+    }
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC_COARSE in ns: the clock the old layout stamped flows with.
+fn coarse_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+}
+
+fn read_pod<T: aya::Pod>(bytes: &[u8]) -> T {
+    assert!(bytes.len() >= size_of::<T>());
+    // SAFETY: enough bytes, and any bytes are a valid `Pod`.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+/// Sets (or clears) `[0]` of the map-in-map `name`.
+fn set_previous(dir: &Path, name: &str, table: Option<&MapData>) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Ok(());
+    }
     let mut outer: ArrayOfMaps<MapData, MapData> = ArrayOfMaps::try_from(Map::ArrayOfMaps(maps::open(&path)?))?;
     match table {
-        Some(table) => outer.set(0, table, 0).context("setting CONNTRACK_PREV")?,
+        Some(table) => outer.set(0, table, 0).with_context(|| format!("setting {name}"))?,
         None if outer.get(&0, 0).is_ok() => {
             // aya 0.14 cannot delete from a map-in-map: the raw syscall.
             let fd = sys::obj_get(&path)?;
-            sys::map_delete_u32(&fd, 0).context("forgetting the old conntrack table")?;
+            sys::map_delete_u32(&fd, 0).with_context(|| format!("forgetting the table in {name}"))?;
         }
         None => {}
     }

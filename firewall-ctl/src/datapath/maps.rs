@@ -7,14 +7,19 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, PerCpuValues};
 // The names are firewall-common's, shared with the eBPF program's statics.
 pub use firewall_common::map_names::{
-    ACTIVE, CONNTRACK, CONNTRACK_PREV, CT_SWEPT_AT, CT_TIMEOUTS, EVENTS, EVENT_BUDGET, FRAGMENTS, IFACE_STATS,
-    RULE_SLOTS, RULE_STATS, SLOT_META, TRACE, TRACE_EVENTS,
+    ACTIVE, CONNTRACK_PREV, CT4, CT4_PENDING, CT4_PEND_PREV, CT4_PREV, CT6, CT6_PENDING, CT6_PEND_PREV, CT6_PREV,
+    CT_STATS, CT_TIMEOUTS, EVENTS, EVENT_BUDGET, FRAGMENTS, IFACE_STATS, RULE_SLOTS, RULE_STATS, SLOT_META, TRACE,
+    TRACE_EVENTS,
 };
+
+/// The map-in-maps that hold tables being moved out of (a resize, or the
+/// layout of an older sgctl).
+pub const PREVIOUS_TABLES: [&str; 5] = [CT4_PREV, CT6_PREV, CT4_PEND_PREV, CT6_PEND_PREV, CONNTRACK_PREV];
 use firewall_common::{
-    conntrack::{FlowEntry, FlowKey, FlowState, Timeouts},
+    conntrack::{FlowEntry, FlowState, Timeouts},
     counters::{ReasonCounters, RuleCounters, REASON_SLOTS},
     events::EventBudget,
     policy::{Active, SlotMeta},
@@ -82,10 +87,6 @@ impl IfaceMaps {
         Ok(ArrayOfMaps::try_from(Map::ArrayOfMaps(self.data(name)?))?)
     }
 
-    fn conntrack(&self) -> anyhow::Result<HashMap<MapData, FlowKey, FlowEntry>> {
-        Ok(HashMap::try_from(Map::HashMap(self.data(CONNTRACK)?))?)
-    }
-
     /// Counters of each counter slot in `slots`, summed over CPUs.
     pub fn rule_counters(&self, slots: &[u32]) -> anyhow::Result<Vec<RuleCounters>> {
         let stats: PerCpuArray<MapData, RuleCounters> =
@@ -142,22 +143,10 @@ impl IfaceMaps {
             .collect()
     }
 
-    /// Every tracked flow.
-    pub fn flows(&self) -> anyhow::Result<Vec<(FlowKey, FlowEntry)>> {
-        let table = self.conntrack()?;
-        let flows = table.iter().collect::<Result<Vec<_>, _>>()?;
-        Ok(flows)
-    }
-
     /// `SLOT_META[slot]`: what the interface does in that generation.
     pub fn slot_meta(&self, slot: u32) -> anyhow::Result<SlotMeta> {
         let metas: Array<MapData, SlotMeta> = Array::try_from(Map::Array(self.data(SLOT_META)?))?;
         Ok(metas.get(&slot, 0)?)
-    }
-
-    /// How many flows are tracked (keys only, no values copied).
-    pub fn flow_count(&self) -> anyhow::Result<usize> {
-        Ok(self.conntrack()?.keys().filter(Result::is_ok).count())
     }
 
     /// Flow events the datapath held back (rate limit or full ring), summed
@@ -173,39 +162,7 @@ impl IfaceMaps {
 
     /// Counter slots that tracked flows credit.
     pub fn slots_in_use(&self) -> anyhow::Result<HashSet<u32>> {
-        Ok(self.flows()?.into_iter().map(|(_, e)| e.slot).collect())
-    }
-
-    /// Makes every flow that credits one of `slots` credit `to` instead.
-    pub fn move_flows(&self, slots: &[u32], to: u32) -> anyhow::Result<()> {
-        if slots.is_empty() {
-            return Ok(());
-        }
-        let mut table = self.conntrack()?;
-        let moving: Vec<(FlowKey, FlowEntry)> =
-            table.iter().filter_map(Result::ok).filter(|(_, e)| slots.contains(&e.slot)).collect();
-        for (key, mut entry) in moving {
-            entry.slot = to;
-            // Only if still there (BPF_EXIST): never resurrect a flow.
-            let _ = table.insert(key, entry, 2);
-        }
-        Ok(())
-    }
-
-    /// Deletes the flows `doomed` selects; returns how many.
-    pub fn remove_flows(&self, doomed: impl Fn(&FlowKey, &FlowEntry) -> bool) -> anyhow::Result<usize> {
-        let mut table = self.conntrack()?;
-        let keys: Vec<FlowKey> =
-            table.iter().filter_map(Result::ok).filter(|(k, e)| doomed(k, e)).map(|(k, _)| k).collect();
-        let mut removed = 0;
-        for key in &keys {
-            // A flow may expire and be reused between listing and removal; a
-            // key that is gone is fine.
-            if table.remove(key).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        Ok(self.flows()?.into_iter().map(|f| f.entry.slot).collect())
     }
 
     /// Forgets the datagrams whose first fragment passed crediting a
@@ -226,12 +183,19 @@ impl IfaceMaps {
     /// margin of error (the datapath ignores them already; this frees
     /// their slots).
     pub fn expire_flows(&self) -> anyhow::Result<usize> {
+        self.expire_flows_with(|| {})
+    }
+
+    /// [`IfaceMaps::expire_flows`], calling `between` where a racing packet
+    /// changes what was read (see `remove_flows_with`).
+    pub fn expire_flows_with(&self, between: impl FnOnce()) -> anyhow::Result<usize> {
         let timeouts = self.timeouts()?;
         let clock = clock::clock();
         let (now, margin) = (clock.now(), clock.margin());
-        self.remove_flows(|k, e| {
-            idle(e, now) > timeouts.for_flow(k.protocol, FlowState::from_u8(e.state)).saturating_add(margin)
-        })
+        self.remove_flows_with(
+            |k, e| idle(e, now) > timeouts.for_flow(k.protocol, FlowState::from_u8(e.state)).saturating_add(margin),
+            between,
+        )
     }
 
     /// Sets the idle timeouts (`timeouts` in nanoseconds; the datapath
@@ -251,17 +215,13 @@ impl IfaceMaps {
         Ok(Timeouts::in_force(Some(config.get(&0, 0)?), clock::clock().hz()))
     }
 
-    pub fn conntrack_capacity(&self) -> anyhow::Result<u32> {
-        Ok(self.data(CONNTRACK)?.info()?.max_entries())
-    }
-
     /// What the kernel charges for every map of the interface (the
     /// `memlock` of each): those pinned in its directory, its records, and
     /// the policy maps installed in either generation slot, each once.
     pub fn kernel_memory(&self) -> anyhow::Result<u64> {
         let mut total = pinned_memory(&self.dir)?;
         let mut seen = HashSet::new();
-        for name in crate::image::Kind::ALL.map(crate::image::Kind::map_name).into_iter().chain([CONNTRACK_PREV]) {
+        for name in crate::image::Kind::ALL.map(crate::image::Kind::map_name).into_iter().chain(PREVIOUS_TABLES) {
             if !self.dir.join(name).exists() {
                 // Programs of an older sgctl, which had no such map.
                 continue;

@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod clock;
 pub mod clsact;
+pub mod conntrack;
 pub mod generation;
 pub mod hooks;
 pub mod kernel;
@@ -94,8 +95,10 @@ pub fn load_object(
     let bare_ip = u32::from(link == hooks::LinkLayer::BareIp);
     let hz = clock::clock().hz();
     let mut loader = EbpfLoader::new();
+    for table in conntrack::TABLES {
+        loader.map_max_entries(table.name, conntrack_capacity);
+    }
     loader
-        .map_max_entries(maps::CONNTRACK, conntrack_capacity)
         .override_global("LINK_BARE_IP", &bare_ip, true)
         .override_global("LINK_NET_OFFSET", &net_offset, true)
         .override_global("TICKS_PER_SEC", &hz, true);

@@ -15,6 +15,8 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_LINK_UPDATE: libc::c_long = 29;
@@ -94,10 +96,81 @@ pub fn update_batch(fd: BorrowedFd<'_>, keys: &[u8], values: &[u8], count: u32) 
 
 /// Writes one element (`BPF_ANY`).
 pub fn update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    update_with(fd, key, value, 0)
+}
+
+/// `BPF_NOEXIST` for [`update_with`]: only if the key is not there.
+pub const NOEXIST: u64 = 1;
+/// `BPF_EXIST` for [`update_with`]: only if the key is there.
+pub const EXIST: u64 = 2;
+
+/// Writes one element with `flags` ([`NOEXIST`], [`EXIST`], 0 for any).
+pub fn update_with(fd: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -> io::Result<()> {
     let mut attr = Attr::new();
-    attr.u32_at(0, fd.as_raw_fd() as u32).u64_at(8, key.as_ptr() as u64).u64_at(16, value.as_ptr() as u64);
+    attr.u32_at(0, fd.as_raw_fd() as u32)
+        .u64_at(8, key.as_ptr() as u64)
+        .u64_at(16, value.as_ptr() as u64)
+        .u64_at(24, flags);
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
     Ok(())
+}
+
+/// Deletes `key` and returns the value it held at that instant, in one
+/// step (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`, hash maps since Linux 5.14):
+/// `None` when the key was not there.
+pub fn lookup_and_delete(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    let mut attr = Attr::new();
+    attr.u32_at(0, fd.as_raw_fd() as u32).u64_at(8, key.as_ptr() as u64).u64_at(16, value.as_mut_ptr() as u64);
+    match bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every `(key, value)` of the hash map `fd`, `key_size` and `value_size`
+/// bytes each, back to back, with `BPF_MAP_LOOKUP_BATCH`: a few system
+/// calls for millions of entries, where one lookup and one next-key call
+/// per entry would take seconds. Entries added or removed meanwhile may be
+/// seen or not.
+pub fn read_all(fd: BorrowedFd<'_>, key_size: usize, value_size: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    let mut chunk: u32 = 4096;
+    // The kernel's cursor for a hash map: a bucket index.
+    let (mut in_batch, mut out_batch) = (0_u32, 0_u32);
+    let mut first = true;
+    loop {
+        let start = keys.len();
+        keys.resize(start + chunk as usize * key_size, 0);
+        values.resize(values.len() + chunk as usize * value_size, 0);
+        let mut attr = Attr::new();
+        attr.u64_at(0, if first { 0 } else { std::ptr::from_ref(&in_batch) as u64 })
+            .u64_at(8, std::ptr::from_mut(&mut out_batch) as u64)
+            .u64_at(16, keys[start..].as_mut_ptr() as u64)
+            .u64_at(24, values[start / key_size * value_size..].as_mut_ptr() as u64)
+            .u32_at(32, chunk)
+            .u32_at(36, fd.as_raw_fd() as u32);
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let got = u32::from_ne_bytes([attr.0[32], attr.0[33], attr.0[34], attr.0[35]]) as usize;
+        let kept = match &result {
+            Ok(_) => got,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => got,
+            // One bucket holds more entries than a chunk: ask for more at once.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && got == 0 => 0,
+            Err(_) => 0,
+        };
+        keys.truncate(start + kept * key_size);
+        values.truncate(keys.len() / key_size * value_size);
+        match result {
+            Ok(_) => {
+                in_batch = out_batch;
+                first = false;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok((keys, values)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && kept == 0 => chunk = chunk.saturating_mul(2),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Every element of an array map, concatenated.
