@@ -430,25 +430,6 @@ fn in_force(cli: &LabHost) -> &'static str {
     }
 }
 
-/// Runs `args` and kills it after a random delay of up to `max`; its exit
-/// status and stderr if it finished first.
-fn run_and_kill(sg: &Sgctl, args: &[&str], max: Duration, seed: &mut u64) -> Option<(i32, String)> {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    let delay = Duration::from_micros(*seed % (max.as_micros() as u64 + 1));
-    let mut child = sg
-        .command(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sgctl runs");
-    std::thread::sleep(delay);
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("wait");
-    out.status.code().map(|code| (code, String::from_utf8_lossy(&out.stderr).into_owned()))
-}
-
 /// Applies policy files `a` and `b` (`in_force` tells them apart) in turn
 /// `rounds` times, each killed at a random instant: after every one,
 /// exactly one of them is in force; then the next apply repairs whatever
@@ -465,7 +446,7 @@ fn killed_applies_leave_a_or_b(sg: &Sgctl, cli: &LabHost, a: &Path, b: &Path, ro
     let mut seen = [0; 3];
     for i in 0..rounds {
         let target = if i % 2 == 0 { a } else { b };
-        match run_and_kill(sg, &["apply", target], took, &mut seed) {
+        match sg.run_and_kill(&["apply", target], took, &mut seed) {
             Some((0, _)) => seen[2] += 1,
             Some((code, stderr)) => panic!("iteration {i}: apply failed with {code}: {stderr}"),
             None => {}
@@ -542,7 +523,7 @@ fn a_killed_mode_or_capacity_change_leaves_the_interface_filtered() {
             4 => attach("xdp"),
             _ => attach("clsact"),
         };
-        if let Some((code, stderr)) = run_and_kill(&sg, &args, took * 2, &mut seed) {
+        if let Some((code, stderr)) = sg.run_and_kill(&args, took * 2, &mut seed) {
             assert_eq!(code, 0, "iteration {i}: {args:?} failed: {stderr}");
         }
         assert_eq!(in_force(&cli), "A", "iteration {i} ({args:?}): the policy must stay enforced");

@@ -207,23 +207,6 @@ fn packets_never_see_a_mix_while_memberships_change() {
     assert!(changes >= 20 && tried >= 20, "{changes} changes, {tried} connections");
 }
 
-/// Runs `args` and kills it after a random delay of up to `max`.
-fn run_and_kill(sg: &Sgctl, args: &[&str], max: Duration, seed: &mut u64) -> Option<i32> {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    let delay = Duration::from_micros(*seed % (max.as_micros() as u64 + 1));
-    let mut child = sg
-        .command(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("sgctl runs");
-    std::thread::sleep(delay);
-    let _ = child.kill();
-    child.wait().expect("wait").code()
-}
-
 #[test]
 fn a_killed_members_change_leaves_old_or_new_and_the_next_command_finishes_it() {
     let lab = fleet_lab("memberskill");
@@ -237,7 +220,10 @@ fn a_killed_members_change_leaves_old_or_new_and_the_next_command_finishes_it() 
     let (mut seen, mut journals, mut finished) = ([0; 2], 0, 0);
     for i in 0..24 {
         let verb = if i % 2 == 0 { "add" } else { "remove" };
-        if run_and_kill(sg, &["members", verb, "fleet", "203.0.113.20"], took * 2, &mut seed) == Some(0) {
+        if sg
+            .run_and_kill(&["members", verb, "fleet", "203.0.113.20"], took * 2, &mut seed)
+            .is_some_and(|(c, _)| c == 0)
+        {
             finished += 1;
         }
         journals += usize::from(journal.exists());

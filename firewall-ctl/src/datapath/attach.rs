@@ -319,6 +319,12 @@ fn replace_programs(
     resize: bool,
 ) -> anyhow::Result<Hooks> {
     let mut ebpf = super::load(&pins, capacity, change.at.link, 0)?;
+    // Every program the change puts in place is verified first (tens of
+    // milliseconds each), so the two links change microseconds apart: in
+    // between, ingress and egress run different programs, which, when the
+    // tables move, track new flows in different tables.
+    loaded(&mut ebpf, if change.at.xdp { PROG_INGRESS_XDP } else { PROG_INGRESS_TC })?;
+    loaded(&mut ebpf, PROG_EGRESS_TC)?;
     // Until every flow has moved, the new programs look in the old tables
     // for the flows they do not find in theirs.
     if resize {
@@ -483,6 +489,10 @@ fn finish_resize(dir: &Path) -> anyhow::Result<()> {
     }
     let iface = IfaceMaps::at(dir);
     for t in TABLES {
+        // An interface of the previous layout has none of these yet.
+        if !dir.join(previous_of(t)).exists() {
+            continue;
+        }
         let outer = iface.outer(previous_of(t))?;
         let Ok(old) = outer.get(&0, 0) else { continue };
         let (keys, values) = sys::read_all(old.fd().as_fd(), t.key_size(), size_of::<FlowEntry>())?;

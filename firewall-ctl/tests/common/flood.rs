@@ -38,7 +38,7 @@ impl SynFlood {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let answered = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = from.in_netns(|| (raw_tcp_socket(), raw_tcp_socket()));
+        let (tx, rx) = (RawSender::open(from), from.in_netns(raw_tcp_socket));
         let sender = {
             let (stop, sent) = (stop.clone(), sent.clone());
             std::thread::spawn(move || send_syns(&tx, src, to, per_sec, &stop, &sent))
@@ -73,31 +73,14 @@ fn raw_tcp_socket() -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-fn send_syns(fd: &OwnedFd, src: Ipv4Addr, to: SocketAddrV4, per_sec: u64, stop: &AtomicBool, sent: &AtomicU64) {
-    let dst = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(to.ip().octets()) },
-        sin_zero: [0; 8],
-    };
+fn send_syns(tx: &RawSender, src: Ipv4Addr, to: SocketAddrV4, per_sec: u64, stop: &AtomicBool, sent: &AtomicU64) {
     let started = Instant::now();
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         // Source ports 40000..60000, so answers are told from other traffic.
         let sport = 40_000 + (n % 20_000) as u16;
         let segment = syn_segment(src, *to.ip(), sport, to.port(), n as u32);
-        // SAFETY: sendto with a valid buffer and address.
-        let r = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                segment.as_ptr().cast(),
-                segment.len(),
-                0,
-                std::ptr::from_ref(&dst).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        if r > 0 {
+        if tx.send(&ipv4(src, *to.ip(), libc::IPPROTO_TCP as u8, &segment)) {
             sent.fetch_add(1, Ordering::Relaxed);
         }
         n += 1;
@@ -112,29 +95,87 @@ fn send_syns(fd: &OwnedFd, src: Ipv4Addr, to: SocketAddrV4, per_sec: u64, stop: 
 /// A TCP SYN with a correct checksum (the server drops anything else, which
 /// would make a flood that never gets an answer prove nothing).
 fn syn_segment(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, seq: u32) -> [u8; 20] {
+    tcp_segment(src, dst, (sport, dport), (seq, 0), 0x02, 64240)
+}
+
+/// A TCP header (no options, no payload) with a correct checksum, from
+/// `ports.0` to `ports.1`, sequence and acknowledgement numbers `numbers`.
+pub fn tcp_segment(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ports: (u16, u16),
+    numbers: (u32, u32),
+    flags: u8,
+    window: u16,
+) -> [u8; 20] {
     let mut t = [0u8; 20];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[0..2].copy_from_slice(&ports.0.to_be_bytes());
+    t[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    t[4..8].copy_from_slice(&numbers.0.to_be_bytes());
+    t[8..12].copy_from_slice(&numbers.1.to_be_bytes());
     t[12] = 5 << 4;
-    t[13] = 0x02; // SYN
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for pair in bytes.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&[0, libc::IPPROTO_TCP as u8]);
-    add(&(t.len() as u16).to_be_bytes());
-    add(&t);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    t[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    t[13] = flags;
+    t[14..16].copy_from_slice(&window.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(12 + t.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8]);
+    pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&t);
+    t[16..18].copy_from_slice(&testlab::inet_checksum(&pseudo).to_be_bytes());
     t
+}
+
+/// A raw IPv4 socket in a host's namespace that sends whole packets of the
+/// caller's making (any source address), many of them, fast.
+pub struct RawSender(OwnedFd);
+
+impl RawSender {
+    pub fn open(host: &LabHost) -> Self {
+        Self(host.in_netns(|| {
+            // SAFETY: plain socket(2); the descriptor is owned at once.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            // SAFETY: a descriptor we just opened.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        }))
+    }
+
+    /// Sends an IPv4 packet (the kernel fills in its length and checksum);
+    /// whether it went out.
+    pub fn send(&self, packet: &[u8]) -> bool {
+        let dst = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes([packet[16], packet[17], packet[18], packet[19]]) },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sendto with a valid buffer and address.
+        let r = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                std::ptr::from_ref(&dst).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        r > 0
+    }
+}
+
+/// An IPv4 packet of `protocol` around `l4` (the kernel fills in the
+/// header's length and checksum).
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 20];
+    p[0] = 0x45;
+    p[8] = 64;
+    p[9] = protocol;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p.extend_from_slice(l4);
+    p
 }
 
 fn count_answers(fd: &OwnedFd, to: SocketAddrV4, stop: &AtomicBool, answered: &AtomicU64) {
@@ -203,54 +244,107 @@ impl ConnectLoop {
     }
 }
 
+/// What a [`SpoofedFlood`] sends: each packet a flow of its own that nobody
+/// will answer for.
+#[derive(Clone, Copy, Debug)]
+pub enum Spoofed {
+    /// TCP SYNs to this port.
+    Syn(u16),
+    /// UDP datagrams to this port.
+    Udp(u16),
+    /// ICMP echo requests, each with an identifier of its own.
+    EchoRequest,
+}
+
+/// Packets from spoofed IPv4 addresses (`sources` of them from `base`),
+/// each with a source port or echo identifier of its own, so each opens a
+/// new flow, to `to`, as fast as one thread sends them from a raw socket
+/// in `from`'s namespace, until stopped. Checksums are right, so the
+/// target's stack answers as it would a real client (to an address that
+/// will never answer back).
+pub struct SpoofedFlood {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    thread: JoinHandle<()>,
+}
+
+impl SpoofedFlood {
+    pub fn start(from: &LabHost, base: Ipv4Addr, sources: u32, to: Ipv4Addr, kind: Spoofed) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let raw = RawSender::open(from);
+        let thread = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut n: u32 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let src = Ipv4Addr::from(u32::from(base) + n % sources.max(1));
+                    let flow = 1024 + (n / sources.max(1)) % 60_000;
+                    if raw.send(&spoofed_packet(src, to, kind, flow as u16, n)) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n = n.wrapping_add(1);
+                }
+            })
+        };
+        Self { stop, sent, thread }
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` packets went out (at most `limit`); how many did.
+    pub fn wait_for(&self, n: u64, limit: Duration) -> u64 {
+        let until = Instant::now() + limit;
+        while self.sent() < n && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.sent()
+    }
+
+    /// Stops; how many packets went out.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("flood thread");
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// One packet of a [`SpoofedFlood`]: IPv4 (the kernel fills in the
+/// header's length and checksum) and its L4 header with checksum.
+fn spoofed_packet(src: Ipv4Addr, dst: Ipv4Addr, kind: Spoofed, flow: u16, n: u32) -> Vec<u8> {
+    let (protocol, mut l4) = match kind {
+        Spoofed::Syn(dport) => (libc::IPPROTO_TCP as u8, syn_segment(src, dst, flow, dport, n).to_vec()),
+        Spoofed::Udp(dport) => {
+            let mut u = vec![0u8; 8 + 16];
+            u[0..2].copy_from_slice(&flow.to_be_bytes());
+            u[2..4].copy_from_slice(&dport.to_be_bytes());
+            u[4..6].copy_from_slice(&24u16.to_be_bytes());
+            (libc::IPPROTO_UDP as u8, u)
+        }
+        Spoofed::EchoRequest => {
+            let mut e = vec![8u8, 0, 0, 0];
+            e.extend_from_slice(&(n as u16).to_be_bytes());
+            e.extend_from_slice(&1u16.to_be_bytes());
+            e.extend_from_slice(b"flood");
+            (libc::IPPROTO_ICMP as u8, e)
+        }
+    };
+    // UDP checksum 0: none (IPv4).
+    if let Spoofed::EchoRequest = kind {
+        let sum = testlab::inet_checksum(&l4);
+        l4[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    ipv4(src, dst, protocol, &l4)
+}
+
 /// UDP datagrams to `to` from `sources` different spoofed IPv4 addresses
 /// (`base` + i, each a source of its own flow), as fast as one thread
 /// sends them from a raw socket in `from`'s namespace, for `secs`; returns
 /// how many were sent.
 pub fn udp_from_many(from: &LabHost, base: Ipv4Addr, sources: u32, to: SocketAddrV4, secs: f64) -> u64 {
-    let fd = from.in_netns(|| {
-        // SAFETY: plain socket(2); the descriptor is owned at once.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        // SAFETY: a descriptor we just opened.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    });
-    let dst = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(to.ip().octets()) },
-        sin_zero: [0; 8],
-    };
-    let started = Instant::now();
-    let mut sent = 0_u64;
-    let mut n = 0_u32;
-    while started.elapsed().as_secs_f64() < secs {
-        let src = Ipv4Addr::from(u32::from(base) + n % sources);
-        n = n.wrapping_add(1);
-        let mut p = [0u8; 28 + 16];
-        p[0] = 0x45;
-        p[8] = 64;
-        p[9] = libc::IPPROTO_UDP as u8;
-        p[12..16].copy_from_slice(&src.octets());
-        p[16..20].copy_from_slice(&to.ip().octets());
-        p[20..22].copy_from_slice(&40_000u16.to_be_bytes());
-        p[22..24].copy_from_slice(&to.port().to_be_bytes());
-        p[24..26].copy_from_slice(&(8u16 + 16).to_be_bytes());
-        // UDP checksum 0: none (IPv4). Length and IP checksum: the kernel's.
-        // SAFETY: sendto with a valid buffer and address.
-        let r = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                p.as_ptr().cast(),
-                p.len(),
-                0,
-                std::ptr::from_ref(&dst).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        if r > 0 {
-            sent += 1;
-        }
-    }
-    sent
+    let flood = SpoofedFlood::start(from, base, sources, *to.ip(), Spoofed::Udp(to.port()));
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    flood.stop()
 }

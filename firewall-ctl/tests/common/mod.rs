@@ -17,8 +17,10 @@ use std::{
 };
 
 pub mod agent;
+pub mod capture;
 pub mod flood;
 pub mod hostile;
+pub mod previous;
 pub mod seed;
 
 use serde_json::Value;
@@ -142,6 +144,7 @@ impl Run {
 
 /// `sgctl --state-dir <lab's> -n <host's netns>`: the host as a machine.
 pub struct Sgctl {
+    bin: PathBuf,
     state_dir: PathBuf,
     lib_dir: PathBuf,
     netns: String,
@@ -156,7 +159,12 @@ impl Sgctl {
     pub fn for_netns(lab: &Lab, netns: &str) -> Self {
         let state_dir = lab.state_dir().unwrap_or_else(|e| panic!("lab state dir: {e:#}"));
         let lib_dir = lab.lib_dir().unwrap_or_else(|e| panic!("lab lib dir: {e:#}"));
-        Self { state_dir, lib_dir, netns: netns.to_owned() }
+        Self { bin: PathBuf::from(env!("CARGO_BIN_EXE_sgctl")), state_dir, lib_dir, netns: netns.to_owned() }
+    }
+
+    /// The same, running another build of `sgctl` (an older release).
+    pub fn with_binary(self, bin: &Path) -> Self {
+        Self { bin: bin.to_owned(), ..self }
     }
 
     /// `sgctl` for `host` with a state and a lib directory of its own
@@ -180,7 +188,7 @@ impl Sgctl {
 
     /// The command line `run` uses, to start `sgctl` some other way.
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgctl"));
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--lib-dir")
@@ -211,6 +219,21 @@ impl Sgctl {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Runs `args` and kills it (SIGKILL) after a random delay of up to
+    /// `max` drawn from `seed`; its exit status and stderr if it finished
+    /// first.
+    pub fn run_and_kill(&self, args: &[&str], max: Duration, seed: &mut u64) -> Option<(i32, String)> {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let delay = Duration::from_micros(*seed % (max.as_micros() as u64 + 1));
+        let mut child = self.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("sgctl runs");
+        thread::sleep(delay);
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait");
+        out.status.code().map(|code| (code, String::from_utf8_lossy(&out.stderr).into_owned()))
     }
 
     /// Runs and asserts exit status 0.
