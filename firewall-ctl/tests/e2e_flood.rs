@@ -135,6 +135,9 @@ fn a_flood_never_closes_the_host(name: &str, kind: Spoofed) {
     let usage = conntrack(&sg);
     let stats = sg.stats();
     eprintln!("{kind:?}: {sent} flood packets; client {outcomes:?}; held connection {echoes} echoes; {usage}");
+    let snmp = _srv.run(&["nstat", "-az", "UdpRcvbufErrors", "UdpInErrors", "UdpInDatagrams", "UdpOutDatagrams"]);
+    eprintln!("server: {}", snmp.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default());
+    eprintln!("stats: {}", stats["interfaces"][0]);
 
     assert!(sent >= 10 * MAX_ENTRIES, "at least ten times the table: {sent}");
     let connected = outcomes.iter().filter(|o| **o == Connected).count();
