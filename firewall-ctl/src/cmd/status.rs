@@ -230,8 +230,17 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
                 ]
             })
             .collect();
-        let header =
-            ["INTERFACE", "GROUPS", "INGRESS", "EGRESS", "PROG IDS (IN/OUT)", "GEN", "CONFIRMED", "PENDING", "KERNEL MEMORY"];
+        let header = [
+            "INTERFACE",
+            "GROUPS",
+            "INGRESS",
+            "EGRESS",
+            "PROG IDS (IN/OUT)",
+            "GEN",
+            "CONFIRMED",
+            "PENDING",
+            "KERNEL MEMORY",
+        ];
         crate::out!("{}", table(&header, &rows));
         for i in &s.interfaces {
             for problem in i.links.problems() {
