@@ -19,9 +19,11 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use firewall_common::{
-    conntrack::FlowState,
+    conntrack::{FlowState, Table},
     counters::{reason_slot, Reason},
-    proto, Direction,
+    proto,
+    tcp::TCP_PSH,
+    Direction,
 };
 use firewall_ctl::{
     compile, datapath,
@@ -778,4 +780,250 @@ fn devices_without_ethernet_header_are_judged_through_tc() {
         }
     }
     assert!(failures.is_empty(), "bare-IP device:\n{}", failures.join("\n"));
+}
+
+/// TCP states against a model of semantics.md items 10 and 12: a flow is
+/// brought to each state (SYN seen, SYN-ACK seen, established, closing by
+/// a FIN, closing by a RST), then one segment is injected, RST, RST-ACK,
+/// SYN or SYN-ACK, from either side, with each sequence number an attacker
+/// may try (the exact one, the receiver's last acknowledgement, just past
+/// it, inside the window, just behind it, far out). The model says which
+/// reason it gets, which state and table the flow is in afterwards, and an
+/// established flow must still carry its next real packet.
+#[test]
+fn tcp_states_follow_the_model_for_every_rst_and_syn() {
+    let loaded = load(false);
+    let xdp = datapath::PROG_INGRESS_XDP;
+    let egress = datapath::PROG_EGRESS_TC;
+    let mut port = 45000u16;
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for prefix in Prefix::ALL {
+        for side in [Side::Opener, Side::Responder] {
+            for flags in [TCP_RST, TCP_RST | TCP_ACK, TCP_SYN, TCP_SYN | TCP_ACK] {
+                for seq in SeqChoice::ALL {
+                    port += 1;
+                    let mut flow = TcpFlow::new(port);
+                    for (dir, frame) in flow.prefix(prefix) {
+                        let program = if dir == Dir::In { xdp } else { egress };
+                        let direction = if dir == Dir::In { Direction::Inbound } else { Direction::Outbound };
+                        run(&loaded, program, direction, &frame);
+                    }
+                    let case = format!("{prefix:?}, {side:?} sends {flags:#04x} at {seq:?}");
+                    let Some(want) = model(prefix, side, flags, seq) else { continue };
+                    checked += 1;
+                    let (dir, frame) = flow.inject(side, flags, seq);
+                    let (program, direction) =
+                        if dir == Dir::In { (xdp, Direction::Inbound) } else { (egress, Direction::Outbound) };
+                    let (_, reason) = run(&loaded, program, direction, &frame);
+                    let got = flow_of(&loaded, port);
+                    if reason != want.reason || got != Some((want.state, want.table)) {
+                        failures.push(format!(
+                            "{case}: want {} -> {:?} in {:?}, got {} -> {got:?}",
+                            want.reason.name(),
+                            want.state,
+                            want.table,
+                            reason.name()
+                        ));
+                        continue;
+                    }
+                    if want.state == FlowState::Established {
+                        let (_, reason) = run(&loaded, xdp, Direction::Inbound, &flow.opener_data());
+                        if reason != PassTracked {
+                            failures.push(format!("{case}: the next real packet got {}", reason.name()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{checked} cases against the model");
+    assert!(checked >= 150, "the model covers {checked} cases");
+    assert!(failures.is_empty(), "{} cases differ from the model:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The states the model brings a flow to before the injected segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prefix {
+    SynSeen,
+    SynAckSeen,
+    Established,
+    ClosedByFin,
+    ClosedByRst,
+}
+
+impl Prefix {
+    const ALL: [Self; 5] = [Self::SynSeen, Self::SynAckSeen, Self::Established, Self::ClosedByFin, Self::ClosedByRst];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// The remote that sent the SYN (inbound).
+    Opener,
+    /// The host that answers it (outbound).
+    Responder,
+}
+
+/// The sequence number of an injected segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeqChoice {
+    /// The sender's next sequence number (RFC 5961's exact RST).
+    Next,
+    /// The highest acknowledgement the receiver sent (exact too).
+    ReceiverAck,
+    /// Just past the exact one.
+    NextPlus1,
+    /// Inside the window.
+    NextPlus1000,
+    /// Just behind it.
+    NextMinus1,
+    /// Half the sequence space away.
+    Far,
+}
+
+impl SeqChoice {
+    const ALL: [Self; 6] =
+        [Self::Next, Self::ReceiverAck, Self::NextPlus1, Self::NextPlus1000, Self::NextMinus1, Self::Far];
+}
+
+/// One flow from a remote's port to the host's 80: the opener's initial
+/// sequence number 1000, the responder's 5000.
+struct TcpFlow {
+    port: u16,
+    /// Each side's next sequence number (the responder's before it spoke:
+    /// its initial one) and the highest acknowledgement it sent (0: none).
+    next: [u32; 2],
+    acked: [u32; 2],
+}
+
+impl TcpFlow {
+    fn new(port: u16) -> Self {
+        Self { port, next: [1000, 5000], acked: [0, 0] }
+    }
+
+    fn segment(&mut self, side: Side, flags: u8, seq: u32, ack: u32, payload: usize) -> (Dir, Vec<u8>) {
+        let i = side as usize;
+        let consumed = payload as u32 + u32::from(flags & (TCP_SYN | TCP_FIN) != 0);
+        if seq == self.next[i] {
+            self.next[i] = seq.wrapping_add(consumed);
+        }
+        if flags & TCP_ACK != 0 {
+            self.acked[i] = ack;
+        }
+        let l4 = [tcp_seq(self.port, 80, flags, seq, ack), vec![7u8; payload]].concat();
+        match side {
+            Side::Opener => (Dir::In, ip(proto::TCP, a(REMOTE4), a(HOST4), &l4)),
+            Side::Responder => {
+                let l4 = [tcp_seq(80, self.port, flags, seq, ack), vec![7u8; payload]].concat();
+                (Dir::Out, ip(proto::TCP, a(HOST4), a(REMOTE4), &l4))
+            }
+        }
+    }
+
+    /// The segments that bring the flow to `prefix`. Once established, the
+    /// responder has sent 100 bytes the opener has not acknowledged yet, so
+    /// the responder's next sequence number and the opener's last
+    /// acknowledgement differ (both are exact for a RST).
+    fn prefix(&mut self, prefix: Prefix) -> Vec<(Dir, Vec<u8>)> {
+        let mut out = vec![self.segment(Side::Opener, TCP_SYN, 1000, 0, 0)];
+        if prefix == Prefix::SynSeen {
+            return out;
+        }
+        out.push(self.segment(Side::Responder, TCP_SYN | TCP_ACK, 5000, 1001, 0));
+        if prefix == Prefix::SynAckSeen {
+            return out;
+        }
+        out.push(self.segment(Side::Opener, TCP_ACK, 1001, 5001, 0));
+        out.push(self.segment(Side::Responder, TCP_ACK | TCP_PSH, 5001, 1001, 100));
+        match prefix {
+            Prefix::ClosedByFin => out.push(self.segment(Side::Opener, TCP_FIN | TCP_ACK, 1001, 5101, 0)),
+            Prefix::ClosedByRst => out.push(self.segment(Side::Responder, TCP_RST, 5101, 0, 0)),
+            _ => {}
+        }
+        out
+    }
+
+    fn seq(&self, side: Side, choice: SeqChoice) -> u32 {
+        let next = self.next[side as usize];
+        match choice {
+            SeqChoice::Next => next,
+            SeqChoice::ReceiverAck => match self.acked[1 - side as usize] {
+                0 => next,
+                ack => ack,
+            },
+            SeqChoice::NextPlus1 => next.wrapping_add(1),
+            SeqChoice::NextPlus1000 => next.wrapping_add(1000),
+            SeqChoice::NextMinus1 => next.wrapping_sub(1),
+            SeqChoice::Far => next.wrapping_add(1 << 31),
+        }
+    }
+
+    /// The injected segment, acknowledging what the other side sent.
+    fn inject(&mut self, side: Side, flags: u8, choice: SeqChoice) -> (Dir, Vec<u8>) {
+        let seq = self.seq(side, choice);
+        let ack = if flags & TCP_ACK != 0 { self.next[1 - side as usize] } else { 0 };
+        let before = (self.next, self.acked);
+        let segment = self.segment(side, flags, seq, ack, 0);
+        (self.next, self.acked) = before;
+        segment
+    }
+
+    fn opener_data(&mut self) -> Vec<u8> {
+        let (seq, ack) = (self.next[0], self.next[1]);
+        self.segment(Side::Opener, TCP_ACK | TCP_PSH, seq, ack, 10).1
+    }
+}
+
+struct Expected {
+    reason: Reason,
+    state: FlowState,
+    table: Table,
+}
+
+/// What semantics.md items 10 and 12 say the injected segment does, or
+/// `None` where they leave it to the sequence window (a SYN from a side
+/// that is still in its handshake).
+fn model(prefix: Prefix, side: Side, flags: u8, choice: SeqChoice) -> Option<Expected> {
+    let (state, table) = match prefix {
+        Prefix::SynSeen => (FlowState::Opening, Table::Pending),
+        Prefix::SynAckSeen => (FlowState::SynReceived, Table::Pending),
+        Prefix::Established => (FlowState::Established, Table::Confirmed),
+        Prefix::ClosedByFin | Prefix::ClosedByRst => (FlowState::Closing, Table::Confirmed),
+    };
+    let unchanged = Expected { reason: PassOutOfWindow, state, table };
+    let (syn, rst, ack) = (flags & TCP_SYN != 0, flags & TCP_RST != 0, flags & TCP_ACK != 0);
+    // Before the SYN-ACK, the responder can only answer the SYN, with a
+    // SYN-ACK or RST that acknowledges it (every injected ACK does).
+    if prefix == Prefix::SynSeen && side == Side::Responder {
+        return Some(match (syn, rst, ack) {
+            (true, _, true) => Expected { reason: PassTracked, state: FlowState::SynReceived, table },
+            (_, true, true) => Expected { reason: PassTracked, state: FlowState::Closing, table },
+            _ => unchanged,
+        });
+    }
+    if syn {
+        return match state {
+            // RFC 5961 §4: the host answers with a challenge ACK.
+            FlowState::Established => Some(unchanged),
+            // A bare SYN on a closing flow opens a new one (the rules allow
+            // it both ways); a SYN-ACK changes nothing.
+            FlowState::Closing if !ack => {
+                Some(Expected { reason: PassNewFlow, state: FlowState::Opening, table: Table::Pending })
+            }
+            FlowState::Closing => Some(unchanged),
+            _ => None,
+        };
+    }
+    // Only an exact RST cuts a flow: the sender's next sequence number, or
+    // the receiver's last acknowledgement.
+    let exact = matches!(choice, SeqChoice::Next | SeqChoice::ReceiverAck);
+    Some(if rst && exact { Expected { reason: PassTracked, state: FlowState::Closing, table } } else { unchanged })
+}
+
+/// The state and table of the flow of `port`, if tracked.
+fn flow_of(loaded: &Loaded, port: u16) -> Option<(FlowState, Table)> {
+    let flows = loaded.maps().flows().unwrap();
+    let flow =
+        flows.iter().find(|f| f.key.protocol == proto::TCP && (f.key.port_lo == port || f.key.port_hi == port))?;
+    Some((FlowState::from_u8(flow.entry.state), flow.table))
 }

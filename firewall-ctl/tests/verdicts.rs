@@ -523,7 +523,11 @@ fn idle_flows_expire_after_their_timeout() {
 /// here with the old way, then not happening with gc's.
 #[test]
 fn gc_never_removes_a_flow_reused_between_its_listing_and_its_removal() {
-    let dp = Datapath::with(WEB, &["web-server"], |c| c.timeouts.udp_single = 50_000_000);
+    // The reply below makes the flow a stream: it expires as fast.
+    let dp = Datapath::with(WEB, &["web-server"], |c| {
+        c.timeouts.udp_single = 50_000_000;
+        c.timeouts.udp_stream = 50_000_000;
+    });
     let out = ip(proto::UDP, a("10.0.0.1"), a("192.0.2.53"), &udp(5353, 53, b"q"));
     let back = ip(proto::UDP, a("192.0.2.53"), a("10.0.0.1"), &udp(53, 5353, b"a"));
     let expire = |dp: &Datapath| {

@@ -54,17 +54,7 @@ impl Capture {
             // SAFETY: a descriptor we just opened.
             unsafe { OwnedFd::from_raw_fd(fd) }
         });
-        let timeout = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
-        // SAFETY: setsockopt with a valid timeval.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                std::ptr::from_ref(&timeout).cast(),
-                size_of::<libc::timeval>() as u32,
-            );
-        }
+        super::flood::recv_timeout(&fd, std::time::Duration::from_millis(50));
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let thread = {

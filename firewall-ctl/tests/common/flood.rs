@@ -178,8 +178,10 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
     p
 }
 
-fn count_answers(fd: &OwnedFd, to: SocketAddrV4, stop: &AtomicBool, answered: &AtomicU64) {
-    let timeout = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+/// Makes a blocking `recv` on `fd` give up after `after`, so a reader
+/// thread sees its stop flag.
+pub fn recv_timeout(fd: &OwnedFd, after: Duration) {
+    let timeout = libc::timeval { tv_sec: after.as_secs() as libc::time_t, tv_usec: after.subsec_micros().into() };
     // SAFETY: setsockopt with a valid timeval.
     unsafe {
         libc::setsockopt(
@@ -190,6 +192,10 @@ fn count_answers(fd: &OwnedFd, to: SocketAddrV4, stop: &AtomicBool, answered: &A
             size_of::<libc::timeval>() as u32,
         );
     }
+}
+
+fn count_answers(fd: &OwnedFd, to: SocketAddrV4, stop: &AtomicBool, answered: &AtomicU64) {
+    recv_timeout(fd, Duration::from_millis(100));
     let mut buf = [0u8; 1500];
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: recv into our buffer.

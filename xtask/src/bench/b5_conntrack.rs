@@ -147,9 +147,10 @@ pub fn run(b: &Bench) -> anyhow::Result<Report> {
     report.note(
         "Admitted: flows the allowing rule opened (sgctl: the rule's `flows` counter; nftables: the packets its \
          rule accepted, one per new flow). Refused: sgctl's `dropped_conntrack_full`; nf_conntrack's `drop` \
-         (new packets it could not track) from /proc/net/stat/nf_conntrack. When full, sgctl refuses new flows \
-         and keeps every tracked one (semantics.md item 12); nf_conntrack evicts entries that never saw a \
-         reply to make room (`early_drop`), so it keeps admitting. The SYNs' source addresses are the \
+         (new packets it could not track) from /proc/net/stat/nf_conntrack. When its pending table is full, \
+         sgctl evicts the least recently used pending flow (one whose handshake never completed) and never a \
+         confirmed one (semantics.md item 12); nf_conntrack evicts entries that never became assured to make \
+         room (`early_drop`). Both keep admitting. The SYNs' source addresses are the \
          generator's own (a local route makes 198.18.0.0/16 local to it).",
     );
     per_second_table(&mut report, &samples);
