@@ -301,7 +301,7 @@ interfaces:
     let mut seen = [0; 2];
     for i in 0..8 {
         sg.apply(&[&file]);
-        let _ = run_and_kill(&sg, &["members", "add", "fleet", "203.0.113.20"], took * 2, &mut seed);
+        let _ = sg.run_and_kill(&["members", "add", "fleet", "203.0.113.20"], took * 2, &mut seed);
         let (in_a, in_b) = who_gets_in(&a, &b);
         assert_eq!((in_a, ssh(&b)), (TimedOut, Connected), "round {i}");
         seen[usize::from(in_b == Connected)] += 1;
