@@ -153,10 +153,14 @@ pub fn interface(interface: &str, image: &Image, conntrack_capacity: u32, record
         }
         let conntrack = datapath::conntrack::TABLES.iter().any(|t| t.name == m.name);
         let max_entries = if conntrack { conntrack_capacity } else { m.max_entries };
-        // The confirmed tables are allocated as flows arrive: counted full,
-        // what they hold at worst.
-        let flags = if conntrack { m.flags & !BPF_F_NO_PREALLOC } else { m.flags };
-        let mut use_ = of_map(m.map_type, m.key_size, m.value_size, max_entries, flags, cpus);
+        let mut use_ = of_map(m.map_type, m.key_size, m.value_size, max_entries, m.flags, cpus);
+        if conntrack && m.flags & BPF_F_NO_PREALLOC != 0 {
+            // A confirmed table is allocated as flows arrive: the kernel
+            // charges it empty at first; what it holds at worst (full) is
+            // what the limit is held to.
+            let full = of_map(m.map_type, m.key_size, m.value_size, max_entries, m.flags & !BPF_F_NO_PREALLOC, cpus);
+            use_.resident = full.resident;
+        }
         use_.map.clone_from(&m.name);
         maps.push(use_);
         // The generation in force of each policy map.

@@ -185,7 +185,7 @@ fn a_policy_over_the_memory_limit_is_refused_and_nothing_changes() {
         assert!(
             run.stderr.contains("of kernel memory while it is put in force")
                 && run.stderr.contains("over the limit of 64.0 MiB")
-                && run.stderr.contains("CONNTRACK"),
+                && run.stderr.contains("most of it CT"),
             "{verb:?}: {}",
             run.stderr
         );
