@@ -1014,6 +1014,11 @@ fn model(prefix: Prefix, side: Side, flags: u8, choice: SeqChoice) -> Option<Exp
             _ => None,
         };
     }
+    // Before the SYN-ACK, an opener's RST that acknowledges something
+    // acknowledges what the responder never sent: out of the window.
+    if prefix == Prefix::SynSeen && ack {
+        return Some(unchanged);
+    }
     // Only an exact RST cuts a flow: the sender's next sequence number, or
     // the receiver's last acknowledgement.
     let exact = matches!(choice, SeqChoice::Next | SeqChoice::ReceiverAck);
