@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 // The names are firewall-common's, shared with the eBPF program's statics.
 pub use firewall_common::map_names::{
     ACTIVE, CONNTRACK_PREV, CT4, CT4_PENDING, CT4_PEND_PREV, CT4_PREV, CT6, CT6_PENDING, CT6_PEND_PREV, CT6_PREV,
