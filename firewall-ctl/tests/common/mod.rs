@@ -173,7 +173,7 @@ impl Sgctl {
     pub fn own_dirs(lab: &Lab, host: &LabHost) -> Self {
         let state_dir = lab.state_dir().unwrap_or_else(|e| panic!("lab state dir: {e:#}")).join(host.name());
         let lib_dir = lab.lib_dir().unwrap_or_else(|e| panic!("lab lib dir: {e:#}")).join(host.name());
-        Self { state_dir, lib_dir, netns: host.netns().to_owned() }
+        Self { bin: PathBuf::from(env!("CARGO_BIN_EXE_sgctl")), state_dir, lib_dir, netns: host.netns().to_owned() }
     }
 
     /// The lab's state directory (bpffs).
