@@ -177,7 +177,7 @@ fn trace(frame: &impl Ifindex, j: &Judged) {
         return;
     }
     let ct_state = match j.reason {
-        Reason::PassTracked | Reason::PassNewFlow | Reason::PassAudit => crate::conntrack::sg_ct_state(j.flow) as u8,
+        Reason::PassTracked | Reason::PassNewFlow | Reason::PassAudit => crate::conntrack::sg_ct_state() as u8,
         _ => 0,
     };
     let Some(mut entry) = TRACE_EVENTS.reserve::<FlowEvent>(0) else { return };
