@@ -76,7 +76,12 @@ fn metrics_scraped_over_http_equal_stats_json() {
         "two HTTP and one SSH flow"
     );
     assert!(sample_of(&s, "sgctl_dropped_packets_total", &[("reason", "no_rule"), ("direction", "inbound")]) >= 2);
-    assert_eq!(sample_of(&s, "sgctl_conntrack_entries_limit", &[("interface", "eth0")]), 65536);
+    for table in ["confirmed", "pending"] {
+        let at = [("interface", "eth0"), ("table", table)];
+        assert_eq!(sample_of(&s, "sgctl_conntrack_entries_limit", &at), 65536, "{table}");
+    }
+    let confirmed = sample_of(&s, "sgctl_conntrack_entries", &[("interface", "eth0"), ("table", "confirmed")]);
+    assert!(confirmed >= 3, "the three flows completed their handshakes: {confirmed}");
     assert_eq!(sample_of(&s, "sgctl_policy_generation", &[("netns", srv.netns())]), 1);
     assert!(text.contains("sgctl_build_info{version="), "{text}");
     assert!(text.contains("sgctl_flow_events_suppressed_total{"), "{text}");

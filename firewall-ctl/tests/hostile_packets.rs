@@ -412,7 +412,10 @@ fn tcp_flag_verdicts(flags: u8) -> (Reason, Reason) {
         r if r & TCP_RST != 0 => PassUntracked,
         _ => PassNewFlow,
     };
-    (new_flow, PassTracked)
+    // A SYN on an established flow passes and changes nothing (RFC 5961
+    // §4: the host answers with a challenge ACK; semantics.md item 10).
+    let tracked = if checked & TCP_SYN != 0 { PassOutOfWindow } else { PassTracked };
+    (new_flow, tracked)
 }
 
 fn tcp_flags(c: &mut Corpus) {
@@ -810,7 +813,7 @@ fn tcp_states_follow_the_model_for_every_rst_and_syn() {
                         run(&loaded, program, direction, &frame);
                     }
                     let case = format!("{prefix:?}, {side:?} sends {flags:#04x} at {seq:?}");
-                    let Some(want) = model(prefix, side, flags, seq) else { continue };
+                    let Some(want) = model(prefix, side, flags, flow.is_exact(side, seq)) else { continue };
                     checked += 1;
                     let (dir, frame) = flow.inject(side, flags, seq);
                     let (program, direction) =
@@ -958,6 +961,15 @@ impl TcpFlow {
         }
     }
 
+    /// Whether a RST from `side` at `choice` is exact (RFC 5961): the
+    /// sender's next sequence number, or the receiver's last acknowledgement
+    /// (which other choices can fall on: after a FIN, one behind the next).
+    fn is_exact(&self, side: Side, choice: SeqChoice) -> bool {
+        let seq = self.seq(side, choice);
+        let receiver_ack = self.acked[1 - side as usize];
+        seq == self.next[side as usize] || (receiver_ack != 0 && seq == receiver_ack)
+    }
+
     /// The injected segment, acknowledging what the other side sent.
     fn inject(&mut self, side: Side, flags: u8, choice: SeqChoice) -> (Dir, Vec<u8>) {
         let seq = self.seq(side, choice);
@@ -983,7 +995,7 @@ struct Expected {
 /// What semantics.md items 10 and 12 say the injected segment does, or
 /// `None` where they leave it to the sequence window (a SYN from a side
 /// that is still in its handshake).
-fn model(prefix: Prefix, side: Side, flags: u8, choice: SeqChoice) -> Option<Expected> {
+fn model(prefix: Prefix, side: Side, flags: u8, exact: bool) -> Option<Expected> {
     let (state, table) = match prefix {
         Prefix::SynSeen => (FlowState::Opening, Table::Pending),
         Prefix::SynAckSeen => (FlowState::SynReceived, Table::Pending),
@@ -1019,9 +1031,7 @@ fn model(prefix: Prefix, side: Side, flags: u8, choice: SeqChoice) -> Option<Exp
     if prefix == Prefix::SynSeen && ack {
         return Some(unchanged);
     }
-    // Only an exact RST cuts a flow: the sender's next sequence number, or
-    // the receiver's last acknowledgement.
-    let exact = matches!(choice, SeqChoice::Next | SeqChoice::ReceiverAck);
+    // Only an exact RST cuts a flow.
     Some(if rst && exact { Expected { reason: PassTracked, state: FlowState::Closing, table } } else { unchanged })
 }
 

@@ -29,7 +29,7 @@ use crate::{
     clock, fragments,
     maps::{
         CONNTRACK_PREV, CT4, CT4_PENDING, CT4_PEND_PREV, CT4_PREV, CT6, CT6_PENDING, CT6_PEND_PREV, CT6_PREV,
-        CT_TIMEOUTS, FRAGMENTS,
+        CT_TIMEOUTS, FRAGMENTS, SCRATCH,
     },
     parse::{Packet, Track, Tuple, TCP_ACK, TCP_RST, TCP_SYN},
     stats, tcp, words,
@@ -221,18 +221,32 @@ pub enum Lookup {
 // BTF linkage global), each checked once by the verifier for any arguments
 // of their types, which return scalars: inlined, the two families' tables
 // doubled every path of the programs after them (the verifier processed
-// 108,000 instructions and the stack ran out). Their pointer arguments
-// are the caller's scratch memory (`maps::Scratch`), null-checked inside.
+// 108,000 instructions and the stack ran out). They take no pointers:
+// each finds the packet and its flow in the per-CPU scratch map itself
+// (`maps::Scratch`, the very memory the caller filled), so every key they
+// hand a map helper is a map value, which Linux 6.1's verifier requires of
+// a helper's key (it refuses a global function's pointer argument there).
 
 /// [`Lookup`] as one scalar: bits 0-31 the slot, 32-39 the reason, 40-47
 /// 0 for tracked or 1 + [`Stale`] for new.
 const NEW_SHIFT: u32 = 40;
 
+/// The packet being judged and its flow, as the program filled them in the
+/// per-CPU scratch map (see the comment above).
+#[inline(always)]
+fn scratch() -> Option<(&'static Packet, &'static mut FlowRef)> {
+    let s = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch entry; the program runs to completion on
+    // this CPU, and the caller holds no reference into it across the call.
+    let s = unsafe { &mut *s };
+    Some((&s.packet, &mut s.flow))
+}
+
 /// Finds the packet's flow (into `flow`) and, when it is live, records the
 /// packet in it. ICMP other than echo is never looked up.
 #[inline(always)]
-pub fn track(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup {
-    let v = sg_ct_track(flow, packet, now);
+pub fn track(_flow: &mut FlowRef, _packet: &Packet, now: u64) -> Lookup {
+    let v = sg_ct_track(now);
     match (v >> NEW_SHIFT) as u8 {
         0 => Lookup::Tracked {
             slot: v as u32,
@@ -250,9 +264,8 @@ pub fn track(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup {
 
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn sg_ct_track(flow: *mut FlowRef, packet: *const Packet, now: u64) -> u64 {
-    // SAFETY: null, or the caller's scratch memory.
-    let (Some(flow), Some(packet)) = (unsafe { flow.as_mut() }, unsafe { packet.as_ref() }) else {
+pub extern "C" fn sg_ct_track(now: u64) -> u64 {
+    let Some((packet, flow)) = scratch() else {
         return 1 << NEW_SHIFT;
     };
     let found = match track_flow(flow, packet, now) {
@@ -461,7 +474,8 @@ pub fn open(
     now: u64,
 ) -> Result<(), TableFull> {
     let how = u64::from(slot) | (stale as u64) << 32 | (direction as u64) << 40;
-    if sg_ct_open(flow, packet, how, now) == 0 {
+    let _ = (flow, packet);
+    if sg_ct_open(how, now) == 0 {
         Ok(())
     } else {
         Err(TableFull)
@@ -472,9 +486,8 @@ pub fn open(
 /// the direction (40-47). Returns 0 when the flow is tracked.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn sg_ct_open(flow: *mut FlowRef, packet: *const Packet, how: u64, now: u64) -> u32 {
-    // SAFETY: null, or the caller's scratch memory.
-    let (Some(flow), Some(packet)) = (unsafe { flow.as_mut() }, unsafe { packet.as_ref() }) else { return 1 };
+pub extern "C" fn sg_ct_open(how: u64, now: u64) -> u32 {
+    let Some((packet, flow)) = scratch() else { return 1 };
     let e = addr_of_mut!(flow.entry);
     // Built field by field in scratch memory (see `words`).
     // SAFETY: every field is written; all-zero `TcpSeen`s are valid.
@@ -524,9 +537,8 @@ fn open_in<F: Family>(flow: &FlowRef, stale: u8) -> bool {
 /// packet, as `FlowState + 1`, or 0 when it has none (for `sgctl trace`).
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn sg_ct_state(flow: *const FlowRef) -> u32 {
-    // SAFETY: null, or the caller's scratch memory.
-    let Some(flow) = (unsafe { flow.as_ref() }) else { return 0 };
+pub extern "C" fn sg_ct_state() -> u32 {
+    let Some((_, flow)) = scratch() else { return 0 };
     let entry = if flow.v6 { lookup::<V6>(flow) } else { lookup::<V4>(flow) };
     // SAFETY: a copy of one byte of a map value, read at once.
     entry.map_or(0, |e| u32::from(unsafe { (*e).state }) + 1)
@@ -542,17 +554,17 @@ fn lookup<F: Family>(flow: &FlowRef) -> Option<*mut FlowEntry> {
 /// passed) an ICMP error reports on, if it is tracked and live.
 #[inline(always)]
 pub fn related_counter(packet: &Packet, flow: &mut FlowRef, now: u64) -> Option<u32> {
-    let v = sg_ct_related(flow, packet, now);
+    let _ = (flow, packet);
+    let v = sg_ct_related(now);
     (v <= u64::from(u32::MAX)).then_some(v as u32)
 }
 
 /// [`related_counter`]; above `u32::MAX` for none.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn sg_ct_related(flow: *mut FlowRef, packet: *const Packet, now: u64) -> u64 {
+pub extern "C" fn sg_ct_related(now: u64) -> u64 {
     const NONE: u64 = 1 << 32;
-    // SAFETY: null, or the caller's scratch memory.
-    let (Some(flow), Some(packet)) = (unsafe { flow.as_mut() }, unsafe { packet.as_ref() }) else { return NONE };
+    let Some((packet, flow)) = scratch() else { return NONE };
     let quoted = &packet.related;
     match packet.related_track {
         Track::Never => NONE,

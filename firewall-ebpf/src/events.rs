@@ -19,7 +19,7 @@ use firewall_common::{
     proto, Direction,
 };
 
-use crate::{clock, conntrack::FlowRef, parse::Packet, words};
+use crate::{clock, parse::Packet, words};
 
 /// Flow events of every interface of the scope (pinned at `<scope>/EVENTS`,
 /// shared like `ACTIVE`): read by `sgctl agent`. 1 MiB holds ~14,000 events.
@@ -63,7 +63,6 @@ impl Ifindex for TcContext {
 /// What one judged packet was, for the reports below.
 pub struct Judged<'a> {
     pub packet: &'a Packet,
-    pub flow: &'a FlowRef,
     pub direction: Direction,
     pub reason: Reason,
     /// Counter slot credited, when it passed on one.
@@ -177,7 +176,7 @@ fn trace(frame: &impl Ifindex, j: &Judged) {
         return;
     }
     let ct_state = match j.reason {
-        Reason::PassTracked | Reason::PassNewFlow | Reason::PassAudit => crate::conntrack::sg_ct_state(j.flow) as u8,
+        Reason::PassTracked | Reason::PassNewFlow | Reason::PassAudit => crate::conntrack::sg_ct_state() as u8,
         _ => 0,
     };
     let Some(mut entry) = TRACE_EVENTS.reserve::<FlowEvent>(0) else { return };

@@ -68,7 +68,7 @@ pub fn judge(frame: &(impl Frame + Ifindex), direction: Direction) -> Reason {
         }
     };
     stats::count_reason(direction, reason, bytes);
-    let judged = Judged { packet, flow, direction, reason, counter, bytes, parsed, now };
+    let judged = Judged { packet, direction, reason, counter, bytes, parsed, now };
     events::report(frame, &judged);
     reason
 }
