@@ -1,39 +1,21 @@
 //! The verbs that meet users where they are, run as the real `sgctl`
-//! binary: `import aws` (then `check` of its output), `completions`
-//! (static and dynamic, the latter answering with interface and group
-//! names), `man-pages`, and printing into a closed pipe, which must end
-//! quietly with status 0.
+//! binary with no privilege: `import aws` (then `check` of its output),
+//! `completions`, `man-pages`, and printing into a closed pipe, which must
+//! end quietly with status 0. Those that need a lab host (dynamic
+//! completions, `stats --watch`) are in `e2e_cli_tools.rs`.
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
+    process::Stdio,
+    time::Duration,
 };
 
-use common::*;
-
-fn sgctl() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sgctl"));
-    cmd.env_remove("SGCTL_STATE_DIR").env_remove("SGCTL_COMPLETE").stdin(Stdio::null());
-    cmd
-}
+use common::{bin::*, *};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aws").join(name)
-}
-
-/// Runs `cmd` to the end.
-fn run(cmd: &mut Command) -> Run {
-    let cmdline = format!("{cmd:?}");
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmdline}: {e}"));
-    Run {
-        cmdline,
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 #[test]
@@ -117,69 +99,6 @@ fn completion_scripts_and_man_pages_generate() {
     assert!(main.contains("sgctl\\-import(1)"), "sgctl.1 lists the verbs:\n{main}");
 }
 
-/// What the dynamic completion answers for `words`, completing the last one.
-fn complete(state_dir: Option<&Path>, words: &[&str]) -> Vec<String> {
-    let mut cmd = sgctl();
-    cmd.env("SGCTL_COMPLETE", "bash")
-        .env("_CLAP_IFS", "\n")
-        .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
-        .arg("--")
-        .args(words);
-    if let Some(dir) = state_dir {
-        cmd.env("SGCTL_STATE_DIR", dir);
-    }
-    let r = run(&mut cmd).ok();
-    r.stdout.lines().map(str::to_owned).collect()
-}
-
-#[test]
-fn dynamic_completions_offer_interfaces_and_applied_groups() {
-    let lab = lab("complete");
-    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
-    let sg = Sgctl::new(&lab, &srv);
-    let state_dir = lab.state_dir().expect("state dir");
-    // Interfaces of the namespace sgctl runs in (here: the test's).
-    assert!(complete(None, &["sgctl", "attach", "l"]).contains(&"lo".to_owned()));
-    assert!(complete(None, &["sgctl", "explain", "--iface", "l"]).contains(&"lo".to_owned()));
-    assert_eq!(complete(Some(&state_dir), &["sgctl", "attach", "lo", "--groups", ""]), Vec::<String>::new());
-    sg.apply(&[&policy("app-server.yaml"), &policy("database.yaml")]);
-    let groups = complete(Some(&state_dir), &["sgctl", "attach", "lo", "--groups", ""]);
-    assert_eq!(groups, ["app-server", "database", "load-balancer"]);
-    let rest = complete(Some(&state_dir), &["sgctl", "attach", "lo", "--groups", "database,"]);
-    assert_eq!(rest, ["database,app-server", "database,database", "database,load-balancer"]);
-    assert_eq!(
-        complete(Some(&state_dir), &["sgctl", "attach", "lo", "--groups", "database,l"]),
-        ["database,load-balancer"]
-    );
-    let verbs = complete(None, &["sgctl", "st"]);
-    assert_eq!(verbs, ["status", "stats"]);
-}
-
-/// Spawns `cmd` with its stdout a pipe whose reading end is already closed.
-fn spawn_into_closed_pipe(cmd: &mut Command) -> Child {
-    let (read, write) = nix::unistd::pipe().expect("pipe");
-    drop(read);
-    cmd.stdout(Stdio::from(write)).stderr(Stdio::piped()).spawn().expect("spawn sgctl")
-}
-
-fn wait_within(child: &mut Child, limit: Duration) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("sgctl still runs {limit:?} after its reader went away");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stderr_of(child: Child) -> String {
-    String::from_utf8_lossy(&child.wait_with_output().expect("sgctl output").stderr).into_owned()
-}
-
 #[test]
 fn printing_into_a_closed_pipe_ends_quietly_with_status_0() {
     for args in [vec!["completions", "bash"], vec!["import", "aws", "FIXTURE"]] {
@@ -197,38 +116,4 @@ fn printing_into_a_closed_pipe_ends_quietly_with_status_0() {
         assert_eq!(status.code(), Some(0), "sgctl {args:?} into a closed pipe: {status}, stderr: {stderr}");
         assert!(stderr.is_empty(), "sgctl {args:?} into a closed pipe printed: {stderr}");
     }
-}
-
-#[test]
-fn stats_watch_into_head_ends_quietly_with_status_0() {
-    let lab = lab("pipe");
-    let srv = host(&lab, "srv", &["203.0.113.1/24"]);
-    let sg = Sgctl::new(&lab, &srv);
-    sg.apply(&[&policy("web-server.yaml")]);
-    let state_dir = lab.state_dir().expect("state dir");
-    // `sgctl stats --watch 1 | head -1`: read one line, then close the pipe.
-    let mut child = sgctl()
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .args(["-n", sg.netns(), "stats", "--watch", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sgctl stats");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("read a line");
-    assert!(first.starts_with("RULE"), "first line of stats: {first:?}");
-    // The reader is gone: the next round's write must end sgctl, status 0, no panic.
-    let status = wait_within(&mut child, Duration::from_secs(10));
-    let stderr = stderr_of(child);
-    assert_eq!(status.code(), Some(0), "stats --watch into a closed pipe: {status}, stderr: {stderr}");
-    assert!(stderr.is_empty(), "stats --watch into a closed pipe printed: {stderr}");
-
-    // And a pipe closed before the first line.
-    let mut cmd = sgctl();
-    cmd.arg("--state-dir").arg(&state_dir).args(["-n", sg.netns(), "stats", "--watch", "1"]);
-    let mut child = spawn_into_closed_pipe(&mut cmd);
-    let status = wait_within(&mut child, Duration::from_secs(10));
-    let stderr = stderr_of(child);
-    assert_eq!(status.code(), Some(0), "{status}, stderr: {stderr}");
 }

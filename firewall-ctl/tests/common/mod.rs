@@ -17,6 +17,7 @@ use std::{
 };
 
 pub mod agent;
+pub mod bin;
 pub mod capture;
 pub mod flood;
 pub mod hostile;
