@@ -1,6 +1,6 @@
 //! The property the policy fuzzers hold sgctl to, shared by the cargo-fuzz
 //! target (`fuzz/`, `cargo xtask fuzz`) and the generator that runs on
-//! stable in every `cargo test` (`tests/fuzz_policy.rs`): whatever the
+//! stable in every `cargo test` (`tests/offline/fuzz_policy.rs`): whatever the
 //! bytes, the parser and the compiler never panic, and every error they
 //! return is one line that starts with `FILE:LINE:COL: `, a place inside
 //! the files given (docs/policy-format.md, "Errors").

@@ -15,7 +15,7 @@ use crate::sh;
 
 /// Debian packages the tests and the demo run (the benchmarks add their own):
 /// `prometheus` (the server and `promtool`) and `prometheus-node-exporter`
-/// read sgctl's metrics in `e2e_prometheus.rs`; `python3-venv` makes the
+/// read sgctl's metrics in `tests/e2e/prometheus.rs`; `python3-venv` makes the
 /// tests' Python environment ([`PYTHON_PACKAGES`]); `cargo xtask package`
 /// (which the tests run) needs `dpkg-dev` (dpkg-shlibdeps, for the
 /// package's Depends) and `lintian`; `faketime` (libfaketime) steps the

@@ -6,7 +6,7 @@
 //! `fuzz/regressions/`, and the YAML of the policy and compiler unit tests
 //! (they leave it there when `SGCTL_FUZZ_SEEDS` is set). A finding is
 //! copied to `fuzz/regressions/`, where `cargo test` replays it on stable
-//! (`firewall-ctl/tests/fuzz_policy.rs`), and the run fails.
+//! (`firewall-ctl/tests/offline/fuzz_policy.rs`), and the run fails.
 //!
 //! CI does not run this (it would need cargo-fuzz and a second,
 //! instrumented build of every dependency); it runs the stable generator in

@@ -6,7 +6,7 @@
 //! It is the project's one yardstick. `sgctl explain` answers from it; the
 //! compiler and its userspace twin `compile::simulate` are tested against
 //! it (compile/tests.rs), and so is the kernel itself: the differential
-//! test (firewall-ctl/tests/differential) runs random policies and packets
+//! test (firewall-ctl/tests/kernel/differential) runs random policies and packets
 //! through the real programs with BPF_PROG_TEST_RUN and requires the same
 //! verdict and the same credited rule. It is written for clarity, not
 //! speed: a loop over rules, straight from the text of the semantics.

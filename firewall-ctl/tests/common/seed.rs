@@ -1,6 +1,6 @@
 //! The seed examples' labs and probes, shared by the tests that enforce
-//! them with sgctl (e2e_web_server.rs, e2e_app_db.rs) and with sgctl's
-//! nftables export (e2e_nft_export.rs): the same hosts, the same probes,
+//! them with sgctl (tests/e2e/web_server.rs, tests/e2e/app_db.rs) and with sgctl's
+//! nftables export (tests/e2e/nft_export.rs): the same hosts, the same probes,
 //! the same expectations.
 use Outcome::{Connected, Refused, TimedOut};
 

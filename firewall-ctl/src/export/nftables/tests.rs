@@ -1,5 +1,5 @@
 //! The exported text, line by line. That `nft -f` loads it and enforces the
-//! same verdicts is `tests/e2e_nft_export.rs`.
+//! same verdicts is `tests/e2e/nft_export.rs`.
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
