@@ -114,80 +114,17 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
     };
     let mut status = Status { scopes: Vec::new(), saved_without_namespace };
     for target in targets {
-        // Reports do not wait for changes, except a rollback whose deadline
-        // has passed: it is under way (or about to be), and the report waits
-        // for it (at most `wait`) rather than show half of each policy, such
-        // as the old policy back in force beside the pending record it is
-        // about to remove.
-        let _settled = match target.lib.pending(&target.scope)? {
-            Some(p) if restore::time_left(&p).is_zero() => target.state.lock_shared(wait).ok(),
-            _ => None,
+        let scope = match scope_status(target, wait) {
+            Ok(scope) => scope,
+            // Read while a change was half made: an interface in force when
+            // its records were read, its maps being unpinned by a detach (or
+            // pinned by an attach) since. Read again once that change is done.
+            Err(_) => {
+                let _settled = target.state.lock_shared(wait)?;
+                scope_status(target, wait)?
+            }
         };
-        let policy = target.policy()?;
-        let mut interfaces = Vec::new();
-        for record in target.interfaces()? {
-            let dir = target.state.iface_dir(&target.scope, &record.ifname);
-            let health = links::check(&dir, &record);
-            let ids = attach::program_ids(&dir).ok();
-            // The kernel's word: it outranks a record a killed sgctl left behind.
-            let hooks_now = attach::hooks(&dir, record.ingress).ok();
-            let maps = target.maps(&record.ifname);
-            let (standing, other_programs, hooks_error) = match hooks::survey(&record.ifname, &dir, record.ingress) {
-                Ok(s) => (Some(Standing { ingress: s.ingress, egress: s.egress }), s.others, None),
-                Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
-            };
-            let conntrack = maps.conntrack_usage()?;
-            interfaces.push(IfaceStatus {
-                ingress: hooks_now.map_or(record.ingress, |h| h.ingress),
-                egress: hooks_now.map_or(record.egress, |h| h.egress),
-                standing,
-                hooks_error,
-                other_programs,
-                ingress_program_id: ids.map(|i| i.0).filter(|_| health.ingress.is_ok()),
-                egress_program_id: ids.map(|i| i.1).filter(|_| health.egress.is_ok()),
-                links: health,
-                mode: record.mode,
-                conntrack_entries: conntrack.confirmed + conntrack.pending,
-                conntrack_capacity: conntrack.capacity,
-                conntrack,
-                kernel_memory: maps.kernel_memory()?,
-                interface: record.ifname,
-                ifindex: record.ifindex,
-                groups: record.groups,
-                generation: record.generation,
-            });
-        }
-        let unfiltered = match target.lib.applied_head(&target.scope)? {
-            Some(saved) => saved
-                .interfaces
-                .into_iter()
-                .filter(|i| !interfaces.iter().any(|f| f.interface == i.ifname))
-                .map(|i| Unfiltered { exists: netns::ifindex(&i.ifname).is_some(), interface: i.ifname })
-                .collect(),
-            None => Vec::new(),
-        };
-        status.scopes.push(ScopeStatus {
-            unfiltered,
-            netns: target.scope.netns().map(str::to_owned),
-            generation: policy.as_ref().map(|p| p.generation),
-            sources: policy.map(|p| p.paths()).unwrap_or_default(),
-            interfaces,
-            kernel_memory: if target.state.scope_dir(&target.scope).exists() {
-                crate::datapath::maps::pinned_memory(&target.state.scope_dir(&target.scope))?
-            } else {
-                0
-            },
-            pending_confirmation: target.lib.pending(&target.scope)?.map(|p| {
-                // By CLOCK_BOOTTIME: a step of the wall clock moves neither.
-                let left = restore::time_left(&p);
-                PendingStatus {
-                    generation: p.generation,
-                    deadline: restore::wall_deadline(left),
-                    seconds_left: left.as_millis().div_ceil(1000) as u64,
-                }
-            }),
-            fleet: crate::fleet::report::status(&target.lib, &target.scope)?,
-        });
+        status.scopes.push(scope);
     }
     if json {
         return print_json(&status);
@@ -297,4 +234,83 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// One scope's status, read without waiting for a change under way (see
+/// `run`).
+fn scope_status(target: &Target, wait: std::time::Duration) -> anyhow::Result<ScopeStatus> {
+    // Reports do not wait for changes, except a rollback whose deadline
+    // has passed: it is under way (or about to be), and the report waits
+    // for it (at most `wait`) rather than show half of each policy, such
+    // as the old policy back in force beside the pending record it is
+    // about to remove.
+    let _settled = match target.lib.pending(&target.scope)? {
+        Some(p) if restore::time_left(&p).is_zero() => target.state.lock_shared(wait).ok(),
+        _ => None,
+    };
+    let policy = target.policy()?;
+    let mut interfaces = Vec::new();
+    for record in target.interfaces()? {
+        let dir = target.state.iface_dir(&target.scope, &record.ifname);
+        let health = links::check(&dir, &record);
+        let ids = attach::program_ids(&dir).ok();
+        // The kernel's word: it outranks a record a killed sgctl left behind.
+        let hooks_now = attach::hooks(&dir, record.ingress).ok();
+        let maps = target.maps(&record.ifname);
+        let (standing, other_programs, hooks_error) = match hooks::survey(&record.ifname, &dir, record.ingress) {
+            Ok(s) => (Some(Standing { ingress: s.ingress, egress: s.egress }), s.others, None),
+            Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
+        };
+        let conntrack = maps.conntrack_usage()?;
+        interfaces.push(IfaceStatus {
+            ingress: hooks_now.map_or(record.ingress, |h| h.ingress),
+            egress: hooks_now.map_or(record.egress, |h| h.egress),
+            standing,
+            hooks_error,
+            other_programs,
+            ingress_program_id: ids.map(|i| i.0).filter(|_| health.ingress.is_ok()),
+            egress_program_id: ids.map(|i| i.1).filter(|_| health.egress.is_ok()),
+            links: health,
+            mode: record.mode,
+            conntrack_entries: conntrack.confirmed + conntrack.pending,
+            conntrack_capacity: conntrack.capacity,
+            conntrack,
+            kernel_memory: maps.kernel_memory()?,
+            interface: record.ifname,
+            ifindex: record.ifindex,
+            groups: record.groups,
+            generation: record.generation,
+        });
+    }
+    let unfiltered = match target.lib.applied_head(&target.scope)? {
+        Some(saved) => saved
+            .interfaces
+            .into_iter()
+            .filter(|i| !interfaces.iter().any(|f| f.interface == i.ifname))
+            .map(|i| Unfiltered { exists: netns::ifindex(&i.ifname).is_some(), interface: i.ifname })
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(ScopeStatus {
+        unfiltered,
+        netns: target.scope.netns().map(str::to_owned),
+        generation: policy.as_ref().map(|p| p.generation),
+        sources: policy.map(|p| p.paths()).unwrap_or_default(),
+        interfaces,
+        kernel_memory: if target.state.scope_dir(&target.scope).exists() {
+            crate::datapath::maps::pinned_memory(&target.state.scope_dir(&target.scope))?
+        } else {
+            0
+        },
+        pending_confirmation: target.lib.pending(&target.scope)?.map(|p| {
+            // By CLOCK_BOOTTIME: a step of the wall clock moves neither.
+            let left = restore::time_left(&p);
+            PendingStatus {
+                generation: p.generation,
+                deadline: restore::wall_deadline(left),
+                seconds_left: left.as_millis().div_ceil(1000) as u64,
+            }
+        }),
+        fleet: crate::fleet::report::status(&target.lib, &target.scope)?,
+    })
 }
