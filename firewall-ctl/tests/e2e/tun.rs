@@ -31,6 +31,16 @@ fn a_tun_interface_is_filtered_like_any_other() {
         let out = h.run(&["ip", "addr", "add", local, "peer", peer, "dev", "tun0", "nodad"]).expect("ip runs");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    // The peer routes appear once IPv6 counts the device as ready, which
+    // may be a moment after the address (a probe before it is "Network is
+    // unreachable", not a verdict).
+    for (h, peer) in [(&srv, "fd99::2"), (&cli, "fd99::1")] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !h.run(&["ip", "-6", "route", "get", peer]).expect("ip runs").status.success() {
+            assert!(std::time::Instant::now() < deadline, "no route to {peer} over tun0 within 3 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
     let _listeners = listen(&srv, &["10.99.0.1:80", "10.99.0.1:8080", "[fd99::1]:80", "[fd99::1]:8080"]);
     expect_all(
         "before apply: the tunnel carries everything",
