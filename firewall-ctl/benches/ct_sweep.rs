@@ -24,9 +24,11 @@ use firewall_common::{
 use firewall_ctl::{
     compile,
     datapath::{clock::clock, conntrack::Tracked, PROG_INGRESS_XDP},
-    frames::{ip, tcp_seq, TCP_ACK, TCP_SYN},
     policy,
-    testrun::Loaded,
+    testing::{
+        frames::{ip, tcp_seq, TCP_ACK, TCP_SYN},
+        testrun::Loaded,
+    },
 };
 
 const MAX_ENTRIES: u32 = 4_194_304;

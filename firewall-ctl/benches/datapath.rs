@@ -26,9 +26,11 @@ use firewall_common::proto;
 use firewall_ctl::{
     compile,
     datapath::{PROG_EGRESS_TC, PROG_INGRESS_XDP},
-    frames::{ip, tcp, tcp_seq, TCP_ACK, TCP_SYN},
     policy::{self, PeerTarget, Policy},
-    testrun::{Loaded, PROG_EMPTY_XDP},
+    testing::{
+        frames::{ip, tcp, tcp_seq, TCP_ACK, TCP_SYN},
+        testrun::{Loaded, PROG_EMPTY_XDP},
+    },
 };
 use ipnet::IpNet;
 use rand_xoshiro::{

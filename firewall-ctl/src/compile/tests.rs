@@ -35,7 +35,7 @@ fn example(names: &[&str]) -> Policy {
 
 fn policy(text: &str) -> Policy {
     let files = [("t.yaml".into(), text.into())];
-    crate::fuzzing::record_seed(&files);
+    crate::testing::fuzzing::record_seed(&files);
     parse_sources(&files).expect("test policy parses")
 }
 

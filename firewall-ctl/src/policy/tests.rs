@@ -7,7 +7,7 @@ use super::*;
 
 fn parse(text: &str) -> Result<Policy, PolicyError> {
     let files = [("p.yaml".to_owned(), text.to_owned())];
-    crate::fuzzing::record_seed(&files);
+    crate::testing::fuzzing::record_seed(&files);
     parse_sources(&files)
 }
 
@@ -474,7 +474,7 @@ fn error_duplicate_key_in_one_file() {
 fn error_duplicate_definitions_across_files() {
     let two = |a: &str, b: &str| {
         let files = [("one.yaml".into(), a.into()), ("two.yaml".into(), b.into())];
-        crate::fuzzing::record_seed(&files);
+        crate::testing::fuzzing::record_seed(&files);
         parse_sources(&files).expect_err("duplicate").to_string()
     };
     assert_eq!(

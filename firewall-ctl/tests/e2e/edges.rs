@@ -252,7 +252,7 @@ fn a_restore_with_one_hook_taken_filters_every_interface() {
     std::fs::remove_dir_all(sg.state_dir()).expect("wiping the state as a reboot would");
     let mut other = aya::EbpfLoader::new().load(firewall_ctl::datapath::OBJECT).expect("object loads");
     let program: &mut aya::programs::Xdp =
-        other.program_mut(firewall_ctl::testrun::PROG_EMPTY_XDP).expect("program").try_into().expect("xdp");
+        other.program_mut(firewall_ctl::testing::testrun::PROG_EMPTY_XDP).expect("program").try_into().expect("xdp");
     program.load().expect("loads");
     srv.in_netns(|| program.attach("eth1", aya::programs::XdpMode::Driver)).expect("another XDP program on eth1");
 

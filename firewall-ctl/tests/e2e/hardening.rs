@@ -288,7 +288,7 @@ fn xdp_mode_does_not_replace_another_xdp_program() {
     let srv = host(&lab, "srv", &[&format!("{SRV}/24")]);
     let mut other = aya::EbpfLoader::new().load(firewall_ctl::datapath::OBJECT).expect("object loads");
     let program: &mut aya::programs::Xdp =
-        other.program_mut(firewall_ctl::testrun::PROG_EMPTY_XDP).expect("program").try_into().expect("xdp");
+        other.program_mut(firewall_ctl::testing::testrun::PROG_EMPTY_XDP).expect("program").try_into().expect("xdp");
     program.load().expect("loads");
     let other_id = program.info().expect("info").id();
     srv.in_netns(|| program.attach("eth0", aya::programs::XdpMode::Skb)).expect("another XDP program attached");

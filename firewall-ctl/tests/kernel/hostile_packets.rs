@@ -26,10 +26,11 @@ use firewall_common::{
     Direction,
 };
 use firewall_ctl::{
-    compile, datapath,
-    frames::*,
-    policy,
-    testrun::{Loaded, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
+    compile, datapath, policy,
+    testing::{
+        frames::*,
+        testrun::{Loaded, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
+    },
 };
 use Reason::*;
 

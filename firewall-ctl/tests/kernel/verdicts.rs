@@ -12,9 +12,11 @@ use firewall_common::{
 use firewall_ctl::{
     compile::{self, CompiledInterface},
     datapath::{self, maps::IfaceMaps},
-    frames::*,
     policy,
-    testrun::{Loaded, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
+    testing::{
+        frames::*,
+        testrun::{Loaded, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
+    },
 };
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]

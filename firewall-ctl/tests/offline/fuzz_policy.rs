@@ -2,7 +2,7 @@
 //! CI): a proptest generator of structurally plausible policy YAML — the
 //! real keys and values, good and bad, in block and flow style, quoted and
 //! plain, with anchors, aliases and a few random byte edits — held to the
-//! property of `firewall_ctl::fuzzing` (no panic, every error located), plus
+//! property of `firewall_ctl::testing::fuzzing` (no panic, every error located), plus
 //! the example policies and every input the cargo-fuzz target failed on
 //! (`fuzz/regressions/`).
 //! `cargo xtask fuzz [SECS]` runs the coverage-guided libFuzzer target on
@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use firewall_ctl::fuzzing::{check_files, files_of, FILE_SEPARATOR};
+use firewall_ctl::testing::fuzzing::{check_files, files_of, FILE_SEPARATOR};
 use proptest::{prelude::*, sample::select, test_runner::Config};
 
 /// Generated policies per run.

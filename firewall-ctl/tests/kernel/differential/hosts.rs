@@ -146,7 +146,7 @@ fn single_addresses_are_in_the_hashes_and_only_there() {
         map_names,
         policy::{Addr4, AddrEntry},
     };
-    use firewall_ctl::{compile, policy, testrun::Loaded};
+    use firewall_ctl::{compile, policy, testing::testrun::Loaded};
 
     assert!(nix::unistd::Uid::effective().is_root(), "the differential test loads eBPF programs: run it as root");
     let yaml = "groups:\n  g:\n    inbound:\n      - { protocol: tcp, ports: 80, source: [10.1.1.7/32, 10.1.1.0/24, 10.1.1.9/32, \"fd00::/64\"] }\n";

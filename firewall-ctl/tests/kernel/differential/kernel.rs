@@ -12,10 +12,12 @@ use firewall_common::{
 use firewall_ctl::{
     compile::CompiledInterface,
     datapath::{self, maps::IfaceMaps},
-    frames,
     model::{RuleRef, Transport},
     policy::RuleDirection,
-    testrun::{Loaded, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
+    testing::{
+        frames,
+        testrun::{Loaded, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS},
+    },
 };
 
 use crate::differential::generate::{PacketSpec, Shape};
