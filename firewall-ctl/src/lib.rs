@@ -7,9 +7,7 @@
 
 pub mod agent;
 pub mod cli;
-pub mod cmd;
 pub mod compile;
-pub mod completers;
 pub mod control;
 pub mod counter_slots;
 pub mod datapath;
@@ -24,9 +22,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod netns;
-pub mod output;
 pub mod policy;
-pub mod privilege;
 pub mod saved;
 pub mod state;
 pub mod timings;

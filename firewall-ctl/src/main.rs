@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser as _};
-use firewall_ctl::{cli::Cli, cmd, completers, error};
+use firewall_ctl::{
+    cli::{cmd, completers, Cli},
+    error,
+};
 
 fn main() -> ExitCode {
     // Answers a shell's completion request (`sgctl completions SHELL --dynamic`) and exits.

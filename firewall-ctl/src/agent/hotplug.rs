@@ -169,14 +169,14 @@ pub fn reconcile(shared: &Shared, addresses: bool) -> anyhow::Result<Vec<IfaceCh
     let target = Target {
         state,
         lib: LibDir::open(&global.lib_dir)?,
-        scope: crate::cmd::scope_of(global),
+        scope: crate::cli::cmd::scope_of(global),
         memory_limit: global.max_kernel_memory,
     };
     let due = crate::control::restore::is_due(&target)?;
     if !due && !addresses && !wanted(&target)?.is_some_and(|(_, differs)| differs) {
         return Ok(Vec::new());
     }
-    let (target, _lock) = crate::cmd::open_target(global, true)?;
+    let (target, _lock) = crate::cli::cmd::open_target(global, true)?;
     let mut changes = crate::control::restore::roll_back_if_due(&target)?;
     // On an address change, a commit of what is wanted anyway (one that
     // finds the local members unchanged writes nothing).

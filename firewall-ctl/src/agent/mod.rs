@@ -58,7 +58,7 @@ impl Shared {
         let state = StateDir::open_read_only(&self.global.state_dir)?;
         let lib = LibDir::open(&self.global.lib_dir)?;
         let scopes = match &self.global.netns {
-            Some(_) => vec![crate::cmd::scope_of(&self.global)],
+            Some(_) => vec![crate::cli::cmd::scope_of(&self.global)],
             None => state.scopes()?,
         };
         Ok(scopes

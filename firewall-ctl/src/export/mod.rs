@@ -2,7 +2,7 @@
 //! enforcer. Each format is a pure function of the policy, the interfaces
 //! that carry groups, and the addresses of local interfaces (which join
 //! `sg:` memberships, as `sgctl apply` does), so it is unit-tested without
-//! root; `sgctl export` (`cmd/export.rs`) gathers those inputs.
+//! root; `sgctl export` (`cli/cmd/export.rs`) gathers those inputs.
 
 pub mod nftables;
 

@@ -60,7 +60,7 @@ pub fn start(global: &Global, args: &FleetArgs, home: &File, stop: Arc<AtomicBoo
     }
     let layout = Layout::new(&args.etcd.etcd_prefix).map_err(InputError::EtcdOptions)?;
     let connection = Connection::new(&args.etcd)?;
-    let scope = crate::cmd::scope_of(global);
+    let scope = crate::cli::cmd::scope_of(global);
     let lib = LibDir::new(&global.lib_dir);
     // What the previous agent of this host kept: its lease (still alive if
     // it stopped less than a TTL ago) and the last generation applied.

@@ -85,7 +85,7 @@ pub fn lines(s: &FleetStatus) -> Vec<String> {
                 ]
             })
             .collect();
-        let table = crate::output::table(&["  HOST", "POLICY GENERATION", "GROUPS"], &rows);
+        let table = crate::cli::output::table(&["  HOST", "POLICY GENERATION", "GROUPS"], &rows);
         out.extend(table.lines().map(str::to_owned));
     }
     for (key, why) in &r.refused {

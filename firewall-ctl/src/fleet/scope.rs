@@ -196,7 +196,7 @@ impl Scope {
         Ok(Target {
             state: StateDir::open_read_only(&self.global.state_dir)?,
             lib: LibDir::new(&self.global.lib_dir),
-            scope: crate::cmd::scope_of(&self.global),
+            scope: crate::cli::cmd::scope_of(&self.global),
             memory_limit: self.global.max_kernel_memory,
         })
     }
@@ -337,7 +337,7 @@ impl Scope {
             return Ok(());
         }
         // Under the lock, from what is in force then.
-        let (target, _lock) = crate::cmd::open_target(&self.global, true)?;
+        let (target, _lock) = crate::cli::cmd::open_target(&self.global, true)?;
         let Some(active) = target.active()? else { return Ok(()) };
         let mut layer = target.member_edits(active.slot)?.fleet;
         let statics = &facts.groups;
@@ -395,7 +395,7 @@ impl Scope {
         if self.retry.is_some_and(|(g, at)| g == generation && at.elapsed() < RECHECK) {
             return Ok(());
         }
-        let (target, _lock) = crate::cmd::open_target(&self.global, true)?;
+        let (target, _lock) = crate::cli::cmd::open_target(&self.global, true)?;
         let in_force = target.policy()?;
         if in_force.as_ref().and_then(published_generation) == Some(generation) {
             self.record.applied_generation = Some(generation);
@@ -476,7 +476,7 @@ impl Scope {
         };
         if due {
             self.record.updated_at = unix_now();
-            LibDir::new(&self.global.lib_dir).save_fleet(&crate::cmd::scope_of(&self.global), &self.record)?;
+            LibDir::new(&self.global.lib_dir).save_fleet(&crate::cli::cmd::scope_of(&self.global), &self.record)?;
             self.written = Some((self.record.clone(), Instant::now()));
         }
         Ok(())

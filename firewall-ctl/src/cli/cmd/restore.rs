@@ -9,12 +9,11 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    cli::Global,
+    cli::{output::print_json, Global},
     control::{
         restore::{self, Armed},
         Target,
     },
-    output::print_json,
 };
 
 #[derive(Serialize)]

@@ -100,7 +100,7 @@ pub fn run(files: &[PathBuf], limit: Limit, json: bool) -> anyhow::Result<()> {
         kernel_memory: MemorySummary::new(estimate, limit),
     };
     if json {
-        return crate::output::print_json(&summary);
+        return crate::cli::output::print_json(&summary);
     }
     crate::outln!(
         "ok: {} groups, {} rules, {} map entries ({})",

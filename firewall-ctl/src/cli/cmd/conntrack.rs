@@ -8,10 +8,12 @@ use firewall_common::{
 use serde::Serialize;
 
 use crate::{
-    cli::ConntrackAction,
+    cli::{
+        output::{print_json, table},
+        ConntrackAction,
+    },
     control::Target,
     datapath::{clock::clock, conntrack::Tracked, maps::idle},
-    output::{print_json, table},
     state::records::IfaceRecord,
     InputError,
 };

@@ -3,12 +3,11 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    cli::MembersAction,
+    cli::{output::print_json, MembersAction},
     control::{
         members::{self, Change, Outcome},
         Target,
     },
-    output::print_json,
     policy::{parse_cidr, CidrError},
     InputError,
 };

@@ -1,8 +1,8 @@
 //! `sgctl attach IFACE --groups A,B [--mode]` and `sgctl detach IFACE`.
 use crate::{
+    cli::output::print_json,
     control::{commit, IfaceChange, Target, Wanted},
     netns,
-    output::print_json,
     state::records::{Mode, Origin},
     InputError,
 };

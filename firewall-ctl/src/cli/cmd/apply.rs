@@ -5,9 +5,9 @@ use serde::Serialize;
 
 use super::check::MemorySummary;
 use crate::{
+    cli::output::{print_json, table},
     control::{self, commit, IfaceChange, Target, Wanted},
     memory, netns,
-    output::{print_json, table},
     policy::{self, Policy},
     state::records::{Origin, PolicyRecord, PolicySummary, Source},
 };

@@ -61,7 +61,7 @@ fn aws_import(args: &ImportAwsArgs, json: bool) -> anyhow::Result<()> {
             rules: imported.rules,
             output,
         };
-        return crate::output::print_json(&report);
+        return crate::cli::output::print_json(&report);
     }
     match &args.output {
         Some(path) => {

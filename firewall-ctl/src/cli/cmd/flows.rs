@@ -1,11 +1,10 @@
 //! `sgctl flows`: the recent records of the agent's flow log, filtered.
 use crate::{
-    cli::{FlowAction, FlowFormat, FlowsArgs},
+    cli::{output::table, FlowAction, FlowFormat, FlowsArgs},
     flowlog::{
         file,
         record::{Action, Record},
     },
-    output::table,
 };
 
 /// Rotated files read besides the current one.
@@ -17,7 +16,7 @@ pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
     let recent = &matching[matching.len().saturating_sub(args.last)..];
     if json {
         let records: Vec<serde_json::Value> = recent.iter().map(|r| r.json()).collect();
-        return crate::output::print_json(&serde_json::json!({ "records": records }));
+        return crate::cli::output::print_json(&serde_json::json!({ "records": records }));
     }
     match args.format {
         FlowFormat::V2 => recent.iter().for_each(|r| crate::outln!("{}", r.v2_line())),

@@ -4,12 +4,12 @@
 use serde::Serialize;
 
 use crate::{
+    cli::output::print_json,
     datapath::{
         attach::Placement,
         hooks,
         kernel::{self, Check},
     },
-    output::print_json,
     state::records::Mode,
 };
 

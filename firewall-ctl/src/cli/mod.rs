@@ -1,11 +1,18 @@
-//! The command line (docs/cli.md).
+//! The command line (docs/cli.md): its arguments here, one module per verb
+//! in [`cmd`] (parse, call the library, print), and what they share:
+//! completion candidates, aligned output, the privilege check.
+pub mod cmd;
+pub mod completers;
+pub(crate) mod output;
+mod privilege;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use clap_complete::{ArgValueCompleter, Shell};
 
+use self::completers::{group, interface};
 use crate::{
-    completers::{group, interface},
     saved::DEFAULT_LIB_DIR,
     state::{records::Mode, DEFAULT_STATE_DIR},
 };

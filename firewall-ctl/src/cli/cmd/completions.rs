@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::CommandFactory as _;
 use clap_complete::{env::Shells, Shell};
 
-use crate::{cli::Cli, completers};
+use crate::cli::{completers, Cli};
 
 pub fn completions(shell: Shell, dynamic: bool) -> anyhow::Result<()> {
     let mut script = Vec::new();

@@ -4,6 +4,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::{
+    cli::output::{print_json, table},
     control::{restore, Target},
     datapath::{
         attach,
@@ -12,7 +13,6 @@ use crate::{
         links::{self, LinkHealth},
     },
     netns,
-    output::{print_json, table},
     state::records::{EgressHook, IngressHook, Mode},
 };
 

@@ -6,10 +6,9 @@ use firewall_common::proto;
 use serde::Serialize;
 
 use crate::{
-    cli::ExplainArgs,
+    cli::{output::print_json, ExplainArgs},
     control::{self, Target},
     model::{IpPacket, Model, Transport, Verdict},
-    output::print_json,
     policy::RuleDirection,
     InputError,
 };

@@ -55,12 +55,12 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
 /// `print!` for the verbs' results; see [`write_stdout`] for a closed pipe.
 #[macro_export]
 macro_rules! out {
-    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::cli::output::write_stdout(format_args!($($arg)*)) };
 }
 
 /// `println!` for the verbs' results; see [`write_stdout`] for a closed pipe.
 #[macro_export]
 macro_rules! outln {
-    () => { $crate::output::write_stdout(format_args!("\n")) };
-    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+    () => { $crate::cli::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::{
     cli::{Cli, Command, ConntrackAction, Global, StatsFormat},
     control::{self, Target},
-    netns, privilege,
+    netns,
     saved::LibDir,
     state::{Scope, StateDir, StateLock},
 };
@@ -62,7 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return export::run(format, global.json);
     }
-    privilege::require(verb_name(&cli.command))?;
+    super::privilege::require(verb_name(&cli.command))?;
     match &cli.command {
         // Waits for its deadline first, and takes the lock only then.
         Command::Rollback => {

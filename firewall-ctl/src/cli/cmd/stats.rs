@@ -8,12 +8,14 @@ use firewall_common::{
 use serde::Serialize;
 
 use crate::{
-    cli::StatsFormat,
+    cli::{
+        output::{print_json, table},
+        StatsFormat,
+    },
     compile::RuleInfo,
     control::Target,
     datapath::conntrack::Usage,
     metrics,
-    output::{print_json, table},
 };
 
 #[derive(Serialize)]

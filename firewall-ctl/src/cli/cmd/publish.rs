@@ -1,7 +1,10 @@
 //! `sgctl publish FILE... --etcd URL`.
 use std::path::PathBuf;
 
-use crate::{cli::EtcdArgs, fleet::publish, output::print_json};
+use crate::{
+    cli::{output::print_json, EtcdArgs},
+    fleet::publish,
+};
 
 pub fn run(files: &[PathBuf], etcd: &EtcdArgs, json: bool) -> anyhow::Result<()> {
     let published = publish::publish(etcd, files)?;
