@@ -9,8 +9,13 @@ use std::{io, path::PathBuf};
 use ipnet::IpNet;
 
 use crate::{
-    compile::CompileError, export::ExportError, image::ImageError, import::aws::ImportError, memory::OverLimit,
-    model::PacketError, policy::PolicyError, state::Scope,
+    compile::{image::ImageError, CompileError},
+    export::ExportError,
+    import::aws::ImportError,
+    memory::OverLimit,
+    model::PacketError,
+    policy::PolicyError,
+    state::Scope,
 };
 
 /// `sgctl`'s exit status.

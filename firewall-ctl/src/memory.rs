@@ -30,8 +30,8 @@ use aya_obj::generated::bpf_map_type::{
 use serde::Serialize;
 
 use crate::{
+    compile::image::{Image, Kind},
     datapath::{self, generation},
-    image::{Image, Kind},
 };
 
 /// `sizeof(struct bpf_array)` on 6.18 x86-64: what an array map costs

@@ -9,8 +9,14 @@
 //! gets), `simulate` (the kernel's lookup, in userspace) and `located`
 //! (compile errors placed in the policy files). They are tested against
 //! [`crate::model`], the naive matcher over the policy.
+//!
+//! After compiling, the pipeline's later stages: [`counter_slots`] gives each
+//! rule a counter slot that stays stable across generations, and [`image`]
+//! turns the result into exactly the content of the maps.
 
+pub mod counter_slots;
 pub(crate) mod identity;
+pub mod image;
 mod l4;
 mod located;
 mod lpm;

@@ -29,8 +29,11 @@ use firewall_common::policy::{slot_flags, slot_state, Active, SlotMeta, SLOT_AUD
 
 use super::{compile_all, repair, IfaceChange, Target, Wanted};
 use crate::{
-    compile::CompiledInterface,
-    counter_slots::{self, SlotTable},
+    compile::{
+        counter_slots::{self, SlotTable},
+        image::{self, Image},
+        CompiledInterface,
+    },
     datapath::{
         self,
         attach::{self, Replace},
@@ -38,7 +41,6 @@ use crate::{
         links::{self, LinkState},
         maps::{self, IfaceMaps},
     },
-    image::{self, Image},
     membership::MemberEdits,
     memory, netns,
     policy::Policy,

@@ -55,8 +55,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{commit, repair, Target};
 use crate::{
+    compile::image::{self, ClassInfo, ClassSource, Digests, Kind},
     datapath::generation,
-    image::{self, ClassInfo, ClassSource, Digests, Kind},
     membership::{MemberEdits, MAX_EDITED_ADDRESSES},
     state::{blob, records::IfaceRecord},
     InputError,

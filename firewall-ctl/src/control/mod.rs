@@ -253,8 +253,8 @@ pub fn estimate_fresh(
     let mut interfaces = Vec::with_capacity(wanted.len());
     for (want, compiled) in wanted.iter().zip(compiled) {
         let assignment =
-            crate::counter_slots::assign(&Default::default(), &compiled.rules, 1, std::collections::HashSet::new);
-        let image = crate::image::build(compiled, &assignment.by_rule)?;
+            compile::counter_slots::assign(&Default::default(), &compiled.rules, 1, std::collections::HashSet::new);
+        let image = compile::image::build(compiled, &assignment.by_rule)?;
         let record = commit::record_of(want, compiled, &image, assignment.table);
         let record = crate::memory::json_len(&record);
         interfaces.push(crate::memory::interface(&want.ifname, &image, compiled.conntrack_capacity, record));

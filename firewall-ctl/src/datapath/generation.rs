@@ -21,7 +21,7 @@ use firewall_common::policy::{template, AddrEntry, ClassRules, SlotMeta, MAX_RUL
 
 use super::maps::{IfaceMaps, RULE_SLOTS, SLOT_META};
 use crate::{
-    image::{HostEntry, Image, Kind, TrieEntry},
+    compile::image::{HostEntry, Image, Kind, TrieEntry},
     state::sys,
 };
 
@@ -44,7 +44,7 @@ pub fn write(
     maps: &IfaceMaps,
     slot: u32,
     image: &Image,
-    in_force: Option<(u32, &crate::image::Digests)>,
+    in_force: Option<(u32, &crate::compile::image::Digests)>,
 ) -> anyhow::Result<Written> {
     let started = Instant::now();
     let mut written = Written::default();

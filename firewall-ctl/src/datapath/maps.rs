@@ -221,7 +221,11 @@ impl IfaceMaps {
     pub fn kernel_memory(&self) -> anyhow::Result<u64> {
         let mut total = pinned_memory(&self.dir)?;
         let mut seen = HashSet::new();
-        for name in crate::image::Kind::ALL.map(crate::image::Kind::map_name).into_iter().chain(PREVIOUS_TABLES) {
+        for name in crate::compile::image::Kind::ALL
+            .map(crate::compile::image::Kind::map_name)
+            .into_iter()
+            .chain(PREVIOUS_TABLES)
+        {
             if !self.dir.join(name).exists() {
                 // Programs of an older sgctl, which had no such map.
                 continue;

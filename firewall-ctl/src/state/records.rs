@@ -5,9 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    compile::RuleInfo,
-    counter_slots::SlotTable,
-    image::{ClassInfo, Digests},
+    compile::{
+        counter_slots::SlotTable,
+        image::{ClassInfo, Digests},
+        RuleInfo,
+    },
     membership::MemberEdits,
 };
 

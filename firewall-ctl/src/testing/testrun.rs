@@ -15,15 +15,16 @@ use aya::{
 use firewall_common::{counters::RuleCounters, policy::Active};
 
 use crate::{
-    compile::CompiledInterface,
-    counter_slots::{self, SlotTable},
+    compile::{
+        counter_slots::{self, SlotTable},
+        image, CompiledInterface,
+    },
     datapath::{
         self, generation,
         hooks::LinkLayer,
         maps::{self, IfaceMaps},
         Pins,
     },
-    image,
 };
 
 pub const XDP_DROP: u32 = 1;
