@@ -1,7 +1,7 @@
 //! The kernel maps' names, stated once: the eBPF program's statics carry
 //! them (aya-ebpf names a map after its static, so the statics must be
 //! spelled the same; the test `the_object_declares_the_maps_firewall_common_names`
-//! in firewall-ctl/src/memory.rs checks the object's maps against [`ALL`]), and
+//! in firewall-ctl/src/datapath/memory.rs checks the object's maps against [`ALL`]), and
 //! `sgctl` opens and pins maps by them.
 
 /// Which generation slot is in force (one per scope, beside the interfaces).

@@ -10,9 +10,9 @@ use ipnet::IpNet;
 
 use crate::{
     compile::{image::ImageError, CompileError},
+    datapath::memory::OverLimit,
     export::ExportError,
     import::aws::ImportError,
-    memory::OverLimit,
     model::PacketError,
     policy::PolicyError,
     state::Scope,

@@ -16,7 +16,6 @@ pub mod fleet;
 pub mod flowlog;
 pub mod import;
 pub mod membership;
-pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod netns;

@@ -207,6 +207,8 @@ fn wanted(target: &Target) -> anyhow::Result<Option<(Vec<Wanted>, bool)>> {
     }
     let stale = filtered.iter().any(|r| netns::ifindex(&r.ifname) != Some(r.ifindex));
     let missing = wanted.iter().any(|w| !filtered.iter().any(|r| r.ifname == w.ifname));
-    let broken = filtered.iter().any(|r| !links::check(&target.state.iface_dir(&target.scope, &r.ifname), r).is_ok());
+    let broken = filtered
+        .iter()
+        .any(|r| !links::check(&target.state.iface_dir(&target.scope, &r.ifname), r.ifindex, &r.ifname).is_ok());
     Ok(Some((wanted, stale || missing || broken)))
 }

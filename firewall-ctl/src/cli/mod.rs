@@ -44,7 +44,7 @@ pub struct Global {
     /// The most kernel memory a policy's maps may take while it is put in force (the two generations of its
     /// policy maps, conntrack, counters, records), per scope: a size (512M, 2G) or a share of the host's memory.
     #[arg(long, global = true, env = "SGCTL_MAX_KERNEL_MEMORY", default_value = "25%", value_name = "SIZE")]
-    pub max_kernel_memory: crate::memory::Limit,
+    pub max_kernel_memory: crate::datapath::memory::Limit,
     /// How long a verb that changes state waits for another sgctl to finish, in seconds.
     #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
     pub wait: u64,

@@ -40,15 +40,15 @@ use crate::{
         generation, hooks,
         links::{self, LinkState},
         maps::{self, IfaceMaps},
+        memory, sys,
     },
     membership::MemberEdits,
-    memory, netns,
+    netns,
     policy::Policy,
     saved::{Saved, SavedInterface},
     state::{
         blob,
         records::{EgressHook, IfaceRecord, IfaceState, IngressHook, MemberIndex, Mode, PolicyRecord, PolicySummary},
-        sys,
     },
     InputError,
 };
@@ -243,7 +243,7 @@ pub fn commit_with(
                         // The kernel's word on each side: one detached,
                         // replaced or pushed back behind sgctl's back is put
                         // back here, on the same maps.
-                        let health = links::check(&dir, old);
+                        let health = links::check(&dir, old.ifindex, &old.ifname);
                         plan.audit_ends = maps.slot_meta(now)?.flags & slot_flags::AUDIT != 0
                             && plan.image.meta.flags & slot_flags::AUDIT == 0;
                         maps.move_flows(&plan.evicted, SLOT_REMOVED)?;
@@ -534,7 +534,7 @@ fn unchanged(
         let same =
             IfaceRecord { generation: old.generation, ingress: old.ingress, egress: old.egress, ..plan.record.clone() };
         let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
-        let kernel_agrees = links::check(&dir, old).is_ok()
+        let kernel_agrees = links::check(&dir, old.ifindex, &old.ifname).is_ok()
             && target.maps(&plan.want.ifname).conntrack_capacity()? == plan.conntrack_capacity
             && plan.at.fits(attach::hooks(&dir, old.ingress)?);
         if same != *old || !kernel_agrees {

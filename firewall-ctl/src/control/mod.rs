@@ -42,7 +42,7 @@ pub struct Target {
     pub lib: LibDir,
     pub scope: Scope,
     /// The most kernel memory the scope's policy may take (`--max-kernel-memory`).
-    pub memory_limit: crate::memory::Limit,
+    pub memory_limit: crate::datapath::memory::Limit,
 }
 
 /// An interface that should be filtered, and how.
@@ -249,15 +249,15 @@ pub fn estimate_fresh(
     parsed: &Policy,
     wanted: &[Wanted],
     compiled: &[CompiledInterface],
-) -> anyhow::Result<crate::memory::Estimate> {
+) -> anyhow::Result<crate::datapath::memory::Estimate> {
     let mut interfaces = Vec::with_capacity(wanted.len());
     for (want, compiled) in wanted.iter().zip(compiled) {
         let assignment =
             compile::counter_slots::assign(&Default::default(), &compiled.rules, 1, std::collections::HashSet::new);
         let image = compile::image::build(compiled, &assignment.by_rule)?;
         let record = commit::record_of(want, compiled, &image, assignment.table);
-        let record = crate::memory::json_len(&record);
-        interfaces.push(crate::memory::interface(&want.ifname, &image, compiled.conntrack_capacity, record));
+        let record = crate::datapath::memory::json_len(&record);
+        interfaces.push(crate::datapath::memory::interface(&want.ifname, &image, compiled.conntrack_capacity, record));
     }
     // The policy record's JSON, without copying the texts into one.
     #[derive(serde::Serialize)]
@@ -273,8 +273,11 @@ pub fn estimate_fresh(
     let view =
         RecordView { generation: 1, sources: sources.iter().map(|&(path, text)| SourceView { path, text }).collect() };
     let summary = PolicySummary { generation: 1, digest: u64::MAX, groups: PolicySummary::groups_of(parsed) };
-    let scope = crate::memory::scope(crate::memory::json_len(&view), crate::memory::json_len(&summary));
-    Ok(crate::memory::Estimate::new(interfaces, scope))
+    let scope = crate::datapath::memory::scope(
+        crate::datapath::memory::json_len(&view),
+        crate::datapath::memory::json_len(&summary),
+    );
+    Ok(crate::datapath::memory::Estimate::new(interfaces, scope))
 }
 
 /// Group → addresses of the local interfaces that carry it.

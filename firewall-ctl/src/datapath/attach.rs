@@ -54,17 +54,11 @@ use super::{
     clock,
     clsact::{self, Direction},
     conntrack::{TableId, Tracked, TABLES},
-    hooks::LinkLayer,
+    hooks::{EgressHook, IngressHook, LinkLayer, Mode},
     maps::{self, IfaceMaps, CONNTRACK_PREV},
-    Pins, PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP,
+    sys, Pins, PROG_EGRESS_TC, PROG_INGRESS_TC, PROG_INGRESS_XDP,
 };
-use crate::{
-    netns,
-    state::{
-        records::{EgressHook, IngressHook, Mode},
-        sys,
-    },
-};
+use crate::netns;
 
 /// Where a resized table is pinned until the programs use it.
 fn next_pin(dir: &Path, table: &str) -> PathBuf {

@@ -21,8 +21,7 @@ use firewall_common::{
     map_names,
 };
 
-use super::maps::IfaceMaps;
-use crate::state::sys;
+use super::{maps::IfaceMaps, sys};
 
 /// A flow as one of the tables holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,11 +19,11 @@ use aya::maps::{lpm_trie::Key, Array, Map, MapData};
 use aya_obj::generated::bpf_map_type::{BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE};
 use firewall_common::policy::{template, AddrEntry, ClassRules, SlotMeta, MAX_RULES};
 
-use super::maps::{IfaceMaps, RULE_SLOTS, SLOT_META};
-use crate::{
-    compile::image::{HostEntry, Image, Kind, TrieEntry},
-    state::sys,
+use super::{
+    maps::{IfaceMaps, RULE_SLOTS, SLOT_META},
+    sys,
 };
+use crate::compile::image::{HostEntry, Image, Kind, TrieEntry};
 
 const BPF_F_NO_PREALLOC: u32 = 1;
 

@@ -12,7 +12,7 @@ use netlink_packet_route::{
     link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached},
     RouteNetlinkMessage,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     datapath::{
@@ -20,7 +20,6 @@ use crate::{
         clsact::{self, Direction},
         kernel, rtnetlink,
     },
-    state::records::{EgressHook, IngressHook, Mode},
     InputError,
 };
 
@@ -325,4 +324,69 @@ pub fn plan(ifname: &str, mode: Mode, ours: &[u32]) -> anyhow::Result<Placement>
     // Before tcx (Linux 6.6), the tc programs go on the legacy hook.
     let clsact = mode == Mode::Clsact || !kernel::has_tcx();
     Ok(Placement { link, xdp, mode, clsact })
+}
+
+/// Which hook runs the ingress program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngressHook {
+    XdpNative,
+    XdpGeneric,
+    /// tc ingress through tcx (6.6 and later): a pinned link, first in line.
+    Tc,
+    /// tc ingress through the legacy clsact qdisc: a cls_bpf filter,
+    /// first among the clsact filters, after every tcx program.
+    Clsact,
+}
+
+impl IngressHook {
+    pub fn is_xdp(self) -> bool {
+        matches!(self, Self::XdpNative | Self::XdpGeneric)
+    }
+}
+
+impl std::fmt::Display for IngressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::XdpNative => "xdp (native)",
+            Self::XdpGeneric => "xdp (generic)",
+            Self::Tc => "tc (tcx)",
+            Self::Clsact => "tc (clsact)",
+        })
+    }
+}
+
+/// Which hook runs the egress program: tc, through tcx or clsact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressHook {
+    /// Records of an sgctl before clsact have no egress hook: it was tcx.
+    #[default]
+    Tc,
+    Clsact,
+}
+
+impl std::fmt::Display for EgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tc => "tc (tcx)",
+            Self::Clsact => "tc (clsact)",
+        })
+    }
+}
+
+/// `--mode` of `sgctl attach`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// XDP on physical NICs, tc on veth and other virtual devices.
+    #[default]
+    Auto,
+    /// Ingress on XDP (native, else generic).
+    Xdp,
+    /// Ingress on tc: tcx where the kernel has it (6.6+), else clsact.
+    Tc,
+    /// Ingress and egress on the legacy tc hook (clsact qdisc, cls_bpf)
+    /// even where the kernel has tcx.
+    Clsact,
 }

@@ -7,8 +7,7 @@ use std::{path::Path, sync::OnceLock};
 
 use serde::Serialize;
 
-use super::clsact;
-use crate::state::sys;
+use super::{clsact, sys};
 
 /// The oldest kernel sgctl runs on: Debian 12's, the oldest it is tested
 /// on (in CI, beside the machine's own).
@@ -241,7 +240,7 @@ fn memlock() -> String {
     } else if limit.rlim_cur == libc::RLIM_INFINITY {
         "unlimited".into()
     } else {
-        crate::memory::human(limit.rlim_cur)
+        super::memory::human(limit.rlim_cur)
     };
     let cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .ok()

@@ -20,8 +20,8 @@ use serde::Serialize;
 use super::{
     attach::{self, Attachment},
     clsact::Direction,
+    sys,
 };
-use crate::state::{records::IfaceRecord, sys};
 
 /// What is wrong with one link, if anything.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -86,21 +86,21 @@ impl LinkHealth {
 }
 
 /// The attachments of the interface whose state is in `dir`, filtered as
-/// `record` says.
-pub fn check(dir: &Path, record: &IfaceRecord) -> LinkHealth {
-    let state = |side: Direction| match attach::attachment(dir, record.ifindex, side) {
+/// its record says: the device `ifindex`, named `ifname`.
+pub fn check(dir: &Path, ifindex: u32, ifname: &str) -> LinkHealth {
+    let state = |side: Direction| match attach::attachment(dir, ifindex, side) {
         None => LinkState::Missing,
         Some(Attachment::Link(link)) => {
             if link.ifindex == 0 {
                 return LinkState::Detached;
             }
-            if link.ifindex != record.ifindex {
+            if link.ifindex != ifindex {
                 return LinkState::OtherDevice { ifindex: link.ifindex };
             }
             if !attach::is_ours(dir, link.prog_id) {
                 return LinkState::OtherProgram { id: link.prog_id };
             }
-            match tcx_before(&record.ifname, side, &link) {
+            match tcx_before(ifname, side, &link) {
                 Ok(before) if !before.is_empty() => LinkState::NotFirst { before },
                 // A hook that cannot be asked is no evidence against the link.
                 _ => LinkState::Ok,

@@ -248,7 +248,7 @@ pub fn pinned_memory(dir: &Path) -> anyhow::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
-        if let Ok(fd) = crate::state::sys::obj_get(&path) {
+        if let Ok(fd) = super::sys::obj_get(&path) {
             total += memlock(fd.as_fd()).unwrap_or(0);
         }
     }

@@ -9,7 +9,9 @@ pub mod hooks;
 pub mod kernel;
 pub mod links;
 pub mod maps;
+pub mod memory;
 mod rtnetlink;
+pub(crate) mod sys;
 
 use std::{
     collections::BTreeMap,
@@ -20,8 +22,6 @@ use std::{
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader};
 use firewall_common::map_names;
-
-use crate::state::sys;
 
 /// The kernel programs, built by build.rs from `firewall-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/firewall"));

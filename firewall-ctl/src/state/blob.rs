@@ -9,7 +9,7 @@ use std::{io, path::Path};
 use anyhow::Context as _;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::sys;
+use crate::datapath::sys;
 
 /// Bytes per map element.
 const CHUNK: usize = 64 * 1024;

@@ -22,7 +22,6 @@
 //! a record for the slot in force is an attach that never committed.
 pub mod blob;
 pub mod records;
-pub mod sys;
 
 use std::path::{Path, PathBuf};
 

@@ -4,6 +4,7 @@
 //! records and kernel switch together and never disagree.
 use serde::{Deserialize, Serialize};
 
+pub use crate::datapath::hooks::{EgressHook, IngressHook, Mode};
 use crate::{
     compile::{
         counter_slots::SlotTable,
@@ -133,71 +134,6 @@ fn rule_hash(direction: crate::policy::RuleDirection, r: &crate::policy::Rule) -
 pub enum Origin {
     Policy,
     Command,
-}
-
-/// Which hook runs the ingress program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum IngressHook {
-    XdpNative,
-    XdpGeneric,
-    /// tc ingress through tcx (6.6 and later): a pinned link, first in line.
-    Tc,
-    /// tc ingress through the legacy clsact qdisc: a cls_bpf filter,
-    /// first among the clsact filters, after every tcx program.
-    Clsact,
-}
-
-impl IngressHook {
-    pub fn is_xdp(self) -> bool {
-        matches!(self, Self::XdpNative | Self::XdpGeneric)
-    }
-}
-
-impl std::fmt::Display for IngressHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::XdpNative => "xdp (native)",
-            Self::XdpGeneric => "xdp (generic)",
-            Self::Tc => "tc (tcx)",
-            Self::Clsact => "tc (clsact)",
-        })
-    }
-}
-
-/// Which hook runs the egress program: tc, through tcx or clsact.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EgressHook {
-    /// Records of an sgctl before clsact have no egress hook: it was tcx.
-    #[default]
-    Tc,
-    Clsact,
-}
-
-impl std::fmt::Display for EgressHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Tc => "tc (tcx)",
-            Self::Clsact => "tc (clsact)",
-        })
-    }
-}
-
-/// `--mode` of `sgctl attach`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// XDP on physical NICs, tc on veth and other virtual devices.
-    #[default]
-    Auto,
-    /// Ingress on XDP (native, else generic).
-    Xdp,
-    /// Ingress on tc: tcx where the kernel has it (6.6+), else clsact.
-    Tc,
-    /// Ingress and egress on the legacy tc hook (clsact qdisc, cls_bpf)
-    /// even where the kernel has tcx.
-    Clsact,
 }
 
 /// Whether an interface is filtered in a generation.

@@ -7,7 +7,8 @@ use super::check::MemorySummary;
 use crate::{
     cli::output::{print_json, table},
     control::{self, commit, IfaceChange, Target, Wanted},
-    memory, netns,
+    datapath::memory,
+    netns,
     policy::{self, Policy},
     state::records::{Origin, PolicyRecord, PolicySummary, Source},
 };

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::{
     compile,
     control::{self, Wanted},
-    memory::{self, human, Estimate, Limit},
+    datapath::memory::{self, human, Estimate, Limit},
     netns, policy,
 };
 

@@ -163,7 +163,7 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
                     i.generation.to_string(),
                     format!("{}/{}", i.conntrack.confirmed, i.conntrack.capacity),
                     format!("{}/{}", i.conntrack.pending, i.conntrack.capacity),
-                    crate::memory::human(i.kernel_memory),
+                    crate::datapath::memory::human(i.kernel_memory),
                 ]
             })
             .collect();
@@ -227,7 +227,7 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
         }
         if !s.interfaces.is_empty() {
             let total = s.kernel_memory + s.interfaces.iter().map(|i| i.kernel_memory).sum::<u64>();
-            crate::outln!("kernel memory charged to the maps: {} (memlock)", crate::memory::human(total));
+            crate::outln!("kernel memory charged to the maps: {} (memlock)", crate::datapath::memory::human(total));
         }
         for line in s.fleet.iter().flat_map(crate::fleet::report::lines) {
             crate::outln!("{line}");
@@ -252,7 +252,7 @@ fn scope_status(target: &Target, wait: std::time::Duration) -> anyhow::Result<Sc
     let mut interfaces = Vec::new();
     for record in target.interfaces()? {
         let dir = target.state.iface_dir(&target.scope, &record.ifname);
-        let health = links::check(&dir, &record);
+        let health = links::check(&dir, record.ifindex, &record.ifname);
         let ids = attach::program_ids(&dir).ok();
         // The kernel's word: it outranks a record a killed sgctl left behind.
         let hooks_now = attach::hooks(&dir, record.ingress).ok();

@@ -289,7 +289,6 @@ pub fn create_map(
 }
 
 pub const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
-pub const BPF_MAP_TYPE_HASH_OF_MAPS: u32 = 13;
 
 /// Returns after one RCU grace period: every eBPF program that was running
 /// when this was called has finished. The kernel waits for one after an
