@@ -15,12 +15,10 @@ pub mod export;
 pub mod fleet;
 pub mod flowlog;
 pub mod import;
-pub mod membership;
 pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod policy;
-pub mod saved;
 pub mod state;
 pub mod timings;
 

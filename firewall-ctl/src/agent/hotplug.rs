@@ -38,8 +38,7 @@ use crate::{
     control::{commit, IfaceChange, Target, Wanted},
     datapath::links,
     netns,
-    saved::LibDir,
-    state::StateDir,
+    state::{saved::LibDir, StateDir},
 };
 
 /// The multicast groups listened to: links (`RTMGRP_LINK`), IPv4 and IPv6

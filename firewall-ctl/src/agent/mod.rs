@@ -40,8 +40,7 @@ use crate::{
     cli::{AgentArgs, Global},
     control::Target,
     netns,
-    saved::LibDir,
-    state::StateDir,
+    state::{saved::LibDir, StateDir},
 };
 
 /// What every part of the agent shares.

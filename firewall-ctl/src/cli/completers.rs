@@ -50,7 +50,7 @@ fn applied_groups() -> Vec<String> {
         .unwrap_or_default()
         .into_iter()
         .filter_map(|scope| {
-            let lib = crate::saved::LibDir::new(Path::new(crate::saved::DEFAULT_LIB_DIR));
+            let lib = crate::state::saved::LibDir::new(Path::new(crate::state::saved::DEFAULT_LIB_DIR));
             Target { state: state.clone(), lib, scope, memory_limit: Default::default() }.parsed_policy().ok().flatten()
         })
         .flat_map(|(_, policy)| policy.groups.into_iter().map(|g| g.name))

@@ -12,10 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use clap_complete::{ArgValueCompleter, Shell};
 
 use self::completers::{group, interface};
-use crate::{
-    saved::DEFAULT_LIB_DIR,
-    state::{records::Mode, DEFAULT_STATE_DIR},
-};
+use crate::state::{records::Mode, saved::DEFAULT_LIB_DIR, DEFAULT_STATE_DIR};
 
 /// AWS-style security groups enforced in the Linux kernel by eBPF.
 #[derive(Debug, Parser)]

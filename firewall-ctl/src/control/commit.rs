@@ -42,13 +42,13 @@ use crate::{
         maps::{self, IfaceMaps},
         memory, sys,
     },
-    membership::MemberEdits,
     netns,
     policy::Policy,
-    saved::{Saved, SavedInterface},
     state::{
         blob,
+        member_edits::MemberEdits,
         records::{EgressHook, IfaceRecord, IfaceState, IngressHook, MemberIndex, Mode, PolicyRecord, PolicySummary},
+        saved::{Saved, SavedInterface},
     },
     InputError,
 };

@@ -57,8 +57,11 @@ use super::{commit, repair, Target};
 use crate::{
     compile::image::{self, ClassInfo, ClassSource, Digests, Kind},
     datapath::generation,
-    membership::{MemberEdits, MAX_EDITED_ADDRESSES},
-    state::{blob, records::IfaceRecord},
+    state::{
+        blob,
+        member_edits::{MemberEdits, MAX_EDITED_ADDRESSES},
+        records::IfaceRecord,
+    },
     InputError,
 };
 

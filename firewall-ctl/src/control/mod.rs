@@ -20,13 +20,13 @@ use crate::{
         attach::Hooks,
         maps::{self, IfaceMaps},
     },
-    membership::MemberEdits,
     netns,
     policy::Policy,
-    saved::{LibDir, Saved, SavedInterface},
     state::{
         blob,
+        member_edits::MemberEdits,
         records::{IfaceRecord, IfaceState, Mode, Origin, PolicyRecord, PolicySummary},
+        saved::{LibDir, Saved, SavedInterface},
         Scope, StateDir,
     },
     InputError,
@@ -71,6 +71,18 @@ impl Wanted {
 
     fn of_record(r: &IfaceRecord) -> Self {
         Self { ifname: r.ifname.clone(), groups: r.groups.clone(), origin: r.origin, mode: r.mode }
+    }
+}
+
+impl From<&Wanted> for SavedInterface {
+    fn from(w: &Wanted) -> Self {
+        Self { ifname: w.ifname.clone(), groups: w.groups.clone(), origin: w.origin, mode: w.mode }
+    }
+}
+
+impl From<&SavedInterface> for Wanted {
+    fn from(s: &SavedInterface) -> Self {
+        Self { ifname: s.ifname.clone(), groups: s.groups.clone(), origin: s.origin, mode: s.mode }
     }
 }
 

@@ -23,8 +23,7 @@ use anyhow::Context as _;
 use super::Target;
 use crate::{
     datapath::{attach, generation, maps},
-    saved::LibDir,
-    state::{blob, records::IfaceState, Scope, StateDir},
+    state::{blob, records::IfaceState, saved::LibDir, Scope, StateDir},
 };
 
 /// Undoes an uncommitted change and finishes a committed one in `target`'s

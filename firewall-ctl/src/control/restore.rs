@@ -28,8 +28,10 @@ use anyhow::Context as _;
 use super::{commit, IfaceChange, Target, Wanted};
 use crate::{
     netns,
-    saved::{Pending, Saved},
-    state::records::PolicyRecord,
+    state::{
+        records::PolicyRecord,
+        saved::{Pending, Saved},
+    },
 };
 
 /// Seconds since the Unix epoch.
@@ -224,7 +226,7 @@ pub fn helper_alive(pid: u32) -> bool {
 /// record gone: returns) or due (returns `true`: the caller takes the lock
 /// and rolls back). Looks at the record every 100 ms, and at
 /// `CLOCK_BOOTTIME`, so neither a clock step nor a suspend moves the deadline.
-pub fn wait_for_deadline(lib: &crate::saved::LibDir, scope: &crate::state::Scope) -> anyhow::Result<bool> {
+pub fn wait_for_deadline(lib: &crate::state::saved::LibDir, scope: &crate::state::Scope) -> anyhow::Result<bool> {
     loop {
         let Some(pending) = lib.pending(scope)? else { return Ok(false) };
         let left = time_left(&pending);

@@ -42,7 +42,7 @@ use self::{
 };
 use crate::{
     cli::{FleetArgs, Global},
-    saved::LibDir,
+    state::saved::LibDir,
     InputError,
 };
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{scope::FleetRecord, session::unix_now};
-use crate::{saved::LibDir, state::Scope};
+use crate::state::{saved::LibDir, Scope};
 
 /// A report older than this is not the running agent's.
 const STALE_AFTER_SECS: u64 = 15;

@@ -39,11 +39,11 @@ use crate::{
         members::{self, Change, Record},
         Target,
     },
-    membership::MemberEdits,
     netns,
-    saved::LibDir,
     state::{
+        member_edits::MemberEdits,
         records::{PolicyRecord, Source},
+        saved::LibDir,
         StateDir,
     },
 };

@@ -20,8 +20,14 @@
 //! force is what `ACTIVE` names: the records of the other slot belong to a
 //! change not (or no longer) in force, and an interface directory without
 //! a record for the slot in force is an attach that never committed.
+//!
+//! Beside it, what outlives a reboot: the policy in force kept on disk
+//! ([`saved`], under `/var/lib/sgctl`), and the membership edits of
+//! `sgctl members` that amend it ([`member_edits`]).
 pub mod blob;
+pub mod member_edits;
 pub mod records;
+pub mod saved;
 
 use std::path::{Path, PathBuf};
 

@@ -11,7 +11,7 @@ use crate::{
         image::{ClassInfo, Digests},
         RuleInfo,
     },
-    membership::MemberEdits,
+    state::member_edits::MemberEdits,
 };
 
 /// The policy applied to a scope: its source files, as they were read, so

@@ -23,8 +23,7 @@ use crate::{
     cli::{Cli, Command, ConntrackAction, Global, StatsFormat},
     control::{self, Target},
     netns,
-    saved::LibDir,
-    state::{Scope, StateDir, StateLock},
+    state::{saved::LibDir, Scope, StateDir, StateLock},
 };
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

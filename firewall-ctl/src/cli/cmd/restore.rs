@@ -61,7 +61,9 @@ pub fn restore(target: &Target, global: &Global, json: bool) -> anyhow::Result<b
         Some(_) if rolled_back => target.lib.remove_pending(&target.scope)?,
         Some(p) if p.helper_pid.is_none_or(|pid| !restore::helper_alive(pid)) => {
             let pid = spawn_helper(global)?;
-            target.lib.save_pending(&target.scope, &crate::saved::Pending { helper_pid: Some(pid), ..p.clone() })?;
+            target
+                .lib
+                .save_pending(&target.scope, &crate::state::saved::Pending { helper_pid: Some(pid), ..p.clone() })?;
         }
         _ => {}
     }
@@ -118,7 +120,7 @@ fn spawn_helper(global: &Global) -> anyhow::Result<u32> {
 /// apply, then puts the policy before it back — unless it was confirmed.
 /// Takes the state lock only at the deadline.
 pub fn rollback_at_deadline(global: &Global) -> anyhow::Result<()> {
-    let lib = crate::saved::LibDir::open(&global.lib_dir)?;
+    let lib = crate::state::saved::LibDir::open(&global.lib_dir)?;
     if !restore::wait_for_deadline(&lib, &super::scope_of(global))? {
         return Ok(()); // confirmed
     }

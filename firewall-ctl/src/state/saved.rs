@@ -20,13 +20,10 @@ use std::{
 use anyhow::Context as _;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::{
-    control::Wanted,
-    membership::MemberEdits,
-    state::{
-        records::{Mode, Origin, Source},
-        Scope,
-    },
+use crate::state::{
+    member_edits::MemberEdits,
+    records::{Mode, Origin, Source},
+    Scope,
 };
 
 pub const DEFAULT_LIB_DIR: &str = "/var/lib/sgctl";
@@ -71,18 +68,6 @@ pub struct SavedInterface {
     pub groups: Vec<String>,
     pub origin: Origin,
     pub mode: Mode,
-}
-
-impl From<&Wanted> for SavedInterface {
-    fn from(w: &Wanted) -> Self {
-        Self { ifname: w.ifname.clone(), groups: w.groups.clone(), origin: w.origin, mode: w.mode }
-    }
-}
-
-impl From<&SavedInterface> for Wanted {
-    fn from(s: &SavedInterface) -> Self {
-        Self { ifname: s.ifname.clone(), groups: s.groups.clone(), origin: s.origin, mode: s.mode }
-    }
 }
 
 /// An apply that rolls back by itself unless confirmed.
