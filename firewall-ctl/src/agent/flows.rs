@@ -14,7 +14,7 @@ use firewall_common::events::FlowEvent;
 
 use super::Shared;
 use crate::{
-    cli::AgentArgs,
+    agent::AgentArgs,
     control::Target,
     datapath::{clock::clock, maps},
     flowlog::{

@@ -163,19 +163,15 @@ fn report(shared: &Shared, result: anyhow::Result<Vec<IfaceChange>>) {
 /// interfaces' addresses (a commit that finds nothing changed writes
 /// nothing). Does nothing (and takes no lock) when there is nothing to do.
 pub fn reconcile(shared: &Shared, addresses: bool) -> anyhow::Result<Vec<IfaceChange>> {
-    let global = &shared.global;
-    let state = StateDir::open_read_only(&global.state_dir)?;
-    let target = Target {
-        state,
-        lib: LibDir::open(&global.lib_dir)?,
-        scope: crate::cli::cmd::scope_of(global),
-        memory_limit: global.max_kernel_memory,
-    };
+    let place = &shared.place;
+    let state = StateDir::open_read_only(&place.state_dir)?;
+    let target =
+        Target { state, lib: LibDir::open(&place.lib_dir)?, scope: place.scope(), memory_limit: place.memory_limit };
     let due = crate::control::restore::is_due(&target)?;
     if !due && !addresses && !wanted(&target)?.is_some_and(|(_, differs)| differs) {
         return Ok(Vec::new());
     }
-    let (target, _lock) = crate::cli::cmd::open_target(global, true)?;
+    let (target, _lock) = place.open(true)?;
     let mut changes = crate::control::restore::roll_back_if_due(&target)?;
     // On an address change, a commit of what is wanted anyway (one that
     // finds the local members unchanged writes nothing).

@@ -141,7 +141,7 @@ async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl I
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .map(|((interface, kind), n)| metrics::Repair {
-                netns: shared.global.netns.clone().unwrap_or_default(),
+                netns: shared.place.netns.clone().unwrap_or_default(),
                 interface: interface.clone(),
                 kind,
                 count: *n,

@@ -37,15 +37,14 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    cli::{AgentArgs, Global},
-    control::Target,
+    control::{Place, Target},
     netns,
     state::{saved::LibDir, StateDir},
 };
 
 /// What every part of the agent shares.
 pub struct Shared {
-    pub global: Global,
+    pub place: Place,
     pub stop: AtomicBool,
     /// Repairs made since the agent started, by (interface, what was done).
     pub repairs: Mutex<BTreeMap<(String, &'static str), u64>>,
@@ -54,10 +53,10 @@ pub struct Shared {
 impl Shared {
     /// The scopes in view: the one `-n` names, else every scope with state.
     pub fn targets(&self) -> anyhow::Result<Vec<Target>> {
-        let state = StateDir::open_read_only(&self.global.state_dir)?;
-        let lib = LibDir::open(&self.global.lib_dir)?;
-        let scopes = match &self.global.netns {
-            Some(_) => vec![crate::cli::cmd::scope_of(&self.global)],
+        let state = StateDir::open_read_only(&self.place.state_dir)?;
+        let lib = LibDir::open(&self.place.lib_dir)?;
+        let scopes = match &self.place.netns {
+            Some(_) => vec![self.place.scope()],
             None => state.scopes()?,
         };
         Ok(scopes
@@ -66,7 +65,7 @@ impl Shared {
                 state: state.clone(),
                 lib: lib.clone(),
                 scope,
-                memory_limit: self.global.max_kernel_memory,
+                memory_limit: self.place.memory_limit,
             })
             .collect())
     }
@@ -82,21 +81,53 @@ impl Shared {
     }
 }
 
+/// `sgctl agent`'s options (docs/cli.md).
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Address of the metrics endpoint (GET /metrics); loopback only unless you say otherwise.
+    #[arg(long, default_value = "127.0.0.1:9617", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Flow-log file (custom format, rotated by size).
+    #[arg(long, default_value = crate::flowlog::DEFAULT_FLOW_LOG, value_name = "FILE")]
+    pub flow_log: std::path::PathBuf,
+    /// Write no flow-log file (standard output only, unless --quiet).
+    #[arg(long)]
+    pub no_flow_log: bool,
+    /// Aggregation window of flow-log records, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub window: u64,
+    /// Rotate the flow log when it reaches this many bytes.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub flow_log_max_bytes: u64,
+    /// Rotated flow logs kept (FILE.1 … FILE.N).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub flow_log_keep: u32,
+    /// Do not print flow-log records on standard output (JSON lines).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Do not watch for interfaces that appear or vanish.
+    #[arg(long)]
+    pub no_hotplug: bool,
+    /// The fleet: membership and policy through etcd (docs/fleet.md).
+    #[command(flatten)]
+    pub fleet: crate::fleet::FleetArgs,
+}
+
 /// How long a duty that failed waits before it starts again.
 const RESTART_AFTER: Duration = Duration::from_secs(2);
 
-pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
+pub fn run(place: &Place, args: &AgentArgs) -> anyhow::Result<()> {
     raise_descriptor_limit();
     // The metrics socket lives where sgctl was started (the initial namespace's
     // loopback), also when the agent works on a named namespace: its
     // namespace is kept to bind in, again and again if need be.
     // The fleet's etcd session also lives there (docs/fleet.md).
     let home = std::fs::File::open("/proc/self/ns/net").context("opening this process's network namespace")?;
-    if let Some(name) = &global.netns {
+    if let Some(name) = &place.netns {
         netns::enter(name)?;
     }
     let shared = Arc::new(Shared {
-        global: Global::clone(global),
+        place: Place::clone(place),
         stop: AtomicBool::new(false),
         repairs: Mutex::new(BTreeMap::new()),
     });
@@ -115,7 +146,7 @@ pub fn run(global: &Global, args: &AgentArgs) -> anyhow::Result<()> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let _fleet =
-        args.fleet.enabled().then(|| crate::fleet::start(global, &args.fleet, &home, stop.clone())).transpose()?;
+        args.fleet.enabled().then(|| crate::fleet::start(place, &args.fleet, &home, stop.clone())).transpose()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

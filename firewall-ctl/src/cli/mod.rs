@@ -47,6 +47,19 @@ pub struct Global {
     pub wait: u64,
 }
 
+impl Global {
+    /// Where the verb works, as the library takes it.
+    pub fn place(&self) -> crate::control::Place {
+        crate::control::Place {
+            netns: self.netns.clone(),
+            state_dir: self.state_dir.clone(),
+            lib_dir: self.lib_dir.clone(),
+            wait: std::time::Duration::from_secs(self.wait),
+            memory_limit: self.max_kernel_memory,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Parse, validate and compile policy files; change nothing.
@@ -124,7 +137,7 @@ pub enum Command {
         format: Option<StatsFormat>,
     },
     /// Long-running: Prometheus metrics, flow logs, and interfaces that appear later (never needed for enforcement).
-    Agent(AgentArgs),
+    Agent(crate::agent::AgentArgs),
     /// Recent flow-log records written by `sgctl agent`, filtered.
     Flows(FlowsArgs),
     /// Print each packet the datapath judges that matches, live: verdict, rule or reason, conntrack state.
@@ -169,7 +182,7 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         #[command(flatten)]
-        etcd: EtcdArgs,
+        etcd: crate::fleet::EtcdArgs,
     },
     /// Write the policy in another firewall's format (changes nothing).
     Export {
@@ -178,108 +191,10 @@ pub enum Command {
     },
 }
 
-/// Where `sgctl agent` writes flow logs unless told otherwise.
-pub const DEFAULT_FLOW_LOG: &str = "/var/log/sgctl/flows.log";
-
-#[derive(Clone, Debug, Args)]
-pub struct AgentArgs {
-    /// Address of the metrics endpoint (GET /metrics); loopback only unless you say otherwise.
-    #[arg(long, default_value = "127.0.0.1:9617", value_name = "ADDR:PORT")]
-    pub listen: std::net::SocketAddr,
-    /// Flow-log file (custom format, rotated by size).
-    #[arg(long, default_value = DEFAULT_FLOW_LOG, value_name = "FILE")]
-    pub flow_log: PathBuf,
-    /// Write no flow-log file (standard output only, unless --quiet).
-    #[arg(long)]
-    pub no_flow_log: bool,
-    /// Aggregation window of flow-log records, in seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub window: u64,
-    /// Rotate the flow log when it reaches this many bytes.
-    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
-    pub flow_log_max_bytes: u64,
-    /// Rotated flow logs kept (FILE.1 … FILE.N).
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub flow_log_keep: u32,
-    /// Do not print flow-log records on standard output (JSON lines).
-    #[arg(long)]
-    pub quiet: bool,
-    /// Do not watch for interfaces that appear or vanish.
-    #[arg(long)]
-    pub no_hotplug: bool,
-    /// The fleet: membership and policy through etcd (docs/fleet.md).
-    #[command(flatten)]
-    pub fleet: FleetArgs,
-}
-
-/// `sgctl agent`'s fleet options: with `--etcd`, it publishes this host's
-/// groups and addresses and takes every other host's into `sg:` membership.
-#[derive(Clone, Debug, Args)]
-pub struct FleetArgs {
-    #[command(flatten)]
-    pub etcd: EtcdArgs,
-    /// This host's name in the fleet (its keys are PREFIX/v1/hosts/NAME/…): a-z 0-9 . _ -, unique in the fleet.
-    #[arg(long, value_name = "NAME", requires = "endpoints")]
-    pub host_id: Option<String>,
-    /// Seconds this host's keys outlive its agent (the etcd lease, renewed every third of it).
-    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=3600))]
-    pub lease_ttl: u64,
-}
-
-impl FleetArgs {
-    /// Whether the agent takes part in a fleet.
-    pub fn enabled(&self) -> bool {
-        !self.etcd.endpoints.is_empty()
-    }
-}
-
-/// How to reach etcd: endpoints, prefix, TLS and auth, as etcdctl names them.
-#[derive(Clone, Debug, Args)]
-pub struct EtcdArgs {
-    /// etcd endpoints, comma-separated: http://127.0.0.1:2379, or https://… with the TLS options below.
-    #[arg(long = "etcd", value_delimiter = ',', value_name = "URL[,URL...]")]
-    pub endpoints: Vec<String>,
-    /// The key prefix the fleet shares.
-    #[arg(long, default_value = "/sgctl", value_name = "PREFIX")]
-    pub etcd_prefix: String,
-    /// The CA certificate (PEM) that signed etcd's server certificates.
-    #[arg(long, value_name = "FILE")]
-    pub etcd_cacert: Option<PathBuf>,
-    /// This client's certificate (PEM), for etcd's client certificate authentication.
-    #[arg(long, value_name = "FILE", requires = "etcd_key")]
-    pub etcd_cert: Option<PathBuf>,
-    /// This client's private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
-    pub etcd_key: Option<PathBuf>,
-    /// etcd user, as etcdctl's --user: USER or USER:PASSWORD.
-    #[arg(long, value_name = "USER[:PASSWORD]")]
-    pub etcd_user: Option<String>,
-    /// The etcd user's password (better from the environment than on the command line).
-    #[arg(long, env = "SGCTL_ETCD_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
-    pub etcd_password: Option<String>,
-}
-
-impl EtcdArgs {
-    /// (user, password) when a user is given.
-    pub fn credentials(&self) -> Result<Option<(String, String)>, crate::InputError> {
-        let Some(user) = &self.etcd_user else { return Ok(None) };
-        let (name, inline) = match user.split_once(':') {
-            Some((name, password)) => (name, Some(password)),
-            None => (user.as_str(), None),
-        };
-        let password = inline.map(str::to_owned).or_else(|| self.etcd_password.clone()).ok_or_else(|| {
-            crate::InputError::EtcdOptions(format!(
-                "--etcd-user {name}: no password (USER:PASSWORD, --etcd-password or SGCTL_ETCD_PASSWORD)"
-            ))
-        })?;
-        Ok(Some((name.to_owned(), password)))
-    }
-}
-
 #[derive(Clone, Debug, Args)]
 pub struct FlowsArgs {
     /// The agent's flow log.
-    #[arg(long, default_value = DEFAULT_FLOW_LOG, value_name = "FILE")]
+    #[arg(long, default_value = crate::flowlog::DEFAULT_FLOW_LOG, value_name = "FILE")]
     pub file: PathBuf,
     /// Only records of this interface (its name, or NAME@NETNS).
     #[arg(long, value_name = "IFACE")]

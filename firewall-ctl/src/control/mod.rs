@@ -8,7 +8,7 @@ pub mod members;
 pub mod repair;
 pub mod restore;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use firewall_common::policy::Active;
@@ -27,7 +27,7 @@ use crate::{
         member_edits::MemberEdits,
         records::{IfaceRecord, IfaceState, Mode, Origin, PolicyRecord, PolicySummary},
         saved::{LibDir, Saved, SavedInterface},
-        Scope, StateDir,
+        Scope, StateDir, StateLock,
     },
     InputError,
 };
@@ -43,6 +43,45 @@ pub struct Target {
     pub scope: Scope,
     /// The most kernel memory the scope's policy may take (`--max-kernel-memory`).
     pub memory_limit: crate::datapath::memory::Limit,
+}
+
+/// Where a verb or the agent works and the limits it keeps: the command
+/// line's global options (`-n`, `--state-dir`, `--lib-dir`, `--wait`,
+/// `--max-kernel-memory`) as the library takes them.
+#[derive(Clone, Debug)]
+pub struct Place {
+    pub netns: Option<String>,
+    pub state_dir: PathBuf,
+    pub lib_dir: PathBuf,
+    /// How long a change waits for another sgctl to finish.
+    pub wait: Duration,
+    pub memory_limit: crate::datapath::memory::Limit,
+}
+
+impl Place {
+    /// The scope `-n` names (the initial network namespace without it).
+    pub fn scope(&self) -> Scope {
+        self.netns.clone().map_or(Scope::InitNetns, Scope::Netns)
+    }
+
+    /// The [`Target`] to work on. Verbs that change state take the
+    /// directory for themselves (and tidy what a killed `sgctl` or a deleted
+    /// namespace left); reports read maps and records that are replaced whole,
+    /// need no lock, and change nothing.
+    pub fn open(&self, changes: bool) -> anyhow::Result<(Target, Option<StateLock>)> {
+        let lib = LibDir::open(&self.lib_dir)?;
+        let (state, lock) = if changes {
+            let state = StateDir::open(&self.state_dir)?;
+            let lock = state.lock(self.wait)?;
+            for scope in repair::prune_vanished_scopes(&state, &lib)? {
+                eprintln!("sgctl: removed the state and saved policy of {scope}: the namespace no longer exists");
+            }
+            (state, Some(lock))
+        } else {
+            (StateDir::open_read_only(&self.state_dir)?, None)
+        };
+        Ok((Target { state, lib, scope: self.scope(), memory_limit: self.memory_limit }, lock))
+    }
 }
 
 /// An interface that should be filtered, and how.

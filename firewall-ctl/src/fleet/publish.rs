@@ -14,7 +14,7 @@ use super::{
     layout::{self, Layout, PublishedPolicy, MAX_POLICY_BYTES},
     session::{timed, unix_now, Connection},
 };
-use crate::{cli::EtcdArgs, state::records::Source, InputError};
+use crate::{fleet::EtcdArgs, state::records::Source, InputError};
 
 /// What `sgctl publish` did.
 #[derive(Clone, Debug, Serialize)]

@@ -33,11 +33,10 @@ use super::{
     session::{lock, unix_now, Link, Publication},
 };
 use crate::{
-    cli::Global,
     control::{
         commit,
         members::{self, Change, Record},
-        Target,
+        Place, Target,
     },
     netns,
     state::{
@@ -123,7 +122,7 @@ fn record_of(link: &Link, published: &PublishedPolicy) -> PolicyRecord {
 
 /// The scope side's state between rounds.
 pub struct Scope {
-    global: Global,
+    place: Place,
     link: Arc<Link>,
     wanted: watch::Sender<Option<Publication>>,
     record: FleetRecord,
@@ -156,13 +155,13 @@ struct PolicyFacts {
 
 impl Scope {
     pub fn new(
-        global: &Global,
+        place: &Place,
         link: Arc<Link>,
         wanted: watch::Sender<Option<Publication>>,
         record: FleetRecord,
     ) -> Self {
         Self {
-            global: global.clone(),
+            place: place.clone(),
             link,
             wanted,
             record,
@@ -194,10 +193,10 @@ impl Scope {
 
     fn read_target(&self) -> anyhow::Result<Target> {
         Ok(Target {
-            state: StateDir::open_read_only(&self.global.state_dir)?,
-            lib: LibDir::new(&self.global.lib_dir),
-            scope: crate::cli::cmd::scope_of(&self.global),
-            memory_limit: self.global.max_kernel_memory,
+            state: StateDir::open_read_only(&self.place.state_dir)?,
+            lib: LibDir::new(&self.place.lib_dir),
+            scope: self.place.scope(),
+            memory_limit: self.place.memory_limit,
         })
     }
 
@@ -337,7 +336,7 @@ impl Scope {
             return Ok(());
         }
         // Under the lock, from what is in force then.
-        let (target, _lock) = crate::cli::cmd::open_target(&self.global, true)?;
+        let (target, _lock) = self.place.open(true)?;
         let Some(active) = target.active()? else { return Ok(()) };
         let mut layer = target.member_edits(active.slot)?.fleet;
         let statics = &facts.groups;
@@ -395,7 +394,7 @@ impl Scope {
         if self.retry.is_some_and(|(g, at)| g == generation && at.elapsed() < RECHECK) {
             return Ok(());
         }
-        let (target, _lock) = crate::cli::cmd::open_target(&self.global, true)?;
+        let (target, _lock) = self.place.open(true)?;
         let in_force = target.policy()?;
         if in_force.as_ref().and_then(published_generation) == Some(generation) {
             self.record.applied_generation = Some(generation);
@@ -476,7 +475,7 @@ impl Scope {
         };
         if due {
             self.record.updated_at = unix_now();
-            LibDir::new(&self.global.lib_dir).save_fleet(&crate::cli::cmd::scope_of(&self.global), &self.record)?;
+            LibDir::new(&self.place.lib_dir).save_fleet(&self.place.scope(), &self.record)?;
             self.written = Some((self.record.clone(), Instant::now()));
         }
         Ok(())

@@ -36,7 +36,7 @@ use super::{
     layout::{self, HostStatus, Layout},
     view::{Effect, View},
 };
-use crate::cli::EtcdArgs;
+use crate::fleet::EtcdArgs;
 
 /// How long connecting (and each request of a session's setup) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);

@@ -11,3 +11,6 @@
 pub mod aggregate;
 pub mod file;
 pub mod record;
+
+/// Where `sgctl agent` writes flow logs unless told otherwise.
+pub const DEFAULT_FLOW_LOG: &str = "/var/log/sgctl/flows.log";

@@ -23,7 +23,7 @@ use crate::{
     cli::{Cli, Command, ConntrackAction, Global, StatsFormat},
     control::{self, Target},
     netns,
-    state::{saved::LibDir, Scope, StateDir, StateLock},
+    state::Scope,
 };
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -72,7 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Restore { all: true } => return restore_all(global),
         // Binds its socket before entering the namespace.
-        Command::Agent(args) => return crate::agent::run(global, args),
+        Command::Agent(args) => return crate::agent::run(&global.place(), args),
         _ => {}
     }
     if let Some(name) = &global.netns {
@@ -82,7 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         // A kernel sgctl cannot filter with is refused before anything changes.
         crate::datapath::kernel::require()?;
     }
-    let (target, _lock) = open_target(global, changes_state(&cli.command))?;
+    let (target, _lock) = global.place().open(changes_state(&cli.command))?;
     if changes_state(&cli.command) && !matches!(cli.command, Command::Restore { .. }) {
         // An unconfirmed apply past its deadline (its helper killed) is
         // rolled back before anything else changes.
@@ -125,34 +125,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The scope `-n` names (the initial network namespace without it).
-pub fn scope_of(global: &Global) -> Scope {
-    global.netns.clone().map_or(Scope::InitNetns, Scope::Netns)
-}
-
-/// The [`Target`] the command works on. Verbs that change state take the
-/// directory for themselves (and tidy what a killed `sgctl` or a deleted
-/// namespace left); reports read maps and records that are replaced whole,
-/// need no lock, and change nothing.
-pub fn open_target(global: &Global, changes: bool) -> anyhow::Result<(Target, Option<StateLock>)> {
-    let lib = LibDir::open(&global.lib_dir)?;
-    let (state, lock) = if changes {
-        let state = StateDir::open(&global.state_dir)?;
-        let lock = state.lock(Duration::from_secs(global.wait))?;
-        for scope in control::repair::prune_vanished_scopes(&state, &lib)? {
-            eprintln!("sgctl: removed the state and saved policy of {scope}: the namespace no longer exists");
-        }
-        (state, Some(lock))
-    } else {
-        (StateDir::open_read_only(&global.state_dir)?, None)
-    };
-    Ok((Target { state, lib, scope: scope_of(global), memory_limit: global.max_kernel_memory }, lock))
-}
-
 /// `sgctl restore --all`: the initial network namespace, then every named namespace with a
 /// saved policy that exists now (the others are reported).
 fn restore_all(global: &Global) -> anyhow::Result<()> {
-    let (target, _lock) = open_target(global, true)?;
+    let (target, _lock) = global.place().open(true)?;
     let home = std::fs::File::open("/proc/self/ns/net")?;
     let (mut failed, mut partial) = (Vec::new(), Vec::new());
     for scope in target.lib.scopes()? {

@@ -2,8 +2,8 @@
 use std::path::PathBuf;
 
 use crate::{
-    cli::{output::print_json, EtcdArgs},
-    fleet::publish,
+    cli::output::print_json,
+    fleet::{publish, EtcdArgs},
 };
 
 pub fn run(files: &[PathBuf], etcd: &EtcdArgs, json: bool) -> anyhow::Result<()> {

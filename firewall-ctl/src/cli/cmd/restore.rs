@@ -121,10 +121,10 @@ fn spawn_helper(global: &Global) -> anyhow::Result<u32> {
 /// Takes the state lock only at the deadline.
 pub fn rollback_at_deadline(global: &Global) -> anyhow::Result<()> {
     let lib = crate::state::saved::LibDir::open(&global.lib_dir)?;
-    if !restore::wait_for_deadline(&lib, &super::scope_of(global))? {
+    if !restore::wait_for_deadline(&lib, &global.place().scope())? {
         return Ok(()); // confirmed
     }
-    let (target, _lock) = super::open_target(global, true)?;
+    let (target, _lock) = global.place().open(true)?;
     restore::roll_back_if_due(&target)?;
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::{
         hooks,
         links::{self, LinkHealth},
     },
+    fleet::report::FleetStatus,
     netns,
     state::records::{EgressHook, IngressHook, Mode},
 };
@@ -36,7 +37,7 @@ struct ScopeStatus {
     /// An `apply --confirm-within` awaiting `sgctl confirm`.
     pending_confirmation: Option<PendingStatus>,
     /// The fleet, as `sgctl agent --etcd` last reported it (docs/fleet.md).
-    fleet: Option<crate::fleet::report::FleetStatus>,
+    fleet: Option<FleetStatus>,
     /// Interfaces the saved policy names that are not filtered: they do
     /// not exist, or a restore could not attach them.
     unfiltered: Vec<Unfiltered>,
@@ -229,7 +230,7 @@ pub fn run(targets: &[Target], json: bool, wait: std::time::Duration) -> anyhow:
             let total = s.kernel_memory + s.interfaces.iter().map(|i| i.kernel_memory).sum::<u64>();
             crate::outln!("kernel memory charged to the maps: {} (memlock)", crate::datapath::memory::human(total));
         }
-        for line in s.fleet.iter().flat_map(crate::fleet::report::lines) {
+        for line in s.fleet.iter().flat_map(fleet_lines) {
             crate::outln!("{line}");
         }
     }
@@ -313,4 +314,69 @@ fn scope_status(target: &Target, wait: std::time::Duration) -> anyhow::Result<Sc
         }),
         fleet: crate::fleet::report::status(&target.lib, &target.scope)?,
     })
+}
+
+/// The fleet's lines of `sgctl status`.
+fn fleet_lines(s: &FleetStatus) -> Vec<String> {
+    let r = &s.record;
+    let mut out = Vec::new();
+    let state = if !s.agent_running {
+        format!(
+            "agent not running (last report {} s ago): the membership last known stays enforced",
+            crate::fleet::session::unix_now().saturating_sub(r.updated_at)
+        )
+    } else if r.connected {
+        format!("connected, in sync {} s ago", s.seconds_since_sync.unwrap_or_default())
+    } else {
+        format!(
+            "NOT CONNECTED ({}): the membership last known stays enforced; last in sync {}",
+            r.last_error.as_deref().unwrap_or("connecting"),
+            s.seconds_since_sync.map_or("never".to_owned(), |t| format!("{t} s ago"))
+        )
+    };
+    out.push(format!("fleet: host {} under {} on {}: {state}", r.host_id, r.prefix, r.endpoints.join(",")));
+    let lease = r.lease.map_or("none".to_owned(), |l| format!("{l:x}"));
+    let policy = match (r.applied_generation, r.published_generation) {
+        (Some(a), Some(p)) if a == p => format!("published generation {a} in force"),
+        (Some(a), Some(p)) => format!("published generation {a} in force, {p} published"),
+        (None, Some(p)) => format!("its own files in force, generation {p} published"),
+        (_, None) => "no policy published".to_owned(),
+    };
+    out.push(format!("  lease {lease} ({} s), {} full reads, {policy}", r.lease_ttl, r.resyncs));
+    if let Some((generation, why)) = &r.refused_generation {
+        out.push(format!("  refused published generation {generation}: {why}"));
+    }
+    let publishing: Vec<String> = r
+        .publishing
+        .iter()
+        .map(|(g, a)| format!("{g} ({})", a.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")))
+        .collect();
+    out.push(format!(
+        "  publishes: {}",
+        if publishing.is_empty() { "nothing".to_owned() } else { publishing.join(", ") }
+    ));
+    let members: Vec<String> = r.members.iter().map(|(g, n)| format!("{g} {n}")).collect();
+    out.push(format!(
+        "  members from other hosts: {}",
+        if members.is_empty() { "none".to_owned() } else { members.join(", ") }
+    ));
+    if !r.hosts.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .hosts
+            .iter()
+            .map(|h| {
+                vec![
+                    format!("  {}", h.host),
+                    h.policy_generation.map_or("its own files".to_owned(), |g| g.to_string()),
+                    h.groups.join(","),
+                ]
+            })
+            .collect();
+        let table = table(&["  HOST", "POLICY GENERATION", "GROUPS"], &rows);
+        out.extend(table.lines().map(str::to_owned));
+    }
+    for (key, why) in &r.refused {
+        out.push(format!("  refused {key}: {why}"));
+    }
+    out
 }
