@@ -20,7 +20,7 @@ pub fn locate(policy: &Policy, e: CompileError) -> PolicyError {
         }
         _ => None,
     };
-    PolicyError::new(at.unwrap_or(&whole_policy(policy)), ErrorKind::DoesNotFit(e))
+    PolicyError::new(at.unwrap_or(&whole_policy(policy)), ErrorKind::DoesNotFit(e.to_string()))
 }
 
 /// Where an error about the policy as a whole points: its first file.

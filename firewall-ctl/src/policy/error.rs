@@ -105,10 +105,12 @@ pub enum ErrorKind {
          to leave it unfiltered, or list the groups that filter it (eth0: [web-server])"
     )]
     EmptyAttachment(String),
-    /// What the compiler refused for an interface, located where the files
-    /// attach it (the message names the interface).
+    /// What the compiler refused for an interface (its message, which
+    /// names the interface), located where the files attach it. Text, not
+    /// the compiler's error type, so the policy layer does not depend on
+    /// the compiler that reads it.
     #[error("{0}")]
-    DoesNotFit(crate::compile::CompileError),
+    DoesNotFit(String),
     #[error("more than one YAML document in a file: put each policy in its own file")]
     MultipleDocuments,
     #[error("{found} where {what} was expected: {expected}")]
