@@ -12,6 +12,7 @@ pub mod control;
 pub mod datapath;
 pub mod error;
 pub mod export;
+pub mod fault;
 pub mod fleet;
 pub mod flowlog;
 pub mod import;

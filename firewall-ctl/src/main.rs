@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, Parser as _};
 use firewall_ctl::{
     cli::{cmd, completers, Cli},
-    error,
+    fault,
 };
 
 fn main() -> ExitCode {
@@ -17,12 +17,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // An input error already starts with FILE:LINE:COL, as compilers print.
-            if error::is_located(&e) {
+            if fault::is_located(&e) {
                 eprintln!("{e:#}");
             } else {
                 eprintln!("sgctl: {e:#}");
             }
-            ExitCode::from(error::exit_status(&e) as u8)
+            ExitCode::from(fault::exit_status(&e) as u8)
         }
     }
 }

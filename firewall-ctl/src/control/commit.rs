@@ -150,7 +150,7 @@ pub fn commit_with(
         let plan = (|| -> anyhow::Result<Planned> {
             let ifindex = netns::ifindex(&want.ifname).ok_or_else(|| InputError::NoSuchInterface {
                 ifname: want.ifname.clone(),
-                scope: target.scope.clone(),
+                scope: target.scope.to_string(),
             })?;
             let old = in_force.get(&want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == ifindex);
             // Devices sgctl cannot filter (or not with that hook) are refused

@@ -107,7 +107,7 @@ pub enum Record<'a> {
 pub fn change(target: &Target, change: &Change, record: Record<'_>) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     repair::repair_scope(target)?;
-    let active = target.active()?.ok_or_else(|| InputError::NoPolicyApplied { scope: target.scope.clone() })?;
+    let active = target.active()?.ok_or_else(|| InputError::NoPolicyApplied { scope: target.scope.to_string() })?;
     let mut edits = target.member_edits(active.slot)?;
     match record {
         Record::Edit => {

@@ -421,7 +421,7 @@ impl Scope {
                 self.retry = None;
                 self.policy = None;
             }
-            Err(e) if crate::error::exit_status(&e) == crate::error::Exit::Invalid => {
+            Err(e) if crate::fault::exit_status(&e) == crate::fault::Exit::Invalid => {
                 eprintln!(
                     "sgctl agent: fleet: refused published policy generation {generation}: {e:#}; enforcement unchanged"
                 );

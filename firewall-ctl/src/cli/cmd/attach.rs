@@ -9,9 +9,9 @@ use crate::{
 
 pub fn attach(target: &Target, iface: &str, groups: &[String], mode: Mode, json: bool) -> anyhow::Result<()> {
     let (record, policy) =
-        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyApplied { scope: target.scope.clone() })?;
+        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyApplied { scope: target.scope.to_string() })?;
     if netns::ifindex(iface).is_none() {
-        return Err(InputError::NoSuchInterface { ifname: iface.to_owned(), scope: target.scope.clone() }.into());
+        return Err(InputError::NoSuchInterface { ifname: iface.to_owned(), scope: target.scope.to_string() }.into());
     }
     if let Some(unknown) = groups.iter().find(|g| policy.group(g).is_none()) {
         let known = policy.groups.iter().map(|g| g.name.clone()).collect();
@@ -25,10 +25,10 @@ pub fn attach(target: &Target, iface: &str, groups: &[String], mode: Mode, json:
 
 pub fn detach(target: &Target, iface: &str, json: bool) -> anyhow::Result<()> {
     if !target.interfaces()?.iter().any(|r| r.ifname == iface) {
-        return Err(InputError::NotFiltered { ifname: iface.to_owned(), scope: target.scope.clone() }.into());
+        return Err(InputError::NotFiltered { ifname: iface.to_owned(), scope: target.scope.to_string() }.into());
     }
     let (record, policy) =
-        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyInForce { scope: target.scope.clone() })?;
+        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyInForce { scope: target.scope.to_string() })?;
     let mut wanted = target.current_wanted()?;
     wanted.retain(|w| w.ifname != iface);
     // Other interfaces' rules may reference groups this one carried.

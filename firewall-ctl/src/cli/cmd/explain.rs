@@ -34,12 +34,12 @@ struct Explanation {
 
 pub fn run(target: &Target, args: &ExplainArgs, json: bool) -> anyhow::Result<()> {
     let (_, policy) =
-        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyInForce { scope: target.scope.clone() })?;
+        target.parsed_policy()?.ok_or_else(|| InputError::NoPolicyInForce { scope: target.scope.to_string() })?;
     let wanted = target.current_wanted()?;
     let attached = wanted
         .iter()
         .find(|w| w.ifname == args.iface)
-        .ok_or_else(|| InputError::NotFiltered { ifname: args.iface.clone(), scope: target.scope.clone() })?;
+        .ok_or_else(|| InputError::NotFiltered { ifname: args.iface.clone(), scope: target.scope.to_string() })?;
     let local = control::local_members(&wanted)?;
     let model = Model::new(&policy, &attached.groups, &local)
         .map_err(|e| InputError::AppliedPolicy { error: e.on_interface(&args.iface) })?;

@@ -55,11 +55,11 @@ pub fn run(target: &Target, args: &TraceArgs, json: bool) -> anyhow::Result<()> 
     if let Some(iface) = &args.iface {
         records.retain(|r| &r.ifname == iface);
         if records.is_empty() {
-            return Err(InputError::NotFiltered { ifname: iface.clone(), scope: target.scope.clone() }.into());
+            return Err(InputError::NotFiltered { ifname: iface.clone(), scope: target.scope.to_string() }.into());
         }
     }
     if records.is_empty() {
-        return Err(InputError::NothingToTrace { scope: target.scope.clone() }.into());
+        return Err(InputError::NothingToTrace { scope: target.scope.to_string() }.into());
     }
     let wanted = trace_match(args)?;
     let ring_path = target.state.active_path(&target.scope).with_file_name(maps::TRACE_EVENTS);
