@@ -104,6 +104,13 @@ impl Reason {
         }
     }
 
+    /// The reason as a label value (metrics, flow logs): its name without
+    /// `dropped_`.
+    pub fn label(self) -> &'static str {
+        let name = self.name();
+        name.strip_prefix("dropped_").unwrap_or(name)
+    }
+
     /// The reason of a value read from a map or an event.
     pub fn from_u32(v: u32) -> Option<Self> {
         Self::ALL.get(v as usize).copied()

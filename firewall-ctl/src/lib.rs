@@ -16,7 +16,6 @@ pub mod fault;
 pub mod fleet;
 pub mod flowlog;
 pub mod import;
-pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod policy;

@@ -1,5 +1,5 @@
 //! The metrics endpoint: `GET /metrics`, the exposition of
-//! [`crate::metrics`] in the format the request's `Accept` header prefers
+//! [`crate::agent::metrics`] in the format the request's `Accept` header prefers
 //! (OpenMetrics for a Prometheus server, else the 0.0.4 text), read from
 //! the kernel on every scrape.
 //!
@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
 use super::Shared;
-use crate::metrics::{self, Format};
+use crate::agent::metrics::{self, Format};
 
 /// Connections served at once. A Prometheus server keeps one; a few more
 /// leave room for people with curl.

@@ -24,6 +24,7 @@
 pub mod flows;
 pub mod hotplug;
 pub mod http;
+pub mod metrics;
 
 use std::{
     collections::BTreeMap,

@@ -199,7 +199,7 @@ fn flow_record(id: &FlowId, t: &Tally, info: &IfaceInfo, unix_secs: &impl Fn(u64
         }
         Action::Reject => {
             let reason = Reason::from_u32(id.reason).unwrap_or(Reason::DropNoRule);
-            r.set("drop-reason", crate::metrics::drop_reason_label(reason));
+            r.set("drop-reason", reason.label());
         }
     }
     r

@@ -8,6 +8,7 @@ use firewall_common::{
 use serde::Serialize;
 
 use crate::{
+    agent::metrics,
     cli::{
         output::{print_json, table},
         StatsFormat,
@@ -15,7 +16,6 @@ use crate::{
     compile::RuleInfo,
     control::Target,
     datapath::conntrack::Usage,
-    metrics,
 };
 
 #[derive(Serialize)]

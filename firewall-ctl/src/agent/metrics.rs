@@ -188,7 +188,7 @@ pub fn families(sample: &Sample) -> Vec<Family> {
             for reason in Reason::ALL.into_iter().filter(|r| r.is_drop()) {
                 let mut labels = at();
                 labels.push(("direction", direction.to_owned()));
-                labels.push(("reason", drop_reason_label(reason).to_owned()));
+                labels.push(("reason", reason.label().to_owned()));
                 dropped.add(labels, per(reason));
             }
             let mut labels = at();
@@ -431,12 +431,6 @@ fn text(families: &[Family]) -> anyhow::Result<String> {
         out.push(family);
     }
     Ok(prometheus::TextEncoder::new().encode_to_string(&out)?)
-}
-
-/// A drop reason as a label value: its name without `dropped_`.
-pub fn drop_reason_label(reason: Reason) -> &'static str {
-    let name = reason.name();
-    name.strip_prefix("dropped_").unwrap_or(name)
 }
 
 #[cfg(test)]
