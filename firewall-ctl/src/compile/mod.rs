@@ -236,7 +236,7 @@ pub fn summarize(policy: &Policy) -> Result<Summary, CompileError> {
 }
 
 /// The attached groups, each once, in the order given.
-pub(crate) fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>, CompileError> {
+fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<&'a Group>, CompileError> {
     let mut out: Vec<&Group> = Vec::new();
     for name in groups {
         let group = policy.group(name).ok_or_else(|| CompileError::UnknownGroup(name.clone()))?;
@@ -245,12 +245,6 @@ pub(crate) fn attached<'a>(policy: &'a Policy, groups: &[String]) -> Result<Vec<
         }
     }
     Ok(out)
-}
-
-/// Addresses carrying `group`: its `members:` plus local interface addresses.
-pub(crate) fn members(policy: &Policy, local_members: &BTreeMap<String, Vec<IpNet>>, group: &str) -> Vec<IpNet> {
-    let local = local_members.get(group).into_iter().flatten().copied();
-    policy.members_of(group).chain(local).collect()
 }
 
 /// Compiles one interface carrying `groups` (their union). `local_members`

@@ -1,7 +1,9 @@
 //! Which rules allow a packet, and which one is credited with its flow,
 //! straight from docs/semantics.md items 1-5 and docs/cli.md ("Rule
 //! identity"): a loop over the attached rules, no tries, no bit sets. The
-//! compiler, `simulate` and the kernel are all tested against this.
+//! compiler, `simulate` and the kernel are all tested against this, so it
+//! takes nothing from the compiler: which groups are attached and which
+//! addresses carry a group are worked out here again, plainly.
 
 use std::{cmp::Reverse, collections::BTreeMap, fmt, net::IpAddr};
 
@@ -9,7 +11,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    compile::{attached, members, CompileError},
+    compile::CompileError,
     policy::{Group, PeerTarget, Policy, Ports, Protocol, Rule, RuleDirection},
 };
 
@@ -71,7 +73,14 @@ impl<'a> Rules<'a> {
         groups: &[String],
         local_members: &'a BTreeMap<String, Vec<IpNet>>,
     ) -> Result<Self, CompileError> {
-        Ok(Self { policy, groups: attached(policy, groups)?, local_members })
+        let mut attached: Vec<&Group> = Vec::new();
+        for name in groups {
+            let group = policy.group(name).ok_or_else(|| CompileError::UnknownGroup(name.clone()))?;
+            if !attached.iter().any(|g| g.name == group.name) {
+                attached.push(group);
+            }
+        }
+        Ok(Self { policy, groups: attached, local_members })
     }
 
     /// The attached rule that `rule` names.
@@ -160,7 +169,9 @@ impl<'a> Rules<'a> {
         rule.peers.iter().flat_map(move |p| match &p.target {
             PeerTarget::Cidr(net) => vec![*net],
             PeerTarget::PrefixList(name) => policy.prefix_list(name).map(|pl| pl.cidrs.clone()).unwrap_or_default(),
-            PeerTarget::Group(name) => members(policy, local, name),
+            PeerTarget::Group(name) => {
+                policy.members_of(name).chain(local.get(name).into_iter().flatten().copied()).collect()
+            }
         })
     }
 
