@@ -4,7 +4,7 @@
 //! a group, and every rule that references the group must follow
 //! (docs/semantics.md item 5) — in one switch, for every interface at once.
 pub mod commit;
-pub mod members;
+pub mod member_change;
 pub mod repair;
 pub mod restore;
 

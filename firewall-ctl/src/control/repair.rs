@@ -31,7 +31,7 @@ use crate::{
 pub fn repair_scope(target: &Target) -> anyhow::Result<()> {
     // A membership change cut short is finished first: it belongs to the
     // generation in force.
-    super::members::finish_journal(target)?;
+    super::member_change::finish_journal(target)?;
     let active = maps::read_active(&target.state.active_path(&target.scope))?.filter(|a| a.generation > 0);
     for ifname in target.state.interfaces(&target.scope)? {
         let dir = target.state.iface_dir(&target.scope, &ifname);

@@ -11,7 +11,7 @@
 //!   backoff — on a thread in the namespace sgctl was started in, so a lab
 //!   of namespaced hosts reaches one etcd on the machine's loopback;
 //! - [`scope`]: the scope side — what this host publishes, and the fleet's
-//!   members and policy put in force, through `control::members` (in place)
+//!   members and policy put in force, through `control::member_change` (in place)
 //!   and `control::commit` — on a thread in the scope's namespace;
 //! - [`publish`]: `sgctl publish`; [`report`]: the fleet in `sgctl status`.
 //!

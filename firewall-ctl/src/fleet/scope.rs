@@ -11,7 +11,7 @@
 //!   `getifaddrs`), so a change is republished within that;
 //! - the fleet's layer of `sg:` membership (`MemberEdits::fleet`): the
 //!   members other hosts publish, for groups the policy in force defines,
-//!   changed in the maps in force through `control::members` (in place,
+//!   changed in the maps in force through `control::member_change` (in place,
 //!   address by address; a full change where that cannot be shown), as soon
 //!   as the session wakes this side;
 //! - the published policy: a generation newer than the last one applied
@@ -35,7 +35,7 @@ use super::{
 use crate::{
     control::{
         commit,
-        members::{self, Change, Record},
+        member_change::{self, Change, Record},
         Place, Target,
     },
     netns,
@@ -358,12 +358,12 @@ impl Scope {
                 let mut after = if removed.is_empty() { new.clone() } else { old.union(&new).copied().collect() };
                 set(&mut layer, &group, std::mem::take(&mut after));
                 let change = Change { group: group.clone(), add: true, addresses: added.clone() };
-                log_outcome(&group, &added, true, &members::change(&target, &change, Record::Fleet(&layer))?);
+                log_outcome(&group, &added, true, &member_change::change(&target, &change, Record::Fleet(&layer))?);
             }
             if !removed.is_empty() || layer.get(&group) != wanted.get(&group) {
                 set(&mut layer, &group, new.clone());
                 let change = Change { group: group.clone(), add: false, addresses: removed.clone() };
-                let outcome = members::change(&target, &change, Record::Fleet(&layer))?;
+                let outcome = member_change::change(&target, &change, Record::Fleet(&layer))?;
                 if !removed.is_empty() {
                     log_outcome(&group, &removed, false, &outcome);
                 }
@@ -490,7 +490,7 @@ fn set(layer: &mut BTreeMap<String, BTreeSet<IpNet>>, group: &str, addresses: BT
     }
 }
 
-fn log_outcome(group: &str, addresses: &[IpNet], add: bool, outcome: &members::Outcome) {
+fn log_outcome(group: &str, addresses: &[IpNet], add: bool, outcome: &member_change::Outcome) {
     // Each address of a small change (the usual one); a count for a large one (a first read).
     let list = if addresses.len() <= 16 {
         addresses.iter().map(|a| a.addr().to_string()).collect::<Vec<_>>().join(" ")

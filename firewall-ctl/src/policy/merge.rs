@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use super::{
     error::{ErrorKind, Location, PolicyError},
     limits,
-    model::{Attachment, PeerTarget, Policy},
     parse::FileParts,
+    validated::{Attachment, PeerTarget, Policy},
 };
 
 /// First definition of each name of one kind, to report a second one.

@@ -10,8 +10,8 @@
 mod error;
 pub mod limits;
 mod merge;
-mod model;
 mod parse;
+mod validated;
 mod values;
 mod yaml;
 
@@ -21,7 +21,7 @@ mod tests;
 use std::{io::Read as _, path::Path};
 
 pub use error::{ErrorKind, Location, PolicyError};
-pub use model::{
+pub use validated::{
     Attachment, Conntrack, Group, GroupMode, Members, Peer, PeerTarget, Policy, PortRange, Ports, PrefixList, Protocol,
     Rule, RuleDirection, DEFAULT_OUTBOUND_DESCRIPTION,
 };

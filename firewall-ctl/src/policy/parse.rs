@@ -4,7 +4,7 @@
 use super::{
     error::{ErrorKind, Location, PolicyError},
     limits,
-    model::{
+    validated::{
         Group, GroupMode, Members, Peer, PeerTarget, Ports, PrefixList, Protocol, Rule, RuleDirection,
         DEFAULT_OUTBOUND_DESCRIPTION,
     },

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use super::{
     error::{ErrorKind, PolicyError},
-    model::{PeerTarget, PortRange, Ports, Protocol},
+    validated::{PeerTarget, PortRange, Ports, Protocol},
     yaml::{Node, Value},
 };
 

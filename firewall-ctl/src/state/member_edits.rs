@@ -6,7 +6,7 @@
 //! members add|remove` records the net change per group and address here —
 //! the policy in force is the files' text with these edits on top — and
 //! puts it in force without reading the files again
-//! (`control::members`). The next `sgctl apply` of files replaces the
+//! (`control::member_change`). The next `sgctl apply` of files replaces the
 //! policy, edits included: the files are the truth again.
 //!
 //! The fleet's members (`sgctl agent --etcd`, docs/fleet.md) ride here too,

@@ -231,7 +231,7 @@ impl StateDir {
         self.scope_dir(scope).join(format!("members-{slot}"))
     }
 
-    /// A membership change being put in force in place (see `control::members`).
+    /// A membership change being put in force in place (see `control::member_change`).
     pub fn members_journal_path(&self, scope: &Scope) -> PathBuf {
         self.scope_dir(scope).join("members-journal")
     }

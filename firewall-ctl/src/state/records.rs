@@ -180,7 +180,7 @@ pub struct IfaceRecord {
 }
 
 /// The groups whose `members:` reach an interface, and the classes of its
-/// address entries (see `control::members`).
+/// address entries (see `control::member_change`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MemberIndex {

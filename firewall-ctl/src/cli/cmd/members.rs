@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::{
     cli::{output::print_json, MembersAction},
     control::{
-        members::{self, Change, Outcome},
+        member_change::{self, Change, Outcome},
         Target,
     },
     policy::{parse_cidr, CidrError},
@@ -29,7 +29,7 @@ pub fn run(target: &Target, action: &MembersAction, json: bool) -> anyhow::Resul
     };
     let addresses = texts.iter().map(|t| address(t)).collect::<Result<Vec<_>, _>>()?;
     let change = Change { group: group.clone(), add, addresses: addresses.clone() };
-    let outcome = members::change(target, &change, members::Record::Edit)?;
+    let outcome = member_change::change(target, &change, member_change::Record::Edit)?;
     crate::timings::mark("done");
     let (added, removed) = if add { (addresses, Vec::new()) } else { (Vec::new(), addresses) };
     let report =

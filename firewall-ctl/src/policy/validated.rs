@@ -2,8 +2,10 @@
 //! docs/policy-format.md, so later stages never re-validate; every definition
 //! keeps its [`Location`] so later stages can still point at the source.
 //!
-//! The whole model is serde-serialisable: `sgctl apply` stores it beside the
-//! kernel state so `sgctl attach` can recompile without the files.
+//! (`sgctl apply` keeps the files' text, not this tree, beside the kernel
+//! state: `state::records::PolicyRecord`; `attach`, `explain` and `restore`
+//! parse it again.) Not to be confused with [`crate::model`], the oracle of
+//! what a packet's verdict is.
 
 use std::fmt;
 
