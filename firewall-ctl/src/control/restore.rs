@@ -21,11 +21,15 @@
 //! state, and the agent, should they find the deadline passed first (the
 //! helper was killed). After a reboot (another boot id) `restore` rolls
 //! back instead of restoring.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    os::unix::process::CommandExt as _,
+    process::{Command, Stdio},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use anyhow::Context as _;
 
-use super::{commit, IfaceChange, Target, Wanted};
+use super::{commit, IfaceChange, Place, Target, Wanted};
 use crate::{
     netns,
     state::{
@@ -155,6 +159,78 @@ pub fn put_in_force(target: &Target, saved: Option<&Saved>) -> anyhow::Result<Re
     })
 }
 
+/// What [`restore`] of one scope came to.
+pub enum Restore {
+    /// Nothing was saved, and nothing awaited a rollback.
+    NothingSaved,
+    /// What was put back: the policy saved, or (`rolled_back`) the one
+    /// before an unconfirmed apply.
+    Done { rolled_back: bool, restored: Restored },
+}
+
+/// `sgctl restore` of `target`'s scope: the policy saved on disk back in
+/// force. An apply awaiting confirmation in this boot stays in force (and
+/// armed: its helper may be gone, so one is started); one of an earlier
+/// boot, or past its deadline, is rolled back.
+pub fn restore(target: &Target, place: &Place) -> anyhow::Result<Restore> {
+    let pending = target.lib.pending(&target.scope)?;
+    let rolled_back = pending.as_ref().is_some_and(|p| time_left(p).is_zero());
+    let to_restore = match &pending {
+        Some(p) if rolled_back => p.previous.clone(),
+        _ => target.lib.applied(&target.scope)?,
+    };
+    if to_restore.is_none() && !rolled_back {
+        return Ok(Restore::NothingSaved);
+    }
+    let restored = put_in_force(target, to_restore.as_ref())?;
+    match &pending {
+        Some(_) if rolled_back => target.lib.remove_pending(&target.scope)?,
+        Some(p) if p.helper_pid.is_none_or(|pid| !helper_alive(pid)) => {
+            let pid = spawn_helper(place)?;
+            target.lib.save_pending(&target.scope, &Pending { helper_pid: Some(pid), ..p.clone() })?;
+        }
+        _ => {}
+    }
+    Ok(Restore::Done { rolled_back, restored })
+}
+
+/// `sgctl confirm`: the unconfirmed apply stays; its rollback is dropped.
+/// Returns the generation confirmed, if one awaited confirmation.
+pub fn confirm(target: &Target) -> anyhow::Result<Option<u64>> {
+    let pending = target.lib.pending(&target.scope)?;
+    target.lib.remove_pending(&target.scope)?;
+    Ok(pending.map(|p| p.generation))
+}
+
+/// `sgctl rollback`, the helper: waits for the deadline of the scope's
+/// unconfirmed apply, then puts the policy before it back — unless it was
+/// confirmed. Takes the state lock only at the deadline.
+pub fn rollback_at_deadline(place: &Place) -> anyhow::Result<()> {
+    let lib = crate::state::saved::LibDir::open(&place.lib_dir)?;
+    if !wait_for_deadline(&lib, &place.scope())? {
+        return Ok(()); // confirmed
+    }
+    let (target, _lock) = place.open(true)?;
+    roll_back_if_due(&target)?;
+    Ok(())
+}
+
+/// Starts the helper (`sgctl rollback`) for `place`'s scope in a session of
+/// its own, detached from this process and its terminal.
+fn spawn_helper(place: &Place) -> anyhow::Result<u32> {
+    let mut cmd = Command::new(std::env::current_exe().context("finding the sgctl binary")?);
+    cmd.arg("--state-dir").arg(&place.state_dir).arg("--lib-dir").arg(&place.lib_dir);
+    if let Some(netns) = &place.netns {
+        cmd.args(["-n", netns]);
+    }
+    cmd.arg("rollback").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches nothing of ours.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    Ok(cmd.spawn()?.id())
+}
+
 /// What is in force in `target`'s scope as the rollback point: the
 /// interfaces filtered, and those saved that do not exist now.
 fn snapshot(target: &Target) -> anyhow::Result<Option<Saved>> {
@@ -174,7 +250,7 @@ fn snapshot(target: &Target) -> anyhow::Result<Option<Saved>> {
 /// awaits confirmation keeps the older rollback point (the last policy
 /// known to be good) and takes the new deadline. Returns the record made
 /// and the one it replaced (for [`disarm`]).
-pub fn arm(target: &Target, spawn_helper: impl FnOnce() -> anyhow::Result<u32>, within: u64) -> anyhow::Result<Armed> {
+pub fn arm(target: &Target, place: &Place, within: u64) -> anyhow::Result<Armed> {
     let older = target.lib.pending(&target.scope)?;
     let previous = match &older {
         Some(older) => older.previous.clone(),
@@ -190,7 +266,7 @@ pub fn arm(target: &Target, spawn_helper: impl FnOnce() -> anyhow::Result<u32>, 
     };
     target.lib.save_pending(&target.scope, &pending)?;
     if pending.helper_pid.is_none() {
-        pending.helper_pid = Some(spawn_helper().context("starting the rollback helper")?);
+        pending.helper_pid = Some(spawn_helper(place).context("starting the rollback helper")?);
         target.lib.save_pending(&target.scope, &pending)?;
     }
     Ok(Armed { pending, older })

@@ -111,19 +111,19 @@ pub fn run(target: &Target, global: &crate::cli::Global, files: &[PathBuf], opti
     } else {
         // The rollback is armed before the switch: a kill right after it
         // still rolls back.
-        let armed = confirm_within.map(|secs| super::restore::arm_rollback(target, global, secs)).transpose()?;
+        let armed = confirm_within.map(|secs| control::restore::arm(target, &global.place(), secs)).transpose()?;
         let outcome = match commit::commit(target, &record, &parsed, &wanted) {
             Ok(outcome) => outcome,
             Err(e) => {
                 if let Some(armed) = &armed {
-                    super::restore::disarm(target, armed)?;
+                    control::restore::disarm(target, armed)?;
                 }
                 return Err(e);
             }
         };
         if let Some(armed) = armed.as_ref().filter(|_| !outcome.changed) {
             // Nothing changed: nothing (new) to confirm.
-            super::restore::disarm(target, armed)?;
+            control::restore::disarm(target, armed)?;
         }
         // Only `sgctl confirm` disarms an apply awaiting confirmation:
         // this one does not (docs/cli.md).

@@ -68,7 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(name) = &global.netns {
                 netns::enter(name)?;
             }
-            return restore::rollback_at_deadline(global);
+            return control::restore::rollback_at_deadline(&global.place());
         }
         Command::Restore { all: true } => return restore_all(global),
         // Binds its socket before entering the namespace.
