@@ -7,6 +7,7 @@ pub mod commit;
 pub mod member_change;
 pub mod repair;
 pub mod restore;
+pub mod trace;
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
