@@ -118,7 +118,7 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
     commit_with(target, policy, parsed, wanted, Options::default())
 }
 
-/// [`commit`] with `options`.
+/// [`commit`] with `options`: the steps of the module's description, in order.
 pub fn commit_with(
     target: &Target,
     policy: &PolicyRecord,
@@ -131,212 +131,196 @@ pub fn commit_with(
     }
     repair::repair_scope(target)?;
     crate::timings::mark("repair");
-    let active_path = target.state.active_path(&target.scope);
-    std::fs::create_dir_all(target.state.scope_dir(&target.scope))?;
-    maps::create_active(&active_path)?;
-    let active = maps::read_active(&active_path)?.unwrap_or_default();
-    let (now, next) = (active.slot, 1 - active.slot);
-    let generation = active.generation + 1;
-    let in_force = if active.generation > 0 { target.records(now)? } else { BTreeMap::new() };
-    let old_policy = if active.generation > 0 { in_force_summary(target, now)? } else { None };
-
+    let start = InForce::read(target)?;
     crate::timings::mark("read the records in force");
     // 1. Everything that can fail on bad input, before anything changes.
-    let compiled = compile_all(parsed, wanted)?;
-    crate::timings::mark("compile");
-    let mut planned = Vec::with_capacity(wanted.len());
-    for (want, compiled) in wanted.iter().zip(compiled) {
-        // What goes wrong here concerns this interface alone.
-        let plan = (|| -> anyhow::Result<Planned> {
-            let ifindex = netns::ifindex(&want.ifname).ok_or_else(|| InputError::NoSuchInterface {
-                ifname: want.ifname.clone(),
-                scope: target.scope.to_string(),
-            })?;
-            let old = in_force.get(&want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == ifindex);
-            // Devices sgctl cannot filter (or not with that hook) are refused
-            // here, before anything changes.
-            let ours: Vec<u32> = old
-                .and_then(|_| attach::program_ids(&target.state.iface_dir(&target.scope, &want.ifname)).ok())
-                .map(|(ingress, _)| vec![ingress])
-                .unwrap_or_default();
-            let at = match hooks::plan(&want.ifname, want.mode, &ours) {
-                Err(e) if options.hook_fallback && xdp_unavailable(&e) => {
-                    eprintln!("note: {}: {e}; filtered with tc instead", want.ifname);
-                    attach::Placement { xdp: false, ..hooks::plan(&want.ifname, Mode::Tc, &ours)? }
-                }
-                other => other?,
-            };
-            let previous_slots = old.map_or_else(SlotTable::default, |r| r.slots.clone());
-            let maps = target.maps(&want.ifname);
-            let assignment = counter_slots::assign(&previous_slots, &compiled.rules, generation, || {
-                // Only when a retired slot must be reused: which ones flows still credit.
-                if old.is_some() {
-                    maps.slots_in_use().unwrap_or_default()
-                } else {
-                    Default::default()
-                }
-            });
-            let image = image::build(&compiled, &assignment.by_rule)?;
-            let record = IfaceRecord {
-                ifindex,
-                ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
-                egress: old.map_or(EgressHook::Tc, |r| r.egress),
-                generation,
-                ..record_of(want, &compiled, &image, assignment.table)
-            };
-            Ok(Planned {
-                want: want.clone(),
-                ifindex,
-                at,
-                image,
-                record,
-                fresh: assignment.fresh,
-                evicted: assignment.evicted,
-                conntrack_capacity: compiled.conntrack_capacity,
-                timeouts: compiled.timeouts,
-                audit_ends: false,
-            })
-        })()
-        .context(OnInterface(want.ifname.clone()))?;
-        planned.push(plan);
-    }
+    let mut planned = plan(target, parsed, wanted, &start, options)?;
     crate::timings::mark("images");
     // What the new generation takes in the kernel, before anything is loaded.
     let estimate = estimate(&planned, policy, parsed);
     memory::check(&estimate, target.memory_limit)?;
-    let removed: Vec<&IfaceRecord> = in_force
+    let removed: Vec<&IfaceRecord> = start
+        .records
         .values()
         .filter(|r| r.state == IfaceState::Enforce && !wanted.iter().any(|w| w.ifname == r.ifname))
         .collect();
-
-    if unchanged(old_policy.as_ref(), policy, &planned, &in_force, &removed, target)? {
-        save_on_disk(target, parsed, policy, active.generation, &in_force)?;
+    if unchanged(start.summary.as_ref(), policy, &planned, &start.records, &removed, target)? {
+        save_on_disk(target, parsed, policy, start.active.generation, &start.records)?;
         return Ok(Outcome {
-            generation: active.generation,
+            generation: start.active.generation,
             changed: false,
             interfaces: Vec::new(),
             switch_micros: 0,
             kernel_memory: None,
         });
     }
-
     crate::timings::mark("compare with what is in force");
     // 2. No program may still be reading the slot about to be written: a
     // grace period has passed since the last switch, unless the `sgctl`
     // that made it was killed before its wait.
-    if active.settled == 0 {
+    if start.active.settled == 0 {
         sys::rcu_barrier().context("waiting for a grace period")?;
     }
-
     // 3. The new generation, complete, in the slot not in force.
+    let changes = write_next(target, policy, parsed, &start, &mut planned, &removed)?;
+    crate::timings::mark("write the new generation");
+    // 4. The switch, and 5. once no program reads the old slot, tidying up.
+    let switch_micros = switch(&start)?;
+    crate::timings::mark("switch");
+    repair::finish_scope(target)?;
+    crate::timings::mark("free the old generation");
+    expire_flows(target, &planned)?;
+    crate::timings::mark("expire flows");
+    save_on_disk(target, parsed, policy, start.generation(), &start.records)?;
+    crate::timings::mark("save on disk");
+    Ok(Outcome {
+        generation: start.generation(),
+        changed: true,
+        interfaces: changes,
+        switch_micros,
+        kernel_memory: Some(estimate),
+    })
+}
+
+/// What is in force in the scope as a commit starts.
+struct InForce {
+    active_path: std::path::PathBuf,
+    active: Active,
+    /// The interface records of the slot in force, by name.
+    records: BTreeMap<String, IfaceRecord>,
+    /// The policy in force, as [`unchanged`] compares it.
+    summary: Option<(PolicySummary, MemberEdits)>,
+}
+
+impl InForce {
+    fn read(target: &Target) -> anyhow::Result<Self> {
+        let active_path = target.state.active_path(&target.scope);
+        std::fs::create_dir_all(target.state.scope_dir(&target.scope))?;
+        maps::create_active(&active_path)?;
+        let active = maps::read_active(&active_path)?.unwrap_or_default();
+        let records = if active.generation > 0 { target.records(active.slot)? } else { BTreeMap::new() };
+        let summary = if active.generation > 0 { in_force_summary(target, active.slot)? } else { None };
+        Ok(Self { active_path, active, records, summary })
+    }
+
+    /// The slot in force.
+    fn now(&self) -> u32 {
+        self.active.slot
+    }
+
+    /// The slot the commit writes.
+    fn next(&self) -> u32 {
+        1 - self.active.slot
+    }
+
+    /// The generation the commit puts in force.
+    fn generation(&self) -> u64 {
+        self.active.generation + 1
+    }
+
+    /// The record in force of the interface `ifname` is now (`ifindex`),
+    /// if it is filtered.
+    fn filtered(&self, ifname: &str, ifindex: u32) -> Option<&IfaceRecord> {
+        self.records.get(ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == ifindex)
+    }
+}
+
+/// Step 1: compiles `wanted` and plans each interface; an error that
+/// concerns one interface alone says which ([`OnInterface`]).
+fn plan(
+    target: &Target,
+    parsed: &Policy,
+    wanted: &[Wanted],
+    start: &InForce,
+    options: Options,
+) -> anyhow::Result<Vec<Planned>> {
+    let compiled = compile_all(parsed, wanted)?;
+    crate::timings::mark("compile");
+    wanted
+        .iter()
+        .zip(compiled)
+        .map(|(want, compiled)| {
+            plan_interface(target, want, &compiled, start, options).context(OnInterface(want.ifname.clone()))
+        })
+        .collect()
+}
+
+/// One interface of step 1: where its programs go, its counter slots, its
+/// image and its record.
+fn plan_interface(
+    target: &Target,
+    want: &Wanted,
+    compiled: &CompiledInterface,
+    start: &InForce,
+    options: Options,
+) -> anyhow::Result<Planned> {
+    let generation = start.generation();
+    let ifindex = netns::ifindex(&want.ifname)
+        .ok_or_else(|| InputError::NoSuchInterface { ifname: want.ifname.clone(), scope: target.scope.to_string() })?;
+    let old = start.filtered(&want.ifname, ifindex);
+    // Devices sgctl cannot filter (or not with that hook) are refused
+    // here, before anything changes.
+    let ours: Vec<u32> = old
+        .and_then(|_| attach::program_ids(&target.state.iface_dir(&target.scope, &want.ifname)).ok())
+        .map(|(ingress, _)| vec![ingress])
+        .unwrap_or_default();
+    let at = match hooks::plan(&want.ifname, want.mode, &ours) {
+        Err(e) if options.hook_fallback && xdp_unavailable(&e) => {
+            eprintln!("note: {}: {e}; filtered with tc instead", want.ifname);
+            attach::Placement { xdp: false, ..hooks::plan(&want.ifname, Mode::Tc, &ours)? }
+        }
+        other => other?,
+    };
+    let previous_slots = old.map_or_else(SlotTable::default, |r| r.slots.clone());
+    let maps = target.maps(&want.ifname);
+    let assignment = counter_slots::assign(&previous_slots, &compiled.rules, generation, || {
+        // Only when a retired slot must be reused: which ones flows still credit.
+        if old.is_some() {
+            maps.slots_in_use().unwrap_or_default()
+        } else {
+            Default::default()
+        }
+    });
+    let image = image::build(compiled, &assignment.by_rule)?;
+    let record = IfaceRecord {
+        ifindex,
+        ingress: old.map_or(IngressHook::Tc, |r| r.ingress),
+        egress: old.map_or(EgressHook::Tc, |r| r.egress),
+        generation,
+        ..record_of(want, compiled, &image, assignment.table)
+    };
+    Ok(Planned {
+        want: want.clone(),
+        ifindex,
+        at,
+        image,
+        record,
+        fresh: assignment.fresh,
+        evicted: assignment.evicted,
+        conntrack_capacity: compiled.conntrack_capacity,
+        timeouts: compiled.timeouts,
+        audit_ends: false,
+    })
+}
+
+/// Step 3: every planned interface's slot `next`, its programs and its
+/// record; the interfaces no longer wanted left unfiltered in `next`; the
+/// policy's records. On failure, what this commit attached is detached
+/// again (it passed everything, as the interface did before) and nothing
+/// is switched.
+fn write_next(
+    target: &Target,
+    policy: &PolicyRecord,
+    parsed: &Policy,
+    start: &InForce,
+    planned: &mut [Planned],
+    removed: &[&IfaceRecord],
+) -> anyhow::Result<Vec<IfaceChange>> {
     let mut changes = Vec::new();
     let mut attached_here: Vec<(std::path::PathBuf, String)> = Vec::new();
-    let result = (|| -> anyhow::Result<()> {
-        for plan in &mut planned {
-            let old =
-                in_force.get(&plan.want.ifname).filter(|r| r.state == IfaceState::Enforce && r.ifindex == plan.ifindex);
-            let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
-            let maps = IfaceMaps::at(&dir);
-            let step = (|| -> anyhow::Result<IfaceChange> {
-                match old {
-                    Some(old) => {
-                        // The kernel's word on each side: one detached,
-                        // replaced or pushed back behind sgctl's back is put
-                        // back here, on the same maps.
-                        let health = links::check(&dir, old.ifindex, &old.ifname);
-                        plan.audit_ends = maps.slot_meta(now)?.flags & slot_flags::AUDIT != 0
-                            && plan.image.meta.flags & slot_flags::AUDIT == 0;
-                        maps.move_flows(&plan.evicted, SLOT_REMOVED)?;
-                        maps.reset_rule_counters(&plan.fresh)?;
-                        generation::write(&maps, next, &plan.image, Some((now, &old.digests)))
-                            .with_context(|| format!("interface {}", plan.want.ifname))?;
-                        // What the kernel runs, not what a record says: a killed
-                        // `sgctl` may have moved the hook or resized the table.
-                        let capacity = maps.conntrack_capacity()?;
-                        let current = attach::hooks(&dir, old.ingress)
-                            .unwrap_or(attach::Hooks { ingress: old.ingress, egress: old.egress });
-                        (plan.record.ingress, plan.record.egress) = (current.ingress, current.egress);
-                        let needs = Replace {
-                            at: plan.at,
-                            current,
-                            conntrack_capacity: (capacity != plan.conntrack_capacity)
-                                .then_some(plan.conntrack_capacity),
-                            relink_ingress: relink(&health.ingress),
-                            relink_egress: relink(&health.egress),
-                        };
-                        let other_hook = !plan.at.fits(current);
-                        let change =
-                            needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object;
-                        if change || !health.is_ok() {
-                            let hooks = attach::replace(
-                                &dir,
-                                target.state.active_path(&target.scope),
-                                &plan.want.ifname,
-                                &needs,
-                            )
-                            .with_context(|| {
-                                format!(
-                                    "interface {}: the previous programs stay attached and enforcing",
-                                    plan.want.ifname
-                                )
-                            })?;
-                            (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
-                            let interface = plan.want.ifname.clone();
-                            if change {
-                                Ok(IfaceChange::Reattached { interface, hooks })
-                            } else {
-                                Ok(IfaceChange::Repaired { interface, hooks, repaired: health.problems() })
-                            }
-                        } else {
-                            Ok(IfaceChange::Updated { interface: plan.want.ifname.clone() })
-                        }
-                    }
-                    None => {
-                        // New here (or recreated: the old device and its links are gone).
-                        attach::detach(&dir, &plan.want.ifname)?;
-                        let mut ebpf = attach::prepare_new(
-                            &dir,
-                            target.state.active_path(&target.scope),
-                            plan.conntrack_capacity,
-                            plan.at.link,
-                        )?;
-                        attached_here.push((dir.clone(), plan.want.ifname.clone()));
-                        // Unfiltered until the switch, as it was before.
-                        generation::write_meta(&maps, now, &unfiltered(), &[])?;
-                        generation::write(&maps, next, &plan.image, None)
-                            .with_context(|| format!("interface {}", plan.want.ifname))?;
-                        maps.set_timeouts(plan.timeouts)?;
-                        let hooks = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.at)?;
-                        (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
-                        Ok(IfaceChange::Attached { interface: plan.want.ifname.clone(), hooks })
-                    }
-                }
-            })()
-            .context(OnInterface(plan.want.ifname.clone()))?;
-            changes.push(step);
-            crate::timings::mark("maps and programs");
-            blob::write(&target.state.iface_record_path(&target.scope, &plan.want.ifname, next), &plan.record)?;
-            crate::timings::mark("interface record");
-        }
-        for record in &removed {
-            let maps = target.maps(&record.ifname);
-            generation::write_meta(&maps, next, &unfiltered(), &[])?;
-            let detaching = IfaceRecord { state: IfaceState::Detaching, generation, ..(*record).clone() };
-            blob::write(&target.state.iface_record_path(&target.scope, &record.ifname, next), &detaching)?;
-            changes.push(IfaceChange::Detached { interface: record.ifname.clone() });
-        }
-        let record = PolicyRecord { generation, ..policy.clone() };
-        blob::write(&target.state.policy_path(&target.scope, next), &record)?;
-        blob::write(&target.state.summary_path(&target.scope, next), &PolicySummary::of(&record, parsed))?;
-        let edits = target.state.members_path(&target.scope, next);
-        if policy.member_edits.is_empty() {
-            blob::remove(&edits)?;
-        } else {
-            blob::write(&edits, &policy.member_edits)?;
-        }
-        crate::timings::mark("policy record");
-        Ok(())
-    })();
+    let result = write_interfaces(target, start, planned, &mut changes, &mut attached_here)
+        .and_then(|()| write_removed(target, start, removed, &mut changes))
+        .and_then(|()| write_policy_records(target, policy, parsed, start));
     if let Err(e) = result {
         // Interfaces attached by this commit were passing everything: as before.
         for (dir, ifname) in attached_here {
@@ -344,19 +328,162 @@ pub fn commit_with(
         }
         return Err(e.context("nothing was switched: the previous policy is still in force"));
     }
+    Ok(changes)
+}
 
-    crate::timings::mark("write the new generation");
-    // 4. The switch.
+/// The planned interfaces of step 3, each with its record.
+fn write_interfaces(
+    target: &Target,
+    start: &InForce,
+    planned: &mut [Planned],
+    changes: &mut Vec<IfaceChange>,
+    attached_here: &mut Vec<(std::path::PathBuf, String)>,
+) -> anyhow::Result<()> {
+    for plan in planned {
+        let step = match start.filtered(&plan.want.ifname, plan.ifindex) {
+            Some(old) => update_interface(target, start, plan, old),
+            None => attach_interface(target, start, plan, attached_here),
+        }
+        .context(OnInterface(plan.want.ifname.clone()))?;
+        changes.push(step);
+        crate::timings::mark("maps and programs");
+        blob::write(&target.state.iface_record_path(&target.scope, &plan.want.ifname, start.next()), &plan.record)?;
+        crate::timings::mark("interface record");
+    }
+    Ok(())
+}
+
+/// An interface filtered now: its new generation beside the one in force,
+/// and its programs replaced or put back where they must be.
+fn update_interface(
+    target: &Target,
+    start: &InForce,
+    plan: &mut Planned,
+    old: &IfaceRecord,
+) -> anyhow::Result<IfaceChange> {
+    let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
+    let maps = IfaceMaps::at(&dir);
+    // The kernel's word on each side: one detached, replaced or pushed back
+    // behind sgctl's back is put back here, on the same maps.
+    let health = links::check(&dir, old.ifindex, &old.ifname);
+    plan.audit_ends =
+        maps.slot_meta(start.now())?.flags & slot_flags::AUDIT != 0 && plan.image.meta.flags & slot_flags::AUDIT == 0;
+    maps.move_flows(&plan.evicted, SLOT_REMOVED)?;
+    maps.reset_rule_counters(&plan.fresh)?;
+    generation::write(&maps, start.next(), &plan.image, Some((start.now(), &old.digests)))
+        .with_context(|| format!("interface {}", plan.want.ifname))?;
+    // What the kernel runs, not what a record says: a killed `sgctl` may
+    // have moved the hook or resized the table.
+    let capacity = maps.conntrack_capacity()?;
+    let current =
+        attach::hooks(&dir, old.ingress).unwrap_or(attach::Hooks { ingress: old.ingress, egress: old.egress });
+    (plan.record.ingress, plan.record.egress) = (current.ingress, current.egress);
+    let needs = Replace {
+        at: plan.at,
+        current,
+        conntrack_capacity: (capacity != plan.conntrack_capacity).then_some(plan.conntrack_capacity),
+        relink_ingress: relink(&health.ingress),
+        relink_egress: relink(&health.egress),
+    };
+    let other_hook = !plan.at.fits(current);
+    let change = needs.conntrack_capacity.is_some() || other_hook || old.object != plan.record.object;
+    if !change && health.is_ok() {
+        return Ok(IfaceChange::Updated { interface: plan.want.ifname.clone() });
+    }
+    let hooks = attach::replace(&dir, start.active_path.clone(), &plan.want.ifname, &needs).with_context(|| {
+        format!("interface {}: the previous programs stay attached and enforcing", plan.want.ifname)
+    })?;
+    (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
+    let interface = plan.want.ifname.clone();
+    if change {
+        Ok(IfaceChange::Reattached { interface, hooks })
+    } else {
+        Ok(IfaceChange::Repaired { interface, hooks, repaired: health.problems() })
+    }
+}
+
+/// An interface new here (or recreated: the old device and its links are
+/// gone): attached with programs that pass everything in the slot in
+/// force, as it was before, and its generation in the next slot.
+fn attach_interface(
+    target: &Target,
+    start: &InForce,
+    plan: &mut Planned,
+    attached_here: &mut Vec<(std::path::PathBuf, String)>,
+) -> anyhow::Result<IfaceChange> {
+    let dir = target.state.iface_dir(&target.scope, &plan.want.ifname);
+    let maps = IfaceMaps::at(&dir);
+    attach::detach(&dir, &plan.want.ifname)?;
+    let mut ebpf = attach::prepare_new(&dir, start.active_path.clone(), plan.conntrack_capacity, plan.at.link)?;
+    attached_here.push((dir.clone(), plan.want.ifname.clone()));
+    // Unfiltered until the switch, as it was before.
+    generation::write_meta(&maps, start.now(), &unfiltered(), &[])?;
+    generation::write(&maps, start.next(), &plan.image, None)
+        .with_context(|| format!("interface {}", plan.want.ifname))?;
+    maps.set_timeouts(plan.timeouts)?;
+    let hooks = attach::attach_links(&mut ebpf, &dir, &plan.want.ifname, plan.at)?;
+    (plan.record.ingress, plan.record.egress) = (hooks.ingress, hooks.egress);
+    Ok(IfaceChange::Attached { interface: plan.want.ifname.clone(), hooks })
+}
+
+/// Interfaces filtered now that the new generation leaves unfiltered
+/// (detached once it is in force).
+fn write_removed(
+    target: &Target,
+    start: &InForce,
+    removed: &[&IfaceRecord],
+    changes: &mut Vec<IfaceChange>,
+) -> anyhow::Result<()> {
+    for record in removed {
+        let maps = target.maps(&record.ifname);
+        generation::write_meta(&maps, start.next(), &unfiltered(), &[])?;
+        let detaching =
+            IfaceRecord { state: IfaceState::Detaching, generation: start.generation(), ..(*record).clone() };
+        blob::write(&target.state.iface_record_path(&target.scope, &record.ifname, start.next()), &detaching)?;
+        changes.push(IfaceChange::Detached { interface: record.ifname.clone() });
+    }
+    Ok(())
+}
+
+/// The policy's records of the next slot: its text, its summary and its
+/// membership edits.
+fn write_policy_records(
+    target: &Target,
+    policy: &PolicyRecord,
+    parsed: &Policy,
+    start: &InForce,
+) -> anyhow::Result<()> {
+    let next = start.next();
+    let record = PolicyRecord { generation: start.generation(), ..policy.clone() };
+    blob::write(&target.state.policy_path(&target.scope, next), &record)?;
+    blob::write(&target.state.summary_path(&target.scope, next), &PolicySummary::of(&record, parsed))?;
+    let edits = target.state.members_path(&target.scope, next);
+    if policy.member_edits.is_empty() {
+        blob::remove(&edits)?;
+    } else {
+        blob::write(&edits, &policy.member_edits)?;
+    }
+    crate::timings::mark("policy record");
+    Ok(())
+}
+
+/// Steps 4 and 5: one write of `ACTIVE` puts the next slot in force; once a
+/// grace period has passed (no program reads the old slot) it is marked
+/// settled. Returns how long both took, in microseconds.
+fn switch(start: &InForce) -> anyhow::Result<u128> {
+    let (slot, generation) = (start.next(), start.generation());
     let switch = std::time::Instant::now();
-    maps::write_active(&active_path, Active { slot: next, settled: 0, generation })?;
-    // 5. Once no program reads the old slot: tidy up.
+    maps::write_active(&start.active_path, Active { slot, settled: 0, generation })?;
     sys::rcu_barrier().context("waiting for a grace period")?;
-    maps::write_active(&active_path, Active { slot: next, settled: 1, generation })?;
-    let switch_micros = switch.elapsed().as_micros();
-    crate::timings::mark("switch");
-    repair::finish_scope(target)?;
-    crate::timings::mark("free the old generation");
-    for plan in &planned {
+    maps::write_active(&start.active_path, Active { slot, settled: 1, generation })?;
+    Ok(switch.elapsed().as_micros())
+}
+
+/// After the switch: each interface's timeouts set, and as far as that goes
+/// its expired flows removed (and where it leaves audit mode, what only
+/// audit let through).
+fn expire_flows(target: &Target, planned: &[Planned]) -> anyhow::Result<()> {
+    for plan in planned {
         let maps = target.maps(&plan.want.ifname);
         maps.set_timeouts(plan.timeouts)?;
         let _ = maps.expire_flows();
@@ -368,10 +495,7 @@ pub fn commit_with(
             let _ = maps.remove_fragments(|slot| slot == SLOT_AUDIT);
         }
     }
-    crate::timings::mark("expire flows");
-    save_on_disk(target, parsed, policy, generation, &in_force)?;
-    crate::timings::mark("save on disk");
-    Ok(Outcome { generation, changed: true, interfaces: changes, switch_micros, kernel_memory: Some(estimate) })
+    Ok(())
 }
 
 /// The summary and membership edits of the policy in slot `slot`: what
