@@ -118,6 +118,22 @@ pub fn commit(target: &Target, policy: &PolicyRecord, parsed: &Policy, wanted: &
     commit_with(target, policy, parsed, wanted, Options::default())
 }
 
+/// `apply --dry-run`: the steps of a commit that need no kernel — `wanted`
+/// compiled, and what it takes in the kernel (counted as in a scope with
+/// nothing in force) held to `limit`.
+pub fn dry_run(
+    policy: &PolicyRecord,
+    parsed: &Policy,
+    wanted: &[Wanted],
+    limit: memory::Limit,
+) -> anyhow::Result<memory::Estimate> {
+    let compiled = compile_all(parsed, wanted)?;
+    let texts: Vec<(&str, &str)> = policy.sources.iter().map(|s| (s.path.as_str(), s.text.as_str())).collect();
+    let estimate = super::estimate_fresh(&texts, parsed, wanted, &compiled)?;
+    memory::check(&estimate, limit)?;
+    Ok(estimate)
+}
+
 /// [`commit`] with `options`: the steps of the module's description, in order.
 pub fn commit_with(
     target: &Target,

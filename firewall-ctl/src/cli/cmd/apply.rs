@@ -7,7 +7,6 @@ use super::check::MemorySummary;
 use crate::{
     cli::output::{print_json, table},
     control::{self, commit, IfaceChange, Target, Wanted},
-    datapath::memory,
     netns,
     policy::{self, Policy},
     state::records::{Origin, PolicyRecord, PolicySummary, Source},
@@ -90,10 +89,7 @@ pub fn run(target: &Target, global: &crate::cli::Global, files: &[PathBuf], opti
 
     let report = if dry_run {
         // Everything short of the kernel: input errors surface here too.
-        let compiled = control::compile_all(&parsed, &wanted)?;
-        let texts: Vec<(&str, &str)> = record.sources.iter().map(|s| (s.path.as_str(), s.text.as_str())).collect();
-        let estimate = control::estimate_fresh(&texts, &parsed, &wanted, &compiled)?;
-        memory::check(&estimate, target.memory_limit)?;
+        let estimate = commit::dry_run(&record, &parsed, &wanted, target.memory_limit)?;
         let generation = old.as_ref().map_or(1, |s| s.generation + 1);
         Report {
             netns: target.scope.netns().map(str::to_owned),
