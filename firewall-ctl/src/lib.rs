@@ -5,21 +5,21 @@
 //! [`compile::CompiledInterface`] (map entries) → kernel writes
 //! ([`datapath`], driven by [`control`]).
 
-pub mod agent;
+pub(crate) mod agent;
 pub mod cli;
 pub mod compile;
-pub mod control;
+pub(crate) mod control;
 pub mod datapath;
-pub mod error;
-pub mod export;
+pub(crate) mod error;
+pub(crate) mod export;
 pub mod fault;
-pub mod fleet;
-pub mod flowlog;
+pub(crate) mod fleet;
+pub(crate) mod flowlog;
 pub mod import;
 pub mod model;
-pub mod netns;
+pub(crate) mod netns;
 pub mod policy;
-pub mod state;
+pub(crate) mod state;
 pub mod timings;
 
 // Test-only code (see `testing`): never in the shipped `sgctl`.

@@ -14,9 +14,9 @@
 //! rule a counter slot that stays stable across generations, and [`image`]
 //! turns the result into exactly the content of the maps.
 
-pub mod counter_slots;
+pub(crate) mod counter_slots;
 pub(crate) mod identity;
-pub mod image;
+pub(crate) mod image;
 mod l4;
 mod located;
 mod lpm;

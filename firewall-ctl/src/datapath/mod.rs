@@ -1,15 +1,15 @@
 //! The kernel side as userspace sees it: loading the programs, attaching
 //! them, and reading and writing their pinned maps.
-pub mod attach;
+pub(crate) mod attach;
 pub mod clock;
-pub mod clsact;
+pub(crate) mod clsact;
 pub mod conntrack;
-pub mod generation;
+pub(crate) mod generation;
 pub mod hooks;
 pub mod kernel;
-pub mod links;
+pub(crate) mod links;
 pub mod maps;
-pub mod memory;
+pub(crate) mod memory;
 mod rtnetlink;
 pub(crate) mod sys;
 

@@ -412,7 +412,7 @@ async fn resync(link: &Link, client: &mut Client) -> anyhow::Result<WatchStream>
         read.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.lease())).collect();
     {
         let mut view = lock(&link.view);
-        let next = view.from_read(&link.layout, &link.host, &kvs, revision);
+        let next = view.after_read(&link.layout, &link.host, &kvs, revision);
         for (key, why) in &next.refused {
             if view.refused.get(key) != Some(why) {
                 eprintln!("sgctl agent: fleet: refused {key}: {why}; what it held before stays");

@@ -49,7 +49,7 @@ pub enum Effect {
 impl View {
     /// The view a full read gives: `kvs` (key, value, lease) at `revision`,
     /// keeping the last good value of keys whose value is now refused.
-    pub fn from_read(&self, layout: &Layout, me: &str, kvs: &[(Vec<u8>, Vec<u8>, i64)], revision: i64) -> Self {
+    pub fn after_read(&self, layout: &Layout, me: &str, kvs: &[(Vec<u8>, Vec<u8>, i64)], revision: i64) -> Self {
         let keys: BTreeSet<&[u8]> = kvs.iter().map(|(k, _, _)| k.as_slice()).collect();
         let still = |host: &str, group: &str| keys.contains(layout.members(host, group).as_bytes());
         let mut next = Self {
@@ -198,7 +198,7 @@ mod tests {
         // a's value is now corrupt, b's key is gone, c is new.
         let read =
             [kv("/p/v1/hosts/a/members/app", "{"), kv("/p/v1/hosts/c/members/app", r#"{"addresses":["10.0.0.5"]}"#)];
-        let next = view.from_read(&layout, "db1", &read, 42);
+        let next = view.after_read(&layout, "db1", &read, 42);
         let app: Vec<String> = next.membership()["app"].iter().map(ToString::to_string).collect();
         assert_eq!(app, ["10.0.0.3", "10.0.0.5"]);
         assert_eq!(next.revision, 42);

@@ -2,7 +2,7 @@
 //!
 //! The text forms are space-separated fields, `-` where a field does not
 //! apply, exactly as AWS writes them: the default format is the 14 fields
-//! of version 2 ([`V2_FIELDS`]); sgctl's custom format ([`CUSTOM_FIELDS`])
+//! of version 2 ([`V2_FIELDS`]); sgctl's custom format ([`custom_fields`])
 //! appends `flow-direction tcp-flags type rule-id group drop-reason`, so
 //! its first 14 fields are the v2 record. A log file starts with a header
 //! line naming its fields, as AWS's files do.
@@ -35,9 +35,6 @@ pub const EXTRA_FIELDS: [&str; 6] = ["flow-direction", "tcp-flags", "type", "rul
 pub fn custom_fields() -> Vec<&'static str> {
     V2_FIELDS.iter().chain(EXTRA_FIELDS.iter()).copied().collect()
 }
-
-/// The custom format's fields, as a constant list.
-pub const CUSTOM_FIELDS: usize = V2_FIELDS.len() + EXTRA_FIELDS.len();
 
 /// A record: field name → value (`-` for none), in the custom format's
 /// fields, plus `netns` (not a text field: it is part of `interface-id`).
@@ -162,7 +159,7 @@ mod tests {
         assert_eq!(v2.split(' ').count(), 14, "{v2}");
         assert_eq!(v2, "2 - eth0 - - - - - - - - - REJECT -");
         let custom = r.custom_line();
-        assert_eq!(custom.split(' ').count(), CUSTOM_FIELDS);
+        assert_eq!(custom.split(' ').count(), custom_fields().len());
         assert!(custom.starts_with(&v2), "the custom format begins with the v2 record");
         assert!(custom.ends_with(" no_rule"), "{custom}");
         let header: Vec<String> = custom_fields().iter().map(|f| (*f).to_owned()).collect();
