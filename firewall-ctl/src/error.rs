@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use crate::compile::CompileError;
 
-/// Invalid input that is not a policy file's (those are [`PolicyError`]s):
+/// Invalid input that is not a policy file's (those are [`PolicyError`](crate::policy::PolicyError)s):
 /// names, addresses and flags on the command line, the scope's state as
 /// the command finds it.
 #[derive(Debug, thiserror::Error)]

@@ -231,8 +231,8 @@ struct AddressMaps {
     /// The single-address hashes, where the generation has them.
     hosts4: Option<BpfHashMap<MapData, Addr4, AddrEntry>>,
     hosts6: Option<BpfHashMap<MapData, Addr6, AddrEntry>>,
-    /// Room in each hash: a missing one's is that of the hash
-    /// [`Hosts::install`] would make.
+    /// Room in each hash: for one not there yet, the room of the hash the
+    /// first single address would get.
     max: [u64; 2],
     classes_max: u64,
 }

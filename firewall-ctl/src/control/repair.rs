@@ -17,7 +17,7 @@
 //!   already use the new tables, undone if not (`attach::finish_table_moves`);
 //! - the old generation's large policy maps still installed: they are freed;
 //! - a membership change (`sgctl members`) cut short: it is finished from
-//!   its journal (see [`super::members`]).
+//!   its journal (see [`super::member_change`]).
 use anyhow::Context as _;
 
 use super::Target;

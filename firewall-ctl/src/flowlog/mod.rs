@@ -7,7 +7,7 @@
 //!   the custom format that adds `flow-direction tcp-flags type rule-id
 //!   group drop-reason`) and its JSON form;
 //! - [`aggregate`]: events → records, per window;
-//! - [`file`]: the rotated log file, written and read back.
+//! - [`file`](mod@file): the rotated log file, written and read back.
 pub mod aggregate;
 pub mod file;
 pub mod record;

@@ -1,5 +1,5 @@
 //! One interface's programs and maps loaded but not attached, run with
-//! `BPF_PROG_TEST_RUN` on frames from [`crate::frames`]: the verdict tests
+//! `BPF_PROG_TEST_RUN` on frames from [`crate::testing::frames`]: the verdict tests
 //! and the per-packet benchmark share this.
 use std::{
     path::PathBuf,
