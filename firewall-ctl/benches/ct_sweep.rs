@@ -71,6 +71,9 @@ fn flow(i: u32, now: u64) -> Tracked {
         flags: 0,
         // A flow picked up mid-stream: no window to hold packets to.
         tcp: [TcpSeen::default(); 2],
+        opened: now,
+        packets: [0; 2],
+        bytes: [0; 2],
     };
     Tracked { key, entry, table: Table::Confirmed }
 }
