@@ -1,7 +1,8 @@
 //! The agent's flow logs: reads each scope's `EVENTS` ring, aggregates
-//! per window (`crate::flowlog::aggregate`), and at the end of each window
-//! writes the records to the rotated log file and, as JSON lines, to
-//! standard output.
+//! per window (`crate::flowlog::aggregate`); at the end of each window
+//! reads the conntrack tables of the interfaces whose policy has
+//! accounting on (`crate::flowlog::accounting`), and writes the records to
+//! the rotated log file and, as JSON lines, to standard output.
 use std::{
     collections::{BTreeMap, HashMap},
     os::fd::AsFd as _,
@@ -10,7 +11,7 @@ use std::{
 };
 
 use aya::maps::{Map, MapData, RingBuf};
-use firewall_common::events::FlowEvent;
+use firewall_common::{events::FlowEvent, policy::slot_flags};
 
 use super::Shared;
 use crate::{
@@ -18,6 +19,7 @@ use crate::{
     control::Target,
     datapath::{clock::clock, maps},
     flowlog::{
+        accounting::{Ledger, Snapshot, WindowTimes},
         aggregate::{IfaceInfo, Window},
         file::Writer,
         record::Record,
@@ -36,6 +38,9 @@ struct Source {
     window: Window,
     /// Suppressed events per interface (name, ifindex) at the last window's end.
     suppressed_seen: HashMap<(String, u32), u64>,
+    /// Per ifindex of an interface with accounting on: what was reported
+    /// of its flows.
+    ledgers: HashMap<u32, Ledger>,
 }
 
 pub fn run(shared: &Shared, args: &AgentArgs) -> anyhow::Result<()> {
@@ -105,9 +110,17 @@ fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>) {
         }
         match maps::open(&path).and_then(|m| Ok(RingBuf::try_from(Map::RingBuf(m))?)) {
             Ok(ring) => {
-                let mut source = Source { target, ring, window: Window::default(), suppressed_seen: HashMap::new() };
-                // A baseline, so suppressions from before the agent started are not this window's.
+                let mut source = Source {
+                    target,
+                    ring,
+                    window: Window::default(),
+                    suppressed_seen: HashMap::new(),
+                    ledgers: HashMap::new(),
+                };
+                // A baseline, so suppressions and traffic from before the
+                // agent started are not this window's.
                 let _ = suppressed_delta(&mut source);
+                let _ = account(&mut source, None, (0, 0));
                 sources.insert(key, source);
             }
             Err(e) => eprintln!("sgctl agent: {}: {e:#}", path.display()),
@@ -129,12 +142,65 @@ fn wait_readable(sources: &BTreeMap<String, Source>, timeout: Duration) {
 fn flush(source: &mut Source, bounds: (u64, u64)) -> Vec<Record> {
     let window = std::mem::take(&mut source.window);
     let suppressed = suppressed_delta(source);
-    if window.is_empty() && suppressed.values().all(|n| *n == 0) {
+    let accounted = accounted_interfaces(&source.target);
+    if window.is_empty() && suppressed.values().all(|n| *n == 0) && accounted.is_empty() && source.ledgers.is_empty() {
         return Vec::new();
     }
     let infos = iface_infos(&source.target).unwrap_or_default();
     let clock = clock();
-    window.records(|ifindex| infos.get(&ifindex).cloned(), |ts| clock.unix_ns(ts) / 1_000_000_000, &suppressed, bounds)
+    let mut records = window.records(
+        |ifindex| infos.get(&ifindex).cloned(),
+        |ts| clock.unix_ns(ts) / 1_000_000_000,
+        &suppressed,
+        bounds,
+        |ifindex| accounted.contains_key(&ifindex),
+    );
+    records.extend(account(source, Some(&infos), bounds));
+    records
+}
+
+/// The interfaces of the scope whose generation in force counts its flows
+/// (`conntrack: { accounting: true }`): ifindex → name.
+fn accounted_interfaces(target: &Target) -> HashMap<u32, String> {
+    let (Ok(Some(active)), Ok(records)) = (target.active(), target.interfaces()) else { return HashMap::new() };
+    records
+        .into_iter()
+        .filter(|r| target.maps(&r.ifname).slot_meta(active.slot).is_ok_and(|m| m.flags & slot_flags::ACCOUNTING != 0))
+        .map(|r| (r.ifindex, r.ifname))
+        .collect()
+}
+
+/// The records of the flows that moved or ended in the window on each
+/// interface with accounting on, from its conntrack tables. Without
+/// `infos` (the baseline when a scope is first read), no record: what the
+/// flows carried before is taken as reported.
+fn account(source: &mut Source, infos: Option<&HashMap<u32, IfaceInfo>>, bounds: (u64, u64)) -> Vec<Record> {
+    let accounted = accounted_interfaces(&source.target);
+    source.ledgers.retain(|ifindex, _| accounted.contains_key(ifindex));
+    let clock = clock();
+    let unix_secs = |ts: u64| clock.unix_ns(ts) / 1_000_000_000;
+    let times = WindowTimes { bounds, unix_secs: &unix_secs };
+    let mut out = Vec::new();
+    for (ifindex, ifname) in accounted {
+        let maps = source.target.maps(&ifname);
+        let read = maps.flows_pending_first().and_then(|flows| Ok((flows, maps.timeouts()?)));
+        let (flows, timeouts) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                eprintln!("sgctl agent: {ifname}: reading its flows: {e:#}");
+                continue;
+            }
+        };
+        let fallback = IfaceInfo { ifname: ifname.clone(), ..IfaceInfo::default() };
+        let info = infos.and_then(|i| i.get(&ifindex)).unwrap_or(&fallback);
+        let snap = Snapshot { info, flows, now: clock.now(), timeouts, margin: clock.margin() };
+        let records = source.ledgers.entry(ifindex).or_default().records(snap, &times);
+        if infos.is_some() {
+            out.extend(records);
+        }
+    }
+    out.sort_by(|a, b| a.get("start").cmp(b.get("start")));
+    out
 }
 
 /// Per ifindex, the events held back since the last call.
