@@ -4,6 +4,7 @@ use crate::{
     flowlog::{
         file,
         record::{Action, Record},
+        top,
     },
     output::table,
 };
@@ -13,7 +14,12 @@ const ROTATED_READ: u32 = 9;
 
 pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
     let all = file::read_all(&args.file, ROTATED_READ)?;
-    let matching: Vec<&Record> = all.iter().filter(|r| matches(args, r)).collect();
+    let since = args.since.map(|d| crate::control::restore::unix_now().saturating_sub(d.as_secs()));
+    let matching: Vec<&Record> =
+        all.iter().filter(|r| matches(args, r) && since.is_none_or(|s| top::ends_after(r, s))).collect();
+    if let Some(n) = args.top {
+        return top::print(matching, n, args.by, json);
+    }
     let recent = &matching[matching.len().saturating_sub(args.last)..];
     if json {
         let records: Vec<serde_json::Value> = recent.iter().map(|r| r.json()).collect();
