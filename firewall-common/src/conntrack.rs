@@ -426,11 +426,13 @@ pub mod legacy {
                 t._pad = [0; 2];
             }
             // The old layout counted nothing, nor kept when a flow opened.
+            // Volatile: plain stores of zero merge into a call to
+            // `memset`, one more frame on the kernel side's call chain.
             (*out).opened = last_seen;
-            (*out).packets[0] = 0;
-            (*out).packets[1] = 0;
-            (*out).bytes[0] = 0;
-            (*out).bytes[1] = 0;
+            core::ptr::addr_of_mut!((*out).packets[0]).write_volatile(0);
+            core::ptr::addr_of_mut!((*out).packets[1]).write_volatile(0);
+            core::ptr::addr_of_mut!((*out).bytes[0]).write_volatile(0);
+            core::ptr::addr_of_mut!((*out).bytes[1]).write_volatile(0);
         }
     }
 
