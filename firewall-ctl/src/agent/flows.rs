@@ -19,7 +19,7 @@ use crate::{
     control::Target,
     datapath::{clock::clock, maps},
     flowlog::{
-        accounting::{Ledger, Snapshot, WindowTimes},
+        accounting::{interface_window, Ledger, WindowTimes},
         aggregate::{IfaceInfo, Window},
         file::Writer,
         record::Record,
@@ -46,18 +46,21 @@ struct Source {
 pub fn run(shared: &Shared, args: &AgentArgs) -> anyhow::Result<()> {
     let mut writer =
         (!args.no_flow_log).then(|| Writer::new(&args.flow_log, args.flow_log_max_bytes, args.flow_log_keep));
-    if let Some(w) = &writer {
-        eprintln!("sgctl agent: flow logs to {} (window {} s)", w.path().display(), args.window);
-    }
     let window = Duration::from_secs(args.window.max(1));
     let mut sources: BTreeMap<String, Source> = BTreeMap::new();
     let mut window_start = unix_now();
     let mut window_end = Instant::now() + window;
-    let mut rescan_at = Instant::now();
+    // What the scopes' flows carried before the agent started is no
+    // window's: the first look at them is a baseline.
+    rescan(shared, &mut sources, true);
+    let mut rescan_at = Instant::now() + RESCAN;
+    if let Some(w) = &writer {
+        eprintln!("sgctl agent: flow logs to {} (window {} s)", w.path().display(), args.window);
+    }
     loop {
         let stopping = shared.stop.load(Ordering::Relaxed);
         if Instant::now() >= rescan_at {
-            rescan(shared, &mut sources);
+            rescan(shared, &mut sources, false);
             rescan_at = Instant::now() + RESCAN;
         }
         wait_readable(&sources, Duration::from_millis(200));
@@ -89,8 +92,11 @@ pub fn run(shared: &Shared, args: &AgentArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Opens the rings of scopes not read yet; forgets scopes whose ring is gone.
-fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>) {
+/// Opens the rings of scopes not read yet; forgets scopes whose ring is
+/// gone. `baseline`: at the agent's start, what the scopes' flows carried
+/// so far is taken as reported (a scope that appears later is read from
+/// its flows' first packets).
+fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>, baseline: bool) {
     let targets = match shared.targets() {
         Ok(h) => h,
         Err(e) => {
@@ -117,10 +123,11 @@ fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>) {
                     suppressed_seen: HashMap::new(),
                     ledgers: HashMap::new(),
                 };
-                // A baseline, so suppressions and traffic from before the
-                // agent started are not this window's.
+                // A baseline, so suppressions from before are not this window's.
                 let _ = suppressed_delta(&mut source);
-                let _ = account(&mut source, None, (0, 0));
+                if baseline {
+                    let _ = account(&mut source, None, (0, 0));
+                }
                 sources.insert(key, source);
             }
             Err(e) => eprintln!("sgctl agent: {}: {e:#}", path.display()),
@@ -182,21 +189,13 @@ fn account(source: &mut Source, infos: Option<&HashMap<u32, IfaceInfo>>, bounds:
     let times = WindowTimes { bounds, unix_secs: &unix_secs };
     let mut out = Vec::new();
     for (ifindex, ifname) in accounted {
-        let maps = source.target.maps(&ifname);
-        let read = maps.flows_pending_first().and_then(|flows| Ok((flows, maps.timeouts()?)));
-        let (flows, timeouts) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                eprintln!("sgctl agent: {ifname}: reading its flows: {e:#}");
-                continue;
-            }
-        };
         let fallback = IfaceInfo { ifname: ifname.clone(), ..IfaceInfo::default() };
         let info = infos.and_then(|i| i.get(&ifindex)).unwrap_or(&fallback);
-        let snap = Snapshot { info, flows, now: clock.now(), timeouts, margin: clock.margin() };
-        let records = source.ledgers.entry(ifindex).or_default().records(snap, &times);
-        if infos.is_some() {
-            out.extend(records);
+        let ledger = source.ledgers.entry(ifindex).or_default();
+        match interface_window(&source.target.maps(&ifname), ledger, info, &times) {
+            Ok(records) if infos.is_some() => out.extend(records),
+            Ok(_) => {}
+            Err(e) => eprintln!("sgctl agent: {ifname}: reading its flows: {e:#}"),
         }
     }
     out.sort_by(|a, b| a.get("start").cmp(b.get("start")));

@@ -24,7 +24,7 @@ use super::{
     aggregate::{credit, IfaceInfo},
     record::{Action, Record},
 };
-use crate::datapath::conntrack::Tracked;
+use crate::datapath::{clock::clock, conntrack::Tracked, maps::IfaceMaps};
 
 /// AWS's `tcp-flags` bits.
 const TCP_FIN: u8 = 1;
@@ -181,6 +181,21 @@ impl Ledger {
         }
         out
     }
+}
+
+/// The window's records of one interface with accounting on: reads its
+/// conntrack tables (in batches; the datapath never waits for the reads)
+/// and reports what moved since `ledger` last saw them.
+pub fn interface_window(
+    maps: &IfaceMaps,
+    ledger: &mut Ledger,
+    info: &IfaceInfo,
+    times: &WindowTimes<'_>,
+) -> anyhow::Result<Vec<Record>> {
+    let flows = maps.flows_pending_first()?;
+    let timeouts = maps.timeouts()?;
+    let clock = clock();
+    Ok(ledger.records(Snapshot { info, flows, now: clock.now(), timeouts, margin: clock.margin() }, times))
 }
 
 fn total(e: &FlowEntry) -> u64 {
