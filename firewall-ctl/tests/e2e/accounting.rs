@@ -138,7 +138,7 @@ fn a_flow_over_three_windows_yields_three_records_that_sum_to_what_it_sent() {
     }
 
     // The top talkers: this flow's two directions, each with all it carried.
-    let top = s.sg.json(&["flows", "--file", log, "--top", "2", "--by", "bytes", "--since", "1h", "--json"]);
+    let top = s.sg.json(&["flows", "--file", log, "--top", "2", "--by", "bytes", "--since", "1h"]);
     let top = top["top"].as_array().cloned().unwrap_or_default();
     assert_eq!(top.len(), 2, "{top:#?}");
     for t in &top {
