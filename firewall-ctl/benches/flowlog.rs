@@ -15,13 +15,13 @@
 //!
 //! Usage (through `cargo xtask bench b8`):
 //! `cargo bench -p firewall-ctl --bench flowlog -- --out FILE [--only N]`.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, time::Instant};
+use std::{collections::BTreeMap, path::PathBuf, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{HashMap, Map, MapData};
 use firewall_common::{
-    conntrack::{FlowEntry, FlowKey, FlowKey4, FlowState, Table, TcpSeen},
-    map_names, proto, Direction,
+    conntrack::{FlowEntry, FlowKey4},
+    map_names, proto,
 };
 use firewall_ctl::{
     compile,
@@ -36,6 +36,9 @@ use firewall_ctl::{
 };
 use serde_json::json;
 
+#[path = "common/mod.rs"]
+mod common;
+
 const FLOWS: [u32; 3] = [10_000, 100_000, 1_000_000];
 /// Windows measured per size (after one that reads the flows for the first time).
 const WINDOWS: usize = 3;
@@ -47,40 +50,15 @@ const POLICY: &str = "groups:
       - { protocol: udp, ports: 53, source: 0.0.0.0/0 }
     outbound: []
 conntrack:
-  max_entries: 2097152
+  max_entries: 1048576
   accounting: true
 ";
-const HOST: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-
-/// The `i`-th flow: from 10.0.0.0/8, port 1024 + the low bits, to HOST:53.
+/// The `i`-th flow, as the datapath counts it: one packet each way so far.
 fn flow(i: u32, now: u64) -> Tracked {
-    let src = Ipv4Addr::from(0x0a00_0000 | (i >> 6));
-    let sport = 1024 + (i & 63) as u16;
-    let (a, b) = (u32::from_ne_bytes(src.octets()), u32::from_ne_bytes(HOST.octets()));
-    let ((lo, lo_port), (hi, hi_port)) =
-        if (a, sport) <= (b, 53) { ((a, sport), (b, 53)) } else { ((b, 53), (a, sport)) };
-    let key = FlowKey {
-        addr_lo: [lo, 0, 0, 0],
-        addr_hi: [hi, 0, 0, 0],
-        port_lo: lo_port,
-        port_hi: hi_port,
-        protocol: proto::UDP,
-        family: 4,
-        _pad: [0; 2],
-    };
-    let entry = FlowEntry {
-        last_seen: now,
-        slot: 0,
-        state: FlowState::Established as u8,
-        opened_by_lo: u8::from(lo == a),
-        direction: Direction::Inbound as u8,
-        flags: 0,
-        tcp: [TcpSeen::default(); 2],
-        opened: now,
-        packets: [1, 1],
-        bytes: [100, 100],
-    };
-    Tracked { key, entry, table: Table::Confirmed }
+    let mut f = common::flow(i, proto::UDP, 53, now);
+    f.entry.packets = [1, 1];
+    f.entry.bytes = [100, 100];
+    f
 }
 
 /// This process's CPU time (user + system), seconds.
