@@ -15,7 +15,7 @@ use std::{
 };
 
 use firewall_common::{
-    conntrack::{entry_flags, tcp_seen, FlowEntry, FlowKey, FlowState, Table, Timeouts},
+    conntrack::{entry_flags, tcp_seen, FlowEntry, FlowKey, FlowState, Table, TcpSeen, Timeouts},
     policy::{addr6_octets, SLOT_AUDIT},
     proto, Direction,
 };
@@ -61,23 +61,71 @@ impl EndReason {
     }
 }
 
-/// What earlier windows reported of one flow.
+/// What earlier windows reported of one flow, and of the flow as last
+/// seen what its end record needs if it vanishes: 64 bytes a flow, not a
+/// whole entry (the ledger is the agent's memory that grows with flows).
 #[derive(Clone, Copy, Debug)]
 struct Reported {
     opened: u64,
+    last_seen: u64,
     packets: [u64; 2],
     bytes: [u64; 2],
-    /// The flow as last seen, for its end record if it vanishes.
-    entry: FlowEntry,
-    table: Table,
+    slot: u32,
+    state: u8,
+    flags: u8,
+    opened_by_lo: u8,
+    direction: u8,
+    pending: bool,
     ended: bool,
+    /// The last [`Ledger::records`] pass that saw it in the tables.
+    seen: u32,
+}
+
+impl Reported {
+    fn new(e: &FlowEntry, table: Table, ended: bool, seen: u32) -> Self {
+        Self {
+            opened: e.opened,
+            last_seen: e.last_seen,
+            packets: e.packets,
+            bytes: e.bytes,
+            slot: e.slot,
+            state: e.state,
+            flags: e.flags,
+            opened_by_lo: e.opened_by_lo,
+            direction: e.direction,
+            pending: table == Table::Pending,
+            ended,
+            seen,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.packets[0] + self.packets[1]
+    }
+
+    /// The flow as last seen (without its TCP windows, which no record needs).
+    fn entry(&self) -> FlowEntry {
+        FlowEntry {
+            last_seen: self.last_seen,
+            slot: self.slot,
+            state: self.state,
+            opened_by_lo: self.opened_by_lo,
+            direction: self.direction,
+            flags: self.flags,
+            tcp: [TcpSeen::default(); 2],
+            opened: self.opened,
+            packets: self.packets,
+            bytes: self.bytes,
+        }
+    }
 }
 
 /// One interface's tables at a window's end, and how to read them.
 pub struct Snapshot<'a> {
     pub info: &'a IfaceInfo,
-    /// Every flow of the interface's four tables (a flow read twice, as it
-    /// moved from pending to confirmed meanwhile, is taken once).
+    /// Every flow of the interface's four tables, pending first (a flow
+    /// read twice, as it moved from pending to confirmed meanwhile, is
+    /// counted once: its second copy adds only what the first did not).
     pub flows: Vec<Tracked>,
     /// The datapath's clock when the tables were read, and the timeouts in
     /// force, in its ticks.
@@ -92,6 +140,8 @@ pub struct Snapshot<'a> {
 #[derive(Default)]
 pub struct Ledger {
     flows: HashMap<FlowKey, Reported>,
+    /// Counts [`Ledger::records`] calls.
+    pass: u32,
 }
 
 /// The window's bounds in seconds since the epoch, and how to turn the
@@ -115,45 +165,20 @@ impl Ledger {
     /// the flows that left the tables since the last call.
     pub fn records(&mut self, mut snap: Snapshot<'_>, times: &WindowTimes<'_>) -> Vec<Record> {
         let mut out = Vec::new();
-        let mut seen: HashMap<FlowKey, Tracked> = HashMap::with_capacity(snap.flows.len());
+        self.pass = self.pass.wrapping_add(1);
         for flow in std::mem::take(&mut snap.flows) {
-            match seen.entry(flow.key) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    // Read in both tables while it moved: the later copy counts more.
-                    if total(&flow.entry) > total(&e.get().entry) {
-                        e.insert(flow);
-                    }
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(flow);
-                }
-            }
-        }
-        // Flows gone since the last window: their end, once.
-        let gone: Vec<FlowKey> = self.flows.keys().filter(|k| !seen.contains_key(k)).copied().collect();
-        for key in gone {
-            let Some(r) = self.flows.remove(&key) else { continue };
-            if !r.ended {
-                let reason = if expired(&r.entry, key.protocol, &snap) {
-                    EndReason::Expired
-                } else if r.table == Table::Pending {
-                    EndReason::Evicted
-                } else {
-                    EndReason::Flushed
-                };
-                out.extend(flow_records(&key, &r.entry, [0; 2], [0; 2], Some(reason), snap.info, times));
-            }
-        }
-        for (key, flow) in seen {
-            let e = &flow.entry;
+            let (key, e) = (flow.key, &flow.entry);
             let before = match self.flows.get(&key) {
+                // Read in both tables as it moved from one to the other
+                // meanwhile: the copy that counts more is the later one.
+                Some(r) if r.seen == self.pass && (r.opened != e.opened || total(e) <= r.total()) => continue,
                 Some(r) if r.opened == e.opened => Some(*r),
                 Some(r) => {
                     // A new flow took the key of one the datapath no
                     // longer knew (expired, or closed and reopened).
                     if !r.ended {
-                        let reason = ended_why(&r.entry, key.protocol, &snap).unwrap_or(EndReason::Expired);
-                        out.extend(flow_records(&key, &r.entry, [0; 2], [0; 2], Some(reason), snap.info, times));
+                        let reason = ended_why(&r.entry(), key.protocol, &snap).unwrap_or(EndReason::Expired);
+                        out.extend(flow_records(&key, &r.entry(), [0; 2], [0; 2], Some(reason), snap.info, times));
                     }
                     None
                 }
@@ -167,18 +192,26 @@ impl Ledger {
             if packets != [0; 2] || end.is_some() {
                 out.extend(flow_records(&key, e, packets, bytes, end, snap.info, times));
             }
-            self.flows.insert(
-                key,
-                Reported {
-                    opened: e.opened,
-                    packets: e.packets,
-                    bytes: e.bytes,
-                    entry: *e,
-                    table: flow.table,
-                    ended: was_ended || end.is_some(),
-                },
-            );
+            self.flows.insert(key, Reported::new(e, flow.table, was_ended || end.is_some(), self.pass));
         }
+        // Flows gone since the last window: their end, once.
+        let pass = self.pass;
+        self.flows.retain(|key, r| {
+            if r.seen == pass {
+                return true;
+            }
+            if !r.ended {
+                let reason = if expired(&r.entry(), key.protocol, &snap) {
+                    EndReason::Expired
+                } else if r.pending {
+                    EndReason::Evicted
+                } else {
+                    EndReason::Flushed
+                };
+                out.extend(flow_records(key, &r.entry(), [0; 2], [0; 2], Some(reason), snap.info, times));
+            }
+            false
+        });
         out
     }
 }
@@ -311,8 +344,6 @@ fn tcp_flags(e: &FlowEntry, side: usize, opened_here: bool, end: Option<EndReaso
 
 #[cfg(test)]
 mod tests {
-    use firewall_common::conntrack::TcpSeen;
-
     use super::*;
     use crate::{compile::RuleInfo, policy::RuleDirection};
 
@@ -422,6 +453,21 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].contains(" 0 0 ") && lines[0].ends_with(" expired flow"), "{lines:?}");
         assert!(lines[1].contains(" 17 4 400 1700000035 1700000039 "), "{lines:?}");
+    }
+
+    #[test]
+    fn a_flow_read_in_both_tables_as_it_moved_is_counted_once() {
+        let (info, mut ledger) = (info(), Ledger::default());
+        let (older, newer) = (entry(9, [3, 0], [300, 0]), entry(9, [5, 0], [500, 0]));
+        let lines = window(&mut ledger, &info, 10, vec![older, newer]);
+        let packets: u64 =
+            lines.iter().map(|l| l.split(' ').nth(8).and_then(|p| p.parse::<u64>().ok()).unwrap_or(0)).sum();
+        assert_eq!(packets, 5, "{lines:?}");
+        // The older copy read after the newer adds nothing, takes nothing back.
+        let lines = window(&mut ledger, &info, 20, vec![entry(19, [7, 0], [700, 0]), entry(19, [6, 0], [600, 0])]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(" 17 2 200 "), "{lines:?}");
+        assert!(window(&mut ledger, &info, 30, vec![entry(19, [7, 0], [700, 0])]).is_empty());
     }
 
     #[test]
