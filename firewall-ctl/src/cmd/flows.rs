@@ -50,6 +50,7 @@ pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
                         addr(r.get("srcaddr"), r.get("srcport")),
                         addr(r.get("dstaddr"), r.get("dstport")),
                         r.get("packets").to_owned(),
+                        r.get("bytes").to_owned(),
                         verdict,
                         why.to_owned(),
                         r.get("group").to_owned(),
@@ -67,6 +68,7 @@ pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
                         "SOURCE",
                         "DESTINATION",
                         "PACKETS",
+                        "BYTES",
                         "ACTION",
                         "RULE/REASON",
                         "GROUP"
