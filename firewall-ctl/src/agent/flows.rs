@@ -126,7 +126,8 @@ fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>, baseline: boo
                 // A baseline, so suppressions from before are not this window's.
                 let _ = suppressed_delta(&mut source);
                 if baseline {
-                    let _ = account(&mut source, None, (0, 0));
+                    let accounted = accounted_interfaces(&source.target);
+                    let _ = account(&mut source, &accounted, None, (0, 0));
                 }
                 sources.insert(key, source);
             }
@@ -162,7 +163,7 @@ fn flush(source: &mut Source, bounds: (u64, u64)) -> Vec<Record> {
         bounds,
         |ifindex| accounted.contains_key(&ifindex),
     );
-    records.extend(account(source, Some(&infos), bounds));
+    records.extend(account(source, &accounted, Some(&infos), bounds));
     records
 }
 
@@ -181,8 +182,12 @@ fn accounted_interfaces(target: &Target) -> HashMap<u32, String> {
 /// interface with accounting on, from its conntrack tables. Without
 /// `infos` (the baseline when a scope is first read), no record: what the
 /// flows carried before is taken as reported.
-fn account(source: &mut Source, infos: Option<&HashMap<u32, IfaceInfo>>, bounds: (u64, u64)) -> Vec<Record> {
-    let accounted = accounted_interfaces(&source.target);
+fn account(
+    source: &mut Source,
+    accounted: &HashMap<u32, String>,
+    infos: Option<&HashMap<u32, IfaceInfo>>,
+    bounds: (u64, u64),
+) -> Vec<Record> {
     source.ledgers.retain(|ifindex, _| accounted.contains_key(ifindex));
     let clock = clock();
     let unix_secs = |ts: u64| clock.unix_ns(ts) / 1_000_000_000;
@@ -190,9 +195,9 @@ fn account(source: &mut Source, infos: Option<&HashMap<u32, IfaceInfo>>, bounds:
     let mut out = Vec::new();
     for (ifindex, ifname) in accounted {
         let fallback = IfaceInfo { ifname: ifname.clone(), ..IfaceInfo::default() };
-        let info = infos.and_then(|i| i.get(&ifindex)).unwrap_or(&fallback);
-        let ledger = source.ledgers.entry(ifindex).or_default();
-        match interface_window(&source.target.maps(&ifname), ledger, info, &times) {
+        let info = infos.and_then(|i| i.get(ifindex)).unwrap_or(&fallback);
+        let ledger = source.ledgers.entry(*ifindex).or_default();
+        match interface_window(&source.target.maps(ifname), ledger, info, &times) {
             Ok(records) if infos.is_some() => out.extend(records),
             Ok(_) => {}
             Err(e) => eprintln!("sgctl agent: {ifname}: reading its flows: {e:#}"),
