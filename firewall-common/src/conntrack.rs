@@ -141,10 +141,6 @@ impl Table {
 }
 
 /// Value of every conntrack table.
-///
-/// Room to grow: per-flow packet and byte counts (issue 19) would go after
-/// `tcp`, in tables of a new name, moved into by the upgrade path that moves
-/// the [`legacy`] table today; `flags` has bits to spare.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEntry {
@@ -166,6 +162,17 @@ pub struct FlowEntry {
     /// sequence-window checks of semantics.md item 10. Zero for other
     /// protocols.
     pub tcp: [TcpSeen; 2],
+    /// The datapath's clock at the flow's first packet: tells a flow from a
+    /// later one that reuses its key (the agent's flow logs).
+    pub opened: u64,
+    /// With accounting on (`conntrack: { accounting: true }`, the policy's
+    /// [`crate::policy::slot_flags::ACCOUNTING`]): the packets each side
+    /// sent since the flow opened, `[opener, other side]`, every packet the
+    /// flow passed (out-of-window TCP packets included). Zero without.
+    pub packets: [u64; 2],
+    /// As `packets`, their bytes: the frame length the hook saw (Ethernet
+    /// header included, as the rule counters count).
+    pub bytes: [u64; 2],
 }
 
 impl FlowEntry {
@@ -190,6 +197,10 @@ pub mod entry_flags {
     /// stays pending (counted once as `promotion_refused`), and moves over
     /// when room is made, tried at most once a second.
     pub const PROMOTION_REFUSED: u8 = 1;
+    /// The flow began closing (state `Closing`) on a FIN, or on a RST: the
+    /// flow logs' `end-reason`.
+    pub const CLOSED_BY_FIN: u8 = 2;
+    pub const CLOSED_BY_RST: u8 = 4;
 }
 
 /// One side of a TCP flow as its packets showed it: the window a packet of
@@ -414,6 +425,14 @@ pub mod legacy {
                 t.flags = if s.max_win != 0 { s.flags | super::tcp_seen::ACKED } else { s.flags };
                 t._pad = [0; 2];
             }
+            // The old layout counted nothing, nor kept when a flow opened.
+            // Volatile: plain stores of zero merge into a call to
+            // `memset`, one more frame on the kernel side's call chain.
+            (*out).opened = last_seen;
+            core::ptr::addr_of_mut!((*out).packets[0]).write_volatile(0);
+            core::ptr::addr_of_mut!((*out).packets[1]).write_volatile(0);
+            core::ptr::addr_of_mut!((*out).bytes[0]).write_volatile(0);
+            core::ptr::addr_of_mut!((*out).bytes[1]).write_volatile(0);
         }
     }
 

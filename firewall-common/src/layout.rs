@@ -14,7 +14,7 @@ use crate::{
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<FlowKey4>() == 16);
 const _: () = assert!(size_of::<FlowKey6>() == 40);
-const _: () = assert!(size_of::<FlowEntry>() == 56);
+const _: () = assert!(size_of::<FlowEntry>() == 96);
 const _: () = assert!(size_of::<TcpSeen>() == 20);
 const _: () = assert!(size_of::<legacy::FlowEntry>() == 48);
 const _: () = assert!(size_of::<legacy::TcpSeen>() == 16);

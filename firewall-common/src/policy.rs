@@ -271,6 +271,10 @@ pub mod slot_flags {
     /// allows passes as `would_drop` instead of being dropped. Read only on
     /// the drop path.
     pub const AUDIT: u32 = 1;
+    /// `conntrack: { accounting: true }`: each tracked flow counts its
+    /// packets and bytes per direction (`FlowEntry::packets`, `bytes`),
+    /// one atomic add of each per packet.
+    pub const ACCOUNTING: u32 = 2;
 }
 
 /// `max_entries` of the inner-map templates declared in the object (the

@@ -17,19 +17,20 @@ use std::{
 };
 
 use anyhow::Context as _;
-use firewall_common::{
-    conntrack::{FlowEntry, FlowKey, FlowState, Table, TcpSeen},
-    proto, Direction,
-};
+use common::{flow, remote, HOST};
+use firewall_common::proto;
 use firewall_ctl::{
     compile,
-    datapath::{clock::clock, conntrack::Tracked, PROG_INGRESS_XDP},
+    datapath::{clock::clock, PROG_INGRESS_XDP},
     policy,
     testing::{
         frames::{ip, tcp_seq, TCP_ACK, TCP_SYN},
         testrun::Loaded,
     },
 };
+
+#[path = "common/mod.rs"]
+mod common;
 
 const MAX_ENTRIES: u32 = 4_194_304;
 const REPEAT: u32 = 100_000;
@@ -41,42 +42,6 @@ const POLICY: &str = "groups:
 conntrack:
   max_entries: 4194304
 ";
-const HOST: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-
-/// The `i`-th flow: from 10.0.0.0/8, port 1024 + the low bits, to HOST:80.
-fn remote(i: u32) -> (Ipv4Addr, u16) {
-    (Ipv4Addr::from(0x0a00_0000 | (i >> 6)), 1024 + (i & 63) as u16)
-}
-
-fn flow(i: u32, now: u64) -> Tracked {
-    let (src, sport) = remote(i);
-    // Both directions share one key: the lower endpoint first, as the
-    // datapath orders them (words compared as they are).
-    let (a, b) = (u32::from_ne_bytes(src.octets()), u32::from_ne_bytes(HOST.octets()));
-    let ((lo, lo_port), (hi, hi_port)) =
-        if (a, sport) <= (b, 80) { ((a, sport), (b, 80)) } else { ((b, 80), (a, sport)) };
-    let key = FlowKey {
-        addr_lo: [lo, 0, 0, 0],
-        addr_hi: [hi, 0, 0, 0],
-        port_lo: lo_port,
-        port_hi: hi_port,
-        protocol: proto::TCP,
-        family: 4,
-        _pad: [0; 2],
-    };
-    let entry = FlowEntry {
-        last_seen: now,
-        slot: 0,
-        state: FlowState::Established as u8,
-        opened_by_lo: u8::from(lo == a),
-        direction: Direction::Inbound as u8,
-        flags: 0,
-        // A flow picked up mid-stream: no window to hold packets to.
-        tcp: [TcpSeen::default(); 2],
-    };
-    Tracked { key, entry, table: Table::Confirmed }
-}
-
 /// Mean ns of a packet of flow `i`, `REPEAT` runs in one call.
 fn tracked_ns(loaded: &Loaded, i: u32) -> anyhow::Result<f64> {
     let (src, sport) = remote(i);
@@ -104,14 +69,14 @@ fn main() -> anyhow::Result<()> {
     let loaded = Loaded::new(&compiled)?;
     let maps = loaded.maps();
     let now = clock().now();
-    maps.add_flows((0..16).map(|i| flow(i, now)))?;
+    maps.add_flows((0..16).map(|i| flow(i, proto::TCP, 80, now)))?;
     let opened = maps.conntrack_usage()?.pending_opened;
     let tracked_empty = tracked_ns(&loaded, 3)?;
     anyhow::ensure!(maps.conntrack_usage()?.pending_opened == opened, "the flows built here are not the datapath's");
     let empty = (tracked_empty, new_flow_ns(&loaded, 0)?);
 
     let started = Instant::now();
-    let added = maps.add_flows((0..MAX_ENTRIES).map(|i| flow(i, now)))?;
+    let added = maps.add_flows((0..MAX_ENTRIES).map(|i| flow(i, proto::TCP, 80, now)))?;
     let fill = started.elapsed();
     let usage = maps.conntrack_usage()?;
     println!("filled: {added} flows added in {:.1} s; {usage:?}", fill.as_secs_f64());

@@ -2,7 +2,7 @@
 //! under BPF_PROG_TEST_RUN, beside an empty XDP program run the same way
 //! in the same round (the floor), for the generated policies `cargo xtask
 //! bench` writes (10 and 1,000 rules; 10, 10k, 100k and 1M CIDRs; 1M
-//! single addresses).
+//! single addresses; 10 rules with per-flow accounting on).
 //!
 //! Cases, IPv4 and IPv6, each over many different source addresses (not
 //! one hot key): a tracked flow (a TCP ACK of a flow opened before), an
@@ -47,7 +47,10 @@ const REPEAT: u32 = 10_000;
 /// Fresh flows per round for the new-flow case (one run per call).
 const NEW_FLOWS: usize = 3_000;
 /// The generated policies, in table order.
-const POLICIES: [&str; 7] = ["rules-10", "rules-1000", "cidrs-10", "cidrs-10k", "cidrs-100k", "cidrs-1m", "hosts-1m"];
+/// `rules-10-acct` is `rules-10` with `conntrack: { accounting: true }`:
+/// what counting each tracked flow's packets and bytes costs.
+const POLICIES: [&str; 8] =
+    ["rules-10", "rules-10-acct", "rules-1000", "cidrs-10", "cidrs-10k", "cidrs-100k", "cidrs-1m", "hosts-1m"];
 const GROUP: &str = "bench";
 const DST4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 1, 0, 0, 0, 1);

@@ -14,7 +14,7 @@ pub(crate) mod error;
 pub(crate) mod export;
 pub mod fault;
 pub(crate) mod fleet;
-pub(crate) mod flowlog;
+pub mod flowlog;
 pub mod import;
 pub mod model;
 pub(crate) mod netns;

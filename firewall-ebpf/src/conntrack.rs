@@ -76,7 +76,7 @@ impl FlowRef {
             k.port_lo = lo_port;
             k.port_hi = hi_port;
             k.protocol = t.protocol;
-            k._pad = [0; 3];
+            zero_pad(&mut k._pad);
         } else {
             let k = &mut self.key4;
             k.addr_lo = lo[0];
@@ -84,7 +84,7 @@ impl FlowRef {
             k.port_lo = lo_port;
             k.port_hi = hi_port;
             k.protocol = t.protocol;
-            k._pad = [0; 3];
+            zero_pad(&mut k._pad);
         }
     }
 
@@ -112,6 +112,21 @@ impl FlowRef {
             }
             (*k)._pad = [0; 2];
         }
+    }
+}
+
+/// Clears a key's three bytes of padding. Byte by byte and volatile: a
+/// plain `= [0; 3]` compiles to a call to `memset`, a third frame under the
+/// program and `sg_ct_track` on Linux 6.1's 512-byte limit for the stack
+/// of a call chain (each frame rounded up to 32 bytes).
+#[inline(always)]
+fn zero_pad(pad: &mut [u8; 3]) {
+    let p = pad.as_mut_ptr();
+    // SAFETY: the three bytes of `pad`.
+    unsafe {
+        p.write_volatile(0);
+        p.add(1).write_volatile(0);
+        p.add(2).write_volatile(0);
     }
 }
 
@@ -243,10 +258,12 @@ fn scratch() -> Option<(&'static Packet, &'static mut FlowRef)> {
 }
 
 /// Finds the packet's flow (into `flow`) and, when it is live, records the
-/// packet in it. ICMP other than echo is never looked up.
+/// packet in it; `counted` is the packet's length when the policy has
+/// accounting on (added to the flow's counters), else 0. ICMP other than
+/// echo is never looked up.
 #[inline(always)]
-pub fn track(_flow: &mut FlowRef, _packet: &Packet, now: u64) -> Lookup {
-    let v = sg_ct_track(now);
+pub fn track(_flow: &mut FlowRef, _packet: &Packet, now: u64, counted: u64) -> Lookup {
+    let v = sg_ct_track(now, counted);
     match (v >> NEW_SHIFT) as u8 {
         0 => Lookup::Tracked {
             slot: v as u32,
@@ -264,11 +281,11 @@ pub fn track(_flow: &mut FlowRef, _packet: &Packet, now: u64) -> Lookup {
 
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn sg_ct_track(now: u64) -> u64 {
+pub extern "C" fn sg_ct_track(now: u64, counted: u64) -> u64 {
     let Some((packet, flow)) = scratch() else {
         return 1 << NEW_SHIFT;
     };
-    let found = match track_flow(flow, packet, now) {
+    let found = match track_flow(flow, packet, now, counted) {
         Lookup::Tracked { slot, reason } => return u64::from(slot) | (reason as u64) << 32,
         Lookup::New { stale } => stale,
     };
@@ -286,20 +303,20 @@ fn timeout(protocol: u8, state: FlowState) -> u64 {
 }
 
 #[inline(always)]
-fn track_flow(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup {
+fn track_flow(flow: &mut FlowRef, packet: &Packet, now: u64, counted: u64) -> Lookup {
     if packet.track == Track::Never {
         return Lookup::New { stale: Stale::None };
     }
     flow.set(&packet.tuple, packet.track);
     if flow.v6 {
-        track_in::<V6>(flow, packet, now)
+        track_in::<V6>(flow, packet, now, counted)
     } else {
-        track_in::<V4>(flow, packet, now)
+        track_in::<V4>(flow, packet, now, counted)
     }
 }
 
 #[inline(always)]
-fn track_in<F: Family>(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup {
+fn track_in<F: Family>(flow: &mut FlowRef, packet: &Packet, now: u64, counted: u64) -> Lookup {
     let Some(found) = find::<F>(flow, now) else {
         return Lookup::New { stale: Stale::None };
     };
@@ -320,6 +337,9 @@ fn track_in<F: Family>(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup 
         return Lookup::New { stale };
     }
     let from_opener = u8::from(flow.sender_is_lo) == e.opened_by_lo;
+    if counted != 0 {
+        account(found.entry, from_opener, counted);
+    }
     let next = if is_tcp {
         match tcp::next_state(e, &packet.tcp, from_opener, state) {
             Some(next) => next,
@@ -332,6 +352,10 @@ fn track_in<F: Family>(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup 
     };
     let slot = e.slot;
     if next != state || idle > clock::ticks_per_sec() {
+        if next == FlowState::Closing && state != FlowState::Closing {
+            e.flags |=
+                if packet.tcp.flags & TCP_RST != 0 { entry_flags::CLOSED_BY_RST } else { entry_flags::CLOSED_BY_FIN };
+        }
         e.state = next as u8;
         e.last_seen = now;
         // On the change, or once a second for a flow that found the
@@ -342,6 +366,39 @@ fn track_in<F: Family>(flow: &mut FlowRef, packet: &Packet, now: u64) -> Lookup 
         }
     }
     Lookup::Tracked { slot, reason: Reason::PassTracked }
+}
+
+/// Adds one packet of `bytes` to the flow's counters of the side that sent
+/// it. Atomic adds: both sides of a flow may be judged on two CPUs at once,
+/// and a plain add would lose counts.
+#[inline(always)]
+fn account(entry: *mut FlowEntry, from_opener: bool, bytes: u64) {
+    let side = usize::from(!from_opener);
+    // SAFETY: a map value pointer, valid for this program run; `side` is 0 or 1.
+    unsafe {
+        atomic_add(addr_of_mut!((*entry).packets[side]), 1);
+        atomic_add(addr_of_mut!((*entry).bytes[side]), bytes);
+    }
+}
+
+/// `*p += v`, atomically, as BPF's `lock xadd` (no result read back, so
+/// every kernel that runs BPF has it; core's `fetch_add` needs a
+/// compare-and-swap the BPF target does not declare).
+///
+/// # Safety
+/// `p` points to a writable, 8-byte aligned `u64` in a map value.
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, v: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: the caller's promise.
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) p, in(reg) v, options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: the caller's promise.
+    unsafe {
+        *p += v;
+    }
 }
 
 /// Moves a pending flow to the confirmed table, or leaves it pending when
@@ -464,6 +521,7 @@ pub struct TableFull;
 
 /// Starts tracking the packet's flow (set in `flow` by [`track`]), which
 /// the rule of counter slot `slot` allowed, in the pending table.
+/// `counted` as for [`track`]: the first packet's length with accounting on.
 #[inline(always)]
 pub fn open(
     flow: &mut FlowRef,
@@ -472,10 +530,11 @@ pub fn open(
     slot: u32,
     direction: Direction,
     now: u64,
+    counted: u64,
 ) -> Result<(), TableFull> {
     let how = u64::from(slot) | (stale as u64) << 32 | (direction as u64) << 40;
     let _ = (flow, packet);
-    if sg_ct_open(how, now) == 0 {
+    if sg_ct_open(how, now, counted) == 0 {
         Ok(())
     } else {
         Err(TableFull)
@@ -486,7 +545,7 @@ pub fn open(
 /// the direction (40-47). Returns 0 when the flow is tracked.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn sg_ct_open(how: u64, now: u64) -> u32 {
+pub extern "C" fn sg_ct_open(how: u64, now: u64, counted: u64) -> u32 {
     let Some((packet, flow)) = scratch() else { return 1 };
     let e = addr_of_mut!(flow.entry);
     // Built field by field in scratch memory (see `words`).
@@ -499,6 +558,11 @@ pub extern "C" fn sg_ct_open(how: u64, now: u64) -> u32 {
         (*e).direction = if (how >> 40) as u8 == Direction::Outbound as u8 { 1 } else { 0 };
         (*e).flags = 0;
         words::zero(addr_of_mut!((*e).tcp));
+        (*e).opened = now;
+        (*e).packets[0] = u64::from(counted != 0);
+        (*e).packets[1] = 0;
+        (*e).bytes[0] = counted;
+        (*e).bytes[1] = 0;
         // A flow that begins with a SYN gets sequence windows; one picked up
         // mid-stream does not (see `tcp`).
         if packet.tuple.protocol == proto::TCP && packet.tcp.flags & TCP_SYN != 0 {

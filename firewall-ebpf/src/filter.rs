@@ -92,7 +92,9 @@ fn judge_ip(
         }
         // Not about a tracked flow: an ICMP rule may still allow it.
     }
-    let stale = match conntrack::track(flow, packet, now) {
+    // With accounting on, tracked flows count this packet's bytes.
+    let counted = if meta.flags & slot_flags::ACCOUNTING != 0 { bytes } else { 0 };
+    let stale = match conntrack::track(flow, packet, now, counted) {
         Lookup::Tracked { slot: counter, reason } => {
             stats::count_rule(counter, bytes, false);
             return (reason, Some(counter));
@@ -110,7 +112,7 @@ fn judge_ip(
         // dropped it, not the table). What would not open a flow under a
         // rule (a stray SYN-ACK or RST, ICMP errors) passes untracked.
         if conntrack::opens_flow(packet) {
-            let _ = conntrack::open(flow, packet, stale, SLOT_AUDIT, direction, now);
+            let _ = conntrack::open(flow, packet, stale, SLOT_AUDIT, direction, now, counted);
         }
         stats::count_rule(SLOT_AUDIT, bytes, true);
         return (Reason::PassAudit, Some(SLOT_AUDIT));
@@ -119,7 +121,7 @@ fn judge_ip(
         stats::count_rule(counter, bytes, false);
         return (Reason::PassUntracked, Some(counter));
     }
-    if conntrack::open(flow, packet, stale, counter, direction, now).is_err() {
+    if conntrack::open(flow, packet, stale, counter, direction, now, counted).is_err() {
         return (Reason::DropConntrackFull, None);
     }
     stats::count_rule(counter, bytes, true);

@@ -51,7 +51,7 @@ enum Task {
     },
     /// The benchmark suite (B1-B7, or those named), each beside its peer in the same run (needs root); then the tables and figures.
     Bench {
-        /// Benchmarks to run (b1 b2 b3 b4 b5 b6 b7); all when none is named.
+        /// Benchmarks to run (b1 b2 b3 b4 b5 b6 b7 b8); all when none is named.
         #[arg(value_name = "BENCHMARK")]
         only: Vec<String>,
         /// Run nothing: rewrite BENCHMARKS.md's and README.md's generated sections and bench/figures/ from bench/results/*.json.

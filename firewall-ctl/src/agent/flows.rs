@@ -1,7 +1,8 @@
 //! The agent's flow logs: reads each scope's `EVENTS` ring, aggregates
-//! per window (`crate::flowlog::aggregate`), and at the end of each window
-//! writes the records to the rotated log file and, as JSON lines, to
-//! standard output.
+//! per window (`crate::flowlog::aggregate`); at the end of each window
+//! reads the conntrack tables of the interfaces whose policy has
+//! accounting on (`crate::flowlog::accounting`), and writes the records to
+//! the rotated log file and, as JSON lines, to standard output.
 use std::{
     collections::{BTreeMap, HashMap},
     os::fd::AsFd as _,
@@ -10,7 +11,7 @@ use std::{
 };
 
 use aya::maps::{Map, MapData, RingBuf};
-use firewall_common::events::FlowEvent;
+use firewall_common::{events::FlowEvent, policy::slot_flags};
 
 use super::Shared;
 use crate::{
@@ -18,6 +19,7 @@ use crate::{
     control::Target,
     datapath::{clock::clock, maps},
     flowlog::{
+        accounting::{interface_window, Ledger, WindowTimes},
         aggregate::{IfaceInfo, Window},
         file::Writer,
         record::Record,
@@ -36,23 +38,29 @@ struct Source {
     window: Window,
     /// Suppressed events per interface (name, ifindex) at the last window's end.
     suppressed_seen: HashMap<(String, u32), u64>,
+    /// Per ifindex of an interface with accounting on: what was reported
+    /// of its flows.
+    ledgers: HashMap<u32, Ledger>,
 }
 
 pub fn run(shared: &Shared, args: &AgentArgs) -> anyhow::Result<()> {
     let mut writer =
         (!args.no_flow_log).then(|| Writer::new(&args.flow_log, args.flow_log_max_bytes, args.flow_log_keep));
-    if let Some(w) = &writer {
-        eprintln!("sgctl agent: flow logs to {} (window {} s)", w.path().display(), args.window);
-    }
     let window = Duration::from_secs(args.window.max(1));
     let mut sources: BTreeMap<String, Source> = BTreeMap::new();
     let mut window_start = unix_now();
     let mut window_end = Instant::now() + window;
-    let mut rescan_at = Instant::now();
+    // What the scopes' flows carried before the agent started is no
+    // window's: the first look at them is a baseline.
+    rescan(shared, &mut sources, true);
+    let mut rescan_at = Instant::now() + RESCAN;
+    if let Some(w) = &writer {
+        eprintln!("sgctl agent: flow logs to {} (window {} s)", w.path().display(), args.window);
+    }
     loop {
         let stopping = shared.stop.load(Ordering::Relaxed);
         if Instant::now() >= rescan_at {
-            rescan(shared, &mut sources);
+            rescan(shared, &mut sources, false);
             rescan_at = Instant::now() + RESCAN;
         }
         wait_readable(&sources, Duration::from_millis(200));
@@ -84,8 +92,11 @@ pub fn run(shared: &Shared, args: &AgentArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Opens the rings of scopes not read yet; forgets scopes whose ring is gone.
-fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>) {
+/// Opens the rings of scopes not read yet; forgets scopes whose ring is
+/// gone. `baseline`: at the agent's start, what the scopes' flows carried
+/// so far is taken as reported (a scope that appears later is read from
+/// its flows' first packets).
+fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>, baseline: bool) {
     let targets = match shared.targets() {
         Ok(h) => h,
         Err(e) => {
@@ -105,9 +116,19 @@ fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>) {
         }
         match maps::open(&path).and_then(|m| Ok(RingBuf::try_from(Map::RingBuf(m))?)) {
             Ok(ring) => {
-                let mut source = Source { target, ring, window: Window::default(), suppressed_seen: HashMap::new() };
-                // A baseline, so suppressions from before the agent started are not this window's.
+                let mut source = Source {
+                    target,
+                    ring,
+                    window: Window::default(),
+                    suppressed_seen: HashMap::new(),
+                    ledgers: HashMap::new(),
+                };
+                // A baseline, so suppressions from before are not this window's.
                 let _ = suppressed_delta(&mut source);
+                if baseline {
+                    let accounted = accounted_interfaces(&source.target);
+                    let _ = account(&mut source, &accounted, None, (0, 0));
+                }
                 sources.insert(key, source);
             }
             Err(e) => eprintln!("sgctl agent: {}: {e:#}", path.display()),
@@ -129,12 +150,61 @@ fn wait_readable(sources: &BTreeMap<String, Source>, timeout: Duration) {
 fn flush(source: &mut Source, bounds: (u64, u64)) -> Vec<Record> {
     let window = std::mem::take(&mut source.window);
     let suppressed = suppressed_delta(source);
-    if window.is_empty() && suppressed.values().all(|n| *n == 0) {
+    let accounted = accounted_interfaces(&source.target);
+    if window.is_empty() && suppressed.values().all(|n| *n == 0) && accounted.is_empty() && source.ledgers.is_empty() {
         return Vec::new();
     }
     let infos = iface_infos(&source.target).unwrap_or_default();
     let clock = clock();
-    window.records(|ifindex| infos.get(&ifindex).cloned(), |ts| clock.unix_ns(ts) / 1_000_000_000, &suppressed, bounds)
+    let mut records = window.records(
+        |ifindex| infos.get(&ifindex).cloned(),
+        |ts| clock.unix_ns(ts) / 1_000_000_000,
+        &suppressed,
+        bounds,
+        |ifindex| accounted.contains_key(&ifindex),
+    );
+    records.extend(account(source, &accounted, Some(&infos), bounds));
+    records
+}
+
+/// The interfaces of the scope whose generation in force counts its flows
+/// (`conntrack: { accounting: true }`): ifindex → name.
+fn accounted_interfaces(target: &Target) -> HashMap<u32, String> {
+    let (Ok(Some(active)), Ok(records)) = (target.active(), target.interfaces()) else { return HashMap::new() };
+    records
+        .into_iter()
+        .filter(|r| target.maps(&r.ifname).slot_meta(active.slot).is_ok_and(|m| m.flags & slot_flags::ACCOUNTING != 0))
+        .map(|r| (r.ifindex, r.ifname))
+        .collect()
+}
+
+/// The records of the flows that moved or ended in the window on each
+/// interface with accounting on, from its conntrack tables. Without
+/// `infos` (the baseline when a scope is first read), no record: what the
+/// flows carried before is taken as reported.
+fn account(
+    source: &mut Source,
+    accounted: &HashMap<u32, String>,
+    infos: Option<&HashMap<u32, IfaceInfo>>,
+    bounds: (u64, u64),
+) -> Vec<Record> {
+    source.ledgers.retain(|ifindex, _| accounted.contains_key(ifindex));
+    let clock = clock();
+    let unix_secs = |ts: u64| clock.unix_ns(ts) / 1_000_000_000;
+    let times = WindowTimes { bounds, unix_secs: &unix_secs };
+    let mut out = Vec::new();
+    for (ifindex, ifname) in accounted {
+        let fallback = IfaceInfo { ifname: ifname.clone(), ..IfaceInfo::default() };
+        let info = infos.and_then(|i| i.get(ifindex)).unwrap_or(&fallback);
+        let ledger = source.ledgers.entry(*ifindex).or_default();
+        match interface_window(&source.target.maps(ifname), ledger, info, &times) {
+            Ok(records) if infos.is_some() => out.extend(records),
+            Ok(_) => {}
+            Err(e) => eprintln!("sgctl agent: {ifname}: reading its flows: {e:#}"),
+        }
+    }
+    out.sort_by(|a, b| a.get("start").cmp(b.get("start")));
+    out
 }
 
 /// Per ifindex, the events held back since the last call.

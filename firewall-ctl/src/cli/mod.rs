@@ -223,6 +223,15 @@ pub struct FlowsArgs {
     /// Output: a table, the AWS default v2 lines, or the custom lines (v2 and sgctl's fields).
     #[arg(long, value_enum, default_value_t = FlowFormat::Table)]
     pub format: FlowFormat,
+    /// Instead of records: the N flows that carried the most, summed over the matching records.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// What --top ranks by.
+    #[arg(long, value_enum, default_value_t, requires = "top")]
+    pub by: crate::flowlog::top::Rank,
+    /// Only records whose window ended at most this long ago (N seconds, or Ns, Nm, Nh, Nd).
+    #[arg(long, value_name = "DURATION", value_parser = crate::flowlog::top::parse_since)]
+    pub since: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

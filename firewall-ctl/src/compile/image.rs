@@ -201,7 +201,8 @@ pub fn build(compiled: &CompiledInterface, rule_slots: &[u32]) -> Result<Image, 
     Ok(Image {
         meta: SlotMeta {
             state: slot_state::ENFORCE,
-            flags: if compiled.audit_groups.is_empty() { 0 } else { slot_flags::AUDIT },
+            flags: if compiled.audit_groups.is_empty() { 0 } else { slot_flags::AUDIT }
+                | if compiled.accounting { slot_flags::ACCOUNTING } else { 0 },
             any4: compiled.any4,
             any6: compiled.any6,
         },

@@ -66,6 +66,8 @@ pub struct CompiledInterface {
     pub member_groups: Vec<(String, RuleSet)>,
     pub timeouts: Timeouts,
     pub conntrack_capacity: u32,
+    /// `conntrack: { accounting: true }`: tracked flows count packets and bytes.
+    pub accounting: bool,
     /// Groups attached in audit mode (`mode: audit`): when any is, a packet
     /// no rule allows passes as `would_drop`.
     pub audit_groups: Vec<String>,
@@ -329,6 +331,7 @@ pub fn compile_interface(
         member_groups,
         timeouts: policy.conntrack.timeouts(),
         conntrack_capacity: policy.conntrack.capacity(),
+        accounting: policy.conntrack.accounting,
         audit_groups: attached.iter().filter(|g| g.mode == GroupMode::Audit).map(|g| g.name.clone()).collect(),
     })
 }

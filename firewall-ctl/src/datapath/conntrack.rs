@@ -139,6 +139,19 @@ impl IfaceMaps {
         Ok(out)
     }
 
+    /// Every tracked flow, pending first: a flow that moves to the
+    /// confirmed table while the tables are read is read twice, never
+    /// missed (it is inserted there before it leaves the pending one).
+    pub fn flows_pending_first(&self) -> anyhow::Result<Vec<Tracked>> {
+        let mut out = Vec::new();
+        for table in TABLES.iter().rev() {
+            for (key, entry) in self.raw(*table)? {
+                out.push(Tracked { key: table.flow_key(&key), entry, table: table.table });
+            }
+        }
+        Ok(out)
+    }
+
     /// How many flows each table holds (expired ones too, until removed).
     pub fn flow_counts(&self) -> anyhow::Result<Counts> {
         let mut counts = Counts::default();

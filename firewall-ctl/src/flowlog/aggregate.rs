@@ -5,10 +5,13 @@
 //! flow it admits and every packet it drops (never the packets of a tracked
 //! flow, which would cost every packet), so an ACCEPT record counts the
 //! flows opened in the window (`packets` = flows opened, `bytes` their
-//! first packets) — the rule counters (`sgctl stats`) hold their totals —
-//! and a REJECT record every dropped packet reported. Events the kernel
-//! held back (its rate limit) make the interface's window SKIPDATA, as AWS
-//! marks records it skipped.
+//! first packets; `counted` = `first-packet`) — the rule counters (`sgctl
+//! stats`) hold their totals — and a REJECT record every dropped packet
+//! reported (`counted` = `reported`). On an interface whose policy has
+//! accounting on, ACCEPT records come from the conntrack tables instead
+//! (`super::accounting`), and the events of admitted flows are not
+//! records. Events the kernel held back (its rate limit) make the
+//! interface's window SKIPDATA, as AWS marks records it skipped.
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -125,15 +128,18 @@ impl Window {
     /// timestamp (the datapath's clock) into seconds since the epoch; `suppressed` is,
     /// per ifindex, how many events the kernel held back in the window;
     /// `window` the window's bounds in seconds since the epoch (for
-    /// SKIPDATA records).
+    /// SKIPDATA records). `accounted` says which interfaces count their
+    /// flows (their admitted flows' events make no record).
     pub fn records(
         self,
         iface: impl Fn(u32) -> Option<IfaceInfo>,
         unix_secs: impl Fn(u64) -> u64,
         suppressed: &HashMap<u32, u64>,
         window: (u64, u64),
+        accounted: impl Fn(u32) -> bool,
     ) -> Vec<Record> {
-        let mut flows: Vec<(FlowId, Tally)> = self.flows.into_iter().collect();
+        let mut flows: Vec<(FlowId, Tally)> =
+            self.flows.into_iter().filter(|(id, _)| id.action == Action::Reject || !accounted(id.ifindex)).collect();
         flows.sort_by_key(|(id, t)| (t.first, id.ifindex, id.direction));
         let mut out = Vec::with_capacity(flows.len());
         let unknown = |ifindex: u32| IfaceInfo { ifname: format!("if{ifindex}"), ..IfaceInfo::default() };
@@ -182,9 +188,18 @@ fn flow_record(id: &FlowId, t: &Tally, info: &IfaceInfo, unix_secs: &impl Fn(u64
     r.set("action", id.action.field());
     r.set("log-status", "OK");
     r.set("flow-direction", if id.direction == Direction::Inbound as u8 { "ingress" } else { "egress" });
-    match id.action {
+    credit(&mut r, id.action, id.slot, Some(id.reason), info);
+    r.set("counted", if id.action == Action::Reject { "reported" } else { "first-packet" });
+    r
+}
+
+/// Sets what a record credits: the rule (`rule-id`, `group`) of an
+/// admitted flow's counter slot, the audit groups of a `would_drop`, the
+/// reason of a drop (`reason`, the datapath's, of an event).
+pub fn credit(r: &mut Record, action: Action, slot: u32, reason: Option<u32>, info: &IfaceInfo) {
+    match action {
         Action::Accept => {
-            if let Some(rule) = info.rules.get(&id.slot).filter(|_| id.slot != NO_SLOT) {
+            if let Some(rule) = info.rules.get(&slot).filter(|_| slot != NO_SLOT) {
                 r.set("rule-id", rule);
                 r.set("group", &rule.group);
             } else {
@@ -192,17 +207,16 @@ fn flow_record(id: &FlowId, t: &Tally, info: &IfaceInfo, unix_secs: &impl Fn(u64
             }
         }
         Action::WouldDrop => {
-            if !info.audit_groups.is_empty() && id.slot == SLOT_AUDIT {
+            if !info.audit_groups.is_empty() && slot == SLOT_AUDIT {
                 r.set("group", info.audit_groups.join(","));
             }
             r.set("drop-reason", Reason::PassAudit.name());
         }
         Action::Reject => {
-            let reason = Reason::from_u32(id.reason).unwrap_or(Reason::DropNoRule);
+            let reason = reason.and_then(Reason::from_u32).unwrap_or(Reason::DropNoRule);
             r.set("drop-reason", reason.label());
         }
     }
-    r
 }
 
 #[cfg(test)]
@@ -257,18 +271,19 @@ mod tests {
         }
         w.add(&event(kind::WOULD_DROP, [203, 0, 113, 30], 8080, Reason::PassAudit, SLOT_AUDIT, 3_000_000_000));
         let suppressed: HashMap<u32, u64> = [(7, 5)].into_iter().collect();
-        let records = w.records(|_| Some(info()), |ns| 1_700_000_000 + ns / 1_000_000_000, &suppressed, (1, 2));
+        let records =
+            w.records(|_| Some(info()), |ns| 1_700_000_000 + ns / 1_000_000_000, &suppressed, (1, 2), |_| false);
         let lines: Vec<String> = records.iter().map(Record::custom_line).collect();
         assert_eq!(
             lines,
             [
                 "2 - eth0 203.0.113.10 203.0.113.1 40000 80 6 1 60 1700000001 1700000001 ACCEPT OK ingress 2 IPv4 \
-                 web-server/inbound/1 web-server -",
+                 web-server/inbound/1 web-server - - first-packet",
                 "2 - eth0 203.0.113.20 203.0.113.1 40000 22 6 3 180 1700000002 1700000002 REJECT OK ingress 2 IPv4 \
-                 - - no_rule",
+                 - - no_rule - reported",
                 "2 - eth0 203.0.113.30 203.0.113.1 40000 8080 6 1 60 1700000003 1700000003 ACCEPT OK ingress 2 IPv4 \
-                 - trial would_drop",
-                "2 - eth0 - - - - - - - 1 2 - SKIPDATA - - - - - events_suppressed:5",
+                 - trial would_drop - first-packet",
+                "2 - eth0 - - - - - - - 1 2 - SKIPDATA - - - - - events_suppressed:5 - -",
             ]
         );
         assert!(records.iter().all(|r| r.v2_line().split(' ').count() == 14));

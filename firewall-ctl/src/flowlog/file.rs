@@ -65,10 +65,13 @@ impl Writer {
             .open(&self.path)
             .with_context(|| format!("opening {}", self.path.display()))?;
         self.size = file.metadata()?.len();
-        if self.size == 0 {
-            let header = format!("{}\n", custom_fields().join(" "));
-            file.write_all(header.as_bytes())?;
-            self.size = header.len() as u64;
+        // A file an older sgctl wrote names fewer fields: the lines
+        // appended now go under a header of their own.
+        let header = custom_fields().join(" ");
+        if self.size == 0 || last_header(&self.path)?.as_deref() != Some(header.as_str()) {
+            let line = format!("{header}\n");
+            file.write_all(line.as_bytes())?;
+            self.size += line.len() as u64;
         }
         Ok(self.file.insert(file))
     }
@@ -88,6 +91,19 @@ impl Writer {
         self.size = 0;
         Ok(())
     }
+}
+
+/// The last header line of the log at `path`.
+fn last_header(path: &Path) -> anyhow::Result<Option<String>> {
+    let f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut last = None;
+    for line in BufReader::new(f).lines() {
+        let line = line?;
+        if line.starts_with("version ") {
+            last = Some(line);
+        }
+    }
+    Ok(last)
 }
 
 /// Every record of the log at `path` and its rotated files, oldest first.
@@ -139,6 +155,30 @@ mod tests {
         let names: Vec<&str> = all.iter().map(|r| r.get("interface-id")).collect();
         assert_eq!(names.last(), Some(&"eth9"));
         assert!(names.windows(2).all(|w| w[0] < w[1]), "oldest first: {names:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn appends_under_a_header_of_its_own_to_a_file_of_fewer_fields() {
+        let dir = std::env::temp_dir().join(format!("sgctl-flowlog-header-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("flows.log");
+        let old_header = custom_fields()[..20].join(" ");
+        std::fs::write(&path, format!("{old_header}\n2 - eth0 - - - - - - - 1 2 - SKIPDATA - - - - - x\n"))
+            .expect("old");
+        let mut r = Record::empty();
+        r.set("interface-id", "eth1");
+        r.set("counted", "flow");
+        Writer::new(&path, 1 << 20, 1).write(&[r.clone()]).expect("write");
+        Writer::new(&path, 1 << 20, 1).write(&[r]).expect("write again");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().filter(|l| l.starts_with("version ")).count(), 2, "{text}");
+        let all = read_all(&path, 1).expect("read back");
+        let names: Vec<&str> = all.iter().map(|r| r.get("interface-id")).collect();
+        assert_eq!(names, ["eth0", "eth1", "eth1"]);
+        assert_eq!(all[0].get("counted"), "-");
+        assert_eq!(all[1].get("counted"), "flow");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

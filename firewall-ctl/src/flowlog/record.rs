@@ -3,8 +3,8 @@
 //! The text forms are space-separated fields, `-` where a field does not
 //! apply, exactly as AWS writes them: the default format is the 14 fields
 //! of version 2 ([`V2_FIELDS`]); sgctl's custom format ([`custom_fields`])
-//! appends `flow-direction tcp-flags type rule-id group drop-reason`, so
-//! its first 14 fields are the v2 record. A log file starts with a header
+//! appends `flow-direction tcp-flags type rule-id group drop-reason
+//! end-reason counted`, so its first 14 fields are the v2 record. A log file starts with a header
 //! line naming its fields, as AWS's files do.
 use std::collections::BTreeMap;
 
@@ -29,7 +29,11 @@ pub const V2_FIELDS: [&str; 14] = [
 ];
 
 /// What the custom format adds after the v2 fields.
-pub const EXTRA_FIELDS: [&str; 6] = ["flow-direction", "tcp-flags", "type", "rule-id", "group", "drop-reason"];
+/// `end-reason`: why the flow ended (`fin`, `rst`, `expired`, `flushed`,
+/// `evicted`), on its last record; `counted`: what `packets` and `bytes`
+/// count (`flow`, `first-packet`, `reported`; docs/cli.md, "Flow logs").
+pub const EXTRA_FIELDS: [&str; 8] =
+    ["flow-direction", "tcp-flags", "type", "rule-id", "group", "drop-reason", "end-reason", "counted"];
 
 /// Every field of the custom format, in order.
 pub fn custom_fields() -> Vec<&'static str> {
@@ -88,7 +92,7 @@ impl Record {
         self.line(&V2_FIELDS)
     }
 
-    /// The custom format: v2 and the six fields sgctl adds.
+    /// The custom format: v2 and the fields sgctl adds.
     pub fn custom_line(&self) -> String {
         self.line(&custom_fields())
     }
@@ -161,7 +165,7 @@ mod tests {
         let custom = r.custom_line();
         assert_eq!(custom.split(' ').count(), custom_fields().len());
         assert!(custom.starts_with(&v2), "the custom format begins with the v2 record");
-        assert!(custom.ends_with(" no_rule"), "{custom}");
+        assert!(custom.ends_with(" no_rule - -"), "{custom}");
         let header: Vec<String> = custom_fields().iter().map(|f| (*f).to_owned()).collect();
         assert_eq!(Record::parse(&header, &custom), Some(r.clone()));
         assert_eq!(r.action(), Some(Action::Reject));

@@ -175,4 +175,6 @@ pub enum ErrorKind {
     InvalidMode(String),
     #[error("invalid {key} \"{value}\": expected a whole number {min}-{max}")]
     OutOfRange { key: &'static str, value: String, min: u64, max: u64 },
+    #[error("invalid {key} \"{value}\": expected true or false")]
+    InvalidBoolean { key: &'static str, value: String },
 }

@@ -49,6 +49,10 @@ pub fn merge(files: Vec<String>, parts: Vec<FileParts>) -> Result<Policy, Policy
             interface_groups.push(a.groups);
         }
         for (key, _, value) in part.conntrack {
+            if key == super::parse::ACCOUNTING_KEY {
+                policy.conntrack.accounting = value != 0;
+                continue;
+            }
             let slot = match key {
                 "tcp_established_timeout" => &mut policy.conntrack.tcp_established_timeout,
                 "udp_stream_timeout" => &mut policy.conntrack.udp_stream_timeout,

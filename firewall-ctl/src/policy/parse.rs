@@ -19,7 +19,7 @@ pub struct FileParts {
     pub members: Vec<Members>,
     pub prefix_lists: Vec<PrefixList>,
     pub interfaces: Vec<FileAttachment>,
-    /// `conntrack:` key, where it is set, value.
+    /// `conntrack:` key, where it is set, value (`accounting`: 1 or 0).
     pub conntrack: Vec<(&'static str, Location, u32)>,
 }
 
@@ -41,6 +41,9 @@ const CONNTRACK_KEYS: &[(&str, u64, u64)] = &[
     ("udp_timeout", 30, 60),
     ("max_entries", 1024, 4_194_304),
 ];
+/// `conntrack: { accounting: true }`: per-flow packet and byte counts
+/// (docs/semantics.md item 12), for the flow logs.
+pub const ACCOUNTING_KEY: &str = "accounting";
 
 /// A map's entries after its keys were checked against the allowed set.
 struct Fields<'a>(&'a [(Node, Node)]);
@@ -141,7 +144,8 @@ pub fn file(root: &Node) -> Result<FileParts, PolicyError> {
         }
     }
     if let Some(node) = top.value("conntrack") {
-        let keys: Vec<&str> = CONNTRACK_KEYS.iter().map(|(k, _, _)| *k).collect();
+        let mut keys: Vec<&str> = CONNTRACK_KEYS.iter().map(|(k, _, _)| *k).collect();
+        keys.push(ACCOUNTING_KEY);
         let fields = Fields::read(node, "in conntrack", &keys)?;
         for &(key, min, max) in CONNTRACK_KEYS {
             if let Some((k, v)) = fields.get(key) {
@@ -149,6 +153,10 @@ pub fn file(root: &Node) -> Result<FileParts, PolicyError> {
                 // The ranges above all fit in u32.
                 parts.conntrack.push((key, k.at.clone(), n as u32));
             }
+        }
+        if let Some((k, v)) = fields.get(ACCOUNTING_KEY) {
+            let on = values::boolean(v, ACCOUNTING_KEY)?;
+            parts.conntrack.push((ACCOUNTING_KEY, k.at.clone(), u32::from(on)));
         }
     }
     Ok(parts)

@@ -152,6 +152,22 @@ fn conntrack_section() {
     assert_eq!(t.udp_single, 45 * 1_000_000_000);
     assert_eq!(t.icmp, firewall_common::conntrack::Timeouts::AWS_DEFAULT.icmp);
     assert_eq!(p.conntrack.capacity(), 1024);
+    assert!(!p.conntrack.accounting, "accounting is opt-in");
+    assert!(ok("conntrack:\n  accounting: true\n").conntrack.accounting);
+    assert!(!ok("conntrack: { accounting: false }\n").conntrack.accounting);
+}
+
+#[test]
+fn conntrack_accounting_is_true_or_false() {
+    assert_eq!(
+        err("conntrack:\n  accounting: yes\n"),
+        "p.yaml:2:15: invalid accounting \"yes\": expected true or false"
+    );
+    // A policy saved before the key existed reads as accounting off.
+    let mut json = serde_json::to_value(ok("groups: {}\n")).expect("serialises");
+    json["conntrack"].as_object_mut().expect("a map").remove("accounting");
+    let back: Policy = serde_json::from_value(json).expect("deserialises");
+    assert!(!back.conntrack.accounting);
 }
 
 #[test]
@@ -237,7 +253,7 @@ fn error_unknown_key() {
     );
     assert_eq!(
         err("conntrack:\n  tcp_timeout: 60\n"),
-        "p.yaml:2:3: unknown key \"tcp_timeout\" in conntrack: expected one of tcp_established_timeout, udp_stream_timeout, udp_timeout, max_entries"
+        "p.yaml:2:3: unknown key \"tcp_timeout\" in conntrack: expected one of tcp_established_timeout, udp_stream_timeout, udp_timeout, max_entries, accounting"
     );
 }
 

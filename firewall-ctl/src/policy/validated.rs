@@ -268,6 +268,10 @@ pub struct Conntrack {
     pub udp_stream_timeout: u32,
     pub udp_timeout: u32,
     pub max_entries: u32,
+    /// `accounting: true`: tracked flows count their packets and bytes.
+    /// Absent from policies saved before the key existed: off.
+    #[serde(default)]
+    pub accounting: bool,
 }
 
 impl Default for Conntrack {
@@ -279,6 +283,7 @@ impl Default for Conntrack {
             udp_stream_timeout: secs(aws.udp_stream / NS),
             udp_timeout: secs(aws.udp_single / NS),
             max_entries: firewall_common::conntrack::DEFAULT_CAPACITY,
+            accounting: false,
         }
     }
 }

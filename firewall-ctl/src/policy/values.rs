@@ -139,6 +139,16 @@ pub fn ports(node: &Node) -> Result<Ports, PolicyError> {
     Ok(if any { Ports::Any } else { Ports::Ranges(ranges) })
 }
 
+/// `true` or `false`, exactly (YAML's `yes`, `on` and the rest are refused,
+/// as every scalar is read as text).
+pub fn boolean(node: &Node, key: &'static str) -> Result<bool, PolicyError> {
+    match scalar(node, "a boolean", "true or false")? {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        text => Err(PolicyError::new(&node.at, ErrorKind::InvalidBoolean { key, value: text.to_owned() })),
+    }
+}
+
 /// A number within `min..=max`, for `icmp_type`, `icmp_code` and `conntrack:`.
 pub fn number(node: &Node, key: &'static str, min: u64, max: u64) -> Result<u64, PolicyError> {
     let text = scalar(node, "a number", "a whole number")?;

@@ -19,7 +19,7 @@ use crate::common;
 
 /// `sgctl flows --file F --json ARGS…`, polled until `done` holds.
 #[track_caller]
-fn flows_until(sg: &Sgctl, file: &Path, args: &[&str], done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) fn flows_until(sg: &Sgctl, file: &Path, args: &[&str], done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let started = Instant::now();
     loop {
         let mut all = vec!["flows", "--file", file.to_str().expect("utf-8 path"), "--last", "100000"];
@@ -46,7 +46,7 @@ fn find<'a>(records: &'a [Value], src: &str, dport: u64, action: &str) -> Option
 }
 
 /// Lines parsed by flowlogs-reader: the 14 default fields, then `extra`.
-fn flowlogs_reader(lines: &str, extra: &[&str]) -> Vec<Value> {
+pub(crate) fn flowlogs_reader(lines: &str, extra: &[&str]) -> Vec<Value> {
     let args: Vec<&std::ffi::OsStr> = extra.iter().map(|e| std::ffi::OsStr::new(*e)).collect();
     python("flowlog_records.py", &args, lines)
         .lines()
@@ -57,7 +57,7 @@ fn flowlogs_reader(lines: &str, extra: &[&str]) -> Vec<Value> {
 /// A record as flowlogs-reader parsed it (its field names; absent: `-`)
 /// against the same record of `sgctl flows --json` (AWS's names; `-` as null).
 #[track_caller]
-fn assert_same_record(parsed: &Value, ours: &Value) {
+pub(crate) fn assert_same_record(parsed: &Value, ours: &Value) {
     for (theirs, field) in [
         ("version", "version"),
         ("account_id", "account-id"),
@@ -117,6 +117,11 @@ fn flow_logs_name_the_rule_that_allowed_and_the_reason_that_dropped() {
     assert_eq!(ssh_in["tcp-flags"], 2, "the flow's first packet is a SYN: {ssh_in}");
     assert_eq!(ssh_in["drop-reason"], Value::Null, "{ssh_in}");
     assert_eq!(ssh_in["log-status"], "OK", "{ssh_in}");
+    // Without accounting, an ACCEPT record counts the flows opened and
+    // their first packets, and says so.
+    assert_eq!(ssh_in["counted"], "first-packet", "{ssh_in}");
+    assert_eq!(ssh_in["packets"], 1, "{ssh_in}");
+    assert_eq!(ssh_in["end-reason"], Value::Null, "{ssh_in}");
     let http = find(&records, "203.0.113.20", 80, "ACCEPT").expect("the HTTP flow");
     assert_eq!(http["rule-id"], "web-server/inbound/1", "{http}");
     let out = find(&records, "203.0.113.1", 9000, "ACCEPT").expect("srv's own connection");
@@ -126,6 +131,7 @@ fn flow_logs_name_the_rule_that_allowed_and_the_reason_that_dropped() {
         let rejected = find(&records, "203.0.113.20", dport, "REJECT").expect("a rejected SYN");
         assert_eq!(rejected["drop-reason"], "no_rule", "{rejected}");
         assert_eq!(rejected["rule-id"], Value::Null, "{rejected}");
+        assert_eq!(rejected["counted"], "reported", "{rejected}");
         assert!(rejected["packets"].as_u64() >= Some(1), "{rejected}");
     }
     assert!(
@@ -178,7 +184,7 @@ fn flow_logs_name_the_rule_that_allowed_and_the_reason_that_dropped() {
     assert!(only.iter().all(|r| r["rule-id"] == "web-server/inbound/1"), "{only:#?}");
     let rejected = flows_until(&sg, &log, &["--action", "reject", "--dport", "8080"], |r| !r.is_empty());
     assert!(rejected.iter().all(|r| r["action"] == "REJECT" && r["dstport"] == 8080), "{rejected:#?}");
-    assert!(text.starts_with("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status flow-direction tcp-flags type rule-id group drop-reason\n"), "{text}");
+    assert!(text.starts_with("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status flow-direction tcp-flags type rule-id group drop-reason end-reason counted\n"), "{text}");
 }
 
 #[test]

@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod accounting;
 mod agent;
 mod app_db;
 mod atomic;

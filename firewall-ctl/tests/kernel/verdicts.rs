@@ -589,3 +589,44 @@ fn the_most_specific_address_match_is_credited_with_the_flow() {
         assert_eq!(dp.rule(rule).flows, before + 1, "{src} credits {rule}");
     }
 }
+
+/// `conntrack: { accounting: true }`: every packet a tracked flow passes
+/// counts on its entry, per side, from the packet that opened it
+/// (handshake, data both ways, and the close); without, nothing counts.
+#[test]
+fn accounting_counts_each_sides_packets_and_bytes_on_the_flow() {
+    let (client, host) = (a("198.51.100.7"), a("10.0.0.1"));
+    let frames_from_client = [
+        ip(proto::TCP, client, host, &tcp_seq(40000, 80, TCP_SYN, 1000, 0)),
+        ip(proto::TCP, client, host, &tcp_seq(40000, 80, TCP_ACK, 1001, 5001)),
+        ip(proto::TCP, client, host, &[tcp_seq(40000, 80, TCP_ACK, 1001, 5001), vec![1; 300]].concat()),
+        ip(proto::TCP, client, host, &tcp_seq(40000, 80, TCP_FIN | TCP_ACK, 1301, 5001)),
+    ];
+    let frames_from_host = [
+        ip(proto::TCP, host, client, &tcp_seq(80, 40000, TCP_SYN | TCP_ACK, 5000, 1001)),
+        ip(proto::TCP, host, client, &[tcp_seq(80, 40000, TCP_ACK, 5001, 1301), vec![2; 1200]].concat()),
+    ];
+    for accounting in [true, false] {
+        let dp = Datapath::with(WEB, &["web-server"], |c| c.accounting = accounting);
+        let [syn, ack, data, fin] = &frames_from_client;
+        let [syn_ack, reply] = &frames_from_host;
+        for (frame, inbound) in [(syn, true), (syn_ack, false), (ack, true), (data, true), (reply, false), (fin, true)]
+        {
+            let verdict = if inbound { dp.inbound_xdp(frame) } else { dp.outbound(frame) };
+            assert_eq!(verdict, Verdict::Pass);
+        }
+        let flows = dp.maps().flows().unwrap();
+        assert_eq!(flows.len(), 1, "{flows:?}");
+        let e = flows[0].entry;
+        let bytes = |frames: &[&Vec<u8>]| frames.iter().map(|f| f.len() as u64).sum::<u64>();
+        if accounting {
+            assert_eq!(e.packets, [4, 2], "the opener's four packets, the host's two: {e:?}");
+            assert_eq!(e.bytes, [bytes(&[syn, ack, data, fin]), bytes(&[syn_ack, reply])], "{e:?}");
+            assert_eq!(FlowState::from_u8(e.state), FlowState::Closing);
+            assert_eq!(e.flags & firewall_common::conntrack::entry_flags::CLOSED_BY_FIN, 2, "closed by a FIN: {e:?}");
+        } else {
+            assert_eq!((e.packets, e.bytes), ([0; 2], [0; 2]), "off: nothing counted: {e:?}");
+        }
+        assert!(e.opened > 0 && e.opened <= e.last_seen, "{e:?}");
+    }
+}

@@ -192,6 +192,7 @@ fn schema_and_parser_agree() {
         "groups: {web: {}}\ninterfaces:\n  eth0: web\n  lo: [web]\n".to_owned(),
         "conntrack:\n  tcp_established_timeout: 3600\n  udp_timeout: 30\n  udp_stream_timeout: 180\n  max_entries: 1024\n"
             .to_owned(),
+        "conntrack:\n  accounting: true\n".to_owned(),
         "# only a comment\n".to_owned(),
     ];
     let bad = [
@@ -232,6 +233,7 @@ fn schema_and_parser_agree() {
         "prefix_lists:\n  corp: [corp]\n".to_owned(),
         "conntrack:\n  udp_timeout: 10\n".to_owned(),
         "conntrack:\n  tcp_timeout: 60\n".to_owned(),
+        "conntrack:\n  accounting: 1\n".to_owned(),
     ];
     // policy-format.md: "an empty list under interfaces: is an error". The
     // parser on main still accepts it; the input-hardening branch refuses it

@@ -268,6 +268,10 @@ pub fn packet_set(dir: &Path) -> anyhow::Result<Vec<PolicyFile>> {
     let mut out = scale_set(dir)?;
     let path = write(dir, "hosts-1m", &hosts_policy(1_000_000))?;
     out.push(PolicyFile { name: "hosts-1m".into(), path, rules: 6, cidrs: 1_000_000 });
+    // 10 rules again, counting every tracked flow's packets and bytes.
+    let text = format!("{}conntrack:\n  accounting: true\n", rules_policy(10, 1, true, None));
+    let path = write(dir, "rules-10-acct", &text)?;
+    out.push(PolicyFile { name: "rules-10-acct".into(), path, rules: 10, cidrs: 10 });
     Ok(out)
 }
 

@@ -18,7 +18,7 @@ use super::{
 type Render = fn(&Value, &mut Markdown);
 
 /// The benchmarks, in order, with the title of their section.
-const SECTIONS: [(&str, &str, Render); 7] = [
+const SECTIONS: [(&str, &str, Render); 8] = [
     ("b1", "per-packet cost (BPF_PROG_TEST_RUN, XDP, beside an empty program)", b1),
     ("b2", "packet rate on a real path (veth, UDP floods, one core)", b2),
     ("b3", "TCP throughput and latency through the filter", b3),
@@ -26,6 +26,7 @@ const SECTIONS: [(&str, &str, Render); 7] = [
     ("b5", "connection tracking under a flood of new connections", b5),
     ("b6", "program load time (BPF_PROG_LOAD: verifier and JIT)", b6),
     ("b7", "the fleet: a membership change from one host to another's maps through etcd", b7),
+    ("b8", "flow logs with accounting: the agent's window at 10k, 100k and 1M flows", b8),
 ];
 
 /// Markdown being written: headings, tables, notes, figures.
@@ -464,6 +465,7 @@ pub fn targets(results: &Results) -> String {
         verdict(&loads.iter().map(|ms| *ms <= 100.0).collect::<Vec<_>>()),
     ]);
     rows.push(b7_target(results.get("b7")));
+    rows.push(b8_target(results.get("b8")));
     let mut md = Markdown::default();
     let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
     md.table("", &["target", "measured (latest results)", "verdict"], &rows);
@@ -703,6 +705,57 @@ fn b7_target(doc: Option<&Value>) -> Target {
         verdict(
             &measured.then(|| join <= 1000.0 && leave <= 1000.0 && missing == Some(0)).into_iter().collect::<Vec<_>>(),
         ),
+    ]
+}
+
+fn b8(doc: &Value, md: &mut Markdown) {
+    let window = num(&doc["method"]["window_s"]);
+    let rows: Vec<Vec<String>> = doc["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                r["flows"].to_string(),
+                r["records_per_window"].to_string(),
+                cell(num(&r["build_s"]), 3),
+                cell(num(&r["wall_s"]), 3),
+                cell(num(&r["cpu_s"]), 3),
+                format!("{}%", cell(100.0 * num(&r["cpu_s"]) / window, 2)),
+                cell(num(&r["rss_growth_kib"]) / 1024.0, 1),
+                cell(num(&r["log_bytes_per_window"]) / 1_048_576.0, 1),
+                if r["within_window"] == true { "yes".into() } else { "no".into() },
+            ]
+        })
+        .collect();
+    md.table(
+        &format!("Every flow moved in every window: the agent's work per window (median), against a {window} s window"),
+        &[
+            "flows",
+            "records",
+            "read + build s",
+            "with the file s",
+            "CPU s",
+            "CPU of the window",
+            "memory MiB",
+            "log MiB",
+            "within the window",
+        ],
+        &rows,
+    );
+}
+
+fn b8_target(doc: Option<&Value>) -> Target {
+    let row = doc
+        .and_then(|d| d["results"].as_array())
+        .and_then(|rows| rows.iter().find(|r| r["flows"] == 100_000))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let wall = num(&row["wall_s"]);
+    [
+        "B8 100k active flows' records written within the window (60 s)".into(),
+        format!("{} s of work per window, {} MiB", cell(wall, 2), cell(num(&row["rss_growth_kib"]) / 1024.0, 1)),
+        verdict(&(!wall.is_nan()).then(|| row["within_window"] == true).into_iter().collect::<Vec<_>>()),
     ]
 }
 

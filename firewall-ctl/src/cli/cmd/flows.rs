@@ -4,15 +4,33 @@ use crate::{
     flowlog::{
         file,
         record::{Action, Record},
+        top,
     },
 };
+
+/// Prints the top `n` of `records`: a table, or with `json` `{"top": […]}`.
+fn print_top(records: Vec<&Record>, n: usize, rank: top::Rank, json: bool) -> anyhow::Result<()> {
+    let talkers = top::top(records, n, rank);
+    if json {
+        let top: Vec<serde_json::Value> = talkers.iter().map(top::Talker::json).collect();
+        return crate::cli::output::print_json(&serde_json::json!({ "top": top }));
+    }
+    let (header, rows) = top::table_rows(&talkers);
+    crate::out!("{}", table(&header, &rows));
+    Ok(())
+}
 
 /// Rotated files read besides the current one.
 const ROTATED_READ: u32 = 9;
 
 pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
     let all = file::read_all(&args.file, ROTATED_READ)?;
-    let matching: Vec<&Record> = all.iter().filter(|r| matches(args, r)).collect();
+    let since = args.since.map(|d| crate::control::restore::unix_now().saturating_sub(d.as_secs()));
+    let matching: Vec<&Record> =
+        all.iter().filter(|r| matches(args, r) && since.is_none_or(|s| top::ends_after(r, s))).collect();
+    if let Some(n) = args.top {
+        return print_top(matching, n, args.by, json);
+    }
     let recent = &matching[matching.len().saturating_sub(args.last)..];
     if json {
         let records: Vec<serde_json::Value> = recent.iter().map(|r| r.json()).collect();
@@ -43,6 +61,7 @@ pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
                         addr(r.get("srcaddr"), r.get("srcport")),
                         addr(r.get("dstaddr"), r.get("dstport")),
                         r.get("packets").to_owned(),
+                        r.get("bytes").to_owned(),
                         verdict,
                         why.to_owned(),
                         r.get("group").to_owned(),
@@ -60,6 +79,7 @@ pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
                         "SOURCE",
                         "DESTINATION",
                         "PACKETS",
+                        "BYTES",
                         "ACTION",
                         "RULE/REASON",
                         "GROUP"
