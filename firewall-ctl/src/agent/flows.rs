@@ -75,11 +75,11 @@ pub fn run(shared: &Shared, args: &AgentArgs) -> anyhow::Result<()> {
         }
         if stopping || Instant::now() >= window_end {
             let bounds = (window_start, unix_now());
-            let mut records = Vec::new();
+            let mut batch = Batch { records: Vec::new(), writer: writer.as_mut(), quiet: args.quiet };
             for source in sources.values_mut() {
-                records.extend(flush(source, bounds));
+                flush(source, bounds, &mut |r| batch.push(r));
             }
-            emit(&records, writer.as_mut(), args.quiet);
+            batch.write();
             window_start = bounds.1;
             window_end += window;
             if window_end < Instant::now() {
@@ -127,7 +127,7 @@ fn rescan(shared: &Shared, sources: &mut BTreeMap<String, Source>, baseline: boo
                 let _ = suppressed_delta(&mut source);
                 if baseline {
                     let accounted = accounted_interfaces(&source.target);
-                    let _ = account(&mut source, &accounted, None, (0, 0));
+                    account(&mut source, &accounted, None, (0, 0));
                 }
                 sources.insert(key, source);
             }
@@ -146,25 +146,25 @@ fn wait_readable(sources: &BTreeMap<String, Source>, timeout: Duration) {
     let _ = poll(&mut fds, PollTimeout::from(timeout.as_millis().min(u128::from(u16::MAX)) as u16));
 }
 
-/// The window's records of one scope; starts the next window.
-fn flush(source: &mut Source, bounds: (u64, u64)) -> Vec<Record> {
+/// The window's records of one scope, each to `emit`; starts the next window.
+fn flush(source: &mut Source, bounds: (u64, u64), emit: &mut dyn FnMut(Record)) {
     let window = std::mem::take(&mut source.window);
     let suppressed = suppressed_delta(source);
     let accounted = accounted_interfaces(&source.target);
     if window.is_empty() && suppressed.values().all(|n| *n == 0) && accounted.is_empty() && source.ledgers.is_empty() {
-        return Vec::new();
+        return;
     }
     let infos = iface_infos(&source.target).unwrap_or_default();
     let clock = clock();
-    let mut records = window.records(
+    let records = window.records(
         |ifindex| infos.get(&ifindex).cloned(),
         |ts| clock.unix_ns(ts) / 1_000_000_000,
         &suppressed,
         bounds,
         |ifindex| accounted.contains_key(&ifindex),
     );
-    records.extend(account(source, &accounted, Some(&infos), bounds));
-    records
+    records.into_iter().for_each(&mut *emit);
+    account(source, &accounted, Some((&infos, emit)), bounds);
 }
 
 /// The interfaces of the scope whose generation in force counts its flows
@@ -178,33 +178,32 @@ fn accounted_interfaces(target: &Target) -> HashMap<u32, String> {
         .collect()
 }
 
+/// Where a window's records go: what the records say of each interface,
+/// and what takes them.
+type Sink<'a> = (&'a HashMap<u32, IfaceInfo>, &'a mut dyn FnMut(Record));
+
 /// The records of the flows that moved or ended in the window on each
-/// interface with accounting on, from its conntrack tables. Without
-/// `infos` (the baseline when a scope is first read), no record: what the
-/// flows carried before is taken as reported.
-fn account(
-    source: &mut Source,
-    accounted: &HashMap<u32, String>,
-    infos: Option<&HashMap<u32, IfaceInfo>>,
-    bounds: (u64, u64),
-) -> Vec<Record> {
+/// interface with accounting on, from its conntrack tables, to `emit`.
+/// Without it (the baseline when a scope is first read), no record: what
+/// the flows carried before is taken as reported.
+fn account(source: &mut Source, accounted: &HashMap<u32, String>, mut to: Option<Sink<'_>>, bounds: (u64, u64)) {
     source.ledgers.retain(|ifindex, _| accounted.contains_key(ifindex));
     let clock = clock();
     let unix_secs = |ts: u64| clock.unix_ns(ts) / 1_000_000_000;
     let times = WindowTimes { bounds, unix_secs: &unix_secs };
-    let mut out = Vec::new();
     for (ifindex, ifname) in accounted {
         let fallback = IfaceInfo { ifname: ifname.clone(), ..IfaceInfo::default() };
-        let info = infos.and_then(|i| i.get(ifindex)).unwrap_or(&fallback);
+        let info = to.as_ref().and_then(|(i, _)| i.get(ifindex)).unwrap_or(&fallback);
         let ledger = source.ledgers.entry(*ifindex).or_default();
-        match interface_window(&source.target.maps(ifname), ledger, info, &times) {
-            Ok(records) if infos.is_some() => out.extend(records),
-            Ok(_) => {}
-            Err(e) => eprintln!("sgctl agent: {ifname}: reading its flows: {e:#}"),
+        let mut discard = |_: Record| {};
+        let emit: &mut dyn FnMut(Record) = match &mut to {
+            Some((_, emit)) => *emit,
+            None => &mut discard,
+        };
+        if let Err(e) = interface_window(&source.target.maps(ifname), ledger, info, &times, emit) {
+            eprintln!("sgctl agent: {ifname}: reading its flows: {e:#}");
         }
     }
-    out.sort_by(|a, b| a.get("start").cmp(b.get("start")));
-    out
 }
 
 /// Per ifindex, the events held back since the last call.
@@ -238,6 +237,30 @@ fn iface_infos(target: &Target) -> anyhow::Result<HashMap<u32, IfaceInfo>> {
         out.insert(r.ifindex, IfaceInfo { netns: netns.clone(), ifname: r.ifname.clone(), rules, audit_groups });
     }
     Ok(out)
+}
+
+/// A window's records on their way out, written a few thousand at a time:
+/// a window of a million flows is never held whole.
+struct Batch<'a> {
+    records: Vec<Record>,
+    writer: Option<&'a mut Writer>,
+    quiet: bool,
+}
+
+impl Batch<'_> {
+    const SIZE: usize = 4096;
+
+    fn push(&mut self, r: Record) {
+        self.records.push(r);
+        if self.records.len() >= Self::SIZE {
+            self.write();
+        }
+    }
+
+    fn write(&mut self) {
+        emit(&self.records, self.writer.as_deref_mut(), self.quiet);
+        self.records.clear();
+    }
 }
 
 fn emit(records: &[Record], writer: Option<&mut Writer>, quiet: bool) {

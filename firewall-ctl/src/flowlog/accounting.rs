@@ -163,8 +163,9 @@ impl Ledger {
 
     /// The window's records of the flows in `snap`, and the end records of
     /// the flows that left the tables since the last call.
-    pub fn records(&mut self, mut snap: Snapshot<'_>, times: &WindowTimes<'_>) -> Vec<Record> {
-        let mut out = Vec::new();
+    /// Each record goes to `emit` as it is made: a window of a million
+    /// flows is never held as records all at once.
+    pub fn records(&mut self, mut snap: Snapshot<'_>, times: &WindowTimes<'_>, emit: &mut dyn FnMut(Record)) {
         self.pass = self.pass.wrapping_add(1);
         for flow in std::mem::take(&mut snap.flows) {
             let (key, e) = (flow.key, &flow.entry);
@@ -178,7 +179,7 @@ impl Ledger {
                     // longer knew (expired, or closed and reopened).
                     if !r.ended {
                         let reason = ended_why(&r.entry(), key.protocol, &snap).unwrap_or(EndReason::Expired);
-                        out.extend(flow_records(&key, &r.entry(), [0; 2], [0; 2], Some(reason), snap.info, times));
+                        flow_records(&key, &r.entry(), NOTHING, Some(reason), snap.info, times, emit);
                     }
                     None
                 }
@@ -190,7 +191,7 @@ impl Ledger {
             let bytes = [e.bytes[0].saturating_sub(was_bytes[0]), e.bytes[1].saturating_sub(was_bytes[1])];
             let end = if was_ended { None } else { ended_why(e, key.protocol, &snap) };
             if packets != [0; 2] || end.is_some() {
-                out.extend(flow_records(&key, e, packets, bytes, end, snap.info, times));
+                flow_records(&key, e, (packets, bytes), end, snap.info, times, emit);
             }
             self.flows.insert(key, Reported::new(e, flow.table, was_ended || end.is_some(), self.pass));
         }
@@ -208,27 +209,28 @@ impl Ledger {
                 } else {
                     EndReason::Flushed
                 };
-                out.extend(flow_records(key, &r.entry(), [0; 2], [0; 2], Some(reason), snap.info, times));
+                flow_records(key, &r.entry(), NOTHING, Some(reason), snap.info, times, emit);
             }
             false
         });
-        out
     }
 }
 
-/// The window's records of one interface with accounting on: reads its
-/// conntrack tables (in batches; the datapath never waits for the reads)
-/// and reports what moved since `ledger` last saw them.
+/// The window's records of one interface with accounting on, each to
+/// `emit`: reads its conntrack tables (in batches; the datapath never
+/// waits for the reads) and reports what moved since `ledger` last saw them.
 pub fn interface_window(
     maps: &IfaceMaps,
     ledger: &mut Ledger,
     info: &IfaceInfo,
     times: &WindowTimes<'_>,
-) -> anyhow::Result<Vec<Record>> {
+    emit: &mut dyn FnMut(Record),
+) -> anyhow::Result<()> {
     let flows = maps.flows_pending_first()?;
     let timeouts = maps.timeouts()?;
     let clock = clock();
-    Ok(ledger.records(Snapshot { info, flows, now: clock.now(), timeouts, margin: clock.margin() }, times))
+    ledger.records(Snapshot { info, flows, now: clock.now(), timeouts, margin: clock.margin() }, times, emit);
+    Ok(())
 }
 
 fn total(e: &FlowEntry) -> u64 {
@@ -269,25 +271,28 @@ fn endpoints(key: &FlowKey, e: &FlowEntry) -> ((IpAddr, u16), (IpAddr, u16)) {
     }
 }
 
+/// No packets nor bytes, each way: an end record's counts when the flow
+/// sent nothing in the window.
+const NOTHING: ([u64; 2], [u64; 2]) = ([0; 2], [0; 2]);
+
 /// The window's records of one flow: one per direction that sent
 /// something; the end, when given, on the opener's direction's record
 /// (written with zero counts if the opener sent nothing).
 fn flow_records(
     key: &FlowKey,
     e: &FlowEntry,
-    packets: [u64; 2],
-    bytes: [u64; 2],
+    (packets, bytes): ([u64; 2], [u64; 2]),
     end: Option<EndReason>,
     info: &IfaceInfo,
     times: &WindowTimes<'_>,
-) -> Vec<Record> {
+    emit: &mut dyn FnMut(Record),
+) {
     let (opener, other) = endpoints(key, e);
     let (w_start, w_end) = times.bounds;
     let opened = (times.unix_secs)(e.opened);
     let start = opened.max(w_start).min(w_end);
     let end_at = (times.unix_secs)(e.last_seen).clamp(start, w_end.max(start));
     let opened_here = opened >= w_start;
-    let mut out = Vec::new();
     for side in 0..2 {
         let ends_here = side == 0 && end.is_some();
         if packets[side] == 0 && !ends_here {
@@ -321,9 +326,8 @@ fn flow_records(
             r.set("end-reason", end.map_or("-", EndReason::name));
         }
         r.set("counted", "flow");
-        out.push(r);
+        emit(r);
     }
-    out
 }
 
 /// `tcp-flags` of one direction's record, as far as the tracker knows
@@ -403,7 +407,9 @@ mod tests {
     fn window(ledger: &mut Ledger, info: &IfaceInfo, at: u64, flows: Vec<FlowEntry>) -> Vec<String> {
         let unix = |t: u64| EPOCH + t / HZ;
         let times = WindowTimes { bounds: (EPOCH + at - 10, EPOCH + at), unix_secs: &unix };
-        ledger.records(snap(info, at, flows), &times).iter().map(Record::custom_line).collect()
+        let mut lines = Vec::new();
+        ledger.records(snap(info, at, flows), &times, &mut |r| lines.push(r.custom_line()));
+        lines
     }
 
     #[test]
@@ -481,7 +487,8 @@ mod tests {
         snap.flows[0].key.protocol = proto::TCP;
         let unix = |t: u64| EPOCH + t / HZ;
         let times = WindowTimes { bounds: (EPOCH, EPOCH + 10), unix_secs: &unix };
-        let records = ledger.records(snap, &times);
+        let mut records = Vec::new();
+        ledger.records(snap, &times, &mut |r| records.push(r));
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].get("tcp-flags"), "3", "SYN and FIN");
         assert_eq!(records[0].get("end-reason"), "fin");

@@ -718,7 +718,6 @@ fn b8(doc: &Value, md: &mut Markdown) {
             vec![
                 r["flows"].to_string(),
                 r["records_per_window"].to_string(),
-                cell(num(&r["build_s"]), 3),
                 cell(num(&r["wall_s"]), 3),
                 cell(num(&r["cpu_s"]), 3),
                 format!("{}%", cell(100.0 * num(&r["cpu_s"]) / window, 2)),
@@ -730,17 +729,7 @@ fn b8(doc: &Value, md: &mut Markdown) {
         .collect();
     md.table(
         &format!("Every flow moved in every window: the agent's work per window (median), against a {window} s window"),
-        &[
-            "flows",
-            "records",
-            "read + build s",
-            "with the file s",
-            "CPU s",
-            "CPU of the window",
-            "memory MiB",
-            "log MiB",
-            "within the window",
-        ],
+        &["flows", "records", "wall s", "CPU s", "CPU of the window", "memory MiB", "log MiB", "within the window"],
         &rows,
     );
 }
