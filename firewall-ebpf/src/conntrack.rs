@@ -236,7 +236,8 @@ pub enum Lookup {
 // BTF linkage global), each checked once by the verifier for any arguments
 // of their types, which return scalars: inlined, the two families' tables
 // doubled every path of the programs after them (the verifier processed
-// 108,000 instructions and the stack ran out). They take no pointers:
+// 108,000 instructions and the stack ran out). They take no pointers (but
+// `tcp::sg_tcp_next_state`, which hands its entry to no helper):
 // each finds the packet and its flow in the per-CPU scratch map itself
 // (`maps::Scratch`, the very memory the caller filled), so every key they
 // hand a map helper is a map value, which Linux 6.1's verifier requires of
@@ -249,7 +250,7 @@ const NEW_SHIFT: u32 = 40;
 /// The packet being judged and its flow, as the program filled them in the
 /// per-CPU scratch map (see the comment above).
 #[inline(always)]
-fn scratch() -> Option<(&'static Packet, &'static mut FlowRef)> {
+pub(crate) fn scratch() -> Option<(&'static Packet, &'static mut FlowRef)> {
     let s = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch entry; the program runs to completion on
     // this CPU, and the caller holds no reference into it across the call.
@@ -341,9 +342,10 @@ fn track_in<F: Family>(flow: &mut FlowRef, packet: &Packet, now: u64, counted: u
         account(found.entry, from_opener, counted);
     }
     let next = if is_tcp {
-        match tcp::next_state(e, &packet.tcp, from_opener, state) {
-            Some(next) => next,
-            None => return Lookup::Tracked { slot: e.slot, reason: Reason::PassOutOfWindow },
+        let how = u64::from(from_opener) | (state as u64) << 8;
+        match tcp::sg_tcp_next_state(found.entry, how) {
+            tcp::OUT_OF_WINDOW => return Lookup::Tracked { slot: e.slot, reason: Reason::PassOutOfWindow },
+            next => FlowState::from_u8(next as u8),
         }
     } else if !from_opener && state == FlowState::Opening {
         FlowState::Established

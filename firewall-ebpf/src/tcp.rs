@@ -79,13 +79,9 @@ fn from_syn(s: &mut TcpSeen, t: &Tcp, end: u32) {
 /// the other side; `None` when the packet does not fit the flow's windows
 /// and must change nothing. Records the packet in the windows when it fits.
 ///
-/// Inlined into `sg_ct_track`, a global function the verifier checks on
-/// its own: the paths through it meet again where that returns, and a
-/// BPF-to-BPF call of its own would add its frame to the chain program →
-/// `sg_ct_track` → here, which Linux 6.1 refuses past 512 bytes (it was
-/// 544: "combined stack size of 3 calls").
+/// Called through [`sg_tcp_next_state`], never inlined into its caller.
 #[inline(always)]
-pub fn next_state(e: &mut FlowEntry, t: &Tcp, from_opener: bool, state: FlowState) -> Option<FlowState> {
+fn next_state(e: &mut FlowEntry, t: &Tcp, from_opener: bool, state: FlowState) -> Option<FlowState> {
     let flags = t.flags;
     let (syn, ack, rst) = (flags & TCP_SYN != 0, flags & TCP_ACK != 0, flags & TCP_RST != 0);
     if syn && matches!(state, FlowState::Established | FlowState::Closing) {
@@ -126,6 +122,40 @@ pub fn next_state(e: &mut FlowEntry, t: &Tcp, from_opener: bool, state: FlowStat
         FlowState::SynReceived if from_opener && ack && !syn => FlowState::Established,
         other => other,
     })
+}
+
+/// [`sg_tcp_next_state`]'s answer when the packet does not fit the windows.
+pub const OUT_OF_WINDOW: u64 = 0x100;
+
+/// [`next_state`] of the flow entry `e` for the packet in the scratch map,
+/// as a global function: the verifier checks it once, for any entry and
+/// any packet, instead of once for every state its caller reaches the call
+/// in (inlined, or as a static call, the TCP checks' paths were walked
+/// again for each of them: 150,000 to 300,000 instructions a program, 190
+/// ms of every load). `how`: bit 0 set when the opener sent the packet,
+/// bits 8-15 the flow's [`FlowState`]. Returns the next state, or
+/// [`OUT_OF_WINDOW`].
+///
+/// Its frame is on the chain program → `sg_ct_track` → here, which Linux
+/// 6.1 refuses past 512 bytes ("combined stack size of 3 calls"; today
+/// 256 + 80 + 160, each rounded up to 32). Its one pointer is only read and
+/// written, never handed to a helper (6.1 takes a global function's
+/// pointer argument as plain memory, not as a map value).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn sg_tcp_next_state(e: *mut FlowEntry, how: u64) -> u64 {
+    let Some((packet, _)) = crate::conntrack::scratch() else { return OUT_OF_WINDOW };
+    if e.is_null() {
+        return OUT_OF_WINDOW;
+    }
+    let state = FlowState::from_u8((how >> 8) as u8);
+    // SAFETY: a flow entry (a map value) the caller found, valid for this
+    // program run; not null (checked above).
+    let e = unsafe { &mut *e };
+    match next_state(e, &packet.tcp, how & 1 != 0, state) {
+        Some(next) => next as u64,
+        None => OUT_OF_WINDOW,
+    }
 }
 
 /// Whether a RST from `s` (the receiver being `r`) carries exactly the next
