@@ -1,11 +1,28 @@
-//! Where a command spends its time: with `SGCTL_TIMINGS=1` in the
-//! environment, each [`mark`] prints to stderr how long the phase that ends
-//! there took. A profiling aid (B4 in BENCHMARKS.md uses it); silent and
-//! nearly free otherwise.
+//! Time as sgctl's userspace reads it: the wall clock (`unix_now*`, for
+//! records, logs and deadlines shown to people), and where a command
+//! spends its time: with `SGCTL_TIMINGS=1` in the environment, each
+//! [`mark`] prints to stderr how long the phase that ends there took. A
+//! profiling aid (B4 in BENCHMARKS.md uses it); silent and nearly free
+//! otherwise.
 use std::{
     sync::{Mutex, OnceLock},
-    time::Instant,
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
+
+/// Nanoseconds since the Unix epoch (0 before it).
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    unix_now_ns() / 1_000_000
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    unix_now_ns() / 1_000_000_000
+}
 
 /// When the last phase ended, if timings are on.
 fn last() -> Option<&'static Mutex<Instant>> {

@@ -7,7 +7,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     os::fd::AsFd as _,
     sync::atomic::Ordering,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use aya::maps::{Map, MapData, RingBuf};
@@ -26,6 +26,7 @@ use crate::{
     },
     policy::GroupMode,
     state::Scope,
+    timings::unix_now,
 };
 
 /// How often the scopes in view are looked at again for new rings.
@@ -280,12 +281,4 @@ fn emit(records: &[Record], writer: Option<&mut Writer>, quiet: bool) {
         }
         let _ = out.flush();
     }
-}
-
-fn unix_now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn unix_now() -> u64 {
-    unix_now_ns() / 1_000_000_000
 }

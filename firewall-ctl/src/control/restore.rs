@@ -24,7 +24,7 @@
 use std::{
     os::unix::process::CommandExt as _,
     process::{Command, Stdio},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -36,17 +36,8 @@ use crate::{
         records::PolicyRecord,
         saved::{Pending, Saved},
     },
+    timings::{unix_now, unix_now_ms},
 };
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    unix_now_ms() / 1000
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The wall-clock second by which `left` from now has passed (rounded up:
 /// a deadline shown is never earlier than the real one).

@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use super::{
     layout::{self, Layout, PublishedPolicy, MAX_POLICY_BYTES},
-    session::{timed, unix_now, Connection},
+    session::{timed, Connection},
 };
-use crate::{fleet::EtcdArgs, state::records::Source, InputError};
+use crate::{fleet::EtcdArgs, state::records::Source, timings::unix_now, InputError};
 
 /// What `sgctl publish` did.
 #[derive(Clone, Debug, Serialize)]

@@ -2,8 +2,11 @@
 //! (see [`FleetRecord`]), and whether that agent still runs.
 use serde::Serialize;
 
-use super::{scope::FleetRecord, session::unix_now};
-use crate::state::{saved::LibDir, Scope};
+use super::scope::FleetRecord;
+use crate::{
+    state::{saved::LibDir, Scope},
+    timings::unix_now,
+};
 
 /// A report older than this is not the running agent's.
 const STALE_AFTER_SECS: u64 = 15;

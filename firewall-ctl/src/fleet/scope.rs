@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use super::{
     layout::{self, HostStatus, PublishedPolicy, Refusal},
-    session::{lock, unix_now, Link, Publication},
+    session::{lock, Link, Publication},
 };
 use crate::{
     control::{
@@ -45,6 +45,7 @@ use crate::{
         saved::LibDir,
         StateDir,
     },
+    timings::unix_now,
 };
 
 /// How often the scope is looked at without a wake-up.

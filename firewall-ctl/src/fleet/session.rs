@@ -36,7 +36,7 @@ use super::{
     layout::{self, HostStatus, Layout},
     view::{Effect, View},
 };
-use crate::fleet::EtcdArgs;
+use crate::{fleet::EtcdArgs, timings::unix_now};
 
 /// How long connecting (and each request of a session's setup) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -211,10 +211,6 @@ impl Link {
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Sessions, one after another, until the process ends. `lease`: one a

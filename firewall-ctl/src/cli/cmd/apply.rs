@@ -169,7 +169,7 @@ fn print_report(r: &Report) {
         crate::outln!("{name}: does not exist (yet); attached when it appears (`sgctl agent`, or `sgctl restore`)");
     }
     if let Some(deadline) = r.confirm_by {
-        let left = deadline.saturating_sub(control::restore::unix_now());
+        let left = deadline.saturating_sub(crate::timings::unix_now());
         crate::outln!("run `sgctl confirm` within {left} s, or the previous policy comes back by itself");
     }
     if let Some(generation) = r.still_armed {

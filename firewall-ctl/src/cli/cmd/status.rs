@@ -323,7 +323,7 @@ fn fleet_lines(s: &FleetStatus) -> Vec<String> {
     let state = if !s.agent_running {
         format!(
             "agent not running (last report {} s ago): the membership last known stays enforced",
-            crate::fleet::session::unix_now().saturating_sub(r.updated_at)
+            crate::timings::unix_now().saturating_sub(r.updated_at)
         )
     } else if r.connected {
         format!("connected, in sync {} s ago", s.seconds_since_sync.unwrap_or_default())
