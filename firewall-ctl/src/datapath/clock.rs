@@ -103,9 +103,7 @@ impl Clock {
     /// The Unix time (ns) of clock value `ticks`, by the wall clock now.
     pub fn unix_ns(&self, ticks: u64) -> u64 {
         let now = self.now();
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let wall = crate::timings::unix_now_ns();
         if ticks >= now {
             wall.saturating_add(self.duration(ticks - now).as_nanos() as u64)
         } else {
