@@ -25,7 +25,7 @@ const ROTATED_READ: u32 = 9;
 
 pub fn run(args: &FlowsArgs, json: bool) -> anyhow::Result<()> {
     let all = file::read_all(&args.file, ROTATED_READ)?;
-    let since = args.since.map(|d| crate::control::restore::unix_now().saturating_sub(d.as_secs()));
+    let since = args.since.map(|d| crate::timings::unix_now().saturating_sub(d.as_secs()));
     let matching: Vec<&Record> =
         all.iter().filter(|r| matches(args, r) && since.is_none_or(|s| top::ends_after(r, s))).collect();
     if let Some(n) = args.top {
