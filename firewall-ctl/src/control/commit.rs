@@ -546,15 +546,14 @@ pub fn save_on_disk(
         target.interfaces()?.iter().map(|r| SavedInterface::from(&Wanted::of_record(r))).collect();
     let before = target.lib.applied_head(&target.scope)?;
     if let Some(before) = &before {
-        let still_wanted = |i: &&SavedInterface| {
-            i.origin == crate::state::records::Origin::Command
-                || parsed.interfaces.iter().any(|a| a.interface == i.ifname)
-        };
-        let filtered_before = |name: &str| before_commit.get(name).is_some_and(|r| r.state == IfaceState::Enforce);
-        let unfiltered = |i: &&SavedInterface| netns::ifindex(&i.ifname).is_none() || !filtered_before(&i.ifname);
-        for missing in before.interfaces.iter().filter(unfiltered).filter(still_wanted) {
-            if !interfaces.iter().any(|i| i.ifname == missing.ifname) {
-                interfaces.push(missing.clone());
+        for saved in &before.interfaces {
+            let named = parsed.interfaces.iter().any(|a| a.interface == saved.ifname);
+            let filtered_before =
+                before_commit.get(&saved.ifname).filter(|r| r.state == IfaceState::Enforce).map(|r| r.ifindex);
+            if stays_saved(saved, named, filtered_before, netns::ifindex(&saved.ifname))
+                && !interfaces.iter().any(|i| i.ifname == saved.ifname)
+            {
+                interfaces.push(saved.clone());
             }
         }
     }
@@ -588,6 +587,21 @@ pub fn save_on_disk(
         target.lib.save_applied(&target.scope, &now).context("saving the applied policy on disk")?;
     }
     Ok(())
+}
+
+/// Whether an interface of the head saved before a commit stays saved
+/// though the commit does not filter it: when the policy still names it
+/// (`named`) or a command attached it, unless this very device was filtered
+/// before the commit (`filtered_before`, the ifindex of its record) and is
+/// not now, which is a detach made on purpose. A device deleted and
+/// created again under the name (`ifindex_now` another ifindex; a container
+/// or tunnel restarted, while the agent was removing the old one) is
+/// another interface, not filtered yet: it stays saved, so the agent's next
+/// look attaches it. Dropped, it would stay unfiltered for good.
+fn stays_saved(saved: &SavedInterface, named: bool, filtered_before: Option<u32>, ifindex_now: Option<u32>) -> bool {
+    let wanted = named || saved.origin == crate::state::records::Origin::Command;
+    let detached = filtered_before.is_some() && filtered_before == ifindex_now;
+    wanted && !detached
 }
 
 /// The record of an interface filtered by `want` with `compiled` (as
@@ -682,4 +696,32 @@ fn unchanged(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::records::Origin;
+
+    fn saved(origin: Origin) -> SavedInterface {
+        SavedInterface { ifname: "late0".into(), groups: vec!["web".into()], origin, mode: Mode::Auto }
+    }
+
+    #[test]
+    fn a_device_created_again_under_a_saved_name_stays_saved() {
+        let policy = saved(Origin::Policy);
+        // Deleted and created again while the agent removed the old one.
+        assert!(stays_saved(&policy, true, Some(7), Some(9)));
+        // Gone: saved until it comes back.
+        assert!(stays_saved(&policy, true, Some(7), None));
+        // Never filtered (left out of a partial restore): still wanted.
+        assert!(stays_saved(&policy, true, None, Some(7)));
+        // The same device, filtered before and not now: detached on purpose.
+        assert!(!stays_saved(&policy, true, Some(7), Some(7)));
+        // No longer named by the policy.
+        assert!(!stays_saved(&policy, false, None, None));
+        // Attached by a command: kept without the policy naming it.
+        assert!(stays_saved(&saved(Origin::Command), false, Some(7), Some(9)));
+        assert!(!stays_saved(&saved(Origin::Command), false, Some(7), Some(7)));
+    }
 }

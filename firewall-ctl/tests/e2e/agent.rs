@@ -147,6 +147,48 @@ fn an_interface_created_after_apply_is_attached_within_a_second() {
     assert!(agent.log().contains("attached late0"), "the agent says what it did:\n{}", agent.log());
 }
 
+/// A device deleted and created again under a policy's name (a container or
+/// tunnel restarted) at any instant of the agent's work, including while it
+/// removes the old device's state: the new one is always attached. (It was
+/// once dropped from the saved policy when it came back between the removal
+/// and the save, and stayed unfiltered for good.)
+#[test]
+fn an_interface_created_again_at_any_instant_is_always_attached_again() {
+    let WebLab { lab, srv, other, .. } = web_lab("replug");
+    let sg = Sgctl::new(&lab, &srv);
+    let _l = listen(&srv, &["0.0.0.0:80", "0.0.0.0:8080"]);
+    let dir = TempDir::new("replug");
+    let file = dir.write(
+        "late.yaml",
+        &replace_once(
+            &policy_text("web-server.yaml"),
+            "  eth0: [web-server]",
+            "  eth0: [web-server]\n  late0: [web-server]",
+        ),
+    );
+    sg.json(&["apply", "--allow-missing", &file.display().to_string()]);
+    let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
+    plug_veth(&srv, &other);
+    wait_filtered(&sg, "late0", true, None, &agent);
+    let mut seed = 0x5eed_u64 ^ u64::from(std::process::id());
+    for round in 0..8 {
+        let before = ifindex_in(&srv, "late0");
+        ip(&srv, &["link", "del", "late0"]);
+        // Back after 0-300 ms: before the agent looks, while it removes
+        // the old device's state, or after.
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis((seed >> 33) % 300));
+        plug_veth(&srv, &other);
+        let now = ifindex_in(&srv, "late0");
+        assert_ne!(before, now, "round {round}: a new device");
+        wait_filtered(&sg, "late0", true, Some(now), &agent);
+    }
+    expect_all(
+        "late0 filtered after eight restarts",
+        vec![tcp(&other, "10.9.0.1:80", Connected), tcp(&other, "10.9.0.1:8080", TimedOut)],
+    );
+}
+
 #[test]
 fn a_killed_agent_changes_nothing_and_a_new_one_picks_up_the_counters() {
     let WebLab { lab, srv, other, .. } = web_lab("kill9");
