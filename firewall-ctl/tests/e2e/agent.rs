@@ -93,12 +93,10 @@ fn metrics_scraped_over_http_equal_stats_json() {
     assert_eq!(samples(&textfile), samples(&agent.scrape()), "the textfile form is the endpoint's exposition");
 }
 
-#[test]
-fn an_interface_created_after_apply_is_attached_within_a_second() {
-    let WebLab { lab, srv, other, .. } = web_lab("hotplug");
-    let sg = Sgctl::new(&lab, &srv);
-    let _l = listen(&srv, &["0.0.0.0:80", "0.0.0.0:8080"]);
-    let dir = TempDir::new("hotplug");
+/// web-server.yaml with a second interface, `late0` (not there yet), in a
+/// temporary directory (kept while the returned guard lives).
+fn web_server_and_late0(name: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(name);
     let file = dir.write(
         "late.yaml",
         &replace_once(
@@ -107,6 +105,15 @@ fn an_interface_created_after_apply_is_attached_within_a_second() {
             "  eth0: [web-server]\n  late0: [web-server]",
         ),
     );
+    (dir, file)
+}
+
+#[test]
+fn an_interface_created_after_apply_is_attached_within_a_second() {
+    let WebLab { lab, srv, other, .. } = web_lab("hotplug");
+    let sg = Sgctl::new(&lab, &srv);
+    let _l = listen(&srv, &["0.0.0.0:80", "0.0.0.0:8080"]);
+    let (_dir, file) = web_server_and_late0("hotplug");
     let refused = sg.run(&["apply", &file.display().to_string()]);
     assert_eq!(refused.code, Some(2), "a missing interface is refused without --allow-missing: {refused:?}");
     let report = sg.json(&["apply", "--allow-missing", &file.display().to_string()]);
@@ -157,15 +164,7 @@ fn an_interface_created_again_at_any_instant_is_always_attached_again() {
     let WebLab { lab, srv, other, .. } = web_lab("replug");
     let sg = Sgctl::new(&lab, &srv);
     let _l = listen(&srv, &["0.0.0.0:80", "0.0.0.0:8080"]);
-    let dir = TempDir::new("replug");
-    let file = dir.write(
-        "late.yaml",
-        &replace_once(
-            &policy_text("web-server.yaml"),
-            "  eth0: [web-server]",
-            "  eth0: [web-server]\n  late0: [web-server]",
-        ),
-    );
+    let (_dir, file) = web_server_and_late0("replug");
     sg.json(&["apply", "--allow-missing", &file.display().to_string()]);
     let agent = Agent::start(&sg, &["--no-flow-log", "--quiet"]);
     plug_veth(&srv, &other);
