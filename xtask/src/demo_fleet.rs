@@ -23,25 +23,8 @@ const DB: &str = "198.51.100.1:3306";
 /// Seconds a host's keys outlive its agent, short for the demo.
 const LEASE_TTL: &str = "3";
 
-const GROUPS: &str = "\
-# The fleet's groups, published once for every host (sgctl publish).
-groups:
-  db:
-    description: database servers
-    inbound:
-      - { protocol: tcp, ports: 3306, source: sg:app, description: MySQL from the app servers }
-    outbound: []
-  app:
-    description: app servers
-    inbound: []
-    outbound:
-      - { protocol: tcp, ports: 3306, destination: sg:db, description: MySQL }
-  batch:
-    description: batch hosts
-    inbound: []
-    outbound:
-      - { protocol: all, destination: 0.0.0.0/0 }
-";
+/// The fleet's groups, published once for every host.
+const GROUPS: &str = include_str!("../../policies/fleet-groups.yaml");
 
 pub fn run() -> anyhow::Result<()> {
     build::run()?;

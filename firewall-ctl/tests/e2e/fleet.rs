@@ -28,24 +28,10 @@ const DB: &str = "198.51.100.1:3306";
 /// Short: a host's keys go this long after its agent dies.
 const TTL: &str = "2";
 
-const GROUPS: &str = "\
-groups:
-  db:
-    description: database
-    inbound:
-      - { protocol: tcp, ports: 3306, source: sg:app, description: MySQL from the app servers }
-    outbound: []
-  app:
-    description: app servers
-    inbound: []
-    outbound:
-      - { protocol: tcp, ports: 3306, destination: sg:db, description: MySQL }
-  batch:
-    description: batch hosts
-    inbound: []
-    outbound:
-      - { protocol: all, destination: 0.0.0.0/0 }
-";
+/// The fleet's groups (`policies/fleet-groups.yaml`, as `cargo xtask demo-fleet` publishes them).
+fn fleet_groups() -> String {
+    policy_text("fleet-groups.yaml")
+}
 
 /// Three hosts on one bridge, each an `Sgctl` with directories of its own.
 struct Fleet {
@@ -72,7 +58,7 @@ impl Fleet {
     /// Each host applies the shared groups and its own `interfaces:`.
     fn apply_own_files(&self) {
         let groups = self.dir.path().join("groups.yaml");
-        std::fs::write(&groups, GROUPS).expect("writing groups.yaml");
+        std::fs::write(&groups, fleet_groups()).expect("writing groups.yaml");
         for (sg, group) in self.sg.iter().zip(["db", "app", "batch"]) {
             let own = self.dir.path().join(format!("{group}-host.yaml"));
             std::fs::write(&own, format!("interfaces:\n  eth0: [{group}]\n")).expect("writing a host's file");
@@ -278,10 +264,10 @@ fn three_hosts_share_membership_and_fail_static() {
     drop(agents);
 }
 
-/// GROUPS, and 5432 besides 3306 between app and db.
+/// [`fleet_groups`], and 5432 besides 3306 between app and db.
 fn groups_v2() -> String {
     let text = replace_once(
-        GROUPS,
+        &fleet_groups(),
         "      - { protocol: tcp, ports: 3306, source: sg:app, description: MySQL from the app servers }\n",
         "      - { protocol: tcp, ports: 3306, source: sg:app, description: MySQL from the app servers }\n      - { protocol: tcp, ports: 5432, source: sg:app, description: PostgreSQL }\n",
     );
@@ -298,7 +284,7 @@ fn a_cluster_member_dies_and_published_generations_switch_atomically() {
     let mut etcd = Etcd::cluster(3).expect("etcd cluster");
     let endpoints = etcd.endpoints();
     let groups = f.dir.path().join("groups.yaml");
-    std::fs::write(&groups, GROUPS).expect("writing groups.yaml");
+    std::fs::write(&groups, fleet_groups()).expect("writing groups.yaml");
     let published =
         f.sg[0].run(&["--json", "publish", groups.to_str().expect("path"), "--etcd", &endpoints]).ok().json();
     assert_eq!(published["generation"], 1, "{published:#}");
@@ -374,7 +360,7 @@ fn a_cluster_member_dies_and_published_generations_switch_atomically() {
     let current = etcd.ctl(&["get", "--print-value-only", "/sgctl/v1/policy"]).expect("etcdctl get");
     let mut older: Value = serde_json::from_str(current.trim()).expect("the published value is JSON");
     older["generation"] = 1.into();
-    older["sources"][0]["text"] = GROUPS.into();
+    older["sources"][0]["text"] = fleet_groups().into();
     etcd.put("/sgctl/v1/policy", older.to_string().as_bytes()).expect("etcdctl put");
     for sg in &f.sg {
         eventually_status("the older generation refused", sg, Duration::from_secs(10), |s| {
