@@ -315,14 +315,35 @@ impl Etcd {
     }
 
     /// `etcdctl watch --prefix PREFIX` in the background: each line it
-    /// prints, with when it arrived.
+    /// prints, with when it arrived. Returns once the watch is in place,
+    /// so no put made after this returns can be missed (a watch that is
+    /// still connecting when the first put lands would never print it).
+    /// How it knows: etcdctl's interactive mode creates the prefix watch
+    /// and then a watch of [`WATCH_PROBE`] on one stream, in that order;
+    /// once a put of the probe is printed, the prefix watch exists.
     pub fn watch(&self, prefix: &str) -> anyhow::Result<Watch> {
-        let mut child =
-            self.etcdctl(&["watch", "--prefix", prefix])?.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+        let mut child = self.etcdctl(&["watch", "--interactive"])?;
+        let mut child = child.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
         let stdout = child.stdout.take().context("etcdctl's stdout")?;
-        Ok(Watch { child, lines: timed_lines(stdout) })
+        let mut stdin = child.stdin.take().context("etcdctl's stdin")?;
+        writeln!(stdin, "watch --prefix {prefix}\nwatch {WATCH_PROBE}")?;
+        let watch = Watch { child, _commands: stdin, lines: timed_lines(stdout) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.put(WATCH_PROBE, b"probe")?;
+            if watch.seen(WATCH_PROBE, Duration::from_millis(100)).is_some() {
+                return Ok(watch);
+            }
+            if Instant::now() > deadline {
+                bail!("etcdctl watch --prefix {prefix}: not watching within 10 s");
+            }
+        }
     }
 }
+
+/// The key [`Etcd::watch`] puts to learn that its watch is in place:
+/// outside every prefix sgctl's agents watch, so they never see it.
+pub const WATCH_PROBE: &str = "testlab/watch-probe";
 
 /// Lines read from `from` on a thread of their own, each with the instant
 /// it arrived (what a watcher of a child's output needs to time it).
@@ -352,6 +373,8 @@ impl Drop for Etcd {
 /// A running `etcdctl watch`.
 pub struct Watch {
     child: Child,
+    /// etcdctl's standard input: interactive mode ends when it closes.
+    _commands: std::process::ChildStdin,
     lines: TimedLines,
 }
 
