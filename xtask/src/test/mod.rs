@@ -26,6 +26,8 @@ use anyhow::{bail, Context as _};
 
 use crate::{bootstrap, gates, guest, sh};
 
+mod failures;
+
 /// firewall-ctl's test binary whose tests need neither root nor the kernel.
 const PURE_TEST_BINARY: &str = "offline";
 
@@ -63,7 +65,14 @@ pub fn run() -> anyhow::Result<()> {
         results.push((tier.name.clone(), tier.run()?));
     }
     results.push(guest_tier());
-    // The times per tier, together at the end where a reader looks.
+    // What each failed test said, and the times per tier, together at the
+    // end where a reader (and a CI page) looks.
+    for (name, r) in &results {
+        for failure in &r.failures {
+            sh::step(name, &format!("FAILED {}", failure.test));
+            failure.lines.iter().for_each(|l| println!("    {l}"));
+        }
+    }
     for (name, r) in &results {
         sh::step(name, &format!("{} passed, {} failed in {:.0?}", r.passed, r.failed, r.duration));
     }
@@ -88,12 +97,19 @@ fn guest_tier() -> (String, TierResult) {
     match guest::run_tests(parse_result) {
         Ok(g) => (
             format!("serial: guest (Debian 12, Linux {})", g.release),
-            TierResult { passed: g.passed, failed: g.failed, success: true, duration: g.duration },
+            TierResult {
+                passed: g.passed,
+                failed: g.failed,
+                success: true,
+                duration: g.duration,
+                failures: Vec::new(),
+            },
         ),
         Err(e) => {
             eprintln!("error: the Debian 12 guest's tests did not run: {e:#}");
             let duration = started.elapsed();
-            ("serial: guest (Debian 12)".to_owned(), TierResult { passed: 0, failed: 1, success: false, duration })
+            let result = TierResult { passed: 0, failed: 1, success: false, duration, failures: Vec::new() };
+            ("serial: guest (Debian 12)".to_owned(), result)
         }
     }
 }
@@ -148,6 +164,8 @@ struct TierResult {
     failed: u64,
     success: bool,
     duration: Duration,
+    /// What each failed test said (libtest's `failures:` blocks).
+    failures: Vec<failures::Excerpt>,
 }
 
 impl Tier {
@@ -164,16 +182,19 @@ impl Tier {
         let mut child = self.cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot start `{what}`"))?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
         let (mut passed, mut failed) = (0, 0);
+        let mut failures = failures::Failures::default();
         for line in BufReader::new(stdout).lines() {
             let line = line.context("reading cargo test output")?;
             println!("{line}");
+            failures.feed(&line);
             if let Some((p, f)) = parse_result(&line) {
                 passed += p;
                 failed += f;
             }
         }
         let status = child.wait().with_context(|| format!("waiting for `{what}`"))?;
-        Ok(TierResult { passed, failed, success: status.success(), duration: started.elapsed() })
+        let failures = failures.finish();
+        Ok(TierResult { passed, failed, success: status.success(), duration: started.elapsed(), failures })
     }
 }
 
