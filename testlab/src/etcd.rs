@@ -322,8 +322,12 @@ impl Etcd {
     /// and then a watch of [`WATCH_PROBE`] on one stream, in that order;
     /// once a put of the probe is printed, the prefix watch exists.
     pub fn watch(&self, prefix: &str) -> anyhow::Result<Watch> {
-        let mut child = self.etcdctl(&["watch", "--interactive"])?;
-        let mut child = child.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+        let mut child = self
+            .etcdctl(&["watch", "--interactive"])?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
         let stdout = child.stdout.take().context("etcdctl's stdout")?;
         let mut stdin = child.stdin.take().context("etcdctl's stdin")?;
         writeln!(stdin, "watch --prefix {prefix}\nwatch {WATCH_PROBE}")?;

@@ -97,7 +97,10 @@ fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> Result<()
     let deadline = started + within;
     loop {
         match check() {
-            Ok(()) => return eprintln!("{what}: after {:?} (bound {within:?})", started.elapsed()),
+            Ok(()) => {
+                eprintln!("{what}: after {:?} (bound {within:?})", started.elapsed());
+                return;
+            }
             Err(last) if Instant::now() > deadline => panic!("{what}: not within {within:?}; last: {last}"),
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
